@@ -1,0 +1,116 @@
+//! Sandbox token checks. Every RPC calls [`Auth::check`] before doing anything.
+
+use tonic::metadata::MetadataMap;
+
+use crate::error::{AgentError, Result};
+
+/// The token (and optionally the sandbox id) this agent accepts.
+#[derive(Debug)]
+pub(crate) struct Auth {
+    token: String,
+    sandbox_id: Option<String>,
+}
+
+impl Auth {
+    pub(crate) fn new(token: String, sandbox_id: Option<String>) -> Self {
+        Auth { token, sandbox_id }
+    }
+
+    /// Accepts `authorization: Bearer <token>` metadata, or `field_token` (the seed's
+    /// `OpenSessionRequest.token`) when the metadata is absent.
+    pub(crate) fn check(&self, metadata: &MetadataMap, field_token: Option<&str>) -> Result<()> {
+        let presented = match metadata.get("authorization") {
+            Some(v) => {
+                let v = v.to_str().map_err(|_| AgentError::MissingToken)?;
+                let (scheme, token) = v.split_once(' ').ok_or(AgentError::MissingToken)?;
+                if !scheme.eq_ignore_ascii_case("bearer") {
+                    return Err(AgentError::MissingToken);
+                }
+                token.trim()
+            }
+            None => field_token
+                .filter(|t| !t.is_empty())
+                .ok_or(AgentError::MissingToken)?,
+        };
+        if constant_time_eq(presented.as_bytes(), self.token.as_bytes()) {
+            Ok(())
+        } else {
+            Err(AgentError::BadToken)
+        }
+    }
+
+    /// `OpenSession` names a sandbox; it must be this agent's when one is configured.
+    pub(crate) fn check_sandbox(&self, sandbox_id: &str) -> Result<()> {
+        match &self.sandbox_id {
+            Some(expected) if !sandbox_id.is_empty() && sandbox_id != expected => {
+                Err(AgentError::WrongSandbox {
+                    expected: expected.clone(),
+                    got: sandbox_id.to_string(),
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Compares without an early exit, so response timing does not reveal how many
+/// leading bytes of a guessed token were right.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn md(value: &str) -> MetadataMap {
+        let mut m = MetadataMap::new();
+        m.insert("authorization", value.parse().expect("ascii"));
+        m
+    }
+
+    #[test]
+    fn bearer_token_is_checked() {
+        let auth = Auth::new("s3cret".into(), None);
+        assert!(auth.check(&md("Bearer s3cret"), None).is_ok());
+        assert!(auth.check(&md("bearer s3cret"), None).is_ok());
+        assert!(matches!(
+            auth.check(&md("Bearer s3cre"), None),
+            Err(AgentError::BadToken)
+        ));
+        assert!(matches!(
+            auth.check(&md("Basic s3cret"), None),
+            Err(AgentError::MissingToken)
+        ));
+        assert!(matches!(
+            auth.check(&MetadataMap::new(), None),
+            Err(AgentError::MissingToken)
+        ));
+        assert!(matches!(
+            auth.check(&MetadataMap::new(), Some("")),
+            Err(AgentError::MissingToken)
+        ));
+    }
+
+    #[test]
+    fn field_token_only_counts_without_metadata() {
+        let auth = Auth::new("s3cret".into(), None);
+        assert!(auth.check(&MetadataMap::new(), Some("s3cret")).is_ok());
+        // A wrong header is not rescued by a right field.
+        assert!(auth.check(&md("Bearer wrong"), Some("s3cret")).is_err());
+    }
+
+    #[test]
+    fn sandbox_id_must_match_when_configured() {
+        let auth = Auth::new("t".into(), Some("sbx-1".into()));
+        assert!(auth.check_sandbox("sbx-1").is_ok());
+        assert!(auth.check_sandbox("").is_ok());
+        assert!(matches!(
+            auth.check_sandbox("sbx-2"),
+            Err(AgentError::WrongSandbox { .. })
+        ));
+    }
+}

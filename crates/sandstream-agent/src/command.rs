@@ -1,0 +1,406 @@
+//! One user command: spawning it in its own process group, pumping its pipes into the
+//! spool, enforcing its deadline, and recording how it ended.
+
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::process::{Child, ChildStdin};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+use crate::config::ExecConfig;
+use crate::error::{AgentError, Result};
+use crate::output_log::{Channel, OutputLog};
+
+/// Exit code reported for a command the agent killed at its deadline (as `timeout(1)`).
+pub(crate) const TIMED_OUT_EXIT_CODE: i32 = 124;
+const PIPE_READ_BUF: usize = 256 * 1024;
+/// Pipes are enlarged so a fast writer fills fewer, larger chunks.
+const PIPE_SIZE: i32 = 1 << 20;
+
+/// How a command ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Termination {
+    Exited(i32),
+    Signaled(i32),
+    TimedOut { after_ms: u64 },
+    Failed(String),
+}
+
+/// The end of a command, as readers see it.
+#[derive(Clone, Debug)]
+pub(crate) struct ExitInfo {
+    pub(crate) termination: Termination,
+    pub(crate) finished_at_ms: i64,
+}
+
+impl ExitInfo {
+    pub(crate) fn exit_code(&self) -> i32 {
+        match self.termination {
+            Termination::Exited(c) => c,
+            Termination::Signaled(s) => 128 + s,
+            Termination::TimedOut { .. } => TIMED_OUT_EXIT_CODE,
+            Termination::Failed(_) => -1,
+        }
+    }
+
+    pub(crate) fn signal(&self) -> i32 {
+        match self.termination {
+            Termination::Signaled(s) => s,
+            Termination::TimedOut { .. } => Signal::SIGKILL as i32,
+            _ => 0,
+        }
+    }
+
+    pub(crate) fn message(&self) -> String {
+        match &self.termination {
+            Termination::Exited(_) => String::new(),
+            Termination::Signaled(s) => {
+                let name = Signal::try_from(*s)
+                    .map(|s| s.as_str())
+                    .unwrap_or("unknown signal");
+                format!("killed by signal {s} ({name})")
+            }
+            Termination::TimedOut { after_ms } => {
+                format!("timed out after {after_ms} ms; the agent killed its process group")
+            }
+            Termination::Failed(why) => why.clone(),
+        }
+    }
+}
+
+/// What a client asked to run, validated.
+#[derive(Debug)]
+pub(crate) struct CommandSpec {
+    pub(crate) command: String,
+    pub(crate) cwd: PathBuf,
+    pub(crate) env: Vec<(String, String)>,
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) stdin: Vec<u8>,
+    pub(crate) keep_stdin_open: bool,
+}
+
+impl CommandSpec {
+    /// Checks a request's fields; every error names what was wrong.
+    pub(crate) fn parse(
+        command: String,
+        cwd: String,
+        env: impl IntoIterator<Item = (String, String)>,
+        timeout_ms: i64,
+        stdin: Vec<u8>,
+        keep_stdin_open: bool,
+        default_cwd: &Path,
+    ) -> Result<CommandSpec> {
+        if command.trim().is_empty() {
+            return Err(AgentError::InvalidArgument("command is empty".into()));
+        }
+        if command.contains('\0') {
+            return Err(AgentError::InvalidArgument(
+                "command contains a NUL byte".into(),
+            ));
+        }
+        if timeout_ms < 0 {
+            return Err(AgentError::InvalidArgument(format!(
+                "timeout must be 0 (none) or a positive number of milliseconds, got {timeout_ms}"
+            )));
+        }
+        let mut env: Vec<(String, String)> = env.into_iter().collect();
+        env.sort();
+        for (k, v) in &env {
+            if k.is_empty() || k.contains('=') || k.contains('\0') || v.contains('\0') {
+                return Err(AgentError::InvalidArgument(format!(
+                    "env name {k:?} is not valid (it must be non-empty without '=' or NUL, and its value without NUL)"
+                )));
+            }
+        }
+        let cwd = if cwd.is_empty() {
+            default_cwd.to_path_buf()
+        } else {
+            default_cwd.join(cwd)
+        };
+        match std::fs::metadata(&cwd) {
+            Err(_) => return Err(AgentError::CwdMissing(cwd)),
+            Ok(m) if !m.is_dir() => return Err(AgentError::CwdNotDirectory(cwd)),
+            Ok(_) => {}
+        }
+        let timeout = (timeout_ms > 0).then(|| Duration::from_millis(timeout_ms as u64));
+        Ok(CommandSpec {
+            command,
+            cwd,
+            env,
+            timeout,
+            stdin,
+            keep_stdin_open,
+        })
+    }
+}
+
+enum StdinOp {
+    Write(Vec<u8>, oneshot::Sender<std::io::Result<()>>),
+}
+
+/// A command the agent started.
+#[derive(Debug)]
+pub(crate) struct Command {
+    pub(crate) id: String,
+    pub(crate) command: String,
+    pub(crate) cwd: PathBuf,
+    pub(crate) pid: u32,
+    pub(crate) started_at_ms: i64,
+    pub(crate) log: Arc<OutputLog>,
+    stdin: Mutex<Option<mpsc::Sender<StdinOp>>>,
+}
+
+impl std::fmt::Debug for StdinOp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StdinOp")
+    }
+}
+
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+impl Command {
+    /// Starts `spec` under the shell, in a new process group, and returns once the
+    /// process exists. The returned future supervises it until it ends; the caller
+    /// must spawn it.
+    pub(crate) fn spawn(
+        id: String,
+        spec: CommandSpec,
+        cfg: &ExecConfig,
+    ) -> Result<(Arc<Command>, impl Future<Output = ()> + Send + 'static)> {
+        let mut cmd = tokio::process::Command::new(&cfg.shell);
+        cmd.arg("-c")
+            .arg(&spec.command)
+            .current_dir(&spec.cwd)
+            .envs(spec.env.iter().map(|(k, v)| (k, v)))
+            // Its own process group, so a timeout or kill reaches grandchildren too.
+            .process_group(0)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(false);
+        for name in &cfg.hidden_env {
+            // The agent's own secrets (its token) never reach user code.
+            cmd.env_remove(name);
+        }
+        let wants_stdin = spec.keep_stdin_open || !spec.stdin.is_empty();
+        cmd.stdin(if wants_stdin {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        });
+        if let Some((uid, gid)) = cfg.run_as {
+            cmd.uid(uid).gid(gid);
+        }
+        let mut child = cmd.spawn().map_err(|source| AgentError::Spawn {
+            shell: cfg.shell.clone(),
+            source,
+        })?;
+        let pid = child.id().unwrap_or(0);
+        let stdout = child.stdout.take();
+        let stderr = child.stderr.take();
+        if let Some(s) = &stdout {
+            grow_pipe(s.as_fd());
+        }
+        if let Some(s) = &stderr {
+            grow_pipe(s.as_fd());
+        }
+
+        let stdin_tx = child.stdin.take().map(|pipe| {
+            let (tx, rx) = mpsc::channel(16);
+            tokio::spawn(pump_stdin(pipe, rx));
+            tx
+        });
+        if let Some(tx) = &stdin_tx {
+            if !spec.stdin.is_empty() {
+                let (ack, _) = oneshot::channel();
+                // The channel is new and empty, so try_send cannot find it full.
+                let _ = tx.try_send(StdinOp::Write(spec.stdin, ack));
+            }
+        }
+        let stdin = if spec.keep_stdin_open { stdin_tx } else { None };
+
+        let log = OutputLog::new(cfg.spool_dir.join(format!("{id}.log")), cfg.output_cap);
+        let command = Arc::new(Command {
+            id,
+            command: spec.command,
+            cwd: spec.cwd,
+            pid,
+            started_at_ms: now_ms(),
+            log,
+            stdin: Mutex::new(stdin),
+        });
+        let deadline = spec.timeout.map(|t| (Instant::now() + t, t));
+        let supervise = supervise(
+            command.clone(),
+            child,
+            stdout,
+            stderr,
+            deadline,
+            cfg.exit_drain_grace,
+        );
+        Ok((command, supervise))
+    }
+
+    pub(crate) fn is_running(&self) -> bool {
+        self.log.exit().is_none()
+    }
+
+    /// Sends `signal` to the command's whole process group.
+    pub(crate) fn signal(&self, signal: Signal) -> Result<()> {
+        if !self.is_running() {
+            return Err(AgentError::AlreadyExited(self.id.clone()));
+        }
+        match killpg(Pid::from_raw(self.pid as i32), signal) {
+            Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(()),
+            Err(e) => Err(AgentError::io(
+                format!("signal command {}", self.id),
+                e.into(),
+            )),
+        }
+    }
+
+    /// Writes to the command's stdin; waits until the pipe took the bytes.
+    pub(crate) async fn write_stdin(&self, data: Vec<u8>) -> Result<()> {
+        let tx = self.stdin_sender()?;
+        let (ack, done) = oneshot::channel();
+        tx.send(StdinOp::Write(data, ack))
+            .await
+            .map_err(|_| AgentError::StdinClosed(self.id.clone()))?;
+        match done.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(AgentError::io(
+                format!("write stdin of command {}", self.id),
+                e,
+            )),
+            Err(_) => Err(AgentError::StdinClosed(self.id.clone())),
+        }
+    }
+
+    /// Closes stdin: once queued writes are done the command reads end-of-file.
+    pub(crate) fn close_stdin(&self) -> Result<()> {
+        let mut guard = self.stdin.lock().unwrap_or_else(|p| p.into_inner());
+        guard
+            .take()
+            .map(drop)
+            .ok_or_else(|| AgentError::StdinClosed(self.id.clone()))
+    }
+
+    fn stdin_sender(&self) -> Result<mpsc::Sender<StdinOp>> {
+        let guard = self.stdin.lock().unwrap_or_else(|p| p.into_inner());
+        guard
+            .clone()
+            .ok_or_else(|| AgentError::StdinClosed(self.id.clone()))
+    }
+}
+
+async fn pump_stdin(mut pipe: ChildStdin, mut rx: mpsc::Receiver<StdinOp>) {
+    while let Some(StdinOp::Write(data, ack)) = rx.recv().await {
+        let r = pipe.write_all(&data).await;
+        let failed = r.is_err();
+        let _ = ack.send(r);
+        if failed {
+            break;
+        }
+    }
+    // Dropping the pipe closes the command's stdin.
+}
+
+fn grow_pipe(fd: BorrowedFd<'_>) {
+    // Best effort: the kernel caps it at /proc/sys/fs/pipe-max-size for unprivileged users.
+    let _ = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETPIPE_SZ(PIPE_SIZE));
+}
+
+async fn read_some<R: AsyncRead + Unpin>(
+    pipe: &mut Option<R>,
+    buf: &mut [u8],
+) -> std::io::Result<usize> {
+    match pipe {
+        Some(p) => p.read(buf).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Pumps both pipes into the spool until the command has exited and its pipes are
+/// drained, killing its process group at the deadline.
+async fn supervise(
+    command: Arc<Command>,
+    mut child: Child,
+    mut stdout: Option<tokio::process::ChildStdout>,
+    mut stderr: Option<tokio::process::ChildStderr>,
+    deadline: Option<(Instant, Duration)>,
+    drain_grace: Duration,
+) {
+    let span = tracing::info_span!("command", command_id = %command.id, pid = command.pid);
+    let _enter = span.enter();
+    let mut out_buf = vec![0u8; PIPE_READ_BUF];
+    let mut err_buf = vec![0u8; PIPE_READ_BUF];
+    let mut status: Option<std::io::Result<std::process::ExitStatus>> = None;
+    let mut timed_out: Option<Duration> = None;
+    // After the leader exits, background children may keep the pipes open; we drain
+    // while data keeps coming and stop after `drain_grace` of silence.
+    let mut drain_deadline = Instant::now();
+    loop {
+        if stdout.is_none() && stderr.is_none() && status.is_some() {
+            break;
+        }
+        let deadline_at = deadline.map(|(at, _)| at).unwrap_or_else(Instant::now);
+        tokio::select! {
+            r = read_some(&mut stdout, &mut out_buf) => match r {
+                Ok(n) if n > 0 => { command.log.append(Channel::Stdout, &out_buf[..n]); drain_deadline = Instant::now() + drain_grace; }
+                _ => stdout = None,
+            },
+            r = read_some(&mut stderr, &mut err_buf) => match r {
+                Ok(n) if n > 0 => { command.log.append(Channel::Stderr, &err_buf[..n]); drain_deadline = Instant::now() + drain_grace; }
+                _ => stderr = None,
+            },
+            s = child.wait(), if status.is_none() => {
+                status = Some(s);
+                drain_deadline = Instant::now() + drain_grace;
+            }
+            _ = tokio::time::sleep_until(deadline_at), if deadline.is_some() && status.is_none() && timed_out.is_none() => {
+                tracing::info!("deadline reached; killing the process group");
+                let _ = killpg(Pid::from_raw(command.pid as i32), Signal::SIGKILL);
+                timed_out = deadline.map(|(_, t)| t);
+            }
+            _ = tokio::time::sleep_until(drain_deadline), if status.is_some() => {
+                tracing::debug!("pipes still open after the command exited; stopping capture");
+                break;
+            }
+        }
+    }
+    let termination = match (timed_out, status) {
+        (Some(t), _) => Termination::TimedOut {
+            after_ms: t.as_millis() as u64,
+        },
+        (None, Some(Ok(s))) => match (s.code(), s.signal()) {
+            (Some(code), _) => Termination::Exited(code),
+            (None, Some(sig)) => Termination::Signaled(sig),
+            (None, None) => Termination::Failed(format!("unknown wait status {s:?}")),
+        },
+        (None, Some(Err(e))) => Termination::Failed(format!("could not wait for the command: {e}")),
+        (None, None) => Termination::Failed("the command was lost".into()),
+    };
+    tracing::info!(
+        exit_code = ExitInfo {
+            termination: termination.clone(),
+            finished_at_ms: 0
+        }
+        .exit_code(),
+        "command ended"
+    );
+    command.log.finish(ExitInfo {
+        termination,
+        finished_at_ms: now_ms(),
+    });
+}

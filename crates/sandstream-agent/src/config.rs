@@ -1,0 +1,225 @@
+//! The agent's configuration: parsed once from flags and environment, validated before
+//! any port is bound.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::error::{AgentError, Result};
+
+/// Environment variable that carries the sandbox token; never passed to commands.
+pub const TOKEN_ENV: &str = "SANDSTREAM_AGENT_TOKEN";
+
+/// Command-line flags (each also readable from the environment).
+#[derive(Debug, Clone, clap::Args)]
+pub struct AgentArgs {
+    /// Address to serve gRPC on.
+    #[arg(long, env = "SANDSTREAM_AGENT_LISTEN", default_value = "0.0.0.0:50052")]
+    pub listen: SocketAddr,
+    /// The sandbox token clients must present (`authorization: Bearer <token>`).
+    /// Prefer --token-file: a flag is visible in the process list.
+    #[arg(long, env = TOKEN_ENV, hide_env_values = true)]
+    pub token: Option<String>,
+    /// File holding the sandbox token (surrounding whitespace is ignored).
+    #[arg(long, env = "SANDSTREAM_AGENT_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+    /// The sandbox this agent serves; OpenSession for another id is refused.
+    #[arg(long, env = "SANDSTREAM_SANDBOX_ID")]
+    pub sandbox_id: Option<String>,
+    /// Directory for output spool files (emptied at start; keep it off tmpfs so
+    /// spooled output costs disk, not memory).
+    #[arg(
+        long,
+        env = "SANDSTREAM_AGENT_SPOOL_DIR",
+        default_value = "/var/lib/sandstream-agent/spool"
+    )]
+    pub spool_dir: PathBuf,
+    /// Most bytes of output (stdout and stderr together) kept per command; output past
+    /// it is dropped and the cut is reported.
+    #[arg(long, env = "SANDSTREAM_AGENT_OUTPUT_CAP", default_value_t = 2 << 30)]
+    pub output_cap_bytes: u64,
+    /// Finished commands' spools are evicted, oldest first, past this many bytes.
+    #[arg(long, default_value_t = 4 << 30)]
+    pub spool_budget_bytes: u64,
+    /// Finished commands are evicted, oldest first, past this many.
+    #[arg(long, default_value_t = 1000)]
+    pub max_finished: usize,
+    /// A keepalive message is sent on a silent command stream after this many ms.
+    #[arg(long, default_value_t = 10_000)]
+    pub keepalive_ms: u64,
+    /// After a command's shell exits, its pipes are drained until they are silent
+    /// for this many ms (background children may hold them open).
+    #[arg(long, default_value_t = 100)]
+    pub exit_drain_ms: u64,
+    /// Working directory for commands that give none; relative cwds resolve against it.
+    #[arg(long, env = "SANDSTREAM_AGENT_WORKDIR")]
+    pub workdir: Option<PathBuf>,
+    /// Shell that runs commands as `SHELL -c COMMAND` (default: /bin/bash if present, else /bin/sh).
+    #[arg(long)]
+    pub shell: Option<PathBuf>,
+    /// Run commands as this user, `UID:GID` (default: the agent's own).
+    #[arg(long, env = "SANDSTREAM_AGENT_RUN_AS")]
+    pub run_as: Option<String>,
+    /// Tokio worker threads.
+    #[arg(long, default_value_t = 2)]
+    pub worker_threads: usize,
+    /// On SIGTERM, running commands get SIGTERM, then SIGKILL after this many ms.
+    #[arg(long, default_value_t = 3_000)]
+    pub shutdown_grace_ms: u64,
+}
+
+/// What the execution engine needs.
+#[derive(Debug, Clone)]
+pub(crate) struct ExecConfig {
+    pub(crate) shell: PathBuf,
+    pub(crate) default_cwd: PathBuf,
+    pub(crate) spool_dir: PathBuf,
+    pub(crate) output_cap: u64,
+    pub(crate) spool_budget: u64,
+    pub(crate) max_finished: usize,
+    pub(crate) exit_drain_grace: Duration,
+    pub(crate) run_as: Option<(u32, u32)>,
+    pub(crate) hidden_env: Vec<String>,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    pub listen: SocketAddr,
+    pub(crate) token: String,
+    pub(crate) sandbox_id: Option<String>,
+    pub(crate) exec: ExecConfig,
+    pub(crate) keepalive: Duration,
+    pub worker_threads: usize,
+    pub(crate) shutdown_grace: Duration,
+}
+
+impl AgentArgs {
+    /// Validates the flags. Reads the token file but touches nothing else.
+    pub fn into_config(self) -> Result<AgentConfig> {
+        let token = match (self.token, self.token_file) {
+            (Some(_), Some(_)) => {
+                return Err(AgentError::Config(
+                    "give --token or --token-file, not both".into(),
+                ));
+            }
+            (Some(t), None) => t,
+            (None, Some(path)) => std::fs::read_to_string(&path)
+                .map_err(|e| {
+                    AgentError::Config(format!("cannot read token file {}: {e}", path.display()))
+                })?
+                .trim()
+                .to_string(),
+            (None, None) => {
+                return Err(AgentError::Config(format!(
+                    "no sandbox token: set {TOKEN_ENV}, --token or --token-file (the agent never runs unauthenticated)"
+                )));
+            }
+        };
+        if token.len() < 16 || token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(AgentError::Config(
+                "the sandbox token must be at least 16 characters with no whitespace".into(),
+            ));
+        }
+        let shell = match self.shell {
+            Some(s) => s,
+            None if std::path::Path::new("/bin/bash").exists() => "/bin/bash".into(),
+            None => "/bin/sh".into(),
+        };
+        if !shell.exists() {
+            return Err(AgentError::Config(format!(
+                "shell {} does not exist",
+                shell.display()
+            )));
+        }
+        let default_cwd = match self.workdir {
+            Some(w) => w,
+            None => std::env::current_dir()
+                .map_err(|e| AgentError::Config(format!("no current directory: {e}")))?,
+        };
+        if !default_cwd.is_absolute() || !default_cwd.is_dir() {
+            return Err(AgentError::Config(format!(
+                "workdir {} must be an existing absolute directory",
+                default_cwd.display()
+            )));
+        }
+        let run_as = self.run_as.as_deref().map(parse_run_as).transpose()?;
+        if self.worker_threads == 0 {
+            return Err(AgentError::Config(
+                "--worker-threads must be at least 1".into(),
+            ));
+        }
+        if self.output_cap_bytes == 0 {
+            return Err(AgentError::Config(
+                "--output-cap-bytes must be positive".into(),
+            ));
+        }
+        Ok(AgentConfig {
+            listen: self.listen,
+            token,
+            sandbox_id: self.sandbox_id.filter(|s| !s.is_empty()),
+            exec: ExecConfig {
+                shell,
+                default_cwd,
+                spool_dir: self.spool_dir,
+                output_cap: self.output_cap_bytes,
+                spool_budget: self.spool_budget_bytes,
+                max_finished: self.max_finished.max(1),
+                exit_drain_grace: Duration::from_millis(self.exit_drain_ms),
+                run_as,
+                hidden_env: vec![TOKEN_ENV.into(), "SANDSTREAM_AGENT_TOKEN_FILE".into()],
+            },
+            keepalive: Duration::from_millis(self.keepalive_ms.max(1)),
+            worker_threads: self.worker_threads,
+            shutdown_grace: Duration::from_millis(self.shutdown_grace_ms),
+        })
+    }
+}
+
+fn parse_run_as(s: &str) -> Result<(u32, u32)> {
+    let bad = || AgentError::Config(format!("--run-as takes UID:GID, got {s:?}"));
+    let (u, g) = s.split_once(':').ok_or_else(bad)?;
+    Ok((u.parse().map_err(|_| bad())?, g.parse().map_err(|_| bad())?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: AgentArgs,
+    }
+
+    fn parse(extra: &[&str]) -> Result<AgentConfig> {
+        let mut argv = vec!["agent", "--workdir", "/"];
+        argv.extend_from_slice(extra);
+        Cli::try_parse_from(argv)
+            .expect("flags parse")
+            .args
+            .into_config()
+    }
+
+    #[test]
+    fn refuses_to_run_without_a_token() {
+        // SAFETY-free: the test does not rely on the process environment having no token,
+        // because --token-file and --token are both absent and the env var is unset in CI.
+        if std::env::var_os(TOKEN_ENV).is_some() {
+            return;
+        }
+        let err = parse(&[]).expect_err("no token");
+        assert!(err.to_string().contains("no sandbox token"), "{err}");
+    }
+
+    #[test]
+    fn rejects_short_tokens_and_bad_run_as() {
+        assert!(parse(&["--token", "short"]).is_err());
+        let err =
+            parse(&["--token", "0123456789abcdef", "--run-as", "1000"]).expect_err("bad run-as");
+        assert!(err.to_string().contains("UID:GID"), "{err}");
+        let cfg = parse(&["--token", "0123456789abcdef", "--run-as", "1000:1001"]).expect("valid");
+        assert_eq!(cfg.exec.run_as, Some((1000, 1001)));
+    }
+}

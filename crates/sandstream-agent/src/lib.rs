@@ -1,0 +1,64 @@
+//! The in-sandbox agent: owns running user commands inside one sandbox, spools their
+//! output to disk, and serves `sandstream.agent.v1.ExecService` over gRPC.
+//! It knows nothing of runners, servers or containers: it is given a token and a port.
+
+mod auth;
+mod command;
+mod config;
+mod error;
+mod events;
+pub mod init;
+mod output_log;
+mod registry;
+mod server;
+mod service;
+mod utf8;
+
+pub use config::{AgentArgs, AgentConfig};
+pub use error::{AgentError, Result};
+pub use server::{bind, run, serve};
+
+/// Entry point shared by `sandstream-agent` and `sandstream agent`: validates the
+/// config before anything is bound, takes PID 1 duty if needed, logs to stderr, serves.
+pub fn main(args: AgentArgs) -> std::process::ExitCode {
+    use std::process::ExitCode;
+    let cfg = match args.into_config() {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            eprintln!("sandstream-agent: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(e) = init::become_init_if_pid1() {
+        eprintln!("sandstream-agent: cannot act as init: {e}");
+        return ExitCode::FAILURE;
+    }
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SANDSTREAM_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cfg.worker_threads)
+        .max_blocking_threads(4)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("sandstream-agent: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cfg)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "agent failed");
+            eprintln!("sandstream-agent: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

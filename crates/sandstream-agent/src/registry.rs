@@ -1,0 +1,167 @@
+//! All commands of this sandbox: running ones, and finished ones kept for replay until
+//! evicted (oldest first, past a count or a spool-size budget).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use tokio::sync::broadcast;
+
+use crate::command::{Command, CommandSpec};
+use crate::config::ExecConfig;
+use crate::error::{AgentError, Result};
+
+/// A command started or ended; fed to `OpenSession` streams.
+#[derive(Clone, Debug)]
+pub(crate) enum Lifecycle {
+    Started(Arc<Command>),
+    Ended(Arc<Command>),
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    by_id: HashMap<String, Arc<Command>>,
+    /// Start order, for listing.
+    order: Vec<String>,
+    finished: VecDeque<String>,
+    shutting_down: bool,
+}
+
+/// The agent's table of commands.
+#[derive(Debug)]
+pub(crate) struct Registry {
+    cfg: ExecConfig,
+    inner: Mutex<Inner>,
+    events: broadcast::Sender<Lifecycle>,
+}
+
+impl Registry {
+    /// Creates the registry and empties the spool directory: spools of an earlier
+    /// agent process belong to commands that died with it.
+    pub(crate) fn new(cfg: ExecConfig) -> Result<Arc<Registry>> {
+        std::fs::create_dir_all(&cfg.spool_dir).map_err(|e| {
+            AgentError::io(format!("create spool dir {}", cfg.spool_dir.display()), e)
+        })?;
+        let entries = std::fs::read_dir(&cfg.spool_dir).map_err(|e| {
+            AgentError::io(format!("read spool dir {}", cfg.spool_dir.display()), e)
+        })?;
+        for entry in entries.flatten() {
+            if entry.file_name().to_string_lossy().ends_with(".log") {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+        Ok(Arc::new(Registry {
+            cfg,
+            inner: Mutex::new(Inner::default()),
+            events: broadcast::channel(1024).0,
+        }))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn exec_config(&self) -> &ExecConfig {
+        &self.cfg
+    }
+
+    pub(crate) fn subscribe(&self) -> broadcast::Receiver<Lifecycle> {
+        self.events.subscribe()
+    }
+
+    /// Starts a command and begins supervising it.
+    pub(crate) fn start(self: &Arc<Self>, spec: CommandSpec) -> Result<Arc<Command>> {
+        if self.lock().shutting_down {
+            return Err(AgentError::ShuttingDown);
+        }
+        let id = uuid::Uuid::new_v4().to_string();
+        let (command, supervise) = Command::spawn(id.clone(), spec, &self.cfg)?;
+        {
+            let mut inner = self.lock();
+            inner.by_id.insert(id.clone(), command.clone());
+            inner.order.push(id);
+        }
+        tracing::info!(command_id = %command.id, pid = command.pid, command = %command.command, "command started");
+        let _ = self.events.send(Lifecycle::Started(command.clone()));
+        let registry = self.clone();
+        let ended = command.clone();
+        tokio::spawn(async move {
+            supervise.await;
+            registry.on_finished(ended);
+        });
+        Ok(command)
+    }
+
+    fn on_finished(&self, command: Arc<Command>) {
+        let _ = self.events.send(Lifecycle::Ended(command.clone()));
+        let mut inner = self.lock();
+        inner.finished.push_back(command.id.clone());
+        loop {
+            let spooled: u64 = inner
+                .finished
+                .iter()
+                .filter_map(|id| inner.by_id.get(id))
+                .map(|c| c.log.disk_bytes())
+                .sum();
+            let over =
+                inner.finished.len() > self.cfg.max_finished || spooled > self.cfg.spool_budget;
+            // The newest finished command is always kept, so its client can still resume.
+            if !over || inner.finished.len() <= 1 {
+                break;
+            }
+            if let Some(old) = inner.finished.pop_front() {
+                inner.by_id.remove(&old);
+                inner.order.retain(|id| id != &old);
+                tracing::debug!(command_id = %old, "evicted finished command");
+            }
+        }
+    }
+
+    pub(crate) fn get(&self, id: &str) -> Result<Arc<Command>> {
+        self.lock()
+            .by_id
+            .get(id)
+            .cloned()
+            .ok_or_else(|| AgentError::CommandNotFound(id.to_string()))
+    }
+
+    pub(crate) fn list(&self) -> Vec<Arc<Command>> {
+        let inner = self.lock();
+        inner
+            .order
+            .iter()
+            .filter_map(|id| inner.by_id.get(id).cloned())
+            .collect()
+    }
+
+    /// Refuses new commands, sends SIGTERM to every running one, then SIGKILL to those
+    /// still running after `grace`. Returns when all have ended (or a last grace expired).
+    pub(crate) async fn terminate_all(&self, grace: Duration) {
+        let running: Vec<Arc<Command>> = {
+            let mut inner = self.lock();
+            inner.shutting_down = true;
+            inner
+                .by_id
+                .values()
+                .filter(|c| c.is_running())
+                .cloned()
+                .collect()
+        };
+        for c in &running {
+            let _ = c.signal(Signal::SIGTERM);
+        }
+        let all_done = || running.iter().all(|c| !c.is_running());
+        let deadline = tokio::time::Instant::now() + grace;
+        while !all_done() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        for c in running.iter().filter(|c| c.is_running()) {
+            let _ = c.signal(Signal::SIGKILL);
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        while !all_done() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}

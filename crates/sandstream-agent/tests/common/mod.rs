@@ -1,0 +1,293 @@
+//! Test harness: starts the real `sandstream-agent` binary on a free port with its own
+//! temp dirs, and talks to it with a real tonic client.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sandstream_proto::v1::exec_service_client::ExecServiceClient;
+use sandstream_proto::v1::{
+    CommandOutput, EventKind, ExecuteRequest, OutputChannel, OutputEncoding,
+};
+use tokio::net::TcpListener;
+use tokio::task::AbortHandle;
+use tokio_stream::StreamExt;
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, Endpoint};
+
+pub const TOKEN: &str = "test-token-0123456789abcdef";
+
+pub type Client = ExecServiceClient<InterceptedService<Channel, Bearer>>;
+
+/// Adds `authorization: Bearer <token>` to every call.
+#[derive(Clone)]
+pub struct Bearer(pub String);
+
+impl Interceptor for Bearer {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if !self.0.is_empty() {
+            req.metadata_mut().insert(
+                "authorization",
+                format!("Bearer {}", self.0).parse().expect("ascii token"),
+            );
+        }
+        Ok(req)
+    }
+}
+
+pub struct Agent {
+    child: Child,
+    pub addr: SocketAddr,
+    pub dir: tempfile::TempDir,
+}
+
+impl Agent {
+    pub fn start(extra: &[&str]) -> Agent {
+        Self::start_binary(PathBuf::from(env!("CARGO_BIN_EXE_sandstream-agent")), extra)
+    }
+
+    pub fn start_binary(bin: PathBuf, extra: &[&str]) -> Agent {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let work = dir.path().join("work");
+        std::fs::create_dir_all(&work).expect("workdir");
+        let mut child = std::process::Command::new(bin)
+            .args(["--listen", "127.0.0.1:0", "--spool-dir"])
+            .arg(dir.path().join("spool"))
+            .arg("--workdir")
+            .arg(&work)
+            .args(extra)
+            .env("SANDSTREAM_AGENT_TOKEN", TOKEN)
+            .env("SANDSTREAM_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start agent");
+        let addr = read_listen_line(&mut child);
+        Agent { child, addr, dir }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn workdir(&self) -> PathBuf {
+        self.dir.path().join("work")
+    }
+
+    pub async fn client(&self) -> Client {
+        client_with_token(self.addr, TOKEN).await
+    }
+
+    /// (VmRSS, VmHWM) in KiB.
+    pub fn rss_kib(&self) -> (u64, u64) {
+        rss_kib(self.child.id())
+    }
+
+    pub fn send_sigterm(&self) {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .expect("signal agent");
+    }
+
+    pub fn wait(&mut self) -> std::process::ExitStatus {
+        self.child.wait().expect("wait agent")
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn read_listen_line(child: &mut Child) -> SocketAddr {
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("read agent stdout");
+    line.trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected agent output {line:?}"))
+        .parse()
+        .expect("addr")
+}
+
+pub fn rss_kib(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("rss field")
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+pub async fn channel(addr: SocketAddr) -> Channel {
+    Endpoint::from_shared(format!("http://{addr}"))
+        .expect("uri")
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_timeout(Duration::from_secs(10))
+        .tcp_nodelay(true)
+        .initial_stream_window_size(Some(4 << 20))
+        .initial_connection_window_size(Some(16 << 20))
+        .connect()
+        .await
+        .expect("connect to agent")
+}
+
+pub async fn client_with_token(addr: SocketAddr, token: &str) -> Client {
+    ExecServiceClient::with_interceptor(channel(addr).await, Bearer(token.to_string()))
+        .max_decoding_message_size(64 << 20)
+}
+
+pub fn bytes_request(command: &str) -> ExecuteRequest {
+    ExecuteRequest {
+        command: command.to_string(),
+        encoding: OutputEncoding::Bytes as i32,
+        ..Default::default()
+    }
+}
+
+/// Everything a command stream delivered, checked for offset continuity.
+#[derive(Debug, Default)]
+pub struct Collected {
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub events: Vec<CommandOutput>,
+    pub end: Option<CommandOutput>,
+}
+
+impl Collected {
+    pub fn end(&self) -> &CommandOutput {
+        self.end.as_ref().expect("stream ended with an end message")
+    }
+
+    /// Adds one message; panics if an output chunk does not continue exactly where the
+    /// previous one of its channel stopped (a gap or a duplicate).
+    pub fn push(&mut self, msg: CommandOutput) {
+        match EventKind::try_from(msg.kind).expect("known kind") {
+            EventKind::Output => {
+                let buf = if msg.channel == OutputChannel::Stderr as i32 {
+                    &mut self.stderr
+                } else {
+                    &mut self.stdout
+                };
+                assert_eq!(
+                    msg.offset,
+                    buf.len() as u64,
+                    "chunk offset must continue the channel exactly"
+                );
+                buf.extend_from_slice(&msg.data);
+            }
+            EventKind::End => self.end = Some(msg),
+            _ => self.events.push(msg),
+        }
+    }
+
+    pub fn stdout_str(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+
+    pub fn stderr_str(&self) -> String {
+        String::from_utf8_lossy(&self.stderr).into_owned()
+    }
+}
+
+pub async fn execute(client: &mut Client, req: ExecuteRequest) -> Collected {
+    let mut stream = client
+        .execute(req)
+        .await
+        .expect("execute accepted")
+        .into_inner();
+    let mut c = Collected::default();
+    while let Some(msg) = stream.next().await {
+        c.push(msg.expect("stream message"));
+    }
+    assert!(c.end.is_some(), "stream closed without an end message");
+    c
+}
+
+pub async fn run(client: &mut Client, command: &str) -> Collected {
+    execute(client, bytes_request(command)).await
+}
+
+/// A TCP proxy whose live connections the test can cut, like a network blip.
+pub struct Proxy {
+    pub addr: SocketAddr,
+    conns: Arc<Mutex<Vec<AbortHandle>>>,
+    accept: AbortHandle,
+}
+
+impl Proxy {
+    pub async fn start(target: SocketAddr) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let addr = listener.local_addr().expect("proxy addr");
+        let conns: Arc<Mutex<Vec<AbortHandle>>> = Arc::default();
+        let tracked = conns.clone();
+        let accept = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let task = tokio::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+                tracked.lock().expect("lock").push(task.abort_handle());
+            }
+        })
+        .abort_handle();
+        Proxy {
+            addr,
+            conns,
+            accept,
+        }
+    }
+
+    /// Drops every live connection through the proxy; new ones are still accepted.
+    pub fn cut(&self) {
+        for c in self.conns.lock().expect("lock").drain(..) {
+            c.abort();
+        }
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.cut();
+        self.accept.abort();
+    }
+}
+
+/// Pids of every live process in process group `pgid`.
+pub fn group_members(pgid: u32) -> Vec<u32> {
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("read /proc").flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // Fields after the ")" that closes the command name: state ppid pgrp ...
+        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+            continue;
+        };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        if fields.get(2).and_then(|p| p.parse::<u32>().ok()) == Some(pgid)
+            && fields.first() != Some(&"Z")
+        {
+            pids.push(pid);
+        }
+    }
+    pids
+}
