@@ -22,10 +22,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if std::env::var_os("CARGO_FEATURE_SEED").is_some() {
         let seed_out = out_dir.join("seed");
         std::fs::create_dir_all(&seed_out)?;
-        tonic_prost_build::configure()
-            .build_server(false)
-            .out_dir(&seed_out)
-            .compile_fds(seed)?;
+        tonic_prost_build::configure().build_server(false).out_dir(&seed_out).compile_fds(seed)?;
     }
     Ok(())
 }

@@ -28,25 +28,16 @@ impl Auth {
                 }
                 token.trim()
             }
-            None => field_token
-                .filter(|t| !t.is_empty())
-                .ok_or(AgentError::MissingToken)?,
+            None => field_token.filter(|t| !t.is_empty()).ok_or(AgentError::MissingToken)?,
         };
-        if constant_time_eq(presented.as_bytes(), self.token.as_bytes()) {
-            Ok(())
-        } else {
-            Err(AgentError::BadToken)
-        }
+        if constant_time_eq(presented.as_bytes(), self.token.as_bytes()) { Ok(()) } else { Err(AgentError::BadToken) }
     }
 
     /// `OpenSession` names a sandbox; it must be this agent's when one is configured.
     pub(crate) fn check_sandbox(&self, sandbox_id: &str) -> Result<()> {
         match &self.sandbox_id {
             Some(expected) if !sandbox_id.is_empty() && sandbox_id != expected => {
-                Err(AgentError::WrongSandbox {
-                    expected: expected.clone(),
-                    got: sandbox_id.to_string(),
-                })
+                Err(AgentError::WrongSandbox { expected: expected.clone(), got: sandbox_id.to_string() })
             }
             _ => Ok(()),
         }
@@ -77,22 +68,10 @@ mod tests {
         let auth = Auth::new("s3cret".into(), None);
         assert!(auth.check(&md("Bearer s3cret"), None).is_ok());
         assert!(auth.check(&md("bearer s3cret"), None).is_ok());
-        assert!(matches!(
-            auth.check(&md("Bearer s3cre"), None),
-            Err(AgentError::BadToken)
-        ));
-        assert!(matches!(
-            auth.check(&md("Basic s3cret"), None),
-            Err(AgentError::MissingToken)
-        ));
-        assert!(matches!(
-            auth.check(&MetadataMap::new(), None),
-            Err(AgentError::MissingToken)
-        ));
-        assert!(matches!(
-            auth.check(&MetadataMap::new(), Some("")),
-            Err(AgentError::MissingToken)
-        ));
+        assert!(matches!(auth.check(&md("Bearer s3cre"), None), Err(AgentError::BadToken)));
+        assert!(matches!(auth.check(&md("Basic s3cret"), None), Err(AgentError::MissingToken)));
+        assert!(matches!(auth.check(&MetadataMap::new(), None), Err(AgentError::MissingToken)));
+        assert!(matches!(auth.check(&MetadataMap::new(), Some("")), Err(AgentError::MissingToken)));
     }
 
     #[test]
@@ -108,9 +87,6 @@ mod tests {
         let auth = Auth::new("t".into(), Some("sbx-1".into()));
         assert!(auth.check_sandbox("sbx-1").is_ok());
         assert!(auth.check_sandbox("").is_ok());
-        assert!(matches!(
-            auth.check_sandbox("sbx-2"),
-            Err(AgentError::WrongSandbox { .. })
-        ));
+        assert!(matches!(auth.check_sandbox("sbx-2"), Err(AgentError::WrongSandbox { .. })));
     }
 }

@@ -8,6 +8,7 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use bytes::{Bytes, BytesMut};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
@@ -21,7 +22,9 @@ use crate::output_log::{Channel, OutputLog};
 
 /// Exit code reported for a command the agent killed at its deadline (as `timeout(1)`).
 pub(crate) const TIMED_OUT_EXIT_CODE: i32 = 124;
-const PIPE_READ_BUF: usize = 256 * 1024;
+/// Pipe reads land in arenas of up to this size, split off as chunks without copying.
+const ARENA_MAX: usize = 1 << 20;
+const ARENA_MIN: usize = 16 * 1024;
 /// Pipes are enlarged so a fast writer fills fewer, larger chunks.
 const PIPE_SIZE: i32 = 1 << 20;
 
@@ -63,9 +66,7 @@ impl ExitInfo {
         match &self.termination {
             Termination::Exited(_) => String::new(),
             Termination::Signaled(s) => {
-                let name = Signal::try_from(*s)
-                    .map(|s| s.as_str())
-                    .unwrap_or("unknown signal");
+                let name = Signal::try_from(*s).map(|s| s.as_str()).unwrap_or("unknown signal");
                 format!("killed by signal {s} ({name})")
             }
             Termination::TimedOut { after_ms } => {
@@ -102,9 +103,7 @@ impl CommandSpec {
             return Err(AgentError::InvalidArgument("command is empty".into()));
         }
         if command.contains('\0') {
-            return Err(AgentError::InvalidArgument(
-                "command contains a NUL byte".into(),
-            ));
+            return Err(AgentError::InvalidArgument("command contains a NUL byte".into()));
         }
         if timeout_ms < 0 {
             return Err(AgentError::InvalidArgument(format!(
@@ -120,25 +119,14 @@ impl CommandSpec {
                 )));
             }
         }
-        let cwd = if cwd.is_empty() {
-            default_cwd.to_path_buf()
-        } else {
-            default_cwd.join(cwd)
-        };
+        let cwd = if cwd.is_empty() { default_cwd.to_path_buf() } else { default_cwd.join(cwd) };
         match std::fs::metadata(&cwd) {
             Err(_) => return Err(AgentError::CwdMissing(cwd)),
             Ok(m) if !m.is_dir() => return Err(AgentError::CwdNotDirectory(cwd)),
             Ok(_) => {}
         }
         let timeout = (timeout_ms > 0).then(|| Duration::from_millis(timeout_ms as u64));
-        Ok(CommandSpec {
-            command,
-            cwd,
-            env,
-            timeout,
-            stdin,
-            keep_stdin_open,
-        })
+        Ok(CommandSpec { command, cwd, env, timeout, stdin, keep_stdin_open })
     }
 }
 
@@ -165,9 +153,7 @@ impl std::fmt::Debug for StdinOp {
 }
 
 pub(crate) fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 impl Command {
@@ -193,19 +179,13 @@ impl Command {
             // The agent's own secrets (its token) never reach user code.
             cmd.env_remove(name);
         }
-        let wants_stdin = spec.keep_stdin_open || !spec.stdin.is_empty();
-        cmd.stdin(if wants_stdin {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        });
+        // Always a pipe, closed at once when there is nothing to send: the command reads
+        // end-of-file just as from /dev/null, which a bare rootfs may not have.
+        cmd.stdin(Stdio::piped());
         if let Some((uid, gid)) = cfg.run_as {
             cmd.uid(uid).gid(gid);
         }
-        let mut child = cmd.spawn().map_err(|source| AgentError::Spawn {
-            shell: cfg.shell.clone(),
-            source,
-        })?;
+        let mut child = cmd.spawn().map_err(|source| AgentError::Spawn { shell: cfg.shell.clone(), source })?;
         let pid = child.id().unwrap_or(0);
         let stdout = child.stdout.take();
         let stderr = child.stderr.take();
@@ -221,12 +201,12 @@ impl Command {
             tokio::spawn(pump_stdin(pipe, rx));
             tx
         });
-        if let Some(tx) = &stdin_tx {
-            if !spec.stdin.is_empty() {
-                let (ack, _) = oneshot::channel();
-                // The channel is new and empty, so try_send cannot find it full.
-                let _ = tx.try_send(StdinOp::Write(spec.stdin, ack));
-            }
+        if let Some(tx) = &stdin_tx
+            && !spec.stdin.is_empty()
+        {
+            let (ack, _) = oneshot::channel();
+            // The channel is new and empty, so try_send cannot find it full.
+            let _ = tx.try_send(StdinOp::Write(spec.stdin, ack));
         }
         let stdin = if spec.keep_stdin_open { stdin_tx } else { None };
 
@@ -241,14 +221,7 @@ impl Command {
             stdin: Mutex::new(stdin),
         });
         let deadline = spec.timeout.map(|t| (Instant::now() + t, t));
-        let supervise = supervise(
-            command.clone(),
-            child,
-            stdout,
-            stderr,
-            deadline,
-            cfg.exit_drain_grace,
-        );
+        let supervise = supervise(command.clone(), child, stdout, stderr, deadline, cfg.exit_drain_grace);
         Ok((command, supervise))
     }
 
@@ -263,10 +236,7 @@ impl Command {
         }
         match killpg(Pid::from_raw(self.pid as i32), signal) {
             Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(()),
-            Err(e) => Err(AgentError::io(
-                format!("signal command {}", self.id),
-                e.into(),
-            )),
+            Err(e) => Err(AgentError::io(format!("signal command {}", self.id), e.into())),
         }
     }
 
@@ -274,15 +244,10 @@ impl Command {
     pub(crate) async fn write_stdin(&self, data: Vec<u8>) -> Result<()> {
         let tx = self.stdin_sender()?;
         let (ack, done) = oneshot::channel();
-        tx.send(StdinOp::Write(data, ack))
-            .await
-            .map_err(|_| AgentError::StdinClosed(self.id.clone()))?;
+        tx.send(StdinOp::Write(data, ack)).await.map_err(|_| AgentError::StdinClosed(self.id.clone()))?;
         match done.await {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(AgentError::io(
-                format!("write stdin of command {}", self.id),
-                e,
-            )),
+            Ok(Err(e)) => Err(AgentError::io(format!("write stdin of command {}", self.id), e)),
             Err(_) => Err(AgentError::StdinClosed(self.id.clone())),
         }
     }
@@ -290,17 +255,12 @@ impl Command {
     /// Closes stdin: once queued writes are done the command reads end-of-file.
     pub(crate) fn close_stdin(&self) -> Result<()> {
         let mut guard = self.stdin.lock().unwrap_or_else(|p| p.into_inner());
-        guard
-            .take()
-            .map(drop)
-            .ok_or_else(|| AgentError::StdinClosed(self.id.clone()))
+        guard.take().map(drop).ok_or_else(|| AgentError::StdinClosed(self.id.clone()))
     }
 
     fn stdin_sender(&self) -> Result<mpsc::Sender<StdinOp>> {
         let guard = self.stdin.lock().unwrap_or_else(|p| p.into_inner());
-        guard
-            .clone()
-            .ok_or_else(|| AgentError::StdinClosed(self.id.clone()))
+        guard.clone().ok_or_else(|| AgentError::StdinClosed(self.id.clone()))
     }
 }
 
@@ -321,12 +281,39 @@ fn grow_pipe(fd: BorrowedFd<'_>) {
     let _ = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETPIPE_SZ(PIPE_SIZE));
 }
 
-async fn read_some<R: AsyncRead + Unpin>(
-    pipe: &mut Option<R>,
-    buf: &mut [u8],
-) -> std::io::Result<usize> {
+/// Where one pipe's reads land. Each chunk is split off the arena as `Bytes`, so the
+/// spool, the live window and every reader share it without copying. Arenas start
+/// small (a quiet command holds little memory) and grow while reads keep filling them.
+struct Arena {
+    buf: BytesMut,
+    next: usize,
+}
+
+impl Arena {
+    fn new() -> Arena {
+        Arena { buf: BytesMut::new(), next: ARENA_MIN }
+    }
+
+    fn room(&mut self) -> &mut BytesMut {
+        if self.buf.capacity() - self.buf.len() < ARENA_MIN {
+            self.buf = BytesMut::with_capacity(self.next);
+        }
+        &mut self.buf
+    }
+
+    fn take(&mut self) -> Bytes {
+        let chunk = self.buf.split().freeze();
+        if self.buf.capacity() < ARENA_MIN {
+            // The read filled the arena: the command is loud, give it a bigger one.
+            self.next = (self.next * 4).min(ARENA_MAX);
+        }
+        chunk
+    }
+}
+
+async fn read_some<R: AsyncRead + Unpin>(pipe: &mut Option<R>, arena: &mut Arena) -> std::io::Result<usize> {
     match pipe {
-        Some(p) => p.read(buf).await,
+        Some(p) => p.read_buf(arena.room()).await,
         None => std::future::pending().await,
     }
 }
@@ -341,10 +328,8 @@ async fn supervise(
     deadline: Option<(Instant, Duration)>,
     drain_grace: Duration,
 ) {
-    let span = tracing::info_span!("command", command_id = %command.id, pid = command.pid);
-    let _enter = span.enter();
-    let mut out_buf = vec![0u8; PIPE_READ_BUF];
-    let mut err_buf = vec![0u8; PIPE_READ_BUF];
+    let mut out_arena = Arena::new();
+    let mut err_arena = Arena::new();
     let mut status: Option<std::io::Result<std::process::ExitStatus>> = None;
     let mut timed_out: Option<Duration> = None;
     // After the leader exits, background children may keep the pipes open; we drain
@@ -356,12 +341,12 @@ async fn supervise(
         }
         let deadline_at = deadline.map(|(at, _)| at).unwrap_or_else(Instant::now);
         tokio::select! {
-            r = read_some(&mut stdout, &mut out_buf) => match r {
-                Ok(n) if n > 0 => { command.log.append(Channel::Stdout, &out_buf[..n]); drain_deadline = Instant::now() + drain_grace; }
+            r = read_some(&mut stdout, &mut out_arena) => match r {
+                Ok(n) if n > 0 => { command.log.append(Channel::Stdout, out_arena.take()); drain_deadline = Instant::now() + drain_grace; }
                 _ => stdout = None,
             },
-            r = read_some(&mut stderr, &mut err_buf) => match r {
-                Ok(n) if n > 0 => { command.log.append(Channel::Stderr, &err_buf[..n]); drain_deadline = Instant::now() + drain_grace; }
+            r = read_some(&mut stderr, &mut err_arena) => match r {
+                Ok(n) if n > 0 => { command.log.append(Channel::Stderr, err_arena.take()); drain_deadline = Instant::now() + drain_grace; }
                 _ => stderr = None,
             },
             s = child.wait(), if status.is_none() => {
@@ -380,9 +365,7 @@ async fn supervise(
         }
     }
     let termination = match (timed_out, status) {
-        (Some(t), _) => Termination::TimedOut {
-            after_ms: t.as_millis() as u64,
-        },
+        (Some(t), _) => Termination::TimedOut { after_ms: t.as_millis() as u64 },
         (None, Some(Ok(s))) => match (s.code(), s.signal()) {
             (Some(code), _) => Termination::Exited(code),
             (None, Some(sig)) => Termination::Signaled(sig),
@@ -392,15 +375,8 @@ async fn supervise(
         (None, None) => Termination::Failed("the command was lost".into()),
     };
     tracing::info!(
-        exit_code = ExitInfo {
-            termination: termination.clone(),
-            finished_at_ms: 0
-        }
-        .exit_code(),
+        exit_code = ExitInfo { termination: termination.clone(), finished_at_ms: 0 }.exit_code(),
         "command ended"
     );
-    command.log.finish(ExitInfo {
-        termination,
-        finished_at_ms: now_ms(),
-    });
+    command.log.finish(ExitInfo { termination, finished_at_ms: now_ms() });
 }

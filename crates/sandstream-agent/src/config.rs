@@ -28,18 +28,15 @@ pub struct AgentArgs {
     pub sandbox_id: Option<String>,
     /// Directory for output spool files (emptied at start; keep it off tmpfs so
     /// spooled output costs disk, not memory).
-    #[arg(
-        long,
-        env = "SANDSTREAM_AGENT_SPOOL_DIR",
-        default_value = "/var/lib/sandstream-agent/spool"
-    )]
+    #[arg(long, env = "SANDSTREAM_AGENT_SPOOL_DIR", default_value = "/var/lib/sandstream-agent/spool")]
     pub spool_dir: PathBuf,
     /// Most bytes of output (stdout and stderr together) kept per command; output past
     /// it is dropped and the cut is reported.
     #[arg(long, env = "SANDSTREAM_AGENT_OUTPUT_CAP", default_value_t = 2 << 30)]
     pub output_cap_bytes: u64,
-    /// Finished commands' spools are evicted, oldest first, past this many bytes.
-    #[arg(long, default_value_t = 4 << 30)]
+    /// Finished commands' spools are evicted, oldest first, past this many bytes (the
+    /// newest finished command is always kept, so its client can still resume).
+    #[arg(long, default_value_t = 1 << 30)]
     pub spool_budget_bytes: u64,
     /// Finished commands are evicted, oldest first, past this many.
     #[arg(long, default_value_t = 1000)]
@@ -99,15 +96,11 @@ impl AgentArgs {
     pub fn into_config(self) -> Result<AgentConfig> {
         let token = match (self.token, self.token_file) {
             (Some(_), Some(_)) => {
-                return Err(AgentError::Config(
-                    "give --token or --token-file, not both".into(),
-                ));
+                return Err(AgentError::Config("give --token or --token-file, not both".into()));
             }
             (Some(t), None) => t,
             (None, Some(path)) => std::fs::read_to_string(&path)
-                .map_err(|e| {
-                    AgentError::Config(format!("cannot read token file {}: {e}", path.display()))
-                })?
+                .map_err(|e| AgentError::Config(format!("cannot read token file {}: {e}", path.display())))?
                 .trim()
                 .to_string(),
             (None, None) => {
@@ -127,15 +120,11 @@ impl AgentArgs {
             None => "/bin/sh".into(),
         };
         if !shell.exists() {
-            return Err(AgentError::Config(format!(
-                "shell {} does not exist",
-                shell.display()
-            )));
+            return Err(AgentError::Config(format!("shell {} does not exist", shell.display())));
         }
         let default_cwd = match self.workdir {
             Some(w) => w,
-            None => std::env::current_dir()
-                .map_err(|e| AgentError::Config(format!("no current directory: {e}")))?,
+            None => std::env::current_dir().map_err(|e| AgentError::Config(format!("no current directory: {e}")))?,
         };
         if !default_cwd.is_absolute() || !default_cwd.is_dir() {
             return Err(AgentError::Config(format!(
@@ -145,14 +134,10 @@ impl AgentArgs {
         }
         let run_as = self.run_as.as_deref().map(parse_run_as).transpose()?;
         if self.worker_threads == 0 {
-            return Err(AgentError::Config(
-                "--worker-threads must be at least 1".into(),
-            ));
+            return Err(AgentError::Config("--worker-threads must be at least 1".into()));
         }
         if self.output_cap_bytes == 0 {
-            return Err(AgentError::Config(
-                "--output-cap-bytes must be positive".into(),
-            ));
+            return Err(AgentError::Config("--output-cap-bytes must be positive".into()));
         }
         Ok(AgentConfig {
             listen: self.listen,
@@ -196,10 +181,7 @@ mod tests {
     fn parse(extra: &[&str]) -> Result<AgentConfig> {
         let mut argv = vec!["agent", "--workdir", "/"];
         argv.extend_from_slice(extra);
-        Cli::try_parse_from(argv)
-            .expect("flags parse")
-            .args
-            .into_config()
+        Cli::try_parse_from(argv).expect("flags parse").args.into_config()
     }
 
     #[test]
@@ -216,8 +198,7 @@ mod tests {
     #[test]
     fn rejects_short_tokens_and_bad_run_as() {
         assert!(parse(&["--token", "short"]).is_err());
-        let err =
-            parse(&["--token", "0123456789abcdef", "--run-as", "1000"]).expect_err("bad run-as");
+        let err = parse(&["--token", "0123456789abcdef", "--run-as", "1000"]).expect_err("bad run-as");
         assert!(err.to_string().contains("UID:GID"), "{err}");
         let cfg = parse(&["--token", "0123456789abcdef", "--run-as", "1000:1001"]).expect("valid");
         assert_eq!(cfg.exec.run_as, Some((1000, 1001)));

@@ -21,31 +21,18 @@ pub enum AgentError {
     CommandNotFound(String),
     #[error("command {0} has already exited")]
     AlreadyExited(String),
-    #[error(
-        "stdin of command {0} is not open (start it with keep_stdin_open, and do not close it before writing)"
-    )]
+    #[error("stdin of command {0} is not open (start it with keep_stdin_open, and do not close it before writing)")]
     StdinClosed(String),
     #[error("offset {offset} is past the {total} bytes command {id} has written to {channel}")]
-    OffsetOutOfRange {
-        id: String,
-        channel: &'static str,
-        offset: u64,
-        total: u64,
-    },
+    OffsetOutOfRange { id: String, channel: &'static str, offset: u64, total: u64 },
     #[error("could not start {shell}: {source}")]
-    Spawn {
-        shell: PathBuf,
-        source: std::io::Error,
-    },
+    Spawn { shell: PathBuf, source: std::io::Error },
     #[error("the agent is shutting down")]
     ShuttingDown,
     #[error("config: {0}")]
     Config(String),
     #[error("{context}: {source}")]
-    Io {
-        context: String,
-        source: std::io::Error,
-    },
+    Io { context: String, source: std::io::Error },
 }
 
 /// The agent's result type.
@@ -53,10 +40,7 @@ pub type Result<T, E = AgentError> = std::result::Result<T, E>;
 
 impl AgentError {
     pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
-        AgentError::Io {
-            context: context.into(),
-            source,
-        }
+        AgentError::Io { context: context.into(), source }
     }
 }
 
@@ -66,16 +50,14 @@ impl From<AgentError> for tonic::Status {
         let code = match &e {
             AgentError::MissingToken | AgentError::BadToken => Code::Unauthenticated,
             AgentError::WrongSandbox { .. } => Code::PermissionDenied,
-            AgentError::InvalidArgument(_)
-            | AgentError::CwdMissing(_)
-            | AgentError::CwdNotDirectory(_) => Code::InvalidArgument,
+            AgentError::InvalidArgument(_) | AgentError::CwdMissing(_) | AgentError::CwdNotDirectory(_) => {
+                Code::InvalidArgument
+            }
             AgentError::CommandNotFound(_) => Code::NotFound,
             AgentError::AlreadyExited(_) | AgentError::StdinClosed(_) => Code::FailedPrecondition,
             AgentError::OffsetOutOfRange { .. } => Code::OutOfRange,
             AgentError::ShuttingDown => Code::Unavailable,
-            AgentError::Spawn { .. } | AgentError::Config(_) | AgentError::Io { .. } => {
-                Code::Internal
-            }
+            AgentError::Spawn { .. } | AgentError::Config(_) | AgentError::Io { .. } => Code::Internal,
         };
         tonic::Status::new(code, e.to_string())
     }

@@ -13,8 +13,7 @@ use crate::output_log::{Channel, Next, Totals};
 use crate::utf8::Utf8Carry;
 
 /// A stream of messages, as tonic wants it.
-pub(crate) type OutputStream =
-    Pin<Box<dyn Stream<Item = Result<CommandOutput, tonic::Status>> + Send + 'static>>;
+pub(crate) type OutputStream = Pin<Box<dyn Stream<Item = Result<CommandOutput, tonic::Status>> + Send + 'static>>;
 
 fn channel(c: Channel) -> i32 {
     match c {
@@ -43,11 +42,7 @@ pub(crate) fn ended(command: &Command, exit: &ExitInfo, totals: Totals) -> Comma
     let cut = command.log.cut();
     if let Some((reason, dropped)) = &cut {
         let note = format!("output cut: {reason}; {dropped} later bytes were dropped");
-        error = if error.is_empty() {
-            note
-        } else {
-            format!("{error}; {note}")
-        };
+        error = if error.is_empty() { note } else { format!("{error}; {note}") };
     }
     CommandOutput {
         command_id: command.id.clone(),
@@ -66,11 +61,7 @@ pub(crate) fn ended(command: &Command, exit: &ExitInfo, totals: Totals) -> Comma
 }
 
 pub(crate) fn keepalive(command_id: &str) -> CommandOutput {
-    CommandOutput {
-        command_id: command_id.to_string(),
-        kind: EventKind::Keepalive as i32,
-        ..Default::default()
-    }
+    CommandOutput { command_id: command_id.to_string(), kind: EventKind::Keepalive as i32, ..Default::default() }
 }
 
 /// The output of `command` from the given offsets to its end.

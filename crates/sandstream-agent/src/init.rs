@@ -15,13 +15,7 @@ pub fn become_init_if_pid1() -> std::io::Result<()> {
         return Ok(());
     }
     let mut set = SigSet::empty();
-    for s in [
-        Signal::SIGCHLD,
-        Signal::SIGTERM,
-        Signal::SIGINT,
-        Signal::SIGHUP,
-        Signal::SIGQUIT,
-    ] {
+    for s in [Signal::SIGCHLD, Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP, Signal::SIGQUIT] {
         set.add(s);
     }
     sigprocmask(SigmaskHow::SIG_BLOCK, Some(&set), None)?;
@@ -46,9 +40,7 @@ fn reap_forever(agent: Pid, set: &SigSet) -> ! {
         loop {
             match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
                 Ok(WaitStatus::Exited(pid, code)) if pid == agent => std::process::exit(code),
-                Ok(WaitStatus::Signaled(pid, s, _)) if pid == agent => {
-                    std::process::exit(128 + s as i32)
-                }
+                Ok(WaitStatus::Signaled(pid, s, _)) if pid == agent => std::process::exit(128 + s as i32),
                 Ok(WaitStatus::StillAlive) => break,
                 Ok(_) => continue,
                 Err(_) => std::process::exit(1),

@@ -9,6 +9,7 @@
 //! in-memory index of checkpoints (one per [`CHECKPOINT_EVERY`] bytes of file) lets a
 //! reader that resumes from channel offsets skip to near its position.
 
+use std::collections::VecDeque;
 use std::fs::File;
 use std::io::Write;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
@@ -23,6 +24,8 @@ use crate::command::ExitInfo;
 
 const HEADER: usize = 5;
 const CHECKPOINT_EVERY: u64 = 1 << 20;
+/// Memory a command's live window may hold; readers further behind read the file.
+const RECENT_BYTES: usize = 4 << 20;
 
 /// Which pipe a chunk came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -59,6 +62,10 @@ struct State {
     dropped: u64,
     cut: Option<String>,
     finished: Option<ExitInfo>,
+    /// The newest records, kept in memory so readers at the live tail get them without
+    /// touching the file: `(position in file, channel, data)`, bounded by [`RECENT_BYTES`].
+    recent: VecDeque<(u64, Channel, Bytes)>,
+    recent_bytes: usize,
 }
 
 /// Totals a finished or running command has recorded.
@@ -81,16 +88,8 @@ impl OutputLog {
     /// A log that will be written to `path` (created on the first chunk, so commands
     /// that print nothing cost no file) and keeps at most `cap` bytes.
     pub(crate) fn new(path: PathBuf, cap: u64) -> Arc<OutputLog> {
-        let state = State {
-            checkpoints: vec![Checkpoint::default()],
-            ..State::default()
-        };
-        Arc::new(OutputLog {
-            path,
-            cap,
-            state: Mutex::new(state),
-            changed: watch::Sender::new(0),
-        })
+        let state = State { checkpoints: vec![Checkpoint::default()], ..State::default() };
+        Arc::new(OutputLog { path, cap, state: Mutex::new(state), changed: watch::Sender::new(0) })
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -105,7 +104,7 @@ impl OutputLog {
 
     /// Appends one chunk. Never blocks on readers. Past the cap, bytes are counted and
     /// dropped; the first byte dropped marks the log as cut.
-    pub(crate) fn append(&self, channel: Channel, data: &[u8]) {
+    pub(crate) fn append(&self, channel: Channel, data: Bytes) {
         if data.is_empty() {
             return;
         }
@@ -117,42 +116,29 @@ impl OutputLog {
             }
             let room = self.cap.saturating_sub(st.out + st.err);
             let take = (data.len() as u64).min(room) as usize;
-            if take > 0 {
-                if let Err(e) = Self::write_record(&self.path, &mut st, channel, &data[..take]) {
-                    tracing::error!(path = %self.path.display(), error = %e, "spool write failed; output is cut here");
-                    st.cut = Some(format!("the agent could not spool more output ({e})"));
-                    st.dropped += data.len() as u64;
-                    drop(st);
-                    self.notify();
-                    return;
-                }
+            if take > 0
+                && let Err(e) = Self::write_record(&self.path, &mut st, channel, data.slice(..take))
+            {
+                tracing::error!(path = %self.path.display(), error = %e, "spool write failed; output is cut here");
+                st.cut = Some(format!("the agent could not spool more output ({e})"));
+                st.dropped += data.len() as u64;
+                drop(st);
+                self.notify();
+                return;
             }
             if take < data.len() {
-                st.cut = Some(format!(
-                    "output reached the agent's cap of {} bytes",
-                    self.cap
-                ));
+                st.cut = Some(format!("output reached the agent's cap of {} bytes", self.cap));
                 st.dropped += (data.len() - take) as u64;
             }
         }
         self.notify();
     }
 
-    fn write_record(
-        path: &PathBuf,
-        st: &mut State,
-        channel: Channel,
-        data: &[u8],
-    ) -> std::io::Result<()> {
+    fn write_record(path: &PathBuf, st: &mut State, channel: Channel, data: Bytes) -> std::io::Result<()> {
         let file = match &st.file {
             Some(f) => f.clone(),
             None => {
-                let f = std::fs::OpenOptions::new()
-                    .create_new(true)
-                    .read(true)
-                    .append(true)
-                    .mode(0o600)
-                    .open(path)?;
+                let f = std::fs::OpenOptions::new().create_new(true).read(true).append(true).mode(0o600).open(path)?;
                 let f = Arc::new(f);
                 st.file = Some(f.clone());
                 f
@@ -162,7 +148,8 @@ impl OutputLog {
         header[0] = channel as u8;
         header[1..].copy_from_slice(&(data.len() as u32).to_le_bytes());
         (&*file).write_all(&header)?;
-        (&*file).write_all(data)?;
+        (&*file).write_all(&data)?;
+        let pos = st.len;
         st.len += (HEADER + data.len()) as u64;
         match channel {
             Channel::Stdout => st.out += data.len() as u64,
@@ -170,19 +157,27 @@ impl OutputLog {
         }
         let last = st.checkpoints.last().map_or(0, |c| c.pos);
         if st.len - last >= CHECKPOINT_EVERY {
-            let cp = Checkpoint {
-                pos: st.len,
-                out: st.out,
-                err: st.err,
-            };
+            let cp = Checkpoint { pos: st.len, out: st.out, err: st.err };
             st.checkpoints.push(cp);
+        }
+        st.recent_bytes += data.len();
+        st.recent.push_back((pos, channel, data));
+        while st.recent_bytes > RECENT_BYTES && st.recent.len() > 1 {
+            if let Some((_, _, old)) = st.recent.pop_front() {
+                st.recent_bytes -= old.len();
+            }
         }
         Ok(())
     }
 
     /// Records how the command ended; readers see it after the last chunk.
     pub(crate) fn finish(&self, exit: ExitInfo) {
-        self.lock().finished = Some(exit);
+        let mut st = self.lock();
+        st.finished = Some(exit);
+        // A finished command's live window would only pin memory; late readers use the file.
+        st.recent = VecDeque::new();
+        st.recent_bytes = 0;
+        drop(st);
         self.notify();
     }
 
@@ -192,10 +187,7 @@ impl OutputLog {
 
     pub(crate) fn totals(&self) -> Totals {
         let st = self.lock();
-        Totals {
-            stdout: st.out,
-            stderr: st.err,
-        }
+        Totals { stdout: st.out, stderr: st.err }
     }
 
     /// Why the output was cut, and how many bytes were dropped, if it was.
@@ -215,9 +207,7 @@ impl OutputLog {
             let st = self.lock();
             // Checkpoints grow in both offsets, so those at or before the wanted
             // position form a prefix.
-            let n = st
-                .checkpoints
-                .partition_point(|c| c.out <= stdout_from && c.err <= stderr_from);
+            let n = st.checkpoints.partition_point(|c| c.out <= stdout_from && c.err <= stderr_from);
             st.checkpoints[n.saturating_sub(1)]
         };
         Cursor {
@@ -234,10 +224,10 @@ impl OutputLog {
 impl Drop for OutputLog {
     fn drop(&mut self) {
         let st = self.state.get_mut().unwrap_or_else(|p| p.into_inner());
-        if st.file.is_some() {
-            if let Err(e) = std::fs::remove_file(&self.path) {
-                tracing::warn!(path = %self.path.display(), error = %e, "could not remove spool file");
-            }
+        if st.file.is_some()
+            && let Err(e) = std::fs::remove_file(&self.path)
+        {
+            tracing::warn!(path = %self.path.display(), error = %e, "could not remove spool file");
         }
     }
 }
@@ -275,37 +265,45 @@ pub(crate) struct Cursor {
 }
 
 impl Cursor {
-    /// Waits for the next chunk (at most `max` bytes of data per chunk is not enforced:
-    /// a chunk is one record, itself at most one pipe read).
+    /// Waits for what comes next: a chunk (one record: one pipe read, so at most one
+    /// arena), the cut marker, the end, or `Idle` after `idle` of silence.
     pub(crate) async fn next(&mut self, idle: Duration) -> std::io::Result<Next> {
         loop {
             self.rx.borrow_and_update();
-            let (file, len, cut, finished, totals) = {
+            let (file, len, cut, finished, totals, recent) = {
                 let st = self.log.lock();
+                let recent = st
+                    .recent
+                    .binary_search_by_key(&self.pos, |r| r.0)
+                    .ok()
+                    .map(|i| (st.recent[i].1, st.recent[i].2.clone()));
                 (
                     st.file.clone(),
                     st.len,
                     st.cut.clone().map(|c| (c, st.dropped)),
                     st.finished.clone(),
-                    Totals {
-                        stdout: st.out,
-                        stderr: st.err,
-                    },
+                    Totals { stdout: st.out, stderr: st.err },
+                    recent,
                 )
             };
+            if let Some((channel, data)) = recent {
+                if let Some(chunk) = self.take(channel, data.len() as u64, |skip| Ok(data.slice(skip as usize..)))? {
+                    return Ok(chunk);
+                }
+                continue;
+            }
             if self.pos < len {
-                let file =
-                    file.ok_or_else(|| std::io::Error::other("spool has length but no file"))?;
+                let file = file.ok_or_else(|| std::io::Error::other("spool has length but no file"))?;
                 if let Some(chunk) = self.read_record(&file)? {
                     return Ok(chunk);
                 }
                 continue;
             }
-            if let Some((reason, dropped)) = cut {
-                if !self.cut_reported {
-                    self.cut_reported = true;
-                    return Ok(Next::Cut { reason, dropped });
-                }
+            if let Some((reason, dropped)) = cut
+                && !self.cut_reported
+            {
+                self.cut_reported = true;
+                return Ok(Next::Cut { reason, dropped });
             }
             if let Some(exit) = finished {
                 return Ok(Next::End { exit, totals });
@@ -316,33 +314,42 @@ impl Cursor {
         }
     }
 
-    /// Reads the record at `pos`; `None` when it lies wholly before the wanted offset.
+    /// Reads the record at `pos` from the file; `None` when it lies wholly before the
+    /// wanted offset.
     fn read_record(&mut self, file: &File) -> std::io::Result<Option<Next>> {
-        // Reads hit the page cache the writer just filled, so a synchronous pread is
-        // cheaper here than a hop to the blocking pool.
+        // Reads hit the page cache the writer filled moments ago, so a synchronous pread
+        // is cheaper here than a hop to the blocking pool.
         let mut header = [0u8; HEADER];
         file.read_exact_at(&mut header, self.pos)?;
-        let channel = Channel::from_byte(header[0]).ok_or_else(|| {
-            std::io::Error::other(format!("corrupt spool record at {}", self.pos))
-        })?;
+        let channel = Channel::from_byte(header[0])
+            .ok_or_else(|| std::io::Error::other(format!("corrupt spool record at {}", self.pos)))?;
         let len = u32::from_le_bytes([header[1], header[2], header[3], header[4]]) as u64;
+        let data_pos = self.pos + HEADER as u64;
+        self.take(channel, len, |skip| {
+            let mut data = vec![0u8; (len - skip) as usize];
+            file.read_exact_at(&mut data, data_pos + skip)?;
+            Ok(Bytes::from(data))
+        })
+    }
+
+    /// Advances past the record at `pos` (of `len` bytes on `channel`) and returns its
+    /// part at or after the wanted offset, fetched by `data(skip)`.
+    fn take(
+        &mut self,
+        channel: Channel,
+        len: u64,
+        data: impl FnOnce(u64) -> std::io::Result<Bytes>,
+    ) -> std::io::Result<Option<Next>> {
         let ch = channel as usize;
         let start = self.next[ch];
-        let data_pos = self.pos + HEADER as u64;
-        self.pos = data_pos + len;
+        self.pos += HEADER as u64 + len;
         self.next[ch] = start + len;
         if start + len <= self.want[ch] {
             return Ok(None);
         }
         let skip = self.want[ch].saturating_sub(start);
-        let mut data = vec![0u8; (len - skip) as usize];
-        file.read_exact_at(&mut data, data_pos + skip)?;
         self.want[ch] = start + len;
-        Ok(Some(Next::Chunk {
-            channel,
-            offset: start + skip,
-            data: Bytes::from(data),
-        }))
+        Ok(Some(Next::Chunk { channel, offset: start + skip, data: data(skip)? }))
     }
 }
 
@@ -352,29 +359,18 @@ mod tests {
     use crate::command::Termination;
 
     fn exit() -> ExitInfo {
-        ExitInfo {
-            termination: Termination::Exited(0),
-            finished_at_ms: 0,
-        }
+        ExitInfo { termination: Termination::Exited(0), finished_at_ms: 0 }
     }
 
     async fn drain(mut c: Cursor) -> (Vec<u8>, Vec<u8>, Vec<String>) {
         let (mut out, mut err, mut notes) = (Vec::new(), Vec::new(), Vec::new());
         loop {
             match c.next(Duration::from_millis(50)).await.expect("read") {
-                Next::Chunk {
-                    channel: Channel::Stdout,
-                    offset,
-                    data,
-                } => {
+                Next::Chunk { channel: Channel::Stdout, offset, data } => {
                     assert_eq!(offset, out.len() as u64);
                     out.extend_from_slice(&data)
                 }
-                Next::Chunk {
-                    channel: Channel::Stderr,
-                    offset,
-                    data,
-                } => {
+                Next::Chunk { channel: Channel::Stderr, offset, data } => {
                     assert_eq!(offset, err.len() as u64);
                     err.extend_from_slice(&data)
                 }
@@ -395,22 +391,18 @@ mod tests {
         for i in 0..3000u32 {
             let chunk = format!("line {i} {}\n", "x".repeat((i % 1000) as usize));
             if i % 3 == 0 {
-                log.append(Channel::Stderr, chunk.as_bytes());
+                log.append(Channel::Stderr, Bytes::from(chunk.clone()));
                 want_err.extend_from_slice(chunk.as_bytes());
             } else {
-                log.append(Channel::Stdout, chunk.as_bytes());
+                log.append(Channel::Stdout, Bytes::from(chunk.clone()));
                 want_out.extend_from_slice(chunk.as_bytes());
             }
         }
         log.finish(exit());
         assert!(log.lock().checkpoints.len() > 1);
-        for (o, e) in [
-            (0, 0),
-            (1, 0),
-            (0, 7),
-            (want_out.len() / 2, want_err.len() / 3),
-            (want_out.len(), want_err.len()),
-        ] {
+        for (o, e) in
+            [(0, 0), (1, 0), (0, 7), (want_out.len() / 2, want_err.len() / 3), (want_out.len(), want_err.len())]
+        {
             let (out, err, _) = drain_from(&log, o as u64, e as u64).await;
             assert_eq!(out, want_out[o..], "stdout from {o}");
             assert_eq!(err, want_err[e..], "stderr from {e}");
@@ -422,19 +414,11 @@ mod tests {
         let (mut out, mut err) = (Vec::new(), Vec::new());
         loop {
             match c.next(Duration::from_millis(50)).await.expect("read") {
-                Next::Chunk {
-                    channel: Channel::Stdout,
-                    offset,
-                    data,
-                } => {
+                Next::Chunk { channel: Channel::Stdout, offset, data } => {
                     assert_eq!(offset, o + out.len() as u64);
                     out.extend_from_slice(&data)
                 }
-                Next::Chunk {
-                    channel: Channel::Stderr,
-                    offset,
-                    data,
-                } => {
+                Next::Chunk { channel: Channel::Stderr, offset, data } => {
                     assert_eq!(offset, e + err.len() as u64);
                     err.extend_from_slice(&data)
                 }
@@ -448,17 +432,14 @@ mod tests {
     async fn cap_cuts_and_counts_dropped_bytes() {
         let dir = tempfile::tempdir().expect("tempdir");
         let log = OutputLog::new(dir.path().join("c.log"), 10);
-        log.append(Channel::Stdout, b"12345678");
-        log.append(Channel::Stderr, b"abcdef");
-        log.append(Channel::Stdout, b"zzz");
+        log.append(Channel::Stdout, Bytes::from_static(b"12345678"));
+        log.append(Channel::Stderr, Bytes::from_static(b"abcdef"));
+        log.append(Channel::Stdout, Bytes::from_static(b"zzz"));
         log.finish(exit());
         let (out, err, notes) = drain(log.cursor(0, 0)).await;
         assert_eq!(out, b"12345678");
         assert_eq!(err, b"ab");
-        assert_eq!(
-            notes,
-            vec!["output reached the agent's cap of 10 bytes; dropped 7".to_string()]
-        );
+        assert_eq!(notes, vec!["output reached the agent's cap of 10 bytes; dropped 7".to_string()]);
     }
 
     #[tokio::test]
@@ -466,24 +447,18 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let log = OutputLog::new(dir.path().join("c.log"), u64::MAX);
         let mut c = log.cursor(0, 0);
-        assert!(matches!(
-            c.next(Duration::from_millis(20)).await.expect("read"),
-            Next::Idle
-        ));
+        assert!(matches!(c.next(Duration::from_millis(20)).await.expect("read"), Next::Idle));
         let writer = log.clone();
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(30)).await;
-            writer.append(Channel::Stdout, b"late");
+            writer.append(Channel::Stdout, Bytes::from_static(b"late"));
             writer.finish(exit());
         });
         match c.next(Duration::from_secs(5)).await.expect("read") {
             Next::Chunk { data, .. } => assert_eq!(&data[..], b"late"),
             other => panic!("unexpected {other:?}"),
         }
-        assert!(matches!(
-            c.next(Duration::from_secs(5)).await.expect("read"),
-            Next::End { .. }
-        ));
+        assert!(matches!(c.next(Duration::from_secs(5)).await.expect("read"), Next::End { .. }));
     }
 
     #[test]
@@ -491,7 +466,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("c.log");
         let log = OutputLog::new(path.clone(), u64::MAX);
-        log.append(Channel::Stdout, b"x");
+        log.append(Channel::Stdout, Bytes::from_static(b"x"));
         assert!(path.exists());
         drop(log);
         assert!(!path.exists());

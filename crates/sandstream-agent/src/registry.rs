@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 use tokio::sync::broadcast;
+use tracing::Instrument;
 
 use crate::command::{Command, CommandSpec};
 use crate::config::ExecConfig;
@@ -40,22 +41,16 @@ impl Registry {
     /// Creates the registry and empties the spool directory: spools of an earlier
     /// agent process belong to commands that died with it.
     pub(crate) fn new(cfg: ExecConfig) -> Result<Arc<Registry>> {
-        std::fs::create_dir_all(&cfg.spool_dir).map_err(|e| {
-            AgentError::io(format!("create spool dir {}", cfg.spool_dir.display()), e)
-        })?;
-        let entries = std::fs::read_dir(&cfg.spool_dir).map_err(|e| {
-            AgentError::io(format!("read spool dir {}", cfg.spool_dir.display()), e)
-        })?;
+        std::fs::create_dir_all(&cfg.spool_dir)
+            .map_err(|e| AgentError::io(format!("create spool dir {}", cfg.spool_dir.display()), e))?;
+        let entries = std::fs::read_dir(&cfg.spool_dir)
+            .map_err(|e| AgentError::io(format!("read spool dir {}", cfg.spool_dir.display()), e))?;
         for entry in entries.flatten() {
             if entry.file_name().to_string_lossy().ends_with(".log") {
                 let _ = std::fs::remove_file(entry.path());
             }
         }
-        Ok(Arc::new(Registry {
-            cfg,
-            inner: Mutex::new(Inner::default()),
-            events: broadcast::channel(1024).0,
-        }))
+        Ok(Arc::new(Registry { cfg, inner: Mutex::new(Inner::default()), events: broadcast::channel(1024).0 }))
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -75,7 +70,7 @@ impl Registry {
         if self.lock().shutting_down {
             return Err(AgentError::ShuttingDown);
         }
-        let id = uuid::Uuid::new_v4().to_string();
+        let id = new_command_id();
         let (command, supervise) = Command::spawn(id.clone(), spec, &self.cfg)?;
         {
             let mut inner = self.lock();
@@ -86,10 +81,14 @@ impl Registry {
         let _ = self.events.send(Lifecycle::Started(command.clone()));
         let registry = self.clone();
         let ended = command.clone();
-        tokio::spawn(async move {
-            supervise.await;
-            registry.on_finished(ended);
-        });
+        let span = tracing::info_span!("command", command_id = %command.id, pid = command.pid);
+        tokio::spawn(
+            async move {
+                supervise.await;
+                registry.on_finished(ended);
+            }
+            .instrument(span),
+        );
         Ok(command)
     }
 
@@ -98,14 +97,9 @@ impl Registry {
         let mut inner = self.lock();
         inner.finished.push_back(command.id.clone());
         loop {
-            let spooled: u64 = inner
-                .finished
-                .iter()
-                .filter_map(|id| inner.by_id.get(id))
-                .map(|c| c.log.disk_bytes())
-                .sum();
-            let over =
-                inner.finished.len() > self.cfg.max_finished || spooled > self.cfg.spool_budget;
+            let spooled: u64 =
+                inner.finished.iter().filter_map(|id| inner.by_id.get(id)).map(|c| c.log.disk_bytes()).sum();
+            let over = inner.finished.len() > self.cfg.max_finished || spooled > self.cfg.spool_budget;
             // The newest finished command is always kept, so its client can still resume.
             if !over || inner.finished.len() <= 1 {
                 break;
@@ -119,20 +113,12 @@ impl Registry {
     }
 
     pub(crate) fn get(&self, id: &str) -> Result<Arc<Command>> {
-        self.lock()
-            .by_id
-            .get(id)
-            .cloned()
-            .ok_or_else(|| AgentError::CommandNotFound(id.to_string()))
+        self.lock().by_id.get(id).cloned().ok_or_else(|| AgentError::CommandNotFound(id.to_string()))
     }
 
     pub(crate) fn list(&self) -> Vec<Arc<Command>> {
         let inner = self.lock();
-        inner
-            .order
-            .iter()
-            .filter_map(|id| inner.by_id.get(id).cloned())
-            .collect()
+        inner.order.iter().filter_map(|id| inner.by_id.get(id).cloned()).collect()
     }
 
     /// Refuses new commands, sends SIGTERM to every running one, then SIGKILL to those
@@ -141,12 +127,7 @@ impl Registry {
         let running: Vec<Arc<Command>> = {
             let mut inner = self.lock();
             inner.shutting_down = true;
-            inner
-                .by_id
-                .values()
-                .filter(|c| c.is_running())
-                .cloned()
-                .collect()
+            inner.by_id.values().filter(|c| c.is_running()).cloned().collect()
         };
         for c in &running {
             let _ = c.signal(Signal::SIGTERM);
@@ -163,5 +144,34 @@ impl Registry {
         while !all_done() && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+}
+
+/// A random (v4) UUID. Ids must not repeat across agent restarts, or a client resuming
+/// an old id would attach to a stranger's command. If the kernel cannot give random
+/// bytes, the time, pid and a counter still make the id unique; it never panics.
+fn new_command_id() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut bytes = [0u8; 16];
+    if let Err(e) = getrandom::fill(&mut bytes) {
+        tracing::warn!(error = %e, "no random bytes for a command id; using time, pid and a counter");
+        let nanos =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()) as u64;
+        bytes[..8].copy_from_slice(&nanos.to_le_bytes());
+        bytes[8..12].copy_from_slice(&std::process::id().to_le_bytes());
+        bytes[12..].copy_from_slice(&(COUNTER.fetch_add(1, Ordering::Relaxed) as u32).to_le_bytes());
+    }
+    uuid::Builder::from_random_bytes(bytes).into_uuid().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn command_ids_are_uuids_and_distinct() {
+        let a = super::new_command_id();
+        let b = super::new_command_id();
+        assert_ne!(a, b);
+        assert_eq!(uuid::Uuid::parse_str(&a).expect("uuid").get_version_num(), 4);
     }
 }

@@ -24,18 +24,12 @@ const CONNECTION_LINGER: Duration = Duration::from_secs(2);
 
 /// Binds the listening socket (port 0 picks a free port).
 pub async fn bind(addr: SocketAddr) -> Result<TcpListener> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|e| AgentError::io(format!("bind {addr}"), e))
+    TcpListener::bind(addr).await.map_err(|e| AgentError::io(format!("bind {addr}"), e))
 }
 
 /// Serves until `shutdown` resolves, then stops taking commands, terminates running
 /// ones (SIGTERM, then SIGKILL after the grace), lets their streams end and returns.
-pub async fn serve(
-    cfg: AgentConfig,
-    listener: TcpListener,
-    shutdown: impl Future<Output = ()> + Send,
-) -> Result<()> {
+pub async fn serve(cfg: AgentConfig, listener: TcpListener, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
     let registry = Registry::new(cfg.exec.clone())?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let service = AgentService {
@@ -88,9 +82,7 @@ pub async fn serve(
 /// (so a supervisor that asked for port 0 learns the port), and serves.
 pub async fn run(cfg: AgentConfig) -> Result<()> {
     let listener = bind(cfg.listen).await?;
-    let addr = listener
-        .local_addr()
-        .map_err(|e| AgentError::io("local address", e))?;
+    let addr = listener.local_addr().map_err(|e| AgentError::io("local address", e))?;
     println!("listening on {addr}");
     tracing::info!(%addr, sandbox_id = cfg.sandbox_id.as_deref().unwrap_or(""), "agent ready");
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())

@@ -7,9 +7,9 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 use sandstream_proto::v1::exec_service_server::ExecService;
 use sandstream_proto::v1::{
-    AttachRequest, CloseStdinRequest, CloseStdinResponse, CommandInfo, CommandOutput, EventKind,
-    ExecuteRequest, ExitStatus, ListRequest, ListResponse, OpenSessionRequest, OutputEncoding,
-    SignalRequest, SignalResponse, StartResponse, WriteStdinRequest, WriteStdinResponse,
+    AttachRequest, CloseStdinRequest, CloseStdinResponse, CommandInfo, CommandOutput, EventKind, ExecuteRequest,
+    ExitStatus, ListRequest, ListResponse, OpenSessionRequest, OutputEncoding, SignalRequest, SignalResponse,
+    StartResponse, WriteStdinRequest, WriteStdinResponse,
 };
 use tokio::sync::{broadcast, watch};
 use tonic::{Request, Response, Status};
@@ -52,8 +52,7 @@ impl AgentService {
 }
 
 fn encoding(value: i32) -> Result<OutputEncoding, Status> {
-    OutputEncoding::try_from(value)
-        .map_err(|_| Status::invalid_argument(format!("unknown output encoding {value}")))
+    OutputEncoding::try_from(value).map_err(|_| Status::invalid_argument(format!("unknown output encoding {value}")))
 }
 
 fn info(c: &Command) -> CommandInfo {
@@ -66,9 +65,7 @@ fn info(c: &Command) -> CommandInfo {
         cwd: c.cwd.display().to_string(),
         pid: c.pid,
         running: exit.is_none(),
-        status: ended
-            .as_ref()
-            .map_or(ExitStatus::Unspecified as i32, |e| e.status),
+        status: ended.as_ref().map_or(ExitStatus::Unspecified as i32, |e| e.status),
         exit_code: ended.as_ref().map_or(0, |e| e.exit_code),
         signal: ended.as_ref().map_or(0, |e| e.signal),
         stdout_bytes: totals.stdout,
@@ -86,10 +83,7 @@ impl ExecService for AgentService {
     type ExecuteStream = OutputStream;
     type AttachStream = OutputStream;
 
-    async fn open_session(
-        &self,
-        request: Request<OpenSessionRequest>,
-    ) -> Result<Response<OutputStream>, Status> {
+    async fn open_session(&self, request: Request<OpenSessionRequest>) -> Result<Response<OutputStream>, Status> {
         let field_token = request.get_ref().token.clone();
         self.auth.check(request.metadata(), Some(&field_token))?;
         self.auth.check_sandbox(&request.get_ref().sandbox_id)?;
@@ -126,65 +120,34 @@ impl ExecService for AgentService {
         Ok(Response::new(Box::pin(stream)))
     }
 
-    async fn execute(
-        &self,
-        request: Request<ExecuteRequest>,
-    ) -> Result<Response<OutputStream>, Status> {
+    async fn execute(&self, request: Request<ExecuteRequest>) -> Result<Response<OutputStream>, Status> {
         self.authorize(&request)?;
         let req = request.into_inner();
         let enc = encoding(req.encoding)?;
         let command = self.start_command(req)?;
-        Ok(Response::new(events::command_stream(
-            command,
-            0,
-            0,
-            enc,
-            self.keepalive,
-        )))
+        Ok(Response::new(events::command_stream(command, 0, 0, enc, self.keepalive)))
     }
 
-    async fn start(
-        &self,
-        request: Request<ExecuteRequest>,
-    ) -> Result<Response<StartResponse>, Status> {
+    async fn start(&self, request: Request<ExecuteRequest>) -> Result<Response<StartResponse>, Status> {
         self.authorize(&request)?;
         let command = self.start_command(request.into_inner())?;
-        Ok(Response::new(StartResponse {
-            command_id: command.id.clone(),
-            pid: command.pid,
-        }))
+        Ok(Response::new(StartResponse { command_id: command.id.clone(), pid: command.pid }))
     }
 
-    async fn attach(
-        &self,
-        request: Request<AttachRequest>,
-    ) -> Result<Response<OutputStream>, Status> {
+    async fn attach(&self, request: Request<AttachRequest>) -> Result<Response<OutputStream>, Status> {
         self.authorize(&request)?;
         let req = request.into_inner();
         let enc = encoding(req.encoding)?;
         let command = self.registry.get(&req.command_id)?;
         let totals = command.log.totals();
-        for (channel, offset, total) in [
-            ("stdout", req.stdout_offset, totals.stdout),
-            ("stderr", req.stderr_offset, totals.stderr),
-        ] {
+        for (channel, offset, total) in
+            [("stdout", req.stdout_offset, totals.stdout), ("stderr", req.stderr_offset, totals.stderr)]
+        {
             if offset > total {
-                return Err(AgentError::OffsetOutOfRange {
-                    id: command.id.clone(),
-                    channel,
-                    offset,
-                    total,
-                }
-                .into());
+                return Err(AgentError::OffsetOutOfRange { id: command.id.clone(), channel, offset, total }.into());
             }
         }
-        Ok(Response::new(events::command_stream(
-            command,
-            req.stdout_offset,
-            req.stderr_offset,
-            enc,
-            self.keepalive,
-        )))
+        Ok(Response::new(events::command_stream(command, req.stdout_offset, req.stderr_offset, enc, self.keepalive)))
     }
 
     async fn list(&self, request: Request<ListRequest>) -> Result<Response<ListResponse>, Status> {
@@ -193,27 +156,20 @@ impl ExecService for AgentService {
         Ok(Response::new(ListResponse { commands }))
     }
 
-    async fn signal(
-        &self,
-        request: Request<SignalRequest>,
-    ) -> Result<Response<SignalResponse>, Status> {
+    async fn signal(&self, request: Request<SignalRequest>) -> Result<Response<SignalResponse>, Status> {
         self.authorize(&request)?;
         let req = request.into_inner();
         let signal = if req.signal == 0 {
             Signal::SIGKILL
         } else {
-            Signal::try_from(req.signal).map_err(|_| {
-                Status::invalid_argument(format!("{} is not a Linux signal number", req.signal))
-            })?
+            Signal::try_from(req.signal)
+                .map_err(|_| Status::invalid_argument(format!("{} is not a Linux signal number", req.signal)))?
         };
         self.registry.get(&req.command_id)?.signal(signal)?;
         Ok(Response::new(SignalResponse {}))
     }
 
-    async fn write_stdin(
-        &self,
-        request: Request<WriteStdinRequest>,
-    ) -> Result<Response<WriteStdinResponse>, Status> {
+    async fn write_stdin(&self, request: Request<WriteStdinRequest>) -> Result<Response<WriteStdinResponse>, Status> {
         self.authorize(&request)?;
         let req = request.into_inner();
         let command = self.registry.get(&req.command_id)?;
@@ -221,14 +177,9 @@ impl ExecService for AgentService {
         Ok(Response::new(WriteStdinResponse {}))
     }
 
-    async fn close_stdin(
-        &self,
-        request: Request<CloseStdinRequest>,
-    ) -> Result<Response<CloseStdinResponse>, Status> {
+    async fn close_stdin(&self, request: Request<CloseStdinRequest>) -> Result<Response<CloseStdinResponse>, Status> {
         self.authorize(&request)?;
-        self.registry
-            .get(&request.get_ref().command_id)?
-            .close_stdin()?;
+        self.registry.get(&request.get_ref().command_id)?.close_stdin()?;
         Ok(Response::new(CloseStdinResponse {}))
     }
 }

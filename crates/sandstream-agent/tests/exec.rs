@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use sandstream_proto::v1::{
-    AttachRequest, CloseStdinRequest, EventKind, ExecuteRequest, ExitStatus, ListRequest,
-    OutputEncoding, SignalRequest, WriteStdinRequest,
+    AttachRequest, CloseStdinRequest, EventKind, ExecuteRequest, ExitStatus, ListRequest, OutputEncoding,
+    SignalRequest, WriteStdinRequest,
 };
 use sha2::{Digest, Sha256};
 use tokio_stream::StreamExt;
@@ -17,23 +17,13 @@ use tonic::Code;
 async fn stdout_and_stderr_stay_apart_and_byte_exact() {
     let agent = Agent::start(&[]);
     let mut client = agent.client().await;
-    let got = run(
-        &mut client,
-        "printf 'out1\\n'; printf 'err1\\n' >&2; printf 'out2'; printf 'err2' >&2",
-    )
-    .await;
+    let got = run(&mut client, "printf 'out1\\n'; printf 'err1\\n' >&2; printf 'out2'; printf 'err2' >&2").await;
     assert_eq!(got.stdout, b"out1\nout2");
     assert_eq!(got.stderr, b"err1\nerr2");
     let end = got.end();
     assert_eq!((end.exit_code, end.status), (0, ExitStatus::Exited as i32));
     assert_eq!((end.stdout_bytes, end.stderr_bytes), (9, 9));
-    assert!(
-        got.events
-            .iter()
-            .any(|e| e.kind == EventKind::Started as i32 && e.pid > 0),
-        "{:?}",
-        got.events
-    );
+    assert!(got.events.iter().any(|e| e.kind == EventKind::Started as i32 && e.pid > 0), "{:?}", got.events);
 }
 
 #[tokio::test]
@@ -47,9 +37,7 @@ async fn exit_codes_0_1_and_127_for_a_missing_command() {
     assert_eq!(missing.end().exit_code, 127);
     assert_eq!(missing.end().status, ExitStatus::Exited as i32);
     assert!(
-        missing
-            .stderr_str()
-            .contains("no-such-command-sandstream: command not found"),
+        missing.stderr_str().contains("no-such-command-sandstream: command not found"),
         "stderr: {}",
         missing.stderr_str()
     );
@@ -61,10 +49,7 @@ async fn a_signal_death_is_reported_as_such() {
     let mut client = agent.client().await;
     let got = run(&mut client, "kill -TERM $$").await;
     let end = got.end();
-    assert_eq!(
-        (end.status, end.signal, end.exit_code),
-        (ExitStatus::Signaled as i32, 15, 143)
-    );
+    assert_eq!((end.status, end.signal, end.exit_code), (ExitStatus::Signaled as i32, 15, 143));
     assert!(end.error.contains("SIGTERM"), "{}", end.error);
 }
 
@@ -72,11 +57,7 @@ async fn a_signal_death_is_reported_as_such() {
 async fn non_utf8_bytes_and_carriage_returns_round_trip() {
     let agent = Agent::start(&[]);
     let mut client = agent.client().await;
-    let got = run(
-        &mut client,
-        r"printf '\377\376\000\200 10%%\r 50%%\r100%%\n'; printf '\303' >&2",
-    )
-    .await;
+    let got = run(&mut client, r"printf '\377\376\000\200 10%%\r 50%%\r100%%\n'; printf '\303' >&2").await;
     assert_eq!(got.stdout, b"\xff\xfe\x00\x80 10%\r 50%\r100%\n");
     assert_eq!(got.stderr, b"\xc3");
 }
@@ -86,11 +67,7 @@ async fn one_gib_streams_with_a_matching_checksum() {
     let agent = Agent::start(&[]);
     let mut client = agent.client().await;
     // tee sends the random bytes to stdout and to sha256sum, whose digest goes to stderr.
-    let got = run(
-        &mut client,
-        "{ head -c 1073741824 /dev/urandom | tee /dev/fd/3 | sha256sum >&2; } 3>&1",
-    )
-    .await;
+    let got = run(&mut client, "{ head -c 1073741824 /dev/urandom | tee /dev/fd/3 | sha256sum >&2; } 3>&1").await;
     assert_eq!(got.end().exit_code, 0, "stderr: {}", got.stderr_str());
     assert_eq!(got.stdout.len(), 1 << 30);
     let digest = hex::encode(Sha256::digest(&got.stdout));
@@ -113,10 +90,7 @@ async fn timeout_kills_the_whole_process_group() {
     // Both sleeps (and the shells) are in the command's process group while it runs.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let members = group_members(pgid);
-    assert!(
-        members.len() >= 3,
-        "expected sh and two sleeps in group {pgid}, found {members:?}"
-    );
+    assert!(members.len() >= 3, "expected sh and two sleeps in group {pgid}, found {members:?}");
     let mut got = Collected::default();
     while let Some(msg) = stream.next().await {
         got.push(msg.expect("ok"));
@@ -124,24 +98,13 @@ async fn timeout_kills_the_whole_process_group() {
     let end = got.end();
     assert_eq!(end.status, ExitStatus::TimedOut as i32);
     assert_eq!((end.exit_code, end.signal), (124, 9));
-    assert!(
-        end.error.contains("timed out after 700 ms"),
-        "{}",
-        end.error
-    );
-    assert!(
-        started.elapsed() < Duration::from_secs(20),
-        "the command outlived its timeout"
-    );
+    assert!(end.error.contains("timed out after 700 ms"), "{}", end.error);
+    assert!(started.elapsed() < Duration::from_secs(20), "the command outlived its timeout");
     let deadline = Instant::now() + Duration::from_secs(5);
     while !group_members(pgid).is_empty() && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(
-        group_members(pgid),
-        Vec::<u32>::new(),
-        "processes of the timed-out command survived"
-    );
+    assert_eq!(group_members(pgid), Vec::<u32>::new(), "processes of the timed-out command survived");
 }
 
 #[tokio::test]
@@ -151,15 +114,9 @@ async fn missing_or_wrong_token_is_refused_and_nothing_runs() {
     let cmd = format!("touch {}", marker.display());
     for token in ["", "wrong-token-0123456789abcdef"] {
         let mut client = client_with_token(agent.addr, token).await;
-        let err = client
-            .execute(bytes_request(&cmd))
-            .await
-            .expect_err("refused");
+        let err = client.execute(bytes_request(&cmd)).await.expect_err("refused");
         assert_eq!(err.code(), Code::Unauthenticated, "{err}");
-        let err = client
-            .start(bytes_request(&cmd))
-            .await
-            .expect_err("refused");
+        let err = client.start(bytes_request(&cmd)).await.expect_err("refused");
         assert_eq!(err.code(), Code::Unauthenticated, "{err}");
         let err = client.list(ListRequest {}).await.expect_err("refused");
         assert_eq!(err.code(), Code::Unauthenticated, "{err}");
@@ -180,10 +137,7 @@ async fn cwd_env_and_a_missing_cwd() {
     req.cwd = "sub".into();
     req.env.insert("GREETING".into(), "héllo wörld".into());
     let got = execute(&mut client, req).await;
-    assert_eq!(
-        got.stdout_str(),
-        format!("{}\nhéllo wörld\n", agent.workdir().join("sub").display())
-    );
+    assert_eq!(got.stdout_str(), format!("{}\nhéllo wörld\n", agent.workdir().join("sub").display()));
 
     let mut req = bytes_request("echo should-not-run");
     req.cwd = "/no/such/dir".into();
@@ -191,24 +145,11 @@ async fn cwd_env_and_a_missing_cwd() {
     assert_eq!(err.code(), Code::InvalidArgument);
     assert_eq!(err.message(), "cwd /no/such/dir does not exist");
 
-    let err = client
-        .execute(bytes_request("   "))
-        .await
-        .expect_err("empty command");
-    assert_eq!(
-        (err.code(), err.message()),
-        (Code::InvalidArgument, "command is empty")
-    );
+    let err = client.execute(bytes_request("   ")).await.expect_err("empty command");
+    assert_eq!((err.code(), err.message()), (Code::InvalidArgument, "command is empty"));
     let mut req = bytes_request("true");
     req.timeout = -5;
-    assert_eq!(
-        client
-            .execute(req)
-            .await
-            .expect_err("negative timeout")
-            .code(),
-        Code::InvalidArgument
-    );
+    assert_eq!(client.execute(req).await.expect_err("negative timeout").code(), Code::InvalidArgument);
 }
 
 #[tokio::test]
@@ -216,10 +157,7 @@ async fn the_agent_token_never_reaches_user_code() {
     let agent = Agent::start(&[]);
     let mut client = agent.client().await;
     let got = run(&mut client, "env").await;
-    assert!(
-        !got.stdout_str().contains(TOKEN),
-        "token leaked into the command's environment"
-    );
+    assert!(!got.stdout_str().contains(TOKEN), "token leaked into the command's environment");
     assert!(!got.stdout_str().contains("SANDSTREAM_AGENT_TOKEN"));
 }
 
@@ -231,15 +169,8 @@ async fn a_hundred_concurrent_commands_over_one_connection() {
     for i in 0..100u32 {
         let mut client = client.clone();
         tasks.spawn(async move {
-            let got = run(
-                &mut client,
-                &format!(
-                    "seq 1 {}; echo err{i} >&2; sleep 0.2; exit {}",
-                    1000 + i,
-                    i % 7
-                ),
-            )
-            .await;
+            let got =
+                run(&mut client, &format!("seq 1 {}; echo err{i} >&2; sleep 0.2; exit {}", 1000 + i, i % 7)).await;
             let expected: String = (1..=1000 + i).map(|n| format!("{n}\n")).collect();
             assert_eq!(got.stdout_str(), expected, "command {i}");
             assert_eq!(got.stderr_str(), format!("err{i}\n"));
@@ -270,11 +201,7 @@ async fn a_client_cut_mid_stream_resumes_from_its_offsets() {
     }
 
     let mut got = Collected::default();
-    let mut stream = client
-        .execute(bytes_request(script))
-        .await
-        .expect("execute")
-        .into_inner();
+    let mut stream = client.execute(bytes_request(script)).await.expect("execute").into_inner();
     let mut command_id = String::new();
     let mut cuts = 0;
     loop {
@@ -288,9 +215,7 @@ async fn a_client_cut_mid_stream_resumes_from_its_offsets() {
                     break;
                 }
                 // Cut the network twice while output is still flowing.
-                if (cuts == 0 && got.stdout.len() > 2_000_000)
-                    || (cuts == 1 && got.stdout.len() > 6_000_000)
-                {
+                if (cuts == 0 && got.stdout.len() > 2_000_000) || (cuts == 1 && got.stdout.len() > 6_000_000) {
                     cuts += 1;
                     proxy.cut();
                 }
@@ -307,9 +232,7 @@ async fn a_client_cut_mid_stream_resumes_from_its_offsets() {
                 stream = loop {
                     match client.attach(req.clone()).await {
                         Ok(s) => break s.into_inner(),
-                        Err(e) if e.code() == Code::Unavailable => {
-                            tokio::time::sleep(Duration::from_millis(50)).await
-                        }
+                        Err(e) if e.code() == Code::Unavailable => tokio::time::sleep(Duration::from_millis(50)).await,
                         Err(e) => panic!("attach failed: {e}"),
                     }
                 };
@@ -328,41 +251,23 @@ async fn a_client_that_reads_nothing_leaves_agent_memory_bounded() {
     let (rss_before, _) = agent.rss_kib();
     let mut slow = agent.client().await;
     let mut observer = agent.client().await; // its own connection
-    let mut stream = slow
-        .execute(bytes_request("head -c 500000000 /dev/zero"))
-        .await
-        .expect("execute")
-        .into_inner();
+    let mut stream = slow.execute(bytes_request("head -c 500000000 /dev/zero")).await.expect("execute").into_inner();
     let first = stream.next().await.expect("started").expect("ok");
     // Read nothing more until the command has written all 500 MB.
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let list = observer
-            .list(ListRequest {})
-            .await
-            .expect("list")
-            .into_inner();
-        let c = list
-            .commands
-            .iter()
-            .find(|c| c.command_id == first.command_id)
-            .expect("listed");
+        let list = observer.list(ListRequest {}).await.expect("list").into_inner();
+        let c = list.commands.iter().find(|c| c.command_id == first.command_id).expect("listed");
         if !c.running {
             assert_eq!(c.stdout_bytes, 500_000_000);
             break;
         }
-        assert!(
-            Instant::now() < deadline,
-            "command did not finish while the client was not reading"
-        );
+        assert!(Instant::now() < deadline, "command did not finish while the client was not reading");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let (rss, peak) = agent.rss_kib();
     eprintln!("agent RSS before {rss_before} KiB, after {rss} KiB, peak {peak} KiB");
-    assert!(
-        peak < rss_before + 64 * 1024,
-        "agent peak RSS {peak} KiB grew with unread output"
-    );
+    assert!(peak < rss_before + 64 * 1024, "agent peak RSS {peak} KiB grew with unread output");
     // And the slow client still receives every byte.
     let mut got = Collected::default();
     got.push(first);
@@ -406,19 +311,13 @@ async fn a_seed_only_client_gets_text_lines_and_an_end() {
     use sandstream_proto::seed::OpenSessionRequest;
     let mut plain = SeedClient::new(channel(agent.addr).await);
     let mut session = plain
-        .open_session(OpenSessionRequest {
-            sandbox_id: String::new(),
-            token: TOKEN.into(),
-        })
+        .open_session(OpenSessionRequest { sandbox_id: String::new(), token: TOKEN.into() })
         .await
         .expect("session opens with the field token")
         .into_inner();
     assert!(session.next().await.expect("first message").is_ok());
     let err = plain
-        .open_session(OpenSessionRequest {
-            sandbox_id: String::new(),
-            token: "nope-nope-nope-nope".into(),
-        })
+        .open_session(OpenSessionRequest { sandbox_id: String::new(), token: "nope-nope-nope-nope".into() })
         .await
         .expect_err("bad field token");
     assert_eq!(err.code(), Code::Unauthenticated);
@@ -433,23 +332,12 @@ async fn background_commands_list_attach_stdin_and_signal() {
     let started = client.start(req).await.expect("start").into_inner();
     assert!(started.pid > 0 && !started.command_id.is_empty());
     client
-        .write_stdin(WriteStdinRequest {
-            command_id: started.command_id.clone(),
-            data: b"one\ntwo\n".to_vec().into(),
-        })
+        .write_stdin(WriteStdinRequest { command_id: started.command_id.clone(), data: b"one\ntwo\n".to_vec().into() })
         .await
         .expect("write stdin");
-    client
-        .close_stdin(CloseStdinRequest {
-            command_id: started.command_id.clone(),
-        })
-        .await
-        .expect("close stdin");
+    client.close_stdin(CloseStdinRequest { command_id: started.command_id.clone() }).await.expect("close stdin");
     let err = client
-        .write_stdin(WriteStdinRequest {
-            command_id: started.command_id.clone(),
-            data: b"late".to_vec().into(),
-        })
+        .write_stdin(WriteStdinRequest { command_id: started.command_id.clone(), data: b"late".to_vec().into() })
         .await
         .expect_err("stdin closed");
     assert_eq!(err.code(), Code::FailedPrecondition);
@@ -459,82 +347,34 @@ async fn background_commands_list_attach_stdin_and_signal() {
         ..Default::default()
     };
     let mut got = Collected::default();
-    let mut s = client
-        .attach(attach(&started.command_id))
-        .await
-        .expect("attach")
-        .into_inner();
+    let mut s = client.attach(attach(&started.command_id)).await.expect("attach").into_inner();
     while let Some(m) = s.next().await {
         got.push(m.expect("ok"));
     }
     assert_eq!(got.stdout_str(), "got:one\ngot:two\neof\n");
 
     // A long-running one, killed by a signal; list shows both states.
-    let sleeper = client
-        .start(bytes_request("sleep 300"))
-        .await
-        .expect("start")
-        .into_inner();
-    let list = client
-        .list(ListRequest {})
-        .await
-        .expect("list")
-        .into_inner();
-    let find = |id: &str| {
-        list.commands
-            .iter()
-            .find(|c| c.command_id == id)
-            .cloned()
-            .expect("listed")
-    };
+    let sleeper = client.start(bytes_request("sleep 300")).await.expect("start").into_inner();
+    let list = client.list(ListRequest {}).await.expect("list").into_inner();
+    let find = |id: &str| list.commands.iter().find(|c| c.command_id == id).cloned().expect("listed");
     assert!(find(&sleeper.command_id).running);
     assert!(!find(&started.command_id).running);
-    assert_eq!(
-        find(&started.command_id).command,
-        "while read -r line; do echo \"got:$line\"; done; echo eof"
-    );
-    client
-        .signal(SignalRequest {
-            command_id: sleeper.command_id.clone(),
-            signal: 0,
-        })
-        .await
-        .expect("kill");
+    assert_eq!(find(&started.command_id).command, "while read -r line; do echo \"got:$line\"; done; echo eof");
+    client.signal(SignalRequest { command_id: sleeper.command_id.clone(), signal: 0 }).await.expect("kill");
     let mut got = Collected::default();
-    let mut s = client
-        .attach(attach(&sleeper.command_id))
-        .await
-        .expect("attach")
-        .into_inner();
+    let mut s = client.attach(attach(&sleeper.command_id)).await.expect("attach").into_inner();
     while let Some(m) = s.next().await {
         got.push(m.expect("ok"));
     }
-    assert_eq!(
-        (got.end().status, got.end().signal),
-        (ExitStatus::Signaled as i32, 9)
-    );
-    let err = client
-        .signal(SignalRequest {
-            command_id: sleeper.command_id.clone(),
-            signal: 15,
-        })
-        .await
-        .expect_err("gone");
+    assert_eq!((got.end().status, got.end().signal), (ExitStatus::Signaled as i32, 9));
+    let err =
+        client.signal(SignalRequest { command_id: sleeper.command_id.clone(), signal: 15 }).await.expect_err("gone");
     assert_eq!(err.code(), Code::FailedPrecondition);
-    let err = client
-        .attach(attach("no-such-id"))
-        .await
-        .expect_err("unknown");
-    assert_eq!(
-        (err.code(), err.message()),
-        (Code::NotFound, "command no-such-id not found")
-    );
+    let err = client.attach(attach("no-such-id")).await.expect_err("unknown");
+    assert_eq!((err.code(), err.message()), (Code::NotFound, "command no-such-id not found"));
     let mut past = attach(&started.command_id);
     past.stdout_offset = 10_000;
-    assert_eq!(
-        client.attach(past).await.expect_err("past the end").code(),
-        Code::OutOfRange
-    );
+    assert_eq!(client.attach(past).await.expect_err("past the end").code(), Code::OutOfRange);
 }
 
 #[tokio::test]
@@ -552,15 +392,8 @@ async fn keepalives_flow_while_a_command_is_silent() {
     let agent = Agent::start(&["--keepalive-ms", "150"]);
     let mut client = agent.client().await;
     let got = run(&mut client, "sleep 1; echo done").await;
-    let keepalives = got
-        .events
-        .iter()
-        .filter(|e| e.kind == EventKind::Keepalive as i32)
-        .count();
-    assert!(
-        keepalives >= 3,
-        "expected keepalives during a 1 s silence, got {keepalives}"
-    );
+    let keepalives = got.events.iter().filter(|e| e.kind == EventKind::Keepalive as i32).count();
+    assert!(keepalives >= 3, "expected keepalives during a 1 s silence, got {keepalives}");
     assert_eq!(got.stdout_str(), "done\n");
 }
 
@@ -570,27 +403,12 @@ async fn output_past_the_cap_is_cut_with_a_clear_marker() {
     let mut client = agent.client().await;
     let got = run(&mut client, "head -c 5000 /dev/zero; echo after").await;
     assert_eq!(got.stdout.len(), 1000);
-    let marker = got
-        .events
-        .iter()
-        .find(|e| e.kind == EventKind::Truncated as i32)
-        .expect("a truncation event");
-    assert!(
-        marker.error.contains("cap of 1000 bytes"),
-        "{}",
-        marker.error
-    );
+    let marker = got.events.iter().find(|e| e.kind == EventKind::Truncated as i32).expect("a truncation event");
+    assert!(marker.error.contains("cap of 1000 bytes"), "{}", marker.error);
     let end = got.end();
-    assert!(
-        end.truncated && end.exit_code == 0 && end.stdout_bytes == 1000,
-        "{end:?}"
-    );
+    assert!(end.truncated && end.exit_code == 0 && end.stdout_bytes == 1000, "{end:?}");
     // The end message has the final count: 4000 zeros and "after\n" were dropped.
-    assert!(
-        end.error.contains("4006 later bytes were dropped"),
-        "{}",
-        end.error
-    );
+    assert!(end.error.contains("4006 later bytes were dropped"), "{}", end.error);
 }
 
 #[tokio::test]
@@ -598,11 +416,7 @@ async fn sigterm_ends_running_commands_and_the_agent_exits_cleanly() {
     let mut agent = Agent::start(&["--shutdown-grace-ms", "500"]);
     let mut client = agent.client().await;
     let ignores_term = "python3 -c 'import signal,time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print(1, flush=True); time.sleep(300)'";
-    let mut stream = client
-        .execute(bytes_request(ignores_term))
-        .await
-        .expect("execute")
-        .into_inner();
+    let mut stream = client.execute(bytes_request(ignores_term)).await.expect("execute").into_inner();
     let started = stream.next().await.expect("started").expect("ok");
     let mut got = Collected::default();
     while got.stdout != b"1\n" {
@@ -613,42 +427,20 @@ async fn sigterm_ends_running_commands_and_the_agent_exits_cleanly() {
         got.push(m);
     }
     drop(client);
-    let status = tokio::task::spawn_blocking(move || agent.wait())
-        .await
-        .expect("join");
+    let status = tokio::task::spawn_blocking(move || agent.wait()).await.expect("join");
     assert!(status.success(), "agent exit status {status:?}");
     // The command ignored SIGTERM, so the agent escalated to SIGKILL.
     assert_eq!(got.end().signal, 9);
-    assert!(
-        group_members(started.pid).is_empty(),
-        "a command outlived the agent"
-    );
+    assert!(group_members(started.pid).is_empty(), "a command outlived the agent");
 }
 
 #[tokio::test]
 async fn bad_encoding_and_unknown_signal_are_invalid_arguments() {
     let agent = Agent::start(&[]);
     let mut client = agent.client().await;
-    let req = ExecuteRequest {
-        command: "true".into(),
-        encoding: 99,
-        ..Default::default()
-    };
-    assert_eq!(
-        client.execute(req).await.expect_err("encoding").code(),
-        Code::InvalidArgument
-    );
-    let s = client
-        .start(bytes_request("sleep 5"))
-        .await
-        .expect("start")
-        .into_inner();
-    let err = client
-        .signal(SignalRequest {
-            command_id: s.command_id,
-            signal: 4242,
-        })
-        .await
-        .expect_err("signal");
+    let req = ExecuteRequest { command: "true".into(), encoding: 99, ..Default::default() };
+    assert_eq!(client.execute(req).await.expect_err("encoding").code(), Code::InvalidArgument);
+    let s = client.start(bytes_request("sleep 5")).await.expect("start").into_inner();
+    let err = client.signal(SignalRequest { command_id: s.command_id, signal: 4242 }).await.expect_err("signal");
     assert_eq!(err.code(), Code::InvalidArgument);
 }

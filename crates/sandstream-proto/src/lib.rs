@@ -18,12 +18,10 @@ pub mod seed {
 }
 
 /// The encoded `FileDescriptorSet` of the agent protocol.
-pub const AGENT_DESCRIPTOR_SET: &[u8] =
-    include_bytes!(concat!(env!("OUT_DIR"), "/agent_descriptor.bin"));
+pub const AGENT_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/agent_descriptor.bin"));
 
 /// The encoded `FileDescriptorSet` of the seed's proto text.
-pub const SEED_DESCRIPTOR_SET: &[u8] =
-    include_bytes!(concat!(env!("OUT_DIR"), "/seed_descriptor.bin"));
+pub const SEED_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/seed_descriptor.bin"));
 
 /// The agent's default gRPC port (design note 002, section 3).
 pub const DEFAULT_AGENT_PORT: u16 = 50052;

@@ -10,9 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sandstream_proto::v1::exec_service_client::ExecServiceClient;
-use sandstream_proto::v1::{
-    CommandOutput, EventKind, ExecuteRequest, OutputChannel, OutputEncoding,
-};
+use sandstream_proto::v1::{CommandOutput, EventKind, ExecuteRequest, OutputChannel, OutputEncoding};
 use tokio::net::TcpListener;
 use tokio::task::AbortHandle;
 use tokio_stream::StreamExt;
@@ -31,10 +29,7 @@ pub struct Bearer(pub String);
 impl Interceptor for Bearer {
     fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
         if !self.0.is_empty() {
-            req.metadata_mut().insert(
-                "authorization",
-                format!("Bearer {}", self.0).parse().expect("ascii token"),
-            );
+            req.metadata_mut().insert("authorization", format!("Bearer {}", self.0).parse().expect("ascii token"));
         }
         Ok(req)
     }
@@ -89,11 +84,8 @@ impl Agent {
     }
 
     pub fn send_sigterm(&self) {
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.child.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        )
-        .expect("signal agent");
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), nix::sys::signal::Signal::SIGTERM)
+            .expect("signal agent");
     }
 
     pub fn wait(&mut self) -> std::process::ExitStatus {
@@ -111,9 +103,7 @@ impl Drop for Agent {
 pub fn read_listen_line(child: &mut Child) -> SocketAddr {
     let stdout = child.stdout.take().expect("piped stdout");
     let mut line = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .expect("read agent stdout");
+    BufReader::new(stdout).read_line(&mut line).expect("read agent stdout");
     line.trim()
         .strip_prefix("listening on ")
         .unwrap_or_else(|| panic!("unexpected agent output {line:?}"))
@@ -152,11 +142,7 @@ pub async fn client_with_token(addr: SocketAddr, token: &str) -> Client {
 }
 
 pub fn bytes_request(command: &str) -> ExecuteRequest {
-    ExecuteRequest {
-        command: command.to_string(),
-        encoding: OutputEncoding::Bytes as i32,
-        ..Default::default()
-    }
+    ExecuteRequest { command: command.to_string(), encoding: OutputEncoding::Bytes as i32, ..Default::default() }
 }
 
 /// Everything a command stream delivered, checked for offset continuity.
@@ -178,16 +164,8 @@ impl Collected {
     pub fn push(&mut self, msg: CommandOutput) {
         match EventKind::try_from(msg.kind).expect("known kind") {
             EventKind::Output => {
-                let buf = if msg.channel == OutputChannel::Stderr as i32 {
-                    &mut self.stderr
-                } else {
-                    &mut self.stdout
-                };
-                assert_eq!(
-                    msg.offset,
-                    buf.len() as u64,
-                    "chunk offset must continue the channel exactly"
-                );
+                let buf = if msg.channel == OutputChannel::Stderr as i32 { &mut self.stderr } else { &mut self.stdout };
+                assert_eq!(msg.offset, buf.len() as u64, "chunk offset must continue the channel exactly");
                 buf.extend_from_slice(&msg.data);
             }
             EventKind::End => self.end = Some(msg),
@@ -205,11 +183,7 @@ impl Collected {
 }
 
 pub async fn execute(client: &mut Client, req: ExecuteRequest) -> Collected {
-    let mut stream = client
-        .execute(req)
-        .await
-        .expect("execute accepted")
-        .into_inner();
+    let mut stream = client.execute(req).await.expect("execute accepted").into_inner();
     let mut c = Collected::default();
     while let Some(msg) = stream.next().await {
         c.push(msg.expect("stream message"));
@@ -246,11 +220,7 @@ impl Proxy {
             }
         })
         .abort_handle();
-        Proxy {
-            addr,
-            conns,
-            accept,
-        }
+        Proxy { addr, conns, accept }
     }
 
     /// Drops every live connection through the proxy; new ones are still accepted.
@@ -283,9 +253,7 @@ pub fn group_members(pgid: u32) -> Vec<u32> {
             continue;
         };
         let fields: Vec<&str> = rest.split_whitespace().collect();
-        if fields.get(2).and_then(|p| p.parse::<u32>().ok()) == Some(pgid)
-            && fields.first() != Some(&"Z")
-        {
+        if fields.get(2).and_then(|p| p.parse::<u32>().ok()) == Some(pgid) && fields.first() != Some(&"Z") {
             pids.push(pid);
         }
     }

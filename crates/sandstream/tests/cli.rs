@@ -1,0 +1,40 @@
+//! The `sandstream` command line as a user meets it.
+
+use std::process::Command;
+
+fn sandstream() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_sandstream"));
+    c.env_remove("SANDSTREAM_AGENT_TOKEN").env_remove("SANDSTREAM_AGENT_TOKEN_FILE");
+    c
+}
+
+#[test]
+fn help_lists_the_subcommands() {
+    let out = sandstream().arg("--help").output().expect("run");
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("agent"), "{text}");
+    let out = sandstream().args(["agent", "--help"]).output().expect("run");
+    let text = String::from_utf8_lossy(&out.stdout);
+    for flag in
+        ["--listen", "--token-file", "--spool-dir", "--output-cap-bytes", "--run-as", "[default: 0.0.0.0:50052]"]
+    {
+        assert!(text.contains(flag), "agent --help lacks {flag}: {text}");
+    }
+}
+
+#[test]
+fn bad_agent_config_exits_2_before_binding_anything() {
+    // Port 1 would need privileges to bind as non-root, and nothing must be bound at all:
+    // the error comes from validation first.
+    let out = sandstream().args(["agent", "--listen", "127.0.0.1:1"]).output().expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no sandbox token"), "{err}");
+    let out = sandstream().args(["agent", "--token", "0123456789abcdef0", "--run-as", "nobody"]).output().expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--run-as takes UID:GID"));
+    let out = sandstream().args(["agent", "--listen", "not-an-address"]).output().expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid value 'not-an-address'"));
+}

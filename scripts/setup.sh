@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Installs the Debian packages Sandstream and its tests need. Idempotent: does nothing
+# when they are all present. Package sources come from the machine's own apt config.
+source "$(dirname "$0")/lib.sh"
+
+PACKAGES=(
+  busybox-static   # a libc-free root filesystem for the static-agent test
+  python3          # test programs
+)
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  [ "$(id -u)" = 0 ] || { echo "scripts/setup.sh: need root to install: ${missing[*]}" >&2; exit 1; }
+  log "installing ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+command -v cargo-nextest >/dev/null || { log "installing cargo-nextest"; cargo install --locked cargo-nextest; }
