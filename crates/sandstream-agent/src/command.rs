@@ -25,6 +25,8 @@ pub(crate) const TIMED_OUT_EXIT_CODE: i32 = 124;
 /// Pipe reads land in arenas of up to this size, split off as chunks without copying.
 const ARENA_MAX: usize = 1 << 20;
 const ARENA_MIN: usize = 16 * 1024;
+/// Longest the pipes are read after the shell exited, however busy they stay.
+const MAX_DRAIN_AFTER_EXIT: Duration = Duration::from_secs(2);
 /// Pipes are enlarged so a fast writer fills fewer, larger chunks.
 const PIPE_SIZE: i32 = 1 << 20;
 
@@ -335,6 +337,9 @@ async fn supervise(
     // After the leader exits, background children may keep the pipes open; we drain
     // while data keeps coming and stop after `drain_grace` of silence.
     let mut drain_deadline = Instant::now();
+    // ...but a child that never stops writing cannot keep the command open forever.
+    let mut drain_cap = Instant::now() + Duration::from_secs(365 * 86_400);
+    let mut deadline_fired = false;
     loop {
         if stdout.is_none() && stderr.is_none() && status.is_some() {
             break;
@@ -342,21 +347,27 @@ async fn supervise(
         let deadline_at = deadline.map(|(at, _)| at).unwrap_or_else(Instant::now);
         tokio::select! {
             r = read_some(&mut stdout, &mut out_arena) => match r {
-                Ok(n) if n > 0 => { command.log.append(Channel::Stdout, out_arena.take()); drain_deadline = Instant::now() + drain_grace; }
+                Ok(n) if n > 0 => { command.log.append(Channel::Stdout, out_arena.take()); drain_deadline = (Instant::now() + drain_grace).min(drain_cap); }
                 _ => stdout = None,
             },
             r = read_some(&mut stderr, &mut err_arena) => match r {
-                Ok(n) if n > 0 => { command.log.append(Channel::Stderr, err_arena.take()); drain_deadline = Instant::now() + drain_grace; }
+                Ok(n) if n > 0 => { command.log.append(Channel::Stderr, err_arena.take()); drain_deadline = (Instant::now() + drain_grace).min(drain_cap); }
                 _ => stderr = None,
             },
             s = child.wait(), if status.is_none() => {
                 status = Some(s);
+                drain_cap = Instant::now() + MAX_DRAIN_AFTER_EXIT.max(drain_grace);
                 drain_deadline = Instant::now() + drain_grace;
             }
-            _ = tokio::time::sleep_until(deadline_at), if deadline.is_some() && status.is_none() && timed_out.is_none() => {
+            _ = tokio::time::sleep_until(deadline_at), if deadline.is_some() && !deadline_fired => {
+                // The deadline kills the whole group, also background children left behind
+                // by a shell that already exited; only a still-running command timed out.
                 tracing::info!("deadline reached; killing the process group");
                 let _ = killpg(Pid::from_raw(command.pid as i32), Signal::SIGKILL);
-                timed_out = deadline.map(|(_, t)| t);
+                deadline_fired = true;
+                if status.is_none() {
+                    timed_out = deadline.map(|(_, t)| t);
+                }
             }
             _ = tokio::time::sleep_until(drain_deadline), if status.is_some() => {
                 tracing::debug!("pipes still open after the command exited; stopping capture");

@@ -2,6 +2,7 @@
 //! evicted (oldest first, past a count or a spool-size budget).
 
 use std::collections::{HashMap, VecDeque};
+use std::os::unix::fs::PermissionsExt;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -43,6 +44,9 @@ impl Registry {
     pub(crate) fn new(cfg: ExecConfig) -> Result<Arc<Registry>> {
         std::fs::create_dir_all(&cfg.spool_dir)
             .map_err(|e| AgentError::io(format!("create spool dir {}", cfg.spool_dir.display()), e))?;
+        // Only the agent reads spools: user code in the sandbox runs as another user.
+        std::fs::set_permissions(&cfg.spool_dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| AgentError::io(format!("restrict spool dir {}", cfg.spool_dir.display()), e))?;
         let entries = std::fs::read_dir(&cfg.spool_dir)
             .map_err(|e| AgentError::io(format!("read spool dir {}", cfg.spool_dir.display()), e))?;
         for entry in entries.flatten() {

@@ -444,3 +444,48 @@ async fn bad_encoding_and_unknown_signal_are_invalid_arguments() {
     let err = client.signal(SignalRequest { command_id: s.command_id, signal: 4242 }).await.expect_err("signal");
     assert_eq!(err.code(), Code::InvalidArgument);
 }
+
+#[tokio::test]
+async fn a_background_child_that_keeps_writing_cannot_hold_the_command_open() {
+    let agent = Agent::start(&[]);
+    let mut client = agent.client().await;
+    // The shell exits at once; its child keeps the pipe open and never falls silent.
+    let started = Instant::now();
+    let got = run(&mut client, "(while :; do echo spam; sleep 0.01; done) & echo main done").await;
+    assert_eq!((got.end().status, got.end().exit_code), (ExitStatus::Exited as i32, 0));
+    assert!(got.stdout_str().starts_with("main done\n") || got.stdout_str().contains("main done\n"));
+    assert!(started.elapsed() < Duration::from_secs(30), "the command never ended");
+    // A deadline that falls while such a straggler holds the command open kills it,
+    // without calling the command timed out (its shell exited by itself).
+    // It ignores SIGPIPE, so only the deadline can end it.
+    let mut req = bytes_request("(trap '' PIPE; while :; do echo spam; sleep 0.01; done) & echo $!");
+    req.timeout = 500;
+    let mut stream = client.execute(req).await.expect("execute").into_inner();
+    let mut got = Collected::default();
+    while let Some(m) = stream.next().await {
+        got.push(m.expect("ok"));
+    }
+    assert_eq!(got.end().status, ExitStatus::Exited as i32);
+    let straggler: u32 =
+        got.stdout_str().lines().next().and_then(|l| l.parse().ok()).expect("pid of the background loop");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while std::path::Path::new(&format!("/proc/{straggler}")).exists() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let alive =
+        std::fs::read_to_string(format!("/proc/{straggler}/stat")).map(|s| !s.contains(") Z ")).unwrap_or(false);
+    assert!(!alive, "the background loop outlived the command's deadline");
+}
+
+#[tokio::test]
+async fn the_spool_directory_is_private_to_the_agent() {
+    use std::os::unix::fs::PermissionsExt;
+    let agent = Agent::start(&[]);
+    let mut client = agent.client().await;
+    run(&mut client, "echo something to spool").await;
+    let meta = std::fs::metadata(agent.dir.path().join("spool")).expect("spool dir");
+    assert_eq!(meta.permissions().mode() & 0o777, 0o700);
+    for entry in std::fs::read_dir(agent.dir.path().join("spool")).expect("list").flatten() {
+        assert_eq!(entry.metadata().expect("meta").permissions().mode() & 0o777, 0o600);
+    }
+}
