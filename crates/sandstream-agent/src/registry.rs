@@ -2,7 +2,7 @@
 //! evicted (oldest first, past a count or a spool-size budget).
 
 use std::collections::{HashMap, VecDeque};
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::DirBuilderExt;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -39,18 +39,26 @@ pub(crate) struct Registry {
 }
 
 impl Registry {
-    /// Creates the registry and empties the spool directory: spools of an earlier
-    /// agent process belong to commands that died with it.
+    /// Creates the registry and removes stale spools: those of an earlier agent process
+    /// belong to commands that died with it. Only files named `<uuid>.log` are touched,
+    /// and a directory the agent creates is private (0700); an existing one is left as
+    /// it is (spool files themselves are always 0600).
     pub(crate) fn new(cfg: ExecConfig) -> Result<Arc<Registry>> {
-        std::fs::create_dir_all(&cfg.spool_dir)
-            .map_err(|e| AgentError::io(format!("create spool dir {}", cfg.spool_dir.display()), e))?;
-        // Only the agent reads spools: user code in the sandbox runs as another user.
-        std::fs::set_permissions(&cfg.spool_dir, std::fs::Permissions::from_mode(0o700))
-            .map_err(|e| AgentError::io(format!("restrict spool dir {}", cfg.spool_dir.display()), e))?;
-        let entries = std::fs::read_dir(&cfg.spool_dir)
-            .map_err(|e| AgentError::io(format!("read spool dir {}", cfg.spool_dir.display()), e))?;
+        let dir = &cfg.spool_dir;
+        if !dir.exists() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(|e| AgentError::io(format!("create spool dir {}", dir.display()), e))?;
+        }
+        let entries =
+            std::fs::read_dir(dir).map_err(|e| AgentError::io(format!("read spool dir {}", dir.display()), e))?;
         for entry in entries.flatten() {
-            if entry.file_name().to_string_lossy().ends_with(".log") {
+            let name = entry.file_name();
+            let stale =
+                name.to_str().and_then(|n| n.strip_suffix(".log")).is_some_and(|id| uuid::Uuid::parse_str(id).is_ok());
+            if stale {
                 let _ = std::fs::remove_file(entry.path());
             }
         }
@@ -171,6 +179,43 @@ fn new_command_id() -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    fn cfg(spool_dir: std::path::PathBuf) -> ExecConfig {
+        ExecConfig {
+            shell: "/bin/sh".into(),
+            default_cwd: "/".into(),
+            spool_dir,
+            output_cap: 1 << 20,
+            spool_budget: 1 << 20,
+            max_finished: 10,
+            exit_drain_grace: Duration::from_millis(10),
+            run_as: None,
+            hidden_env: vec![],
+        }
+    }
+
+    #[test]
+    fn start_removes_only_stale_spools_and_never_chmods_an_existing_dir() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let shared = dir.path().join("shared");
+        std::fs::create_dir(&shared).expect("mkdir");
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).expect("chmod");
+        let stale = shared.join(format!("{}.log", new_command_id()));
+        for f in [&stale, &shared.join("app.log"), &shared.join("notes.txt")] {
+            std::fs::write(f, b"x").expect("write");
+        }
+        Registry::new(cfg(shared.clone())).expect("registry");
+        assert!(!stale.exists());
+        assert!(shared.join("app.log").exists() && shared.join("notes.txt").exists());
+        assert_eq!(std::fs::metadata(&shared).expect("meta").permissions().mode() & 0o7777, 0o1777);
+
+        let fresh = dir.path().join("new/spool");
+        Registry::new(cfg(fresh.clone())).expect("registry");
+        assert_eq!(std::fs::metadata(&fresh).expect("meta").permissions().mode() & 0o777, 0o700);
+    }
+
     #[test]
     fn command_ids_are_uuids_and_distinct() {
         let a = super::new_command_id();
