@@ -40,6 +40,18 @@ fn cpu_secs(pid: u32) -> f64 {
     ticks / 100.0
 }
 
+/// Total steal ticks (CPU time the hypervisor gave to someone else), all CPUs.
+fn steal_ticks() -> u64 {
+    let stat = std::fs::read_to_string("/proc/stat").expect("/proc/stat");
+    stat.lines().next().and_then(|l| l.split_whitespace().nth(8)).and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
+/// Share of the machine's CPU time stolen since `since` (ticks) over `elapsed`.
+fn steal_pct(since: u64, elapsed: Duration) -> f64 {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    (steal_ticks() - since) as f64 / (elapsed.as_secs_f64() * 100.0 * cpus) * 100.0
+}
+
 fn shell_baseline(n: usize) -> Vec<Duration> {
     (0..n)
         .map(|_| {
@@ -57,6 +69,7 @@ async fn main() {
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_sandstream-agent")));
     println!("agent binary: {}", bin.display());
+    println!("client SETTINGS_MAX_FRAME_SIZE: {} bytes", client_frame_size());
     let extra: Vec<String> =
         std::env::var("SANDSTREAM_BENCH_AGENT_ARGS").unwrap_or_default().split_whitespace().map(String::from).collect();
     let agent = Agent::start_binary(bin, &extra.iter().map(String::as_str).collect::<Vec<_>>());
@@ -71,6 +84,7 @@ async fn main() {
     }
     let n: usize = std::env::var("SANDSTREAM_BENCH_N").ok().and_then(|v| v.parse().ok()).unwrap_or(2000);
     let mut samples = Vec::with_capacity(n);
+    let (steal0, t0) = (steal_ticks(), Instant::now());
     for _ in 0..n {
         let t = Instant::now();
         let got = run(&mut client, "true").await;
@@ -78,12 +92,14 @@ async fn main() {
         assert_eq!(got.end().exit_code, 0);
     }
     report("Execute(\"true\") round trip", samples);
+    println!("{:<44} {:.1} %", "  CPU stolen by the hypervisor meanwhile", steal_pct(steal0, t0.elapsed()));
     report("baseline: fork+exec `bash -c true` locally", shell_baseline(n));
 
     // Throughput of one 1 GiB stream into a client that counts bytes.
     let one_gib: u64 = 1 << 30;
     for round in 1..=3 {
         let cpu0 = cpu_secs(agent.pid());
+        let steal0 = steal_ticks();
         let t = Instant::now();
         let mut stream = client.execute(bytes_request("head -c 1G /dev/zero")).await.expect("execute").into_inner();
         let mut bytes = 0u64;
@@ -98,13 +114,14 @@ async fn main() {
         let secs = t.elapsed().as_secs_f64();
         assert_eq!(bytes, one_gib);
         println!(
-            "{:<44} {:.2} GB/s ({:.2} GiB/s, {} messages, avg {} KiB, agent CPU {:.2} s)",
+            "{:<44} {:.2} GB/s ({:.2} GiB/s, {} messages, avg {} KiB, agent CPU {:.2} s, stolen {:.0} %)",
             format!("stream `head -c 1G /dev/zero`, run {round}"),
             bytes as f64 / secs / 1e9,
             bytes as f64 / secs / (1u64 << 30) as f64,
             messages,
             bytes / messages / 1024,
             cpu_secs(agent.pid()) - cpu0,
+            steal_pct(steal0, t.elapsed()),
         );
     }
     let t = Instant::now();

@@ -19,6 +19,8 @@ use crate::service::AgentService;
 
 /// Largest message the agent accepts (stdin writes, command text).
 const MAX_REQUEST_BYTES: usize = 16 << 20;
+/// Largest HTTP/2 frame the agent accepts.
+const MAX_FRAME_BYTES: u32 = 1 << 20;
 /// How long connections may stay open after every command ended during shutdown.
 const CONNECTION_LINGER: Duration = Duration::from_secs(2);
 
@@ -67,6 +69,9 @@ pub async fn serve(cfg: AgentConfig, listener: TcpListener, shutdown: impl Futur
         .max_concurrent_streams(Some(4096))
         .initial_stream_window_size(Some(1 << 20))
         .initial_connection_window_size(Some(8 << 20))
+        // Lets clients send large stdin writes in few frames. (How large the frames the
+        // agent sends may be is the client's setting; see proto/PROTOCOL.md.)
+        .max_frame_size(Some(MAX_FRAME_BYTES))
         .add_service(ExecServiceServer::new(service).max_decoding_message_size(MAX_REQUEST_BYTES))
         .serve_with_incoming_shutdown(incoming, on_shutdown);
     tokio::select! {

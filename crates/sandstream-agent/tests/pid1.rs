@@ -22,6 +22,8 @@ async fn as_pid_1_it_reaps_orphans_and_forwards_sigterm() {
         .spawn()
         .expect("unshare");
     let addr = read_listen_line(&mut child);
+    // unshare --kill-child takes the whole namespace down when it dies.
+    let mut child = KillOnDrop(child);
     let mut client = client_with_token(addr, TOKEN).await;
 
     let who = run(&mut client, "cat /proc/1/cmdline | tr '\\0' ' '; echo; echo $PPID").await;
@@ -35,7 +37,8 @@ async fn as_pid_1_it_reaps_orphans_and_forwards_sigterm() {
     assert_eq!(orphans.stdout_str().trim(), "0", "zombies left: stderr {}", orphans.stderr_str());
 
     // SIGTERM to the namespace's init (unshare forwards nothing; signal PID 1 directly).
-    let init_pid = std::fs::read_to_string(format!("/proc/{}/task/{}/children", child.id(), child.id()))
+    let unshare_pid = child.0.id();
+    let init_pid = std::fs::read_to_string(format!("/proc/{unshare_pid}/task/{unshare_pid}/children"))
         .expect("children of unshare")
         .trim()
         .to_string();
@@ -45,6 +48,6 @@ async fn as_pid_1_it_reaps_orphans_and_forwards_sigterm() {
     )
     .expect("signal init");
     drop(client);
-    let status = tokio::task::spawn_blocking(move || child.wait()).await.expect("join").expect("wait");
+    let status = tokio::task::spawn_blocking(move || child.0.wait()).await.expect("join").expect("wait");
     assert!(status.success(), "unshare/agent exit status {status:?}");
 }

@@ -58,10 +58,9 @@ async fn the_static_agent_serves_from_a_rootfs_without_libc() {
         .spawn()
         .expect("chroot");
     let addr = read_listen_line(&mut child);
+    let _agent = KillOnDrop(child);
     let mut client = client_with_token(addr, TOKEN).await;
     let got = run(&mut client, "echo \"static $0 in $PWD\"; echo e >&2; exit 7").await;
-    let _ = child.kill();
-    let _ = child.wait();
     assert_eq!(got.stdout_str(), "static /bin/sh in /work\n");
     assert_eq!(got.stderr_str(), "e\n");
     assert_eq!(got.end().exit_code, 7);

@@ -100,6 +100,16 @@ impl Drop for Agent {
     }
 }
 
+/// Kills and reaps a child process when dropped, so a failing test leaves nothing behind.
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 pub fn read_listen_line(child: &mut Child) -> SocketAddr {
     let stdout = child.stdout.take().expect("piped stdout");
     let mut line = String::new();
@@ -131,9 +141,17 @@ pub async fn channel(addr: SocketAddr) -> Channel {
         .tcp_nodelay(true)
         .initial_stream_window_size(Some(4 << 20))
         .initial_connection_window_size(Some(16 << 20))
+        // Large frames: with HTTP/2's default 16 KiB, framing dominates bulk output (see
+        // BENCHMARKS.md); SANDSTREAM_CLIENT_FRAME overrides it for comparison.
+        .max_frame_size(client_frame_size())
         .connect()
         .await
         .expect("connect to agent")
+}
+
+/// SETTINGS_MAX_FRAME_SIZE the test client advertises: 1 MiB unless overridden.
+pub fn client_frame_size() -> u32 {
+    std::env::var("SANDSTREAM_CLIENT_FRAME").ok().and_then(|v| v.parse().ok()).unwrap_or(1 << 20)
 }
 
 pub async fn client_with_token(addr: SocketAddr, token: &str) -> Client {
