@@ -4,8 +4,11 @@
 source "$(dirname "$0")/lib.sh"
 
 PACKAGES=(
-  busybox-static   # a libc-free root filesystem for the static-agent test
+  busybox-static   # a libc-free root filesystem for the static-agent and runtime tests
   python3          # test programs
+  runc             # the default OCI runtime
+  iptables         # host firewall for sandbox links
+  iproute2         # network namespaces and veth pairs
 )
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -7,4 +7,7 @@ cd "$ROOT"
 export SANDSTREAM_STATIC_AGENT
 SANDSTREAM_STATIC_AGENT="$("$ROOT/scripts/build-agent.sh")"
 log "running the Rust tests"
-cargo nextest run --workspace --locked --no-fail-fast "$@"
+status=0
+cargo nextest run --workspace --locked --no-fail-fast "$@" || status=$?
+"$ROOT/scripts/clean-host.sh"
+exit $status

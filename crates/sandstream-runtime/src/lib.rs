@@ -1,0 +1,14 @@
+//! Creates, limits, isolates and destroys sandboxes on one host, behind the [`Runtime`]
+//! trait. **The only crate that touches namespaces, cgroups, mounts, iptables or runc.**
+//! A sandbox is a container whose PID 1 is the static Sandstream agent; callers reach
+//! it at the returned address with the returned token.
+
+mod error;
+mod host;
+mod net;
+mod oci;
+mod types;
+
+pub use error::{Error, Result};
+pub use oci::{OciConfig, OciRuntime};
+pub use types::{Limits, Runtime, Sandbox, SandboxSpec};

@@ -1,0 +1,191 @@
+//! The OCI runtime spec (config.json) of one sandbox.
+//!
+//! Starts from oci-spec's default (runc's `runc spec`: new pid, mount, ipc, uts and
+//! network namespaces; Docker's masked and read-only /proc and /sys paths; devices
+//! denied but the usual character devices) and tightens it.
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use oci_spec::runtime::{
+    Capability, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxMemoryBuilder, LinuxNamespace, LinuxNamespaceBuilder,
+    LinuxNamespaceType, LinuxPidsBuilder, Mount, MountBuilder, PosixRlimitBuilder, PosixRlimitType, ProcessBuilder,
+    RootBuilder, Spec, UserBuilder,
+};
+
+use crate::error::{Error, Result};
+use crate::types::Limits;
+
+/// Where the agent binary and its token appear inside every sandbox (read-only binds:
+/// the agent is never baked into templates and the sandbox cannot replace it).
+pub(crate) const AGENT_PATH: &str = "/.sandstream/agent";
+pub(crate) const TOKEN_PATH: &str = "/.sandstream/token";
+/// User code runs as this uid/gid, never as root.
+pub(crate) const USER_ID: u32 = 1000;
+pub(crate) const WORKDIR: &str = "/home/user";
+pub(crate) const AGENT_PORT: u16 = 50052;
+
+pub(crate) struct BundleInput<'a> {
+    pub(crate) id: &'a str,
+    pub(crate) netns_path: &'a str,
+    pub(crate) agent_binary: &'a Path,
+    pub(crate) token_file: &'a Path,
+    pub(crate) limits: Limits,
+    pub(crate) env: &'a [(String, String)],
+}
+
+fn spec_err(e: impl std::fmt::Display) -> Error {
+    Error::Spec(e.to_string())
+}
+
+fn bind(source: &Path, destination: &str) -> Result<Mount> {
+    MountBuilder::default()
+        .destination(destination)
+        .typ("bind")
+        .source(source)
+        .options(vec!["bind".into(), "ro".into(), "nosuid".into(), "nodev".into()])
+        .build()
+        .map_err(spec_err)
+}
+
+pub(crate) fn build(input: &BundleInput<'_>) -> Result<Spec> {
+    let mut spec = Spec::default();
+
+    // The agent runs as root inside, with only what it needs to start commands as the
+    // sandbox user and to signal them; no_new_privs keeps setuid binaries inert.
+    let caps: HashSet<Capability> = [Capability::Setuid, Capability::Setgid, Capability::Kill].into();
+    let mut env = vec![
+        "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string(),
+        format!("HOME={WORKDIR}"),
+        "USER=user".into(),
+        "LANG=C.UTF-8".into(),
+        "SANDSTREAM_LOG=info".into(),
+    ];
+    env.extend(input.env.iter().map(|(k, v)| format!("{k}={v}")));
+    let process = ProcessBuilder::default()
+        .terminal(false)
+        .user(UserBuilder::default().uid(0u32).gid(0u32).build().map_err(spec_err)?)
+        .args(vec![
+            AGENT_PATH.to_string(),
+            "--listen".into(),
+            format!("0.0.0.0:{AGENT_PORT}"),
+            "--token-file".into(),
+            TOKEN_PATH.into(),
+            "--sandbox-id".into(),
+            input.id.into(),
+            "--workdir".into(),
+            WORKDIR.into(),
+            "--run-as".into(),
+            format!("{USER_ID}:{USER_ID}"),
+        ])
+        .env(env)
+        .cwd("/")
+        .no_new_privileges(true)
+        .capabilities(
+            LinuxCapabilitiesBuilder::default()
+                .bounding(caps.clone())
+                .effective(caps.clone())
+                .permitted(caps)
+                .inheritable(HashSet::new())
+                .ambient(HashSet::new())
+                .build()
+                .map_err(spec_err)?,
+        )
+        .rlimits(vec![
+            PosixRlimitBuilder::default()
+                .typ(PosixRlimitType::RlimitNofile)
+                .hard(4096u64)
+                .soft(4096u64)
+                .build()
+                .map_err(spec_err)?,
+        ])
+        .build()
+        .map_err(spec_err)?;
+    spec.set_process(Some(process));
+    spec.set_root(Some(RootBuilder::default().path("rootfs").readonly(false).build().map_err(spec_err)?));
+    spec.set_hostname(Some("sandbox".into()));
+
+    let mut mounts = spec.mounts().clone().unwrap_or_default();
+    mounts.push(bind(input.agent_binary, AGENT_PATH)?);
+    mounts.push(bind(input.token_file, TOKEN_PATH)?);
+    mounts.push(
+        MountBuilder::default()
+            .destination("/tmp")
+            .typ("tmpfs")
+            .source("tmpfs")
+            .options(vec!["nosuid".into(), "nodev".into(), "mode=1777".into(), "size=256m".into()])
+            .build()
+            .map_err(spec_err)?,
+    );
+    spec.set_mounts(Some(mounts));
+
+    let mut linux = spec.linux().clone().ok_or_else(|| Error::Spec("default spec has no linux section".into()))?;
+    let namespaces: Vec<LinuxNamespace> = linux
+        .namespaces()
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|ns| {
+            if ns.typ() == LinuxNamespaceType::Network {
+                LinuxNamespaceBuilder::default()
+                    .typ(LinuxNamespaceType::Network)
+                    .path(input.netns_path)
+                    .build()
+                    .map_err(spec_err)
+            } else {
+                Ok(ns)
+            }
+        })
+        .collect::<Result<_>>()?;
+    linux.set_namespaces(Some(namespaces));
+    linux.set_cgroups_path(Some(format!("/sandstream/{}", input.id).into()));
+    let mut resources = linux.resources().clone().unwrap_or_default();
+    let memory = i64::try_from(input.limits.memory_bytes).map_err(spec_err)?;
+    resources.set_memory(Some(LinuxMemoryBuilder::default().limit(memory).swap(memory).build().map_err(spec_err)?));
+    resources
+        .set_pids(Some(LinuxPidsBuilder::default().limit(i64::from(input.limits.pids)).build().map_err(spec_err)?));
+    resources.set_cpu(Some(
+        LinuxCpuBuilder::default()
+            .period(100_000u64)
+            .quota(i64::from(input.limits.cpu_millis) * 100)
+            .build()
+            .map_err(spec_err)?,
+    ));
+    linux.set_resources(Some(resources));
+    spec.set_linux(Some(linux));
+    Ok(spec)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spec_limits_and_isolates() {
+        let input = BundleInput {
+            id: "sb-0123456789",
+            netns_path: "/var/run/netns/sb-0123456789",
+            agent_binary: Path::new("/opt/agent"),
+            token_file: Path::new("/state/token"),
+            limits: Limits { memory_bytes: 64 << 20, cpu_millis: 500, pids: 64 },
+            env: &[("A".into(), "b".into())],
+        };
+        let json = serde_json::to_value(build(&input).expect("spec")).expect("json");
+        let linux = &json["linux"];
+        assert_eq!(linux["resources"]["memory"]["limit"], 64 << 20);
+        assert_eq!(linux["resources"]["pids"]["limit"], 64);
+        assert_eq!(linux["resources"]["cpu"]["quota"], 50_000);
+        let ns: Vec<&str> =
+            linux["namespaces"].as_array().expect("ns").iter().map(|n| n["type"].as_str().expect("type")).collect();
+        for t in ["pid", "network", "ipc", "uts", "mount"] {
+            assert!(ns.contains(&t), "namespace {t} missing: {ns:?}");
+        }
+        assert!(linux["maskedPaths"].as_array().expect("masked").iter().any(|p| p == "/proc/kcore"));
+        assert!(linux["readonlyPaths"].as_array().expect("ro").iter().any(|p| p == "/proc/sys"));
+        let process = &json["process"];
+        assert_eq!(process["noNewPrivileges"], true);
+        assert_eq!(process["capabilities"]["bounding"].as_array().expect("caps").len(), 3);
+        assert!(process["args"].as_array().expect("args").iter().any(|a| a == "1000:1000"));
+        assert!(process["env"].as_array().expect("env").iter().any(|a| a == "A=b"));
+    }
+}

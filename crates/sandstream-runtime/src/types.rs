@@ -1,0 +1,90 @@
+//! What a caller asks for and gets back.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use crate::error::{Error, Result};
+
+/// Resource limits of one sandbox, enforced by its cgroup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Memory (and memory+swap) limit in bytes.
+    pub memory_bytes: u64,
+    /// CPU in thousandths of a core (1000 = one core).
+    pub cpu_millis: u32,
+    /// Most processes and threads at once, the agent included.
+    pub pids: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { memory_bytes: 512 << 20, cpu_millis: 1000, pids: 256 }
+    }
+}
+
+/// A request for a sandbox.
+#[derive(Debug, Clone)]
+pub struct SandboxSpec {
+    /// Root filesystem directory, used read-only as the overlay's lower layer.
+    pub template: PathBuf,
+    pub limits: Limits,
+    /// Extra environment for every command in the sandbox.
+    pub env: Vec<(String, String)>,
+}
+
+impl SandboxSpec {
+    pub(crate) fn validate(&self) -> Result<()> {
+        let l = &self.limits;
+        if l.memory_bytes < 16 << 20 {
+            return Err(Error::InvalidSpec(format!("memory must be at least 16 MiB, got {} bytes", l.memory_bytes)));
+        }
+        if l.cpu_millis < 10 {
+            return Err(Error::InvalidSpec(format!("cpu must be at least 10 millicores, got {}", l.cpu_millis)));
+        }
+        if l.pids < 8 {
+            return Err(Error::InvalidSpec(format!("pids must be at least 8, got {}", l.pids)));
+        }
+        let t = self.template.to_string_lossy();
+        // Overlay mount options are comma/colon separated.
+        if t.contains([',', ':']) || !self.template.is_absolute() {
+            return Err(Error::InvalidSpec(format!("template path {t} must be absolute without ',' or ':'")));
+        }
+        let meta = std::fs::metadata(&self.template).map_err(|_| Error::TemplateMissing(self.template.clone()))?;
+        if !meta.is_dir() {
+            return Err(Error::TemplateMissing(self.template.clone()));
+        }
+        if std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o005 != 0o005 {
+            return Err(Error::InvalidSpec(format!(
+                "template {t} must be readable and searchable by everyone (mode 755), as a root directory is"
+            )));
+        }
+        for (k, v) in &self.env {
+            if k.is_empty() || k.contains(['=', '\0']) || v.contains('\0') {
+                return Err(Error::InvalidSpec(format!("env name {k:?} is not valid")));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A running sandbox.
+#[derive(Debug, Clone)]
+pub struct Sandbox {
+    pub id: String,
+    /// Where its agent listens, reachable from this host.
+    pub agent_addr: SocketAddr,
+    /// The token its agent accepts, and no other agent does.
+    pub token: String,
+}
+
+/// One host's sandboxes. Every call is blocking; async callers use `spawn_blocking`.
+pub trait Runtime: Send + Sync {
+    /// Creates and starts a sandbox; returns once its agent answers. On error nothing
+    /// of it remains.
+    fn create(&self, spec: &SandboxSpec) -> Result<Sandbox>;
+    /// Kills a sandbox and removes every trace of it: processes, mounts, cgroups,
+    /// network namespace, links and files.
+    fn kill(&self, id: &str) -> Result<()>;
+    /// Ids of the sandboxes this runtime has.
+    fn list(&self) -> Result<Vec<String>>;
+}

@@ -1,0 +1,304 @@
+//! The `oci` backend against real runc, as root: a sandbox works, and everything a
+//! hostile program inside might try fails. Needs root, runc, iproute2, iptables,
+//! busybox-static and the static agent from scripts/build-agent.sh (named by
+//! SANDSTREAM_STATIC_AGENT); scripts/test.sh provides them all. Under CI a missing
+//! prerequisite fails the test instead of skipping it.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use sandstream_proto::v1::exec_service_client::ExecServiceClient;
+use sandstream_proto::v1::{EventKind, ExecuteRequest, OutputEncoding};
+use sandstream_runtime::{Error, Limits, OciConfig, OciRuntime, Runtime, Sandbox, SandboxSpec};
+use tokio_stream::StreamExt;
+
+fn static_agent() -> Option<PathBuf> {
+    match std::env::var_os("SANDSTREAM_STATIC_AGENT") {
+        Some(p) => Some(PathBuf::from(p)),
+        None if std::env::var_os("CI").is_some() => panic!("SANDSTREAM_STATIC_AGENT is not set; run scripts/test.sh"),
+        None => {
+            eprintln!("skipped: SANDSTREAM_STATIC_AGENT is not set (scripts/test.sh sets it)");
+            None
+        }
+    }
+}
+
+/// A busybox root filesystem with a root-only /etc/shadow and a user 1000.
+fn busybox_template(dir: &Path) -> PathBuf {
+    let root = dir.join("template");
+    for d in ["bin", "etc", "home", "proc", "sys", "dev", "tmp"] {
+        std::fs::create_dir_all(root.join(d)).expect("mkdir");
+    }
+    std::fs::set_permissions(&root, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod template");
+    std::fs::copy("/bin/busybox", root.join("bin/busybox")).expect("busybox-static is installed");
+    let out = std::process::Command::new("/usr/sbin/chroot")
+        .arg(&root)
+        .args(["/bin/busybox", "--install", "-s", "/bin"])
+        .output()
+        .expect("chroot");
+    assert!(out.status.success(), "busybox --install: {out:?}");
+    std::fs::write(
+        root.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\nuser:x:1000:1000:user:/home/user:/bin/sh\n",
+    )
+    .expect("passwd");
+    std::fs::write(root.join("etc/group"), "root:x:0:\nuser:x:1000:\n").expect("group");
+    std::fs::write(root.join("etc/shadow"), "root:TEMPLATE-SECRET:19000:0:99999:7:::\n").expect("shadow");
+    std::fs::set_permissions(root.join("etc/shadow"), std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .expect("chmod");
+    root
+}
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    runtime: OciRuntime,
+    template: PathBuf,
+}
+
+fn fixture() -> Option<Fixture> {
+    let agent = static_agent()?;
+    assert!(nix::unistd::geteuid().is_root(), "these tests need root");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let template = busybox_template(dir.path());
+    let runtime = OciRuntime::new(OciConfig {
+        state_dir: dir.path().join("state"),
+        runtime: "runc".into(),
+        agent_binary: agent,
+        ready_timeout: Duration::from_secs(10),
+    })
+    .expect("runtime");
+    Some(Fixture { _dir: dir, runtime, template })
+}
+
+impl Fixture {
+    fn spec(&self, limits: Limits) -> SandboxSpec {
+        SandboxSpec { template: self.template.clone(), limits, env: vec![("GREETING".into(), "hi".into())] }
+    }
+
+    fn create(&self, limits: Limits) -> Guard<'_> {
+        Guard { runtime: &self.runtime, sandbox: self.runtime.create(&self.spec(limits)).expect("create sandbox") }
+    }
+}
+
+/// Kills its sandbox when dropped, so a failing assertion leaves nothing running.
+struct Guard<'a> {
+    runtime: &'a OciRuntime,
+    sandbox: Sandbox,
+}
+
+impl std::ops::Deref for Guard<'_> {
+    type Target = Sandbox;
+    fn deref(&self) -> &Sandbox {
+        &self.sandbox
+    }
+}
+
+impl Drop for Guard<'_> {
+    fn drop(&mut self) {
+        let _ = self.runtime.kill(&self.sandbox.id);
+    }
+}
+
+#[derive(Debug, Default)]
+struct Out {
+    stdout: String,
+    stderr: String,
+    exit_code: i32,
+}
+
+async fn exec_with_token(addr: SocketAddr, token: &str, command: &str, timeout_ms: i64) -> Result<Out, tonic::Status> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .expect("uri")
+        .connect()
+        .await
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    let auth: tonic::metadata::MetadataValue<_> = format!("Bearer {token}").parse().expect("ascii");
+    let mut client = ExecServiceClient::with_interceptor(channel, move |mut req: tonic::Request<()>| {
+        req.metadata_mut().insert("authorization", auth.clone());
+        Ok(req)
+    });
+    let req = ExecuteRequest {
+        command: command.into(),
+        timeout: timeout_ms,
+        encoding: OutputEncoding::Bytes as i32,
+        ..Default::default()
+    };
+    let mut stream = client.execute(req).await?.into_inner();
+    let mut out = Out::default();
+    while let Some(msg) = stream.next().await {
+        let msg = msg?;
+        match EventKind::try_from(msg.kind) {
+            Ok(EventKind::Output) if msg.channel == 1 => out.stderr.push_str(&String::from_utf8_lossy(&msg.data)),
+            Ok(EventKind::Output) => out.stdout.push_str(&String::from_utf8_lossy(&msg.data)),
+            Ok(EventKind::End) => out.exit_code = msg.exit_code,
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+async fn exec(sb: &Sandbox, command: &str) -> Out {
+    exec_with_token(sb.agent_addr, &sb.token, command, 30_000).await.expect("execute in sandbox")
+}
+
+#[tokio::test]
+async fn a_sandbox_runs_commands_as_an_unprivileged_user_behind_its_token() {
+    let Some(f) = fixture() else { return };
+    let sb = f.create(Limits::default());
+    let out = exec(&sb, "id -u; id -g; hostname; pwd; echo $GREETING; tr '\\0' ' ' < /proc/1/cmdline").await;
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(&lines[..5], ["1000", "1000", "sandbox", "/home/user", "hi"], "{out:?}");
+    assert!(lines[5].starts_with("/.sandstream/agent --listen 0.0.0.0:50052"), "PID 1 is the agent: {out:?}");
+
+    let other = f.create(Limits::default());
+    // Each sandbox's token opens its own agent and no other.
+    let err = exec_with_token(sb.agent_addr, &other.token, "true", 1000).await.expect_err("foreign token");
+    assert_eq!(err.code(), tonic::Code::Unauthenticated);
+    assert_eq!(f.runtime.list().expect("list").len(), 2);
+
+    f.runtime.kill(&sb.id).expect("kill");
+    assert!(exec_with_token(sb.agent_addr, &sb.token, "true", 1000).await.is_err(), "agent still answers after kill");
+    assert_eq!(f.runtime.list().expect("list"), vec![other.id.clone()]);
+    assert!(matches!(f.runtime.kill(&sb.id), Err(Error::NotFound(_))));
+    f.runtime.kill(&other.id).expect("kill");
+}
+
+#[tokio::test]
+async fn the_sandbox_cannot_see_or_touch_the_host() {
+    let Some(f) = fixture() else { return };
+    let sb = f.create(Limits::default());
+    let checkout = env!("CARGO_MANIFEST_DIR");
+    let host_pid = std::process::id();
+    let checks = [
+        (format!("ls {checkout}"), "the project's checkout"),
+        ("cat /etc/shadow".to_string(), "the shadow file"),
+        ("cat /.sandstream/token".to_string(), "the agent's token"),
+        ("echo x > /.sandstream/agent".to_string(), "overwriting the agent"),
+        ("mkdir -p /tmp/m && mount -t tmpfs none /tmp/m".to_string(), "mounting"),
+        (format!("cat /proc/{host_pid}/cmdline"), "a host process"),
+        ("echo 1 > /proc/sys/kernel/sysrq".to_string(), "writing /proc/sys"),
+        ("[ \"$(head -c 16 /proc/kcore | wc -c)\" -gt 0 ]".to_string(), "reading kernel memory"),
+        ("chown 0 /home/user".to_string(), "chown to root"),
+    ];
+    for (cmd, what) in &checks {
+        let out = exec(&sb, &format!("{cmd} 2>&1; echo \"rc=$?\"")).await;
+        assert!(!out.stdout.ends_with("rc=0\n"), "{what} should fail: {cmd} -> {out:?}");
+        assert!(!out.stdout.contains("TEMPLATE-SECRET"), "read the shadow file: {out:?}");
+    }
+    let cmdline = exec(&sb, "ls /proc | grep -c '^[0-9]'").await;
+    let visible: u32 = cmdline.stdout.trim().parse().expect("count");
+    assert!(visible < 10, "the sandbox sees {visible} processes; its pid namespace should hold only its own");
+
+    // A host service on every interface, and on the host's side of the sandbox's link.
+    let listener = TcpListener::bind("0.0.0.0:0").expect("bind");
+    listener.set_nonblocking(true).expect("nonblocking");
+    let port = listener.local_addr().expect("addr").port();
+    let std::net::IpAddr::V4(ip) = sb.agent_addr.ip() else { panic!("v4") };
+    let host_side = std::net::Ipv4Addr::from(u32::from(ip) - 1);
+    let other = f.create(Limits::default());
+    let probes = [
+        format!("nc -w 2 {host_side} {port}"),
+        format!("nc -w 2 127.0.0.1 {port}"),
+        format!("nc -w 2 {} 50052", other.agent_addr.ip()),
+    ];
+    for probe in &probes {
+        let out = exec(&sb, &format!("echo probe | {probe}; echo \"rc=$?\"")).await;
+        assert!(out.stdout.ends_with("rc=1\n"), "{probe} should fail: {out:?}");
+    }
+    assert!(listener.accept().is_err(), "the host listener accepted a connection from the sandbox");
+    f.runtime.kill(&sb.id).expect("kill");
+    f.runtime.kill(&other.id).expect("kill");
+}
+
+#[tokio::test]
+async fn memory_and_process_limits_hold_and_the_sandbox_survives() {
+    let Some(f) = fixture() else { return };
+    let sb = f.create(Limits { memory_bytes: 64 << 20, cpu_millis: 1000, pids: 48 });
+    let hog = exec(&sb, "x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo survived ${#x}").await;
+    assert!(!hog.stdout.contains("survived"), "the memory hog was not stopped: {hog:?}");
+    assert_eq!(hog.exit_code, 137, "a memory hog dies of SIGKILL from the OOM killer: {hog:?}");
+    assert_eq!(exec(&sb, "echo alive").await.stdout, "alive\n", "the agent survives the OOM kill");
+
+    let bomb = exec_with_token(sb.agent_addr, &sb.token, "f() { f | f & }; f; sleep 5", 3000).await.expect("bomb runs");
+    assert_eq!(bomb.exit_code, 124, "the fork bomb ends at its timeout: {bomb:?}");
+    let pids =
+        std::fs::read_to_string(format!("/sys/fs/cgroup/pids/sandstream/{}/pids.max", sb.id)).expect("pids cgroup");
+    assert_eq!(pids.trim(), "48");
+    assert_eq!(exec(&sb, "echo alive").await.stdout, "alive\n", "the sandbox still works after the bomb");
+    f.runtime.kill(&sb.id).expect("kill");
+}
+
+/// Everything of sandbox `id` that could outlive it on the host.
+fn traces_of(id: &str, state_dir: &str) -> Vec<String> {
+    let suffix = id.trim_start_matches("sb-");
+    let mut left = Vec::new();
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    left.extend(
+        mounts
+            .lines()
+            .filter(|l| l.contains(&format!("{state_dir}/{id}")) || l.contains(&format!("/netns/{id}")))
+            .map(String::from),
+    );
+    let mut paths = vec![
+        format!("{state_dir}/{id}"),
+        format!("/var/run/netns/{id}"),
+        format!("/sys/class/net/vs{suffix}"),
+        format!("/run/runc/{id}"),
+    ];
+    for hierarchy in std::fs::read_dir("/sys/fs/cgroup").expect("cgroup root").flatten() {
+        paths.push(format!("{}/sandstream/{id}", hierarchy.path().display()));
+    }
+    left.extend(paths.into_iter().filter(|p| Path::new(p).exists()));
+    let procs =
+        std::process::Command::new("pgrep").args(["-f", &format!("--sandbox-id {id}")]).output().expect("pgrep");
+    left.extend(String::from_utf8_lossy(&procs.stdout).lines().map(|p| format!("process {p}")));
+    left
+}
+
+#[tokio::test]
+async fn create_and_kill_leave_nothing_behind() {
+    let Some(f) = fixture() else { return };
+    let state_dir = f._dir.path().join("state").display().to_string();
+    let rules_before = sandstream_rules();
+    let slots_dir_count = || std::fs::read_dir("/run/sandstream/slots").map_or(0, |d| d.count());
+    let mut ids = Vec::new();
+    for _ in 0..25 {
+        let sb = f.runtime.create(&f.spec(Limits::default())).expect("create");
+        ids.push(sb.id.clone());
+        assert_eq!(exec(&sb, "echo ok; sleep 30 &").await.stdout, "ok\n");
+        assert!(!traces_of(&sb.id, &state_dir).is_empty(), "the probe must see a live sandbox");
+        f.runtime.kill(&sb.id).expect("kill");
+    }
+    for id in &ids {
+        assert_eq!(traces_of(id, &state_dir), Vec::<String>::new(), "sandbox {id} left traces");
+    }
+    assert_eq!(sandstream_rules(), rules_before, "iptables rules grew");
+    assert!(f.runtime.list().expect("list").is_empty());
+    assert!(slots_dir_count() <= 8, "address slots leaked");
+}
+
+fn sandstream_rules() -> usize {
+    let out = std::process::Command::new("iptables-save").output().expect("iptables-save");
+    String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.contains("SANDSTREAM")).count()
+}
+
+#[tokio::test]
+async fn bad_specs_are_refused_and_leave_nothing() {
+    let Some(f) = fixture() else { return };
+    let mut spec = f.spec(Limits { memory_bytes: 1 << 20, ..Limits::default() });
+    let closed = f._dir.path().join("closed");
+    std::fs::create_dir(&closed).expect("mkdir");
+    std::fs::set_permissions(&closed, std::os::unix::fs::PermissionsExt::from_mode(0o700)).expect("chmod");
+    let err =
+        f.runtime.create(&SandboxSpec { template: closed, ..f.spec(Limits::default()) }).expect_err("0700 template");
+    assert!(err.to_string().contains("must be readable and searchable by everyone"), "{err}");
+    let err = f.runtime.create(&spec).expect_err("tiny memory");
+    assert_eq!(err.to_string(), "invalid sandbox spec: memory must be at least 16 MiB, got 1048576 bytes");
+    spec.limits = Limits::default();
+    spec.template = "/no/such/template".into();
+    assert!(matches!(f.runtime.create(&spec), Err(Error::TemplateMissing(_))));
+    assert!(f.runtime.list().expect("list").is_empty());
+    assert!(matches!(f.runtime.kill("sb-0000000000"), Err(Error::NotFound(_))));
+    assert!(matches!(f.runtime.kill("../../etc"), Err(Error::NotFound(_))));
+}
