@@ -1,16 +1,25 @@
 #!/usr/bin/env bash
-# Removes Sandstream's host-wide state once no sandbox runs: the iptables chains for
-# sandbox links and the address-slot directory. Safe to run any time: it refuses while
-# sandbox network namespaces exist.
+# Removes Sandstream's host-wide state once no sandbox runs: every SANDSTREAM-* and SS-*
+# iptables chain and the jumps to them, the address slots, and the original
+# net.ipv4.ip_forward value. Refuses while sandbox network namespaces exist.
 set -euo pipefail
 if ip netns list 2>/dev/null | grep -q '^sb-'; then
   echo "clean-host: sandboxes are still running; nothing removed" >&2
   exit 0
 fi
-for pair in "INPUT SANDSTREAM-IN" "FORWARD SANDSTREAM-FWD"; do
-  set -- $pair
-  while iptables -w -D "$1" -i 'vs+' -j "$2" 2>/dev/null; do :; done
-  iptables -w -F "$2" 2>/dev/null || true
-  iptables -w -X "$2" 2>/dev/null || true
+for table in filter nat; do
+  iptables-save -t "$table" | grep -E '^-A [A-Z]+ .*-j (SANDSTREAM-|SS-)' | while read -r _ rule; do
+    eval "iptables -w -t $table -D $rule" || true
+  done
+  for chain in $(iptables-save -t "$table" | sed -n 's/^:\(SANDSTREAM-[A-Z]*\|SS-[0-9a-f]*\) .*/\1/p'); do
+    iptables -w -t "$table" -F "$chain" || true
+  done
+  for chain in $(iptables-save -t "$table" | sed -n 's/^:\(SANDSTREAM-[A-Z]*\|SS-[0-9a-f]*\) .*/\1/p'); do
+    iptables -w -t "$table" -X "$chain" || true
+  done
 done
+if [ -f /run/sandstream/ip_forward.orig ]; then
+  cat /run/sandstream/ip_forward.orig > /proc/sys/net/ipv4/ip_forward
+  rm -f /run/sandstream/ip_forward.orig
+fi
 rm -rf /run/sandstream/slots

@@ -9,6 +9,7 @@ PACKAGES=(
   runc             # the default OCI runtime
   iptables         # host firewall for sandbox links
   iproute2         # network namespaces and veth pairs
+  curl             # an HTTP/2 client for the port-publishing test
 )
 missing=()
 for p in "${PACKAGES[@]}"; do

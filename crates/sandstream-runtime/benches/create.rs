@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use sandstream_proto::v1::exec_service_client::ExecServiceClient;
 use sandstream_proto::v1::{ExecuteRequest, OutputEncoding};
-use sandstream_runtime::{Limits, OciConfig, OciRuntime, Runtime, SandboxSpec};
+use sandstream_runtime::{Egress, Limits, OciConfig, OciRuntime, Runtime, SandboxSpec};
 use tokio_stream::StreamExt;
 
 fn report(name: &str, mut v: Vec<Duration>) {
@@ -79,9 +79,11 @@ async fn main() {
         runtime: "runc".into(),
         agent_binary: agent,
         ready_timeout: Duration::from_secs(10),
+        publish_port_base: 40000,
     })
     .expect("runtime");
-    let spec = SandboxSpec { template: template.clone(), limits: Limits::default(), env: vec![] };
+    let spec =
+        SandboxSpec { template: template.clone(), limits: Limits::default(), env: vec![], egress: Egress::Allow };
 
     let (mut to_ready, mut to_first, mut kills) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..n {

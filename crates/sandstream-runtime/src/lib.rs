@@ -11,4 +11,4 @@ mod types;
 
 pub use error::{Error, Result};
 pub use oci::{OciConfig, OciRuntime};
-pub use types::{Limits, Runtime, Sandbox, SandboxSpec};
+pub use types::{Cidr, Egress, Limits, Runtime, Sandbox, SandboxSpec};

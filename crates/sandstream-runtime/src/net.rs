@@ -3,18 +3,28 @@
 //!
 //! **A sandbox reaches nothing on the host**: packets arriving on a sandbox link are
 //! dropped by the INPUT chain unless they belong to a connection the host opened (the
-//! host connecting to the agent). Forwarding from sandbox links is dropped, so sandboxes
-//! reach neither each other nor other networks. (Egress NAT with a policy is future work.)
+//! host connecting to the agent). Packets it sends elsewhere go through its own chain
+//! `SS-<suffix>`: replies pass, link-local (169.254.0.0/16: cloud metadata), loopback and
+//! every sandbox's network are dropped, then its egress policy decides, then DROP.
+//! Allowed traffic is masqueraded behind the host. The agent's port is published on a
+//! host port with DNAT.
 
 use std::net::Ipv4Addr;
 
 use crate::error::{Error, Result};
 use crate::host::{run, run_quiet};
+use crate::types::Egress;
 
 /// Host-side veth names all start with this, so one iptables rule covers them all.
 pub(crate) const HOST_LINK_PREFIX: &str = "vs";
 const INPUT_CHAIN: &str = "SANDSTREAM-IN";
 const FORWARD_CHAIN: &str = "SANDSTREAM-FWD";
+const PUBLISH_CHAIN: &str = "SANDSTREAM-PUB";
+const NAT_CHAIN: &str = "SANDSTREAM-NAT";
+const DNAT_CHAIN: &str = "SANDSTREAM-DNAT";
+const SANDBOX_NET: &str = "10.88.0.0/16";
+/// Never reachable from a sandbox, whatever its policy.
+const ALWAYS_BLOCKED: [&str; 3] = ["169.254.0.0/16", "127.0.0.0/8", SANDBOX_NET];
 /// Sandbox slots: 10.88.0.0/16 in /30s, slot 0 unused.
 pub(crate) const MAX_SLOT: u32 = (1 << 14) - 1;
 
@@ -43,31 +53,77 @@ pub(crate) fn ensure_firewall() -> Result<()> {
     let _lock = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusive)
         .map_err(|(_, e)| Error::io("lock /run/sandstream/firewall.lock", e.into()))?;
     let link = format!("{HOST_LINK_PREFIX}+");
-    let rules: [(&str, &[&str]); 3] = [
-        (INPUT_CHAIN, &["-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT"]),
-        (INPUT_CHAIN, &["-j", "DROP"]),
-        (FORWARD_CHAIN, &["-j", "DROP"]),
-    ];
-    for chain in [INPUT_CHAIN, FORWARD_CHAIN] {
-        if run("iptables", &["-w", "-n", "-L", chain]).is_err() {
+    let local = ["-m", "addrtype", "--dst-type", "LOCAL"];
+    let established = ["-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT"];
+    for (table, chain) in [
+        ("filter", INPUT_CHAIN),
+        ("filter", FORWARD_CHAIN),
+        ("filter", PUBLISH_CHAIN),
+        ("nat", NAT_CHAIN),
+        ("nat", DNAT_CHAIN),
+    ] {
+        if run("iptables", &["-w", "-t", table, "-n", "-L", chain]).is_err() {
             // Another runtime may have created it meanwhile; -L again decides.
-            let _ = run("iptables", &["-w", "-N", chain]);
-            run("iptables", &["-w", "-n", "-L", chain])?;
+            let _ = run("iptables", &["-w", "-t", table, "-N", chain]);
+            run("iptables", &["-w", "-t", table, "-n", "-L", chain])?;
         }
     }
-    for (chain, rule) in rules {
-        let mut check = vec!["-w", "-C", chain];
-        check.extend_from_slice(rule);
-        if run("iptables", &check).is_err() {
-            let mut add = vec!["-w", "-A", chain];
-            add.extend_from_slice(rule);
-            run("iptables", &add)?;
-        }
+    let not_sandbox = ["!", "-d", SANDBOX_NET, "-j", "MASQUERADE"];
+    let rules: Vec<(&str, &str, Vec<&str>)> = vec![
+        ("filter", INPUT_CHAIN, established.to_vec()),
+        ("filter", INPUT_CHAIN, vec!["-j", "DROP"]),
+        ("filter", FORWARD_CHAIN, vec!["-j", "DROP"]),
+        ("filter", PUBLISH_CHAIN, established.to_vec()),
+        ("filter", PUBLISH_CHAIN, vec!["-j", "DROP"]),
+        ("nat", NAT_CHAIN, not_sandbox.to_vec()),
+    ];
+    for (table, chain, rule) in &rules {
+        ensure_rule(table, chain, rule, false)?;
     }
-    for (chain, parent) in [(INPUT_CHAIN, "INPUT"), (FORWARD_CHAIN, "FORWARD")] {
-        if run("iptables", &["-w", "-C", parent, "-i", &link, "-j", chain]).is_err() {
-            run("iptables", &["-w", "-I", parent, "1", "-i", &link, "-j", chain])?;
+    ensure_rule("filter", "INPUT", &["-i", &link, "-j", INPUT_CHAIN], true)?;
+    ensure_rule("filter", "FORWARD", &["-i", &link, "-j", FORWARD_CHAIN], true)?;
+    // Only traffic from outside the sandboxes may use a published port: a sandbox's own
+    // packets are judged by its egress chain alone (which drops every sandbox address),
+    // whatever order these two jumps end up in.
+    ensure_rule("filter", "FORWARD", &["!", "-i", &link, "-o", &link, "-j", PUBLISH_CHAIN], true)?;
+    ensure_rule("nat", "POSTROUTING", &["-s", SANDBOX_NET, "-j", NAT_CHAIN], true)?;
+    let mut prerouting = local.to_vec();
+    prerouting.extend(["-j", DNAT_CHAIN]);
+    ensure_rule("nat", "PREROUTING", &prerouting, true)?;
+    let mut output = local.to_vec();
+    output.extend(["!", "-d", "127.0.0.0/8", "-j", DNAT_CHAIN]);
+    ensure_rule("nat", "OUTPUT", &output, true)?;
+    enable_forwarding()
+}
+
+/// Adds `rule` to `chain` unless it is there (at the top when `first`).
+fn ensure_rule(table: &str, chain: &str, rule: &[&str], first: bool) -> Result<()> {
+    let mut check = vec!["-w", "-t", table, "-C", chain];
+    check.extend_from_slice(rule);
+    if run("iptables", &check).is_ok() {
+        return Ok(());
+    }
+    let mut add = vec!["-w", "-t", table];
+    if first {
+        add.extend(["-I", chain, "1"]);
+    } else {
+        add.extend(["-A", chain]);
+    }
+    add.extend_from_slice(rule);
+    run("iptables", &add).map(drop)
+}
+
+/// Egress needs IPv4 forwarding. The value found is kept in /run/sandstream so
+/// scripts/clean-host.sh can put it back.
+fn enable_forwarding() -> Result<()> {
+    let path = "/proc/sys/net/ipv4/ip_forward";
+    let now = std::fs::read_to_string(path).map_err(|e| Error::io(format!("read {path}"), e))?;
+    if now.trim() != "1" {
+        let saved = "/run/sandstream/ip_forward.orig";
+        if !std::path::Path::new(saved).exists() {
+            std::fs::write(saved, now.trim()).map_err(|e| Error::io(format!("write {saved}"), e))?;
         }
+        std::fs::write(path, "1").map_err(|e| Error::io(format!("enable {path}"), e))?;
     }
     Ok(())
 }
@@ -93,16 +149,68 @@ pub(crate) fn release_slot(slot: u32) {
     let _ = std::fs::remove_file(format!("{SLOT_DIR}/{slot}"));
 }
 
-/// Creates the namespace and the veth pair for `suffix` in `slot`. On error, undoes it.
-pub(crate) fn create(suffix: &str, slot: u32) -> Result<()> {
-    let r = create_inner(suffix, slot);
+/// Creates the namespace, the veth pair, the egress chain and the published port for
+/// `suffix` in `slot`. On error, undoes it.
+pub(crate) fn create(suffix: &str, slot: u32, egress: &Egress, published_port: u16, agent_port: u16) -> Result<()> {
+    let r = create_link(suffix, slot).and_then(|()| create_rules(suffix, slot, egress, published_port, agent_port));
     if r.is_err() {
-        destroy(suffix);
+        destroy(suffix, slot, published_port, agent_port);
     }
     r
 }
 
-fn create_inner(suffix: &str, slot: u32) -> Result<()> {
+fn sandbox_chain(suffix: &str) -> String {
+    format!("SS-{suffix}")
+}
+
+fn create_rules(suffix: &str, slot: u32, egress: &Egress, published_port: u16, agent_port: u16) -> Result<()> {
+    let (_, host_link, _) = names(suffix);
+    let sandbox_ip = slot_addrs(slot).1.to_string();
+    let chain = sandbox_chain(suffix);
+    let ipt = |args: &[&str]| {
+        let mut a = vec!["-w"];
+        a.extend_from_slice(args);
+        run("iptables", &a).map(drop)
+    };
+    ipt(&["-N", &chain])?;
+    ipt(&["-A", &chain, "-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT"])?;
+    for net in ALWAYS_BLOCKED {
+        ipt(&["-A", &chain, "-d", net, "-j", "DROP"])?;
+    }
+    match egress {
+        Egress::Allow => ipt(&["-A", &chain, "-j", "ACCEPT"])?,
+        Egress::Deny => {}
+        Egress::AllowList(nets) => {
+            for net in nets {
+                ipt(&["-A", &chain, "-d", &net.to_string(), "-j", "ACCEPT"])?;
+            }
+        }
+    }
+    ipt(&["-A", &chain, "-j", "DROP"])?;
+    ipt(&["-I", FORWARD_CHAIN, "1", "-i", &host_link, "-j", &chain])?;
+    let port = published_port.to_string();
+    let agent = agent_port.to_string();
+    let to = format!("{sandbox_ip}:{agent_port}");
+    ipt(&["-t", "nat", "-A", DNAT_CHAIN, "-p", "tcp", "--dport", &port, "-j", "DNAT", "--to-destination", &to])?;
+    ipt(&[
+        "-I",
+        PUBLISH_CHAIN,
+        "1",
+        "-o",
+        &host_link,
+        "-d",
+        &sandbox_ip,
+        "-p",
+        "tcp",
+        "--dport",
+        &agent,
+        "-j",
+        "ACCEPT",
+    ])?;
+    Ok(())
+}
+
+fn create_link(suffix: &str, slot: u32) -> Result<()> {
     if slot == 0 || slot > MAX_SLOT {
         return Err(Error::NoAddress);
     }
@@ -121,10 +229,39 @@ fn create_inner(suffix: &str, slot: u32) -> Result<()> {
     Ok(())
 }
 
-/// Removes the namespace (which takes the veth pair with it) and the host link if it
-/// was left behind. Best effort and idempotent.
-pub(crate) fn destroy(suffix: &str) {
+/// Removes the sandbox's rules, its namespace (which takes the veth pair with it) and
+/// the host link if it was left behind. Best effort and idempotent.
+pub(crate) fn destroy(suffix: &str, slot: u32, published_port: u16, agent_port: u16) {
     let (ns, host_link, _) = names(suffix);
+    let chain = sandbox_chain(suffix);
+    let sandbox_ip = slot_addrs(slot).1.to_string();
+    let to = format!("{sandbox_ip}:{agent_port}");
+    let (port, agent) = (published_port.to_string(), agent_port.to_string());
+    while run_quiet("iptables", &["-w", "-D", FORWARD_CHAIN, "-i", &host_link, "-j", &chain]) {}
+    run_quiet("iptables", &["-w", "-F", &chain]);
+    run_quiet("iptables", &["-w", "-X", &chain]);
+    while run_quiet(
+        "iptables",
+        &["-w", "-t", "nat", "-D", DNAT_CHAIN, "-p", "tcp", "--dport", &port, "-j", "DNAT", "--to-destination", &to],
+    ) {}
+    while run_quiet(
+        "iptables",
+        &[
+            "-w",
+            "-D",
+            PUBLISH_CHAIN,
+            "-o",
+            &host_link,
+            "-d",
+            &sandbox_ip,
+            "-p",
+            "tcp",
+            "--dport",
+            &agent,
+            "-j",
+            "ACCEPT",
+        ],
+    ) {}
     run_quiet("ip", &["netns", "del", &ns]);
     if std::path::Path::new(&format!("/sys/class/net/{host_link}")).exists() {
         run_quiet("ip", &["link", "del", &host_link]);

@@ -1,7 +1,8 @@
 //! What a caller asks for and gets back.
 
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
+use std::str::FromStr;
 
 use crate::error::{Error, Result};
 
@@ -22,6 +23,49 @@ impl Default for Limits {
     }
 }
 
+/// An IPv4 network, `a.b.c.d/len` (a bare address means `/32`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    pub addr: Ipv4Addr,
+    pub prefix: u8,
+}
+
+impl FromStr for Cidr {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Cidr> {
+        let bad = || Error::InvalidSpec(format!("{s:?} is not an IPv4 CIDR such as 203.0.113.0/24"));
+        let (addr, prefix) = match s.split_once('/') {
+            Some((a, p)) => (a, p.parse::<u8>().map_err(|_| bad())?),
+            None => (s, 32),
+        };
+        if prefix > 32 {
+            return Err(bad());
+        }
+        Ok(Cidr { addr: addr.parse().map_err(|_| bad())?, prefix })
+    }
+}
+
+impl std::fmt::Display for Cidr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+/// Where a sandbox may open connections. **Whatever the policy, a sandbox never reaches
+/// this host, other sandboxes, loopback, or link-local addresses (169.254.0.0/16, where
+/// cloud metadata services live).**
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Egress {
+    /// Anywhere else (so `pip install` and `npm install` work).
+    #[default]
+    Allow,
+    /// Nowhere.
+    Deny,
+    /// Only these networks.
+    AllowList(Vec<Cidr>),
+}
+
 /// A request for a sandbox.
 #[derive(Debug, Clone)]
 pub struct SandboxSpec {
@@ -30,6 +74,7 @@ pub struct SandboxSpec {
     pub limits: Limits,
     /// Extra environment for every command in the sandbox.
     pub env: Vec<(String, String)>,
+    pub egress: Egress,
 }
 
 impl SandboxSpec {
@@ -75,6 +120,10 @@ pub struct Sandbox {
     pub agent_addr: SocketAddr,
     /// The token its agent accepts, and no other agent does.
     pub token: String,
+    /// The host port its agent is published on: connections to this port on any of the
+    /// host's addresses (from other machines, or from this one to a non-loopback
+    /// address) reach the agent.
+    pub published_port: u16,
 }
 
 /// One host's sandboxes. Every call is blocking; async callers use `spawn_blocking`.

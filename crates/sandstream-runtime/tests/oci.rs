@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use sandstream_proto::v1::exec_service_client::ExecServiceClient;
 use sandstream_proto::v1::{EventKind, ExecuteRequest, OutputEncoding};
-use sandstream_runtime::{Error, Limits, OciConfig, OciRuntime, Runtime, Sandbox, SandboxSpec};
+use sandstream_runtime::{Egress, Error, Limits, OciConfig, OciRuntime, Runtime, Sandbox, SandboxSpec};
 use tokio_stream::StreamExt;
 
 fn static_agent() -> Option<PathBuf> {
@@ -66,6 +66,7 @@ fn fixture() -> Option<Fixture> {
         runtime: "runc".into(),
         agent_binary: agent,
         ready_timeout: Duration::from_secs(10),
+        publish_port_base: 40000,
     })
     .expect("runtime");
     Some(Fixture { _dir: dir, runtime, template })
@@ -73,11 +74,21 @@ fn fixture() -> Option<Fixture> {
 
 impl Fixture {
     fn spec(&self, limits: Limits) -> SandboxSpec {
-        SandboxSpec { template: self.template.clone(), limits, env: vec![("GREETING".into(), "hi".into())] }
+        SandboxSpec {
+            template: self.template.clone(),
+            limits,
+            env: vec![("GREETING".into(), "hi".into())],
+            egress: Egress::Allow,
+        }
     }
 
     fn create(&self, limits: Limits) -> Guard<'_> {
-        Guard { runtime: &self.runtime, sandbox: self.runtime.create(&self.spec(limits)).expect("create sandbox") }
+        self.create_with(Egress::Allow, limits)
+    }
+
+    fn create_with(&self, egress: Egress, limits: Limits) -> Guard<'_> {
+        let spec = SandboxSpec { egress, ..self.spec(limits) };
+        Guard { runtime: &self.runtime, sandbox: self.runtime.create(&spec).expect("create sandbox") }
     }
 }
 
@@ -260,7 +271,6 @@ fn traces_of(id: &str, state_dir: &str) -> Vec<String> {
 async fn create_and_kill_leave_nothing_behind() {
     let Some(f) = fixture() else { return };
     let state_dir = f._dir.path().join("state").display().to_string();
-    let rules_before = sandstream_rules();
     let slots_dir_count = || std::fs::read_dir("/run/sandstream/slots").map_or(0, |d| d.count());
     let mut ids = Vec::new();
     for _ in 0..25 {
@@ -273,14 +283,18 @@ async fn create_and_kill_leave_nothing_behind() {
     for id in &ids {
         assert_eq!(traces_of(id, &state_dir), Vec::<String>::new(), "sandbox {id} left traces");
     }
-    assert_eq!(sandstream_rules(), rules_before, "iptables rules grew");
+    // Port publishing rules name no sandbox; there must be no more than live sandboxes.
+    let dnat = sandstream_rules("DNAT");
+    let live = std::process::Command::new("ip").args(["netns", "list"]).output().expect("ip");
+    let live = String::from_utf8_lossy(&live.stdout).lines().filter(|l| l.starts_with("sb-")).count();
+    assert!(dnat <= live, "{dnat} DNAT rules for {live} live sandboxes");
     assert!(f.runtime.list().expect("list").is_empty());
     assert!(slots_dir_count() <= 8, "address slots leaked");
 }
 
-fn sandstream_rules() -> usize {
-    let out = std::process::Command::new("iptables-save").output().expect("iptables-save");
-    String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.contains("SANDSTREAM")).count()
+fn sandstream_rules(kind: &str) -> usize {
+    let out = std::process::Command::new("iptables-save").args(["-t", "nat"]).output().expect("iptables-save");
+    String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.starts_with("-A SANDSTREAM-") && l.contains(kind)).count()
 }
 
 #[tokio::test]
@@ -301,4 +315,163 @@ async fn bad_specs_are_refused_and_leave_nothing() {
     assert!(f.runtime.list().expect("list").is_empty());
     assert!(matches!(f.runtime.kill("sb-0000000000"), Err(Error::NotFound(_))));
     assert!(matches!(f.runtime.kill("../../etc"), Err(Error::NotFound(_))));
+}
+
+/// Another machine for the test: a network namespace joined to this host by a veth pair,
+/// addressed from 198.18.0.0/15 (RFC 2544's benchmarking range), gone on drop.
+struct TestHost {
+    ns: String,
+    host_link: String,
+    host_ip: std::net::Ipv4Addr,
+    ip: std::net::Ipv4Addr,
+    servers: Vec<std::process::Child>,
+}
+
+fn sh(args: &[&str]) -> std::process::Output {
+    let out = std::process::Command::new(args[0]).args(&args[1..]).output().expect("run");
+    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    out
+}
+
+impl TestHost {
+    fn new() -> TestHost {
+        let mut r = [0u8; 3];
+        getrandom_bytes(&mut r);
+        let tag = format!("{:02x}{:02x}{:02x}", r[0], r[1], r[2]);
+        let n = (u32::from(r[0]) << 8 | u32::from(r[1])) % 32000 + 1;
+        let base = u32::from(std::net::Ipv4Addr::new(198, 18, 0, 0)) + n * 4;
+        let (host_ip, ip) = (std::net::Ipv4Addr::from(base + 1), std::net::Ipv4Addr::from(base + 2));
+        let (ns, host_link, peer) = (format!("sst-{tag}"), format!("tt{tag}"), format!("tp{tag}"));
+        sh(&["ip", "netns", "add", &ns]);
+        let h = TestHost { ns: ns.clone(), host_link: host_link.clone(), host_ip, ip, servers: vec![] };
+        sh(&["ip", "link", "add", &host_link, "type", "veth", "peer", "name", &peer]);
+        sh(&["ip", "link", "set", &peer, "netns", &ns]);
+        sh(&["ip", "addr", "add", &format!("{host_ip}/30"), "dev", &host_link]);
+        sh(&["ip", "link", "set", &host_link, "up"]);
+        sh(&["ip", "-n", &ns, "addr", "add", &format!("{ip}/30"), "dev", &peer]);
+        sh(&["ip", "-n", &ns, "link", "set", &peer, "up"]);
+        sh(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
+        sh(&["ip", "-n", &ns, "route", "add", "default", "via", &host_ip.to_string()]);
+        h
+    }
+
+    /// An HTTP server answering "hello" on `addr:port` inside the namespace.
+    fn serve(&mut self, addr: &str, port: u16) {
+        let code = format!(
+            "import http.server as h\nclass H(h.BaseHTTPRequestHandler):\n def do_GET(s):\n  s.send_response(200); s.end_headers(); s.wfile.write(b'hello')\n def log_message(s,*a): pass\nh.HTTPServer(('{addr}', {port}), H).serve_forever()"
+        );
+        let child = std::process::Command::new("ip")
+            .args(["netns", "exec", &self.ns, "python3", "-c", &code])
+            .spawn()
+            .expect("http server");
+        self.servers.push(child);
+        for _ in 0..100 {
+            let probe = std::process::Command::new("ip")
+                .args(["netns", "exec", &self.ns, "python3", "-c"])
+                .arg(format!("import socket; socket.create_connection(('{addr}', {port}), 1)"))
+                .stderr(std::process::Stdio::null())
+                .status()
+                .expect("probe");
+            if probe.success() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("test server on {addr}:{port} did not start");
+    }
+}
+
+impl Drop for TestHost {
+    fn drop(&mut self) {
+        for c in &mut self.servers {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::process::Command::new("ip").args(["netns", "del", &self.ns]).status();
+        let _ = std::process::Command::new("ip").args(["link", "del", &self.host_link]).output();
+    }
+}
+
+fn getrandom_bytes(buf: &mut [u8]) {
+    getrandom::fill(buf).expect("random bytes");
+}
+
+/// An HTTP GET from inside the sandbox; Ok(body) or Err(what the shell printed).
+async fn fetch(sb: &Sandbox, ip: impl std::fmt::Display, port: u16) -> Result<String, String> {
+    let out =
+        exec(sb, &format!("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 {ip} {port} 2>&1; echo \"rc=$?\"")).await;
+    if out.stdout.contains("hello") { Ok(out.stdout) } else { Err(out.stdout) }
+}
+
+#[tokio::test]
+async fn egress_follows_the_policy() {
+    let Some(f) = fixture() else { return };
+    let mut remote = TestHost::new();
+    remote.serve(&remote.ip.to_string(), 8080);
+    let allow = f.create_with(Egress::Allow, Limits::default());
+    let deny = f.create_with(Egress::Deny, Limits::default());
+    let listed =
+        f.create_with(Egress::AllowList(vec![format!("{}/32", remote.ip).parse().expect("cidr")]), Limits::default());
+    let elsewhere = f.create_with(Egress::AllowList(vec!["192.0.2.0/24".parse().expect("cidr")]), Limits::default());
+    assert!(fetch(&allow, remote.ip, 8080).await.is_ok(), "allow policy must reach the test host");
+    assert!(fetch(&listed, remote.ip, 8080).await.is_ok(), "an allow-listed network must be reachable");
+    assert!(fetch(&deny, remote.ip, 8080).await.is_err(), "deny policy reached the test host");
+    assert!(fetch(&elsewhere, remote.ip, 8080).await.is_err(), "a network off the allow-list was reached");
+}
+
+#[tokio::test]
+async fn link_local_metadata_is_unreachable_even_when_routed() {
+    let Some(f) = fixture() else { return };
+    // A fake metadata service on 169.254.169.254 inside a test namespace. Only packets
+    // arriving from this one sandbox's link are routed there (policy routing), so no
+    // packet for that address can leave the machine, whatever the rules do.
+    let mut meta = TestHost::new();
+    sh(&["ip", "-n", &meta.ns, "addr", "add", "169.254.169.254/32", "dev", "lo"]);
+    meta.serve("169.254.169.254", 80);
+    let sb = f.create_with(Egress::Allow, Limits::default());
+    let std::net::IpAddr::V4(sb_ip) = sb.agent_addr.ip() else { panic!("v4") };
+    let link = format!("vs{}", sb.id.trim_start_matches("sb-"));
+    let table = (u32::from(sb_ip) % 50_000 + 1000).to_string();
+    sh(&["ip", "rule", "add", "iif", &link, "to", "169.254.169.254", "lookup", &table]);
+    sh(&["ip", "route", "add", "169.254.169.254", "via", &meta.ip.to_string(), "table", &table]);
+    let accept = ["-I", "FORWARD", "1", "-i", &link, "-d", "169.254.169.254", "-j", "ACCEPT"];
+    // Positive control: with an explicit ACCEPT in front, the route works.
+    sh(&[&["iptables", "-w"][..], &accept[..]].concat());
+    let opened = fetch(&sb, "169.254.169.254", 80).await;
+    sh(&["iptables", "-w", "-D", "FORWARD", "-i", &link, "-d", "169.254.169.254", "-j", "ACCEPT"]);
+    let blocked = fetch(&sb, "169.254.169.254", 80).await;
+    sh(&["ip", "rule", "del", "iif", &link, "to", "169.254.169.254", "lookup", &table]);
+    let _ = std::process::Command::new("ip").args(["route", "flush", "table", &table]).status();
+    assert!(opened.is_ok(), "the control path to the fake metadata service must work: {opened:?}");
+    assert!(blocked.is_err(), "the sandbox reached 169.254.169.254: {blocked:?}");
+}
+
+#[tokio::test]
+async fn the_agent_is_published_on_a_host_port_for_other_machines() {
+    let Some(f) = fixture() else { return };
+    let client = TestHost::new();
+    let sb = f.create(Limits::default());
+    // From the other machine, to this host's address on their shared link.
+    let url = format!("http://{}:{}/sandstream.agent.v1.ExecService/List", client.host_ip, sb.published_port);
+    let call = |token: &str| {
+        let out = std::process::Command::new("ip")
+            .args(["netns", "exec", &client.ns, "curl", "-s", "-i", "--max-time", "5", "--http2-prior-knowledge"])
+            .args(["-H", "content-type: application/grpc", "-H", "te: trailers"])
+            .args(["-H", &format!("authorization: Bearer {token}")])
+            .args(["--data-binary", "@-", &url])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .and_then(|mut c| {
+                use std::io::Write;
+                c.stdin.take().expect("stdin").write_all(&[0, 0, 0, 0, 0])?;
+                c.wait_with_output()
+            })
+            .expect("curl");
+        String::from_utf8_lossy(&out.stdout).to_lowercase()
+    };
+    let ok = call(&sb.token);
+    assert!(ok.contains("grpc-status: 0"), "a List call through the published port must succeed: {ok}");
+    let refused = call("wrong-token-wrong-token");
+    assert!(refused.contains("grpc-status: 16"), "a wrong token must be refused (UNAUTHENTICATED): {refused}");
 }

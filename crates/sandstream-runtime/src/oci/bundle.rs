@@ -108,6 +108,10 @@ pub(crate) fn build(input: &BundleInput<'_>) -> Result<Spec> {
     let mut mounts = spec.mounts().clone().unwrap_or_default();
     mounts.push(bind(input.agent_binary, AGENT_PATH)?);
     mounts.push(bind(input.token_file, TOKEN_PATH)?);
+    // The host's resolver configuration, so egress by name works.
+    if Path::new("/etc/resolv.conf").exists() {
+        mounts.push(bind(Path::new("/etc/resolv.conf"), "/etc/resolv.conf")?);
+    }
     mounts.push(
         MountBuilder::default()
             .destination("/tmp")

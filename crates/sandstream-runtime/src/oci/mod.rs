@@ -35,6 +35,9 @@ pub struct OciConfig {
     pub agent_binary: PathBuf,
     /// How long `create` waits for the agent to answer.
     pub ready_timeout: Duration,
+    /// Sandbox agents are published on host ports `publish_port_base + slot` (slots
+    /// run from 1 to 16383).
+    pub publish_port_base: u16,
 }
 
 /// Sandboxes as OCI containers on this host.
@@ -79,6 +82,10 @@ impl OciRuntime {
         self.cfg.runtime.to_str().unwrap_or("runc")
     }
 
+    fn published_port(&self, slot: u32) -> Result<u16> {
+        u16::try_from(u32::from(self.cfg.publish_port_base) + slot).map_err(|_| Error::NoAddress)
+    }
+
     fn alloc_slot(&self, id: &str) -> Result<u32> {
         let slot = net::claim_slot()?;
         self.slots.lock().unwrap_or_else(|p| p.into_inner()).insert(id.to_string(), slot);
@@ -94,6 +101,7 @@ impl OciRuntime {
                 .map_err(|e| Error::io(format!("create {}", p.display()), e))
         };
         mkdir(&dir)?;
+        std::fs::write(dir.join("slot"), slot.to_string()).map_err(|e| Error::io("write slot", e))?;
         mkdir(&dir.join("work"))?;
         // The merged root takes its owner and mode from the upper layer's root, so that
         // one must be traversable by the sandbox user, like any root directory.
@@ -138,7 +146,8 @@ impl OciRuntime {
         nix::unistd::chown(&home, Some(uid), Some(gid))
             .map_err(|e| Error::io(format!("chown {}", home.display()), e.into()))?;
 
-        net::create(suffix, slot)?;
+        let published_port = self.published_port(slot)?;
+        net::create(suffix, slot, &spec.egress, published_port, bundle::AGENT_PORT)?;
         let netns = net::netns_path(suffix);
         let oci = bundle::build(&bundle::BundleInput {
             id,
@@ -182,7 +191,7 @@ impl OciRuntime {
             }
             std::thread::sleep(Duration::from_millis(2));
         }
-        Ok(Sandbox { id: id.to_string(), agent_addr, token })
+        Ok(Sandbox { id: id.to_string(), agent_addr, token, published_port })
     }
 
     /// Removes every trace of `id`; best effort and idempotent.
@@ -197,8 +206,11 @@ impl OciRuntime {
         {
             tracing::warn!(sandbox_id = id, error = %e, "could not unmount rootfs");
         }
-        net::destroy(suffix);
-        if let Some(slot) = self.slots.lock().unwrap_or_else(|p| p.into_inner()).remove(id) {
+        let remembered = self.slots.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+        let slot = remembered.or_else(|| std::fs::read_to_string(dir.join("slot")).ok()?.trim().parse().ok());
+        if let Some(slot) = slot {
+            let port = self.published_port(slot).unwrap_or(0);
+            net::destroy(suffix, slot, port, bundle::AGENT_PORT);
             net::release_slot(slot);
         }
         // Never delete through a still-mounted rootfs.
