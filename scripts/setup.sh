@@ -10,6 +10,7 @@ PACKAGES=(
   iptables         # host firewall for sandbox links
   iproute2         # network namespaces and veth pairs
   curl             # an HTTP/2 client for the port-publishing test
+  mmdebstrap       # builds the default sandbox template from the host's apt sources
 )
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -74,14 +74,7 @@ async fn main() {
     let dir = tempfile::tempdir().expect("tempdir");
     let template = dir.path().join("template");
     busybox_template(&template);
-    let runtime = OciRuntime::new(OciConfig {
-        state_dir: dir.path().join("state"),
-        runtime: "runc".into(),
-        agent_binary: agent,
-        ready_timeout: Duration::from_secs(10),
-        publish_port_base: 40000,
-    })
-    .expect("runtime");
+    let runtime = OciRuntime::new(OciConfig::new(dir.path().join("state"), agent)).expect("runtime");
     let spec =
         SandboxSpec { template: template.clone(), limits: Limits::default(), env: vec![], egress: Egress::Allow };
 

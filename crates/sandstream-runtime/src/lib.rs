@@ -7,8 +7,10 @@ mod error;
 mod host;
 mod net;
 mod oci;
+mod template;
 mod types;
 
 pub use error::{Error, Result};
 pub use oci::{OciConfig, OciRuntime};
+pub use template::{DEFAULT_PACKAGES, ensure_default_template};
 pub use types::{Cidr, Egress, Limits, Runtime, Sandbox, SandboxSpec};

@@ -61,14 +61,7 @@ fn fixture() -> Option<Fixture> {
     assert!(nix::unistd::geteuid().is_root(), "these tests need root");
     let dir = tempfile::tempdir().expect("tempdir");
     let template = busybox_template(dir.path());
-    let runtime = OciRuntime::new(OciConfig {
-        state_dir: dir.path().join("state"),
-        runtime: "runc".into(),
-        agent_binary: agent,
-        ready_timeout: Duration::from_secs(10),
-        publish_port_base: 40000,
-    })
-    .expect("runtime");
+    let runtime = OciRuntime::new(OciConfig::new(dir.path().join("state"), agent)).expect("runtime");
     Some(Fixture { _dir: dir, runtime, template })
 }
 

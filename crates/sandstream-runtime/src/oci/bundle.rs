@@ -24,6 +24,7 @@ pub(crate) const TOKEN_PATH: &str = "/.sandstream/token";
 pub(crate) const USER_ID: u32 = 1000;
 pub(crate) const WORKDIR: &str = "/home/user";
 pub(crate) const AGENT_PORT: u16 = 50052;
+const CA_BUNDLE_PATH: &str = "/etc/ssl/certs/ca-certificates.crt";
 
 pub(crate) struct BundleInput<'a> {
     pub(crate) id: &'a str,
@@ -32,6 +33,7 @@ pub(crate) struct BundleInput<'a> {
     pub(crate) token_file: &'a Path,
     pub(crate) limits: Limits,
     pub(crate) env: &'a [(String, String)],
+    pub(crate) ca_bundle: Option<&'a Path>,
 }
 
 fn spec_err(e: impl std::fmt::Display) -> Error {
@@ -61,6 +63,10 @@ pub(crate) fn build(input: &BundleInput<'_>) -> Result<Spec> {
         "LANG=C.UTF-8".into(),
         "SANDSTREAM_LOG=info".into(),
     ];
+    if input.ca_bundle.is_some() {
+        // Node ships its own CA list; this adds the host's.
+        env.push(format!("NODE_EXTRA_CA_CERTS={CA_BUNDLE_PATH}"));
+    }
     env.extend(input.env.iter().map(|(k, v)| format!("{k}={v}")));
     let process = ProcessBuilder::default()
         .terminal(false)
@@ -111,6 +117,11 @@ pub(crate) fn build(input: &BundleInput<'_>) -> Result<Spec> {
     // The host's resolver configuration, so egress by name works.
     if Path::new("/etc/resolv.conf").exists() {
         mounts.push(bind(Path::new("/etc/resolv.conf"), "/etc/resolv.conf")?);
+    }
+    // The CAs the host trusts (a TLS-inspecting egress proxy's among them), where
+    // Debian-style tools look for them.
+    if let Some(ca) = input.ca_bundle {
+        mounts.push(bind(ca, CA_BUNDLE_PATH)?);
     }
     mounts.push(
         MountBuilder::default()
@@ -173,6 +184,7 @@ mod tests {
             token_file: Path::new("/state/token"),
             limits: Limits { memory_bytes: 64 << 20, cpu_millis: 500, pids: 64 },
             env: &[("A".into(), "b".into())],
+            ca_bundle: None,
         };
         let json = serde_json::to_value(build(&input).expect("spec")).expect("json");
         let linux = &json["linux"];

@@ -38,6 +38,24 @@ pub struct OciConfig {
     /// Sandbox agents are published on host ports `publish_port_base + slot` (slots
     /// run from 1 to 16383).
     pub publish_port_base: u16,
+    /// A CA bundle bound read-only over the sandbox's, so sandboxes trust what the host
+    /// trusts (`None` keeps the template's own).
+    pub ca_bundle: Option<PathBuf>,
+}
+
+impl OciConfig {
+    /// The defaults for this host: runc, port base 40000, the host's CA bundle if any.
+    pub fn new(state_dir: PathBuf, agent_binary: PathBuf) -> OciConfig {
+        let ca = PathBuf::from("/etc/ssl/certs/ca-certificates.crt");
+        OciConfig {
+            state_dir,
+            runtime: "runc".into(),
+            agent_binary,
+            ready_timeout: Duration::from_secs(10),
+            publish_port_base: 40000,
+            ca_bundle: ca.is_file().then_some(ca),
+        }
+    }
 }
 
 /// Sandboxes as OCI containers on this host.
@@ -156,6 +174,7 @@ impl OciRuntime {
             token_file: &token_file,
             limits: spec.limits,
             env: &spec.env,
+            ca_bundle: self.cfg.ca_bundle.as_deref(),
         })?;
         oci.save(dir.join("config.json")).map_err(|e| Error::Spec(e.to_string()))?;
 
