@@ -468,3 +468,24 @@ async fn the_agent_is_published_on_a_host_port_for_other_machines() {
     let refused = call("wrong-token-wrong-token");
     assert!(refused.contains("grpc-status: 16"), "a wrong token must be refused (UNAUTHENTICATED): {refused}");
 }
+
+#[tokio::test]
+async fn user_code_cannot_create_or_join_namespaces() {
+    let Some(f) = fixture() else { return };
+    let sb = f.create(Limits::default());
+    // On this kernel an unprivileged process may otherwise create a user namespace and
+    // be "root" inside it, which opens most of the kernel's namespace code to it.
+    for (cmd, what) in [
+        ("unshare -U -r id", "a user namespace"),
+        ("unshare -n true", "a network namespace"),
+        ("unshare -m true", "a mount namespace"),
+        ("unshare -p -f true", "a pid namespace"),
+        ("nsenter -t 1 -n true", "joining the agent's namespaces"),
+    ] {
+        let out = exec(&sb, &format!("{cmd} 2>&1; echo \"rc=$?\"")).await;
+        assert!(!out.stdout.ends_with("rc=0\n"), "{what} must be refused: {cmd} -> {out:?}");
+    }
+    // Threads and processes still start (glibc falls back from clone3 to clone).
+    let out = exec(&sb, "sh -c 'echo child' & wait; (echo sub)").await;
+    assert_eq!(out.stdout, "child\nsub\n");
+}

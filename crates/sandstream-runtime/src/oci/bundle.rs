@@ -8,9 +8,10 @@ use std::collections::HashSet;
 use std::path::Path;
 
 use oci_spec::runtime::{
-    Capability, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxMemoryBuilder, LinuxNamespace, LinuxNamespaceBuilder,
-    LinuxNamespaceType, LinuxPidsBuilder, Mount, MountBuilder, PosixRlimitBuilder, PosixRlimitType, ProcessBuilder,
-    RootBuilder, Spec, UserBuilder,
+    Arch, Capability, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxMemoryBuilder, LinuxNamespace,
+    LinuxNamespaceBuilder, LinuxNamespaceType, LinuxPidsBuilder, LinuxSeccomp, LinuxSeccompAction,
+    LinuxSeccompArgBuilder, LinuxSeccompBuilder, LinuxSeccompOperator, LinuxSyscall, LinuxSyscallBuilder, Mount,
+    MountBuilder, PosixRlimitBuilder, PosixRlimitType, ProcessBuilder, RootBuilder, Spec, UserBuilder,
 };
 
 use crate::error::{Error, Result};
@@ -46,6 +47,120 @@ fn bind(source: &Path, destination: &str) -> Result<Mount> {
         .typ("bind")
         .source(source)
         .options(vec!["bind".into(), "ro".into(), "nosuid".into(), "nodev".into()])
+        .build()
+        .map_err(spec_err)
+}
+
+/// Syscalls refused with EPERM. These are the ones Docker's default profile refuses to a
+/// container without extra capabilities: namespace creation and entry (the way into most
+/// of the kernel's recent privilege escalations once user namespaces are unprivileged,
+/// as on this kernel), kernel keyrings, module loading, BPF, perf, userfaultfd (a common
+/// exploit primitive), mounting, clock and swap control, reboot, kexec, handle-based opens
+/// (CVE-2014-3519, "shocker"), and NUMA policy. ptrace stays allowed, as in Docker: the
+/// pid namespace already hides every process outside the sandbox.
+/// TODO(issue 6): Docker's profile is an allow-list; this deny-list is narrower.
+const DENIED_SYSCALLS: &[&str] = &[
+    "acct",
+    "add_key",
+    "bpf",
+    "clock_adjtime",
+    "clock_settime",
+    "create_module",
+    "delete_module",
+    "finit_module",
+    "fsconfig",
+    "fsmount",
+    "fsopen",
+    "fspick",
+    "get_kernel_syms",
+    "get_mempolicy",
+    "init_module",
+    "ioperm",
+    "iopl",
+    "kcmp",
+    "kexec_file_load",
+    "kexec_load",
+    "keyctl",
+    "lookup_dcookie",
+    "mbind",
+    "mount",
+    "mount_setattr",
+    "move_mount",
+    "move_pages",
+    "name_to_handle_at",
+    "nfsservctl",
+    "open_by_handle_at",
+    "open_tree",
+    "perf_event_open",
+    "pivot_root",
+    "query_module",
+    "quotactl",
+    "quotactl_fd",
+    "reboot",
+    "request_key",
+    "set_mempolicy",
+    "setns",
+    "settimeofday",
+    "swapoff",
+    "swapon",
+    "syslog",
+    "sysfs",
+    "umount2",
+    "unshare",
+    "uselib",
+    "userfaultfd",
+    "ustat",
+];
+
+/// `clone` flags that create namespaces (CLONE_NEWNS … CLONE_NEWNET).
+const NAMESPACE_FLAGS: &[u64] =
+    &[0x0002_0000, 0x0200_0000, 0x0400_0000, 0x0800_0000, 0x1000_0000, 0x2000_0000, 0x4000_0000];
+const EPERM: u32 = 1;
+const ENOSYS: u32 = 38;
+
+fn seccomp() -> Result<LinuxSeccomp> {
+    let deny = |names: Vec<String>, errno: u32| -> Result<LinuxSyscall> {
+        LinuxSyscallBuilder::default()
+            .names(names)
+            .action(LinuxSeccompAction::ScmpActErrno)
+            .errno_ret(errno)
+            .build()
+            .map_err(spec_err)
+    };
+    let mut rules = vec![
+        deny(DENIED_SYSCALLS.iter().map(|s| s.to_string()).collect(), EPERM)?,
+        // clone3 passes its flags in memory, where seccomp cannot look: refuse it as
+        // unknown, and libc falls back to clone, whose flags are checked below.
+        deny(vec!["clone3".into()], ENOSYS)?,
+    ];
+    for flag in NAMESPACE_FLAGS {
+        let arg = LinuxSeccompArgBuilder::default()
+            .index(0usize)
+            .value(*flag)
+            .value_two(*flag)
+            .op(LinuxSeccompOperator::ScmpCmpMaskedEq)
+            .build()
+            .map_err(spec_err)?;
+        rules.push(
+            LinuxSyscallBuilder::default()
+                .names(vec!["clone".to_string()])
+                .action(LinuxSeccompAction::ScmpActErrno)
+                .errno_ret(EPERM)
+                .args(vec![arg])
+                .build()
+                .map_err(spec_err)?,
+        );
+    }
+    // Only the native ABI is listed: calls through any other (32-bit int 0x80, x32) hit
+    // the filter's bad-architecture action and kill the caller, so they cannot slip by.
+    let arch = match std::env::consts::ARCH {
+        "aarch64" => Arch::ScmpArchAarch64,
+        _ => Arch::ScmpArchX86_64,
+    };
+    LinuxSeccompBuilder::default()
+        .default_action(LinuxSeccompAction::ScmpActAllow)
+        .architectures(vec![arch])
+        .syscalls(rules)
         .build()
         .map_err(spec_err)
 }
@@ -167,6 +282,7 @@ pub(crate) fn build(input: &BundleInput<'_>) -> Result<Spec> {
             .map_err(spec_err)?,
     ));
     linux.set_resources(Some(resources));
+    linux.set_seccomp(Some(seccomp()?));
     spec.set_linux(Some(linux));
     Ok(spec)
 }
@@ -203,5 +319,16 @@ mod tests {
         assert_eq!(process["capabilities"]["bounding"].as_array().expect("caps").len(), 3);
         assert!(process["args"].as_array().expect("args").iter().any(|a| a == "1000:1000"));
         assert!(process["env"].as_array().expect("env").iter().any(|a| a == "A=b"));
+        let seccomp = &linux["seccomp"];
+        assert_eq!(seccomp["defaultAction"], "SCMP_ACT_ALLOW");
+        let denied: Vec<&str> = seccomp["syscalls"][0]["names"]
+            .as_array()
+            .expect("names")
+            .iter()
+            .map(|n| n.as_str().expect("name"))
+            .collect();
+        for s in ["unshare", "setns", "keyctl", "bpf", "userfaultfd", "mount", "open_by_handle_at"] {
+            assert!(denied.contains(&s), "{s} must be denied");
+        }
     }
 }
