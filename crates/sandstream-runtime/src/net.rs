@@ -164,8 +164,6 @@ fn sandbox_chain(suffix: &str) -> String {
 }
 
 fn create_rules(suffix: &str, slot: u32, egress: &Egress, published_port: u16, agent_port: u16) -> Result<()> {
-    let (_, host_link, _) = names(suffix);
-    let sandbox_ip = slot_addrs(slot).1.to_string();
     let chain = sandbox_chain(suffix);
     let ipt = |args: &[&str]| {
         let mut a = vec!["-w"];
@@ -187,27 +185,55 @@ fn create_rules(suffix: &str, slot: u32, egress: &Egress, published_port: u16, a
         }
     }
     ipt(&["-A", &chain, "-j", "DROP"])?;
-    ipt(&["-I", FORWARD_CHAIN, "1", "-i", &host_link, "-j", &chain])?;
-    let port = published_port.to_string();
-    let agent = agent_port.to_string();
-    let to = format!("{sandbox_ip}:{agent_port}");
-    ipt(&["-t", "nat", "-A", DNAT_CHAIN, "-p", "tcp", "--dport", &port, "-j", "DNAT", "--to-destination", &to])?;
-    ipt(&[
-        "-I",
-        PUBLISH_CHAIN,
-        "1",
-        "-o",
-        &host_link,
-        "-d",
-        &sandbox_ip,
-        "-p",
-        "tcp",
-        "--dport",
-        &agent,
-        "-j",
-        "ACCEPT",
-    ])?;
+    // The jump into the sandbox's chain and its published port go first in their chains,
+    // ahead of the final DROPs; the DNAT rule's place does not matter.
+    for (table, chain, rule) in sandbox_rules(suffix, slot, published_port, agent_port) {
+        let op: &[&str] = if chain == DNAT_CHAIN { &["-A", chain] } else { &["-I", chain, "1"] };
+        iptables(table, op, &rule)?;
+    }
     Ok(())
+}
+
+/// The per-sandbox rules outside its own chain, each as `(table, chain, match…)`:
+/// written once here so that adding and deleting can never drift apart.
+fn sandbox_rules(
+    suffix: &str,
+    slot: u32,
+    published_port: u16,
+    agent_port: u16,
+) -> [(&'static str, &'static str, Vec<String>); 3] {
+    let (_, host_link, _) = names(suffix);
+    let sandbox_ip = slot_addrs(slot).1.to_string();
+    let v = |args: &[&str]| args.iter().map(|a| a.to_string()).collect::<Vec<_>>();
+    [
+        ("filter", FORWARD_CHAIN, v(&["-i", &host_link, "-j", &sandbox_chain(suffix)])),
+        (
+            "nat",
+            DNAT_CHAIN,
+            v(&[
+                "-p",
+                "tcp",
+                "--dport",
+                &published_port.to_string(),
+                "-j",
+                "DNAT",
+                "--to-destination",
+                &format!("{sandbox_ip}:{agent_port}"),
+            ]),
+        ),
+        (
+            "filter",
+            PUBLISH_CHAIN,
+            v(&["-o", &host_link, "-d", &sandbox_ip, "-p", "tcp", "--dport", &agent_port.to_string(), "-j", "ACCEPT"]),
+        ),
+    ]
+}
+
+fn iptables(table: &str, op: &[&str], rule: &[String]) -> Result<()> {
+    let mut args = vec!["-w", "-t", table];
+    args.extend_from_slice(op);
+    args.extend(rule.iter().map(String::as_str));
+    run("iptables", &args).map(drop)
 }
 
 fn create_link(suffix: &str, slot: u32) -> Result<()> {
@@ -234,34 +260,11 @@ fn create_link(suffix: &str, slot: u32) -> Result<()> {
 pub(crate) fn destroy(suffix: &str, slot: u32, published_port: u16, agent_port: u16) {
     let (ns, host_link, _) = names(suffix);
     let chain = sandbox_chain(suffix);
-    let sandbox_ip = slot_addrs(slot).1.to_string();
-    let to = format!("{sandbox_ip}:{agent_port}");
-    let (port, agent) = (published_port.to_string(), agent_port.to_string());
-    while run_quiet("iptables", &["-w", "-D", FORWARD_CHAIN, "-i", &host_link, "-j", &chain]) {}
+    for (table, parent, rule) in sandbox_rules(suffix, slot, published_port, agent_port) {
+        while iptables(table, &["-D", parent], &rule).is_ok() {}
+    }
     run_quiet("iptables", &["-w", "-F", &chain]);
     run_quiet("iptables", &["-w", "-X", &chain]);
-    while run_quiet(
-        "iptables",
-        &["-w", "-t", "nat", "-D", DNAT_CHAIN, "-p", "tcp", "--dport", &port, "-j", "DNAT", "--to-destination", &to],
-    ) {}
-    while run_quiet(
-        "iptables",
-        &[
-            "-w",
-            "-D",
-            PUBLISH_CHAIN,
-            "-o",
-            &host_link,
-            "-d",
-            &sandbox_ip,
-            "-p",
-            "tcp",
-            "--dport",
-            &agent,
-            "-j",
-            "ACCEPT",
-        ],
-    ) {}
     run_quiet("ip", &["netns", "del", &ns]);
     if std::path::Path::new(&format!("/sys/class/net/{host_link}")).exists() {
         run_quiet("ip", &["link", "del", &host_link]);

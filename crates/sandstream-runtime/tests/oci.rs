@@ -4,51 +4,14 @@
 //! SANDSTREAM_STATIC_AGENT); scripts/test.sh provides them all. Under CI a missing
 //! prerequisite fails the test instead of skipping it.
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use sandstream_proto::v1::exec_service_client::ExecServiceClient;
-use sandstream_proto::v1::{EventKind, ExecuteRequest, OutputEncoding};
+mod support;
+
 use sandstream_runtime::{Egress, Error, Limits, OciConfig, OciRuntime, Runtime, Sandbox, SandboxSpec};
-use tokio_stream::StreamExt;
-
-fn static_agent() -> Option<PathBuf> {
-    match std::env::var_os("SANDSTREAM_STATIC_AGENT") {
-        Some(p) => Some(PathBuf::from(p)),
-        None if std::env::var_os("CI").is_some() => panic!("SANDSTREAM_STATIC_AGENT is not set; run scripts/test.sh"),
-        None => {
-            eprintln!("skipped: SANDSTREAM_STATIC_AGENT is not set (scripts/test.sh sets it)");
-            None
-        }
-    }
-}
-
-/// A busybox root filesystem with a root-only /etc/shadow and a user 1000.
-fn busybox_template(dir: &Path) -> PathBuf {
-    let root = dir.join("template");
-    for d in ["bin", "etc", "home", "proc", "sys", "dev", "tmp"] {
-        std::fs::create_dir_all(root.join(d)).expect("mkdir");
-    }
-    std::fs::set_permissions(&root, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod template");
-    std::fs::copy("/bin/busybox", root.join("bin/busybox")).expect("busybox-static is installed");
-    let out = std::process::Command::new("/usr/sbin/chroot")
-        .arg(&root)
-        .args(["/bin/busybox", "--install", "-s", "/bin"])
-        .output()
-        .expect("chroot");
-    assert!(out.status.success(), "busybox --install: {out:?}");
-    std::fs::write(
-        root.join("etc/passwd"),
-        "root:x:0:0:root:/root:/bin/sh\nuser:x:1000:1000:user:/home/user:/bin/sh\n",
-    )
-    .expect("passwd");
-    std::fs::write(root.join("etc/group"), "root:x:0:\nuser:x:1000:\n").expect("group");
-    std::fs::write(root.join("etc/shadow"), "root:TEMPLATE-SECRET:19000:0:99999:7:::\n").expect("shadow");
-    std::fs::set_permissions(root.join("etc/shadow"), std::os::unix::fs::PermissionsExt::from_mode(0o600))
-        .expect("chmod");
-    root
-}
+use support::{Out, busybox_template, exec_with_token, static_agent};
 
 struct Fixture {
     _dir: tempfile::TempDir,
@@ -102,44 +65,6 @@ impl Drop for Guard<'_> {
     fn drop(&mut self) {
         let _ = self.runtime.kill(&self.sandbox.id);
     }
-}
-
-#[derive(Debug, Default)]
-struct Out {
-    stdout: String,
-    stderr: String,
-    exit_code: i32,
-}
-
-async fn exec_with_token(addr: SocketAddr, token: &str, command: &str, timeout_ms: i64) -> Result<Out, tonic::Status> {
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .expect("uri")
-        .connect()
-        .await
-        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
-    let auth: tonic::metadata::MetadataValue<_> = format!("Bearer {token}").parse().expect("ascii");
-    let mut client = ExecServiceClient::with_interceptor(channel, move |mut req: tonic::Request<()>| {
-        req.metadata_mut().insert("authorization", auth.clone());
-        Ok(req)
-    });
-    let req = ExecuteRequest {
-        command: command.into(),
-        timeout: timeout_ms,
-        encoding: OutputEncoding::Bytes as i32,
-        ..Default::default()
-    };
-    let mut stream = client.execute(req).await?.into_inner();
-    let mut out = Out::default();
-    while let Some(msg) = stream.next().await {
-        let msg = msg?;
-        match EventKind::try_from(msg.kind) {
-            Ok(EventKind::Output) if msg.channel == 1 => out.stderr.push_str(&String::from_utf8_lossy(&msg.data)),
-            Ok(EventKind::Output) => out.stdout.push_str(&String::from_utf8_lossy(&msg.data)),
-            Ok(EventKind::End) => out.exit_code = msg.exit_code,
-            _ => {}
-        }
-    }
-    Ok(out)
 }
 
 async fn exec(sb: &Sandbox, command: &str) -> Out {

@@ -5,49 +5,14 @@
 
 use std::path::PathBuf;
 
-use sandstream_proto::v1::exec_service_client::ExecServiceClient;
-use sandstream_proto::v1::{EventKind, ExecuteRequest, OutputEncoding};
-use sandstream_runtime::{Egress, Limits, OciConfig, OciRuntime, Runtime, SandboxSpec, ensure_default_template};
-use tokio_stream::StreamExt;
+mod support;
 
-async fn exec(addr: std::net::SocketAddr, token: &str, command: &str) -> (String, String, i32) {
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .expect("uri")
-        .connect()
-        .await
-        .expect("connect");
-    let auth: tonic::metadata::MetadataValue<_> = format!("Bearer {token}").parse().expect("ascii");
-    let mut client = ExecServiceClient::with_interceptor(channel, move |mut r: tonic::Request<()>| {
-        r.metadata_mut().insert("authorization", auth.clone());
-        Ok(r)
-    });
-    let req = ExecuteRequest {
-        command: command.into(),
-        timeout: 300_000,
-        encoding: OutputEncoding::Bytes as i32,
-        ..Default::default()
-    };
-    let mut stream = client.execute(req).await.expect("execute").into_inner();
-    let (mut out, mut err, mut code) = (String::new(), String::new(), -1);
-    while let Some(m) = stream.next().await {
-        let m = m.expect("message");
-        match EventKind::try_from(m.kind) {
-            Ok(EventKind::Output) if m.channel == 1 => err.push_str(&String::from_utf8_lossy(&m.data)),
-            Ok(EventKind::Output) => out.push_str(&String::from_utf8_lossy(&m.data)),
-            Ok(EventKind::End) => code = m.exit_code,
-            _ => {}
-        }
-    }
-    (out, err, code)
-}
+use sandstream_runtime::{Egress, Limits, OciConfig, OciRuntime, Runtime, SandboxSpec, ensure_default_template};
+use support::{exec_with_token, static_agent};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_default_template_runs_python_node_and_pip_install() {
-    let Some(agent) = std::env::var_os("SANDSTREAM_STATIC_AGENT").map(PathBuf::from) else {
-        assert!(std::env::var_os("CI").is_none(), "SANDSTREAM_STATIC_AGENT is not set; run scripts/test.sh");
-        eprintln!("skipped: SANDSTREAM_STATIC_AGENT is not set");
-        return;
-    };
+    let Some(agent) = static_agent() else { return };
     let cache = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("templates");
     let mut lines = 0usize;
     let template = tokio::task::block_in_place(|| {
@@ -63,17 +28,22 @@ async fn the_default_template_runs_python_node_and_pip_install() {
     let spec = SandboxSpec { template, limits: Limits::default(), env: vec![], egress: Egress::Allow };
     let sb = tokio::task::block_in_place(|| runtime.create(&spec)).expect("create");
 
-    let (out, err, code) = exec(sb.agent_addr, &sb.token, "python3 -c 'import sys; print(sys.version_info[:2] >= (3, 9))'; node -e 'console.log(6 * 7)'; npm --version >/dev/null && echo npm-ok").await;
-    assert_eq!((out.as_str(), code), ("True\n42\nnpm-ok\n", 0), "stderr: {err}");
+    let run = |cmd: &'static str| exec_with_token(sb.agent_addr, &sb.token, cmd, 300_000);
+    let got = run("python3 -c 'import sys; print(sys.version_info[:2] >= (3, 9))'; node -e 'console.log(6 * 7)'; npm --version >/dev/null && echo npm-ok").await.expect("execute");
+    assert_eq!((got.stdout.as_str(), got.exit_code), ("True\n42\nnpm-ok\n", 0), "stderr: {}", got.stderr);
 
     // A real install from the package registry, through the sandbox's NAT egress.
-    let (out, err, code) = exec(
-        sb.agent_addr,
-        &sb.token,
+    let got = run(
         "python3 -m venv /tmp/venv && /tmp/venv/bin/pip install --disable-pip-version-check -q six==1.16.0 && /tmp/venv/bin/python -c 'import six; print(six.__version__)'",
     )
-    .await;
+    .await
+    .expect("execute");
     let killed = tokio::task::block_in_place(|| runtime.kill(&sb.id));
-    assert_eq!((out.as_str(), code), ("1.16.0\n", 0), "pip install inside the sandbox failed: {err}");
+    assert_eq!(
+        (got.stdout.as_str(), got.exit_code),
+        ("1.16.0\n", 0),
+        "pip install inside the sandbox failed: {}",
+        got.stderr
+    );
     killed.expect("kill");
 }
