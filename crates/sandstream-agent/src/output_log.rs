@@ -253,6 +253,13 @@ pub(crate) enum Next {
     },
 }
 
+/// What a reader does next, decided under the log's lock.
+enum Step {
+    Recent(Channel, Bytes),
+    File(Option<Arc<File>>),
+    CaughtUp { cut: Option<(String, u64)>, finished: Option<ExitInfo>, totals: Totals },
+}
+
 /// One reader's position in a log.
 #[derive(Debug)]
 pub(crate) struct Cursor {
@@ -270,43 +277,47 @@ impl Cursor {
     pub(crate) async fn next(&mut self, idle: Duration) -> std::io::Result<Next> {
         loop {
             self.rx.borrow_and_update();
-            let (file, len, cut, finished, totals, recent) = {
+            // Under the lock, take only what this step needs: a chunk from the live
+            // window, the file to read one from, or (caught up) how the log ends.
+            let step = {
                 let st = self.log.lock();
-                let recent = st
-                    .recent
-                    .binary_search_by_key(&self.pos, |r| r.0)
-                    .ok()
-                    .map(|i| (st.recent[i].1, st.recent[i].2.clone()));
-                (
-                    st.file.clone(),
-                    st.len,
-                    st.cut.clone().map(|c| (c, st.dropped)),
-                    st.finished.clone(),
-                    Totals { stdout: st.out, stderr: st.err },
-                    recent,
-                )
+                match st.recent.binary_search_by_key(&self.pos, |r| r.0) {
+                    Ok(i) => Step::Recent(st.recent[i].1, st.recent[i].2.clone()),
+                    Err(_) if self.pos < st.len => Step::File(st.file.clone()),
+                    Err(_) => Step::CaughtUp {
+                        cut: st.cut.clone().map(|c| (c, st.dropped)),
+                        finished: st.finished.clone(),
+                        totals: Totals { stdout: st.out, stderr: st.err },
+                    },
+                }
             };
-            if let Some((channel, data)) = recent {
-                if let Some(chunk) = self.take(channel, data.len() as u64, |skip| Ok(data.slice(skip as usize..)))? {
-                    return Ok(chunk);
+            match step {
+                Step::Recent(channel, data) => {
+                    if let Some(chunk) =
+                        self.take(channel, data.len() as u64, |skip| Ok(data.slice(skip as usize..)))?
+                    {
+                        return Ok(chunk);
+                    }
+                    continue;
                 }
-                continue;
-            }
-            if self.pos < len {
-                let file = file.ok_or_else(|| std::io::Error::other("spool has length but no file"))?;
-                if let Some(chunk) = self.read_record(&file)? {
-                    return Ok(chunk);
+                Step::File(file) => {
+                    let file = file.ok_or_else(|| std::io::Error::other("spool has length but no file"))?;
+                    if let Some(chunk) = self.read_record(&file)? {
+                        return Ok(chunk);
+                    }
+                    continue;
                 }
-                continue;
-            }
-            if let Some((reason, dropped)) = cut
-                && !self.cut_reported
-            {
-                self.cut_reported = true;
-                return Ok(Next::Cut { reason, dropped });
-            }
-            if let Some(exit) = finished {
-                return Ok(Next::End { exit, totals });
+                Step::CaughtUp { cut, finished, totals } => {
+                    if let Some((reason, dropped)) = cut
+                        && !self.cut_reported
+                    {
+                        self.cut_reported = true;
+                        return Ok(Next::Cut { reason, dropped });
+                    }
+                    if let Some(exit) = finished {
+                        return Ok(Next::End { exit, totals });
+                    }
+                }
             }
             if tokio::time::timeout(idle, self.rx.changed()).await.is_err() {
                 return Ok(Next::Idle);
