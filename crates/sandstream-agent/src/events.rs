@@ -10,7 +10,7 @@ use tokio_stream::Stream;
 
 use crate::command::{Command, ExitInfo, Termination};
 use crate::output_log::{Channel, Next, Totals};
-use crate::utf8::Utf8Carry;
+use sandstream_proto::utf8::Utf8Carry;
 
 /// A stream of messages, as tonic wants it.
 pub(crate) type OutputStream = Pin<Box<dyn Stream<Item = Result<CommandOutput, tonic::Status>> + Send + 'static>>;

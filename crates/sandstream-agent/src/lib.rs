@@ -12,7 +12,6 @@ mod output_log;
 mod registry;
 mod server;
 mod service;
-mod utf8;
 
 pub use config::{AgentArgs, AgentConfig};
 pub use error::{AgentError, Result};

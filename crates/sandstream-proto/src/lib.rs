@@ -4,6 +4,8 @@
 
 /// Package `sandstream.agent.v1`: the seed's `ExecService` plus the fields and RPCs
 /// added after it.
+pub mod utf8;
+
 pub mod v1 {
     #![allow(missing_docs, clippy::all)]
     tonic::include_proto!("sandstream.agent.v1");

@@ -9,14 +9,18 @@ use std::process::{Command, Stdio};
 use crate::error::{Error, Result};
 
 /// Packages of the default template.
-pub const DEFAULT_PACKAGES: &[&str] = &["python3", "python3-pip", "python3-venv", "nodejs", "npm", "ca-certificates"];
+pub const DEFAULT_PACKAGES: &[&str] =
+    &["python3", "python3-pip", "python3-venv", "nodejs", "npm", "node-typescript", "ca-certificates"];
 const READY_MARK: &str = ".sandstream-template";
 
 /// Returns the default template under `cache_dir`, building it first if needed. Each
 /// line mmdebstrap prints goes to `progress`. Concurrent callers (threads or processes)
 /// wait for one build; a half-built template is never returned.
 pub fn ensure_default_template(cache_dir: &Path, mut progress: impl FnMut(&str)) -> Result<PathBuf> {
-    let target = cache_dir.join("default");
+    // The directory is named after the package list, so a changed list builds afresh
+    // while sandboxes still running on the old template keep their lower layer.
+    let name = format!("default-{:08x}", fnv1a(DEFAULT_PACKAGES.join(",").as_bytes()) as u32);
+    let target = cache_dir.join(&name);
     if target.join(READY_MARK).exists() {
         progress(&format!("using the cached default template at {}", target.display()));
         return Ok(target);
@@ -26,7 +30,7 @@ pub fn ensure_default_template(cache_dir: &Path, mut progress: impl FnMut(&str))
         .create(true)
         .truncate(false)
         .write(true)
-        .open(cache_dir.join("default.lock"))
+        .open(cache_dir.join(format!("{name}.lock")))
         .map_err(|e| Error::io("open template lock", e))?;
     let _lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
         .map_err(|(_, e)| Error::io("lock template", e.into()))?;
@@ -36,7 +40,7 @@ pub fn ensure_default_template(cache_dir: &Path, mut progress: impl FnMut(&str))
     }
     let suite = host_codename()?;
     let sources = host_apt_sources()?;
-    let building = cache_dir.join("default.building");
+    let building = cache_dir.join(format!("{name}.building"));
     if building.exists() {
         std::fs::remove_dir_all(&building).map_err(|e| Error::io("remove an interrupted build", e))?;
     }
@@ -91,6 +95,10 @@ pub fn ensure_default_template(cache_dir: &Path, mut progress: impl FnMut(&str))
     std::fs::rename(&building, &target).map_err(|e| Error::io(format!("move template to {}", target.display()), e))?;
     progress(&format!("default template ready at {}", target.display()));
     Ok(target)
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
 }
 
 /// The host's release codename (`bookworm`, `noble`), from /etc/os-release.

@@ -136,4 +136,8 @@ pub trait Runtime: Send + Sync {
     fn kill(&self, id: &str) -> Result<()>;
     /// Ids of the sandboxes this runtime has.
     fn list(&self) -> Result<Vec<String>>;
+    /// After a restart of the process that owns this runtime: finds the sandboxes a
+    /// previous process left, returns those whose agent still answers, and removes every
+    /// trace of the rest.
+    fn recover(&self) -> Result<Vec<Sandbox>>;
 }

@@ -13,7 +13,9 @@ use support::{exec_with_token, static_agent};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_default_template_runs_python_node_and_pip_install() {
     let Some(agent) = static_agent() else { return };
-    let cache = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("templates");
+    // The same cache as `sandstream up` (scripts/test.sh sets it), so one build serves all.
+    let cache = std::env::var_os("SANDSTREAM_CACHE_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("templates"), PathBuf::from);
     let mut lines = 0usize;
     let template = tokio::task::block_in_place(|| {
         ensure_default_template(&cache, |line| {

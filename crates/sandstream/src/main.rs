@@ -1,26 +1,38 @@
 //! `sandstream`: one binary whose subcommands run the parts of the system.
 
+mod cli;
+
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
-
-/// Sandstream: a self-hosted code sandbox that streams every byte live.
-#[derive(Parser)]
-#[command(name = "sandstream", version)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Run the in-sandbox agent (gRPC ExecService). The runner starts it inside each
-    /// sandbox from the static `sandstream-agent` binary; this is the same program.
-    Agent(sandstream_agent::AgentArgs),
-}
+use clap::Parser;
 
 fn main() -> ExitCode {
-    match Cli::parse().command {
-        Command::Agent(args) => sandstream_agent::main(args),
+    let args = cli::Cli::parse();
+    match args.command {
+        cli::Command::Agent(a) => sandstream_agent::main(a),
+        command => {
+            tracing_subscriber::fmt()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                .with_env_filter(
+                    tracing_subscriber::EnvFilter::try_from_env("SANDSTREAM_LOG")
+                        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,tower_http=warn")),
+                )
+                .init();
+            let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("sandstream: cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match rt.block_on(cli::run(command)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("sandstream: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
     }
 }

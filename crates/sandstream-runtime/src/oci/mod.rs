@@ -279,4 +279,40 @@ impl Runtime for OciRuntime {
         ids.sort();
         Ok(ids)
     }
+
+    fn recover(&self) -> Result<Vec<Sandbox>> {
+        let mut alive = Vec::new();
+        for id in self.list()? {
+            match self.adopt(&id) {
+                Some(sb) => {
+                    tracing::info!(sandbox_id = %id, agent = %sb.agent_addr, "sandbox found running again");
+                    alive.push(sb);
+                }
+                None => {
+                    tracing::info!(sandbox_id = %id, "sandbox left by a previous run is not running; removing it");
+                    self.destroy(&id);
+                }
+            }
+        }
+        Ok(alive)
+    }
+}
+
+impl OciRuntime {
+    /// A sandbox from a previous run, if its container runs and its agent answers.
+    fn adopt(&self, id: &str) -> Option<Sandbox> {
+        let dir = self.cfg.state_dir.join(id);
+        let slot: u32 = std::fs::read_to_string(dir.join("slot")).ok()?.trim().parse().ok()?;
+        let token = std::fs::read_to_string(dir.join("token")).ok()?.trim().to_string();
+        let state = run(self.runtime(), &["state", id]).ok()?;
+        let state: serde_json::Value = serde_json::from_str(&state).ok()?;
+        if state.get("status").and_then(|s| s.as_str()) != Some("running") {
+            return None;
+        }
+        let agent_addr = SocketAddr::from((net::slot_addrs(slot).1, bundle::AGENT_PORT));
+        TcpStream::connect_timeout(&agent_addr, Duration::from_secs(1)).ok()?;
+        let published_port = self.published_port(slot).ok()?;
+        self.slots.lock().unwrap_or_else(|p| p.into_inner()).insert(id.to_string(), slot);
+        Some(Sandbox { id: id.to_string(), agent_addr, token, published_port })
+    }
 }

@@ -1,21 +1,22 @@
-//! Incremental UTF-8 decoding for the seed's text `line` field: a character split
-//! across two chunks is carried over instead of being replaced.
+//! Incremental UTF-8 decoding of byte streams: a character split across two chunks is
+//! carried over instead of being replaced. Used by the agent for the seed's text `line`
+//! field and by the server for socket.io text.
 
 /// Holds the incomplete trailing sequence of the previous chunk.
 #[derive(Debug, Default)]
-pub(crate) struct Utf8Carry {
+pub struct Utf8Carry {
     pending: Vec<u8>,
 }
 
 impl Utf8Carry {
     /// How many bytes of earlier chunks are held back and will lead the next text.
-    pub(crate) fn carried(&self) -> usize {
+    pub fn carried(&self) -> usize {
         self.pending.len()
     }
 
     /// Decodes `data` after the carried bytes; invalid sequences become U+FFFD, an
     /// incomplete sequence at the very end is kept for the next call.
-    pub(crate) fn decode(&mut self, data: &[u8]) -> String {
+    pub fn decode(&mut self, data: &[u8]) -> String {
         let mut buf = std::mem::take(&mut self.pending);
         buf.extend_from_slice(data);
         let cut = incomplete_tail_start(&buf);
@@ -24,7 +25,7 @@ impl Utf8Carry {
     }
 
     /// Decodes whatever is still carried (at the end of the stream).
-    pub(crate) fn flush(&mut self) -> String {
+    pub fn flush(&mut self) -> String {
         let rest = std::mem::take(&mut self.pending);
         String::from_utf8_lossy(&rest).into_owned()
     }

@@ -1,0 +1,45 @@
+//! How a runner is set up.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Everything a runner needs; parsed once by the binary.
+#[derive(Debug, Clone)]
+pub struct RunnerConfig {
+    /// The server, e.g. `http://10.0.0.1:3000`.
+    pub server_url: String,
+    /// Shared with the server: authenticates both directions.
+    pub secret: String,
+    pub name: String,
+    /// The control API's address (port 0 picks one).
+    pub listen: SocketAddr,
+    /// The host clients and the server use to reach this host's published ports; also
+    /// the host part of the control URL when `listen` is a wildcard address.
+    pub advertise_host: String,
+    pub capacity: u32,
+    /// Sandbox bundles, and the runner's id (kept across restarts).
+    pub state_dir: PathBuf,
+    /// Built templates (`default-*` is built here on first use).
+    pub cache_dir: PathBuf,
+    pub agent_binary: PathBuf,
+    /// The OCI runtime binary (runc, crun, runsc, youki).
+    pub oci_runtime: PathBuf,
+    pub heartbeat_interval: Duration,
+}
+
+/// This host's first non-loopback IPv4 address on an interface that is up and is not a
+/// sandbox link: what other machines (and this one) use to reach published ports.
+/// Published ports are deliberately not reachable through 127.0.0.1 (sandstream-runtime
+/// does not set `route_localnet`; see CVE-2020-8558).
+pub fn default_advertise_host() -> Option<String> {
+    let addrs = nix::ifaddrs::getifaddrs().ok()?;
+    addrs
+        .filter(|a| {
+            a.flags.contains(nix::net::if_::InterfaceFlags::IFF_UP)
+                && !a.flags.contains(nix::net::if_::InterfaceFlags::IFF_LOOPBACK)
+                && !a.interface_name.starts_with("vs")
+                && !a.interface_name.starts_with("docker")
+        })
+        .find_map(|a| a.address?.as_sockaddr_in().map(|s| s.ip().to_string()))
+}

@@ -1,0 +1,75 @@
+//! The control API the server calls: create, kill and list sandboxes. Every call needs
+//! `Authorization: Bearer SECRET`.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get};
+use axum::{Json, Router};
+
+use crate::api::{CreateSandbox, RunnerError as ErrorBody, RunnerSandbox};
+use crate::runner::{Runner, RunnerError};
+
+impl IntoResponse for RunnerError {
+    fn into_response(self) -> Response {
+        let (status, code) = match &self {
+            RunnerError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            RunnerError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            RunnerError::Full(_) => (StatusCode::SERVICE_UNAVAILABLE, "no_capacity"),
+            RunnerError::Runtime(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        };
+        if status.is_server_error() {
+            tracing::warn!(error = %self, "runner call failed");
+        }
+        (status, Json(ErrorBody { code: code.into(), message: self.to_string() })).into_response()
+    }
+}
+
+pub(crate) fn app(runner: Arc<Runner>) -> Router {
+    Router::new()
+        .route("/sandboxes", get(list).post(create))
+        .route("/sandboxes/{id}", delete(kill))
+        .layer(axum::middleware::from_fn_with_state(runner.clone(), auth))
+        .with_state(runner)
+}
+
+async fn auth(State(runner): State<Arc<Runner>>, req: Request, next: Next) -> Response {
+    let presented = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if !constant_time_eq(presented.as_bytes(), runner.cfg.secret.as_bytes()) {
+        let body = ErrorBody { code: "unauthorized".into(), message: "wrong or missing runner secret".into() };
+        return (StatusCode::UNAUTHORIZED, Json(body)).into_response();
+    }
+    next.run(req).await
+}
+
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn create(
+    State(runner): State<Arc<Runner>>,
+    Json(req): Json<CreateSandbox>,
+) -> Result<(StatusCode, Json<RunnerSandbox>), RunnerError> {
+    let sb = tokio::task::spawn_blocking(move || runner.create(&req))
+        .await
+        .map_err(|e| RunnerError::Runtime(e.to_string()))??;
+    tracing::info!(sandbox_id = %sb.id, "sandbox created for the server");
+    Ok((StatusCode::CREATED, Json(sb)))
+}
+
+async fn kill(State(runner): State<Arc<Runner>>, Path(id): Path<String>) -> Result<StatusCode, RunnerError> {
+    tokio::task::spawn_blocking(move || runner.kill(&id)).await.map_err(|e| RunnerError::Runtime(e.to_string()))??;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn list(State(runner): State<Arc<Runner>>) -> Json<Vec<RunnerSandbox>> {
+    Json(runner.list())
+}

@@ -1,0 +1,195 @@
+//! `/api/v1/sandboxes`: create, list, get, kill, timeout, connection.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use sandstream_runner::api::CreateSandbox;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::error::{AppError, AppJson, AppResult};
+use crate::registry::kill_sandbox;
+use crate::server::AppState;
+use crate::store::{Principal, SandboxRow};
+use crate::time::{now_ms, rfc3339};
+
+pub(crate) const DEFAULT_TIMEOUT_MS: u64 = 300_000;
+const MAX_TIMEOUT_MS: u64 = 24 * 3600 * 1000;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct CreateBody {
+    pub template: Option<String>,
+    pub cpu: Option<f64>,
+    pub memory_mb: Option<u32>,
+    pub timeout_ms: Option<u64>,
+    pub envs: Option<BTreeMap<String, String>>,
+    pub metadata: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct TimeoutBody {
+    timeout_ms: u64,
+}
+
+pub(crate) fn sandbox_json(sb: &SandboxRow) -> Value {
+    json!({
+        "id": sb.id,
+        "template": sb.template,
+        "state": sb.state,
+        "cpu": f64::from(sb.cpu_millis) / 1000.0,
+        "memoryMb": sb.memory_mb,
+        "envs": serde_json::from_str::<Value>(&sb.envs).unwrap_or_default(),
+        "metadata": serde_json::from_str::<Value>(&sb.metadata).unwrap_or_default(),
+        "runnerId": sb.runner_id,
+        "createdAt": rfc3339(sb.created_at),
+        "expiresAt": rfc3339(sb.expires_at),
+    })
+}
+
+fn check_timeout(ms: u64) -> AppResult<()> {
+    if !(1000..=MAX_TIMEOUT_MS).contains(&ms) {
+        return Err(AppError::BadRequest(format!("timeoutMs must be between 1000 and {MAX_TIMEOUT_MS}, got {ms}")));
+    }
+    Ok(())
+}
+
+/// Creates a sandbox for `p` on the runner with the most room. On any error nothing of
+/// it remains.
+pub(crate) async fn create_sandbox(state: &AppState, p: &Principal, body: CreateBody) -> AppResult<SandboxRow> {
+    let template = body.template.unwrap_or_else(|| "default".into());
+    let cpu = body.cpu.unwrap_or(1.0);
+    if !(0.01..=64.0).contains(&cpu) {
+        return Err(AppError::BadRequest(format!("cpu must be between 0.01 and 64 cores, got {cpu}")));
+    }
+    let memory_mb = body.memory_mb.unwrap_or(512);
+    if !(16..=262_144).contains(&memory_mb) {
+        return Err(AppError::BadRequest(format!("memoryMb must be between 16 and 262144, got {memory_mb}")));
+    }
+    let timeout_ms = body.timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS);
+    check_timeout(timeout_ms)?;
+    let envs = body.envs.unwrap_or_default();
+    for k in envs.keys() {
+        if k.is_empty()
+            || !k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            || k.as_bytes()[0].is_ascii_digit()
+        {
+            return Err(AppError::BadRequest(format!("env name {k:?} must be letters, digits and _")));
+        }
+    }
+    if envs.values().any(|v| v.contains('\0')) {
+        return Err(AppError::BadRequest("env values cannot contain NUL".into()));
+    }
+    let metadata = body.metadata.unwrap_or_default();
+    if metadata.len() > 64 || metadata.iter().any(|(k, v)| k.len() > 256 || v.len() > 4096) {
+        return Err(AppError::BadRequest(
+            "metadata: at most 64 entries, keys up to 256 and values up to 4096 bytes".into(),
+        ));
+    }
+    let runner = state.registry.place(state)?;
+    let req = CreateSandbox { template: template.clone(), cpu_millis: (cpu * 1000.0).round() as u32, memory_mb, envs };
+    let created = state.registry.create(&runner, &req).await?;
+    let now = now_ms();
+    let row = SandboxRow {
+        id: created.id.clone(),
+        tenant: p.tenant().to_string(),
+        runner_id: runner.id.clone(),
+        template,
+        cpu_millis: req.cpu_millis,
+        memory_mb,
+        envs: serde_json::to_string(&req.envs).unwrap_or_default(),
+        metadata: serde_json::to_string(&metadata).unwrap_or_default(),
+        state: "running".into(),
+        host: created.host,
+        port: created.port,
+        token: created.token,
+        created_at: now,
+        expires_at: now + timeout_ms as i64,
+    };
+    if let Err(e) = state.store.insert_sandbox(&row) {
+        let _ = state.registry.kill(&runner, &row.id).await;
+        return Err(e);
+    }
+    tracing::info!(sandbox_id = %row.id, runner_id = %runner.id, tenant = %row.tenant, "sandbox created");
+    Ok(row)
+}
+
+/// The caller's sandbox `id`; another tenant's is as unknown as a missing one.
+pub(crate) fn owned(state: &AppState, p: &Principal, id: &str) -> AppResult<SandboxRow> {
+    match state.store.sandbox(id)? {
+        Some(sb) if sb.tenant == p.tenant() => Ok(sb),
+        _ => Err(AppError::NotFound(format!("sandbox {id} not found"))),
+    }
+}
+
+pub(crate) async fn create(
+    State(state): State<Arc<AppState>>,
+    p: Principal,
+    body: axum::body::Bytes,
+) -> AppResult<(StatusCode, Json<Value>)> {
+    // Every field has a default, so an empty body is a valid request.
+    let body: CreateBody = if body.iter().all(u8::is_ascii_whitespace) {
+        CreateBody::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| AppError::BadRequest(format!("malformed JSON body: {e}")))?
+    };
+    let row = create_sandbox(&state, &p, body).await?;
+    Ok((StatusCode::CREATED, Json(sandbox_json(&row))))
+}
+
+pub(crate) async fn list(State(state): State<Arc<AppState>>, p: Principal) -> AppResult<Json<Value>> {
+    let rows = state.store.sandboxes_of(p.tenant())?;
+    Ok(Json(Value::Array(rows.iter().map(sandbox_json).collect())))
+}
+
+pub(crate) async fn get(
+    State(state): State<Arc<AppState>>,
+    p: Principal,
+    Path(id): Path<String>,
+) -> AppResult<Json<Value>> {
+    Ok(Json(sandbox_json(&owned(&state, &p, &id)?)))
+}
+
+pub(crate) async fn kill(
+    State(state): State<Arc<AppState>>,
+    p: Principal,
+    Path(id): Path<String>,
+) -> AppResult<StatusCode> {
+    let sb = owned(&state, &p, &id)?;
+    if sb.state != "killed" {
+        kill_sandbox(&state, &sb).await?;
+        tracing::info!(sandbox_id = %id, "sandbox killed by its owner");
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub(crate) async fn set_timeout(
+    State(state): State<Arc<AppState>>,
+    p: Principal,
+    Path(id): Path<String>,
+    AppJson(body): AppJson<TimeoutBody>,
+) -> AppResult<Json<Value>> {
+    check_timeout(body.timeout_ms)?;
+    let sb = owned(&state, &p, &id)?;
+    if sb.state == "killed" {
+        return Err(AppError::Conflict(format!("sandbox {id} was killed")));
+    }
+    state.store.set_sandbox_expiry(&id, now_ms() + body.timeout_ms as i64)?;
+    Ok(Json(sandbox_json(&owned(&state, &p, &id)?)))
+}
+
+pub(crate) async fn connection(
+    State(state): State<Arc<AppState>>,
+    p: Principal,
+    Path(id): Path<String>,
+) -> AppResult<Json<Value>> {
+    let sb = owned(&state, &p, &id)?;
+    if sb.state != "running" {
+        return Err(AppError::Conflict(format!("sandbox {id} is {}", sb.state)));
+    }
+    Ok(Json(json!({"host": sb.host, "port": sb.port, "token": sb.token})))
+}

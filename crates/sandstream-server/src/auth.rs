@@ -1,0 +1,119 @@
+//! API keys, browser sessions and who is calling. Keys and session tokens are random,
+//! shown once, and stored only as SHA-256 hashes.
+
+use std::sync::Arc;
+
+use axum::extract::FromRequestParts;
+use axum::http::HeaderMap;
+use axum::http::request::Parts;
+use sha2::{Digest, Sha256};
+
+use crate::error::AppError;
+use crate::server::AppState;
+use crate::store::Principal;
+use crate::time::now_ms;
+
+pub(crate) const SESSION_COOKIE: &str = "sandstream_session";
+/// How long a browser session lasts.
+pub(crate) const SESSION_MS: i64 = 7 * 24 * 3600 * 1000;
+/// How long a one-time login link stays valid.
+pub(crate) const LOGIN_MS: i64 = 24 * 3600 * 1000;
+
+pub(crate) fn random_hex(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    // Without randomness no key is safe to hand out: failing loudly is the only option.
+    getrandom::fill(&mut buf).expect("the OS random number generator works");
+    hex::encode(buf)
+}
+
+pub(crate) fn hash(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
+pub(crate) fn new_key() -> String {
+    format!("ss_{}", random_hex(24))
+}
+
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The credential a request or socket.io handshake carries, in order of preference:
+/// `Authorization: Bearer`, `X-API-Key`, then the session cookie.
+pub(crate) enum Credential {
+    Key(String),
+    Session(String),
+}
+
+pub(crate) fn credential(headers: &HeaderMap) -> Option<Credential> {
+    if let Some(v) = headers.get("authorization").and_then(|v| v.to_str().ok()) {
+        let (scheme, token) = v.split_once(' ')?;
+        if scheme.eq_ignore_ascii_case("bearer") {
+            return Some(Credential::Key(token.trim().to_string()));
+        }
+    }
+    if let Some(v) = headers.get("x-api-key").and_then(|v| v.to_str().ok()) {
+        return Some(Credential::Key(v.trim().to_string()));
+    }
+    cookie(headers, SESSION_COOKIE).map(Credential::Session)
+}
+
+pub(crate) fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers.get_all("cookie").iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(';')).find_map(|c| {
+        let (k, v) = c.trim().split_once('=')?;
+        (k == name).then(|| v.to_string())
+    })
+}
+
+pub(crate) fn resolve(state: &AppState, cred: &Credential) -> Result<Principal, AppError> {
+    let found = match cred {
+        Credential::Key(k) => state.store.key_by_hash(&hash(k))?,
+        Credential::Session(s) => state.store.session(&hash(s), "session", now_ms())?,
+    };
+    found.ok_or_else(|| match cred {
+        Credential::Key(_) => AppError::Unauthorized("unknown or revoked API key".into()),
+        Credential::Session(_) => AppError::Unauthorized("session expired; open the login link again".into()),
+    })
+}
+
+impl FromRequestParts<Arc<AppState>> for Principal {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, Self::Rejection> {
+        let cred = credential(&parts.headers).ok_or_else(|| {
+            AppError::Unauthorized("missing API key: send Authorization: Bearer KEY or X-API-Key: KEY".into())
+        })?;
+        resolve(state, &cred)
+    }
+}
+
+/// A principal that must hold the admin key.
+pub(crate) struct Admin(pub Principal);
+
+impl FromRequestParts<Arc<AppState>> for Admin {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, Self::Rejection> {
+        let p = Principal::from_request_parts(parts, state).await?;
+        if !p.admin {
+            return Err(AppError::Forbidden("this route needs the admin key".into()));
+        }
+        Ok(Admin(p))
+    }
+}
+
+/// A runner, holding the runner secret.
+pub(crate) struct RunnerAuth;
+
+impl FromRequestParts<Arc<AppState>> for RunnerAuth {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, Self::Rejection> {
+        match credential(&parts.headers) {
+            Some(Credential::Key(k)) if constant_time_eq(k.as_bytes(), state.runner_secret.as_bytes()) => {
+                Ok(RunnerAuth)
+            }
+            _ => Err(AppError::Unauthorized("runner routes need the runner secret".into())),
+        }
+    }
+}

@@ -1,0 +1,37 @@
+//! How the server is set up.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Everything the server needs; parsed once by the binary.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    /// SQLite database, admin key and runner secret live here.
+    pub data_dir: PathBuf,
+    /// Built web page (`web/dist`); `None` serves a page saying how to build it.
+    pub web_dir: Option<PathBuf>,
+    /// Admin key from the environment (`SANDSTREAM_API_KEY`) instead of a generated one.
+    pub api_key: Option<String>,
+    /// Runner secret from the environment instead of a generated one.
+    pub runner_secret: Option<String>,
+    /// Largest `code` plus `files` an exec request may carry.
+    pub max_code_bytes: usize,
+    /// A runner silent this long has its sandboxes marked lost.
+    pub heartbeat_timeout: Duration,
+}
+
+impl ServerConfig {
+    pub fn new(listen: SocketAddr, data_dir: PathBuf) -> ServerConfig {
+        ServerConfig {
+            listen,
+            data_dir,
+            web_dir: None,
+            api_key: None,
+            runner_secret: None,
+            max_code_bytes: 1 << 20,
+            heartbeat_timeout: Duration::from_secs(10),
+        }
+    }
+}

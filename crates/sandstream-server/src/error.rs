@@ -1,0 +1,98 @@
+//! One error type for every route: a JSON body of one shape (`{"status": "error",
+//! "code", "message"}`) and the matching status. 5xx bodies never carry internals.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum AppError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    TooLarge(String),
+    #[error("{0}")]
+    NoCapacity(String),
+    /// Logged in full; the client sees a generic message.
+    #[error("{0}")]
+    Internal(String),
+}
+
+pub(crate) type AppResult<T> = Result<T, AppError>;
+
+impl AppError {
+    pub(crate) fn internal(e: impl std::fmt::Display) -> AppError {
+        AppError::Internal(e.to_string())
+    }
+
+    pub(crate) fn parts(&self) -> (StatusCode, &'static str) {
+        match self {
+            AppError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            AppError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            AppError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            AppError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            AppError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            AppError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+            AppError::NoCapacity(_) => (StatusCode::SERVICE_UNAVAILABLE, "no_capacity"),
+            AppError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        }
+    }
+
+    /// The message a client may see.
+    pub(crate) fn public_message(&self) -> String {
+        match self {
+            AppError::Internal(_) => "internal error; the server log has the details".into(),
+            e => e.to_string(),
+        }
+    }
+}
+
+impl From<rusqlite::Error> for AppError {
+    fn from(e: rusqlite::Error) -> AppError {
+        AppError::Internal(format!("database: {e}"))
+    }
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.parts();
+        if let AppError::Internal(detail) = &self {
+            tracing::error!(error = %detail, "request failed");
+        }
+        (status, axum::Json(json!({"status": "error", "code": code, "message": self.public_message()}))).into_response()
+    }
+}
+
+/// `axum::Json`, with its rejections turned into [`AppError`]s so malformed JSON gets
+/// the same error shape as everything else.
+pub(crate) struct AppJson<T>(pub T);
+
+impl<T, S> axum::extract::FromRequest<S> for AppJson<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = AppError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Self::Rejection> {
+        use axum::extract::rejection::JsonRejection;
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(v)) => Ok(AppJson(v)),
+            Err(JsonRejection::BytesRejection(e)) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                Err(AppError::TooLarge("request body is too large".into()))
+            }
+            Err(JsonRejection::MissingJsonContentType(_)) => {
+                Err(AppError::BadRequest("send the body as JSON with Content-Type: application/json".into()))
+            }
+            Err(e) => Err(AppError::BadRequest(format!("malformed JSON body: {}", e.body_text()))),
+        }
+    }
+}

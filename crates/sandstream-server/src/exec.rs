@@ -1,0 +1,498 @@
+//! The `/api/sandbox/exec` engine: writes the program and its files into the sandbox,
+//! runs the install phase and then the program through the sandbox's agent, and turns
+//! every output chunk into a stored, numbered socket.io event.
+//!
+//! **Every chunk is stored before it is emitted**, with the agent byte offsets it brings
+//! the execution to, so a client that missed events replays them from SQLite and a
+//! restarted server resumes each running execution from the agent (`Attach` from the
+//! stored offsets) without losing or repeating a byte.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sandstream_proto::utf8::Utf8Carry;
+use sandstream_proto::v1::exec_service_client::ExecServiceClient;
+use sandstream_proto::v1::{
+    AttachRequest, CommandOutput, EventKind, ExecuteRequest, ExitStatus, OutputChannel, OutputEncoding, SignalRequest,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::server::AppState;
+use crate::store::{Chunk, ExecutionRow, SandboxRow};
+use crate::time::{now_ms, rfc3339};
+
+/// Where programs and their files go in the sandbox (the agent's user's home).
+pub(crate) const WORKDIR: &str = "/home/user";
+/// Exit code reported for a timed-out run (as `timeout(1)` does).
+pub(crate) const TIMEOUT_EXIT: i32 = 124;
+/// Exit code reported for a cancelled run (as a shell reports SIGINT).
+pub(crate) const CANCEL_EXIT: i32 = 130;
+/// Continuous failure to reach a sandbox's agent for this long ends the execution.
+const AGENT_GIVE_UP: Duration = Duration::from_secs(30);
+
+/// Languages `/api/sandbox/exec` runs.
+pub(crate) const LANGUAGES: &[&str] = &["python", "javascript", "typescript"];
+
+/// Transpiles `main.ts` with the template's TypeScript (Debian's node-typescript) and
+/// runs it in-process, resolving modules from the working directory.
+const TS_RUNNER: &str = r#"const ts = require('typescript');
+const fs = require('fs');
+const path = require('path');
+const Module = require('module');
+const file = path.resolve(process.argv[2]);
+const out = ts.transpileModule(fs.readFileSync(file, 'utf8'), {
+  fileName: file,
+  compilerOptions: { module: ts.ModuleKind.CommonJS, target: ts.ScriptTarget.ES2020, esModuleInterop: true },
+});
+const m = new Module(file, null);
+m.filename = file;
+m.paths = Module._nodeModulePaths(path.dirname(file));
+m._compile(out.outputText, file);
+"#;
+
+/// What an execution runs, stored with it so a restarted server can carry it on.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Plan {
+    /// Files to write before anything runs: the program first.
+    pub files: BTreeMap<String, String>,
+    pub install: Option<String>,
+    pub run: String,
+    pub stdin: Option<String>,
+}
+
+impl Plan {
+    pub(crate) fn new(
+        language: &str,
+        code: String,
+        mut files: BTreeMap<String, String>,
+        stdin: Option<String>,
+    ) -> Plan {
+        let (main, install, run) = match language {
+            "python" => (
+                "main.py",
+                files.contains_key("requirements.txt").then_some({
+                    "{ [ -x .venv/bin/python ] || python3 -m venv .venv; } && exec .venv/bin/pip install -r requirements.txt"
+                }),
+                "if [ -x .venv/bin/python ]; then exec .venv/bin/python -u main.py; else exec python3 -u main.py; fi",
+            ),
+            "javascript" => ("main.js", files.contains_key("package.json").then_some("exec npm install"), "exec node main.js"),
+            _ => {
+                files.insert(".sandstream/run-ts.cjs".into(), TS_RUNNER.into());
+                (
+                    "main.ts",
+                    files.contains_key("package.json").then_some("exec npm install"),
+                    "exec node .sandstream/run-ts.cjs main.ts",
+                )
+            }
+        };
+        files.insert(main.into(), code);
+        Plan { files, install: install.map(String::from), run: run.into(), stdin }
+    }
+}
+
+/// How an execution ended.
+#[derive(Debug, Clone)]
+pub(crate) struct Final {
+    pub status: &'static str,
+    pub exit_code: i32,
+    pub error: Option<String>,
+}
+
+#[derive(Clone)]
+pub(crate) struct Bearer(tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        req.metadata_mut().insert("authorization", self.0.clone());
+        Ok(req)
+    }
+}
+
+pub(crate) type AgentClient = ExecServiceClient<InterceptedService<Channel, Bearer>>;
+
+#[derive(Default)]
+struct Running {
+    sandbox_id: String,
+    command_id: Option<String>,
+    cancelled: bool,
+}
+
+/// Connections to agents and the executions in flight.
+#[derive(Default)]
+pub(crate) struct Engine {
+    channels: Mutex<HashMap<String, (String, Channel)>>,
+    running: Mutex<HashMap<String, Running>>,
+}
+
+impl Engine {
+    /// One HTTP/2 connection per sandbox, shared by all its executions.
+    pub(crate) fn client(&self, sb: &SandboxRow) -> Result<AgentClient, String> {
+        let endpoint = format!("http://{}:{}", sb.host, sb.port);
+        let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        let channel = match channels.get(&sb.id) {
+            Some((e, ch)) if *e == endpoint => ch.clone(),
+            _ => {
+                let ch = Endpoint::from_shared(endpoint.clone())
+                    .map_err(|e| format!("agent address {endpoint}: {e}"))?
+                    .connect_timeout(Duration::from_secs(5))
+                    .http2_keep_alive_interval(Duration::from_secs(20))
+                    .keep_alive_timeout(Duration::from_secs(10))
+                    .keep_alive_while_idle(true)
+                    .initial_connection_window_size(Some(8 << 20))
+                    .initial_stream_window_size(Some(4 << 20))
+                    .connect_lazy();
+                channels.insert(sb.id.clone(), (endpoint, ch.clone()));
+                ch
+            }
+        };
+        let token = format!("Bearer {}", sb.token).parse().map_err(|_| "sandbox token is not ASCII".to_string())?;
+        Ok(ExecServiceClient::with_interceptor(channel, Bearer(token)).max_decoding_message_size(16 << 20))
+    }
+
+    pub(crate) fn forget_sandbox(&self, id: &str) {
+        self.channels.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Running>> {
+        self.running.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn set_command(&self, exec_id: &str, command_id: Option<String>) -> bool {
+        let mut running = self.lock();
+        let r = running.entry(exec_id.to_string()).or_default();
+        r.command_id = command_id;
+        r.cancelled
+    }
+
+    fn cancelled(&self, exec_id: &str) -> bool {
+        self.lock().get(exec_id).is_some_and(|r| r.cancelled)
+    }
+
+    /// Marks an execution cancelled and kills its current command's process group.
+    /// False when it is not running on this server.
+    pub(crate) async fn cancel(&self, state: &AppState, exec_id: &str) -> bool {
+        let (sandbox_id, command_id) = {
+            let mut running = self.lock();
+            let Some(r) = running.get_mut(exec_id) else { return false };
+            r.cancelled = true;
+            (r.sandbox_id.clone(), r.command_id.clone())
+        };
+        if let Some(cid) = command_id {
+            kill_command(state, &sandbox_id, &cid).await;
+        }
+        true
+    }
+}
+
+async fn kill_command(state: &AppState, sandbox_id: &str, command_id: &str) {
+    let Ok(Some(sb)) = state.store.sandbox(sandbox_id) else { return };
+    let Ok(mut client) = state.exec.client(&sb) else { return };
+    let req = SignalRequest { command_id: command_id.to_string(), signal: 9 };
+    if let Err(e) = client.signal(req).await {
+        tracing::warn!(sandbox_id, command_id, error = %e, "could not kill a cancelled command");
+    }
+}
+
+/// Numbers, stores and emits one execution's output.
+struct Emitter {
+    state: Arc<AppState>,
+    exec_id: String,
+    container_id: String,
+    targets: Vec<String>,
+    seq: u64,
+    carry: [Utf8Carry; 2],
+    /// Bytes received per channel of the current phase's command.
+    offsets: [u64; 2],
+}
+
+impl Emitter {
+    fn new(state: Arc<AppState>, ex: &ExecutionRow) -> Emitter {
+        Emitter {
+            state,
+            exec_id: ex.id.clone(),
+            container_id: ex.sandbox_id.clone(),
+            targets: vec![ex.target.clone(), format!("execution-{}", ex.id)],
+            seq: ex.last_seq,
+            carry: [Utf8Carry::default(), Utf8Carry::default()],
+            offsets: [ex.stdout_offset, ex.stderr_offset],
+        }
+    }
+
+    /// Offsets of what is stored: bytes held back mid-character are fetched again after
+    /// a restart, never skipped.
+    fn stored_offsets(&self) -> (u64, u64) {
+        (self.offsets[0] - self.carry[0].carried() as u64, self.offsets[1] - self.carry[1].carried() as u64)
+    }
+
+    async fn output(&mut self, channel: usize, phase: &str, data: &[u8]) {
+        self.offsets[channel] += data.len() as u64;
+        let text = self.carry[channel].decode(data);
+        self.push(channel, phase, text).await;
+    }
+
+    async fn flush(&mut self, phase: &str) {
+        for channel in 0..2 {
+            let text = self.carry[channel].flush();
+            self.push(channel, phase, text).await;
+        }
+    }
+
+    async fn push(&mut self, channel: usize, phase: &str, data: String) {
+        if data.is_empty() {
+            return;
+        }
+        self.seq += 1;
+        let kind = if channel == 0 { "stdout" } else { "stderr" };
+        let chunk = Chunk { seq: self.seq, kind: kind.into(), phase: phase.into(), data };
+        if let Err(e) = self.state.store.append_chunk(&self.exec_id, &chunk, self.stored_offsets()) {
+            tracing::error!(execution_id = %self.exec_id, error = %e, "could not store output");
+        }
+        let payload = json!({
+            "executionId": self.exec_id, "containerId": self.container_id,
+            "type": chunk.kind, "data": chunk.data, "seq": chunk.seq, "phase": chunk.phase,
+        });
+        let _ = self.state.io.to(self.targets.clone()).emit("execution-output", &payload).await;
+    }
+
+    async fn phase(&self, phase: &str) {
+        let payload = json!({
+            "executionId": self.exec_id, "containerId": self.container_id,
+            "phase": phase, "timestamp": rfc3339(now_ms()),
+        });
+        let _ = self.state.io.to(self.targets.clone()).emit("execution-phase", &payload).await;
+    }
+
+    fn new_command(&mut self) {
+        self.offsets = [0, 0];
+        self.carry = [Utf8Carry::default(), Utf8Carry::default()];
+    }
+}
+
+/// Runs (or, after a restart, carries on) an execution to its end.
+pub(crate) async fn drive(state: Arc<AppState>, ex: ExecutionRow) {
+    let exec_id = ex.id.clone();
+    state.exec.lock().entry(exec_id.clone()).or_default().sandbox_id = ex.sandbox_id.clone();
+    let mut em = Emitter::new(state.clone(), &ex);
+    let fin = match serde_json::from_str::<Plan>(&ex.plan) {
+        Ok(plan) => drive_inner(&state, &ex, &plan, &mut em).await,
+        Err(e) => Final { status: "error", exit_code: -1, error: Some(format!("stored plan unreadable: {e}")) },
+    };
+    state.exec.lock().remove(&exec_id);
+    let now = now_ms();
+    if let Err(e) = state.store.finish_execution(&exec_id, fin.status, fin.exit_code, fin.error.as_deref(), now) {
+        tracing::error!(execution_id = %exec_id, error = %e, "could not store the result");
+    }
+    tracing::info!(execution_id = %exec_id, status = fin.status, exit_code = fin.exit_code, "execution finished");
+    let payload = complete_payload(&ex, fin.status, fin.exit_code, fin.error.as_deref(), now);
+    let _ = state.io.to(em.targets.clone()).emit("execution-complete", &payload).await;
+}
+
+pub(crate) fn complete_payload(
+    ex: &ExecutionRow,
+    status: &str,
+    exit_code: i32,
+    error: Option<&str>,
+    finished_at: i64,
+) -> serde_json::Value {
+    json!({
+        "executionId": ex.id, "containerId": ex.sandbox_id, "exitCode": exit_code, "status": status,
+        "timestamp": rfc3339(finished_at), "durationMs": finished_at - ex.created_at, "error": error,
+    })
+}
+
+async fn drive_inner(state: &Arc<AppState>, ex: &ExecutionRow, plan: &Plan, em: &mut Emitter) -> Final {
+    let fail = |msg: String| Final { status: "error", exit_code: -1, error: Some(msg) };
+    let sb = match state.store.sandbox(&ex.sandbox_id) {
+        Ok(Some(sb)) => sb,
+        _ => return fail(format!("sandbox {} is gone", ex.sandbox_id)),
+    };
+    let mut client = match state.exec.client(&sb) {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    let mut phase = ex.phase.clone();
+    let mut command = ex.command_id.clone();
+    if phase == "prepare" {
+        if let Err(e) = write_files(&mut client, plan).await {
+            return fail(format!("could not write the program into sandbox {}: {e}", sb.id));
+        }
+        phase = if plan.install.is_some() { "install" } else { "run" }.into();
+        command = None;
+    }
+    loop {
+        if state.exec.cancelled(&ex.id) {
+            return Final { status: "cancelled", exit_code: CANCEL_EXIT, error: None };
+        }
+        let cid = match command.take() {
+            Some(cid) => cid,
+            None => {
+                let remaining = ex.deadline - now_ms();
+                if remaining <= 0 {
+                    return Final { status: "timeout", exit_code: TIMEOUT_EXIT, error: None };
+                }
+                let cmd = if phase == "install" { plan.install.clone().unwrap_or_default() } else { plan.run.clone() };
+                let stdin = if phase == "run" { plan.stdin.clone().unwrap_or_default() } else { String::new() };
+                em.phase(&phase).await;
+                let req = ExecuteRequest {
+                    command: cmd,
+                    cwd: WORKDIR.into(),
+                    env: run_env(),
+                    timeout: remaining,
+                    encoding: OutputEncoding::Bytes as i32,
+                    stdin: stdin.into_bytes(),
+                    keep_stdin_open: false,
+                };
+                let started = match client.start(req).await {
+                    Ok(r) => r.into_inner(),
+                    Err(e) => return fail(format!("agent refused to start the {phase} command: {}", e.message())),
+                };
+                em.new_command();
+                if let Err(e) = state.store.set_command(&ex.id, &phase, &started.command_id) {
+                    tracing::error!(execution_id = %ex.id, error = %e, "could not store the command id");
+                }
+                if state.exec.set_command(&ex.id, Some(started.command_id.clone())) {
+                    kill_command(state, &sb.id, &started.command_id).await;
+                }
+                started.command_id
+            }
+        };
+        state.exec.set_command(&ex.id, Some(cid.clone()));
+        let end = match follow(&mut client, &cid, &phase, em).await {
+            Ok(end) => end,
+            Err(e) => return fail(e),
+        };
+        em.flush(&phase).await;
+        if let Err(e) = state.store.set_offsets(&ex.id, em.stored_offsets()) {
+            tracing::warn!(execution_id = %ex.id, error = %e, "could not store offsets");
+        }
+        if state.exec.cancelled(&ex.id) {
+            return Final { status: "cancelled", exit_code: CANCEL_EXIT, error: None };
+        }
+        match ExitStatus::try_from(end.status).unwrap_or(ExitStatus::Unspecified) {
+            ExitStatus::TimedOut => return Final { status: "timeout", exit_code: TIMEOUT_EXIT, error: None },
+            ExitStatus::Failed => return fail(format!("the {phase} command could not start: {}", end.error)),
+            _ => {}
+        }
+        if phase == "install" {
+            if end.exit_code != 0 {
+                let msg = format!("dependency installation failed with exit code {}", end.exit_code);
+                return Final { status: "error", exit_code: end.exit_code, error: Some(msg) };
+            }
+            phase = "run".into();
+            continue;
+        }
+        let status = if end.exit_code == 0 { "success" } else { "error" };
+        return Final { status, exit_code: end.exit_code, error: None };
+    }
+}
+
+fn run_env() -> HashMap<String, String> {
+    [
+        ("HOME", WORKDIR),
+        ("PYTHONUNBUFFERED", "1"),
+        ("PIP_DISABLE_PIP_VERSION_CHECK", "1"),
+        ("PIP_NO_INPUT", "1"),
+        ("PIP_PROGRESS_BAR", "on"),
+        ("npm_config_update_notifier", "false"),
+        ("npm_config_fund", "false"),
+        ("npm_config_audit", "false"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
+/// Single-quotes `s` for the shell.
+fn quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+async fn write_files(client: &mut AgentClient, plan: &Plan) -> Result<(), String> {
+    for (name, content) in &plan.files {
+        let q = quote(name);
+        let req = ExecuteRequest {
+            command: format!("mkdir -p -- \"$(dirname -- {q})\" && cat > {q}"),
+            cwd: WORKDIR.into(),
+            encoding: OutputEncoding::Bytes as i32,
+            stdin: content.clone().into_bytes(),
+            timeout: 30_000,
+            ..Default::default()
+        };
+        let mut stream = client.execute(req).await.map_err(|e| e.message().to_string())?.into_inner();
+        let mut stderr = Vec::new();
+        loop {
+            match stream.message().await {
+                Ok(Some(m)) if m.end || m.kind == EventKind::End as i32 => {
+                    if m.exit_code != 0 {
+                        return Err(format!("{name}: {}", String::from_utf8_lossy(&stderr).trim()));
+                    }
+                    break;
+                }
+                Ok(Some(m)) if m.channel == OutputChannel::Stderr as i32 => stderr.extend_from_slice(&m.data),
+                Ok(Some(_)) => {}
+                Ok(None) => return Err(format!("{name}: the agent closed the stream")),
+                Err(e) => return Err(format!("{name}: {}", e.message())),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Attaches to a command from the emitter's offsets and forwards its output until it
+/// ends; reconnects when the connection drops.
+async fn follow(client: &mut AgentClient, cid: &str, phase: &str, em: &mut Emitter) -> Result<CommandOutput, String> {
+    let mut failing_since: Option<tokio::time::Instant> = None;
+    loop {
+        let req = AttachRequest {
+            command_id: cid.to_string(),
+            stdout_offset: em.offsets[0],
+            stderr_offset: em.offsets[1],
+            encoding: OutputEncoding::Bytes as i32,
+        };
+        let err = match client.attach(req).await {
+            Ok(resp) => {
+                let mut stream = resp.into_inner();
+                loop {
+                    match stream.message().await {
+                        Ok(Some(m)) => {
+                            failing_since = None;
+                            if m.end || m.kind == EventKind::End as i32 {
+                                return Ok(m);
+                            }
+                            if m.kind != EventKind::Output as i32 || m.data.is_empty() {
+                                continue;
+                            }
+                            let ch = usize::from(m.channel == OutputChannel::Stderr as i32);
+                            // Skip anything already forwarded (resends around a reconnect).
+                            let have = em.offsets[ch];
+                            let end = m.offset + m.data.len() as u64;
+                            if end <= have {
+                                continue;
+                            }
+                            let skip = have.saturating_sub(m.offset) as usize;
+                            em.output(ch, phase, &m.data[skip..]).await;
+                        }
+                        Ok(None) => break tonic::Status::unavailable("stream ended without an end event"),
+                        Err(e) => break e,
+                    }
+                }
+            }
+            Err(e) => e,
+        };
+        match err.code() {
+            tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Internal | tonic::Code::Cancelled => {
+                let since = *failing_since.get_or_insert_with(tokio::time::Instant::now);
+                if since.elapsed() > AGENT_GIVE_UP {
+                    return Err(format!("lost the sandbox's agent: {}", err.message()));
+                }
+                tracing::debug!(command_id = cid, error = %err, "agent stream dropped; attaching again");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            _ => return Err(format!("agent: {}", err.message())),
+        }
+    }
+}

@@ -1,0 +1,148 @@
+//! socket.io: design note 000's events (`join-container` → `container-joined`,
+//! `execution-output`, `execution-complete`) plus `execution-phase` and
+//! `resume-execution` for clients that joined late or reconnected. **A socket
+//! authenticates on connect and only ever joins rooms of its own tenant.**
+
+use std::sync::{Arc, Weak};
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+use socketioxide::SocketIo;
+use socketioxide::extract::{Data, SocketRef, TryData};
+use socketioxide::handler::ConnectHandler;
+
+use crate::auth::{Credential, credential, resolve};
+use crate::server::AppState;
+use crate::store::Principal;
+
+/// Chunks replayed per database read.
+const REPLAY_PAGE: usize = 1000;
+
+#[derive(Debug, Deserialize)]
+struct HandshakeAuth {
+    token: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Resume {
+    execution_id: String,
+    #[serde(default)]
+    after_seq: u64,
+}
+
+fn refuse(s: &SocketRef, code: &str, message: String) {
+    let _ = s.emit("error", &json!({"code": code, "message": message}));
+}
+
+/// Registers the namespace handlers. The state is held weakly: it owns the `SocketIo`.
+pub(crate) fn setup(io: &SocketIo, state: Weak<AppState>) {
+    let auth_state = state.clone();
+    let authenticate = move |s: SocketRef, TryData(auth): TryData<HandshakeAuth>| {
+        let state = auth_state.clone();
+        async move {
+            let state = state.upgrade().ok_or("server is shutting down")?;
+            let cred = match auth.ok().and_then(|a| a.token).filter(|t| !t.is_empty()) {
+                Some(t) => Some(Credential::Key(t)),
+                None => credential(&s.req_parts().headers),
+            };
+            let cred = cred.ok_or("missing API key: pass auth {token: KEY} or log in through the web page")?;
+            let principal = resolve(&state, &cred).map_err(|e| e.public_message())?;
+            s.extensions.insert(principal);
+            Ok::<(), String>(())
+        }
+    };
+    let on_connect = move |s: SocketRef| {
+        let state = state.clone();
+        async move {
+            // socket.io clients address a socket by its id: make it a room.
+            s.join(s.id.to_string());
+            let st = state.clone();
+            s.on("join-container", move |s: SocketRef, Data(v): Data<Value>| {
+                let st = st.clone();
+                async move {
+                    let Some(state) = st.upgrade() else { return };
+                    join(&state, &s, v);
+                }
+            });
+            let st = state.clone();
+            s.on("resume-execution", move |s: SocketRef, Data(v): Data<Value>| {
+                let st = st.clone();
+                async move {
+                    let Some(state) = st.upgrade() else { return };
+                    resume(&state, &s, v).await;
+                }
+            });
+        }
+    };
+    io.ns("/", on_connect.with(authenticate));
+}
+
+fn principal(s: &SocketRef) -> Option<Principal> {
+    s.extensions.get::<Principal>()
+}
+
+fn join(state: &AppState, s: &SocketRef, v: Value) {
+    // Note 000 sends the id as a bare string; an object {containerId} is accepted too.
+    let id = match &v {
+        Value::String(id) => id.clone(),
+        v => v.get("containerId").and_then(Value::as_str).unwrap_or_default().to_string(),
+    };
+    let Some(p) = principal(s) else { return };
+    match state.store.sandbox(&id) {
+        Ok(Some(sb)) if sb.tenant == p.tenant() => {
+            s.join(format!("container-{id}"));
+            let _ = s.emit("container-joined", &json!({"containerId": id}));
+        }
+        Ok(_) => refuse(s, "not_found", format!("container {id:?} not found")),
+        Err(e) => refuse(s, "internal", e.public_message()),
+    }
+}
+
+async fn resume(state: &Arc<AppState>, s: &SocketRef, v: Value) {
+    let Some(p) = principal(s) else { return };
+    let req: Resume = match serde_json::from_value(v) {
+        Ok(r) => r,
+        Err(e) => return refuse(s, "bad_request", format!("resume-execution needs {{executionId, afterSeq}}: {e}")),
+    };
+    let ex = match state.store.execution(&req.execution_id) {
+        Ok(Some(ex)) if ex.tenant == p.tenant() => ex,
+        Ok(_) => return refuse(s, "not_found", format!("execution {:?} not found", req.execution_id)),
+        Err(e) => return refuse(s, "internal", e.public_message()),
+    };
+    // Join first, replay second: a chunk stored meanwhile arrives twice (the client
+    // drops it by seq), never zero times.
+    s.join(format!("execution-{}", ex.id));
+    let mut after = req.after_seq;
+    loop {
+        let chunks = match state.store.chunks(&ex.id, after, REPLAY_PAGE) {
+            Ok(c) => c,
+            Err(e) => return refuse(s, "internal", e.public_message()),
+        };
+        let Some(last) = chunks.last() else { break };
+        after = last.seq;
+        for c in &chunks {
+            let payload = json!({
+                "executionId": ex.id, "containerId": ex.sandbox_id,
+                "type": c.kind, "data": c.data, "seq": c.seq, "phase": c.phase,
+            });
+            let _ = s.emit("execution-output", &payload);
+        }
+        if chunks.len() < REPLAY_PAGE {
+            break;
+        }
+    }
+    if let Ok(Some(done)) = state.store.execution(&ex.id)
+        && done.status != "running"
+    {
+        let fin = done.finished_at.unwrap_or(done.created_at);
+        let payload = crate::exec::complete_payload(
+            &done,
+            &done.status,
+            done.exit_code.unwrap_or(-1),
+            done.error.as_deref(),
+            fin,
+        );
+        let _ = s.emit("execution-complete", &payload);
+    }
+}

@@ -1,0 +1,181 @@
+//! The server as a whole: state, startup (keys, secret, executions to resume) and serving.
+
+use std::collections::HashMap;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context;
+use socketioxide::SocketIo;
+
+use crate::auth::{hash, new_key, random_hex};
+use crate::config::ServerConfig;
+use crate::exec::Engine;
+use crate::registry::Registry;
+use crate::store::Store;
+use crate::time::now_ms;
+
+pub(crate) struct AppState {
+    pub cfg: ServerConfig,
+    pub store: Store,
+    pub io: SocketIo,
+    pub registry: Registry,
+    pub exec: Engine,
+    pub runner_secret: String,
+    /// Sandboxes runners report that the server does not know, since when (ms).
+    pub unknown_since: Mutex<HashMap<String, i64>>,
+    /// Under `up`: false until the local runner has registered.
+    wait_for_runner: AtomicBool,
+}
+
+impl AppState {
+    pub(crate) fn ready(&self) -> bool {
+        !self.wait_for_runner.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn runner_seen(&self) {
+        self.wait_for_runner.store(false, Ordering::Release);
+    }
+}
+
+/// A server bound to its port, not yet serving.
+pub struct Server {
+    state: Arc<AppState>,
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+    /// The admin key, when this start created it (shown once).
+    pub created_admin_key: Option<String>,
+}
+
+/// Reads a secret file, or creates it (mode 0600) with a fresh value.
+fn secret_file(path: &Path, make: impl FnOnce() -> String) -> anyhow::Result<(String, bool)> {
+    if let Ok(s) = std::fs::read_to_string(path) {
+        let s = s.trim().to_string();
+        if !s.is_empty() {
+            return Ok((s, false));
+        }
+    }
+    let value = make();
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("write {}", path.display()))?;
+    std::io::Write::write_all(&mut f, format!("{value}\n").as_bytes())?;
+    Ok((value, true))
+}
+
+impl Server {
+    /// Opens the state, makes sure an admin key and the runner secret exist, and binds
+    /// the port. `wait_for_runner` keeps `/healthz` at 503 until a runner registers.
+    pub async fn bind(cfg: ServerConfig, wait_for_runner: bool) -> anyhow::Result<Server> {
+        std::fs::create_dir_all(&cfg.data_dir).with_context(|| format!("create {}", cfg.data_dir.display()))?;
+        let store = Store::open(&cfg.data_dir.join("sandstream.db")).context("open the database")?;
+        let mut created_admin_key = None;
+        match &cfg.api_key {
+            Some(key) => {
+                if store.key_by_hash(&hash(key)).map_err(|e| anyhow::anyhow!("{e}"))?.is_none() {
+                    store
+                        .insert_key(
+                            &format!("key_{}", random_hex(8)),
+                            "admin (SANDSTREAM_API_KEY)",
+                            &hash(key),
+                            true,
+                            now_ms(),
+                        )
+                        .map_err(|e| anyhow::anyhow!("{e}"))?;
+                }
+            }
+            None => {
+                let path = cfg.data_dir.join("admin-key");
+                let exists = store.admin_key_exists().map_err(|e| anyhow::anyhow!("{e}"))?;
+                if !exists {
+                    let key = new_key();
+                    let _ = std::fs::remove_file(&path);
+                    secret_file(&path, || key.clone())?;
+                    store
+                        .insert_key(&format!("key_{}", random_hex(8)), "admin", &hash(&key), true, now_ms())
+                        .map_err(|e| anyhow::anyhow!("{e}"))?;
+                    created_admin_key = Some(key);
+                }
+            }
+        }
+        let runner_secret = match &cfg.runner_secret {
+            Some(s) => s.clone(),
+            None => secret_file(&cfg.data_dir.join("runner-secret"), || random_hex(24))?.0,
+        };
+        let listener =
+            tokio::net::TcpListener::bind(cfg.listen).await.with_context(|| format!("bind {}", cfg.listen))?;
+        let (io_layer, io) = SocketIo::builder().max_payload(4 << 20).build_layer();
+        let registry = Registry::new(runner_secret.clone(), cfg.heartbeat_timeout);
+        let state = Arc::new(AppState {
+            cfg,
+            store,
+            io: io.clone(),
+            registry,
+            exec: Engine::default(),
+            runner_secret,
+            unknown_since: Mutex::new(HashMap::new()),
+            wait_for_runner: AtomicBool::new(wait_for_runner),
+        });
+        crate::hub::setup(&io, Arc::downgrade(&state));
+        let router =
+            crate::api::router(state.clone()).layer(io_layer).layer(tower_http::trace::TraceLayer::new_for_http());
+        Ok(Server { state, listener, router, created_admin_key })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    pub fn runner_secret(&self) -> &str {
+        &self.state.runner_secret
+    }
+
+    /// A one-time link that logs a browser in with the admin key.
+    pub fn login_url(&self, base: &str) -> anyhow::Result<String> {
+        let admin = self
+            .state
+            .store
+            .list_keys()
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+            .into_iter()
+            .find(|k| k.admin && !k.revoked)
+            .context("no admin key")?;
+        let token = crate::api::login_token(&self.state, &admin.id).map_err(|e| anyhow::anyhow!("{e}"))?;
+        Ok(format!("{base}/?token={token}"))
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.state.ready()
+    }
+
+    /// A handle that tells whether the server is ready, usable after `serve` took it.
+    pub fn ready_probe(&self) -> impl Fn() -> bool + Send + Sync + 'static {
+        let state = self.state.clone();
+        move || state.ready()
+    }
+
+    /// Serves until `shutdown` resolves. Executions a previous run left running are
+    /// resumed from their agents first.
+    pub async fn serve(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let running = self.state.store.running_executions().map_err(|e| anyhow::anyhow!("{e}"))?;
+        for ex in running {
+            tracing::info!(execution_id = %ex.id, "resuming an execution a previous run left running");
+            tokio::spawn(crate::exec::drive(self.state.clone(), ex));
+        }
+        tokio::spawn(crate::registry::monitor(self.state.clone()));
+        axum::serve(self.listener, self.router).with_graceful_shutdown(shutdown).await?;
+        Ok(())
+    }
+}
+
+/// The router over a fresh state in `data_dir`, for tests that call it without a socket.
+pub async fn app_for_tests(data_dir: &Path, api_key: &str) -> anyhow::Result<axum::Router> {
+    let mut cfg = ServerConfig::new(([127, 0, 0, 1], 0).into(), data_dir.to_path_buf());
+    cfg.api_key = Some(api_key.to_string());
+    Ok(Server::bind(cfg, false).await?.router)
+}

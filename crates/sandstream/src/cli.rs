@@ -1,0 +1,305 @@
+//! Subcommands and their flags, and what each one runs.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use sandstream_runner::RunnerConfig;
+use sandstream_server::{Server, ServerConfig};
+
+/// Sandstream: a self-hosted code sandbox that streams every byte live.
+#[derive(Parser)]
+#[command(name = "sandstream", version)]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum Command {
+    /// Run the server and one local runner in one process: API, socket.io and the web
+    /// page on --listen, state in --data-dir.
+    Up(UpArgs),
+    /// Run the server alone; runners join with `sandstream runner --server URL`.
+    Server(ServerArgs),
+    /// Run a runner that offers this host's sandboxes to a server.
+    Runner(RunnerArgs),
+    /// Create, list and revoke tenant API keys (needs the admin key).
+    Keys(KeysArgs),
+    /// Run the in-sandbox agent (gRPC ExecService). The runner starts it inside each
+    /// sandbox from the static `sandstream-agent` binary; this is the same program.
+    Agent(sandstream_agent::AgentArgs),
+}
+
+#[derive(Args)]
+pub(crate) struct ServerArgs {
+    /// Address for the API, socket.io and the web page.
+    #[arg(long, env = "SANDSTREAM_LISTEN", default_value = "127.0.0.1:3000")]
+    listen: SocketAddr,
+    /// Where the SQLite database, the admin key and the runner secret live.
+    #[arg(long, env = "SANDSTREAM_DATA_DIR", default_value = "/var/lib/sandstream")]
+    data_dir: PathBuf,
+    /// The built web page (default: web/dist next to the binary's checkout).
+    #[arg(long, env = "SANDSTREAM_WEB_DIR")]
+    web_dir: Option<PathBuf>,
+    /// Largest code + files + stdin one exec request may carry, in bytes.
+    #[arg(long, default_value_t = 1 << 20)]
+    max_code_bytes: usize,
+    /// A runner silent for this many ms has its sandboxes marked lost.
+    #[arg(long, default_value_t = 10_000)]
+    heartbeat_timeout_ms: u64,
+}
+
+#[derive(Args)]
+pub(crate) struct HostArgs {
+    /// Address clients use to reach this host's sandboxes (default: its first
+    /// non-loopback IPv4 address).
+    #[arg(long, env = "SANDSTREAM_ADVERTISE_HOST")]
+    advertise_host: Option<String>,
+    /// Most sandboxes on this host.
+    #[arg(long, default_value_t = 100)]
+    capacity: u32,
+    /// Built templates (the default one is built here on first use).
+    #[arg(long, env = "SANDSTREAM_CACHE_DIR", default_value = "/var/cache/sandstream")]
+    cache_dir: PathBuf,
+    /// The static agent (scripts/build-agent.sh) bound into every sandbox.
+    #[arg(long, env = "SANDSTREAM_AGENT_BINARY")]
+    agent_binary: Option<PathBuf>,
+    /// OCI runtime binary: runc, crun, runsc or youki.
+    #[arg(long, default_value = "runc")]
+    oci_runtime: PathBuf,
+}
+
+#[derive(Args)]
+pub(crate) struct UpArgs {
+    #[command(flatten)]
+    server: ServerArgs,
+    #[command(flatten)]
+    host: HostArgs,
+}
+
+#[derive(Args)]
+pub(crate) struct RunnerArgs {
+    /// The server, e.g. http://10.0.0.1:3000.
+    #[arg(long, env = "SANDSTREAM_SERVER")]
+    server: String,
+    /// The server's runner secret (its DATA_DIR/runner-secret).
+    #[arg(long, env = "SANDSTREAM_RUNNER_SECRET", hide_env_values = true)]
+    secret: String,
+    /// Address of this runner's control API, which the server calls.
+    #[arg(long, default_value = "0.0.0.0:7070")]
+    listen: SocketAddr,
+    /// Name shown in the server's runner list (default: the host name).
+    #[arg(long)]
+    name: Option<String>,
+    /// Sandbox bundles and the runner's id.
+    #[arg(long, env = "SANDSTREAM_RUNNER_STATE_DIR", default_value = "/var/lib/sandstream-runner")]
+    state_dir: PathBuf,
+    #[command(flatten)]
+    host: HostArgs,
+}
+
+#[derive(Args)]
+pub(crate) struct KeysArgs {
+    /// The server.
+    #[arg(long, env = "SANDSTREAM_API_URL", default_value = "http://127.0.0.1:3000")]
+    url: String,
+    /// The admin key (default: read from --data-dir/admin-key).
+    #[arg(long, env = "SANDSTREAM_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
+    #[arg(long, env = "SANDSTREAM_DATA_DIR", default_value = "/var/lib/sandstream")]
+    data_dir: PathBuf,
+    #[command(subcommand)]
+    action: KeysAction,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum KeysAction {
+    /// Create a tenant key; prints it once.
+    Create { name: String },
+    /// List keys.
+    List,
+    /// Revoke a key by id.
+    Revoke { id: String },
+}
+
+pub(crate) async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Up(a) => up(a).await,
+        Command::Server(a) => server(a).await,
+        Command::Runner(a) => runner(a).await,
+        Command::Keys(a) => keys(a).await,
+        Command::Agent(_) => unreachable!("handled before the runtime starts"),
+    }
+}
+
+fn exe_dir() -> Option<PathBuf> {
+    std::env::current_exe().ok()?.parent().map(Path::to_path_buf)
+}
+
+/// `web/dist` of the checkout a `target/{debug,release}/sandstream` was built in, or
+/// `web` next to an installed binary.
+fn default_web_dir() -> Option<PathBuf> {
+    let dir = exe_dir()?;
+    [dir.join("../../web/dist"), dir.join("web")].into_iter().find(|d| d.join("index.html").is_file())
+}
+
+fn default_agent_binary() -> Option<PathBuf> {
+    let dir = exe_dir()?;
+    [dir.join("sandstream-agent"), dir.join("../x86_64-unknown-linux-gnu/release/sandstream-agent")]
+        .into_iter()
+        .find(|p| p.is_file())
+}
+
+fn server_config(a: &ServerArgs) -> ServerConfig {
+    let mut cfg = ServerConfig::new(a.listen, a.data_dir.clone());
+    cfg.web_dir = a.web_dir.clone().or_else(default_web_dir);
+    cfg.api_key = std::env::var("SANDSTREAM_API_KEY").ok().filter(|k| !k.is_empty());
+    cfg.runner_secret = std::env::var("SANDSTREAM_RUNNER_SECRET").ok().filter(|k| !k.is_empty());
+    cfg.max_code_bytes = a.max_code_bytes;
+    cfg.heartbeat_timeout = Duration::from_millis(a.heartbeat_timeout_ms);
+    cfg
+}
+
+fn runner_config(
+    host: HostArgs,
+    server_url: String,
+    secret: String,
+    listen: SocketAddr,
+    name: Option<String>,
+    state_dir: PathBuf,
+) -> anyhow::Result<RunnerConfig> {
+    let agent_binary = host
+        .agent_binary
+        .or_else(default_agent_binary)
+        .context("no static agent found: build it with scripts/build-agent.sh or pass --agent-binary")?;
+    let advertise_host = host
+        .advertise_host
+        .or_else(sandstream_runner::default_advertise_host)
+        .context("this host has no non-loopback IPv4 address; pass --advertise-host")?;
+    let name = name
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok().map(|s| s.trim().to_string()))
+        .unwrap_or_else(|| "runner".into());
+    Ok(RunnerConfig {
+        server_url,
+        secret,
+        name,
+        listen,
+        advertise_host,
+        capacity: host.capacity,
+        state_dir,
+        cache_dir: host.cache_dir,
+        agent_binary,
+        oci_runtime: host.oci_runtime,
+        heartbeat_interval: Duration::from_secs(2),
+    })
+}
+
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    tracing::info!("shutting down");
+}
+
+fn base_url(addr: SocketAddr) -> String {
+    let host = if addr.ip().is_unspecified() { "127.0.0.1".to_string() } else { addr.ip().to_string() };
+    format!("http://{host}:{}", addr.port())
+}
+
+fn announce(server: &Server, base: &str) -> anyhow::Result<()> {
+    if let Some(key) = &server.created_admin_key {
+        println!("Admin API key (shown once; also in the data dir's admin-key file): {key}");
+    }
+    println!("Open the playground: {}", server.login_url(base)?);
+    Ok(())
+}
+
+async fn up(a: UpArgs) -> anyhow::Result<()> {
+    let cfg = server_config(&a.server);
+    let data_dir = cfg.data_dir.clone();
+    let server = Server::bind(cfg, true).await?;
+    let addr = server.local_addr()?;
+    let base = base_url(addr);
+    let runner_cfg = runner_config(
+        a.host,
+        base.clone(),
+        server.runner_secret().to_string(),
+        ([127, 0, 0, 1], 0).into(),
+        Some("local".into()),
+        data_dir.join("runner"),
+    )?;
+    let ready = server.ready_probe();
+    let serving = tokio::spawn(server_task(server, base.clone()));
+    tracing::info!("starting the local runner (the first start builds the default template, which takes minutes)");
+    let _runner = sandstream_runner::start(runner_cfg).await?;
+    while !ready() {
+        if serving.is_finished() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    if !serving.is_finished() {
+        println!("Sandstream ready at {base}");
+    }
+    serving.await.context("server task")?
+}
+
+async fn server_task(server: Server, base: String) -> anyhow::Result<()> {
+    announce(&server, &base)?;
+    server.serve(shutdown_signal()).await
+}
+
+async fn server(a: ServerArgs) -> anyhow::Result<()> {
+    let server = Server::bind(server_config(&a), false).await?;
+    let base = base_url(server.local_addr()?);
+    announce(&server, &base)?;
+    println!("Runner secret for `sandstream runner --secret`: in {}", a.data_dir.join("runner-secret").display());
+    println!("Sandstream ready at {base}");
+    server.serve(shutdown_signal()).await
+}
+
+async fn runner(a: RunnerArgs) -> anyhow::Result<()> {
+    let cfg = runner_config(a.host, a.server, a.secret, a.listen, a.name, a.state_dir)?;
+    let handle = sandstream_runner::start(cfg).await?;
+    println!("Runner ready; control API at {}", handle.control_url);
+    shutdown_signal().await;
+    Ok(())
+}
+
+async fn keys(a: KeysArgs) -> anyhow::Result<()> {
+    let key = match a.api_key {
+        Some(k) => k,
+        None => std::fs::read_to_string(a.data_dir.join("admin-key"))
+            .with_context(|| format!("no --api-key and no {}", a.data_dir.join("admin-key").display()))?
+            .trim()
+            .to_string(),
+    };
+    let http = reqwest::Client::new();
+    let url = a.url.trim_end_matches('/');
+    let req = match &a.action {
+        KeysAction::Create { name } => http.post(format!("{url}/api/v1/keys")).json(&serde_json::json!({"name": name})),
+        KeysAction::List => http.get(format!("{url}/api/v1/keys")),
+        KeysAction::Revoke { id } => http.delete(format!("{url}/api/v1/keys/{id}")),
+    };
+    let resp = req.bearer_auth(key).send().await.with_context(|| format!("reach {url}"))?;
+    let status = resp.status();
+    let text = resp.text().await.unwrap_or_default();
+    if !status.is_success() {
+        anyhow::bail!("{status}: {text}");
+    }
+    if !text.is_empty() {
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        println!("done");
+    }
+    Ok(())
+}
