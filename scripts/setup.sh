@@ -11,7 +11,10 @@ PACKAGES=(
   iproute2         # network namespaces and veth pairs
   curl             # an HTTP/2 client for the port-publishing test
   mmdebstrap       # builds the default sandbox template from the host's apt sources
+  chromium         # the web playground's browser tests (driven by playwright-core)
 )
+# Node runs the SDK, the web build and the JavaScript test suites; any Node >= 18 works.
+command -v node >/dev/null || PACKAGES+=(nodejs npm)
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1,18 +1,16 @@
 #!/usr/bin/env bash
-# Starts what Sandstream has today: the agent, on 127.0.0.1:50052, with a token kept in
-# .sandstream/token (created on first start) and its spool in .sandstream/spool.
-# `sandstream up` (server, runner and web page) replaces this once they exist.
+# Starts Sandstream on this machine: server, one local runner and the web page on
+# http://127.0.0.1:3000 (state in .sandstream/). Installs and builds what it needs first;
+# the first start also builds the default sandbox template (a few minutes). Extra
+# arguments go to `sandstream up` (see `sandstream up --help`).
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
-mkdir -p .sandstream
-if [ ! -s .sandstream/token ]; then
-  (umask 077; head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' > .sandstream/token)
-fi
+"$ROOT/scripts/setup.sh"
+agent="$("$ROOT/scripts/build-agent.sh")"
+"$ROOT/scripts/build-web.sh"
 log "building sandstream (release)"
 cargo build --quiet --release --locked -p sandstream
-log "agent token: $(cat .sandstream/token)  (send it as 'authorization: Bearer <token>')"
-exec "$ROOT/target/release/sandstream" agent \
-  --listen "${SANDSTREAM_AGENT_LISTEN:-127.0.0.1:50052}" \
-  --token-file .sandstream/token \
-  --spool-dir .sandstream/spool \
-  --workdir "$ROOT" "$@"
+exec "$ROOT/target/release/sandstream" up \
+  --data-dir "${SANDSTREAM_DATA_DIR:-$ROOT/.sandstream}" \
+  --web-dir "$ROOT/web/dist" \
+  --agent-binary "$agent" "$@"

@@ -1,13 +1,26 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh machine: installs what it needs, builds the static
-# agent, runs every Rust test. Tests that need root (chroot, namespaces) run as root.
+# agent, runs every Rust test, then the JavaScript suites against a real `sandstream up`
+# (server end to end, TypeScript SDK, web playground in headless Chromium). Tests that
+# need root (namespaces, runc, iptables) run as root. Browser screenshots are kept in
+# web/test-results/screenshots.
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
 "$ROOT/scripts/setup.sh"
-export SANDSTREAM_STATIC_AGENT
+export SANDSTREAM_STATIC_AGENT SANDSTREAM_AGENT_BINARY
 SANDSTREAM_STATIC_AGENT="$("$ROOT/scripts/build-agent.sh")"
-log "running the Rust tests"
+SANDSTREAM_AGENT_BINARY="$SANDSTREAM_STATIC_AGENT"
+# One template cache for every suite: the default template is built once per machine.
+export SANDSTREAM_CACHE_DIR="${SANDSTREAM_CACHE_DIR:-/var/cache/sandstream}"
+export SANDSTREAM_BIN="$ROOT/target/debug/sandstream"
 status=0
+log "running the Rust tests"
 cargo nextest run --workspace --locked --no-fail-fast "$@" || status=$?
-"$ROOT/scripts/clean-host.sh"
+cargo build --locked -p sandstream
+"$ROOT/scripts/build-web.sh"
+for suite in tests/server sdk/typescript web; do
+  log "running the $suite tests"
+  (cd "$suite" && npm ci --no-audit --no-fund --loglevel=error && npm test) || status=$?
+done
+"$ROOT/scripts/clean-host.sh" || status=$?
 exit $status

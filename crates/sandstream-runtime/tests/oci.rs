@@ -414,3 +414,47 @@ async fn user_code_cannot_create_or_join_namespaces() {
     let out = exec(&sb, "sh -c 'echo child' & wait; (echo sub)").await;
     assert_eq!(out.stdout, "child\nsub\n");
 }
+
+#[tokio::test]
+async fn a_restarted_runtime_finds_running_sandboxes_and_removes_dead_ones() {
+    let Some(f) = fixture() else { return };
+    let state = f._dir.path().join("state");
+    let state_dir = state.display().to_string();
+    let agent: PathBuf = std::env::var_os("SANDSTREAM_STATIC_AGENT").expect("agent").into();
+    let alive = f.runtime.create(&f.spec(Limits::default())).expect("create");
+    let dead = f.runtime.create(&f.spec(Limits::default())).expect("create");
+    // Whatever happens below, a runtime over the same state removes both at the end.
+    struct Reaper(PathBuf, PathBuf, [String; 2]);
+    impl Drop for Reaper {
+        fn drop(&mut self) {
+            if let Ok(rt) = OciRuntime::new(OciConfig::new(self.0.clone(), self.1.clone())) {
+                for id in &self.2 {
+                    let _ = rt.kill(id);
+                }
+            }
+        }
+    }
+    let _reaper = Reaper(state.clone(), agent.clone(), [alive.id.clone(), dead.id.clone()]);
+    assert_eq!(exec(&alive, "echo before > /tmp/mark && echo ok").await.stdout, "ok\n", "/tmp is writable");
+    // The owning process goes away (nothing is killed), and one container dies meanwhile.
+    drop(f.runtime);
+    let out = std::process::Command::new("runc").args(["kill", &dead.id, "KILL"]).output().expect("runc kill");
+    assert!(out.status.success(), "{out:?}");
+    std::thread::sleep(Duration::from_millis(300));
+
+    let runtime = OciRuntime::new(OciConfig::new(state.clone(), agent)).expect("runtime");
+    let found = runtime.recover().expect("recover");
+    let ids: Vec<&str> = found.iter().map(|s| s.id.as_str()).collect();
+    assert_eq!(ids, [alive.id.as_str()], "only the running sandbox is found again");
+    let again = &found[0];
+    assert_eq!(
+        (again.agent_addr, &again.token, again.published_port),
+        (alive.agent_addr, &alive.token, alive.published_port)
+    );
+    let out = exec(again, "cat /tmp/mark").await;
+    assert_eq!(out.stdout, "before\n", "same sandbox, same files: {out:?}");
+    assert_eq!(traces_of(&dead.id, &state_dir), Vec::<String>::new(), "the dead sandbox left traces");
+    assert_eq!(runtime.list().expect("list"), vec![alive.id.clone()]);
+    runtime.kill(&alive.id).expect("kill");
+    assert_eq!(traces_of(&alive.id, &state_dir), Vec::<String>::new());
+}

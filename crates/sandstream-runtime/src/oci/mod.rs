@@ -163,6 +163,13 @@ impl OciRuntime {
         let gid = nix::unistd::Gid::from_raw(bundle::USER_ID);
         nix::unistd::chown(&home, Some(uid), Some(gid))
             .map_err(|e| Error::io(format!("chown {}", home.display()), e.into()))?;
+        // runc mounts /tmp's tmpfs with the mode of the directory it covers (its `mode=`
+        // option is not honoured), so the mount point must already be world-writable and
+        // sticky, whatever the template has.
+        let tmp = rootfs.join("tmp");
+        std::fs::create_dir_all(&tmp).map_err(|e| Error::io(format!("create {}", tmp.display()), e))?;
+        std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o1777))
+            .map_err(|e| Error::io(format!("chmod {}", tmp.display()), e))?;
 
         let published_port = self.published_port(slot)?;
         net::create(suffix, slot, &spec.egress, published_port, bundle::AGENT_PORT)?;
