@@ -1,0 +1,102 @@
+// Benchmark of the TypeScript SDK. Prints numbers; asserts nothing.
+//
+//   npm run bench                          # spawns a bare sandstream-agent on 127.0.0.1
+//   node bench/bench.mjs --sandbox sb-…    # an existing sandbox (SANDSTREAM_API_URL / SANDSTREAM_API_KEY)
+//   node bench/bench.mjs --server          # starts `$SANDSTREAM_BIN up` (as the tests do), creates a sandbox, measures it
+//
+// Options: --samples N (default 2000), --warmup N (100), --gib N (size of each stream, 1),
+// --streams N (3 runs of the stream).
+import { cpus, loadavg } from 'node:os';
+import { AgentClient, Sandbox } from '@sandstream/sdk';
+import { startAgent } from '../test/helpers/agent.mjs';
+import { startServer } from '../test/helpers/server.mjs';
+
+const args = process.argv.slice(2);
+const opt = (name, def) => {
+  const i = args.indexOf(`--${name}`);
+  return i >= 0 ? args[i + 1] : def;
+};
+const samples = Number(opt('samples', 2000));
+const warmup = Number(opt('warmup', 100));
+const gib = Number(opt('gib', 1));
+const streams = Number(opt('streams', 3));
+const sandboxId = opt('sandbox', undefined);
+
+let commands;
+let cleanup;
+let target;
+if (args.includes('--server')) {
+  const server = await startServer();
+  const sb = await Sandbox.create({ apiKey: server.apiKey, apiUrl: server.apiUrl, requestTimeoutMs: 600_000, timeoutMs: 3_600_000 });
+  commands = sb.commands;
+  target = `sandbox ${sb.id} of a local \`sandstream up\` (agent at ${(await sb.getConnectionInfo()).host})`;
+  cleanup = async () => {
+    await sb.kill();
+    await server.stop();
+  };
+} else if (sandboxId) {
+  const sb = await Sandbox.connect(sandboxId);
+  commands = sb.commands;
+  target = `sandbox ${sandboxId} (${(await sb.getConnectionInfo()).host})`;
+  cleanup = async () => sb.close();
+} else {
+  const agent = await startAgent();
+  const client = new AgentClient(agent.info);
+  commands = client.commands;
+  target = `bare agent on 127.0.0.1:${agent.port}`;
+  cleanup = async () => {
+    client.close();
+    await agent.stop();
+  };
+}
+
+const pct = (sorted, p) => sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
+const load = () => loadavg().map((l) => l.toFixed(2)).join(' ');
+console.log(`@sandstream/sdk benchmark: node ${process.version}, ${cpus().length} CPUs, ${target}, load average ${load()}`);
+
+// 1. Round trip of commands.run('true') on an open connection.
+for (let i = 0; i < warmup; i++) await commands.run('true');
+const times = [];
+const rtCpu0 = process.cpuUsage();
+for (let i = 0; i < samples; i++) {
+  const t0 = process.hrtime.bigint();
+  await commands.run('true');
+  times.push(Number(process.hrtime.bigint() - t0) / 1e6);
+}
+const rtCpu = process.cpuUsage(rtCpu0);
+times.sort((a, b) => a - b);
+const mean = times.reduce((a, b) => a + b, 0) / times.length;
+console.log(
+  `commands.run('true') round trip (${samples} samples after ${warmup} warm-up): ` +
+    `p50 ${pct(times, 50).toFixed(2)} ms, p99 ${pct(times, 99).toFixed(2)} ms, mean ${mean.toFixed(2)} ms, max ${times[times.length - 1].toFixed(2)} ms; ` +
+    `SDK process CPU ${((rtCpu.user + rtCpu.system) / 1000 / samples).toFixed(2)} ms per run`,
+);
+
+// 2. Throughput of a stream into onStdout (decoded text), then into onStdoutBytes only.
+const bytesPerStream = Math.round(gib * 1024 ** 3);
+async function stream(label, useText) {
+  for (let i = 1; i <= streams; i++) {
+    let n = 0;
+    let peakRss = 0;
+    const sample = setInterval(() => (peakRss = Math.max(peakRss, process.memoryUsage().rss)), 50);
+    const cpu0 = process.cpuUsage();
+    const t0 = process.hrtime.bigint();
+    await commands.run(`head -c ${bytesPerStream} /dev/zero`, {
+      collectOutput: false,
+      ...(useText ? { onStdout: (d) => (n += d.length) } : { onStdoutBytes: (b) => (n += b.length) }),
+    });
+    const secs = Number(process.hrtime.bigint() - t0) / 1e9;
+    clearInterval(sample);
+    const cpu = process.cpuUsage(cpu0);
+    if (n !== bytesPerStream) throw new Error(`received ${n} of ${bytesPerStream} bytes`);
+    console.log(
+      `stream ${gib} GiB into ${label}, run ${i}: ${(bytesPerStream / 1e6 / secs).toFixed(0)} MB/s ` +
+        `(${secs.toFixed(2)} s, SDK process CPU ${((cpu.user + cpu.system) / 1e6).toFixed(2)} s, peak RSS ${(peakRss / 1048576).toFixed(0)} MiB)`,
+    );
+  }
+}
+await stream('onStdout (text)', true);
+await stream('onStdoutBytes (raw)', false);
+
+console.log(`load average at the end: ${load()} (other work on the machine skews every number)`);
+await cleanup();

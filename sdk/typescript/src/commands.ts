@@ -1,0 +1,702 @@
+/**
+ * `sandbox.commands`: run commands in a sandbox and stream their output live, resuming
+ * transparently after a dropped connection.
+ */
+import type * as grpc from '@grpc/grpc-js';
+import { StringDecoder } from 'node:string_decoder';
+import {
+  AgentConnection,
+  EventKind,
+  ExitStatus,
+  OutputChannel,
+  OutputEncoding,
+  isTransient,
+  type WireCommandInfo,
+  type WireExecuteRequest,
+  type WireOutput,
+} from './agent.js';
+import {
+  AuthenticationError,
+  CommandExitError,
+  ConnectionError,
+  InvalidArgumentError,
+  NotFoundError,
+  SandboxError,
+  TimeoutError,
+  type CommandStatus,
+} from './errors.js';
+
+/** Receives decoded output: UTF-8 text, never splitting a character across calls. */
+export type OutputCallback = (data: string) => void;
+/** Receives output exactly as the command wrote it. */
+export type BytesCallback = (data: Uint8Array) => void;
+
+/** Options of `commands.run()`. */
+export interface CommandStartOptions {
+  /** Called with stdout as it arrives, decoded as UTF-8 (invalid bytes become U+FFFD). */
+  onStdout?: OutputCallback;
+  /** Called with stderr as it arrives, decoded as UTF-8 (invalid bytes become U+FFFD). */
+  onStderr?: OutputCallback;
+  /** Called with stdout's raw bytes as they arrive (for binary output). */
+  onStdoutBytes?: BytesCallback;
+  /** Called with stderr's raw bytes as they arrive (for binary output). */
+  onStderrBytes?: BytesCallback;
+  /**
+   * Command timeout in milliseconds: when it runs longer, the agent kills its whole process
+   * group and `run()` rejects with a `TimeoutError` of kind `'command'` (exit code 124).
+   * `0` or unset: no limit (the sandbox's own lifetime still applies).
+   */
+  timeout?: number;
+  /** Same as `timeout` (E2B's name). */
+  timeoutMs?: number;
+  /** Working directory; relative paths resolve against the agent's workdir. */
+  cwd?: string;
+  /** Environment variables added for this command. */
+  envs?: Record<string, string>;
+  /**
+   * Standard input. A string or bytes is written at start and then stdin is closed (unless
+   * `keepStdinOpen`). `true` keeps stdin open for `handle.sendStdin()` / `closeStdin()`
+   * (background commands only).
+   */
+  stdin?: string | Uint8Array | boolean;
+  /** Keep stdin open after writing `stdin`, for `sendStdin()`. Implied by `stdin: true`. */
+  keepStdinOpen?: boolean;
+  /** Run in the background: `run()` resolves at once to a {@link CommandHandle}. */
+  background?: boolean;
+  /**
+   * Collect stdout and stderr into the result (default true). Set false for huge outputs
+   * that you consume through the callbacks: memory then stays bounded whatever the size.
+   */
+  collectOutput?: boolean;
+  /** Limit for the requests that start the command, see `requestTimeoutMs` on the sandbox. */
+  requestTimeoutMs?: number;
+}
+
+/** Options of `commands.connect()`. */
+export interface CommandConnectOptions {
+  onStdout?: OutputCallback;
+  onStderr?: OutputCallback;
+  onStdoutBytes?: BytesCallback;
+  onStderrBytes?: BytesCallback;
+  collectOutput?: boolean;
+  /**
+   * Where to start on each channel, in bytes. Default 0: the whole output is replayed
+   * from the start (the agent keeps it), then live output follows.
+   */
+  stdoutOffset?: number;
+  stderrOffset?: number;
+}
+
+/** A finished command (exit code 0; other codes throw {@link CommandExitError} with the same fields). */
+export interface CommandResult {
+  /** The exit code: 0 here; 128+N after signal N; 124 after a timeout. */
+  exitCode: number;
+  /** Everything the command wrote to stdout, decoded as UTF-8 ('' when `collectOutput: false`). */
+  stdout: string;
+  /** Everything the command wrote to stderr, decoded as UTF-8 ('' when `collectOutput: false`). */
+  stderr: string;
+  /** The agent's sentence about how it ended, when there is one. */
+  error?: string;
+  /** The command's id (a UUID): use it with `commands.connect()`. */
+  commandId: string;
+  /** How the command ended. */
+  status: CommandStatus;
+  /** The signal that ended it, if one did. */
+  signal?: number;
+  /** True when the agent's output cap cut the output. */
+  truncated: boolean;
+}
+
+/** A command the agent knows (running, or finished and still kept). */
+export interface ProcessInfo {
+  id: string;
+  command: string;
+  cwd: string;
+  pid: number;
+  running: boolean;
+  /** Unset while running. */
+  status?: CommandStatus;
+  exitCode?: number;
+  signal?: number;
+  stdoutBytes: number;
+  stderrBytes: number;
+  startedAt: Date;
+  finishedAt?: Date;
+  truncated: boolean;
+  error?: string;
+}
+
+const STATUS: Record<number, CommandStatus> = {
+  [ExitStatus.EXITED]: 'exited',
+  [ExitStatus.SIGNALED]: 'signaled',
+  [ExitStatus.TIMED_OUT]: 'timed_out',
+  [ExitStatus.FAILED]: 'failed',
+};
+
+const TEXT_PIECE = 64 * 1024;
+
+/**
+ * One channel's receiving end: drops bytes already seen (offsets make resumes exact),
+ * decodes UTF-8 with a streaming decoder, collects if asked.
+ */
+export class ChannelSink {
+  /** The next byte offset expected: everything before it was delivered exactly once. */
+  next: number;
+  // Node's streaming UTF-8 decoder: like a streaming TextDecoder (a character split across
+  // chunks is held until complete; invalid bytes become U+FFFD) and ~5x faster on 64 KiB chunks.
+  private readonly decoder?: StringDecoder;
+  private readonly chunks?: Buffer[];
+  private collected = 0;
+
+  constructor(
+    readonly name: 'stdout' | 'stderr',
+    private readonly onText: OutputCallback | undefined,
+    private readonly onBytes: BytesCallback | undefined,
+    collect: boolean,
+    start = 0,
+  ) {
+    this.next = start;
+    if (onText) this.decoder = new StringDecoder('utf8');
+    if (collect) this.chunks = [];
+  }
+
+  /** Delivers `data` found at `offset`, minus any prefix already delivered. */
+  push(offset: number, data: Buffer): void {
+    const end = offset + data.length;
+    if (end <= this.next) return;
+    if (offset > this.next) {
+      throw new SandboxError(
+        `${this.name} jumped from byte ${this.next} to byte ${offset}: the agent skipped output. This is a bug; please report it.`,
+      );
+    }
+    const fresh = offset < this.next ? data.subarray(this.next - offset) : data;
+    this.next = end;
+    if (this.chunks) {
+      this.chunks.push(fresh);
+      this.collected += fresh.length;
+    }
+    if (this.onBytes) this.onBytes(fresh);
+    if (this.decoder) {
+      // Decode in pieces of at most 64 KiB: V8 allocates strings of that size several times
+      // faster than 1 MiB ones (the agent sends up to 1 MiB per message).
+      for (let at = 0; at < fresh.length; at += TEXT_PIECE) {
+        const text = this.decoder.write(at === 0 && fresh.length <= TEXT_PIECE ? fresh : fresh.subarray(at, at + TEXT_PIECE));
+        if (text) this.onText!(text);
+      }
+    }
+  }
+
+  /** Flushes the decoder: an incomplete character at the very end becomes U+FFFD. */
+  finish(): void {
+    if (this.decoder) {
+      const text = this.decoder.end();
+      if (text) this.onText!(text);
+    }
+  }
+
+  /** Everything collected so far, as text. */
+  text(): string {
+    if (!this.chunks) return '';
+    if (this.chunks.length > 1) {
+      const all = Buffer.concat(this.chunks, this.collected);
+      this.chunks.length = 0;
+      this.chunks.push(all);
+    }
+    return this.chunks.length ? this.chunks[0]!.toString('utf8') : '';
+  }
+}
+
+interface EndMessage {
+  exitCode: number;
+  status: CommandStatus;
+  signal?: number;
+  error?: string;
+  truncated: boolean;
+}
+
+type StreamOutcome =
+  | { kind: 'end'; end: EndMessage }
+  | { kind: 'error'; error: unknown; progressed: boolean }
+  | { kind: 'fatal'; error: unknown };
+
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+/**
+ * Follows one command's output to its end, over `Execute` (a new command) or `Attach`
+ * (an existing one), and re-attaches from the last offsets after a dropped connection.
+ */
+class CommandFollower {
+  commandId?: string;
+  pid?: number;
+  truncated = false;
+  readonly stdout: ChannelSink;
+  readonly stderr: ChannelSink;
+  readonly done: Promise<EndMessage>;
+  /** Resolves on the first message (the command is known to run), rejects if the stream fails first. */
+  readonly ready: Promise<void>;
+  private readyResolve!: () => void;
+  private readyReject!: (e: unknown) => void;
+  private isReady = false;
+  private call?: grpc.ClientReadableStream<WireOutput>;
+  private stopped = false;
+
+  constructor(
+    private readonly conn: AgentConnection,
+    start: { execute: WireExecuteRequest } | { attach: string; pid?: number },
+    sinks: { stdout: ChannelSink; stderr: ChannelSink },
+    private readonly requestTimeoutMs: number,
+  ) {
+    this.stdout = sinks.stdout;
+    this.stderr = sinks.stderr;
+    this.ready = new Promise<void>((res, rej) => {
+      this.readyResolve = res;
+      this.readyReject = rej;
+    });
+    this.ready.catch(() => {});
+    if ('attach' in start) {
+      this.commandId = start.attach;
+      this.pid = start.pid;
+    }
+    this.done = this.follow('execute' in start ? start.execute : undefined);
+    this.done.then(
+      () => this.markReady(),
+      (e) => this.readyReject(e),
+    );
+  }
+
+  private markReady(): void {
+    if (!this.isReady) {
+      this.isReady = true;
+      this.readyResolve();
+    }
+  }
+
+  /** Stops following (the command keeps running in the sandbox). */
+  stop(): void {
+    this.stopped = true;
+    this.call?.cancel();
+  }
+
+  private async follow(execute?: WireExecuteRequest): Promise<EndMessage> {
+    const o = this.conn.options;
+    let recoveryStart: number | undefined;
+    let attempt = 0;
+    let lastError: unknown;
+    for (;;) {
+      let outcome: StreamOutcome;
+      let sent = false;
+      try {
+        // While recovering, each attempt waits for the connection only briefly, so that
+        // the connection info can be fetched again between attempts.
+        const readyWithin =
+          recoveryStart === undefined
+            ? this.requestTimeoutMs
+            : Math.max(1, Math.min(2_000, recoveryStart + o.recoveryTimeoutMs - Date.now()));
+        const call =
+          execute && !this.commandId
+            ? await this.conn.stream('Execute', execute, readyWithin)
+            : await this.conn.stream(
+                'Attach',
+                {
+                  commandId: this.commandId,
+                  stdoutOffset: this.stdout.next,
+                  stderrOffset: this.stderr.next,
+                  encoding: OutputEncoding.BYTES,
+                },
+                readyWithin,
+              );
+        sent = true;
+        outcome = await this.consume(call);
+      } catch (e) {
+        outcome = { kind: 'error', error: e, progressed: false };
+      }
+      if (outcome.kind === 'end') {
+        this.stdout.finish();
+        this.stderr.finish();
+        return outcome.end;
+      }
+      if (outcome.kind === 'fatal') throw outcome.error;
+      const err = outcome.error;
+      if (this.stopped) {
+        throw new SandboxError(
+          `stopped following command ${this.commandId ?? '(not started)'}; it keeps running in the sandbox (commands.connect() follows it again)`,
+          { code: 'disconnected' },
+        );
+      }
+      if (!isTransient(err)) throw this.conn.mapError(err, this.what());
+      if (!this.commandId) {
+        if (err instanceof TimeoutError) throw err;
+        // Never sent: nothing runs, say why we could not send it.
+        if (!sent) throw this.conn.mapError(err, 'running the command');
+        const cause = this.conn.mapError(err, 'starting the command');
+        throw new ConnectionError(
+          `lost the connection to the sandbox agent at ${this.conn.address} before it confirmed that the command started, ` +
+            `so it may or may not be running (commands.list() shows what runs). ${cause.message}`,
+          { code: cause.code, cause: err },
+        );
+      }
+      lastError = err;
+      if (outcome.progressed) {
+        recoveryStart = undefined;
+        attempt = 0;
+      }
+      recoveryStart ??= Date.now();
+      if (Date.now() - recoveryStart >= o.recoveryTimeoutMs) {
+        const last = this.conn.mapError(lastError, 'last attempt').message;
+        throw new ConnectionError(
+          `lost the connection to the sandbox agent at ${this.conn.address} while following command ${this.commandId} ` +
+            `and could not resume within recoveryTimeoutMs (${o.recoveryTimeoutMs} ms); ${last}. ` +
+            `The command keeps running in the sandbox: commands.connect('${this.commandId}') resumes its output once the sandbox is reachable again.`,
+          { code: 'connection_lost', cause: lastError },
+        );
+      }
+      // The first retry reuses the address we had; after that, ask where the agent is now.
+      if (attempt >= 1) {
+        try {
+          await this.conn.refresh();
+        } catch (e) {
+          // The sandbox is gone or we may no longer see it: resuming cannot succeed.
+          if (e instanceof NotFoundError || e instanceof AuthenticationError) {
+            throw new ConnectionError(
+              `lost the connection to the sandbox agent while following command ${this.commandId}, and fetching its connection info again failed: ${e.message}`,
+              { code: e.code, cause: e },
+            );
+          }
+          /* the server may be unreachable too: keep trying until the recovery window ends */
+        }
+      }
+      await sleep(Math.min(50 * 2 ** attempt, 1_000));
+      attempt++;
+    }
+  }
+
+  private what(): string {
+    return this.commandId ? `following command ${this.commandId}` : 'running the command';
+  }
+
+  private consume(call: grpc.ClientReadableStream<WireOutput>): Promise<StreamOutcome> {
+    this.call = call;
+    if (this.stopped) call.cancel();
+    return new Promise<StreamOutcome>((resolve) => {
+      let finished = false;
+      let progressed = false;
+      let endMsg: EndMessage | undefined;
+      const idleLimit = () => (this.commandId ? this.conn.options.streamIdleTimeoutMs : this.requestTimeoutMs);
+      const finish = (o: StreamOutcome) => {
+        if (finished) return;
+        finished = true;
+        clearTimeout(timer);
+        resolve(o);
+      };
+      const onIdle = () => {
+        const limit = idleLimit();
+        const err = this.commandId
+          ? new ConnectionError(`no message from the sandbox agent at ${this.conn.address} for ${limit} ms`)
+          : new TimeoutError(
+              `the sandbox agent at ${this.conn.address} did not confirm that the command started within requestTimeoutMs (${limit} ms); ` +
+                'this is the request timeout, not the command timeout. Check that the sandbox is reachable, or raise requestTimeoutMs.',
+              'request',
+            );
+        finish({ kind: 'error', error: err, progressed });
+        call.cancel();
+      };
+      let armedFor = idleLimit();
+      let timer = setTimeout(onIdle, armedFor);
+      call.on('data', (m: WireOutput) => {
+        if (finished) return;
+        progressed = true;
+        if (m.commandId && !this.commandId) this.commandId = m.commandId;
+        try {
+          switch (m.kind) {
+            case EventKind.OUTPUT:
+              if (m.data.length) (m.channel === OutputChannel.STDERR ? this.stderr : this.stdout).push(m.offset, m.data);
+              break;
+            case EventKind.STARTED:
+              if (m.pid) this.pid = m.pid;
+              break;
+            case EventKind.TRUNCATED:
+              this.truncated = true;
+              break;
+            case EventKind.END:
+              endMsg = {
+                exitCode: m.exitCode,
+                status: STATUS[m.status] ?? 'unknown',
+                truncated: m.truncated || this.truncated,
+                ...(m.signal ? { signal: m.signal } : {}),
+                ...(m.error ? { error: m.error } : {}),
+              };
+              break;
+            default:
+              break;
+          }
+        } catch (e) {
+          finish({ kind: 'fatal', error: e });
+          call.cancel();
+          return;
+        }
+        this.markReady();
+        if (m.end || endMsg) {
+          finish({ kind: 'end', end: endMsg ?? { exitCode: m.exitCode, status: 'unknown', truncated: this.truncated } });
+          return;
+        }
+        const limit = idleLimit();
+        if (limit === armedFor) timer.refresh();
+        else {
+          clearTimeout(timer);
+          armedFor = limit;
+          timer = setTimeout(onIdle, limit);
+        }
+      });
+      call.on('error', (e) => finish({ kind: 'error', error: e, progressed }));
+      call.on('end', () => {
+        if (endMsg) finish({ kind: 'end', end: endMsg });
+        else
+          finish({
+            kind: 'error',
+            error: new ConnectionError(`the stream from the sandbox agent at ${this.conn.address} ended before the command's end`),
+            progressed,
+          });
+      });
+    });
+  }
+}
+
+/**
+ * A command in progress (from `run(..., {background: true})` or `commands.connect()`).
+ * Its output keeps flowing to the callbacks; `wait()` gives the result.
+ */
+export class CommandHandle {
+  private readonly result: Promise<CommandResult>;
+  private ended?: { exitCode: number; error?: string };
+
+  /** @internal */
+  constructor(
+    private readonly commands: Commands,
+    private readonly follower: CommandFollower,
+    private readonly timeoutMs: number,
+  ) {
+    this.result = follower.done.then((end) => {
+      this.ended = { exitCode: end.exitCode, ...(end.error ? { error: end.error } : {}) };
+      return finishResult(follower, end, this.timeoutMs);
+    });
+    this.result.catch(() => {});
+  }
+
+  /** The command's id (a UUID). */
+  get id(): string {
+    return this.follower.commandId!;
+  }
+
+  /** The process id (also its process group id) inside the sandbox, once known. */
+  get pid(): number | undefined {
+    return this.follower.pid;
+  }
+
+  /** The exit code once the command ended (and its end was received), else undefined. */
+  get exitCode(): number | undefined {
+    return this.ended?.exitCode;
+  }
+
+  /** The agent's sentence about how the command ended, if any. */
+  get error(): string | undefined {
+    return this.ended?.error;
+  }
+
+  /** Stdout received so far ('' with `collectOutput: false`). */
+  get stdout(): string {
+    return this.follower.stdout.text();
+  }
+
+  /** Stderr received so far ('' with `collectOutput: false`). */
+  get stderr(): string {
+    return this.follower.stderr.text();
+  }
+
+  /**
+   * Waits for the command to end. Resolves to the result on exit code 0; rejects with
+   * {@link CommandExitError} on another exit code or a signal (after `kill()` too), and with
+   * {@link TimeoutError} (kind `'command'`) when its timeout killed it.
+   */
+  wait(): Promise<CommandResult> {
+    return this.result;
+  }
+
+  /**
+   * Sends a signal (default SIGKILL) to the command's whole process group.
+   * Resolves false if the command had already ended or is unknown.
+   */
+  kill(signal = 9): Promise<boolean> {
+    return this.commands.kill(this.id, signal);
+  }
+
+  /** Writes to the command's stdin (start it with `stdin: true`). */
+  sendStdin(data: string | Uint8Array): Promise<void> {
+    return this.commands.sendStdin(this.id, data);
+  }
+
+  /** Closes the command's stdin: it reads end-of-file. */
+  closeStdin(): Promise<void> {
+    return this.commands.closeStdin(this.id);
+  }
+
+  /**
+   * Stops receiving output; the command keeps running in the sandbox (connect to it
+   * again with `commands.connect(id)`). `wait()` then rejects.
+   */
+  disconnect(): void {
+    this.follower.stop();
+  }
+}
+
+function finishResult(f: CommandFollower, end: EndMessage, timeoutMs: number): CommandResult {
+  const result: CommandResult = {
+    exitCode: end.exitCode,
+    stdout: f.stdout.text(),
+    stderr: f.stderr.text(),
+    commandId: f.commandId!,
+    status: end.status,
+    truncated: end.truncated,
+    ...(end.error ? { error: end.error } : {}),
+    ...(end.signal ? { signal: end.signal } : {}),
+  };
+  if (end.status === 'timed_out') {
+    throw new TimeoutError(
+      `command ${result.commandId} ran longer than its timeout${timeoutMs ? ` of ${timeoutMs} ms` : ''} and the agent killed its process group ` +
+        `(exit code ${result.exitCode}${end.error ? `: ${end.error}` : ''}). This is the command timeout (timeoutMs); raise it, or pass 0 for no limit.`,
+      'command',
+      { code: 'command_timeout', result },
+    );
+  }
+  if (result.exitCode !== 0) throw new CommandExitError(result);
+  return result;
+}
+
+function toBytes(data: string | Uint8Array): Buffer {
+  return typeof data === 'string' ? Buffer.from(data, 'utf8') : Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+}
+
+/** Runs and follows commands in one sandbox. All of them share the sandbox's one connection. */
+export class Commands {
+  /** @internal */
+  constructor(readonly connection: AgentConnection) {}
+
+  /** Runs a command in the background and resolves at once to its handle. */
+  run(command: string, options: CommandStartOptions & { background: true }): Promise<CommandHandle>;
+  /**
+   * Runs a command and resolves when it ends, with its exit code and output. Output reaches
+   * `onStdout` / `onStderr` live. A non-zero exit code rejects with {@link CommandExitError}
+   * (it carries `exitCode`, `stdout`, `stderr`); a command timeout with {@link TimeoutError}.
+   */
+  run(command: string, options?: CommandStartOptions & { background?: false }): Promise<CommandResult>;
+  run(command: string, options?: CommandStartOptions): Promise<CommandResult | CommandHandle>;
+  async run(command: string, options: CommandStartOptions = {}): Promise<CommandResult | CommandHandle> {
+    if (typeof command !== 'string' || command === '') {
+      throw new InvalidArgumentError('commands.run() needs a non-empty command string');
+    }
+    const timeoutMs = options.timeoutMs ?? options.timeout ?? 0;
+    if (!Number.isFinite(timeoutMs) || timeoutMs < 0) {
+      throw new InvalidArgumentError(`timeout must be a number of milliseconds >= 0 (0 means no limit), got ${timeoutMs}`);
+    }
+    const keepOpen = options.stdin === true || options.keepStdinOpen === true;
+    const request: WireExecuteRequest = {
+      command,
+      cwd: options.cwd ?? '',
+      env: options.envs ?? {},
+      timeout: Math.ceil(timeoutMs),
+      encoding: OutputEncoding.BYTES,
+      keepStdinOpen: keepOpen,
+      ...(typeof options.stdin === 'string' || options.stdin instanceof Uint8Array ? { stdin: toBytes(options.stdin) } : {}),
+    };
+    const sinks = this.sinks(options);
+    const requestTimeoutMs = options.requestTimeoutMs ?? this.connection.options.requestTimeoutMs;
+    if (options.background) {
+      const started = await this.connection.unary<{ commandId: string; pid: number }>('Start', request, 'starting a background command');
+      const follower = new CommandFollower(this.connection, { attach: started.commandId, pid: started.pid }, sinks, requestTimeoutMs);
+      return new CommandHandle(this, follower, timeoutMs);
+    }
+    if (keepOpen) {
+      throw new InvalidArgumentError('stdin: true (keep stdin open) needs background: true, so that you can call handle.sendStdin()');
+    }
+    const follower = new CommandFollower(this.connection, { execute: request }, sinks, requestTimeoutMs);
+    const end = await follower.done;
+    return finishResult(follower, end, timeoutMs);
+  }
+
+  /**
+   * Follows a command that is running (or finished and still kept) by its id. By default
+   * its whole output is replayed from the start, then live output follows. Rejects with
+   * {@link NotFoundError} for an unknown id.
+   */
+  async connect(commandId: string, options: CommandConnectOptions = {}): Promise<CommandHandle> {
+    const follower = new CommandFollower(
+      this.connection,
+      { attach: commandId },
+      this.sinks(options, options.stdoutOffset ?? 0, options.stderrOffset ?? 0),
+      this.connection.options.requestTimeoutMs,
+    );
+    await follower.ready;
+    return new CommandHandle(this, follower, 0);
+  }
+
+  /** The commands the agent knows: running ones, and finished ones it still keeps (`running: false`). */
+  async list(): Promise<ProcessInfo[]> {
+    const res = await this.connection.unary<{ commands: WireCommandInfo[] }>('List', {}, 'listing commands');
+    return res.commands.map((c) => ({
+      id: c.commandId,
+      command: c.command,
+      cwd: c.cwd,
+      pid: c.pid,
+      running: c.running,
+      stdoutBytes: c.stdoutBytes,
+      stderrBytes: c.stderrBytes,
+      startedAt: new Date(c.startedAtMs),
+      truncated: c.truncated,
+      ...(c.running
+        ? {}
+        : {
+            status: STATUS[c.status] ?? 'unknown',
+            exitCode: c.exitCode,
+            finishedAt: new Date(c.finishedAtMs),
+            ...(c.signal ? { signal: c.signal } : {}),
+          }),
+      ...(c.error ? { error: c.error } : {}),
+    }));
+  }
+
+  /**
+   * Sends a signal (default SIGKILL, 9) to a command's whole process group. Resolves true
+   * if it was sent, false if the command had already ended or is unknown.
+   */
+  async kill(commandId: string, signal = 9): Promise<boolean> {
+    try {
+      await this.connection.unary('Signal', { commandId, signal }, `signalling command ${commandId}`);
+      return true;
+    } catch (e) {
+      if (e instanceof NotFoundError) return false;
+      if (e instanceof InvalidArgumentError && (e.code === 'FAILED_PRECONDITION')) return false;
+      throw e;
+    }
+  }
+
+  /** Writes to a command's stdin; it must have been started with `stdin: true` and `background: true`. */
+  async sendStdin(commandId: string, data: string | Uint8Array): Promise<void> {
+    await this.connection.unary('WriteStdin', { commandId, data: toBytes(data) }, `writing to the stdin of command ${commandId}`);
+  }
+
+  /** Closes a command's stdin, so it reads end-of-file. */
+  async closeStdin(commandId: string): Promise<void> {
+    await this.connection.unary('CloseStdin', { commandId }, `closing the stdin of command ${commandId}`);
+  }
+
+  private sinks(
+    o: { onStdout?: OutputCallback; onStderr?: OutputCallback; onStdoutBytes?: BytesCallback; onStderrBytes?: BytesCallback; collectOutput?: boolean },
+    stdoutStart = 0,
+    stderrStart = 0,
+  ) {
+    const collect = o.collectOutput ?? true;
+    return {
+      stdout: new ChannelSink('stdout', o.onStdout, o.onStdoutBytes, collect, stdoutStart),
+      stderr: new ChannelSink('stderr', o.onStderr, o.onStderrBytes, collect, stderrStart),
+    };
+  }
+}

@@ -1,0 +1,132 @@
+/**
+ * Errors thrown by the SDK. Every error is a {@link SandboxError}; catch the subclasses
+ * to tell causes apart. Messages say what went wrong and what to do about it.
+ */
+
+/** Base class of every error the SDK throws. */
+export class SandboxError extends Error {
+  /** The server's error code (`not_found`, `unauthorized`, …) or a gRPC status name. */
+  readonly code?: string;
+  /** The HTTP status of a failed REST call, if any. */
+  readonly httpStatus?: number;
+
+  constructor(message: string, options?: { code?: string; httpStatus?: number; cause?: unknown }) {
+    super(message);
+    this.name = new.target.name;
+    if (options?.code !== undefined) this.code = options.code;
+    if (options?.httpStatus !== undefined) this.httpStatus = options.httpStatus;
+    if (options?.cause !== undefined) (this as { cause?: unknown }).cause = options.cause;
+  }
+}
+
+/** The API key (server) or the sandbox token (agent) was missing or refused. */
+export class AuthenticationError extends SandboxError {}
+
+/** The sandbox, command or route does not exist (or belongs to another tenant). */
+export class NotFoundError extends SandboxError {}
+
+/** A request was malformed or refused as invalid (for instance a `cwd` that does not exist). */
+export class InvalidArgumentError extends SandboxError {}
+
+/**
+ * The sandbox agent could not be reached, or the connection was lost and could not be
+ * re-established within the recovery window.
+ */
+export class ConnectionError extends SandboxError {}
+
+/** Why a {@link TimeoutError} happened. */
+export type TimeoutKind =
+  /** A single request (REST call or agent RPC) took longer than `requestTimeoutMs`. */
+  | 'request'
+  /** The command ran longer than its `timeoutMs`; the agent killed its process group. */
+  | 'command';
+
+/**
+ * Something took too long. `kind` tells the two timeouts apart:
+ * - `'request'`: one REST call or agent RPC exceeded `requestTimeoutMs`; nothing was killed.
+ * - `'command'`: the command exceeded its own `timeoutMs` and the agent killed it (exit code
+ *   124). `exitCode`, `stdout` and `stderr` then hold what it produced before.
+ */
+export class TimeoutError extends SandboxError {
+  readonly kind: TimeoutKind;
+  readonly exitCode?: number;
+  readonly stdout?: string;
+  readonly stderr?: string;
+  readonly commandId?: string;
+
+  constructor(
+    message: string,
+    kind: TimeoutKind,
+    options?: {
+      code?: string;
+      cause?: unknown;
+      result?: { exitCode: number; stdout: string; stderr: string; commandId?: string };
+    },
+  ) {
+    super(message, options);
+    this.kind = kind;
+    if (options?.result) {
+      this.exitCode = options.result.exitCode;
+      this.stdout = options.result.stdout;
+      this.stderr = options.result.stderr;
+      this.commandId = options.result.commandId;
+    }
+  }
+}
+
+/** How a command ended. */
+export type CommandStatus = 'exited' | 'signaled' | 'timed_out' | 'failed' | 'unknown';
+
+/** The fields of a finished command; see `CommandResult` in commands. */
+export interface CommandExitFields {
+  exitCode: number;
+  stdout: string;
+  stderr: string;
+  error?: string;
+  commandId: string;
+  status: CommandStatus;
+  signal?: number;
+  truncated: boolean;
+}
+
+/**
+ * A command ended with a non-zero exit code (or was killed by a signal). It carries the same
+ * fields as a `CommandResult` (`exitCode`, `stdout`, `stderr`, `error`), as E2B's does.
+ * Pass nothing special to get it: `commands.run()` throws it; catch it to inspect the output.
+ */
+export class CommandExitError extends SandboxError implements CommandExitFields {
+  readonly exitCode: number;
+  readonly stdout: string;
+  readonly stderr: string;
+  readonly error?: string;
+  readonly commandId: string;
+  readonly status: CommandStatus;
+  readonly signal?: number;
+  readonly truncated: boolean;
+
+  constructor(result: CommandExitFields) {
+    const how =
+      result.status === 'signaled'
+        ? `was killed by signal ${result.signal} (exit code ${result.exitCode})`
+        : result.status === 'failed'
+          ? `was lost by the agent (exit code ${result.exitCode})`
+          : `exited with code ${result.exitCode}`;
+    const detail = result.error ? `: ${result.error}` : '';
+    const tail = lastLine(result.stderr);
+    super(`command ${how}${detail}${tail ? `; last stderr line: ${tail}` : ''}`, { code: 'command_exit' });
+    this.exitCode = result.exitCode;
+    this.stdout = result.stdout;
+    this.stderr = result.stderr;
+    if (result.error !== undefined) this.error = result.error;
+    this.commandId = result.commandId;
+    this.status = result.status;
+    if (result.signal !== undefined) this.signal = result.signal;
+    this.truncated = result.truncated;
+  }
+}
+
+function lastLine(s: string): string {
+  const lines = s.split('\n').filter((l) => l.trim() !== '');
+  const last = lines.length ? lines[lines.length - 1]!.trim() : '';
+  return last.length > 200 ? `${last.slice(0, 200)}…` : last;
+}

@@ -1,0 +1,191 @@
+// Sandbox-level tests against a real Sandstream server started by the harness
+// (`$SANDSTREAM_BIN up`, default <repo>/target/debug/sandstream). They fail, never skip,
+// when the binary is missing.
+import { describe, it, after, beforeEach } from 'node:test';
+import assert from 'node:assert/strict';
+import {
+  Sandbox,
+  AuthenticationError,
+  CommandExitError,
+  NotFoundError,
+  TimeoutError,
+} from '@sandstream/sdk';
+import { startServer } from '../helpers/server.mjs';
+import { startProxy } from '../helpers/proxy.mjs';
+
+let server;
+let opts;
+let sandbox;
+const created = [];
+
+// Starting the server is a test of its own so that a missing or broken binary shows up as
+// a failure with the reason, and every later test fails too (never skips).
+function need() {
+  if (!server) throw new Error('no Sandstream server: see the failure of "starts sandstream up"');
+}
+
+beforeEach(() => {
+  if (server === undefined && startedOnce) need();
+  startedOnce = true;
+});
+
+let startedOnce = false;
+
+after(async () => {
+  for (const sb of created) await sb.kill().catch(() => {});
+  await server?.stop();
+});
+
+describe('Sandbox lifecycle', () => {
+  it('starts sandstream up', { timeout: 11 * 60_000 }, async () => {
+    const t0 = Date.now();
+    server = await startServer();
+    opts = { apiKey: server.apiKey, apiUrl: server.apiUrl };
+    console.log(`# sandstream up ready at ${server.apiUrl} after ${Date.now() - t0} ms`);
+  });
+
+  it('creates a sandbox with envs, metadata and a timeout', { timeout: 11 * 60_000 }, async () => {
+    const t0 = Date.now();
+    // The first sandbox may wait for the default template to be built: a long request timeout.
+    sandbox = await Sandbox.create({ ...opts, requestTimeoutMs: 10 * 60_000, timeoutMs: 120_000, envs: { SDK_FOO: 'bar baz' }, metadata: { suite: 'sdk-ts' } });
+    created.push(sandbox);
+    console.log(`# Sandbox.create took ${Date.now() - t0} ms`);
+    assert.match(sandbox.id, /^sb-/);
+    assert.equal(sandbox.sandboxId, sandbox.id);
+    const info = await sandbox.getInfo();
+    assert.equal(info.sandboxId, sandbox.id);
+    assert.equal(info.template, 'default');
+    assert.equal(info.state, 'running');
+    assert.deepEqual(info.metadata, { suite: 'sdk-ts' });
+    const left = info.endAt.getTime() - Date.now();
+    assert.ok(left > 60_000 && left <= 121_000, `expires in ${left} ms`);
+    const r = await sandbox.commands.run('echo "$SDK_FOO"');
+    assert.equal(r.stdout, 'bar baz\n');
+  });
+
+  it("runs the seed's example with separate onStdout and onStderr", async () => {
+    const out = [];
+    const err = [];
+    const r = await sandbox.commands.run('echo "hello from stdout"; echo "hello from stderr" >&2; echo done', {
+      onStdout: (d) => out.push(d),
+      onStderr: (d) => err.push(d),
+      timeout: 10_000,
+    });
+    assert.deepEqual([r.exitCode, r.stdout, r.stderr], [0, 'hello from stdout\ndone\n', 'hello from stderr\n']);
+    assert.equal(out.join(''), r.stdout);
+    assert.equal(err.join(''), r.stderr);
+  });
+
+  it('cwd, envs, exit codes and the command timeout through a sandbox', async () => {
+    const r = await sandbox.commands.run('pwd; echo "$A$B"', { cwd: '/tmp', envs: { A: 'x', B: 'y' } });
+    assert.equal(r.stdout, '/tmp\nxy\n');
+    await assert.rejects(sandbox.commands.run('echo bad >&2; exit 7'), (e) => e instanceof CommandExitError && e.exitCode === 7 && e.stderr === 'bad\n');
+    await assert.rejects(sandbox.commands.run('sleep 10', { timeoutMs: 300 }), (e) => e instanceof TimeoutError && e.kind === 'command' && e.exitCode === 124);
+  });
+
+  it('runs 10 concurrent commands', async () => {
+    const rs = await Promise.all(Array.from({ length: 10 }, (_, i) => sandbox.commands.run(`sleep 0.3; echo ${i}`)));
+    assert.deepEqual(rs.map((r) => r.stdout), Array.from({ length: 10 }, (_, i) => `${i}\n`));
+  });
+
+  it('a background command with wait() and kill()', async () => {
+    const ok = await sandbox.commands.run('sleep 0.2; echo bg', { background: true });
+    assert.equal((await ok.wait()).stdout, 'bg\n');
+    const long = await sandbox.commands.run('echo start; sleep 60', { background: true });
+    assert.ok((await sandbox.commands.list()).some((p) => p.id === long.id && p.running));
+    await new Promise((r) => setTimeout(r, 200));
+    assert.equal(await long.kill(), true);
+    await assert.rejects(long.wait(), (e) => e instanceof CommandExitError && e.exitCode === 137 && e.stdout === 'start\n');
+  });
+
+  it('lists it and connects to it by id', async () => {
+    const list = await Sandbox.list(opts);
+    const mine = list.find((s) => s.sandboxId === sandbox.id);
+    assert.ok(mine, 'Sandbox.list() includes the sandbox');
+    assert.deepEqual(mine.metadata, { suite: 'sdk-ts' });
+    const again = await Sandbox.connect(sandbox.id, opts);
+    try {
+      assert.equal(again.id, sandbox.id);
+      assert.equal((await again.commands.run('echo via-connect')).stdout, 'via-connect\n');
+      const conn = await again.getConnectionInfo();
+      assert.equal(typeof conn.host, 'string');
+      assert.ok(conn.port > 0 && conn.token.length >= 16);
+    } finally {
+      again.close();
+    }
+    await assert.rejects(Sandbox.connect('sb-doesnotexist', opts), NotFoundError);
+  });
+
+  it('takes the API key and URL from SANDSTREAM_API_KEY / SANDSTREAM_API_URL', async () => {
+    const saved = [process.env.SANDSTREAM_API_KEY, process.env.SANDSTREAM_API_URL];
+    process.env.SANDSTREAM_API_KEY = server.apiKey;
+    process.env.SANDSTREAM_API_URL = server.apiUrl;
+    try {
+      assert.ok((await Sandbox.list()).some((s) => s.sandboxId === sandbox.id));
+    } finally {
+      for (const [k, v] of [['SANDSTREAM_API_KEY', saved[0]], ['SANDSTREAM_API_URL', saved[1]]]) {
+        if (v === undefined) delete process.env[k];
+        else process.env[k] = v;
+      }
+    }
+  });
+
+  it('setTimeout() moves the expiry', async () => {
+    await sandbox.setTimeout(600_000);
+    const left = (await sandbox.getInfo()).endAt.getTime() - Date.now();
+    assert.ok(left > 590_000 && left <= 601_000, `expires in ${left} ms`);
+  });
+
+  it('refuses a wrong API key with AuthenticationError', async () => {
+    const bad = { apiKey: 'sk-wrong', apiUrl: server.apiUrl };
+    await assert.rejects(Sandbox.create(bad), (e) => {
+      assert.ok(e instanceof AuthenticationError, e.stack);
+      assert.equal(e.httpStatus, 401);
+      assert.match(e.message, /refused the API key/);
+      return true;
+    });
+    await assert.rejects(Sandbox.list(bad), AuthenticationError);
+    await assert.rejects(Sandbox.connect(sandbox.id, bad), AuthenticationError);
+  });
+
+  it('resumes a command when the connection to the agent is cut (proxy killed and restarted)', async () => {
+    const conn = await sandbox.getConnectionInfo();
+    const proxy1 = await startProxy({ targetHost: conn.host, targetPort: conn.port });
+    let proxy2;
+    const viaProxy = await Sandbox.connect(sandbox.id, { ...opts, resolveAgentAddress: (i) => ({ ...i, host: '127.0.0.1', port: proxy1.port }) });
+    const expected = Array.from({ length: 40 }, (_, i) => `line-${i + 1}\n`).join('') + Array.from({ length: 100000 }, (_, i) => `${i + 1}\n`).join('');
+    let out = '';
+    let cut = false;
+    try {
+      const r = await viaProxy.commands.run('for i in $(seq 1 40); do echo "line-$i"; sleep 0.05; done; seq 1 100000', {
+        onStdout: (d) => {
+          out += d;
+          if (!cut && out.includes('line-10\n')) {
+            cut = true;
+            proxy1
+              .kill()
+              .then(() => new Promise((res) => setTimeout(res, 500)))
+              .then(async () => {
+                proxy2 = await startProxy({ port: proxy1.port, targetHost: conn.host, targetPort: conn.port });
+              });
+          }
+        },
+      });
+      assert.ok(cut && proxy2);
+      assert.equal(out, expected);
+      assert.equal(r.stdout, expected);
+    } finally {
+      viaProxy.close();
+      await proxy1.kill();
+      await proxy2?.kill();
+    }
+  });
+
+  it('kill() ends the sandbox', async () => {
+    assert.equal(await sandbox.kill(), true);
+    created.splice(created.indexOf(sandbox), 1);
+    const list = await Sandbox.list(opts);
+    assert.ok(!list.some((s) => s.sandboxId === sandbox.id), 'a killed sandbox is not listed');
+    await assert.rejects(Sandbox.connect(sandbox.id, opts), NotFoundError);
+  });
+});
