@@ -26,6 +26,9 @@ pub struct RunnerConfig {
     /// The OCI runtime binary (runc, crun, runsc, youki).
     pub oci_runtime: PathBuf,
     pub heartbeat_interval: Duration,
+    /// Ready sandboxes kept per runner for the default template, so a create takes
+    /// milliseconds (0: none).
+    pub warm_pool: u32,
 }
 
 /// This host's first non-loopback IPv4 address on an interface that is up and is not a

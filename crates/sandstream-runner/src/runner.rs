@@ -2,7 +2,8 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
 
 use anyhow::Context;
 use sandstream_runtime::{Egress, Limits, OciConfig, OciRuntime, Runtime, SandboxSpec};
@@ -29,6 +30,12 @@ pub struct Runner {
     runtime: Arc<dyn Runtime>,
     default_template: PathBuf,
     sandboxes: Mutex<BTreeMap<String, RunnerSandbox>>,
+    /// Ready sandboxes of the default template with default limits and no env, not yet
+    /// given to the server (not reported in heartbeats).
+    pool: Mutex<Vec<RunnerSandbox>>,
+    /// Wakes the pool filler when a pooled sandbox is taken.
+    pool_taken: Condvar,
+    draining: std::sync::atomic::AtomicBool,
     /// Set once registered; heartbeats use it.
     pub(crate) id: Mutex<Option<String>>,
 }
@@ -45,6 +52,10 @@ pub struct RunnerHandle {
 pub async fn start(cfg: RunnerConfig) -> anyhow::Result<RunnerHandle> {
     let runner = tokio::task::spawn_blocking(move || Runner::new(cfg)).await??;
     let runner = Arc::new(runner);
+    if runner.cfg.warm_pool > 0 {
+        let filler = runner.clone();
+        std::thread::Builder::new().name("warm-pool".into()).spawn(move || filler.fill_pool())?;
+    }
     let listener = tokio::net::TcpListener::bind(runner.cfg.listen)
         .await
         .with_context(|| format!("bind the runner control API on {}", runner.cfg.listen))?;
@@ -93,6 +104,9 @@ impl Runner {
             runtime: Arc::new(runtime),
             default_template,
             sandboxes: Mutex::new(sandboxes),
+            pool: Mutex::new(Vec::new()),
+            pool_taken: Condvar::new(),
+            draining: std::sync::atomic::AtomicBool::new(false),
             id: Mutex::new(id.filter(|s| !s.is_empty())),
         })
     }
@@ -114,33 +128,91 @@ impl Runner {
         Ok(path)
     }
 
-    /// Creates a sandbox (blocking: call from `spawn_blocking`).
+    /// Creates a sandbox (blocking: call from `spawn_blocking`). A request the warm pool
+    /// can serve (default template, default limits, no env) takes a pooled sandbox.
     pub fn create(&self, req: &CreateSandbox) -> Result<RunnerSandbox, RunnerError> {
         if self.count() >= self.cfg.capacity as usize {
             return Err(RunnerError::Full(self.cfg.capacity));
         }
+        let limits = Limits {
+            memory_bytes: u64::from(req.memory_mb) << 20,
+            cpu_millis: req.cpu_millis,
+            pids: Limits::default().pids,
+        };
+        if req.template == "default" && req.envs.is_empty() && limits == Limits::default() {
+            let pooled = self.pool.lock().unwrap_or_else(|p| p.into_inner()).pop();
+            if let Some(rs) = pooled {
+                self.pool_taken.notify_one();
+                self.lock().insert(rs.id.clone(), rs.clone());
+                return Ok(rs);
+            }
+        }
         let spec = SandboxSpec {
             template: self.template_path(&req.template)?,
-            limits: Limits {
-                memory_bytes: u64::from(req.memory_mb) << 20,
-                cpu_millis: req.cpu_millis,
-                pids: Limits::default().pids,
-            },
+            limits,
             env: req.envs.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             egress: Egress::Allow,
         };
-        let sb = self.runtime.create(&spec).map_err(|e| match e {
+        self.create_spec(&spec)
+            .inspect(|rs| {
+                self.lock().insert(rs.id.clone(), rs.clone());
+            })
+    }
+
+    fn create_spec(&self, spec: &SandboxSpec) -> Result<RunnerSandbox, RunnerError> {
+        let sb = self.runtime.create(spec).map_err(|e| match e {
             sandstream_runtime::Error::InvalidSpec(m) => RunnerError::BadRequest(m),
             e => RunnerError::Runtime(e.to_string()),
         })?;
-        let rs = RunnerSandbox {
-            id: sb.id.clone(),
-            host: self.cfg.advertise_host.clone(),
-            port: sb.published_port,
-            token: sb.token,
+        Ok(RunnerSandbox { id: sb.id, host: self.cfg.advertise_host.clone(), port: sb.published_port, token: sb.token })
+    }
+
+    /// Keeps `warm_pool` ready sandboxes while capacity allows; runs on its own thread.
+    fn fill_pool(&self) {
+        let spec = SandboxSpec {
+            template: self.default_template.clone(),
+            limits: Limits::default(),
+            env: Vec::new(),
+            egress: Egress::Allow,
         };
-        self.lock().insert(sb.id, rs.clone());
-        Ok(rs)
+        loop {
+            let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
+            while pool.len() >= self.cfg.warm_pool as usize || pool.len() + self.count() >= self.cfg.capacity as usize {
+                pool = self.pool_taken.wait_timeout(pool, Duration::from_secs(1)).unwrap_or_else(|p| p.into_inner()).0;
+            }
+            drop(pool);
+            if self.draining.load(std::sync::atomic::Ordering::Acquire) {
+                return;
+            }
+            match self.create_spec(&spec) {
+                Ok(rs) if self.draining.load(std::sync::atomic::Ordering::Acquire) => {
+                    let _ = self.runtime.kill(&rs.id);
+                    return;
+                }
+                Ok(rs) => self.pool.lock().unwrap_or_else(|p| p.into_inner()).push(rs),
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not fill the warm pool; retrying in 5 s");
+                    std::thread::sleep(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    /// Kills the pooled sandboxes (nobody holds them) and stops refilling; for shutdown.
+    /// Blocking: call from `spawn_blocking`.
+    pub fn drain_pool(&self) {
+        self.draining.store(true, std::sync::atomic::Ordering::Release);
+        let pooled = std::mem::take(&mut *self.pool.lock().unwrap_or_else(|p| p.into_inner()));
+        for rs in pooled {
+            if let Err(e) = self.runtime.kill(&rs.id) {
+                tracing::warn!(sandbox_id = %rs.id, error = %e, "could not remove a pooled sandbox");
+            }
+        }
+    }
+
+    /// Ready sandboxes in the warm pool.
+    pub fn pooled(&self) -> usize {
+        self.pool.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 
     /// Kills a sandbox (blocking: call from `spawn_blocking`).

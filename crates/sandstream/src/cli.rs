@@ -70,6 +70,10 @@ pub(crate) struct HostArgs {
     /// OCI runtime binary: runc, crun, runsc or youki.
     #[arg(long, default_value = "runc")]
     oci_runtime: PathBuf,
+    /// Ready sandboxes to keep for the default template (default limits, no env), so
+    /// creating one takes milliseconds.
+    #[arg(long, env = "SANDSTREAM_WARM_POOL", default_value_t = 0)]
+    warm_pool: u32,
 }
 
 #[derive(Args)]
@@ -194,6 +198,7 @@ fn runner_config(
         agent_binary,
         oci_runtime: host.oci_runtime,
         heartbeat_interval: Duration::from_secs(2),
+        warm_pool: host.warm_pool,
     })
 }
 
@@ -239,7 +244,7 @@ async fn up(a: UpArgs) -> anyhow::Result<()> {
     let ready = server.ready_probe();
     let serving = tokio::spawn(server_task(server, base.clone()));
     tracing::info!("starting the local runner (the first start builds the default template, which takes minutes)");
-    let _runner = sandstream_runner::start(runner_cfg).await?;
+    let handle = sandstream_runner::start(runner_cfg).await?;
     while !ready() {
         if serving.is_finished() {
             break;
@@ -249,7 +254,10 @@ async fn up(a: UpArgs) -> anyhow::Result<()> {
     if !serving.is_finished() {
         println!("Sandstream ready at {base}");
     }
-    serving.await.context("server task")?
+    let result = serving.await.context("server task")?;
+    let runner = handle.runner.clone();
+    tokio::task::spawn_blocking(move || runner.drain_pool()).await?;
+    result
 }
 
 async fn server_task(server: Server, base: String) -> anyhow::Result<()> {
@@ -271,6 +279,8 @@ async fn runner(a: RunnerArgs) -> anyhow::Result<()> {
     let handle = sandstream_runner::start(cfg).await?;
     println!("Runner ready; control API at {}", handle.control_url);
     shutdown_signal().await;
+    let runner = handle.runner.clone();
+    tokio::task::spawn_blocking(move || runner.drain_pool()).await?;
     Ok(())
 }
 
