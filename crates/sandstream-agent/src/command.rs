@@ -44,6 +44,18 @@ pub(crate) enum Termination {
 pub(crate) struct ExitInfo {
     pub(crate) termination: Termination,
     pub(crate) finished_at_ms: i64,
+    /// Died of SIGKILL while the memory cgroup counted an OOM kill.
+    pub(crate) oom_killed: bool,
+}
+
+/// OOM kills counted by the memory cgroup the agent lives in: in a container,
+/// `/sys/fs/cgroup` shows the sandbox's own cgroup (`oom_kill` in cgroup v1's
+/// `memory.oom_control`, v2's `memory.events`). `None` outside a memory cgroup.
+pub(crate) fn oom_kills() -> Option<u64> {
+    ["/sys/fs/cgroup/memory/memory.oom_control", "/sys/fs/cgroup/memory.events"].iter().find_map(|p| {
+        let text = std::fs::read_to_string(p).ok()?;
+        text.lines().find_map(|l| l.strip_prefix("oom_kill ")?.trim().parse().ok())
+    })
 }
 
 impl ExitInfo {
@@ -66,6 +78,9 @@ impl ExitInfo {
 
     pub(crate) fn message(&self) -> String {
         match &self.termination {
+            Termination::Signaled(_) | Termination::Exited(137) if self.oom_killed => {
+                "killed by the out-of-memory killer: the sandbox reached its memory limit".into()
+            }
             Termination::Exited(_) => String::new(),
             Termination::Signaled(s) => {
                 let name = Signal::try_from(*s).map(|s| s.as_str()).unwrap_or("unknown signal");
@@ -340,6 +355,7 @@ async fn supervise(
     // ...but a child that never stops writing cannot keep the command open forever.
     let mut drain_cap = Instant::now() + Duration::from_secs(365 * 86_400);
     let mut deadline_fired = false;
+    let oom_before = oom_kills();
     loop {
         if stdout.is_none() && stderr.is_none() && status.is_some() {
             break;
@@ -385,9 +401,10 @@ async fn supervise(
         (None, Some(Err(e))) => Termination::Failed(format!("could not wait for the command: {e}")),
         (None, None) => Termination::Failed("the command was lost".into()),
     };
-    tracing::info!(
-        exit_code = ExitInfo { termination: termination.clone(), finished_at_ms: 0 }.exit_code(),
-        "command ended"
-    );
-    command.log.finish(ExitInfo { termination, finished_at_ms: now_ms() });
+    // A shell reports a child the OOM killer took as exit 137; the shell itself as SIGKILL.
+    let killed = matches!(termination, Termination::Signaled(9) | Termination::Exited(137));
+    let oom_killed = killed && oom_kills().zip(oom_before).is_some_and(|(after, before)| after > before);
+    let exit = ExitInfo { termination, finished_at_ms: now_ms(), oom_killed };
+    tracing::info!(exit_code = exit.exit_code(), oom_killed, "command ended");
+    command.log.finish(exit);
 }

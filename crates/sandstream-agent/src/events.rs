@@ -56,6 +56,7 @@ pub(crate) fn ended(command: &Command, exit: &ExitInfo, totals: Totals) -> Comma
         stderr_bytes: totals.stderr,
         truncated: cut.is_some(),
         pid: command.pid,
+        oom_killed: exit.oom_killed,
         ..Default::default()
     }
 }

@@ -370,7 +370,7 @@ mod tests {
     use crate::command::Termination;
 
     fn exit() -> ExitInfo {
-        ExitInfo { termination: Termination::Exited(0), finished_at_ms: 0 }
+        ExitInfo { termination: Termination::Exited(0), finished_at_ms: 0, oom_killed: false }
     }
 
     async fn drain(mut c: Cursor) -> (Vec<u8>, Vec<u8>, Vec<String>) {

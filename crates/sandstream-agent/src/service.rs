@@ -73,6 +73,7 @@ fn info(c: &Command) -> CommandInfo {
         started_at_ms: c.started_at_ms,
         finished_at_ms: exit.as_ref().map_or(0, |e| e.finished_at_ms),
         truncated: c.log.cut().is_some(),
+        oom_killed: ended.as_ref().is_some_and(|e| e.oom_killed),
         error: ended.map(|e| e.error).unwrap_or_default(),
     }
 }

@@ -147,6 +147,10 @@ async fn memory_and_process_limits_hold_and_the_sandbox_survives() {
     let hog = exec(&sb, "x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo survived ${#x}").await;
     assert!(!hog.stdout.contains("survived"), "the memory hog was not stopped: {hog:?}");
     assert_eq!(hog.exit_code, 137, "a memory hog dies of SIGKILL from the OOM killer: {hog:?}");
+    assert!(hog.oom_killed, "the agent reports the OOM kill as such: {hog:?}");
+    assert_eq!(hog.error, "killed by the out-of-memory killer: the sandbox reached its memory limit");
+    let killed = exec(&sb, "kill -9 $$").await;
+    assert_eq!((killed.exit_code, killed.oom_killed), (137, false), "a plain SIGKILL is not an OOM: {killed:?}");
     assert_eq!(exec(&sb, "echo alive").await.stdout, "alive\n", "the agent survives the OOM kill");
 
     let bomb = exec_with_token(sb.agent_addr, &sb.token, "f() { f | f & }; f; sleep 5", 3000).await.expect("bomb runs");

@@ -53,6 +53,9 @@ pub struct Out {
     pub stdout: String,
     pub stderr: String,
     pub exit_code: i32,
+    /// The agent's END `error` sentence.
+    pub error: String,
+    pub oom_killed: bool,
 }
 
 /// Runs `command` in the sandbox whose agent is at `addr`, and collects its output.
@@ -85,7 +88,11 @@ pub async fn exec_with_token(
         match EventKind::try_from(msg.kind) {
             Ok(EventKind::Output) if msg.channel == 1 => out.stderr.push_str(&String::from_utf8_lossy(&msg.data)),
             Ok(EventKind::Output) => out.stdout.push_str(&String::from_utf8_lossy(&msg.data)),
-            Ok(EventKind::End) => out.exit_code = msg.exit_code,
+            Ok(EventKind::End) => {
+                out.exit_code = msg.exit_code;
+                out.error = msg.error;
+                out.oom_killed = msg.oom_killed;
+            }
             _ => {}
         }
     }
