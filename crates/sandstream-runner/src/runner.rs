@@ -98,7 +98,6 @@ impl Runner {
         if !sandboxes.is_empty() {
             tracing::info!(count = sandboxes.len(), "sandboxes from a previous run are running again");
         }
-        let id = std::fs::read_to_string(cfg.state_dir.join("runner-id")).ok().map(|s| s.trim().to_string());
         Ok(Runner {
             cfg,
             runtime: Arc::new(runtime),
@@ -107,7 +106,9 @@ impl Runner {
             pool: Mutex::new(Vec::new()),
             pool_taken: Condvar::new(),
             draining: std::sync::atomic::AtomicBool::new(false),
-            id: Mutex::new(id.filter(|s| !s.is_empty())),
+            // Registering again at every start (with the id kept in `runner-id`) tells the
+            // server this run's control URL.
+            id: Mutex::new(None),
         })
     }
 
@@ -153,10 +154,9 @@ impl Runner {
             env: req.envs.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             egress: Egress::Allow,
         };
-        self.create_spec(&spec)
-            .inspect(|rs| {
-                self.lock().insert(rs.id.clone(), rs.clone());
-            })
+        self.create_spec(&spec).inspect(|rs| {
+            self.lock().insert(rs.id.clone(), rs.clone());
+        })
     }
 
     fn create_spec(&self, spec: &SandboxSpec) -> Result<RunnerSandbox, RunnerError> {

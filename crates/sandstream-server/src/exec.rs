@@ -202,7 +202,10 @@ struct Emitter {
     state: Arc<AppState>,
     exec_id: String,
     container_id: String,
-    targets: Vec<String>,
+    /// `container-<id>` or the socket named by `socketSessionId`.
+    target: String,
+    /// Sockets that resumed this execution.
+    room: String,
     seq: u64,
     carry: [Utf8Carry; 2],
     /// Bytes received per channel of the current phase's command.
@@ -215,7 +218,8 @@ impl Emitter {
             state,
             exec_id: ex.id.clone(),
             container_id: ex.sandbox_id.clone(),
-            targets: vec![ex.target.clone(), format!("execution-{}", ex.id)],
+            target: ex.target.clone(),
+            room: format!("execution-{}", ex.id),
             seq: ex.last_seq,
             carry: [Utf8Carry::default(), Utf8Carry::default()],
             offsets: [ex.stdout_offset, ex.stderr_offset],
@@ -255,7 +259,7 @@ impl Emitter {
             "executionId": self.exec_id, "containerId": self.container_id,
             "type": chunk.kind, "data": chunk.data, "seq": chunk.seq, "phase": chunk.phase,
         });
-        let _ = self.state.io.to(self.targets.clone()).emit("execution-output", &payload).await;
+        self.emit("execution-output", &payload).await;
     }
 
     async fn phase(&self, phase: &str) {
@@ -263,7 +267,13 @@ impl Emitter {
             "executionId": self.exec_id, "containerId": self.container_id,
             "phase": phase, "timestamp": rfc3339(now_ms()),
         });
-        let _ = self.state.io.to(self.targets.clone()).emit("execution-phase", &payload).await;
+        self.emit("execution-phase", &payload).await;
+    }
+
+    /// Sends an event once to every socket of the target room or the execution's room.
+    async fn emit(&self, event: &str, payload: &serde_json::Value) {
+        let _ = self.state.io.to(self.target.clone()).emit(event, payload).await;
+        let _ = self.state.io.to(self.room.clone()).except(self.target.clone()).emit(event, payload).await;
     }
 
     fn new_command(&mut self) {
@@ -288,7 +298,7 @@ pub(crate) async fn drive(state: Arc<AppState>, ex: ExecutionRow) {
     }
     tracing::info!(execution_id = %exec_id, status = fin.status, exit_code = fin.exit_code, "execution finished");
     let payload = complete_payload(&ex, fin.status, fin.exit_code, fin.error.as_deref(), now);
-    let _ = state.io.to(em.targets.clone()).emit("execution-complete", &payload).await;
+    em.emit("execution-complete", &payload).await;
 }
 
 pub(crate) fn complete_payload(

@@ -17,6 +17,8 @@ use crate::store::Principal;
 
 /// Chunks replayed per database read.
 const REPLAY_PAGE: usize = 1000;
+/// How long a replay waits for a socket's send buffer to make room before giving up.
+const REPLAY_STALL: std::time::Duration = std::time::Duration::from_secs(30);
 
 #[derive(Debug, Deserialize)]
 struct HandshakeAuth {
@@ -126,7 +128,9 @@ async fn resume(state: &Arc<AppState>, s: &SocketRef, v: Value) {
                 "executionId": ex.id, "containerId": ex.sandbox_id,
                 "type": c.kind, "data": c.data, "seq": c.seq, "phase": c.phase,
             });
-            let _ = s.emit("execution-output", &payload);
+            if !emit_paced(s, "execution-output", &payload).await {
+                return;
+            }
         }
         if chunks.len() < REPLAY_PAGE {
             break;
@@ -143,6 +147,25 @@ async fn resume(state: &Arc<AppState>, s: &SocketRef, v: Value) {
             done.error.as_deref(),
             fin,
         );
-        let _ = s.emit("execution-complete", &payload);
+        emit_paced(s, "execution-complete", &payload).await;
+    }
+}
+
+/// Emits to one socket, waiting while its send buffer is full (a replay outruns any
+/// client); false when the socket closed or stayed full for `REPLAY_STALL`.
+async fn emit_paced(s: &SocketRef, event: &str, payload: &Value) -> bool {
+    use socketioxide::{SendError, SocketError};
+    let started = tokio::time::Instant::now();
+    loop {
+        match s.emit(event, payload) {
+            Ok(()) => return true,
+            Err(SendError::Socket(SocketError::InternalChannelFull)) if started.elapsed() < REPLAY_STALL => {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+            Err(e) => {
+                tracing::debug!(sid = %s.id, error = %e, "replay stopped");
+                return false;
+            }
+        }
     }
 }

@@ -109,7 +109,12 @@ impl Server {
         };
         let listener =
             tokio::net::TcpListener::bind(cfg.listen).await.with_context(|| format!("bind {}", cfg.listen))?;
-        let (io_layer, io) = SocketIo::builder().max_payload(4 << 20).build_layer();
+        let (io_layer, io) = SocketIo::builder()
+            .max_payload(16 << 20)
+            // Packets queued per socket; a live burst past this is dropped for that socket
+            // only (its client sees a seq gap and resumes), replays wait for room.
+            .max_buffer_size(1024)
+            .build_layer();
         let registry = Registry::new(runner_secret.clone(), cfg.heartbeat_timeout);
         let state = Arc::new(AppState {
             cfg,

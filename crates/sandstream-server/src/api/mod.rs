@@ -86,6 +86,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
     router
         .route("/api/{*rest}", axum::routing::any(web::api_not_found))
         .fallback(web::page)
+        .method_not_allowed_fallback(web::method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(limit))
         .with_state(state)
 }

@@ -29,6 +29,10 @@ pub(crate) async fn api_not_found(req: Request) -> AppError {
     AppError::NotFound(format!("no route {} {}", req.method(), req.uri().path()))
 }
 
+pub(crate) async fn method_not_allowed(req: Request) -> AppError {
+    AppError::MethodNotAllowed(format!("{} is not allowed on {}", req.method(), req.uri().path()))
+}
+
 /// `/?token=ONE_TIME` trades a login token for a session cookie; everything else is the
 /// built page (index.html for unknown paths, so client-side routes work).
 pub(crate) async fn page(State(state): State<Arc<AppState>>, req: Request) -> Response {
