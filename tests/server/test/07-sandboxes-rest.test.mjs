@@ -1,0 +1,153 @@
+// Sandboxes REST, the connection info (checked with a real gRPC call to the agent),
+// timeouts and TTL, DELETE.
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import grpc from '@grpc/grpc-js';
+import protoLoader from '@grpc/proto-loader';
+import { fileServer, api, assertError, createTenant, until, SB_ID, PROTO, text } from '../lib/harness.mjs';
+
+const server = await fileServer(after);
+const { key } = await createTenant(server, 'sandboxes');
+
+const SANDBOX_KEYS = ['cpu', 'createdAt', 'envs', 'expiresAt', 'id', 'memoryMb', 'metadata', 'runnerId', 'state', 'template'];
+
+const pkgDef = protoLoader.loadSync(PROTO, { keepCase: true, longs: Number, enums: String, defaults: true, oneofs: true });
+const { ExecService } = grpc.loadPackageDefinition(pkgDef).sandstream.agent.v1;
+const grpcClients = [];
+after(() => grpcClients.forEach((c) => c.close()));
+
+/** Runs ExecService.Execute; resolves {stdout, stderr, exitCode} or rejects with the gRPC error. */
+function agentExecute({ host, port, token }, command, env = {}) {
+  const client = new ExecService(`${host}:${port}`, grpc.credentials.createInsecure());
+  grpcClients.push(client);
+  const md = new grpc.Metadata();
+  md.set('authorization', `Bearer ${token}`);
+  return new Promise((resolve, reject) => {
+    const out = { stdout: '', stderr: '', exitCode: null, ended: false };
+    const call = client.Execute({ command, cwd: '', env, timeout: 20_000 }, md, { deadline: Date.now() + 30_000 });
+    call.on('data', (m) => {
+      if (m.line) out[m.channel === 'STDERR' ? 'stderr' : 'stdout'] += m.line;
+      if (m.end) {
+        out.ended = true;
+        out.exitCode = m.exit_code;
+      }
+    });
+    call.on('error', reject);
+    call.on('end', () => resolve(out));
+  });
+}
+
+test('create with envs/metadata/timeoutMs, list, get, connection → working agent', async () => {
+  const body = { cpu: 0.5, memoryMb: 256, timeoutMs: 120_000, envs: { FOO: 'bar baz', GREETING: 'hé' }, metadata: { user: 'alice', purpose: 'e2e' } };
+  const t0 = Date.now();
+  const c = await api(server, 'POST', '/api/v1/sandboxes', { key, body });
+  assert.equal(c.status, 201, c.text);
+  const sb = c.body;
+  assert.deepEqual(Object.keys(sb).sort(), SANDBOX_KEYS);
+  assert.match(sb.id, SB_ID);
+  assert.equal(sb.template, 'default');
+  assert.equal(sb.state, 'running');
+  assert.equal(sb.cpu, 0.5);
+  assert.equal(sb.memoryMb, 256);
+  assert.deepEqual(sb.envs, body.envs);
+  assert.deepEqual(sb.metadata, body.metadata);
+  assert.match(sb.runnerId, /^rn-/);
+  const created = Date.parse(sb.createdAt);
+  assert.ok(Math.abs(created - t0) < 5000, `createdAt ${sb.createdAt}`);
+  assert.equal(Date.parse(sb.expiresAt) - created, 120_000, `expiresAt ${sb.expiresAt} createdAt ${sb.createdAt}`);
+
+  const list = await api(server, 'GET', '/api/v1/sandboxes', { key });
+  assert.equal(list.status, 200);
+  assert.deepEqual(list.body.filter((s) => s.id === sb.id), [sb]);
+  const get = await api(server, 'GET', `/api/v1/sandboxes/${sb.id}`, { key });
+  assert.equal(get.status, 200);
+  assert.deepEqual(get.body, sb);
+
+  const conn = await api(server, 'GET', `/api/v1/sandboxes/${sb.id}/connection`, { key });
+  assert.equal(conn.status, 200, conn.text);
+  assert.deepEqual(Object.keys(conn.body).sort(), ['host', 'port', 'token']);
+  assert.equal(typeof conn.body.host, 'string');
+  assert.ok(Number.isInteger(conn.body.port) && conn.body.port > 0);
+  assert.ok(conn.body.token.length >= 16);
+
+  const r = await agentExecute(conn.body, 'printf "%s|%s" "$FOO" "$GREETING"; echo oops >&2; exit 7');
+  assert.equal(r.stdout, 'bar baz|hé');
+  assert.equal(r.stderr, 'oops\n');
+  assert.equal(r.ended, true);
+  assert.equal(r.exitCode, 7);
+
+  // A wrong token is refused with UNAUTHENTICATED and nothing runs.
+  await assert.rejects(agentExecute({ ...conn.body, token: `${conn.body.token}x` }, 'touch /home/user/pwned'), (e) => e.code === grpc.status.UNAUTHENTICATED);
+  const check = await agentExecute(conn.body, 'test -e /home/user/pwned && echo yes || echo no');
+  assert.equal(check.stdout, 'no\n');
+
+  // The token opens this sandbox only.
+  const other = await api(server, 'POST', '/api/v1/sandboxes', { key, body: {} });
+  assert.equal(other.status, 201);
+  const otherConn = (await api(server, 'GET', `/api/v1/sandboxes/${other.body.id}/connection`, { key })).body;
+  await assert.rejects(agentExecute({ ...otherConn, token: conn.body.token }, 'true'), (e) => e.code === grpc.status.UNAUTHENTICATED);
+  assert.equal((await api(server, 'DELETE', `/api/v1/sandboxes/${other.body.id}`, { key })).status, 204);
+  assert.equal((await api(server, 'DELETE', `/api/v1/sandboxes/${sb.id}`, { key })).status, 204);
+});
+
+test('exec programs see the sandbox envs', async () => {
+  const c = await api(server, 'POST', '/api/v1/sandboxes', { key, body: { envs: { FOO: 'from-envs' } } });
+  assert.equal(c.status, 201);
+  const { run } = await import('../lib/harness.mjs');
+  const r = await run(server, { code: 'import os\nprint(os.environ.get("FOO"))', language: 'python', containerId: c.body.id }, { key });
+  assert.equal(text(r.chunks, { type: 'stdout' }), 'from-envs\n');
+  assert.equal((await api(server, 'DELETE', `/api/v1/sandboxes/${c.body.id}`, { key })).status, 204);
+});
+
+test('POST /timeout extends expiresAt', async () => {
+  const c = await api(server, 'POST', '/api/v1/sandboxes', { key, body: { timeoutMs: 60_000 } });
+  assert.equal(c.status, 201);
+  const t0 = Date.now();
+  const r = await api(server, 'POST', `/api/v1/sandboxes/${c.body.id}/timeout`, { key, body: { timeoutMs: 600_000 } });
+  assert.equal(r.status, 200, r.text);
+  assert.equal(r.body.id, c.body.id);
+  assert.equal(r.body.state, 'running');
+  const exp = Date.parse(r.body.expiresAt);
+  assert.ok(exp > Date.parse(c.body.expiresAt));
+  assert.ok(Math.abs(exp - (t0 + 600_000)) < 5000, `expiresAt ${r.body.expiresAt}`);
+  assert.deepEqual((await api(server, 'GET', `/api/v1/sandboxes/${c.body.id}`, { key })).body, r.body);
+  assertError(await api(server, 'POST', `/api/v1/sandboxes/${c.body.id}/timeout`, { key, body: {} }), 400, 'bad_request');
+  assertError(await api(server, 'POST', `/api/v1/sandboxes/${c.body.id}/timeout`, { key, body: { timeoutMs: -1 } }), 400, 'bad_request');
+  assert.equal((await api(server, 'DELETE', `/api/v1/sandboxes/${c.body.id}`, { key })).status, 204);
+});
+
+test('a sandbox created with timeoutMs 3000 is killed after its TTL', async () => {
+  const c = await api(server, 'POST', '/api/v1/sandboxes', { key, body: { timeoutMs: 3000 } });
+  assert.equal(c.status, 201);
+  const id = c.body.id;
+  const conn = (await api(server, 'GET', `/api/v1/sandboxes/${id}/connection`, { key })).body;
+  await until(
+    async () => {
+      const g = await api(server, 'GET', `/api/v1/sandboxes/${id}`, { key });
+      return (g.status === 200 && g.body.state === 'killed') || g.status === 404;
+    },
+    { timeoutMs: 30_000, intervalMs: 500, what: `sandbox ${id} killed after its TTL` },
+  );
+  const list = await api(server, 'GET', '/api/v1/sandboxes', { key });
+  assert.ok(!list.body.some((s) => s.id === id), 'an expired sandbox is still listed');
+  // its agent is really gone
+  await assert.rejects(agentExecute(conn, 'true'));
+});
+
+test('DELETE → 204, then GET shows killed, the list omits it, exec and connection → 409', async () => {
+  const c = await api(server, 'POST', '/api/v1/sandboxes', { key, body: {} });
+  assert.equal(c.status, 201);
+  const id = c.body.id;
+  const conn = (await api(server, 'GET', `/api/v1/sandboxes/${id}/connection`, { key })).body;
+  const d = await api(server, 'DELETE', `/api/v1/sandboxes/${id}`, { key });
+  assert.equal(d.status, 204, d.text);
+  assert.equal(d.text, '');
+  const g = await api(server, 'GET', `/api/v1/sandboxes/${id}`, { key });
+  assert.equal(g.status, 200, g.text);
+  assert.equal(g.body.state, 'killed');
+  const list = await api(server, 'GET', '/api/v1/sandboxes', { key });
+  assert.ok(!list.body.some((s) => s.id === id));
+  assertError(await api(server, 'POST', '/api/sandbox/exec', { key, body: { code: 'print(1)', language: 'python', containerId: id } }), 409, 'conflict');
+  assertError(await api(server, 'GET', `/api/v1/sandboxes/${id}/connection`, { key }), 409, 'conflict');
+  await assert.rejects(agentExecute(conn, 'true'));
+});
