@@ -1,0 +1,105 @@
+// Same-origin REST calls. The session cookie set by `/?token=…` authenticates them, so
+// the page never handles a key.
+
+export class ApiError extends Error {
+  constructor(
+    /** HTTP status; 0 when the server could not be reached at all. */
+    public readonly status: number,
+    public readonly code: string,
+    /** The server's own message (or ours when it sent none). */
+    public readonly serverMessage: string,
+  ) {
+    super(describeError(status, code, serverMessage));
+    this.name = "ApiError";
+  }
+}
+
+/** A sentence a user can act on, for every error the API documents. */
+export function describeError(status: number, code: string, message: string): string {
+  switch (status) {
+    case 0:
+      return "Cannot reach the Sandstream server. Check that it is running and that this machine is online.";
+    case 400:
+      return `The server rejected the request: ${message}`;
+    case 401:
+      return "Not signed in (or the session expired). Open the login link printed by `sandstream up` (http://…/?token=…).";
+    case 403:
+      return `Not allowed: ${message}`;
+    case 404:
+      return `Not found: ${message}`;
+    case 409:
+      return `The sandbox is not running any more: ${message}`;
+    case 413:
+      return `Too large: ${message}. Make the program or its files smaller.`;
+    case 503:
+      return `No capacity right now: ${message}. Try again in a moment.`;
+    default:
+      if (status >= 500 && code === "internal") return "The server hit an internal error. Try again; if it persists, check the server log.";
+      if (status >= 500) return `The server is unavailable (HTTP ${status}). ${message}`.trim();
+      return `Request failed (HTTP ${status}): ${message}`;
+  }
+}
+
+export async function api<T = unknown>(
+  method: string,
+  path: string,
+  body?: unknown,
+  opts: { timeoutMs?: number } = {},
+): Promise<T> {
+  const ctrl = new AbortController();
+  const timer = opts.timeoutMs ? setTimeout(() => ctrl.abort(), opts.timeoutMs) : undefined;
+  let res: Response;
+  try {
+    res = await fetch(path, {
+      method,
+      credentials: "same-origin",
+      headers: body === undefined ? { accept: "application/json" } : { "content-type": "application/json", accept: "application/json" },
+      body: body === undefined ? undefined : JSON.stringify(body),
+      signal: ctrl.signal,
+    });
+  } catch {
+    throw new ApiError(0, "unreachable", "network error");
+  } finally {
+    if (timer) clearTimeout(timer);
+  }
+  const text = await res.text().catch(() => "");
+  let json: any = null;
+  try {
+    json = text ? JSON.parse(text) : null;
+  } catch {
+    json = null;
+  }
+  if (!res.ok) {
+    const code = json && typeof json.code === "string" ? json.code : `http_${res.status}`;
+    const message = json && typeof json.message === "string" ? json.message : res.statusText || `HTTP ${res.status}`;
+    throw new ApiError(res.status, code, message);
+  }
+  return json as T;
+}
+
+export interface ExecAccepted {
+  status: "accepted";
+  data: { containerId: string; executionId: string; message?: string };
+}
+
+export interface LogChunk {
+  seq: number;
+  type: "stdout" | "stderr";
+  phase: "install" | "run";
+  data: string;
+}
+
+export interface ExecutionInfo {
+  id: string;
+  containerId: string;
+  language: string;
+  status: "running" | "success" | "error" | "timeout" | "cancelled";
+  phase: "install" | "run" | null;
+  exitCode: number | null;
+  durationMs: number | null;
+}
+
+export interface LogsPage {
+  chunks: LogChunk[];
+  complete: boolean;
+}
