@@ -12,7 +12,7 @@ export function serverBinary() {
 }
 
 /** Resolves to {apiUrl, apiKey, stop()} once the server printed "Sandstream ready at URL". */
-export async function startServer({ readyTimeoutMs = 10 * 60_000 } = {}) {
+export async function startServer({ readyTimeoutMs = 10 * 60_000, extraArgs = [] } = {}) {
   const bin = serverBinary();
   if (!existsSync(bin)) {
     throw new Error(
@@ -29,7 +29,7 @@ export async function startServer({ readyTimeoutMs = 10 * 60_000 } = {}) {
   }
   const apiKey = `sk-test-${randomBytes(16).toString('hex')}`;
   const dataDir = mkdtempSync(join(tmpdir(), 'sandstream-sdk-server-'));
-  const child = spawn(bin, ['up', '--listen', '127.0.0.1:0', '--data-dir', dataDir], {
+  const child = spawn(bin, ['up', '--listen', '127.0.0.1:0', '--data-dir', dataDir, ...extraArgs], {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, SANDSTREAM_API_KEY: apiKey },
   });
