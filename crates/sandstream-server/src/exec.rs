@@ -31,6 +31,9 @@ pub(crate) const WORKDIR: &str = "/home/user";
 pub(crate) const TIMEOUT_EXIT: i32 = 124;
 /// Exit code reported for a cancelled run (as a shell reports SIGINT).
 pub(crate) const CANCEL_EXIT: i32 = 130;
+/// How long a live event waits for room in a socket's send buffer before that socket
+/// misses it (and resumes later).
+const LIVE_PATIENCE: Duration = Duration::from_millis(250);
 /// Continuous failure to reach a sandbox's agent for this long ends the execution.
 const AGENT_GIVE_UP: Duration = Duration::from_secs(30);
 
@@ -259,7 +262,7 @@ impl Emitter {
             "executionId": self.exec_id, "containerId": self.container_id,
             "type": chunk.kind, "data": chunk.data, "seq": chunk.seq, "phase": chunk.phase,
         });
-        self.emit("execution-output", &payload).await;
+        self.emit("execution-output", &payload, LIVE_PATIENCE).await;
     }
 
     async fn phase(&self, phase: &str) {
@@ -267,13 +270,20 @@ impl Emitter {
             "executionId": self.exec_id, "containerId": self.container_id,
             "phase": phase, "timestamp": rfc3339(now_ms()),
         });
-        self.emit("execution-phase", &payload).await;
+        self.emit("execution-phase", &payload, LIVE_PATIENCE).await;
     }
 
     /// Sends an event once to every socket of the target room or the execution's room.
-    async fn emit(&self, event: &str, payload: &serde_json::Value) {
-        let _ = self.state.io.to(self.target.clone()).emit(event, payload).await;
-        let _ = self.state.io.to(self.room.clone()).except(self.target.clone()).emit(event, payload).await;
+    /// A socket whose send buffer is full gets up to `patience` to make room; past that
+    /// the event is dropped for it alone (its client sees the seq gap, or a `lastSeq` it
+    /// lacks on `execution-complete`, and resumes). So a stuck client cannot hold up the
+    /// others for long, and costs the server at most its bounded buffer.
+    async fn emit(&self, event: &str, payload: &serde_json::Value, patience: Duration) {
+        let mut sockets = self.state.io.to(self.target.clone()).sockets();
+        sockets.extend(self.state.io.to(self.room.clone()).except(self.target.clone()).sockets());
+        for s in sockets {
+            crate::hub::emit_paced(&s, event, payload, patience).await;
+        }
     }
 
     fn new_command(&mut self) {
@@ -297,8 +307,9 @@ pub(crate) async fn drive(state: Arc<AppState>, ex: ExecutionRow) {
         tracing::error!(execution_id = %exec_id, error = %e, "could not store the result");
     }
     tracing::info!(execution_id = %exec_id, status = fin.status, exit_code = fin.exit_code, "execution finished");
-    let payload = complete_payload(&ex, fin.status, fin.exit_code, fin.error.as_deref(), now);
-    em.emit("execution-complete", &payload).await;
+    let mut payload = complete_payload(&ex, fin.status, fin.exit_code, fin.error.as_deref(), now);
+    payload["lastSeq"] = em.seq.into();
+    em.emit("execution-complete", &payload, Duration::from_secs(10)).await;
 }
 
 pub(crate) fn complete_payload(

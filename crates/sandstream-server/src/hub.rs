@@ -128,7 +128,7 @@ async fn resume(state: &Arc<AppState>, s: &SocketRef, v: Value) {
                 "executionId": ex.id, "containerId": ex.sandbox_id,
                 "type": c.kind, "data": c.data, "seq": c.seq, "phase": c.phase,
             });
-            if !emit_paced(s, "execution-output", &payload).await {
+            if !emit_paced(s, "execution-output", &payload, REPLAY_STALL).await {
                 return;
             }
         }
@@ -147,19 +147,21 @@ async fn resume(state: &Arc<AppState>, s: &SocketRef, v: Value) {
             done.error.as_deref(),
             fin,
         );
-        emit_paced(s, "execution-complete", &payload).await;
+        let mut payload = payload;
+        payload["lastSeq"] = done.last_seq.into();
+        emit_paced(s, "execution-complete", &payload, REPLAY_STALL).await;
     }
 }
 
-/// Emits to one socket, waiting while its send buffer is full (a replay outruns any
-/// client); false when the socket closed or stayed full for `REPLAY_STALL`.
-async fn emit_paced(s: &SocketRef, event: &str, payload: &Value) -> bool {
+/// Emits to one socket, waiting while its send buffer is full; false when the socket
+/// closed or stayed full for `patience`.
+pub(crate) async fn emit_paced(s: &SocketRef, event: &str, payload: &Value, patience: std::time::Duration) -> bool {
     use socketioxide::{SendError, SocketError};
     let started = tokio::time::Instant::now();
     loop {
         match s.emit(event, payload) {
             Ok(()) => return true,
-            Err(SendError::Socket(SocketError::InternalChannelFull)) if started.elapsed() < REPLAY_STALL => {
+            Err(SendError::Socket(SocketError::InternalChannelFull)) if started.elapsed() < patience => {
                 tokio::time::sleep(std::time::Duration::from_millis(5)).await;
             }
             Err(e) => {
