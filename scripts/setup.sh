@@ -12,6 +12,7 @@ PACKAGES=(
   curl             # an HTTP/2 client for the port-publishing test
   mmdebstrap       # builds the default sandbox template from the host's apt sources
   chromium         # the web playground's browser tests (driven by playwright-core)
+  docker.io        # the `docker` backend (scripts/docker.sh starts dockerd)
 )
 # Node runs the SDK, the web build and the JavaScript test suites; any Node >= 18 works.
 command -v node >/dev/null || PACKAGES+=(nodejs npm)

@@ -13,6 +13,20 @@ SANDSTREAM_AGENT_BINARY="$SANDSTREAM_STATIC_AGENT"
 # One template cache for every suite: the default template is built once per machine.
 export SANDSTREAM_CACHE_DIR="${SANDSTREAM_CACHE_DIR:-/var/cache/sandstream}"
 export SANDSTREAM_BIN="$ROOT/target/debug/sandstream"
+# The docker backend's tests need a Docker Engine; one this script starts, it stops.
+docker_socket="${SANDSTREAM_DOCKER_SOCKET:-/var/run/docker.sock}"
+docker_was_up=no
+curl -sf --max-time 2 --unix-socket "$docker_socket" http://docker/_ping >/dev/null 2>&1 && docker_was_up=yes
+export SANDSTREAM_DOCKER_SOCKET
+SANDSTREAM_DOCKER_SOCKET="$("$ROOT/scripts/docker.sh")"
+stop_docker() {
+  if [ "$docker_was_up" = no ]; then
+    for pidfile in /run/sandstream-dockerd-*.pid; do
+      [ -f "$pidfile" ] && kill "$(cat "$pidfile")" 2>/dev/null || true
+    done
+  fi
+}
+trap stop_docker EXIT
 status=0
 log "running the Rust tests"
 cargo nextest run --workspace --locked --no-fail-fast "$@" || status=$?

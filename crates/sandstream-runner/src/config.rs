@@ -23,12 +23,34 @@ pub struct RunnerConfig {
     /// Built templates (`default-*` is built here on first use).
     pub cache_dir: PathBuf,
     pub agent_binary: PathBuf,
-    /// The OCI runtime binary (runc, crun, runsc, youki).
+    /// The OCI runtime binary (runc, crun, runsc, youki), for the `oci` backend.
     pub oci_runtime: PathBuf,
+    /// What runs this host's sandboxes.
+    pub backend: Backend,
     pub heartbeat_interval: Duration,
     /// Ready sandboxes kept per runner for the default template, so a create takes
     /// milliseconds (0: none).
     pub warm_pool: u32,
+}
+
+/// The runtime backend that creates this host's sandboxes.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Backend {
+    /// runc (or another OCI runtime binary) driven directly.
+    #[default]
+    Oci,
+    /// A Docker Engine, through its API on this unix socket.
+    Docker { socket: PathBuf },
+}
+
+impl Backend {
+    /// Its name, as a runner reports it when registering.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Backend::Oci => "oci",
+            Backend::Docker { .. } => "docker",
+        }
+    }
 }
 
 /// This host's first non-loopback IPv4 address on an interface that is up and is not a
@@ -43,6 +65,7 @@ pub fn default_advertise_host() -> Option<String> {
                 && !a.flags.contains(nix::net::if_::InterfaceFlags::IFF_LOOPBACK)
                 && !a.interface_name.starts_with("vs")
                 && !a.interface_name.starts_with("docker")
+                && !a.interface_name.starts_with("sandstream")
         })
         .find_map(|a| a.address?.as_sockaddr_in().map(|s| s.ip().to_string()))
 }

@@ -10,5 +10,5 @@ mod control;
 mod link;
 mod runner;
 
-pub use config::{RunnerConfig, default_advertise_host};
+pub use config::{Backend, RunnerConfig, default_advertise_host};
 pub use runner::{Runner, RunnerError, RunnerHandle, start};

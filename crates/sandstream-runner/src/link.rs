@@ -43,7 +43,7 @@ async fn register(runner: &Runner, http: &reqwest::Client, server: &str, control
         control_url: control_url.to_string(),
         advertise_host: runner.cfg.advertise_host.clone(),
         capacity: runner.cfg.capacity,
-        backend: "oci".into(),
+        backend: runner.cfg.backend.name().into(),
     };
     let resp = http.post(format!("{server}/api/v1/runners")).bearer_auth(&runner.cfg.secret).json(&body).send().await?;
     let status = resp.status();

@@ -6,10 +6,10 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
-use sandstream_runtime::{Egress, Limits, OciConfig, OciRuntime, Runtime, SandboxSpec};
+use sandstream_runtime::{DockerConfig, DockerRuntime, Egress, Limits, OciConfig, OciRuntime, Runtime, SandboxSpec};
 
 use crate::api::{CreateSandbox, RunnerSandbox};
-use crate::config::RunnerConfig;
+use crate::config::{Backend, RunnerConfig};
 
 /// Why a control call failed; each maps to one HTTP status in `control`.
 #[derive(Debug, thiserror::Error)]
@@ -75,9 +75,21 @@ pub async fn start(cfg: RunnerConfig) -> anyhow::Result<RunnerHandle> {
 
 impl Runner {
     fn new(cfg: RunnerConfig) -> anyhow::Result<Runner> {
-        let mut oci = OciConfig::new(cfg.state_dir.join("sandboxes"), cfg.agent_binary.clone());
-        oci.runtime = cfg.oci_runtime.clone();
-        let runtime = OciRuntime::new(oci).context("set up the oci runtime")?;
+        let runtime: Arc<dyn Runtime> = match &cfg.backend {
+            Backend::Oci => {
+                let mut oci = OciConfig::new(cfg.state_dir.join("sandboxes"), cfg.agent_binary.clone());
+                oci.runtime = cfg.oci_runtime.clone();
+                Arc::new(OciRuntime::new(oci).context("set up the oci runtime")?)
+            }
+            Backend::Docker { socket } => {
+                let mut docker = DockerConfig::new(cfg.state_dir.join("docker-sandboxes"), cfg.agent_binary.clone());
+                docker.socket = socket.clone();
+                Arc::new(
+                    DockerRuntime::new(docker)
+                        .with_context(|| format!("set up the docker runtime on {}", socket.display()))?,
+                )
+            }
+        };
         let default_template = sandstream_runtime::ensure_default_template(&cfg.cache_dir, |line| {
             tracing::info!(target: "sandstream::template", "{line}");
         })
@@ -100,7 +112,7 @@ impl Runner {
         }
         Ok(Runner {
             cfg,
-            runtime: Arc::new(runtime),
+            runtime,
             default_template,
             sandboxes: Mutex::new(sandboxes),
             pool: Mutex::new(Vec::new()),

@@ -6,6 +6,11 @@
 //! Measures create → first `Execute("true")` answered → kill, on a busybox template. If a
 //! Docker daemon answers, the same template is imported as an image and
 //! `docker run --rm IMAGE true` is timed too.
+//!
+//! `SANDSTREAM_BENCH_BACKEND=docker` measures the `docker` backend instead (Engine on
+//! SANDSTREAM_DOCKER_SOCKET, default /var/run/docker.sock; scripts/docker.sh starts one),
+//! and times `docker run --rm --network sandstream IMAGE true` on the very image the
+//! backend imported, in the same run.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -13,7 +18,7 @@ use std::time::{Duration, Instant};
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use sandstream_runtime::{Egress, Limits, OciConfig, OciRuntime, Runtime, SandboxSpec};
+use sandstream_runtime::{DockerConfig, DockerRuntime, Egress, Limits, OciConfig, OciRuntime, Runtime, SandboxSpec};
 
 fn report(name: &str, mut v: Vec<Duration>) {
     v.sort();
@@ -36,9 +41,12 @@ async fn main() {
     let n: usize = std::env::var("SANDSTREAM_BENCH_N").ok().and_then(|v| v.parse().ok()).unwrap_or(50);
     let dir = tempfile::tempdir().expect("tempdir");
     let template = support::busybox_template(dir.path());
-    let runtime = OciRuntime::new(OciConfig::new(dir.path().join("state"), agent)).expect("runtime");
     let spec =
         SandboxSpec { template: template.clone(), limits: Limits::default(), env: vec![], egress: Egress::Allow };
+    if std::env::var("SANDSTREAM_BENCH_BACKEND").as_deref() == Ok("docker") {
+        return docker_backend(n, dir.path(), agent, spec).await;
+    }
+    let runtime = OciRuntime::new(OciConfig::new(dir.path().join("state"), agent)).expect("runtime");
 
     let (mut to_ready, mut to_first, mut kills) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..n {
@@ -78,4 +86,51 @@ async fn main() {
     } else {
         println!("docker: no daemon answers `docker info`; start dockerd to compare");
     }
+}
+
+/// The `docker` backend, then plain `docker run` of the image it imported.
+async fn docker_backend(n: usize, dir: &std::path::Path, agent: PathBuf, spec: SandboxSpec) {
+    let mut cfg = DockerConfig::new(dir.join("state"), agent);
+    if let Some(s) = std::env::var_os("SANDSTREAM_DOCKER_SOCKET") {
+        cfg.socket = s.into();
+    }
+    let socket = cfg.socket.clone();
+    let network = cfg.network.clone();
+    let runtime = DockerRuntime::new(cfg).expect("docker runtime");
+    // The first create imports the template; that is timed on its own.
+    let t = Instant::now();
+    let sb = tokio::task::block_in_place(|| runtime.create(&spec)).expect("create");
+    println!("docker backend: first create (template import included): {:.1} ms", t.elapsed().as_secs_f64() * 1e3);
+    tokio::task::block_in_place(|| runtime.kill(&sb.id)).expect("kill");
+
+    let (mut to_ready, mut to_first, mut kills) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..n {
+        let t = Instant::now();
+        let sb = tokio::task::block_in_place(|| runtime.create(&spec)).expect("create");
+        to_ready.push(t.elapsed());
+        let first = support::exec_with_token(sb.agent_addr, &sb.token, "true", 10_000).await.expect("execute");
+        assert_eq!(first.exit_code, 0);
+        to_first.push(t.elapsed());
+        let k = Instant::now();
+        tokio::task::block_in_place(|| runtime.kill(&sb.id)).expect("kill");
+        kills.push(k.elapsed());
+    }
+    report("docker backend create -> agent accepting", to_ready);
+    report("docker backend create -> first Execute(\"true\") done", to_first);
+    report("docker backend kill (everything removed)", kills);
+
+    let image = runtime.template_image(&spec.template).expect("image tag");
+    let host = format!("unix://{}", socket.display());
+    let mut runs = Vec::new();
+    for _ in 0..n {
+        let t = Instant::now();
+        let s = std::process::Command::new("docker")
+            .args(["-H", &host, "run", "--rm", "--network", &network, &image, "true"])
+            .status()
+            .expect("docker run");
+        assert!(s.success());
+        runs.push(t.elapsed());
+    }
+    report("docker run --rm IMAGE true (same image)", runs);
+    tokio::task::block_in_place(|| runtime.remove_template_image(&spec.template)).expect("remove image");
 }

@@ -3,6 +3,7 @@
 //! A sandbox is a container whose PID 1 is the static Sandstream agent; callers reach
 //! it at the returned address with the returned token.
 
+mod docker;
 mod error;
 mod host;
 mod net;
@@ -10,6 +11,7 @@ mod oci;
 mod template;
 mod types;
 
+pub use docker::{DockerConfig, DockerRuntime};
 pub use error::{Error, Result};
 pub use oci::{OciConfig, OciRuntime};
 pub use template::{DEFAULT_PACKAGES, ensure_default_template};

@@ -115,7 +115,7 @@ fn ensure_rule(table: &str, chain: &str, rule: &[&str], first: bool) -> Result<(
 
 /// Egress needs IPv4 forwarding. The value found is kept in /run/sandstream so
 /// scripts/clean-host.sh can put it back.
-fn enable_forwarding() -> Result<()> {
+pub(crate) fn enable_forwarding() -> Result<()> {
     let path = "/proc/sys/net/ipv4/ip_forward";
     let now = std::fs::read_to_string(path).map_err(|e| Error::io(format!("read {path}"), e))?;
     if now.trim() != "1" {

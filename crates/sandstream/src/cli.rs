@@ -67,13 +67,26 @@ pub(crate) struct HostArgs {
     /// The static agent (scripts/build-agent.sh) bound into every sandbox.
     #[arg(long, env = "SANDSTREAM_AGENT_BINARY")]
     agent_binary: Option<PathBuf>,
-    /// OCI runtime binary: runc, crun, runsc or youki.
+    /// OCI runtime binary: runc, crun, runsc or youki (the oci backend).
     #[arg(long, default_value = "runc")]
     oci_runtime: PathBuf,
+    /// What runs sandboxes: `oci` (an OCI runtime binary, driven directly) or `docker`
+    /// (a Docker Engine through its API; scripts/docker.sh starts one).
+    #[arg(long, env = "SANDSTREAM_BACKEND", value_enum, default_value_t = BackendArg::Oci)]
+    backend: BackendArg,
+    /// The Docker Engine's API socket (the docker backend).
+    #[arg(long, env = "SANDSTREAM_DOCKER_SOCKET", default_value = "/var/run/docker.sock")]
+    docker_socket: PathBuf,
     /// Ready sandboxes to keep for the default template (default limits, no env), so
     /// creating one takes milliseconds.
     #[arg(long, env = "SANDSTREAM_WARM_POOL", default_value_t = 0)]
     warm_pool: u32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum BackendArg {
+    Oci,
+    Docker,
 }
 
 #[derive(Args)]
@@ -197,6 +210,10 @@ fn runner_config(
         cache_dir: host.cache_dir,
         agent_binary,
         oci_runtime: host.oci_runtime,
+        backend: match host.backend {
+            BackendArg::Oci => sandstream_runner::Backend::Oci,
+            BackendArg::Docker => sandstream_runner::Backend::Docker { socket: host.docker_socket },
+        },
         heartbeat_interval: Duration::from_secs(2),
         warm_pool: host.warm_pool,
     })

@@ -1,0 +1,650 @@
+//! The `docker` backend: sandboxes as containers of a Docker Engine, driven through its
+//! API on a unix socket (bollard).
+//!
+//! A template directory becomes an image once (`image.rs`). Each sandbox is a container
+//! named after its id, labelled `sandstream.sandbox=1` and `sandstream.runtime=<state
+//! dir>` (so runtimes with different state dirs on one daemon never touch each other's),
+//! on the dedicated bridge network `sandstream` (inter-container communication off),
+//! with the agent as PID 1 and its port 50052 published on a host port Docker picks.
+//! The host firewall (`firewall.rs`) keeps it away from the host, other sandboxes and
+//! link-local addresses and applies its egress policy. Per sandbox the state dir holds
+//! `sb-XXXXXXXXXX/token` (0400), bound read-only into the container.
+//!
+//! Isolation is Docker's as far as it goes, tightened like the `oci` backend's: own
+//! namespaces, Docker's default seccomp profile (an allow-list; never disabled here) and
+//! AppArmor profile where the host has AppArmor, `no-new-privileges`, every capability
+//! dropped but SETUID, SETGID and KILL (the agent's, to start commands as uid 1000 and
+//! signal them), memory (swap included), CPU and pids limits, the agent binary, token,
+//! CA bundle and resolv.conf bound read-only, a tmpfs /tmp.
+
+mod firewall;
+mod image;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::io::Write;
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use bollard::Docker;
+use bollard::models::{
+    ContainerCreateBody, EndpointSettings, HostConfig, HostConfigLogConfig, Ipam, IpamConfig, NetworkCreateRequest,
+    PortBinding, ResourcesUlimits,
+};
+use bollard::query_parameters::{
+    CreateContainerOptions, InspectNetworkOptions, ListContainersOptions, RemoveContainerOptions,
+};
+
+use crate::error::{Error, Result};
+use crate::types::{Cidr, Runtime, Sandbox, SandboxSpec};
+
+/// Where the agent binary and its token appear inside every sandbox (as in `oci`).
+const AGENT_PATH: &str = "/.sandstream/agent";
+const TOKEN_PATH: &str = "/.sandstream/token";
+/// User code runs as this uid/gid, never as root.
+pub(crate) const USER_ID: u32 = 1000;
+pub(crate) const WORKDIR: &str = "/home/user";
+const AGENT_PORT: u16 = 50052;
+const CA_BUNDLE_PATH: &str = "/etc/ssl/certs/ca-certificates.crt";
+/// On every sandbox container.
+pub const SANDBOX_LABEL: &str = "sandstream.sandbox";
+/// The state dir of the runtime that owns a container.
+const RUNTIME_LABEL: &str = "sandstream.runtime";
+
+/// How the `docker` backend is set up.
+#[derive(Debug, Clone)]
+pub struct DockerConfig {
+    /// The Engine's API socket.
+    pub socket: PathBuf,
+    /// Where sandboxes' tokens live (created 0700).
+    pub state_dir: PathBuf,
+    /// The static agent, bound read-only into every sandbox.
+    pub agent_binary: PathBuf,
+    /// How long `create` waits for the agent to answer.
+    pub ready_timeout: Duration,
+    /// A CA bundle bound read-only over the sandbox's (`None` keeps the template's own).
+    pub ca_bundle: Option<PathBuf>,
+    /// The bridge network sandboxes join, created if missing.
+    pub network: String,
+    /// Its Linux bridge (at most 15 bytes), which the host firewall rules name.
+    pub bridge: String,
+    /// Its addresses; must not overlap the host's other networks (the `oci` backend
+    /// uses 10.88.0.0/16).
+    pub subnet: Cidr,
+}
+
+impl DockerConfig {
+    /// The defaults: /var/run/docker.sock, network `sandstream` on bridge `sandstream0`
+    /// with 10.89.0.0/16, the host's CA bundle if any.
+    pub fn new(state_dir: PathBuf, agent_binary: PathBuf) -> DockerConfig {
+        let ca = PathBuf::from(CA_BUNDLE_PATH);
+        DockerConfig {
+            socket: "/var/run/docker.sock".into(),
+            state_dir,
+            agent_binary,
+            ready_timeout: Duration::from_secs(10),
+            ca_bundle: ca.is_file().then_some(ca),
+            network: "sandstream".into(),
+            bridge: "sandstream0".into(),
+            subnet: Cidr { addr: Ipv4Addr::new(10, 89, 0, 0), prefix: 16 },
+        }
+    }
+}
+
+/// Sandboxes as Docker containers.
+pub struct DockerRuntime {
+    cfg: DockerConfig,
+    docker: Docker,
+    /// bollard is async and `Runtime` is blocking: calls run on this small runtime.
+    /// Always `Some` until drop.
+    rt: Option<tokio::runtime::Runtime>,
+    /// Template path → image tag, for templates imported (or found) already.
+    images: Mutex<HashMap<PathBuf, String>>,
+    /// Held while importing, so one template is never imported twice at once.
+    importing: Mutex<()>,
+}
+
+impl std::fmt::Debug for DockerRuntime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DockerRuntime").field("cfg", &self.cfg).finish_non_exhaustive()
+    }
+}
+
+impl Drop for DockerRuntime {
+    fn drop(&mut self) {
+        // Dropping a runtime blocks, which panics inside an async context.
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// Maps a bollard error to ours, naming the operation.
+pub(crate) fn api_err(op: &str) -> impl FnOnce(bollard::errors::Error) -> Error + '_ {
+    move |e| Error::Command { command: op.to_string(), detail: e.to_string() }
+}
+
+fn is_not_found(e: &bollard::errors::Error) -> bool {
+    matches!(e, bollard::errors::Error::DockerResponseServerError { status_code: 404, .. })
+}
+
+fn random_hex(bytes: usize) -> Result<String> {
+    let mut buf = vec![0u8; bytes];
+    getrandom::fill(&mut buf).map_err(|e| Error::io("random bytes", std::io::Error::other(e.to_string())))?;
+    Ok(hex::encode(buf))
+}
+
+fn suffix_of(id: &str) -> Option<&str> {
+    id.strip_prefix("sb-").filter(|s| s.len() == 10 && s.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// The host's resolv.conf, if sandboxes can use it: one naming a loopback resolver (a
+/// local stub such as systemd-resolved's) is useless inside, and Docker's own then
+/// serves instead. Bound read-only, queries go straight to the host's resolvers and so
+/// are subject to the sandbox's egress policy, as in the `oci` backend.
+fn usable_resolv_conf() -> Option<&'static Path> {
+    let text = std::fs::read_to_string("/etc/resolv.conf").ok()?;
+    let mut servers = text.lines().filter_map(|l| l.trim().strip_prefix("nameserver")).map(str::trim).peekable();
+    servers.peek()?;
+    servers
+        .all(|s| s.parse::<std::net::IpAddr>().is_ok_and(|ip| !ip.is_loopback()))
+        .then_some(Path::new("/etc/resolv.conf"))
+}
+
+/// What `inspect` tells about a sandbox container.
+struct Found {
+    running: bool,
+    ip: Option<Ipv4Addr>,
+    published_port: Option<u16>,
+}
+
+impl DockerRuntime {
+    /// Connects to the Engine, makes sure the sandbox network exists with the right
+    /// options, and installs the host firewall rules for its bridge.
+    pub fn new(cfg: DockerConfig) -> Result<DockerRuntime> {
+        if !cfg.agent_binary.is_file() {
+            return Err(Error::InvalidSpec(format!("agent binary {} does not exist", cfg.agent_binary.display())));
+        }
+        for (what, path) in [("agent binary", &cfg.agent_binary), ("state dir", &cfg.state_dir)] {
+            // Docker's bind syntax is `source:destination:options`.
+            if path.to_string_lossy().contains([':', ',']) || !path.is_absolute() {
+                return Err(Error::InvalidSpec(format!(
+                    "{what} {} must be absolute without ':' or ','",
+                    path.display()
+                )));
+            }
+        }
+        if cfg.bridge.is_empty() || cfg.bridge.len() > 15 {
+            return Err(Error::InvalidSpec(format!("bridge name {:?} must be 1 to 15 bytes", cfg.bridge)));
+        }
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&cfg.state_dir)
+            .map_err(|e| Error::io(format!("create state dir {}", cfg.state_dir.display()), e))?;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("sandstream-docker")
+            .enable_all()
+            .build()
+            .map_err(|e| Error::io("start the docker client's runtime", e))?;
+        let socket = cfg.socket.to_string_lossy().into_owned();
+        let connect = async {
+            let docker = Docker::connect_with_socket(&socket, 120, bollard::API_DEFAULT_VERSION)
+                .map_err(api_err(&format!("connect to docker at {socket}")))?;
+            // An older Engine refuses requests in a newer API version than its own.
+            docker.negotiate_version().await.map_err(api_err(&format!("docker version at {socket}")))
+        };
+        let docker = block_on(&rt, connect)?;
+        let runtime =
+            DockerRuntime { cfg, docker, rt: Some(rt), images: Mutex::new(HashMap::new()), importing: Mutex::new(()) };
+        runtime.ensure_network()?;
+        firewall::ensure(&runtime.cfg.bridge)?;
+        Ok(runtime)
+    }
+
+    fn block<T: Send>(&self, f: impl Future<Output = T> + Send) -> T {
+        block_on(self.rt.as_ref().expect("the runtime is only taken on drop"), f)
+    }
+
+    fn ensure_network(&self) -> Result<()> {
+        let c = &self.cfg;
+        let want_opts: HashMap<String, String> = [
+            ("com.docker.network.bridge.name", c.bridge.as_str()),
+            // Containers on the bridge cannot talk to each other (Docker drops
+            // bridge-to-bridge forwarding); the firewall drops it again per sandbox.
+            ("com.docker.network.bridge.enable_icc", "false"),
+            ("com.docker.network.bridge.enable_ip_masquerade", "true"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let docker = &self.docker;
+        self.block(async {
+            let existing = match docker.inspect_network(&c.network, None::<InspectNetworkOptions>).await {
+                Ok(n) => Some(n),
+                Err(e) if is_not_found(&e) => None,
+                Err(e) => return Err(api_err("docker network inspect")(e)),
+            };
+            let existing = match existing {
+                Some(n) => n,
+                None => {
+                    let req = NetworkCreateRequest {
+                        name: c.network.clone(),
+                        driver: Some("bridge".into()),
+                        ipam: Some(Ipam {
+                            config: Some(vec![IpamConfig { subnet: Some(c.subnet.to_string()), ..Default::default() }]),
+                            ..Default::default()
+                        }),
+                        options: Some(want_opts.clone()),
+                        labels: Some([(SANDBOX_LABEL.to_string(), "1".to_string())].into()),
+                        ..Default::default()
+                    };
+                    match docker.create_network(req).await {
+                        Ok(_) => {}
+                        // Another runtime created it meanwhile.
+                        Err(bollard::errors::Error::DockerResponseServerError { status_code: 409, .. }) => {}
+                        Err(e) => return Err(api_err(&format!("docker network create {}", c.network))(e)),
+                    }
+                    docker
+                        .inspect_network(&c.network, None::<InspectNetworkOptions>)
+                        .await
+                        .map_err(api_err("docker network inspect"))?
+                }
+            };
+            let opts = existing.options.unwrap_or_default();
+            let subnets: Vec<String> =
+                existing.ipam.and_then(|i| i.config).unwrap_or_default().into_iter().filter_map(|c| c.subnet).collect();
+            // Options Docker left at their default are not listed (masquerading is on).
+            let opts_ok = want_opts
+                .iter()
+                .all(|(k, v)| opts.get(k) == Some(v) || (k.ends_with("enable_ip_masquerade") && !opts.contains_key(k)));
+            if !opts_ok || subnets != [c.subnet.to_string()] {
+                return Err(Error::InvalidSpec(format!(
+                    "docker network {} exists with other settings (options {opts:?}, subnets {subnets:?}); \
+                     remove it, and Sandstream creates it with bridge {}, subnet {} and \
+                     inter-container communication off",
+                    c.network, c.bridge, c.subnet
+                )));
+            }
+            Ok(())
+        })
+    }
+
+    /// The image of `template`, imported on first use.
+    fn image_for(&self, template: &Path) -> Result<String> {
+        let tag = image::tag_for(template)?;
+        if self.images.lock().unwrap_or_else(|p| p.into_inner()).get(template) == Some(&tag) {
+            return Ok(tag);
+        }
+        let _importing = self.importing.lock().unwrap_or_else(|p| p.into_inner());
+        let docker = &self.docker;
+        let present = self.block(async {
+            match docker.inspect_image(&tag).await {
+                Ok(_) => Ok(true),
+                Err(e) if is_not_found(&e) => Ok(false),
+                Err(e) => Err(api_err("docker image inspect")(e)),
+            }
+        })?;
+        if !present {
+            let scratch = self.cfg.state_dir.join(format!("import-{}", random_hex(5)?));
+            let started = Instant::now();
+            tracing::info!(template = %template.display(), image = %tag, "importing template as a docker image");
+            let r = self.block(image::import(docker, template, &tag, &scratch));
+            let _ = std::fs::remove_dir_all(&scratch);
+            r?;
+            tracing::info!(image = %tag, ms = started.elapsed().as_millis() as u64, "template imported");
+        }
+        self.images.lock().unwrap_or_else(|p| p.into_inner()).insert(template.to_path_buf(), tag.clone());
+        Ok(tag)
+    }
+
+    /// Removes the image `template` was imported as, if no container uses it (Docker
+    /// refuses then, and this says so). For templates that are gone or replaced.
+    pub fn remove_template_image(&self, template: &Path) -> Result<()> {
+        let tag = image::tag_for(template)?;
+        self.images.lock().unwrap_or_else(|p| p.into_inner()).remove(template);
+        let docker = &self.docker;
+        self.block(async {
+            match docker.remove_image(&tag, None::<bollard::query_parameters::RemoveImageOptions>, None).await {
+                Ok(_) => Ok(()),
+                Err(e) if is_not_found(&e) => Ok(()),
+                Err(e) => Err(api_err(&format!("docker rmi {tag}"))(e)),
+            }
+        })
+    }
+
+    /// The image tag `template` is (or would be) imported as.
+    pub fn template_image(&self, template: &Path) -> Result<String> {
+        image::tag_for(template)
+    }
+
+    fn container_body(&self, id: &str, image: String, token_file: &Path, spec: &SandboxSpec) -> ContainerCreateBody {
+        let l = spec.limits;
+        let mut env = vec![
+            "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string(),
+            format!("HOME={WORKDIR}"),
+            "USER=user".into(),
+            "LANG=C.UTF-8".into(),
+            "SANDSTREAM_LOG=info".into(),
+        ];
+        let mut binds = vec![
+            format!("{}:{AGENT_PATH}:ro", self.cfg.agent_binary.display()),
+            format!("{}:{TOKEN_PATH}:ro", token_file.display()),
+        ];
+        if let Some(ca) = &self.cfg.ca_bundle {
+            binds.push(format!("{}:{CA_BUNDLE_PATH}:ro", ca.display()));
+            // Node ships its own CA list; this adds the host's.
+            env.push(format!("NODE_EXTRA_CA_CERTS={CA_BUNDLE_PATH}"));
+        }
+        if let Some(resolv) = usable_resolv_conf() {
+            binds.push(format!("{}:/etc/resolv.conf:ro", resolv.display()));
+        }
+        env.extend(spec.env.iter().map(|(k, v)| format!("{k}={v}")));
+        let port = format!("{AGENT_PORT}/tcp");
+        let labels: HashMap<String, String> = [
+            (SANDBOX_LABEL.to_string(), "1".to_string()),
+            (RUNTIME_LABEL.to_string(), self.cfg.state_dir.display().to_string()),
+        ]
+        .into();
+        let host_config = HostConfig {
+            binds: Some(binds),
+            // Docker's tmpfs default is noexec; /tmp holds venvs and build outputs.
+            tmpfs: Some([("/tmp".to_string(), "rw,exec,nosuid,nodev,size=256m,mode=1777".to_string())].into()),
+            memory: Some(l.memory_bytes as i64),
+            // Equal to memory: no swap on top.
+            memory_swap: Some(l.memory_bytes as i64),
+            nano_cpus: Some(i64::from(l.cpu_millis) * 1_000_000),
+            pids_limit: Some(i64::from(l.pids)),
+            ulimits: Some(vec![ResourcesUlimits { name: Some("nofile".into()), soft: Some(4096), hard: Some(4096) }]),
+            // The agent runs as root inside with only what it needs to start commands
+            // as the sandbox user and to signal them; no-new-privileges keeps setuid
+            // binaries inert. Docker's default seccomp and AppArmor profiles stay on
+            // (no `seccomp=unconfined`, never privileged).
+            cap_drop: Some(vec!["ALL".into()]),
+            cap_add: Some(vec!["SETUID".into(), "SETGID".into(), "KILL".into()]),
+            security_opt: Some(vec!["no-new-privileges:true".into()]),
+            privileged: Some(false),
+            network_mode: Some(self.cfg.network.clone()),
+            port_bindings: Some(
+                [(
+                    port.clone(),
+                    Some(vec![PortBinding { host_ip: Some("0.0.0.0".into()), host_port: Some(String::new()) }]),
+                )]
+                .into(),
+            ),
+            // The agent's own log, kept small; `docker logs` shows it when it fails.
+            log_config: Some(HostConfigLogConfig {
+                typ: Some("json-file".into()),
+                config: Some(
+                    [("max-size".to_string(), "1m".to_string()), ("max-file".to_string(), "1".to_string())].into(),
+                ),
+            }),
+            init: Some(false),
+            ..Default::default()
+        };
+        ContainerCreateBody {
+            hostname: Some("sandbox".into()),
+            user: Some("0:0".into()),
+            exposed_ports: Some(vec![port]),
+            env: Some(env),
+            entrypoint: Some(vec![
+                AGENT_PATH.to_string(),
+                "--listen".into(),
+                format!("0.0.0.0:{AGENT_PORT}"),
+                "--token-file".into(),
+                TOKEN_PATH.into(),
+                "--sandbox-id".into(),
+                id.into(),
+                "--workdir".into(),
+                WORKDIR.into(),
+                "--run-as".into(),
+                format!("{USER_ID}:{USER_ID}"),
+            ]),
+            cmd: Some(vec![]),
+            image: Some(image),
+            working_dir: Some("/".into()),
+            labels: Some(labels),
+            network_disabled: Some(false),
+            host_config: Some(host_config),
+            ..Default::default()
+        }
+    }
+
+    /// Inspects container `id`; `None` when it does not exist or is not ours.
+    fn inspect(&self, id: &str) -> Result<Option<Found>> {
+        let docker = &self.docker;
+        let info = self.block(async {
+            match docker.inspect_container(id, None).await {
+                Ok(c) => Ok(Some(c)),
+                Err(e) if is_not_found(&e) => Ok(None),
+                Err(e) => Err(api_err(&format!("docker inspect {id}"))(e)),
+            }
+        })?;
+        let Some(info) = info else { return Ok(None) };
+        let labels = info.config.as_ref().and_then(|c| c.labels.clone()).unwrap_or_default();
+        let ours = labels.get(SANDBOX_LABEL).map(String::as_str) == Some("1")
+            && labels.get(RUNTIME_LABEL) == Some(&self.cfg.state_dir.display().to_string());
+        if !ours {
+            return Ok(None);
+        }
+        let running = info.state.as_ref().and_then(|s| s.running).unwrap_or(false);
+        let net = info.network_settings.unwrap_or_default();
+        let ip = net
+            .networks
+            .as_ref()
+            .and_then(|n| n.get(&self.cfg.network))
+            .and_then(|e: &EndpointSettings| e.ip_address.as_deref())
+            .and_then(|ip| ip.parse().ok());
+        let published_port = net
+            .ports
+            .as_ref()
+            .and_then(|p| p.get(&format!("{AGENT_PORT}/tcp")))
+            .and_then(|b| b.as_ref())
+            .and_then(|b| b.iter().find_map(|b| b.host_port.as_deref()?.parse().ok()));
+        Ok(Some(Found { running, ip, published_port }))
+    }
+
+    fn create_inner(&self, id: &str, suffix: &str, spec: &SandboxSpec) -> Result<Sandbox> {
+        let image = self.image_for(&spec.template)?;
+        let dir = self.cfg.state_dir.join(id);
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&dir)
+            .map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
+        let token = random_hex(24)?;
+        let token_file = dir.join("token");
+        let mut f = std::fs::OpenOptions::new()
+            .create_new(true)
+            .write(true)
+            .mode(0o400)
+            .open(&token_file)
+            .map_err(|e| Error::io("write token", e))?;
+        f.write_all(token.as_bytes()).map_err(|e| Error::io("write token", e))?;
+
+        let body = self.container_body(id, image, &token_file, spec);
+        let docker = &self.docker;
+        self.block(async {
+            let options = CreateContainerOptions { name: Some(id.to_string()), ..Default::default() };
+            docker.create_container(Some(options), body).await.map_err(api_err(&format!("docker create {id}")))?;
+            docker.start_container(id, None).await.map_err(api_err(&format!("docker start {id}")))
+        })?;
+        let found = self.inspect(id)?.ok_or_else(|| Error::NotFound(id.to_string()))?;
+        let (Some(ip), Some(published_port)) = (found.ip, found.published_port) else {
+            return Err(Error::Command {
+                command: format!("docker inspect {id}"),
+                detail: format!("no address on network {} or no published port", self.cfg.network),
+            });
+        };
+        // Until this, the catch-all DROP holds every packet the container sends.
+        firewall::add_sandbox(&self.cfg.bridge, self.cfg.subnet, suffix, ip, &spec.egress)?;
+
+        let agent_addr = SocketAddr::from((ip, AGENT_PORT));
+        let started = Instant::now();
+        while TcpStream::connect_timeout(&agent_addr, Duration::from_millis(200)).is_err() {
+            if started.elapsed() > self.cfg.ready_timeout {
+                return Err(Error::AgentNotReady {
+                    id: id.into(),
+                    addr: agent_addr.to_string(),
+                    waited_ms: started.elapsed().as_millis() as u64,
+                    log: self.logs(id),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        Ok(Sandbox { id: id.to_string(), agent_addr, token, published_port })
+    }
+
+    /// The container's own output (the agent's log), for error messages.
+    fn logs(&self, id: &str) -> String {
+        use futures_util::StreamExt;
+        let docker = &self.docker;
+        self.block(async {
+            let options = bollard::query_parameters::LogsOptions {
+                stdout: true,
+                stderr: true,
+                tail: "50".into(),
+                ..Default::default()
+            };
+            let mut out = String::new();
+            let mut logs = docker.logs(id, Some(options));
+            while let Some(Ok(chunk)) = logs.next().await {
+                out.push_str(&chunk.to_string());
+            }
+            out
+        })
+    }
+
+    /// Removes every trace of `id`; best effort and idempotent. The firewall rules go
+    /// first: once the container is gone its address can be handed to a new one, which
+    /// must never pass through this one's rules.
+    fn destroy(&self, id: &str) {
+        let Some(suffix) = suffix_of(id) else { return };
+        firewall::remove_sandbox(suffix);
+        let docker = &self.docker;
+        let removed = self.block(async {
+            let options = RemoveContainerOptions { force: true, v: true, ..Default::default() };
+            match docker.remove_container(id, Some(options)).await {
+                Ok(()) => Ok(()),
+                Err(e) if is_not_found(&e) => Ok(()),
+                Err(e) => Err(e),
+            }
+        });
+        if let Err(e) = removed {
+            tracing::warn!(sandbox_id = id, error = %e, "could not remove container");
+        }
+        let dir = self.cfg.state_dir.join(id);
+        if let Err(e) = std::fs::remove_dir_all(&dir)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(sandbox_id = id, error = %e, "could not remove sandbox dir");
+        }
+    }
+
+    /// Ids of this runtime's containers, running or not.
+    fn containers(&self) -> Result<Vec<String>> {
+        let docker = &self.docker;
+        let filters: HashMap<String, Vec<String>> = [(
+            "label".to_string(),
+            vec![format!("{SANDBOX_LABEL}=1"), format!("{RUNTIME_LABEL}={}", self.cfg.state_dir.display())],
+        )]
+        .into();
+        let list = self.block(async {
+            let options = ListContainersOptions { all: true, filters: Some(filters), ..Default::default() };
+            docker.list_containers(Some(options)).await.map_err(api_err("docker ps"))
+        })?;
+        let mut ids: Vec<String> = list
+            .into_iter()
+            .flat_map(|c| c.names.unwrap_or_default())
+            .map(|n| n.trim_start_matches('/').to_string())
+            .filter(|n| suffix_of(n).is_some())
+            .collect();
+        ids.sort();
+        ids.dedup();
+        Ok(ids)
+    }
+
+    /// A sandbox from a previous run, if its container runs and its agent answers.
+    fn adopt(&self, id: &str) -> Option<Sandbox> {
+        let found = self.inspect(id).ok()??;
+        if !found.running {
+            return None;
+        }
+        let token = std::fs::read_to_string(self.cfg.state_dir.join(id).join("token")).ok()?.trim().to_string();
+        let agent_addr = SocketAddr::from((found.ip?, AGENT_PORT));
+        TcpStream::connect_timeout(&agent_addr, Duration::from_secs(1)).ok()?;
+        Some(Sandbox { id: id.to_string(), agent_addr, token, published_port: found.published_port? })
+    }
+}
+
+/// Runs `f` to completion on `rt`, from any thread: inside another async runtime (where
+/// blocking on a runtime panics) it is driven from a helper thread.
+fn block_on<T: Send>(rt: &tokio::runtime::Runtime, f: impl Future<Output = T> + Send) -> T {
+    if tokio::runtime::Handle::try_current().is_err() {
+        return rt.block_on(f);
+    }
+    std::thread::scope(|s| s.spawn(|| rt.block_on(f)).join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+}
+
+impl Runtime for DockerRuntime {
+    fn create(&self, spec: &SandboxSpec) -> Result<Sandbox> {
+        spec.validate()?;
+        let suffix = random_hex(5)?;
+        let id = format!("sb-{suffix}");
+        let r = self.create_inner(&id, &suffix, spec);
+        match &r {
+            Ok(s) => {
+                tracing::info!(sandbox_id = %id, agent = %s.agent_addr, port = s.published_port, "sandbox created")
+            }
+            Err(e) => {
+                tracing::warn!(sandbox_id = %id, error = %e, "sandbox creation failed; cleaning up");
+                self.destroy(&id);
+            }
+        }
+        r
+    }
+
+    fn kill(&self, id: &str) -> Result<()> {
+        if suffix_of(id).is_none() {
+            return Err(Error::NotFound(id.to_string()));
+        }
+        if self.inspect(id)?.is_none() && !self.cfg.state_dir.join(id).exists() {
+            return Err(Error::NotFound(id.to_string()));
+        }
+        self.destroy(id);
+        tracing::info!(sandbox_id = %id, "sandbox killed");
+        Ok(())
+    }
+
+    fn list(&self) -> Result<Vec<String>> {
+        self.containers()
+    }
+
+    fn recover(&self) -> Result<Vec<Sandbox>> {
+        let mut ids = self.containers()?;
+        // State left by a runtime that died between writing it and creating the container.
+        let entries = std::fs::read_dir(&self.cfg.state_dir)
+            .map_err(|e| Error::io(format!("read {}", self.cfg.state_dir.display()), e))?;
+        ids.extend(entries.flatten().filter_map(|e| e.file_name().to_str().map(String::from)));
+        ids.retain(|n| suffix_of(n).is_some());
+        ids.sort();
+        ids.dedup();
+        let mut alive = Vec::new();
+        for id in ids {
+            match self.adopt(&id) {
+                Some(sb) => {
+                    tracing::info!(sandbox_id = %id, agent = %sb.agent_addr, "sandbox found running again");
+                    alive.push(sb);
+                }
+                None => {
+                    tracing::info!(sandbox_id = %id, "sandbox left by a previous run is not running; removing it");
+                    self.destroy(&id);
+                }
+            }
+        }
+        Ok(alive)
+    }
+}

@@ -1,0 +1,671 @@
+//! The `docker` backend against a real Docker Engine, as root: a sandbox works, and
+//! everything a hostile program inside might try fails. Needs root, a Docker Engine
+//! answering on SANDSTREAM_DOCKER_SOCKET (default /var/run/docker.sock; scripts/docker.sh
+//! starts one), iptables, iproute2, busybox-static, python3, curl and the static agent
+//! (SANDSTREAM_STATIC_AGENT); the default-template test also needs the default template
+//! (built on first use into SANDSTREAM_CACHE_DIR) and a way out to PyPI. Under CI a
+//! missing prerequisite fails the test instead of skipping it.
+//!
+//! Tests take a shared lock, the leak test an exclusive one, so that it counts host-wide
+//! things (containers, images, rules, processes) while no other test of this file runs.
+
+use std::net::{Ipv4Addr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+mod support;
+
+use sandstream_runtime::{DockerConfig, DockerRuntime, Egress, Error, Limits, Runtime, Sandbox, SandboxSpec};
+use support::{Out, busybox_template, exec_with_token, static_agent};
+
+fn socket() -> PathBuf {
+    std::env::var_os("SANDSTREAM_DOCKER_SOCKET").map_or_else(|| "/var/run/docker.sock".into(), PathBuf::from)
+}
+
+fn docker_answers() -> bool {
+    std::process::Command::new("curl")
+        .args(["-sf", "--max-time", "3", "--unix-socket"])
+        .arg(socket())
+        .arg("http://docker/_ping")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// `None` (skip) when a prerequisite is missing outside CI; a panic under CI.
+fn prerequisites() -> Option<PathBuf> {
+    let agent = static_agent()?;
+    assert!(nix::unistd::geteuid().is_root(), "these tests need root");
+    if !docker_answers() {
+        let msg = format!("no Docker Engine answers on {} (run scripts/docker.sh)", socket().display());
+        assert!(std::env::var_os("CI").is_none(), "{msg}");
+        eprintln!("skipped: {msg}");
+        return None;
+    }
+    Some(agent)
+}
+
+/// Shared (`exclusive == false`) or exclusive hold on the file's test lock.
+fn test_lock(exclusive: bool) -> nix::fcntl::Flock<std::fs::File> {
+    std::fs::create_dir_all("/run/sandstream").expect("mkdir");
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open("/run/sandstream/docker-tests.lock")
+        .expect("lock file");
+    let how = if exclusive { nix::fcntl::FlockArg::LockExclusive } else { nix::fcntl::FlockArg::LockShared };
+    nix::fcntl::Flock::lock(f, how).map_err(|(_, e)| e).expect("flock")
+}
+
+struct Fixture {
+    // Dropped in this order: the runtime's sandboxes go with their guards first, then
+    // the image, then the lock.
+    runtime: DockerRuntime,
+    template: PathBuf,
+    dir: tempfile::TempDir,
+    _lock: nix::fcntl::Flock<std::fs::File>,
+}
+
+fn config(state: PathBuf, agent: PathBuf) -> DockerConfig {
+    DockerConfig { socket: socket(), ..DockerConfig::new(state, agent) }
+}
+
+fn fixture_with(exclusive: bool) -> Option<Fixture> {
+    let agent = prerequisites()?;
+    let lock = test_lock(exclusive);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let template = template_in(dir.path());
+    let runtime = DockerRuntime::new(config(dir.path().join("state"), agent)).expect("runtime");
+    Some(Fixture { runtime, template, dir, _lock: lock })
+}
+
+/// The busybox template, tried again when running busybox fails with ETXTBSY: a
+/// process another test thread forks while busybox is being copied holds it open for
+/// writing until that process execs.
+fn template_in(dir: &Path) -> PathBuf {
+    for _ in 0..4 {
+        if let Ok(t) = std::panic::catch_unwind(|| busybox_template(dir)) {
+            return t;
+        }
+        let _ = std::fs::remove_dir_all(dir.join("template"));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    busybox_template(dir)
+}
+
+fn fixture() -> Option<Fixture> {
+    fixture_with(false)
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        for id in self.runtime.list().unwrap_or_default() {
+            let _ = self.runtime.kill(&id);
+        }
+        if let Err(e) = self.runtime.remove_template_image(&self.template) {
+            eprintln!("could not remove the test's template image: {e}");
+        }
+    }
+}
+
+impl Fixture {
+    fn spec(&self, limits: Limits) -> SandboxSpec {
+        SandboxSpec {
+            template: self.template.clone(),
+            limits,
+            env: vec![("GREETING".into(), "hi".into())],
+            egress: Egress::Allow,
+        }
+    }
+
+    fn create(&self, limits: Limits) -> Guard<'_> {
+        self.create_with(Egress::Allow, limits)
+    }
+
+    fn create_with(&self, egress: Egress, limits: Limits) -> Guard<'_> {
+        let spec = SandboxSpec { egress, ..self.spec(limits) };
+        Guard { runtime: &self.runtime, sandbox: self.runtime.create(&spec).expect("create sandbox") }
+    }
+}
+
+/// Kills its sandbox when dropped, so a failing assertion leaves nothing running.
+struct Guard<'a> {
+    runtime: &'a DockerRuntime,
+    sandbox: Sandbox,
+}
+
+impl std::ops::Deref for Guard<'_> {
+    type Target = Sandbox;
+    fn deref(&self) -> &Sandbox {
+        &self.sandbox
+    }
+}
+
+impl Drop for Guard<'_> {
+    fn drop(&mut self) {
+        let _ = self.runtime.kill(&self.sandbox.id);
+    }
+}
+
+async fn exec(sb: &Sandbox, command: &str) -> Out {
+    exec_with_token(sb.agent_addr, &sb.token, command, 30_000).await.expect("execute in sandbox")
+}
+
+fn sh(args: &[&str]) -> std::process::Output {
+    let out = std::process::Command::new(args[0]).args(&args[1..]).output().expect("run");
+    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    out
+}
+
+fn docker(args: &[&str]) -> String {
+    let host = format!("unix://{}", socket().display());
+    let out = std::process::Command::new("docker").arg("-H").arg(host).args(args).output().expect("docker");
+    assert!(out.status.success(), "docker {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// This host's address on its default route (not loopback, not a sandbox bridge).
+fn host_address() -> Ipv4Addr {
+    let s = std::net::UdpSocket::bind("0.0.0.0:0").expect("udp");
+    s.connect("198.51.100.1:9").expect("a default route");
+    match s.local_addr().expect("addr").ip() {
+        std::net::IpAddr::V4(ip) => ip,
+        other => panic!("not IPv4: {other}"),
+    }
+}
+
+#[tokio::test]
+async fn a_sandbox_runs_commands_as_an_unprivileged_user_behind_its_token() {
+    let Some(f) = fixture() else { return };
+    let sb = f.create(Limits::default());
+    let out = exec(&sb, "id -u; id -g; hostname; pwd; echo $GREETING; tr '\\0' ' ' < /proc/1/cmdline").await;
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(&lines[..5], ["1000", "1000", "sandbox", "/home/user", "hi"], "{out:?}");
+    assert!(lines[5].starts_with("/.sandstream/agent --listen 0.0.0.0:50052"), "PID 1 is the agent: {out:?}");
+    let out = exec(&sb, "echo x > /tmp/f && stat -c %a /tmp && grep -c ' /tmp tmpfs ' /proc/mounts").await;
+    assert_eq!(out.stdout, "1777\n1\n", "/tmp is a world-writable sticky tmpfs: {out:?}");
+
+    let other = f.create(Limits::default());
+    // Each sandbox's token opens its own agent and no other; a made-up one opens none.
+    let err = exec_with_token(sb.agent_addr, &other.token, "true", 1000).await.expect_err("foreign token");
+    assert_eq!(err.code(), tonic::Code::Unauthenticated);
+    let err = exec_with_token(sb.agent_addr, "wrong-token-wrong-token", "true", 1000).await.expect_err("wrong token");
+    assert_eq!(err.code(), tonic::Code::Unauthenticated);
+    let mut ids = vec![sb.id.clone(), other.id.clone()];
+    ids.sort();
+    assert_eq!(f.runtime.list().expect("list"), ids);
+
+    f.runtime.kill(&sb.id).expect("kill");
+    // The address may still be in the host's neighbour cache, so a connection attempt
+    // can hang in SYN retries rather than fail at once: bounded here.
+    let after = tokio::time::timeout(Duration::from_secs(5), exec_with_token(sb.agent_addr, &sb.token, "true", 1000));
+    assert!(!matches!(after.await, Ok(Ok(_))), "agent still answers after kill");
+    assert_eq!(f.runtime.list().expect("list"), vec![other.id.clone()]);
+    assert!(matches!(f.runtime.kill(&sb.id), Err(Error::NotFound(_))));
+    f.runtime.kill(&other.id).expect("kill");
+}
+
+#[tokio::test]
+async fn the_sandbox_cannot_see_or_touch_the_host() {
+    let Some(f) = fixture() else { return };
+    let sb = f.create(Limits::default());
+    let checkout = env!("CARGO_MANIFEST_DIR");
+    let host_pid = std::process::id();
+    let checks = [
+        (format!("ls {checkout}"), "the project's checkout"),
+        ("ls /work/main".to_string(), "the project's checkout"),
+        ("cat /etc/shadow".to_string(), "the shadow file"),
+        ("cat /.sandstream/token".to_string(), "the agent's token"),
+        ("echo x > /.sandstream/agent".to_string(), "overwriting the agent"),
+        ("mkdir -p /tmp/m && mount -t tmpfs none /tmp/m".to_string(), "mounting"),
+        (format!("cat /proc/{host_pid}/cmdline"), "a host process"),
+        ("echo 1 > /proc/sys/kernel/sysrq".to_string(), "writing /proc/sys"),
+        ("[ \"$(head -c 16 /proc/kcore | wc -c)\" -gt 0 ]".to_string(), "reading kernel memory"),
+        ("chown 0 /home/user".to_string(), "chown to root"),
+    ];
+    for (cmd, what) in &checks {
+        let out = exec(&sb, &format!("{cmd} 2>&1; echo \"rc=$?\"")).await;
+        assert!(!out.stdout.ends_with("rc=0\n"), "{what} should fail: {cmd} -> {out:?}");
+        assert!(!out.stdout.contains("TEMPLATE-SECRET"), "read the shadow file: {out:?}");
+    }
+    // The host's own shadow file is not the one the sandbox sees.
+    let host_shadow = std::fs::read_to_string("/etc/shadow").expect("host shadow");
+    let root_line = host_shadow.lines().next().expect("a line");
+    let out = exec(&sb, "cat /etc/passwd /etc/shadow 2>&1").await;
+    assert!(!out.stdout.contains(root_line), "the host's /etc/shadow is visible: {out:?}");
+    // Loading a kernel module is refused by the kernel (no CAP_SYS_MODULE, seccomp),
+    // not merely failing on a bad file.
+    let out = exec(&sb, "head -c 4096 /dev/zero > /tmp/x.ko; insmod /tmp/x.ko 2>&1; echo \"rc=$?\"").await;
+    assert!(!out.stdout.ends_with("rc=0\n"), "insmod: {out:?}");
+    assert!(out.stdout.contains("not permitted"), "insmod must fail with EPERM: {out:?}");
+    let visible = exec(&sb, "ls /proc | grep -c '^[0-9]'").await;
+    let visible: u32 = visible.stdout.trim().parse().expect("count");
+    assert!(visible < 10, "the sandbox sees {visible} processes; its pid namespace should hold only its own");
+}
+
+#[tokio::test]
+async fn the_sandbox_reaches_no_host_service_and_no_other_sandbox() {
+    let Some(f) = fixture() else { return };
+    let sb = f.create(Limits::default());
+    let other = f.create(Limits::default());
+    let host_ip = host_address();
+    // A host service on loopback, one on the host's own address, one on every address.
+    let listeners: Vec<TcpListener> = ["127.0.0.1:0".to_string(), format!("{host_ip}:0"), "0.0.0.0:0".to_string()]
+        .iter()
+        .map(|a| {
+            let l = TcpListener::bind(a).expect("bind");
+            l.set_nonblocking(true).expect("nonblocking");
+            l
+        })
+        .collect();
+    let port = |i: usize| listeners[i].local_addr().expect("addr").port();
+    let std::net::IpAddr::V4(sb_ip) = sb.agent_addr.ip() else { panic!("v4") };
+    let gateway = Ipv4Addr::from(u32::from(sb_ip) & 0xffff_0000 | 1);
+    let probes = [
+        format!("nc -w 2 127.0.0.1 {}", port(0)),
+        format!("nc -w 2 {host_ip} {}", port(1)),
+        format!("nc -w 2 {host_ip} {}", port(2)),
+        format!("nc -w 2 {gateway} {}", port(2)),
+        format!("nc -w 2 {} 50052", other.agent_addr.ip()),
+        format!("nc -w 2 {host_ip} {}", other.published_port),
+        format!("nc -w 2 {gateway} {}", other.published_port),
+    ];
+    for probe in &probes {
+        let out = exec(&sb, &format!("echo probe | {probe}; echo \"rc=$?\"")).await;
+        assert!(out.stdout.ends_with("rc=1\n"), "{probe} should fail: {out:?}");
+    }
+    for l in &listeners {
+        assert!(l.accept().is_err(), "a host listener accepted a connection from the sandbox");
+    }
+    // Positive control: the host itself reaches its listener and the other agent.
+    assert!(std::net::TcpStream::connect((host_ip, port(1))).is_ok());
+    assert_eq!(exec(&other, "echo ok").await.stdout, "ok\n");
+}
+
+#[tokio::test]
+async fn memory_and_process_limits_hold_and_the_sandbox_survives() {
+    let Some(f) = fixture() else { return };
+    let sb = f.create(Limits { memory_bytes: 64 << 20, cpu_millis: 1000, pids: 48 });
+    let bystander = f.create(Limits::default());
+    let hog = exec(&sb, "x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo survived ${#x}").await;
+    assert!(!hog.stdout.contains("survived"), "the memory hog was not stopped: {hog:?}");
+    assert_eq!(hog.exit_code, 137, "a memory hog dies of SIGKILL from the OOM killer: {hog:?}");
+    assert_eq!(exec(&sb, "echo alive").await.stdout, "alive\n", "the agent survives the OOM kill");
+
+    let (addr, token) = (sb.agent_addr, sb.token.clone());
+    let bomb = tokio::spawn(async move { exec_with_token(addr, &token, "f() { f | f & }; f; sleep 5", 4000).await });
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // While the bomb runs, another sandbox answers.
+    assert_eq!(exec(&bystander, "echo fine").await.stdout, "fine\n", "another sandbox stays responsive");
+    let bomb = bomb.await.expect("join").expect("bomb runs");
+    // It hits the pids limit, and ends at its timeout (124), or earlier when even its
+    // final `sleep` cannot fork (the shell's 2).
+    assert!(bomb.stderr.contains("can't fork"), "the pids limit stops the fork bomb: {bomb:?}");
+    assert!([124, 2].contains(&bomb.exit_code), "the fork bomb ends: {bomb:?}");
+    let limit = docker(&["inspect", "-f", "{{.HostConfig.PidsLimit}}", &sb.id]);
+    assert_eq!(limit.trim(), "48");
+    // With cgroup v1 and the cgroupfs driver the limit is in the pids hierarchy.
+    let full_id = docker(&["inspect", "-f", "{{.Id}}", &sb.id]);
+    if let Ok(max) = std::fs::read_to_string(format!("/sys/fs/cgroup/pids/docker/{}/pids.max", full_id.trim())) {
+        assert_eq!(max.trim(), "48", "the pids cgroup holds the limit");
+    }
+    assert_eq!(exec(&sb, "echo alive").await.stdout, "alive\n", "the sandbox still works after the bomb");
+}
+
+#[tokio::test]
+async fn bad_specs_are_refused_and_leave_nothing() {
+    let Some(f) = fixture() else { return };
+    let mut spec = f.spec(Limits { memory_bytes: 1 << 20, ..Limits::default() });
+    let err = f.runtime.create(&spec).expect_err("tiny memory");
+    assert_eq!(err.to_string(), "invalid sandbox spec: memory must be at least 16 MiB, got 1048576 bytes");
+    spec.limits = Limits::default();
+    spec.template = "/no/such/template".into();
+    assert!(matches!(f.runtime.create(&spec), Err(Error::TemplateMissing(_))));
+    assert!(f.runtime.list().expect("list").is_empty());
+    assert!(matches!(f.runtime.kill("sb-0000000000"), Err(Error::NotFound(_))));
+    assert!(matches!(f.runtime.kill("../../etc"), Err(Error::NotFound(_))));
+    // Another runtime's sandbox is not this one's to list or kill.
+    let agent: PathBuf = std::env::var_os("SANDSTREAM_STATIC_AGENT").expect("agent").into();
+    let second = DockerRuntime::new(config(f.dir.path().join("state2"), agent)).expect("runtime");
+    let sb = f.create(Limits::default());
+    assert!(second.list().expect("list").is_empty());
+    assert!(matches!(second.kill(&sb.id), Err(Error::NotFound(_))));
+    assert!(second.recover().expect("recover").is_empty());
+    assert_eq!(exec(&sb, "echo still").await.stdout, "still\n", "another runtime's recover left it alone");
+}
+
+/// Another machine for the test: a network namespace joined to this host by a veth pair,
+/// addressed from 198.18.0.0/15 (RFC 2544's benchmarking range), gone on drop.
+struct TestHost {
+    ns: String,
+    host_link: String,
+    host_ip: Ipv4Addr,
+    ip: Ipv4Addr,
+    servers: Vec<std::process::Child>,
+}
+
+impl TestHost {
+    fn new() -> TestHost {
+        let mut r = [0u8; 3];
+        getrandom::fill(&mut r).expect("random bytes");
+        let tag = format!("{:02x}{:02x}{:02x}", r[0], r[1], r[2]);
+        let n = (u32::from(r[0]) << 8 | u32::from(r[1])) % 32000 + 1;
+        let base = u32::from(Ipv4Addr::new(198, 18, 0, 0)) + n * 4;
+        let (host_ip, ip) = (Ipv4Addr::from(base + 1), Ipv4Addr::from(base + 2));
+        let (ns, host_link, peer) = (format!("sst-{tag}"), format!("tt{tag}"), format!("tp{tag}"));
+        sh(&["ip", "netns", "add", &ns]);
+        let h = TestHost { ns: ns.clone(), host_link: host_link.clone(), host_ip, ip, servers: vec![] };
+        sh(&["ip", "link", "add", &host_link, "type", "veth", "peer", "name", &peer]);
+        sh(&["ip", "link", "set", &peer, "netns", &ns]);
+        sh(&["ip", "addr", "add", &format!("{host_ip}/30"), "dev", &host_link]);
+        sh(&["ip", "link", "set", &host_link, "up"]);
+        sh(&["ip", "-n", &ns, "addr", "add", &format!("{ip}/30"), "dev", &peer]);
+        sh(&["ip", "-n", &ns, "link", "set", &peer, "up"]);
+        sh(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
+        sh(&["ip", "-n", &ns, "route", "add", "default", "via", &host_ip.to_string()]);
+        h
+    }
+
+    /// An HTTP server answering "hello" on `addr:port` inside the namespace.
+    fn serve(&mut self, addr: &str, port: u16) {
+        let code = format!(
+            "import http.server as h\nclass H(h.BaseHTTPRequestHandler):\n def do_GET(s):\n  s.send_response(200); s.end_headers(); s.wfile.write(b'hello')\n def log_message(s,*a): pass\nh.HTTPServer(('{addr}', {port}), H).serve_forever()"
+        );
+        let child = std::process::Command::new("ip")
+            .args(["netns", "exec", &self.ns, "python3", "-c", &code])
+            .spawn()
+            .expect("http server");
+        self.servers.push(child);
+        for _ in 0..100 {
+            let probe = std::process::Command::new("ip")
+                .args(["netns", "exec", &self.ns, "python3", "-c"])
+                .arg(format!("import socket; socket.create_connection(('{addr}', {port}), 1)"))
+                .stderr(std::process::Stdio::null())
+                .status()
+                .expect("probe");
+            if probe.success() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("test server on {addr}:{port} did not start");
+    }
+}
+
+impl Drop for TestHost {
+    fn drop(&mut self) {
+        for c in &mut self.servers {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::process::Command::new("ip").args(["netns", "del", &self.ns]).status();
+        let _ = std::process::Command::new("ip").args(["link", "del", &self.host_link]).output();
+    }
+}
+
+/// An HTTP GET from inside the sandbox; Ok(body) or Err(what the shell printed).
+async fn fetch(sb: &Sandbox, ip: impl std::fmt::Display, port: u16) -> Result<String, String> {
+    let out =
+        exec(sb, &format!("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 {ip} {port} 2>&1; echo \"rc=$?\"")).await;
+    if out.stdout.contains("hello") { Ok(out.stdout) } else { Err(out.stdout) }
+}
+
+#[tokio::test]
+async fn egress_follows_the_policy() {
+    let Some(f) = fixture() else { return };
+    let mut remote = TestHost::new();
+    remote.serve(&remote.ip.to_string(), 8080);
+    let allow = f.create_with(Egress::Allow, Limits::default());
+    let deny = f.create_with(Egress::Deny, Limits::default());
+    let listed =
+        f.create_with(Egress::AllowList(vec![format!("{}/32", remote.ip).parse().expect("cidr")]), Limits::default());
+    let elsewhere = f.create_with(Egress::AllowList(vec!["192.0.2.0/24".parse().expect("cidr")]), Limits::default());
+    let r = fetch(&allow, remote.ip, 8080).await;
+    assert!(r.is_ok(), "allow policy must reach the test host: {r:?}");
+    let r = fetch(&listed, remote.ip, 8080).await;
+    assert!(r.is_ok(), "an allow-listed network must be reachable: {r:?}");
+    let r = fetch(&deny, remote.ip, 8080).await;
+    assert!(r.is_err(), "deny policy reached the test host: {r:?}");
+    let r = fetch(&elsewhere, remote.ip, 8080).await;
+    assert!(r.is_err(), "a network off the allow-list was reached: {r:?}");
+}
+
+#[tokio::test]
+async fn link_local_metadata_is_unreachable_even_when_routed() {
+    let Some(f) = fixture() else { return };
+    // A fake metadata service on 169.254.169.254 inside a test namespace. Only packets
+    // from this one sandbox's address arriving on the bridge are routed there (policy
+    // routing), so no packet for that address can leave the machine.
+    let mut meta = TestHost::new();
+    sh(&["ip", "-n", &meta.ns, "addr", "add", "169.254.169.254/32", "dev", "lo"]);
+    meta.serve("169.254.169.254", 80);
+    let sb = f.create_with(Egress::Allow, Limits::default());
+    let std::net::IpAddr::V4(sb_ip) = sb.agent_addr.ip() else { panic!("v4") };
+    let bridge = DockerConfig::new(PathBuf::new(), PathBuf::new()).bridge;
+    let table = (u32::from(sb_ip) % 50_000 + 1000).to_string();
+    let sb_ip = sb_ip.to_string();
+    let rule = ["from", sb_ip.as_str(), "iif", &bridge, "to", "169.254.169.254", "lookup", &table];
+    sh(&[&["ip", "rule", "add"][..], &rule[..]].concat());
+    sh(&["ip", "route", "add", "169.254.169.254", "via", &meta.ip.to_string(), "table", &table]);
+    // The host routes such a packet to the fake service.
+    let route = sh(&["ip", "route", "get", "169.254.169.254", "from", &sb_ip, "iif", &bridge]);
+    let route = String::from_utf8_lossy(&route.stdout).into_owned();
+    // Positive control: with an explicit ACCEPT ahead of the sandbox rules, it works.
+    let accept = ["DOCKER-USER", "-s", sb_ip.as_str(), "-d", "169.254.169.254", "-j", "ACCEPT"];
+    sh(&[&["iptables", "-w", "-I"][..], &accept[..]].concat());
+    let opened = fetch(&sb, "169.254.169.254", 80).await;
+    sh(&[&["iptables", "-w", "-D"][..], &accept[..]].concat());
+    let blocked = fetch(&sb, "169.254.169.254", 80).await;
+    sh(&[&["ip", "rule", "del"][..], &rule[..]].concat());
+    let _ = std::process::Command::new("ip").args(["route", "flush", "table", &table]).status();
+    assert!(route.contains(&format!("via {}", meta.ip)), "the test route is in place: {route}");
+    assert!(opened.is_ok(), "the control path to the fake metadata service must work: {opened:?}");
+    assert!(blocked.is_err(), "the sandbox reached 169.254.169.254: {blocked:?}");
+}
+
+#[tokio::test]
+async fn the_agent_is_published_on_a_host_port_for_other_machines() {
+    let Some(f) = fixture() else { return };
+    let client = TestHost::new();
+    let sb = f.create(Limits::default());
+    let url = format!("http://{}:{}/sandstream.agent.v1.ExecService/List", client.host_ip, sb.published_port);
+    let call = |token: &str| {
+        let out = std::process::Command::new("ip")
+            .args(["netns", "exec", &client.ns, "curl", "-s", "-i", "--max-time", "5", "--http2-prior-knowledge"])
+            .args(["-H", "content-type: application/grpc", "-H", "te: trailers"])
+            .args(["-H", &format!("authorization: Bearer {token}")])
+            .args(["--data-binary", "@-", &url])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .and_then(|mut c| {
+                use std::io::Write;
+                c.stdin.take().expect("stdin").write_all(&[0, 0, 0, 0, 0])?;
+                c.wait_with_output()
+            })
+            .expect("curl");
+        String::from_utf8_lossy(&out.stdout).to_lowercase()
+    };
+    let ok = call(&sb.token);
+    assert!(ok.contains("grpc-status: 0"), "a List call through the published port must succeed: {ok}");
+    let refused = call("wrong-token-wrong-token");
+    assert!(refused.contains("grpc-status: 16"), "a wrong token must be refused (UNAUTHENTICATED): {refused}");
+}
+
+#[tokio::test]
+async fn user_code_cannot_create_or_join_namespaces() {
+    let Some(f) = fixture() else { return };
+    let sb = f.create(Limits::default());
+    for (cmd, what) in [
+        ("unshare -U -r id", "a user namespace"),
+        ("unshare -n true", "a network namespace"),
+        ("unshare -m true", "a mount namespace"),
+        ("unshare -p -f true", "a pid namespace"),
+        ("nsenter -t 1 -n true", "joining the agent's namespaces"),
+    ] {
+        let out = exec(&sb, &format!("{cmd} 2>&1; echo \"rc=$?\"")).await;
+        assert!(!out.stdout.ends_with("rc=0\n"), "{what} must be refused: {cmd} -> {out:?}");
+    }
+    let out = exec(&sb, "sh -c 'echo child' & wait; (echo sub)").await;
+    assert_eq!(out.stdout, "child\nsub\n");
+}
+
+#[tokio::test]
+async fn a_restarted_runtime_finds_running_sandboxes_and_removes_dead_ones() {
+    let Some(f) = fixture() else { return };
+    let state = f.dir.path().join("state");
+    let agent: PathBuf = std::env::var_os("SANDSTREAM_STATIC_AGENT").expect("agent").into();
+    let alive = f.runtime.create(&f.spec(Limits::default())).expect("create");
+    let dead = f.runtime.create(&f.spec(Limits::default())).expect("create");
+    assert_eq!(exec(&alive, "echo before > /tmp/mark && echo ok").await.stdout, "ok\n");
+    // The owning runtime goes away (nothing is killed), and one container dies meanwhile.
+    let runtime = DockerRuntime::new(config(state.clone(), agent)).expect("second runtime");
+    docker(&["kill", &dead.id]);
+    std::thread::sleep(Duration::from_millis(300));
+
+    let found = runtime.recover().expect("recover");
+    let ids: Vec<&str> = found.iter().map(|s| s.id.as_str()).collect();
+    assert_eq!(ids, [alive.id.as_str()], "only the running sandbox is found again");
+    let again = &found[0];
+    assert_eq!(
+        (again.agent_addr, &again.token, again.published_port),
+        (alive.agent_addr, &alive.token, alive.published_port)
+    );
+    assert_eq!(exec(again, "cat /tmp/mark").await.stdout, "before\n", "same sandbox, same files");
+    let left = std::process::Command::new("docker")
+        .args(["-H", &format!("unix://{}", socket().display()), "inspect", &dead.id])
+        .output()
+        .expect("docker");
+    assert!(!left.status.success(), "the dead sandbox's container is still there");
+    let rules = sh(&["iptables-save", "-t", "filter"]);
+    let suffix = dead.id.trim_start_matches("sb-");
+    assert!(!String::from_utf8_lossy(&rules.stdout).contains(suffix), "the dead sandbox's rules are still there");
+    assert!(!state.join(&dead.id).exists());
+    assert_eq!(runtime.list().expect("list"), vec![alive.id.clone()]);
+    runtime.kill(&alive.id).expect("kill");
+    assert!(runtime.list().expect("list").is_empty());
+}
+
+/// Host-wide things a sandbox could leave behind, as sorted lines.
+fn host_snapshot() -> Vec<String> {
+    let mut lines = Vec::new();
+    for (what, args) in [
+        ("container", &["ps", "-a", "-q", "--no-trunc"][..]),
+        ("image", &["images", "-a", "-q", "--no-trunc"][..]),
+        ("network", &["network", "ls", "-q", "--no-trunc"][..]),
+        ("volume", &["volume", "ls", "-q"][..]),
+    ] {
+        lines.extend(docker(args).lines().map(|l| format!("{what} {l}")));
+    }
+    // Rules, without counters and without the `oci` backend's (other test binaries may
+    // run runc sandboxes meanwhile).
+    for table in ["filter", "nat"] {
+        let out = sh(&["iptables-save", "-t", table]);
+        lines.extend(
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .filter(|l| l.starts_with("-A") || (l.starts_with(':') && !l.contains("SANDSTREAM-")))
+                .filter(|l| !l.contains("SANDSTREAM-") && !l.contains(" SS-") && !l.contains(":SS-"))
+                .filter(|l| !l.contains(" vs"))
+                .map(|l| format!("{table} {}", l.split(" [").next().unwrap_or(l))),
+        );
+    }
+    // Container plumbing processes.
+    let ps = sh(&["ps", "-eo", "pid=,comm="]);
+    lines.extend(
+        String::from_utf8_lossy(&ps.stdout)
+            .lines()
+            .filter(|l| ["docker-proxy", "containerd-shim", "runc"].iter().any(|c| l.contains(c)))
+            .map(|l| format!("process {}", l.trim())),
+    );
+    lines.sort();
+    lines
+}
+
+#[tokio::test]
+async fn create_and_kill_leave_nothing_behind() {
+    let Some(f) = fixture_with(true) else { return };
+    // The template image is made by the first create and kept: import it before counting.
+    f.runtime.kill(&f.runtime.create(&f.spec(Limits::default())).expect("create").id).expect("kill");
+    // Shims of containers just removed exit asynchronously: count once things settle.
+    let mut before = host_snapshot();
+    for _ in 0..50 {
+        std::thread::sleep(Duration::from_millis(200));
+        let again = host_snapshot();
+        if again == before {
+            break;
+        }
+        before = again;
+    }
+    let mut ids = Vec::new();
+    for _ in 0..20 {
+        let sb = f.runtime.create(&f.spec(Limits::default())).expect("create");
+        ids.push(sb.id.clone());
+        assert_eq!(exec(&sb, "echo ok; sleep 30 &").await.stdout, "ok\n");
+        f.runtime.kill(&sb.id).expect("kill");
+    }
+    // Container shims exit asynchronously after their container is removed.
+    let mut after = host_snapshot();
+    for _ in 0..50 {
+        if after.iter().all(|l| before.contains(l)) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        after = host_snapshot();
+    }
+    // A process that ended meanwhile (the shim of a container removed just before) is
+    // not a leak; anything else gone is something removed that was not ours.
+    let gone: Vec<_> = before.iter().filter(|l| !after.contains(l) && !l.starts_with("process ")).collect();
+    let new: Vec<_> = after.iter().filter(|l| !before.contains(l)).collect();
+    assert!(gone.is_empty() && new.is_empty(), "host state changed: gone {gone:?}, new {new:?}");
+    assert!(f.runtime.list().expect("list").is_empty());
+    let state = std::fs::read_dir(f.dir.path().join("state")).expect("state dir").count();
+    assert_eq!(state, 0, "the state dir holds leftovers");
+    let procs = sh(&["ps", "-eo", "args="]);
+    let procs = String::from_utf8_lossy(&procs.stdout);
+    for id in &ids {
+        assert!(!procs.contains(id.as_str()), "a process of {id} is left");
+    }
+}
+
+/// The default template: python3, node and pip work, with the network reaching PyPI
+/// through NAT; ptrace reaches no host process.
+#[tokio::test]
+async fn the_default_template_runs_python_node_and_pip() {
+    let Some(agent) = prerequisites() else { return };
+    let _lock = test_lock(false);
+    let cache: PathBuf =
+        std::env::var_os("SANDSTREAM_CACHE_DIR").map_or_else(|| "/var/cache/sandstream".into(), PathBuf::from);
+    let template = sandstream_runtime::ensure_default_template(&cache, |line| eprintln!("template: {line}"))
+        .expect("default template");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let runtime = DockerRuntime::new(config(dir.path().join("state"), agent)).expect("runtime");
+    let spec =
+        SandboxSpec { template: template.clone(), limits: Limits::default(), env: vec![], egress: Egress::Allow };
+    let sb = Guard { runtime: &runtime, sandbox: runtime.create(&spec).expect("create") };
+    let out = exec(&sb, "python3 -c 'print(6*7)'; node -e 'console.log(6*7)'").await;
+    assert_eq!(out.stdout, "42\n42\n", "{out:?}");
+    let out = exec(
+        &sb,
+        "python3 -m venv /tmp/v && /tmp/v/bin/pip install -q --disable-pip-version-check six==1.16.0 2>&1 && \
+         /tmp/v/bin/python -c 'import six; print(six.__version__)'",
+    )
+    .await;
+    assert!(out.stdout.ends_with("1.16.0\n"), "pip install through NAT: {out:?}");
+    let host_pid = std::process::id();
+    let ptrace = format!(
+        "import ctypes, os; libc = ctypes.CDLL(None, use_errno=True)\n\
+         for pid in ({host_pid}, 1):\n    r = libc.ptrace(16, pid, 0, 0)\n    print(pid, r, os.strerror(ctypes.get_errno()))"
+    );
+    let out = exec(&sb, &format!("python3 -c '{ptrace}'")).await;
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{out:?}");
+    for l in lines {
+        assert!(l.split(' ').nth(1) == Some("-1"), "ptrace attach must fail: {l}");
+    }
+    drop(sb);
+    // The image of the shared default template stays for the next run: importing it is
+    // the slow part.
+    assert!(runtime.list().expect("list").is_empty());
+    let _ = Path::new(&template);
+}

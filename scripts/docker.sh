@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Makes sure a Docker Engine answers for the `docker` backend and prints its socket path.
+# Installs nothing (scripts/setup.sh installs the Docker Engine package). If nothing answers on the socket
+# (SANDSTREAM_DOCKER_SOCKET, default /var/run/docker.sock), starts `dockerd` in the
+# background, logging to /var/log/sandstream-dockerd.log, and waits until it answers.
+#
+# Note: dockerd changes the host: it adds its own iptables chains (DOCKER, DOCKER-USER,
+# DOCKER-ISOLATION-*), sets the FORWARD policy to DROP and turns on net.ipv4.ip_forward.
+# The oci backend's chains decide their own traffic with explicit ACCEPT/DROP, so both
+# backends work side by side.
+#
+# Options chosen:
+#   --bridge=none      no default docker0 network: sandboxes use the runtime's own
+#                      `sandstream` network (no inter-container traffic), nothing else
+#   --live-restore     containers survive a dockerd restart, as sandboxes outlive the
+#                      processes that manage them
+#   --userland-proxy   (the default) kept: the alternative sets route_localnet on bridges
+source "$(dirname "$0")/lib.sh"
+SOCKET="${SANDSTREAM_DOCKER_SOCKET:-/var/run/docker.sock}"
+LOG=/var/log/sandstream-dockerd.log
+
+answers() { curl -sf --max-time 2 --unix-socket "$SOCKET" http://docker/_ping >/dev/null 2>&1; }
+
+if ! answers; then
+  [ "$(id -u)" = 0 ] || { echo "scripts/docker.sh: need root to start dockerd" >&2; exit 1; }
+  command -v dockerd >/dev/null || { echo "scripts/docker.sh: dockerd is not installed (scripts/setup.sh installs the Docker Engine package)" >&2; exit 1; }
+  log "starting dockerd on $SOCKET (log: $LOG)"
+  pidfile="/run/sandstream-dockerd-$(printf '%s' "$SOCKET" | md5sum | cut -c1-8).pid"
+  setsid dockerd --host "unix://$SOCKET" --pidfile "$pidfile" --bridge=none --live-restore \
+    --log-level=warn </dev/null >>"$LOG" 2>&1 &
+  for _ in $(seq 1 300); do
+    answers && break
+    sleep 0.1
+  done
+  answers || { echo "scripts/docker.sh: dockerd did not answer on $SOCKET within 30 s; see $LOG" >&2; tail -n 20 "$LOG" >&2; exit 1; }
+fi
+echo "$SOCKET"
