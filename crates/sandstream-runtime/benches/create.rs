@@ -48,21 +48,7 @@ async fn main() {
     }
     let runtime = OciRuntime::new(OciConfig::new(dir.path().join("state"), agent)).expect("runtime");
 
-    let (mut to_ready, mut to_first, mut kills) = (Vec::new(), Vec::new(), Vec::new());
-    for _ in 0..n {
-        let t = Instant::now();
-        let sb = tokio::task::block_in_place(|| runtime.create(&spec)).expect("create");
-        to_ready.push(t.elapsed());
-        let first = support::exec_with_token(sb.agent_addr, &sb.token, "true", 10_000).await.expect("execute");
-        assert_eq!(first.exit_code, 0);
-        to_first.push(t.elapsed());
-        let k = Instant::now();
-        tokio::task::block_in_place(|| runtime.kill(&sb.id)).expect("kill");
-        kills.push(k.elapsed());
-    }
-    report("sandstream create -> agent accepting", to_ready);
-    report("sandstream create -> first Execute(\"true\") done", to_first);
-    report("sandstream kill (everything removed)", kills);
+    create_kill_cycles(&runtime, &spec, n, "sandstream").await;
 
     if docker_ok() {
         let tar = std::process::Command::new("sh")
@@ -88,6 +74,26 @@ async fn main() {
     }
 }
 
+/// `n` sandboxes one after another, each created, asked `Execute("true")` and killed;
+/// prints the three timings under `label`.
+async fn create_kill_cycles(runtime: &dyn Runtime, spec: &SandboxSpec, n: usize, label: &str) {
+    let (mut to_ready, mut to_first, mut kills) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..n {
+        let t = Instant::now();
+        let sb = tokio::task::block_in_place(|| runtime.create(spec)).expect("create");
+        to_ready.push(t.elapsed());
+        let first = support::exec_with_token(sb.agent_addr, &sb.token, "true", 10_000).await.expect("execute");
+        assert_eq!(first.exit_code, 0);
+        to_first.push(t.elapsed());
+        let k = Instant::now();
+        tokio::task::block_in_place(|| runtime.kill(&sb.id)).expect("kill");
+        kills.push(k.elapsed());
+    }
+    report(&format!("{label} create -> agent accepting"), to_ready);
+    report(&format!("{label} create -> first Execute(\"true\") done"), to_first);
+    report(&format!("{label} kill (everything removed)"), kills);
+}
+
 /// The `docker` backend, then plain `docker run` of the image it imported.
 async fn docker_backend(n: usize, dir: &std::path::Path, agent: PathBuf, spec: SandboxSpec) {
     let mut cfg = DockerConfig::new(dir.join("state"), agent);
@@ -103,21 +109,7 @@ async fn docker_backend(n: usize, dir: &std::path::Path, agent: PathBuf, spec: S
     println!("docker backend: first create (template import included): {:.1} ms", t.elapsed().as_secs_f64() * 1e3);
     tokio::task::block_in_place(|| runtime.kill(&sb.id)).expect("kill");
 
-    let (mut to_ready, mut to_first, mut kills) = (Vec::new(), Vec::new(), Vec::new());
-    for _ in 0..n {
-        let t = Instant::now();
-        let sb = tokio::task::block_in_place(|| runtime.create(&spec)).expect("create");
-        to_ready.push(t.elapsed());
-        let first = support::exec_with_token(sb.agent_addr, &sb.token, "true", 10_000).await.expect("execute");
-        assert_eq!(first.exit_code, 0);
-        to_first.push(t.elapsed());
-        let k = Instant::now();
-        tokio::task::block_in_place(|| runtime.kill(&sb.id)).expect("kill");
-        kills.push(k.elapsed());
-    }
-    report("docker backend create -> agent accepting", to_ready);
-    report("docker backend create -> first Execute(\"true\") done", to_first);
-    report("docker backend kill (everything removed)", kills);
+    create_kill_cycles(&runtime, &spec, n, "docker backend").await;
 
     let image = runtime.template_image(&spec.template).expect("image tag");
     let host = format!("unix://{}", socket.display());

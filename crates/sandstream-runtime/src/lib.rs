@@ -8,6 +8,7 @@ mod error;
 mod host;
 mod net;
 mod oci;
+mod sandbox;
 mod template;
 mod types;
 

@@ -23,8 +23,10 @@ const PUBLISH_CHAIN: &str = "SANDSTREAM-PUB";
 const NAT_CHAIN: &str = "SANDSTREAM-NAT";
 const DNAT_CHAIN: &str = "SANDSTREAM-DNAT";
 const SANDBOX_NET: &str = "10.88.0.0/16";
-/// Never reachable from a sandbox, whatever its policy.
-const ALWAYS_BLOCKED: [&str; 3] = ["169.254.0.0/16", "127.0.0.0/8", SANDBOX_NET];
+/// Never reachable from a sandbox of either backend, whatever its policy: link-local
+/// (where cloud metadata services live) and loopback. Each backend adds its own
+/// sandbox network.
+pub(crate) const NEVER_REACHABLE: [&str; 2] = ["169.254.0.0/16", "127.0.0.0/8"];
 /// Sandbox slots: 10.88.0.0/16 in /30s, slot 0 unused.
 pub(crate) const MAX_SLOT: u32 = (1 << 14) - 1;
 
@@ -163,6 +165,28 @@ fn sandbox_chain(suffix: &str) -> String {
     format!("SS-{suffix}")
 }
 
+/// A sandbox's own egress chain, rule by rule (each the words after `-A CHAIN`): replies
+/// accepted (ACCEPT, not RETURN: a RETURN would resume in the shared chain, at its final
+/// DROP), then each of `drops` dropped, then its policy, then DROP. Both backends write
+/// their chains from this one definition.
+pub(crate) fn egress_chain(drops: Vec<Vec<String>>, egress: &Egress) -> Vec<Vec<String>> {
+    let words = |w: &[&str]| w.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let mut rules = vec![words(&["-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT"])];
+    for mut d in drops {
+        d.extend(words(&["-j", "DROP"]));
+        rules.push(d);
+    }
+    match egress {
+        Egress::Allow => rules.push(words(&["-j", "ACCEPT"])),
+        Egress::Deny => {}
+        Egress::AllowList(nets) => {
+            rules.extend(nets.iter().map(|n| words(&["-d", &n.to_string(), "-j", "ACCEPT"])));
+        }
+    }
+    rules.push(words(&["-j", "DROP"]));
+    rules
+}
+
 fn create_rules(suffix: &str, slot: u32, egress: &Egress, published_port: u16, agent_port: u16) -> Result<()> {
     let chain = sandbox_chain(suffix);
     let ipt = |args: &[&str]| {
@@ -171,20 +195,12 @@ fn create_rules(suffix: &str, slot: u32, egress: &Egress, published_port: u16, a
         run("iptables", &a).map(drop)
     };
     ipt(&["-N", &chain])?;
-    ipt(&["-A", &chain, "-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT"])?;
-    for net in ALWAYS_BLOCKED {
-        ipt(&["-A", &chain, "-d", net, "-j", "DROP"])?;
+    let drops = NEVER_REACHABLE.iter().chain([&SANDBOX_NET]).map(|net| vec!["-d".into(), net.to_string()]).collect();
+    for rule in egress_chain(drops, egress) {
+        let mut args = vec!["-A", chain.as_str()];
+        args.extend(rule.iter().map(String::as_str));
+        ipt(&args)?;
     }
-    match egress {
-        Egress::Allow => ipt(&["-A", &chain, "-j", "ACCEPT"])?,
-        Egress::Deny => {}
-        Egress::AllowList(nets) => {
-            for net in nets {
-                ipt(&["-A", &chain, "-d", &net.to_string(), "-j", "ACCEPT"])?;
-            }
-        }
-    }
-    ipt(&["-A", &chain, "-j", "DROP"])?;
     // The jump into the sandbox's chain and its published port go first in their chains,
     // ahead of the final DROPs; the DNAT rule's place does not matter.
     for (table, chain, rule) in sandbox_rules(suffix, slot, published_port, agent_port) {
@@ -279,6 +295,21 @@ pub(crate) fn netns_path(suffix: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_egress_chain_accepts_replies_drops_the_blocked_then_applies_its_policy() {
+        let rules = |egress| {
+            egress_chain(vec![vec!["-d".into(), "169.254.0.0/16".into()]], &egress)
+                .into_iter()
+                .map(|r| r.join(" "))
+                .collect::<Vec<_>>()
+        };
+        let head = ["-m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT", "-d 169.254.0.0/16 -j DROP"];
+        let list = Egress::AllowList(vec!["203.0.113.0/24".parse().expect("cidr")]);
+        assert_eq!(rules(list), [&head[..], &["-d 203.0.113.0/24 -j ACCEPT", "-j DROP"]].concat());
+        assert_eq!(rules(Egress::Allow), [&head[..], &["-j ACCEPT", "-j DROP"]].concat());
+        assert_eq!(rules(Egress::Deny), [&head[..], &["-j DROP"]].concat());
+    }
 
     #[test]
     fn slots_are_disjoint_slash_30s() {

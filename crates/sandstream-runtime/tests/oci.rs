@@ -11,6 +11,7 @@ use std::time::Duration;
 mod support;
 
 use sandstream_runtime::{Egress, Error, Limits, OciConfig, OciRuntime, Runtime, Sandbox, SandboxSpec};
+use support::netns::{TestHost, fetch, grpc_list_from, sh};
 use support::{Out, busybox_template, exec_with_token, static_agent};
 
 struct Fixture {
@@ -244,90 +245,6 @@ async fn bad_specs_are_refused_and_leave_nothing() {
 
 /// Another machine for the test: a network namespace joined to this host by a veth pair,
 /// addressed from 198.18.0.0/15 (RFC 2544's benchmarking range), gone on drop.
-struct TestHost {
-    ns: String,
-    host_link: String,
-    host_ip: std::net::Ipv4Addr,
-    ip: std::net::Ipv4Addr,
-    servers: Vec<std::process::Child>,
-}
-
-fn sh(args: &[&str]) -> std::process::Output {
-    let out = std::process::Command::new(args[0]).args(&args[1..]).output().expect("run");
-    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    out
-}
-
-impl TestHost {
-    fn new() -> TestHost {
-        let mut r = [0u8; 3];
-        getrandom_bytes(&mut r);
-        let tag = format!("{:02x}{:02x}{:02x}", r[0], r[1], r[2]);
-        let n = (u32::from(r[0]) << 8 | u32::from(r[1])) % 32000 + 1;
-        let base = u32::from(std::net::Ipv4Addr::new(198, 18, 0, 0)) + n * 4;
-        let (host_ip, ip) = (std::net::Ipv4Addr::from(base + 1), std::net::Ipv4Addr::from(base + 2));
-        let (ns, host_link, peer) = (format!("sst-{tag}"), format!("tt{tag}"), format!("tp{tag}"));
-        sh(&["ip", "netns", "add", &ns]);
-        let h = TestHost { ns: ns.clone(), host_link: host_link.clone(), host_ip, ip, servers: vec![] };
-        sh(&["ip", "link", "add", &host_link, "type", "veth", "peer", "name", &peer]);
-        sh(&["ip", "link", "set", &peer, "netns", &ns]);
-        sh(&["ip", "addr", "add", &format!("{host_ip}/30"), "dev", &host_link]);
-        sh(&["ip", "link", "set", &host_link, "up"]);
-        sh(&["ip", "-n", &ns, "addr", "add", &format!("{ip}/30"), "dev", &peer]);
-        sh(&["ip", "-n", &ns, "link", "set", &peer, "up"]);
-        sh(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
-        sh(&["ip", "-n", &ns, "route", "add", "default", "via", &host_ip.to_string()]);
-        h
-    }
-
-    /// An HTTP server answering "hello" on `addr:port` inside the namespace.
-    fn serve(&mut self, addr: &str, port: u16) {
-        let code = format!(
-            "import http.server as h\nclass H(h.BaseHTTPRequestHandler):\n def do_GET(s):\n  s.send_response(200); s.end_headers(); s.wfile.write(b'hello')\n def log_message(s,*a): pass\nh.HTTPServer(('{addr}', {port}), H).serve_forever()"
-        );
-        let child = std::process::Command::new("ip")
-            .args(["netns", "exec", &self.ns, "python3", "-c", &code])
-            .spawn()
-            .expect("http server");
-        self.servers.push(child);
-        for _ in 0..100 {
-            let probe = std::process::Command::new("ip")
-                .args(["netns", "exec", &self.ns, "python3", "-c"])
-                .arg(format!("import socket; socket.create_connection(('{addr}', {port}), 1)"))
-                .stderr(std::process::Stdio::null())
-                .status()
-                .expect("probe");
-            if probe.success() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("test server on {addr}:{port} did not start");
-    }
-}
-
-impl Drop for TestHost {
-    fn drop(&mut self) {
-        for c in &mut self.servers {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        let _ = std::process::Command::new("ip").args(["netns", "del", &self.ns]).status();
-        let _ = std::process::Command::new("ip").args(["link", "del", &self.host_link]).output();
-    }
-}
-
-fn getrandom_bytes(buf: &mut [u8]) {
-    getrandom::fill(buf).expect("random bytes");
-}
-
-/// An HTTP GET from inside the sandbox; Ok(body) or Err(what the shell printed).
-async fn fetch(sb: &Sandbox, ip: impl std::fmt::Display, port: u16) -> Result<String, String> {
-    let out =
-        exec(sb, &format!("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 {ip} {port} 2>&1; echo \"rc=$?\"")).await;
-    if out.stdout.contains("hello") { Ok(out.stdout) } else { Err(out.stdout) }
-}
-
 #[tokio::test]
 async fn egress_follows_the_policy() {
     let Some(f) = fixture() else { return };
@@ -377,24 +294,7 @@ async fn the_agent_is_published_on_a_host_port_for_other_machines() {
     let client = TestHost::new();
     let sb = f.create(Limits::default());
     // From the other machine, to this host's address on their shared link.
-    let url = format!("http://{}:{}/sandstream.agent.v1.ExecService/List", client.host_ip, sb.published_port);
-    let call = |token: &str| {
-        let out = std::process::Command::new("ip")
-            .args(["netns", "exec", &client.ns, "curl", "-s", "-i", "--max-time", "5", "--http2-prior-knowledge"])
-            .args(["-H", "content-type: application/grpc", "-H", "te: trailers"])
-            .args(["-H", &format!("authorization: Bearer {token}")])
-            .args(["--data-binary", "@-", &url])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .and_then(|mut c| {
-                use std::io::Write;
-                c.stdin.take().expect("stdin").write_all(&[0, 0, 0, 0, 0])?;
-                c.wait_with_output()
-            })
-            .expect("curl");
-        String::from_utf8_lossy(&out.stdout).to_lowercase()
-    };
+    let call = |token: &str| grpc_list_from(&client, client.host_ip, sb.published_port, token);
     let ok = call(&sb.token);
     assert!(ok.contains("grpc-status: 0"), "a List call through the published port must succeed: {ok}");
     let refused = call("wrong-token-wrong-token");

@@ -30,8 +30,6 @@ const INPUT_CHAIN: &str = "SSDOCKER-IN";
 const FORWARD_CHAIN: &str = "SSDOCKER-FWD";
 /// Docker's chain for its users' rules, evaluated before its own in FORWARD.
 const DOCKER_USER: &str = "DOCKER-USER";
-/// Never reachable from a sandbox, whatever its policy (the sandbox network is added).
-const ALWAYS_BLOCKED: [&str; 2] = ["169.254.0.0/16", "127.0.0.0/8"];
 
 pub(crate) fn sandbox_chain(suffix: &str) -> String {
     format!("SSD-{suffix}")
@@ -125,23 +123,19 @@ pub(crate) fn add_sandbox(bridge: &str, subnet: Cidr, suffix: &str, ip: Ipv4Addr
 fn add_sandbox_inner(bridge: &str, subnet: Cidr, suffix: &str, ip: Ipv4Addr, egress: &Egress) -> Result<()> {
     let chain = sandbox_chain(suffix);
     ipt(&["-N", &chain])?;
-    // ACCEPT, not RETURN: a RETURN would resume in the shared chain, at its final DROP.
-    ipt(&["-A", &chain, "-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT"])?;
     let subnet = subnet.to_string();
-    for net in ALWAYS_BLOCKED.iter().copied().chain([subnet.as_str()]) {
-        ipt(&["-A", &chain, "-d", net, "-j", "DROP"])?;
+    let mut drops: Vec<Vec<String>> = crate::net::NEVER_REACHABLE
+        .iter()
+        .chain([&subnet.as_str()])
+        .map(|n| vec!["-d".into(), n.to_string()])
+        .collect();
+    // oci sandboxes' links: the two backends' sandboxes never reach each other.
+    drops.push(vec!["-o".into(), format!("{}+", crate::net::HOST_LINK_PREFIX)]);
+    for rule in crate::net::egress_chain(drops, egress) {
+        let mut args = vec!["-A", chain.as_str()];
+        args.extend(rule.iter().map(String::as_str));
+        ipt(&args)?;
     }
-    ipt(&["-A", &chain, "-o", &format!("{}+", crate::net::HOST_LINK_PREFIX), "-j", "DROP"])?;
-    match egress {
-        Egress::Allow => ipt(&["-A", &chain, "-j", "ACCEPT"])?,
-        Egress::Deny => {}
-        Egress::AllowList(nets) => {
-            for net in nets {
-                ipt(&["-A", &chain, "-d", &net.to_string(), "-j", "ACCEPT"])?;
-            }
-        }
-    }
-    ipt(&["-A", &chain, "-j", "DROP"])?;
     let rule = jump(bridge, ip, suffix);
     let mut args = vec!["-I", FORWARD_CHAIN, "1"];
     args.extend(rule.iter().map(String::as_str));

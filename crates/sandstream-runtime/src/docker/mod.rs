@@ -41,14 +41,7 @@ use bollard::query_parameters::{
 use crate::error::{Error, Result};
 use crate::types::{Cidr, Runtime, Sandbox, SandboxSpec};
 
-/// Where the agent binary and its token appear inside every sandbox (as in `oci`).
-const AGENT_PATH: &str = "/.sandstream/agent";
-const TOKEN_PATH: &str = "/.sandstream/token";
-/// User code runs as this uid/gid, never as root.
-pub(crate) const USER_ID: u32 = 1000;
-pub(crate) const WORKDIR: &str = "/home/user";
-const AGENT_PORT: u16 = 50052;
-const CA_BUNDLE_PATH: &str = "/etc/ssl/certs/ca-certificates.crt";
+pub(crate) use crate::sandbox::{AGENT_PATH, AGENT_PORT, CA_BUNDLE_PATH, TOKEN_PATH, USER_ID, WORKDIR};
 /// On every sandbox container.
 pub const SANDBOX_LABEL: &str = "sandstream.sandbox";
 /// The state dir of the runtime that owns a container.
@@ -324,26 +317,17 @@ impl DockerRuntime {
 
     fn container_body(&self, id: &str, image: String, token_file: &Path, spec: &SandboxSpec) -> ContainerCreateBody {
         let l = spec.limits;
-        let mut env = vec![
-            "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string(),
-            format!("HOME={WORKDIR}"),
-            "USER=user".into(),
-            "LANG=C.UTF-8".into(),
-            "SANDSTREAM_LOG=info".into(),
-        ];
+        let env = crate::sandbox::agent_env(&spec.env, self.cfg.ca_bundle.is_some());
         let mut binds = vec![
             format!("{}:{AGENT_PATH}:ro", self.cfg.agent_binary.display()),
             format!("{}:{TOKEN_PATH}:ro", token_file.display()),
         ];
         if let Some(ca) = &self.cfg.ca_bundle {
             binds.push(format!("{}:{CA_BUNDLE_PATH}:ro", ca.display()));
-            // Node ships its own CA list; this adds the host's.
-            env.push(format!("NODE_EXTRA_CA_CERTS={CA_BUNDLE_PATH}"));
         }
         if let Some(resolv) = usable_resolv_conf() {
             binds.push(format!("{}:/etc/resolv.conf:ro", resolv.display()));
         }
-        env.extend(spec.env.iter().map(|(k, v)| format!("{k}={v}")));
         let port = format!("{AGENT_PORT}/tcp");
         let labels: HashMap<String, String> = [
             (SANDBOX_LABEL.to_string(), "1".to_string()),
@@ -391,19 +375,7 @@ impl DockerRuntime {
             user: Some("0:0".into()),
             exposed_ports: Some(vec![port]),
             env: Some(env),
-            entrypoint: Some(vec![
-                AGENT_PATH.to_string(),
-                "--listen".into(),
-                format!("0.0.0.0:{AGENT_PORT}"),
-                "--token-file".into(),
-                TOKEN_PATH.into(),
-                "--sandbox-id".into(),
-                id.into(),
-                "--workdir".into(),
-                WORKDIR.into(),
-                "--run-as".into(),
-                format!("{USER_ID}:{USER_ID}"),
-            ]),
+            entrypoint: Some(crate::sandbox::agent_args(id)),
             cmd: Some(vec![]),
             image: Some(image),
             working_dir: Some("/".into()),
@@ -632,19 +604,6 @@ impl Runtime for DockerRuntime {
         ids.retain(|n| suffix_of(n).is_some());
         ids.sort();
         ids.dedup();
-        let mut alive = Vec::new();
-        for id in ids {
-            match self.adopt(&id) {
-                Some(sb) => {
-                    tracing::info!(sandbox_id = %id, agent = %sb.agent_addr, "sandbox found running again");
-                    alive.push(sb);
-                }
-                None => {
-                    tracing::info!(sandbox_id = %id, "sandbox left by a previous run is not running; removing it");
-                    self.destroy(&id);
-                }
-            }
-        }
-        Ok(alive)
+        Ok(crate::sandbox::recover_each(ids, |id| self.adopt(id), |id| self.destroy(id)))
     }
 }

@@ -17,15 +17,7 @@ use oci_spec::runtime::{
 use crate::error::{Error, Result};
 use crate::types::Limits;
 
-/// Where the agent binary and its token appear inside every sandbox (read-only binds:
-/// the agent is never baked into templates and the sandbox cannot replace it).
-pub(crate) const AGENT_PATH: &str = "/.sandstream/agent";
-pub(crate) const TOKEN_PATH: &str = "/.sandstream/token";
-/// User code runs as this uid/gid, never as root.
-pub(crate) const USER_ID: u32 = 1000;
-pub(crate) const WORKDIR: &str = "/home/user";
-pub(crate) const AGENT_PORT: u16 = 50052;
-const CA_BUNDLE_PATH: &str = "/etc/ssl/certs/ca-certificates.crt";
+pub(crate) use crate::sandbox::{AGENT_PATH, AGENT_PORT, CA_BUNDLE_PATH, TOKEN_PATH, USER_ID, WORKDIR};
 
 pub(crate) struct BundleInput<'a> {
     pub(crate) id: &'a str,
@@ -171,34 +163,11 @@ pub(crate) fn build(input: &BundleInput<'_>) -> Result<Spec> {
     // The agent runs as root inside, with only what it needs to start commands as the
     // sandbox user and to signal them; no_new_privs keeps setuid binaries inert.
     let caps: HashSet<Capability> = [Capability::Setuid, Capability::Setgid, Capability::Kill].into();
-    let mut env = vec![
-        "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string(),
-        format!("HOME={WORKDIR}"),
-        "USER=user".into(),
-        "LANG=C.UTF-8".into(),
-        "SANDSTREAM_LOG=info".into(),
-    ];
-    if input.ca_bundle.is_some() {
-        // Node ships its own CA list; this adds the host's.
-        env.push(format!("NODE_EXTRA_CA_CERTS={CA_BUNDLE_PATH}"));
-    }
-    env.extend(input.env.iter().map(|(k, v)| format!("{k}={v}")));
+    let env = crate::sandbox::agent_env(input.env, input.ca_bundle.is_some());
     let process = ProcessBuilder::default()
         .terminal(false)
         .user(UserBuilder::default().uid(0u32).gid(0u32).build().map_err(spec_err)?)
-        .args(vec![
-            AGENT_PATH.to_string(),
-            "--listen".into(),
-            format!("0.0.0.0:{AGENT_PORT}"),
-            "--token-file".into(),
-            TOKEN_PATH.into(),
-            "--sandbox-id".into(),
-            input.id.into(),
-            "--workdir".into(),
-            WORKDIR.into(),
-            "--run-as".into(),
-            format!("{USER_ID}:{USER_ID}"),
-        ])
+        .args(crate::sandbox::agent_args(input.id))
         .env(env)
         .cwd("/")
         .no_new_privileges(true)

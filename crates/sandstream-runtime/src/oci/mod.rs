@@ -288,20 +288,7 @@ impl Runtime for OciRuntime {
     }
 
     fn recover(&self) -> Result<Vec<Sandbox>> {
-        let mut alive = Vec::new();
-        for id in self.list()? {
-            match self.adopt(&id) {
-                Some(sb) => {
-                    tracing::info!(sandbox_id = %id, agent = %sb.agent_addr, "sandbox found running again");
-                    alive.push(sb);
-                }
-                None => {
-                    tracing::info!(sandbox_id = %id, "sandbox left by a previous run is not running; removing it");
-                    self.destroy(&id);
-                }
-            }
-        }
-        Ok(alive)
+        Ok(crate::sandbox::recover_each(self.list()?, |id| self.adopt(id), |id| self.destroy(id)))
     }
 }
 

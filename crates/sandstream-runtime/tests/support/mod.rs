@@ -1,6 +1,9 @@
 //! Shared by the runtime's integration tests and benchmark: the static agent's path,
-//! a busybox template, and a gRPC client call to a sandbox's agent.
+//! a busybox template, a gRPC client call to a sandbox's agent, and test peers in
+//! network namespaces (`netns`).
 #![allow(dead_code)]
+
+pub mod netns;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
