@@ -23,6 +23,7 @@ import {
   NotFoundError,
   SandboxError,
   TimeoutError,
+  type CommandExitFields,
   type CommandStatus,
 } from './errors.js';
 
@@ -88,24 +89,7 @@ export interface CommandConnectOptions {
 }
 
 /** A finished command (exit code 0; other codes throw {@link CommandExitError} with the same fields). */
-export interface CommandResult {
-  /** The exit code: 0 here; 128+N after signal N; 124 after a timeout. */
-  exitCode: number;
-  /** Everything the command wrote to stdout, decoded as UTF-8 ('' when `collectOutput: false`). */
-  stdout: string;
-  /** Everything the command wrote to stderr, decoded as UTF-8 ('' when `collectOutput: false`). */
-  stderr: string;
-  /** The agent's sentence about how it ended, when there is one. */
-  error?: string;
-  /** The command's id (a UUID): use it with `commands.connect()`. */
-  commandId: string;
-  /** How the command ended. */
-  status: CommandStatus;
-  /** The signal that ended it, if one did. */
-  signal?: number;
-  /** True when the agent's output cap cut the output. */
-  truncated: boolean;
-}
+export interface CommandResult extends CommandExitFields {}
 
 /** A command the agent knows (running, or finished and still kept). */
 export interface ProcessInfo {

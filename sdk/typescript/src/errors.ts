@@ -79,13 +79,21 @@ export type CommandStatus = 'exited' | 'signaled' | 'timed_out' | 'failed' | 'un
 
 /** The fields of a finished command; see `CommandResult` in commands. */
 export interface CommandExitFields {
+  /** The exit code: 0 on success; 128+N after signal N; 124 after a timeout. */
   exitCode: number;
+  /** Everything the command wrote to stdout, decoded as UTF-8 ('' when `collectOutput: false`). */
   stdout: string;
+  /** Everything the command wrote to stderr, decoded as UTF-8 ('' when `collectOutput: false`). */
   stderr: string;
+  /** The agent's sentence about how it ended, when there is one. */
   error?: string;
+  /** The command's id (a UUID): use it with `commands.connect()`. */
   commandId: string;
+  /** How the command ended. */
   status: CommandStatus;
+  /** The signal that ended it, if one did. */
   signal?: number;
+  /** True when the agent's output cap cut the output. */
   truncated: boolean;
 }
 

@@ -153,6 +153,10 @@ export const AGENT_PROTO_JSON: Record<string, unknown> = {
                     "pid": {
                       "type": "uint32",
                       "id": 15
+                    },
+                    "oomKilled": {
+                      "type": "bool",
+                      "id": 16
                     }
                   }
                 },
@@ -288,6 +292,10 @@ export const AGENT_PROTO_JSON: Record<string, unknown> = {
                     "error": {
                       "type": "string",
                       "id": 14
+                    },
+                    "oomKilled": {
+                      "type": "bool",
+                      "id": 15
                     }
                   }
                 },
