@@ -164,10 +164,11 @@ impl Engine {
         self.running.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn set_command(&self, exec_id: &str, command_id: Option<String>) -> bool {
+    /// Records the command an execution runs now; true when it was already cancelled.
+    fn set_command(&self, exec_id: &str, command_id: &str) -> bool {
         let mut running = self.lock();
         let r = running.entry(exec_id.to_string()).or_default();
-        r.command_id = command_id;
+        r.command_id = Some(command_id.to_string());
         r.cancelled
     }
 
@@ -375,13 +376,13 @@ async fn drive_inner(state: &Arc<AppState>, ex: &ExecutionRow, plan: &Plan, em: 
                 if let Err(e) = state.store.set_command(&ex.id, &phase, &started.command_id) {
                     tracing::error!(execution_id = %ex.id, error = %e, "could not store the command id");
                 }
-                if state.exec.set_command(&ex.id, Some(started.command_id.clone())) {
-                    kill_command(state, &sb.id, &started.command_id).await;
-                }
                 started.command_id
             }
         };
-        state.exec.set_command(&ex.id, Some(cid.clone()));
+        // A cancel that came before the command was known takes effect now.
+        if state.exec.set_command(&ex.id, &cid) {
+            kill_command(state, &sb.id, &cid).await;
+        }
         let end = match follow(&mut client, &cid, &phase, em).await {
             Ok(end) => end,
             Err(e) => return fail(e),
