@@ -123,6 +123,8 @@ describe("Sandstream playground (real server, headless Chromium)", { timeout: 60
     const install = log.filter((c) => c.phase === "install").map((c) => c.data).join("");
     const runOut = log.filter((c) => c.phase === "run" && c.type === "stdout").map((c) => c.data).join("");
     assert.match(install, /Collecting numpy==1\.26\.4/);
+    assert.match(install, /Downloading numpy-1\.26\.4-/, "pip's download lines are shown");
+    assert.match(install, /Installing collected packages:/);
     assert.match(install, /Successfully installed/);
     const lastInstallSeq = Math.max(...log.filter((c) => c.phase === "install").map((c) => c.seq));
     const firstRunSeq = Math.min(...log.filter((c) => c.phase === "run").map((c) => c.seq));
@@ -307,7 +309,7 @@ describe("Sandstream playground (real server, headless Chromium)", { timeout: 60
     assert.equal(again.exitCode, 0);
     assert.deepEqual(numbers(await getLog(page)), Array.from({ length: N }, (_, i) => i + 1), "the reloaded page shows every number once");
     const reloadStats = await page.evaluate(() => ({ ...window.__sandstream.stats }));
-    console.log(`# after reload: ${JSON.stringify(reloadStats)} (restChunks > 0: the socket replay fell short and REST filled in)`);
+    console.log(`# after reload: ${JSON.stringify(reloadStats)} (restChunks > 0: chunks the page filled in over REST)`);
   });
 
   pageTest("reuses the sandbox and starts a fresh one", {}, async (page) => {
