@@ -104,6 +104,7 @@ export interface WireOutput {
   stderrBytes: number;
   truncated: boolean;
   pid: number;
+  oomKilled: boolean;
 }
 
 export interface WireExecuteRequest {
@@ -131,6 +132,7 @@ export interface WireCommandInfo {
   finishedAtMs: number;
   truncated: boolean;
   error: string;
+  oomKilled: boolean;
 }
 
 type AnyClient = grpc.Client & Record<string, (...args: unknown[]) => unknown>;

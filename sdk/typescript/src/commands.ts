@@ -102,6 +102,8 @@ export interface ProcessInfo {
   status?: CommandStatus;
   exitCode?: number;
   signal?: number;
+  /** True when the kernel killed it for going over the sandbox's memory limit. */
+  oomKilled?: boolean;
   stdoutBytes: number;
   stderrBytes: number;
   startedAt: Date;
@@ -194,6 +196,7 @@ interface EndMessage {
   exitCode: number;
   status: CommandStatus;
   signal?: number;
+  oomKilled?: boolean;
   error?: string;
   truncated: boolean;
 }
@@ -408,6 +411,7 @@ class CommandFollower {
                 truncated: m.truncated || this.truncated,
                 ...(m.signal ? { signal: m.signal } : {}),
                 ...(m.error ? { error: m.error } : {}),
+                ...(m.oomKilled ? { oomKilled: true } : {}),
               };
               break;
             default:
@@ -542,6 +546,7 @@ function finishResult(f: CommandFollower, end: EndMessage, timeoutMs: number): C
     truncated: end.truncated,
     ...(end.error ? { error: end.error } : {}),
     ...(end.signal ? { signal: end.signal } : {}),
+    ...(end.oomKilled ? { oomKilled: true } : {}),
   };
   if (end.status === 'timed_out') {
     throw new TimeoutError(
@@ -642,6 +647,7 @@ export class Commands {
             exitCode: c.exitCode,
             finishedAt: new Date(c.finishedAtMs),
             ...(c.signal ? { signal: c.signal } : {}),
+            ...(c.oomKilled ? { oomKilled: true } : {}),
           }),
       ...(c.error ? { error: c.error } : {}),
     }));

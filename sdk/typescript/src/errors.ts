@@ -93,6 +93,11 @@ export interface CommandExitFields {
   status: CommandStatus;
   /** The signal that ended it, if one did. */
   signal?: number;
+  /**
+   * True when the kernel's out-of-memory killer ended it (or a process of its group) because
+   * the sandbox went over its memory limit (`Sandbox.create({memoryMb})`).
+   */
+  oomKilled?: boolean;
   /** True when the agent's output cap cut the output. */
   truncated: boolean;
 }
@@ -110,11 +115,14 @@ export class CommandExitError extends SandboxError implements CommandExitFields 
   readonly commandId: string;
   readonly status: CommandStatus;
   readonly signal?: number;
+  readonly oomKilled?: boolean;
   readonly truncated: boolean;
 
   constructor(result: CommandExitFields) {
-    const how =
-      result.status === 'signaled'
+    const how = result.oomKilled
+      ? `was killed by the kernel for going over the sandbox's memory limit (out of memory, exit code ${result.exitCode}); ` +
+        'use less memory or create the sandbox with a larger memoryMb'
+      : result.status === 'signaled'
         ? `was killed by signal ${result.signal} (exit code ${result.exitCode})`
         : result.status === 'failed'
           ? `was lost by the agent (exit code ${result.exitCode})`
@@ -129,6 +137,7 @@ export class CommandExitError extends SandboxError implements CommandExitFields 
     this.commandId = result.commandId;
     this.status = result.status;
     if (result.signal !== undefined) this.signal = result.signal;
+    if (result.oomKilled) this.oomKilled = true;
     this.truncated = result.truncated;
   }
 }

@@ -98,6 +98,27 @@ describe('Sandbox lifecycle', () => {
     await assert.rejects(long.wait(), (e) => e instanceof CommandExitError && e.exitCode === 137 && e.stdout === 'start\n');
   });
 
+  it('reports a command killed for going over memoryMb as oomKilled', async () => {
+    const small = await Sandbox.create({ ...opts, memoryMb: 64, timeoutMs: 60_000 });
+    created.push(small);
+    // 256 MiB touched in a 64 MiB sandbox: the kernel's OOM killer ends python, not the sandbox.
+    const hog = "python3 -c 'import sys; b = bytearray(256 << 20); print(len(b))'";
+    const err = await small.commands.run(`echo before; ${hog}`).then(
+      (r) => assert.fail(`the hog finished: ${JSON.stringify(r)}`),
+      (e) => e,
+    );
+    assert.ok(err instanceof CommandExitError, `${err}`);
+    assert.equal(err.oomKilled, true, err.message);
+    assert.equal(err.exitCode, 137);
+    assert.equal(err.stdout, 'before\n');
+    assert.match(err.message, /memory limit \(out of memory, exit code 137\).*larger memoryMb/);
+    const listed = (await small.commands.list()).find((p) => p.id === err.commandId);
+    assert.equal(listed?.oomKilled, true);
+    const fine = await small.commands.run('echo still here');
+    assert.equal(fine.stdout, 'still here\n');
+    assert.equal(fine.oomKilled, undefined);
+  });
+
   it('lists it and connects to it by id', async () => {
     const list = await Sandbox.list(opts);
     const mine = list.find((s) => s.sandboxId === sandbox.id);
