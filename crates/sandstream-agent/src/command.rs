@@ -264,6 +264,9 @@ impl Command {
         tx.send(StdinOp::Write(data, ack)).await.map_err(|_| AgentError::StdinClosed(self.id.clone()))?;
         match done.await {
             Ok(Ok(())) => Ok(()),
+            // EPIPE: the reading end is gone (the command exited or closed fd 0). That is the
+            // command's state, not an agent failure: FAILED_PRECONDITION, not INTERNAL.
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => Err(AgentError::StdinGone(self.id.clone())),
             Ok(Err(e)) => Err(AgentError::io(format!("write stdin of command {}", self.id), e)),
             Err(_) => Err(AgentError::StdinClosed(self.id.clone())),
         }

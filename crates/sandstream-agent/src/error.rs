@@ -23,6 +23,8 @@ pub enum AgentError {
     AlreadyExited(String),
     #[error("stdin of command {0} is not open (start it with keep_stdin_open, and do not close it before writing)")]
     StdinClosed(String),
+    #[error("command {0} no longer reads its stdin (it exited or closed it); the data was not delivered")]
+    StdinGone(String),
     #[error("offset {offset} is past the {total} bytes command {id} has written to {channel}")]
     OffsetOutOfRange { id: String, channel: &'static str, offset: u64, total: u64 },
     #[error("could not start {shell}: {source}")]
@@ -54,7 +56,9 @@ impl From<AgentError> for tonic::Status {
                 Code::InvalidArgument
             }
             AgentError::CommandNotFound(_) => Code::NotFound,
-            AgentError::AlreadyExited(_) | AgentError::StdinClosed(_) => Code::FailedPrecondition,
+            AgentError::AlreadyExited(_) | AgentError::StdinClosed(_) | AgentError::StdinGone(_) => {
+                Code::FailedPrecondition
+            }
             AgentError::OffsetOutOfRange { .. } => Code::OutOfRange,
             AgentError::ShuttingDown => Code::Unavailable,
             AgentError::Spawn { .. } | AgentError::Config(_) | AgentError::Io { .. } => Code::Internal,

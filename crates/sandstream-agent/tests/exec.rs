@@ -341,6 +341,28 @@ async fn background_commands_list_attach_stdin_and_signal() {
         .await
         .expect_err("stdin closed");
     assert_eq!(err.code(), Code::FailedPrecondition);
+
+    // A command that stops reading (here it closes fd 0 and waits) refuses writes with
+    // FAILED_PRECONDITION and a sentence saying why, not an internal error.
+    let mut req = bytes_request("exec 0<&-; sleep 5");
+    req.keep_stdin_open = true;
+    let deaf = client.start(req).await.expect("start").into_inner();
+    let mut refused = None;
+    for _ in 0..100 {
+        let write = WriteStdinRequest { command_id: deaf.command_id.clone(), data: b"x".to_vec().into() };
+        match client.write_stdin(write).await {
+            Ok(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            Err(e) => {
+                refused = Some(e);
+                break;
+            }
+        }
+    }
+    let err = refused.expect("writes to a closed stdin must be refused");
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert!(err.message().contains("no longer reads its stdin"), "{}", err.message());
+    client.signal(SignalRequest { command_id: deaf.command_id.clone(), signal: 9 }).await.expect("kill");
+
     let attach = |id: &str| AttachRequest {
         command_id: id.into(),
         encoding: OutputEncoding::Bytes as i32,
