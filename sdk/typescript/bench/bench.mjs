@@ -5,7 +5,11 @@
 //   node bench/bench.mjs --server          # starts `$SANDSTREAM_BIN up` (as the tests do), creates a sandbox, measures it
 //
 // Options: --samples N (default 2000), --warmup N (100), --gib N (size of each stream, 1),
-// --streams N (3 runs of the stream).
+// --streams N (3 runs of the stream), --docker (then the same measures through
+// `docker exec` into a running container, the tool a user would otherwise use; needs a
+// Docker engine and an image: --docker-image IMAGE, default the newest
+// `sandstream-template:*` image the docker backend imported), --docker-samples N (200).
+import { spawn, spawnSync } from 'node:child_process';
 import { cpus, loadavg } from 'node:os';
 import { AgentClient, Sandbox } from '@sandstream/sdk';
 import { startAgent } from '../test/helpers/agent.mjs';
@@ -98,5 +102,54 @@ async function stream(label, useText) {
 await stream('onStdout (text)', true);
 await stream('onStdoutBytes (raw)', false);
 
+if (args.includes('--docker')) await dockerSideBySide();
+
 console.log(`load average at the end: ${load()} (other work on the machine skews every number)`);
 await cleanup();
+
+function docker(argv) {
+  const r = spawnSync('docker', argv, { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`docker ${argv.join(' ')}: ${r.error ?? r.stderr.trim()}`);
+  return r.stdout.trim();
+}
+
+/** `docker exec` (the CLI, as a user would run it) into a container left idle for the purpose. */
+async function dockerSideBySide() {
+  const image =
+    opt('docker-image', undefined) ??
+    docker(['images', '--format', '{{.Repository}}:{{.Tag}}', 'sandstream-template']).split('\n').find(Boolean);
+  if (!image) throw new Error('--docker: no image; pass --docker-image IMAGE (or run the docker backend once)');
+  const container = docker(['run', '-d', '--rm', '--network', 'none', image, 'sleep', 'infinity']);
+  try {
+    const dockerSamples = Number(opt('docker-samples', 200));
+    const run = (argv, onData) =>
+      new Promise((resolve, reject) => {
+        const child = spawn('docker', argv, { stdio: ['ignore', 'pipe', 'inherit'] });
+        child.stdout.on('data', onData ?? (() => {}));
+        child.on('error', reject);
+        child.on('close', (code) => (code === 0 ? resolve() : reject(new Error(`docker ${argv[0]} exited with ${code}`))));
+      });
+    for (let i = 0; i < 10; i++) await run(['exec', container, 'true']);
+    const dt = [];
+    for (let i = 0; i < dockerSamples; i++) {
+      const t0 = process.hrtime.bigint();
+      await run(['exec', container, 'true']);
+      dt.push(Number(process.hrtime.bigint() - t0) / 1e6);
+    }
+    dt.sort((a, b) => a - b);
+    console.log(
+      `docker exec CONTAINER true (${image}, ${dockerSamples} samples after 10 warm-up, from node's child_process): ` +
+        `p50 ${pct(dt, 50).toFixed(2)} ms, p99 ${pct(dt, 99).toFixed(2)} ms, max ${dt[dt.length - 1].toFixed(2)} ms`,
+    );
+    for (let i = 1; i <= streams; i++) {
+      let n = 0;
+      const t0 = process.hrtime.bigint();
+      await run(['exec', container, 'head', '-c', String(bytesPerStream), '/dev/zero'], (d) => (n += d.length));
+      const secs = Number(process.hrtime.bigint() - t0) / 1e9;
+      if (n !== bytesPerStream) throw new Error(`docker exec stream: received ${n} of ${bytesPerStream} bytes`);
+      console.log(`docker exec stream ${gib} GiB into a node 'data' handler, run ${i}: ${(bytesPerStream / 1e6 / secs).toFixed(0)} MB/s (${secs.toFixed(2)} s)`);
+    }
+  } finally {
+    docker(['rm', '-f', container]);
+  }
+}
