@@ -3,9 +3,13 @@
 //!
 //!   SANDSTREAM_STATIC_AGENT=$(./scripts/build-agent.sh) cargo bench -p sandstream-runtime --bench create
 //!
-//! Measures create → first `Execute("true")` answered → kill, on a busybox template. If a
+//! Measures create → first `Execute("true")` answered → kill, on a busybox template
+//! (`SANDSTREAM_BENCH_PAUSE_MS` waits between cycles, default 0: back to back). If a
 //! Docker daemon answers, the same template is imported as an image and
 //! `docker run --rm IMAGE true` is timed too.
+//!
+//! The `oci` backend's own phase timings (its `sandbox create timings` and `sandbox
+//! destroy timings` debug events) are collected and printed as medians.
 //!
 //! `SANDSTREAM_BENCH_BACKEND=docker` measures the `docker` backend instead (Engine on
 //! SANDSTREAM_DOCKER_SOCKET, default /var/run/docker.sock; scripts/docker.sh starts one),
@@ -15,6 +19,8 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+#[path = "common/phases.rs"]
+mod phases;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
@@ -35,6 +41,7 @@ fn docker_ok() -> bool {
 
 #[tokio::main]
 async fn main() {
+    phases::collect();
     let agent = PathBuf::from(
         std::env::var("SANDSTREAM_STATIC_AGENT").expect("set SANDSTREAM_STATIC_AGENT (scripts/build-agent.sh)"),
     );
@@ -78,6 +85,10 @@ async fn main() {
 /// prints the three timings under `label`.
 async fn create_kill_cycles(runtime: &dyn Runtime, spec: &SandboxSpec, n: usize, label: &str) {
     let (mut to_ready, mut to_first, mut kills) = (Vec::new(), Vec::new(), Vec::new());
+    // A user's creates are rarely back to back; this spaces them like the SDK's bench.
+    let pause = Duration::from_millis(
+        std::env::var("SANDSTREAM_BENCH_PAUSE_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(0),
+    );
     for _ in 0..n {
         let t = Instant::now();
         let sb = tokio::task::block_in_place(|| runtime.create(spec)).expect("create");
@@ -88,10 +99,12 @@ async fn create_kill_cycles(runtime: &dyn Runtime, spec: &SandboxSpec, n: usize,
         let k = Instant::now();
         tokio::task::block_in_place(|| runtime.kill(&sb.id)).expect("kill");
         kills.push(k.elapsed());
+        tokio::time::sleep(pause).await;
     }
     report(&format!("{label} create -> agent accepting"), to_ready);
     report(&format!("{label} create -> first Execute(\"true\") done"), to_first);
     report(&format!("{label} kill (everything removed)"), kills);
+    phases::report();
 }
 
 /// The `docker` backend, then plain `docker run` of the image it imported.
