@@ -5,6 +5,10 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+/// Template names on the wire: `default` (built in) and the names `sandstream template
+/// add` accepts.
+pub use sandstream_runtime::{DEFAULT_TEMPLATE, is_valid_template_name};
+
 /// `POST /api/v1/runners` on the server.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -19,6 +23,10 @@ pub struct Register {
     /// Most sandboxes this runner takes.
     pub capacity: u32,
     pub backend: String,
+    /// The templates this runner can create sandboxes from, `default` included. Absent
+    /// from runners older than this field; the server then assumes `["default"]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub templates: Option<Vec<String>>,
 }
 
 /// The server's answer to [`Register`].
@@ -42,6 +50,10 @@ pub struct RunnerSandbox {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Heartbeat {
     pub sandboxes: Vec<RunnerSandbox>,
+    /// As in [`Register`]: every heartbeat carries the current list, so a template added
+    /// or removed on the host is known to the server within one heartbeat.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub templates: Option<Vec<String>>,
 }
 
 /// The server's answer to a [`Heartbeat`]: sandboxes it does not know (whose creation it

@@ -20,7 +20,8 @@ pub struct RunnerConfig {
     pub capacity: u32,
     /// Sandbox bundles, and the runner's id (kept across restarts).
     pub state_dir: PathBuf,
-    /// Built templates (`default-*` is built here on first use).
+    /// Templates: the default one (`default-*`, built here on first use) and the ones
+    /// imported with `sandstream template add` (`templates/`).
     pub cache_dir: PathBuf,
     pub agent_binary: PathBuf,
     /// The OCI runtime binary (runc, crun, runsc, youki), for the `oci` backend.

@@ -44,6 +44,7 @@ async fn register(runner: &Runner, http: &reqwest::Client, server: &str, control
         advertise_host: runner.cfg.advertise_host.clone(),
         capacity: runner.cfg.capacity,
         backend: runner.cfg.backend.name().into(),
+        templates: Some(runner.templates()),
     };
     let resp = http.post(format!("{server}/api/v1/runners")).bearer_auth(&runner.cfg.secret).json(&body).send().await?;
     let status = resp.status();
@@ -58,7 +59,7 @@ async fn register(runner: &Runner, http: &reqwest::Client, server: &str, control
 }
 
 async fn heartbeat(runner: &Runner, http: &reqwest::Client, server: &str, id: &str) -> anyhow::Result<()> {
-    let body = Heartbeat { sandboxes: runner.list() };
+    let body = Heartbeat { sandboxes: runner.list(), templates: Some(runner.templates()) };
     let resp = http
         .post(format!("{server}/api/v1/runners/{id}/heartbeat"))
         .bearer_auth(&runner.cfg.secret)

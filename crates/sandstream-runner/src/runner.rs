@@ -1,4 +1,8 @@
 //! The runner's state: its runtime, its templates and the sandboxes it reports.
+//!
+//! Templates: `default` is built (or found) at start; the others are the ones imported
+//! into the cache dir with `sandstream template add`, looked up at every create (so one
+//! added while the runner runs is usable at once) and reported in every heartbeat.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -6,7 +10,10 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
-use sandstream_runtime::{DockerConfig, DockerRuntime, Egress, Limits, OciConfig, OciRuntime, Runtime, SandboxSpec};
+use sandstream_runtime::{
+    DEFAULT_TEMPLATE, DockerConfig, DockerRuntime, Egress, Limits, OciConfig, OciRuntime, Runtime, SandboxSpec,
+    TemplateError, TemplateLease,
+};
 
 use crate::api::{CreateSandbox, RunnerSandbox};
 use crate::config::{Backend, RunnerConfig};
@@ -69,8 +76,27 @@ pub async fn start(cfg: RunnerConfig) -> anyhow::Result<RunnerHandle> {
         }
     });
     tokio::spawn(crate::link::run(runner.clone(), control_url.clone()));
+    tokio::spawn(collect_templates(runner.clone()));
     tracing::info!(control = %control_url, "runner ready");
     Ok(RunnerHandle { control_url, runner })
+}
+
+/// Every minute: deletes template versions no name points to once no sandbox uses them
+/// (a replaced or removed template whose last sandbox ended).
+async fn collect_templates(runner: Arc<Runner>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        tick.tick().await;
+        let cache = runner.cfg.cache_dir.clone();
+        match tokio::task::spawn_blocking(move || sandstream_runtime::collect_template_garbage(&cache)).await {
+            Ok(Ok(report)) if !report.removed.is_empty() => {
+                tracing::info!(removed = ?report.removed, "removed unused template versions");
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "could not remove unused template versions"),
+            Err(e) => tracing::warn!(error = %e, "template collection task failed"),
+        }
+    }
 }
 
 impl Runner {
@@ -110,6 +136,10 @@ impl Runner {
         if !sandboxes.is_empty() {
             tracing::info!(count = sandboxes.len(), "sandboxes from a previous run are running again");
         }
+        // Versions the sandboxes that did not survive were the last users of.
+        if let Err(e) = sandstream_runtime::collect_template_garbage(&cfg.cache_dir) {
+            tracing::warn!(error = %e, "could not remove unused template versions");
+        }
         Ok(Runner {
             cfg,
             runtime,
@@ -124,21 +154,30 @@ impl Runner {
         })
     }
 
-    fn template_path(&self, name: &str) -> Result<PathBuf, RunnerError> {
-        if name == "default" {
-            return Ok(self.default_template.clone());
+    /// The templates this runner can create sandboxes from: `default` and every imported
+    /// one in its cache dir (read afresh at each call).
+    pub fn templates(&self) -> Vec<String> {
+        let mut names = vec![DEFAULT_TEMPLATE.to_string()];
+        match sandstream_runtime::list_templates(&self.cfg.cache_dir) {
+            Ok(list) => names.extend(list.into_iter().map(|t| t.name)),
+            Err(e) => tracing::warn!(error = %e, "could not list the imported templates"),
         }
-        let valid = !name.is_empty()
-            && name.len() <= 64
-            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-        let path = self.cfg.cache_dir.join("templates").join(name);
-        if !valid || !path.join(".sandstream-template").exists() {
-            return Err(RunnerError::BadRequest(format!(
-                "template {name:?} does not exist on runner {}",
-                self.cfg.name
-            )));
+        names
+    }
+
+    /// The directory of template `name`'s current version, and the lease that keeps it
+    /// from being collected until the sandbox has mounted it.
+    fn template(&self, name: &str) -> Result<(PathBuf, Option<TemplateLease>), RunnerError> {
+        if name == DEFAULT_TEMPLATE {
+            return Ok((self.default_template.clone(), None));
         }
-        Ok(path)
+        match sandstream_runtime::lease_template(&self.cfg.cache_dir, name) {
+            Ok(lease) => Ok((lease.path().to_path_buf(), Some(lease))),
+            Err(e @ (TemplateError::NotFound { .. } | TemplateError::InvalidName(_))) => {
+                Err(RunnerError::BadRequest(format!("runner {}: {e}", self.cfg.name)))
+            }
+            Err(e) => Err(RunnerError::Runtime(format!("template {name}: {e}"))),
+        }
     }
 
     /// Creates a sandbox (blocking: call from `spawn_blocking`). A request the warm pool
@@ -160,13 +199,16 @@ impl Runner {
                 return Ok(rs);
             }
         }
+        let (template, lease) = self.template(&req.template)?;
         let spec = SandboxSpec {
-            template: self.template_path(&req.template)?,
+            template,
             limits,
             env: req.envs.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             egress: Egress::Allow,
         };
-        self.create_spec(&spec).inspect(|rs| {
+        let created = self.create_spec(&spec);
+        drop(lease);
+        created.inspect(|rs| {
             self.lock().insert(rs.id.clone(), rs.clone());
         })
     }

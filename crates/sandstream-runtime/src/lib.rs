@@ -15,5 +15,9 @@ mod types;
 pub use docker::{DockerConfig, DockerRuntime};
 pub use error::{Error, Result};
 pub use oci::{OciConfig, OciRuntime};
-pub use template::{DEFAULT_PACKAGES, ensure_default_template};
+pub use template::{
+    DEFAULT_PACKAGES, DEFAULT_TEMPLATE, GcReport, ImportOptions, ImportReport, RemoveReport, TemplateError,
+    TemplateInfo, TemplateLease, collect_template_garbage, default_template_dir, ensure_default_template,
+    import_template, is_valid_template_name, lease_template, list_templates, remove_template,
+};
 pub use types::{Cidr, Egress, Limits, Runtime, Sandbox, SandboxSpec};

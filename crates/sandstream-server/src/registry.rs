@@ -1,10 +1,12 @@
-//! Runners as the server sees them: placement, calls to a runner's control API, and the
-//! background duties (runners gone silent, sandboxes past their TTL).
+//! Runners as the server sees them: the templates each one has, placement, calls to a
+//! runner's control API, and the background duties (runners gone silent, sandboxes past
+//! their TTL).
 
-use std::sync::Arc;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use sandstream_runner::api::{CreateSandbox, RunnerSandbox};
+use sandstream_runner::api::{CreateSandbox, DEFAULT_TEMPLATE, RunnerSandbox, is_valid_template_name};
 
 use crate::error::{AppError, AppResult};
 use crate::server::AppState;
@@ -15,39 +17,133 @@ pub(crate) struct Registry {
     http: reqwest::Client,
     secret: String,
     heartbeat_timeout_ms: i64,
+    /// Each runner's templates, as its last registration or heartbeat reported them.
+    /// Memory only: runners report them every heartbeat, so a restarted server knows
+    /// them again within one.
+    templates: Mutex<HashMap<String, Vec<String>>>,
+}
+
+/// Most template names kept per runner.
+const MAX_TEMPLATES: usize = 4096;
+
+/// A live runner, as placement weighs it.
+pub(crate) struct Candidate {
+    pub row: RunnerRow,
+    /// Its sandboxes counted against its capacity.
+    pub live: u32,
+    /// Its templates; `None` when it has not reported since this server started.
+    pub templates: Option<Vec<String>>,
+}
+
+impl Candidate {
+    /// Whether it has `template`; one that has not reported yet is taken to have only
+    /// `default`, which every runner builds.
+    fn has(&self, template: &str) -> bool {
+        match &self.templates {
+            Some(t) => t.iter().any(|n| n == template),
+            None => template == DEFAULT_TEMPLATE,
+        }
+    }
+}
+
+/// The runner with the most free capacity among the live `candidates` that have
+/// `template`. Errors say why none fits: none connected, all full, not reported yet, or
+/// no such template (naming the ones there are).
+pub(crate) fn choose(candidates: Vec<Candidate>, template: &str) -> AppResult<RunnerRow> {
+    if candidates.is_empty() {
+        return Err(AppError::NoCapacity("no runner is connected; start one with `sandstream runner`".into()));
+    }
+    let unreported = candidates.iter().any(|c| c.templates.is_none());
+    let available = available(&candidates);
+    let mut best: Option<(i64, RunnerRow)> = None;
+    let mut with_template = 0;
+    for c in candidates.into_iter().filter(|c| c.has(template)) {
+        with_template += 1;
+        let free = i64::from(c.row.capacity) - i64::from(c.live);
+        if free > 0 && best.as_ref().is_none_or(|(f, _)| free > *f) {
+            best = Some((free, c.row));
+        }
+    }
+    match best {
+        Some((_, r)) => Ok(r),
+        None if with_template > 0 && template == DEFAULT_TEMPLATE => {
+            Err(AppError::NoCapacity("every runner is at capacity; try again later".into()))
+        }
+        None if with_template > 0 => {
+            Err(AppError::NoCapacity(format!("every runner with template {template} is at capacity; try again later")))
+        }
+        None if unreported => Err(AppError::NoCapacity(
+            "runners have not reported their templates to this server yet; try again in a few seconds".into(),
+        )),
+        None => Err(AppError::BadRequest(format!(
+            "template {template:?} does not exist on any connected runner; available templates: {}",
+            available.keys().cloned().collect::<Vec<_>>().join(", ")
+        ))),
+    }
+}
+
+/// Every template of `candidates`, with the ids of the runners that have it.
+pub(crate) fn available(candidates: &[Candidate]) -> BTreeMap<String, BTreeSet<String>> {
+    let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for c in candidates {
+        let names = c.templates.clone().unwrap_or_else(|| vec![DEFAULT_TEMPLATE.to_string()]);
+        for n in names {
+            out.entry(n).or_default().insert(c.row.id.clone());
+        }
+    }
+    out
 }
 
 impl Registry {
     pub(crate) fn new(secret: String, heartbeat_timeout: Duration) -> Registry {
         // Creating a sandbox may wait for a template build on a fresh runner.
         let http = reqwest::Client::builder().timeout(Duration::from_secs(600)).build().unwrap_or_default();
-        Registry { http, secret, heartbeat_timeout_ms: heartbeat_timeout.as_millis() as i64 }
+        Registry {
+            http,
+            secret,
+            heartbeat_timeout_ms: heartbeat_timeout.as_millis() as i64,
+            templates: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Records the templates a runner reported (`None`: a runner older than the field,
+    /// which has `default` only). Invalid names are dropped.
+    pub(crate) fn set_templates(&self, runner_id: &str, reported: Option<Vec<String>>) {
+        let mut names: Vec<String> = match reported {
+            Some(list) => list.into_iter().filter(|n| is_valid_template_name(n)).take(MAX_TEMPLATES).collect(),
+            None => vec![DEFAULT_TEMPLATE.to_string()],
+        };
+        names.sort();
+        names.dedup();
+        self.templates.lock().unwrap_or_else(|p| p.into_inner()).insert(runner_id.to_string(), names);
+    }
+
+    /// The templates `runner_id` last reported, if it has since this server started.
+    pub(crate) fn templates_of(&self, runner_id: &str) -> Option<Vec<String>> {
+        self.templates.lock().unwrap_or_else(|p| p.into_inner()).get(runner_id).cloned()
     }
 
     pub(crate) fn alive(&self, r: &RunnerRow, now: i64) -> bool {
         now - r.last_heartbeat <= self.heartbeat_timeout_ms
     }
 
-    /// The live runner with the most free capacity.
-    pub(crate) fn place(&self, state: &AppState) -> AppResult<RunnerRow> {
+    /// The live runners, with their load and templates.
+    pub(crate) fn candidates(&self, state: &AppState) -> AppResult<Vec<Candidate>> {
         let now = now_ms();
-        let mut best: Option<(i64, RunnerRow)> = None;
-        let mut any = false;
+        let mut out = Vec::new();
         for r in state.store.runners()? {
-            if !self.alive(&r, now) {
-                continue;
-            }
-            any = true;
-            let free = i64::from(r.capacity) - i64::from(state.store.live_count(&r.id)?);
-            if free > 0 && best.as_ref().is_none_or(|(f, _)| free > *f) {
-                best = Some((free, r));
+            if self.alive(&r, now) {
+                let live = state.store.live_count(&r.id)?;
+                let templates = self.templates_of(&r.id);
+                out.push(Candidate { row: r, live, templates });
             }
         }
-        match best {
-            Some((_, r)) => Ok(r),
-            None if any => Err(AppError::NoCapacity("every runner is at capacity; try again later".into())),
-            None => Err(AppError::NoCapacity("no runner is connected; start one with `sandstream runner`".into())),
-        }
+        Ok(out)
+    }
+
+    /// The live runner with `template` and the most free capacity (see [`choose`]).
+    pub(crate) fn place(&self, state: &AppState, template: &str) -> AppResult<RunnerRow> {
+        choose(self.candidates(state)?, template)
     }
 
     pub(crate) async fn create(&self, runner: &RunnerRow, req: &CreateSandbox) -> AppResult<RunnerSandbox> {
@@ -128,4 +224,72 @@ async fn monitor_once(state: &AppState) -> AppResult<()> {
         kill_sandbox(state, &sb).await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn runner(id: &str, capacity: u32, live: u32, templates: Option<&[&str]>) -> Candidate {
+        Candidate {
+            row: RunnerRow {
+                id: id.into(),
+                name: id.into(),
+                control_url: "http://127.0.0.1:1".into(),
+                advertise_host: "127.0.0.1".into(),
+                capacity,
+                backend: "oci".into(),
+                last_heartbeat: 0,
+            },
+            live,
+            templates: templates.map(|t| t.iter().map(|s| s.to_string()).collect()),
+        }
+    }
+
+    #[test]
+    fn a_sandbox_goes_to_the_freest_runner_that_has_its_template() {
+        let fleet = || {
+            vec![
+                runner("rn-a", 10, 0, Some(&["default"])),
+                runner("rn-b", 10, 5, Some(&["default", "py"])),
+                runner("rn-c", 10, 8, Some(&["default", "py", "node"])),
+            ]
+        };
+        assert_eq!(choose(fleet(), "default").expect("default").id, "rn-a");
+        assert_eq!(choose(fleet(), "py").expect("py").id, "rn-b");
+        assert_eq!(choose(fleet(), "node").expect("node").id, "rn-c");
+        match choose(fleet(), "ruby") {
+            Err(AppError::BadRequest(m)) => {
+                assert!(m.contains("\"ruby\"") && m.ends_with("available templates: default, node, py"), "{m}")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn full_unreported_and_absent_runners_are_told_apart() {
+        let full = vec![runner("rn-a", 2, 2, Some(&["default", "py"])), runner("rn-b", 9, 0, Some(&["default"]))];
+        match choose(full, "py") {
+            Err(AppError::NoCapacity(m)) => assert!(m.contains("template py is at capacity"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        // A runner not heard from since the server started has `default` only, for now.
+        let unreported = vec![runner("rn-a", 2, 0, None)];
+        assert_eq!(choose(unreported, "default").expect("default").id, "rn-a");
+        match choose(vec![runner("rn-a", 2, 0, None)], "py") {
+            Err(AppError::NoCapacity(m)) => assert!(m.contains("not reported"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(choose(vec![], "default"), Err(AppError::NoCapacity(m)) if m.contains("no runner")));
+    }
+
+    #[test]
+    fn reported_names_are_cleaned_and_old_runners_have_default() {
+        let reg = Registry::new("s".into(), Duration::from_secs(10));
+        reg.set_templates("rn-a", Some(vec!["py".into(), "../x".into(), "default".into(), "py".into()]));
+        assert_eq!(reg.templates_of("rn-a").expect("reported"), ["default", "py"]);
+        reg.set_templates("rn-old", None);
+        assert_eq!(reg.templates_of("rn-old").expect("reported"), ["default"]);
+        assert_eq!(reg.templates_of("rn-new"), None);
+    }
 }

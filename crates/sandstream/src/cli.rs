@@ -28,6 +28,9 @@ pub(crate) enum Command {
     Runner(RunnerArgs),
     /// Create, list and revoke tenant API keys (needs the admin key).
     Keys(KeysArgs),
+    /// Add, list and remove this host's sandbox templates: root filesystems imported from
+    /// a directory or a tarball (such as `docker export` writes).
+    Template(TemplateArgs),
     /// Run the in-sandbox agent (gRPC ExecService). The runner starts it inside each
     /// sandbox from the static `sandstream-agent` binary; this is the same program.
     Agent(sandstream_agent::AgentArgs),
@@ -61,7 +64,8 @@ pub(crate) struct HostArgs {
     /// Most sandboxes on this host.
     #[arg(long, default_value_t = 100)]
     capacity: u32,
-    /// Built templates (the default one is built here on first use).
+    /// Templates: the default one is built here on first use; `sandstream template add`
+    /// imports others here.
     #[arg(long, env = "SANDSTREAM_CACHE_DIR", default_value = "/var/cache/sandstream")]
     cache_dir: PathBuf,
     /// The static agent (scripts/build-agent.sh) bound into every sandbox.
@@ -142,12 +146,48 @@ pub(crate) enum KeysAction {
     Revoke { id: String },
 }
 
+#[derive(Args)]
+pub(crate) struct TemplateArgs {
+    /// The template cache of this host's runner (its --cache-dir).
+    #[arg(long, env = "SANDSTREAM_CACHE_DIR", default_value = "/var/cache/sandstream", global = true)]
+    cache_dir: PathBuf,
+    #[command(subcommand)]
+    action: TemplateAction,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum TemplateAction {
+    /// Import a directory or a tarball (.tar, .tar.gz) as template NAME.
+    ///
+    /// The root filesystem needs /bin/sh; a tarball from `docker export CONTAINER` works
+    /// as it is. Device nodes and setuid/setgid bits are left out; members that would
+    /// write outside the template (`..`, through symlinks) refuse the import. Runners
+    /// using this cache offer the template from their next heartbeat.
+    Add {
+        /// 1 to 64 letters, digits, `_` or `-` (`default` is the built-in template).
+        name: String,
+        /// A directory or a tarball.
+        path: PathBuf,
+        /// Replace an existing template of that name; sandboxes running on it keep the old
+        /// version until they end.
+        #[arg(long)]
+        replace: bool,
+    },
+    /// List the templates in the cache.
+    List,
+    /// Remove template NAME.
+    ///
+    /// Sandboxes running on it keep working; its files are deleted once they have ended.
+    Rm { name: String },
+}
+
 pub(crate) async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Up(a) => up(a).await,
         Command::Server(a) => server(a).await,
         Command::Runner(a) => runner(a).await,
         Command::Keys(a) => keys(a).await,
+        Command::Template(a) => tokio::task::spawn_blocking(move || template(a)).await?,
         Command::Agent(_) => unreachable!("handled before the runtime starts"),
     }
 }
@@ -329,4 +369,101 @@ async fn keys(a: KeysArgs) -> anyhow::Result<()> {
         println!("done");
     }
     Ok(())
+}
+
+fn template(a: TemplateArgs) -> anyhow::Result<()> {
+    let cache = &a.cache_dir;
+    match a.action {
+        TemplateAction::Add { name, path, replace } => {
+            let options = sandstream_runtime::ImportOptions { replace };
+            if sandstream_runtime::is_valid_template_name(&name) && name != sandstream_runtime::DEFAULT_TEMPLATE {
+                eprintln!("importing {} as template {name}", path.display());
+            }
+            let r = sandstream_runtime::import_template(cache, &name, &path, &options)?;
+            println!(
+                "imported template {name} (version {}): {} entries, {:.1} MiB",
+                r.version,
+                r.entries,
+                r.bytes as f64 / f64::from(1 << 20)
+            );
+            if !r.skipped_devices.is_empty() {
+                println!(
+                    "  left out {} device node(s) (a sandbox gets its own /dev): {}",
+                    r.skipped_devices.len(),
+                    sample(&r.skipped_devices)
+                );
+            }
+            if !r.stripped_setid.is_empty() {
+                println!(
+                    "  dropped the setuid/setgid bit of {} file(s) (they do nothing in a sandbox): {}",
+                    r.stripped_setid.len(),
+                    sample(&r.stripped_setid)
+                );
+            }
+            if let Some(old) = r.replaced {
+                println!("  replaced version {old}; sandboxes running on it keep it until they end");
+            }
+            println!("Runners with --cache-dir {} offer it from their next heartbeat.", cache.display());
+        }
+        TemplateAction::List => {
+            let mut rows = Vec::new();
+            if sandstream_runtime::default_template_dir(cache).is_some() {
+                rows.push(("default".to_string(), "built in".to_string(), "-".to_string()));
+            }
+            for t in sandstream_runtime::list_templates(cache)? {
+                rows.push((t.name, t.version, t.imported_at.map_or_else(|| "-".into(), utc)));
+            }
+            let w = rows.iter().map(|r| r.0.len()).max().unwrap_or(0).max(4);
+            let v = rows.iter().map(|r| r.1.len()).max().unwrap_or(0).max(7);
+            println!("{:w$}  {:v$}  IMPORTED", "NAME", "VERSION");
+            for (name, version, at) in rows {
+                println!("{name:w$}  {version:v$}  {at}");
+            }
+        }
+        TemplateAction::Rm { name } => {
+            let r = sandstream_runtime::remove_template(cache, &name)?;
+            if r.still_in_use {
+                println!("removed template {name}; sandboxes still run on it, and its files go once they end");
+            } else {
+                println!("removed template {name}");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The first few of `items`, for a one-line summary.
+fn sample(items: &[String]) -> String {
+    let mut s = items.iter().take(5).cloned().collect::<Vec<_>>().join(", ");
+    if items.len() > 5 {
+        s.push_str(", …");
+    }
+    s
+}
+
+/// `secs` since the epoch as `YYYY-MM-DD HH:MM:SS UTC`.
+fn utc(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn utc_dates() {
+        assert_eq!(super::utc(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(super::utc(951_782_400), "2000-02-29 00:00:00 UTC");
+        assert_eq!(super::utc(1_795_465_179), "2026-11-23 20:19:39 UTC");
+    }
 }

@@ -76,6 +76,7 @@ pub(crate) async fn list_runners(State(state): State<Arc<AppState>>, _: Admin) -
             "id": r.id, "name": r.name, "advertiseHost": r.advertise_host, "capacity": r.capacity,
             "backend": r.backend, "sandboxes": state.store.live_count(&r.id)?,
             "lastHeartbeat": rfc3339(r.last_heartbeat), "alive": state.registry.alive(&r, now),
+            "templates": state.registry.templates_of(&r.id),
         }));
     }
     Ok(Json(Value::Array(out)))
@@ -105,6 +106,7 @@ pub(crate) async fn register_runner(
         last_heartbeat: now_ms(),
     };
     state.store.upsert_runner(&row)?;
+    state.registry.set_templates(&id, body.templates);
     tracing::info!(runner_id = %id, control = %row.control_url, host = %row.advertise_host, "runner registered");
     state.runner_seen();
     Ok((StatusCode::CREATED, Json(Registered { id })))
@@ -121,6 +123,7 @@ pub(crate) async fn heartbeat(
         return Err(AppError::NotFound(format!("runner {id} not found; register again")));
     }
     state.runner_seen();
+    state.registry.set_templates(&id, body.templates.clone());
     let reported: HashSet<&str> = body.sandboxes.iter().map(|s| s.id.as_str()).collect();
     let mut reply = HeartbeatReply::default();
     let mut unknown = state.unknown_since.lock().unwrap_or_else(|p| p.into_inner());

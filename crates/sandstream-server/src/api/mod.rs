@@ -4,6 +4,7 @@
 mod admin;
 mod exec;
 mod sandboxes;
+mod templates;
 mod web;
 
 pub(crate) use web::login_token;
@@ -54,6 +55,13 @@ pub(crate) fn routes() -> Vec<Route> {
             "key",
             "Where and how to reach the sandbox's agent: {host, port, token}",
             get(sandboxes::connection),
+        ),
+        r(
+            "get",
+            "/api/v1/templates",
+            "key",
+            "The templates sandboxes can be created from, and the live runners that have each",
+            get(templates::list),
         ),
         r("post", "/api/sandbox/exec", "key", "Run code with live logs over socket.io (202 at once)", post(exec::exec)),
         r("get", "/api/v1/executions/{id}", "key", "Get an execution", get(exec::get)),

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use sandstream_runner::api::CreateSandbox;
+use sandstream_runner::api::{CreateSandbox, DEFAULT_TEMPLATE, is_valid_template_name};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -58,10 +58,16 @@ fn check_timeout(ms: u64) -> AppResult<()> {
     Ok(())
 }
 
-/// Creates a sandbox for `p` on the runner with the most room. On any error nothing of
-/// it remains.
+/// Creates a sandbox for `p` on the runner with the most room among those that have its
+/// template (an unknown template is refused before any runner is asked). On any error
+/// nothing of it remains.
 pub(crate) async fn create_sandbox(state: &AppState, p: &Principal, body: CreateBody) -> AppResult<SandboxRow> {
-    let template = body.template.unwrap_or_else(|| "default".into());
+    let template = body.template.unwrap_or_else(|| DEFAULT_TEMPLATE.into());
+    if !is_valid_template_name(&template) {
+        return Err(AppError::BadRequest(format!(
+            "template {template:?} is not a template name (1 to 64 letters, digits, `_` or `-`)"
+        )));
+    }
     let cpu = body.cpu.unwrap_or(1.0);
     if !(0.01..=64.0).contains(&cpu) {
         return Err(AppError::BadRequest(format!("cpu must be between 0.01 and 64 cores, got {cpu}")));
@@ -90,7 +96,7 @@ pub(crate) async fn create_sandbox(state: &AppState, p: &Principal, body: Create
             "metadata: at most 64 entries, keys up to 256 and values up to 4096 bytes".into(),
         ));
     }
-    let runner = state.registry.place(state)?;
+    let runner = state.registry.place(state, &template)?;
     let req = CreateSandbox { template: template.clone(), cpu_millis: (cpu * 1000.0).round() as u32, memory_mb, envs };
     let created = state.registry.create(&runner, &req).await?;
     let now = now_ms();

@@ -1,25 +1,23 @@
-//! Root filesystem templates. The default one is Debian (or Ubuntu) with python3, pip,
-//! venv, nodejs, npm and CA certificates, built on first use by mmdebstrap from **the
-//! host's own apt sources** (no mirror is ever named here), then cached.
+//! The default template: Debian (or Ubuntu) with python3, pip, venv, nodejs, npm and CA
+//! certificates, built on first use by mmdebstrap from **the host's own apt sources** (no
+//! mirror is ever named here), then cached in `CACHE/default-<hash of the package list>`.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use super::READY_MARK;
 use crate::error::{Error, Result};
 
 /// Packages of the default template.
 pub const DEFAULT_PACKAGES: &[&str] =
     &["python3", "python3-pip", "python3-venv", "nodejs", "npm", "node-typescript", "ca-certificates"];
-const READY_MARK: &str = ".sandstream-template";
 
 /// Returns the default template under `cache_dir`, building it first if needed. Each
 /// line mmdebstrap prints goes to `progress`. Concurrent callers (threads or processes)
 /// wait for one build; a half-built template is never returned.
 pub fn ensure_default_template(cache_dir: &Path, mut progress: impl FnMut(&str)) -> Result<PathBuf> {
-    // The directory is named after the package list, so a changed list builds afresh
-    // while sandboxes still running on the old template keep their lower layer.
-    let name = format!("default-{:08x}", fnv1a(DEFAULT_PACKAGES.join(",").as_bytes()) as u32);
+    let name = dir_name();
     let target = cache_dir.join(&name);
     if target.join(READY_MARK).exists() {
         progress(&format!("using the cached default template at {}", target.display()));
@@ -95,6 +93,18 @@ pub fn ensure_default_template(cache_dir: &Path, mut progress: impl FnMut(&str))
     std::fs::rename(&building, &target).map_err(|e| Error::io(format!("move template to {}", target.display()), e))?;
     progress(&format!("default template ready at {}", target.display()));
     Ok(target)
+}
+
+/// The default template's directory under `cache_dir`, when it has been built.
+pub fn default_template_dir(cache_dir: &Path) -> Option<PathBuf> {
+    let target = cache_dir.join(dir_name());
+    target.join(READY_MARK).exists().then_some(target)
+}
+
+/// Named after the package list, so a changed list builds afresh while sandboxes still
+/// running on the old template keep their lower layer.
+fn dir_name() -> String {
+    format!("default-{:08x}", fnv1a(DEFAULT_PACKAGES.join(",").as_bytes()) as u32)
 }
 
 fn fnv1a(bytes: &[u8]) -> u64 {
