@@ -3,7 +3,9 @@
 //! on it; a client reaches that sandbox's agent at the address `connection` returns. When
 //! the runner goes silent its sandboxes are marked lost, and when it comes back they are
 //! running (and reachable) again. Needs root, runc, iproute2, iptables and the static
-//! agent (SANDSTREAM_STATIC_AGENT); scripts/test.sh provides them.
+//! agent (SANDSTREAM_STATIC_AGENT); scripts/test.sh provides them. Holds the sandbox
+//! tests' host-wide lock shared, like every test that creates sandboxes, so that the
+//! runtime's leak tests never count this test's sandbox, namespace and links.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -12,6 +14,9 @@ use std::time::{Duration, Instant};
 use sandstream_proto::v1::exec_service_client::ExecServiceClient;
 use sandstream_proto::v1::{EventKind, ExecuteRequest, OutputEncoding};
 use serde_json::{Value, json};
+
+#[path = "../../sandstream-runtime/tests/support/lock.rs"]
+mod lock;
 
 const KEY: &str = "ss_two_hosts_admin_key";
 const SECRET: &str = "two-hosts-runner-secret";
@@ -151,6 +156,7 @@ async fn a_runner_on_another_host_serves_sandboxes_through_the_server() {
         Err(_) => return eprintln!("skipped: SANDSTREAM_STATIC_AGENT is not set (scripts/test.sh sets it)"),
     };
     assert!(nix::unistd::geteuid().is_root(), "this test needs root");
+    let _lock = lock::sandbox_tests_lock(false);
     let far = FarHost::new();
     let dir = tempfile::tempdir().expect("tempdir");
 

@@ -1,8 +1,12 @@
 //! Shared by the runtime's integration tests and benchmark: the static agent's path,
-//! a busybox template, a gRPC client call to a sandbox's agent, and test peers in
-//! network namespaces (`netns`).
+//! a busybox template, gRPC calls to a sandbox's agent, test peers in network namespaces
+//! (`netns`), the host-wide lock of every test that creates sandboxes (`lock`), host
+//! snapshots for leak tests (`host_state`) and the CPU-hog check (`cpu`).
 #![allow(dead_code)]
 
+pub mod cpu;
+pub mod host_state;
+pub mod lock;
 pub mod netns;
 
 use std::net::SocketAddr;
@@ -11,6 +15,8 @@ use std::path::{Path, PathBuf};
 use sandstream_proto::v1::exec_service_client::ExecServiceClient;
 use sandstream_proto::v1::{EventKind, ExecuteRequest, OutputEncoding};
 use tokio_stream::StreamExt;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
 
 /// The static agent from scripts/build-agent.sh, named by SANDSTREAM_STATIC_AGENT.
 /// Under CI its absence fails the test; elsewhere the test is skipped with a message.
@@ -25,6 +31,14 @@ pub fn static_agent() -> Option<PathBuf> {
     }
 }
 
+/// The default template (Debian or Ubuntu with python3 and node), built on first use
+/// into SANDSTREAM_CACHE_DIR (default /var/cache/sandstream, shared with `sandstream up`).
+pub fn default_template() -> PathBuf {
+    let cache: PathBuf =
+        std::env::var_os("SANDSTREAM_CACHE_DIR").map_or_else(|| "/var/cache/sandstream".into(), PathBuf::from);
+    sandstream_runtime::ensure_default_template(&cache, |line| eprintln!("template: {line}")).expect("default template")
+}
+
 /// A busybox root filesystem (mode 755) with a root-only /etc/shadow and a user 1000.
 pub fn busybox_template(dir: &Path) -> PathBuf {
     let root = dir.join("template");
@@ -33,12 +47,22 @@ pub fn busybox_template(dir: &Path) -> PathBuf {
     }
     std::fs::set_permissions(&root, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod template");
     std::fs::copy("/bin/busybox", root.join("bin/busybox")).expect("busybox-static is installed");
-    let out = std::process::Command::new("/usr/sbin/chroot")
-        .arg(&root)
-        .args(["/bin/busybox", "--install", "-s", "/bin"])
-        .output()
-        .expect("chroot");
-    assert!(out.status.success(), "busybox --install: {out:?}");
+    // Running the copy fails with ETXTBSY while a process forked by another thread during
+    // the copy still holds it open for writing (until that process execs): tried again.
+    let mut tries = 0;
+    loop {
+        let out = std::process::Command::new("/usr/sbin/chroot")
+            .arg(&root)
+            .args(["/bin/busybox", "--install", "-s", "/bin"])
+            .output()
+            .expect("chroot");
+        tries += 1;
+        if out.status.success() {
+            break;
+        }
+        assert!(tries < 5 && String::from_utf8_lossy(&out.stderr).contains("busy"), "busybox --install: {out:?}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
     std::fs::write(
         root.join("etc/passwd"),
         "root:x:0:0:root:/root:/bin/sh\nuser:x:1000:1000:user:/home/user:/bin/sh\n",
@@ -61,6 +85,30 @@ pub struct Out {
     pub oom_killed: bool,
 }
 
+/// Sends `Bearer <token>` with every call.
+#[derive(Clone)]
+pub struct Bearer(tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        req.metadata_mut().insert("authorization", self.0.clone());
+        Ok(req)
+    }
+}
+
+pub type Client = ExecServiceClient<InterceptedService<Channel, Bearer>>;
+
+/// A client of the agent at `addr`, holding one connection for all its calls.
+pub async fn client(addr: SocketAddr, token: &str) -> Result<Client, tonic::Status> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .expect("uri")
+        .connect()
+        .await
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    let auth = format!("Bearer {token}").parse().expect("ascii");
+    Ok(ExecServiceClient::with_interceptor(channel, Bearer(auth)))
+}
+
 /// Runs `command` in the sandbox whose agent is at `addr`, and collects its output.
 pub async fn exec_with_token(
     addr: SocketAddr,
@@ -68,16 +116,11 @@ pub async fn exec_with_token(
     command: &str,
     timeout_ms: i64,
 ) -> Result<Out, tonic::Status> {
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .expect("uri")
-        .connect()
-        .await
-        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
-    let auth: tonic::metadata::MetadataValue<_> = format!("Bearer {token}").parse().expect("ascii");
-    let mut client = ExecServiceClient::with_interceptor(channel, move |mut req: tonic::Request<()>| {
-        req.metadata_mut().insert("authorization", auth.clone());
-        Ok(req)
-    });
+    run(&mut client(addr, token).await?, command, timeout_ms).await
+}
+
+/// Runs `command` through `client` (Execute), and collects its output.
+pub async fn run(client: &mut Client, command: &str, timeout_ms: i64) -> Result<Out, tonic::Status> {
     let req = ExecuteRequest {
         command: command.into(),
         timeout: timeout_ms,
@@ -100,4 +143,28 @@ pub async fn exec_with_token(
         }
     }
     Ok(out)
+}
+
+/// ptrace (PTRACE_ATTACH) from user code in `sb` (a default-template sandbox, for
+/// python3): refused for this test's own process (a host process: not even visible) and
+/// for the sandbox's agent (PID 1, root), while it works on the user's own child, so the
+/// refusals come from isolation, not from ptrace being unavailable.
+pub async fn ptrace_reaches_only_the_users_own_processes(sb: &sandstream_runtime::Sandbox) {
+    let host_pid = std::process::id();
+    let script = format!(
+        "import ctypes, os, subprocess\n\
+         libc = ctypes.CDLL(None, use_errno=True)\n\
+         child = subprocess.Popen([\"sleep\", \"30\"])\n\
+         for name, pid in ((\"host\", {host_pid}), (\"agent\", 1), (\"own-child\", child.pid)):\n    \
+             r = libc.ptrace(16, pid, 0, 0)\n    \
+             print(name, r, os.strerror(ctypes.get_errno()) if r else \"attached\")\n\
+         child.kill()\n"
+    );
+    let out = exec_with_token(sb.agent_addr, &sb.token, &format!("python3 - <<'EOF'\n{script}EOF"), 30_000)
+        .await
+        .expect("execute in sandbox");
+    assert_eq!(
+        out.stdout, "host -1 No such process\nagent -1 Operation not permitted\nown-child 0 attached\n",
+        "ptrace: {out:?}"
+    );
 }

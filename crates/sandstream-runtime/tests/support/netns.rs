@@ -18,6 +18,16 @@ pub struct TestHost {
     servers: Vec<std::process::Child>,
 }
 
+/// This host's address on its default route (not loopback, not a sandbox link).
+pub fn host_address() -> Ipv4Addr {
+    let s = std::net::UdpSocket::bind("0.0.0.0:0").expect("udp");
+    s.connect("198.51.100.1:9").expect("a default route");
+    match s.local_addr().expect("addr").ip() {
+        std::net::IpAddr::V4(ip) => ip,
+        other => panic!("not IPv4: {other}"),
+    }
+}
+
 /// Runs a command that must succeed.
 pub fn sh(args: &[&str]) -> std::process::Output {
     let out = std::process::Command::new(args[0]).args(&args[1..]).output().expect("run");
