@@ -5,14 +5,15 @@
 //! the hog runs all along and is stopped and continued (SIGSTOP/SIGCONT to its process
 //! group through the agent's `Signal`) in alternating phases, ABBA ordered, and the
 //! medians of all samples of each condition are compared. A round (one phase of each)
-//! counts only when processes outside the two sandboxes and this test left the host room
-//! for the hog's limit and the other sandbox in both its phases: on a two-core host a
-//! hog at its one-CPU limit leaves the other sandbox one CPU instead of two, so any
-//! outside load competes for half the room it had, which is capacity, not isolation
-//! (with one to two CPUs of outside load, 2.5x to 5.5x was measured; in quiet rounds,
-//! 1.2x). And the hog sandbox's own CPU time, read from its cgroup on the host, shows the
-//! hog really ran in the one condition and not in the other, so the comparison cannot
-//! pass for want of a hog; over 2 s it also shows the hog's CPU limit holds.
+//! starts when the host has room (checked with the hog stopped) and counts only when
+//! processes outside the two sandboxes and this test left room for the hog's limit and
+//! the other sandbox in both its phases: on a two-core host a hog at its one-CPU limit
+//! leaves the other sandbox one CPU instead of two, so any outside load competes for half
+//! the room it had, which is capacity, not isolation (with one to two CPUs of outside
+//! load, 2.5x to 5.5x was measured; in quiet rounds, 1.0x to 1.3x). And the hog
+//! sandbox's own CPU time, read from its cgroup on the host, shows the hog really ran in
+//! the one condition and not in the other, so the comparison cannot pass for want of a
+//! hog; over 2 s it also shows the hog's CPU limit holds.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -29,9 +30,11 @@ fn hog_command() -> String {
     format!("for i in $(seq {loops}); do (while :; do :; done) & done; wait")
 }
 
-/// Rounds that must count; how long to wait for them on a busy host.
+/// Rounds that must count; how long to wait for them on a busy host (the hog stopped
+/// while waiting, so it takes nothing from the host's other users), before failing under
+/// CI and skipping elsewhere.
 const ROUNDS: usize = 8;
-const PATIENCE: Duration = Duration::from_secs(240);
+const PATIENCE: Duration = Duration::from_secs(600);
 /// Each phase: a pause for the scheduler to reach the new condition, then back-to-back
 /// `Execute("true")` calls for several CPU quota periods (100 ms), so that the hog's CPU
 /// time over the phase says how much it ran.
@@ -157,13 +160,30 @@ pub async fn a_cpu_hog_leaves_another_sandbox_responsive(
     }
     let (mut idle, mut hogging) = (Vec::new(), Vec::new());
     let (mut idle_cpus, mut hog_cpus) = (Vec::new(), Vec::new());
-    let (started, mut round, mut busy_rounds) = (Instant::now(), 0, 0);
+    let (started, mut round, mut busy_rounds, mut waits) = (Instant::now(), 0, 0, 0);
     while idle_cpus.len() < ROUNDS {
-        assert!(
-            started.elapsed() < PATIENCE,
-            "the host was too busy to measure: in {busy_rounds} of {round} rounds, processes outside the two \
-             sandboxes kept more than {outside_max:.1} CPUs busy"
-        );
+        if started.elapsed() > PATIENCE {
+            let msg = format!(
+                "the host stayed too busy to measure for {} s: processes outside the two sandboxes kept more than \
+                 {outside_max:.1} CPUs busy in {busy_rounds} of {round} rounds and {waits} checks between them",
+                PATIENCE.as_secs()
+            );
+            a.signal(SignalRequest { command_id, signal: 0 }).await.expect("kill the hog");
+            assert!(std::env::var_os("CI").is_none(), "{msg}");
+            eprintln!("skipped: {msg}");
+            return;
+        }
+        // With the hog stopped, wait for the host to have room before a round.
+        a.signal(SignalRequest { command_id: command_id.clone(), signal: nix::libc::SIGSTOP })
+            .await
+            .expect("stop the hog");
+        let (busy0, own0, t0) = (host_busy(), own_cpu(), Instant::now());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let outside = (host_busy().saturating_sub(busy0) + own0).saturating_sub(own_cpu()).as_secs_f64();
+        if outside / t0.elapsed().as_secs_f64() > outside_max {
+            waits += 1;
+            continue;
+        }
         let mut phases = [None, None];
         let order = if round % 2 == 0 { [false, true] } else { [true, false] };
         for hog_runs in order {

@@ -178,7 +178,7 @@ fn processes() -> Vec<String> {
         let cmdline = cmdline.replace('\0', " ");
         let plumbing = ["runc", "containerd-shim", "docker-proxy"].iter().any(|p| comm.starts_with(p));
         let sandboxed = cgroup.contains(":/sandstream/") || cgroup.contains(":/docker/");
-        let agent = cmdline.contains("/.sandstream/agent") || cmdline.contains("sandstream-agent");
+        let agent = cmdline.starts_with("/.sandstream/agent");
         if plumbing || sandboxed || agent || !suffixes_in(&cmdline).is_empty() {
             let cmdline: String = cmdline.trim().chars().take(160).collect();
             // Its Sandstream or Docker cgroup, which names its sandbox or container.
