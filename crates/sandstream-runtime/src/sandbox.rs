@@ -1,6 +1,11 @@
 //! What every sandbox has, whichever backend runs it: where the agent, its token and the
 //! user's home are inside, how the agent is started, and its base environment.
 
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
 use crate::types::Sandbox;
 
 /// Where the agent binary and its token appear inside every sandbox (read-only binds:
@@ -70,4 +75,32 @@ pub(crate) fn recover_each(
         }
     }
     alive
+}
+
+/// `bytes` random bytes from the kernel, as lowercase hex.
+pub(crate) fn random_hex(bytes: usize) -> Result<String> {
+    let mut buf = vec![0u8; bytes];
+    getrandom::fill(&mut buf).map_err(|e| Error::io("random bytes", std::io::Error::other(e.to_string())))?;
+    Ok(hex::encode(buf))
+}
+
+/// The random part of a sandbox id (`sb-` and 10 hex digits), or None for anything else.
+pub(crate) fn suffix_of(id: &str) -> Option<&str> {
+    id.strip_prefix("sb-").filter(|s| s.len() == 10 && s.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// Makes a new sandbox token and writes it to `dir/token` (created new, mode 0400, read
+/// only by root: it is bound into the sandbox for the agent alone). Returns the token and
+/// the file.
+pub(crate) fn write_token(dir: &Path) -> Result<(String, PathBuf)> {
+    let token = random_hex(24)?;
+    let token_file = dir.join("token");
+    let mut f = std::fs::OpenOptions::new()
+        .create_new(true)
+        .write(true)
+        .mode(0o400)
+        .open(&token_file)
+        .map_err(|e| Error::io("write token", e))?;
+    f.write_all(token.as_bytes()).map_err(|e| Error::io("write token", e))?;
+    Ok((token, token_file))
 }

@@ -22,9 +22,9 @@ mod image;
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::io::Write;
+
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -39,6 +39,7 @@ use bollard::query_parameters::{
 };
 
 use crate::error::{Error, Result};
+use crate::sandbox::{random_hex, suffix_of, write_token};
 use crate::types::{Cidr, Runtime, Sandbox, SandboxSpec};
 
 pub(crate) use crate::sandbox::{AGENT_PATH, AGENT_PORT, CA_BUNDLE_PATH, TOKEN_PATH, USER_ID, WORKDIR};
@@ -122,16 +123,6 @@ pub(crate) fn api_err(op: &str) -> impl FnOnce(bollard::errors::Error) -> Error 
 
 fn is_not_found(e: &bollard::errors::Error) -> bool {
     matches!(e, bollard::errors::Error::DockerResponseServerError { status_code: 404, .. })
-}
-
-fn random_hex(bytes: usize) -> Result<String> {
-    let mut buf = vec![0u8; bytes];
-    getrandom::fill(&mut buf).map_err(|e| Error::io("random bytes", std::io::Error::other(e.to_string())))?;
-    Ok(hex::encode(buf))
-}
-
-fn suffix_of(id: &str) -> Option<&str> {
-    id.strip_prefix("sb-").filter(|s| s.len() == 10 && s.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 /// The host's resolv.conf, if sandboxes can use it: one naming a loopback resolver (a
@@ -427,15 +418,7 @@ impl DockerRuntime {
             .mode(0o700)
             .create(&dir)
             .map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
-        let token = random_hex(24)?;
-        let token_file = dir.join("token");
-        let mut f = std::fs::OpenOptions::new()
-            .create_new(true)
-            .write(true)
-            .mode(0o400)
-            .open(&token_file)
-            .map_err(|e| Error::io("write token", e))?;
-        f.write_all(token.as_bytes()).map_err(|e| Error::io("write token", e))?;
+        let (token, token_file) = write_token(&dir)?;
 
         let body = self.container_body(id, image, &token_file, spec);
         let docker = &self.docker;

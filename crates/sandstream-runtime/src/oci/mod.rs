@@ -18,9 +18,9 @@ mod bundle;
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::Write;
+
 use std::net::{SocketAddr, TcpStream};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
@@ -31,6 +31,7 @@ use nix::mount::{MntFlags, MsFlags};
 use crate::error::{Error, Result};
 use crate::host::{run, run_quiet};
 use crate::net;
+use crate::sandbox::{random_hex, suffix_of, write_token};
 use crate::types::{Runtime, Sandbox, SandboxSpec};
 
 /// How the `oci` backend is set up.
@@ -72,16 +73,6 @@ impl OciConfig {
 pub struct OciRuntime {
     cfg: OciConfig,
     slots: Mutex<HashMap<String, u32>>,
-}
-
-fn random_hex(bytes: usize) -> Result<String> {
-    let mut buf = vec![0u8; bytes];
-    getrandom::fill(&mut buf).map_err(|e| Error::io("random bytes", std::io::Error::other(e.to_string())))?;
-    Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
-}
-
-fn suffix_of(id: &str) -> Option<&str> {
-    id.strip_prefix("sb-").filter(|s| s.len() == 10 && s.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 fn is_mount_point(path: &Path) -> bool {
@@ -139,15 +130,7 @@ impl OciRuntime {
                 .create(dir.join(sub))
                 .map_err(|e| Error::io(format!("create {}", dir.join(sub).display()), e))?;
         }
-        let token = random_hex(24)?;
-        let token_file = dir.join("token");
-        let mut f = std::fs::OpenOptions::new()
-            .create_new(true)
-            .write(true)
-            .mode(0o400)
-            .open(&token_file)
-            .map_err(|e| Error::io("write token", e))?;
-        f.write_all(token.as_bytes()).map_err(|e| Error::io("write token", e))?;
+        let (token, token_file) = write_token(&dir)?;
 
         let prepared = started.elapsed();
 
