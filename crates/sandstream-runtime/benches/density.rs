@@ -192,22 +192,21 @@ fn memory_cgroup(path: &str) -> Option<PathBuf> {
         .find(|p| p.join("cgroup.procs").exists())
 }
 
+/// One field of a `/proc/PID/smaps_rollup` (given in kB), in bytes; 0 if absent.
+fn rollup_bytes(rollup: &str, key: &str) -> f64 {
+    rollup.lines().find_map(|l| l.strip_prefix(key)?.trim().trim_end_matches(" kB").parse::<f64>().ok()).unwrap_or(0.0)
+        * 1024.0
+}
+
 /// Processes of a cgroup, and their summed (RSS, PSS) in bytes and threads.
 fn processes_memory(cgroup: &Path) -> (usize, f64, f64, usize) {
     let procs = std::fs::read_to_string(cgroup.join("cgroup.procs")).unwrap_or_default();
     let (mut n, mut rss, mut pss, mut threads) = (0, 0.0, 0.0, 0);
     for pid in procs.lines() {
         let Ok(rollup) = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")) else { continue };
-        let kib = |key: &str| {
-            rollup
-                .lines()
-                .find_map(|l| l.strip_prefix(key)?.trim().trim_end_matches(" kB").parse::<f64>().ok())
-                .unwrap_or(0.0)
-                * 1024.0
-        };
         n += 1;
-        rss += kib("Rss:");
-        pss += kib("Pss:");
+        rss += rollup_bytes(&rollup, "Rss:");
+        pss += rollup_bytes(&rollup, "Pss:");
         threads += std::fs::read_dir(format!("/proc/{pid}/task")).map_or(0, |d| d.count());
     }
     (n, rss, pss, threads)
@@ -610,16 +609,9 @@ fn processes_named(prefix: &str) -> (usize, f64, f64) {
             continue;
         }
         let Ok(rollup) = std::fs::read_to_string(path.join("smaps_rollup")) else { continue };
-        let kib = |key: &str| {
-            rollup
-                .lines()
-                .find_map(|l| l.strip_prefix(key)?.trim().trim_end_matches(" kB").parse::<f64>().ok())
-                .unwrap_or(0.0)
-                * 1024.0
-        };
         n += 1;
-        rss += kib("Rss:");
-        pss += kib("Pss:");
+        rss += rollup_bytes(&rollup, "Rss:");
+        pss += rollup_bytes(&rollup, "Pss:");
     }
     (n, rss, pss)
 }

@@ -93,6 +93,13 @@ fn io_err(context: String) -> impl FnOnce(std::io::Error) -> TemplateError {
     move |source| TemplateError::Io { context, source }
 }
 
+/// Gives `name` in `dir` the member's owner, without following it if it is a symlink
+/// (for members that cannot be opened: symlinks and FIFOs).
+fn chown_nofollow(dir: &impl AsFd, name: &OsStr, a: Attrs) -> nix::Result<()> {
+    let (uid, gid) = (nix::unistd::Uid::from_raw(a.uid), nix::unistd::Gid::from_raw(a.gid));
+    nix::unistd::fchownat(dir, name, Some(uid), Some(gid), AtFlags::AT_SYMLINK_NOFOLLOW)
+}
+
 /// A member name (or hard link target) as path components under the root: empty and `.`
 /// components and leading slashes dropped; `..` refused.
 pub(crate) fn member_path(raw: &[u8]) -> Result<Vec<OsString>, String> {
@@ -262,14 +269,7 @@ impl Writer {
             Node::Symlink(target) => {
                 nix::unistd::symlinkat(target.as_os_str(), &dir, name).map_err(|e| io_err(ctx("symlink"))(e.into()))?;
                 if self.as_root {
-                    nix::unistd::fchownat(
-                        &dir,
-                        name,
-                        Some(nix::unistd::Uid::from_raw(a.uid)),
-                        Some(nix::unistd::Gid::from_raw(a.gid)),
-                        AtFlags::AT_SYMLINK_NOFOLLOW,
-                    )
-                    .map_err(|e| io_err(ctx("chown symlink"))(e.into()))?;
+                    chown_nofollow(&dir, name, a).map_err(|e| io_err(ctx("chown symlink"))(e.into()))?;
                 }
                 let t = nix::sys::time::TimeSpec::new(a.mtime, 0);
                 nix::sys::stat::utimensat(&dir, name, &t, &t, nix::sys::stat::UtimensatFlags::NoFollowSymlink)
@@ -294,14 +294,7 @@ impl Writer {
                 // A FIFO cannot be opened without blocking: it is set by name, which this
                 // writer has just created (nothing else writes in the template).
                 if self.as_root {
-                    nix::unistd::fchownat(
-                        &dir,
-                        name,
-                        Some(nix::unistd::Uid::from_raw(a.uid)),
-                        Some(nix::unistd::Gid::from_raw(a.gid)),
-                        AtFlags::AT_SYMLINK_NOFOLLOW,
-                    )
-                    .map_err(|e| io_err(ctx("chown fifo"))(e.into()))?;
+                    chown_nofollow(&dir, name, a).map_err(|e| io_err(ctx("chown fifo"))(e.into()))?;
                 }
                 let mode = self.mode_for(member, a.mode, false);
                 nix::sys::stat::fchmodat(
