@@ -34,6 +34,9 @@ pub(crate) const CANCEL_EXIT: i32 = 130;
 /// How long a live event waits for room in a socket's send buffer before that socket
 /// misses it (and resumes later).
 const LIVE_PATIENCE: Duration = Duration::from_millis(250);
+/// HTTP/2 flow-control windows of the connection to each agent, and of each stream on it.
+const AGENT_CONNECTION_WINDOW: u32 = 2 << 20;
+const AGENT_STREAM_WINDOW: u32 = 1 << 20;
 /// Continuous failure to reach a sandbox's agent for this long ends the execution.
 const AGENT_GIVE_UP: Duration = Duration::from_secs(30);
 
@@ -145,8 +148,12 @@ impl Engine {
                     .http2_keep_alive_interval(Duration::from_secs(20))
                     .keep_alive_timeout(Duration::from_secs(10))
                     .keep_alive_while_idle(true)
-                    .initial_connection_window_size(Some(8 << 20))
-                    .initial_stream_window_size(Some(4 << 20))
+                    // Output the server has not taken yet waits in the agent's spool, not
+                    // here: these windows bound what a sandbox's connection can buffer in
+                    // the server's memory (2 MiB), and on a local network they still
+                    // carry far more than the server can store and emit.
+                    .initial_connection_window_size(Some(AGENT_CONNECTION_WINDOW))
+                    .initial_stream_window_size(Some(AGENT_STREAM_WINDOW))
                     .connect_lazy();
                 channels.insert(sb.id.clone(), (endpoint, ch.clone()));
                 ch
@@ -236,10 +243,11 @@ impl Emitter {
         (self.offsets[0] - self.carry[0].carried() as u64, self.offsets[1] - self.carry[1].carried() as u64)
     }
 
-    async fn output(&mut self, channel: usize, phase: &str, data: &[u8]) {
+    /// Takes bytes received on `channel`: counts them, and returns them decoded (a
+    /// character split across reads waits in the carry for its last bytes).
+    fn take(&mut self, channel: usize, data: &[u8]) -> String {
         self.offsets[channel] += data.len() as u64;
-        let text = self.carry[channel].decode(data);
-        self.push(channel, phase, text).await;
+        self.carry[channel].decode(data)
     }
 
     async fn flush(&mut self, phase: &str) {
@@ -256,14 +264,20 @@ impl Emitter {
         self.seq += 1;
         let kind = if channel == 0 { "stdout" } else { "stderr" };
         let chunk = Chunk { seq: self.seq, kind: kind.into(), phase: phase.into(), data };
-        if let Err(e) = self.state.store.append_chunk(&self.exec_id, &chunk, self.stored_offsets()) {
-            tracing::error!(execution_id = %self.exec_id, error = %e, "could not store output");
-        }
-        let payload = json!({
-            "executionId": self.exec_id, "containerId": self.container_id,
-            "type": chunk.kind, "data": chunk.data, "seq": chunk.seq, "phase": chunk.phase,
-        });
-        self.emit("execution-output", &payload, LIVE_PATIENCE).await;
+        // Stored (committed) first, emitted second: a replay can never miss what a live
+        // client was shown.
+        let chunk = match self.state.store.append_chunk(&self.exec_id, chunk, self.stored_offsets()).await {
+            Ok(chunk) => chunk,
+            Err((e, chunk)) => {
+                tracing::error!(execution_id = %self.exec_id, error = %e, "could not store output");
+                match chunk {
+                    Some(chunk) => chunk,
+                    None => return,
+                }
+            }
+        };
+        let event = crate::hub::OutputEvent::new(&self.exec_id, &self.container_id, &chunk);
+        self.emit("execution-output", &event, LIVE_PATIENCE).await;
     }
 
     async fn phase(&self, phase: &str) {
@@ -279,7 +293,7 @@ impl Emitter {
     /// the event is dropped for it alone (its client sees the seq gap, or a `lastSeq` it
     /// lacks on `execution-complete`, and resumes). So a stuck client cannot hold up the
     /// others for long, and costs the server at most its bounded buffer.
-    async fn emit(&self, event: &str, payload: &serde_json::Value, patience: Duration) {
+    async fn emit<T: Serialize + ?Sized>(&self, event: &str, payload: &T, patience: Duration) {
         let mut sockets = self.state.io.to(self.target.clone()).sockets();
         sockets.extend(self.state.io.to(self.room.clone()).except(self.target.clone()).sockets());
         for s in sockets {
@@ -373,7 +387,7 @@ async fn drive_inner(state: &Arc<AppState>, ex: &ExecutionRow, plan: &Plan, em: 
                     Err(e) => return fail(format!("agent refused to start the {phase} command: {}", e.message())),
                 };
                 em.new_command();
-                if let Err(e) = state.store.set_command(&ex.id, &phase, &started.command_id) {
+                if let Err(e) = state.store.set_command(&ex.id, &phase, &started.command_id, em.seq) {
                     tracing::error!(execution_id = %ex.id, error = %e, "could not store the command id");
                 }
                 started.command_id
@@ -388,7 +402,7 @@ async fn drive_inner(state: &Arc<AppState>, ex: &ExecutionRow, plan: &Plan, em: 
             Err(e) => return fail(e),
         };
         em.flush(&phase).await;
-        if let Err(e) = state.store.set_offsets(&ex.id, em.stored_offsets()) {
+        if let Err(e) = state.store.set_offsets(&ex.id, em.seq, em.stored_offsets()) {
             tracing::warn!(execution_id = %ex.id, error = %e, "could not store offsets");
         }
         if state.exec.cancelled(&ex.id) {
@@ -436,8 +450,14 @@ fn quote(s: &str) -> String {
 async fn write_files(client: &mut AgentClient, plan: &Plan) -> Result<(), String> {
     for (name, content) in &plan.files {
         let q = quote(name);
+        // Written beside the target, then renamed over it: executions in one sandbox share
+        // its home, and a program starting while another execution rewrites its main.py
+        // must read a whole file (the old one or the new one), never a truncated one.
         let req = ExecuteRequest {
-            command: format!("mkdir -p -- \"$(dirname -- {q})\" && cat > {q}"),
+            command: format!(
+                "d=$(dirname -- {q}) && mkdir -p -- \"$d\" && t=\"$d/.sandstream-write-$$\" && \
+                 {{ cat > \"$t\" && mv -f -- \"$t\" {q}; }} || {{ rm -f -- \"$t\"; exit 1; }}"
+            ),
             cwd: WORKDIR.into(),
             encoding: OutputEncoding::Bytes as i32,
             stdin: content.clone().into_bytes(),
@@ -464,8 +484,88 @@ async fn write_files(client: &mut AgentClient, plan: &Plan) -> Result<(), String
     Ok(())
 }
 
+/// Most bytes merged into one chunk from agent messages that had already arrived: the
+/// size of a pipe's buffer, which bounds most agent messages anyway, so chunks (and the
+/// memory each holds in flight) stay as large as they were without merging.
+const COALESCE_MAX: usize = 64 << 10;
+
+fn is_end(m: &CommandOutput) -> bool {
+    m.end || m.kind == EventKind::End as i32
+}
+
+/// The channel of an output message and its bytes past `have` (the offsets already
+/// forwarded: the agent resends around a reconnect); `None` when it brings nothing new.
+fn fresh<'m>(m: &'m CommandOutput, have: &[u64; 2]) -> Option<(usize, &'m [u8])> {
+    if m.kind != EventKind::Output as i32 || m.data.is_empty() {
+        return None;
+    }
+    let ch = usize::from(m.channel == OutputChannel::Stderr as i32);
+    let end = m.offset + m.data.len() as u64;
+    if end <= have[ch] {
+        return None;
+    }
+    let skip = have[ch].saturating_sub(m.offset) as usize;
+    Some((ch, &m.data[skip..]))
+}
+
+/// The stream's next message if it has already arrived; `None` when it would wait.
+/// (`Streaming::message` is `poll_next` underneath, so this loses nothing.)
+fn ready_message(stream: &mut tonic::Streaming<CommandOutput>) -> Option<Result<Option<CommandOutput>, tonic::Status>> {
+    use tokio_stream::Stream;
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match std::pin::Pin::new(stream).poll_next(&mut cx) {
+        std::task::Poll::Ready(Some(r)) => Some(r.map(Some)),
+        std::task::Poll::Ready(None) => Some(Ok(None)),
+        std::task::Poll::Pending => None,
+    }
+}
+
+/// A message of the agent's stream, as `Streaming::message` returns it.
+type Message = Result<Option<CommandOutput>, tonic::Status>;
+
+/// Merges into `first` (new output of channel `ch`, which starts at `have[ch]`) the
+/// messages already waiting on `stream` that continue it, up to [`COALESCE_MAX`] bytes.
+/// Returns the merged bytes (`None` when nothing joined `first`) and the message that
+/// ended the merge, if one was taken off the stream: it is the next to handle.
+fn merge_waiting(
+    stream: &mut tonic::Streaming<CommandOutput>,
+    mut have: [u64; 2],
+    ch: usize,
+    first: &[u8],
+) -> (Option<Vec<u8>>, Option<Message>) {
+    let mut len = first.len();
+    have[ch] += len as u64;
+    let mut merged: Option<Vec<u8>> = None;
+    while len < COALESCE_MAX {
+        let Some(next) = ready_message(stream) else { break };
+        let m = match next {
+            Ok(Some(m)) if !is_end(&m) => m,
+            other => return (merged, Some(other)),
+        };
+        if m.kind != EventKind::Output as i32 || m.data.is_empty() {
+            continue; // a keepalive
+        }
+        match fresh(&m, &have) {
+            None => {}
+            Some((c, more)) if c == ch && len + more.len() <= COALESCE_MAX => {
+                merged.get_or_insert_with(|| first.to_vec()).extend_from_slice(more);
+                len += more.len();
+                have[ch] += more.len() as u64;
+            }
+            // The other channel, or too much: the next chunk.
+            Some(_) => return (merged, Some(Ok(Some(m)))),
+        }
+    }
+    (merged, None)
+}
+
 /// Attaches to a command from the emitter's offsets and forwards its output until it
 /// ends; reconnects when the connection drops.
+///
+/// Messages that arrived while the previous chunk was being stored and emitted, on the
+/// same channel, become one chunk (up to [`COALESCE_MAX`]): a server that falls behind
+/// stores and emits fewer, larger chunks instead of falling further behind. The bytes
+/// and their order are the same either way; a quiet stream still gets a chunk per message.
 async fn follow(client: &mut AgentClient, cid: &str, phase: &str, em: &mut Emitter) -> Result<CommandOutput, String> {
     let mut failing_since: Option<tokio::time::Instant> = None;
     loop {
@@ -478,25 +578,26 @@ async fn follow(client: &mut AgentClient, cid: &str, phase: &str, em: &mut Emitt
         let err = match client.attach(req).await {
             Ok(resp) => {
                 let mut stream = resp.into_inner();
+                // A message taken while merging that belongs to the next chunk.
+                let mut held = None;
                 loop {
-                    match stream.message().await {
+                    let next = match held.take() {
+                        Some(n) => n,
+                        None => stream.message().await,
+                    };
+                    match next {
                         Ok(Some(m)) => {
                             failing_since = None;
-                            if m.end || m.kind == EventKind::End as i32 {
+                            if is_end(&m) {
                                 return Ok(m);
                             }
-                            if m.kind != EventKind::Output as i32 || m.data.is_empty() {
-                                continue;
-                            }
-                            let ch = usize::from(m.channel == OutputChannel::Stderr as i32);
-                            // Skip anything already forwarded (resends around a reconnect).
-                            let have = em.offsets[ch];
-                            let end = m.offset + m.data.len() as u64;
-                            if end <= have {
-                                continue;
-                            }
-                            let skip = have.saturating_sub(m.offset) as usize;
-                            em.output(ch, phase, &m.data[skip..]).await;
+                            let Some((ch, data)) = fresh(&m, &em.offsets) else { continue };
+                            let merged;
+                            (merged, held) = merge_waiting(&mut stream, em.offsets, ch, data);
+                            // Decoded now, so the received buffers are freed before the wait.
+                            let text = em.take(ch, merged.as_deref().unwrap_or(data));
+                            drop((merged, m));
+                            em.push(ch, phase, text).await;
                         }
                         Ok(None) => break tonic::Status::unavailable("stream ended without an end event"),
                         Err(e) => break e,
@@ -516,5 +617,117 @@ async fn follow(client: &mut AgentClient, cid: &str, phase: &str, em: &mut Emitt
             }
             _ => return Err(format!("agent: {}", err.message())),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn out(channel: OutputChannel, offset: u64, data: &str) -> CommandOutput {
+        CommandOutput {
+            kind: EventKind::Output as i32,
+            channel: channel as i32,
+            offset,
+            data: data.as_bytes().to_vec().into(),
+            ..Default::default()
+        }
+    }
+
+    /// Decodes each gRPC frame of the body as the next of the given messages.
+    struct Canned(std::collections::VecDeque<CommandOutput>);
+
+    impl tonic::codec::Decoder for Canned {
+        type Item = CommandOutput;
+        type Error = tonic::Status;
+        fn decode(&mut self, buf: &mut tonic::codec::DecodeBuf<'_>) -> Result<Option<CommandOutput>, tonic::Status> {
+            use bytes::Buf;
+            buf.advance(buf.remaining());
+            Ok(self.0.pop_front())
+        }
+    }
+
+    /// A stream whose messages have all arrived already.
+    fn arrived(messages: Vec<CommandOutput>) -> tonic::Streaming<CommandOutput> {
+        let mut body = Vec::new();
+        for _ in &messages {
+            body.extend_from_slice(&[0, 0, 0, 0, 1, 0]);
+        }
+        tonic::Streaming::new_response(
+            Canned(messages.into()),
+            axum::body::Body::from(body),
+            tonic::codegen::http::StatusCode::OK,
+            None,
+            None,
+        )
+    }
+
+    async fn first(stream: &mut tonic::Streaming<CommandOutput>) -> CommandOutput {
+        stream.message().await.expect("message").expect("not the end")
+    }
+
+    #[tokio::test]
+    async fn waiting_messages_of_one_channel_merge_in_order() {
+        let end = CommandOutput { kind: EventKind::End as i32, end: true, ..Default::default() };
+        let keepalive = CommandOutput { kind: EventKind::Keepalive as i32, ..Default::default() };
+        let mut stream = arrived(vec![
+            out(OutputChannel::Stdout, 0, "a"),
+            out(OutputChannel::Stdout, 1, "bc"),
+            keepalive,
+            // Resent around a reconnect: only "d" is new.
+            out(OutputChannel::Stdout, 2, "cd"),
+            out(OutputChannel::Stderr, 0, "x"),
+            out(OutputChannel::Stdout, 4, "e"),
+            end,
+        ]);
+        let m = first(&mut stream).await;
+        let (merged, next) = merge_waiting(&mut stream, [0, 0], 0, &m.data);
+        assert_eq!(merged.as_deref(), Some(&b"abcd"[..]));
+        // The other channel ends the merge and is handled next, alone: "e" came after it.
+        let x = next.expect("a message was taken").expect("ok").expect("not the end");
+        assert_eq!((x.channel, &x.data[..]), (OutputChannel::Stderr as i32, &b"x"[..]));
+        let (merged, next) = merge_waiting(&mut stream, [4, 0], 1, &x.data);
+        assert_eq!(merged, None);
+        let e = next.expect("a message was taken").expect("ok").expect("not the end");
+        assert_eq!(&e.data[..], b"e");
+        // The end is never merged away.
+        let (merged, next) = merge_waiting(&mut stream, [4, 1], 0, &e.data);
+        assert_eq!(merged, None);
+        assert!(is_end(&next.expect("a message was taken").expect("ok").expect("not the stream's end")));
+    }
+
+    #[tokio::test]
+    async fn merging_stops_at_the_size_limit() {
+        let big = "y".repeat(COALESCE_MAX / 2 - 10);
+        let step = big.len() as u64;
+        let mut stream = arrived(vec![
+            out(OutputChannel::Stdout, 0, &big),
+            out(OutputChannel::Stdout, step, &big),
+            out(OutputChannel::Stdout, 2 * step, &big),
+        ]);
+        let m = first(&mut stream).await;
+        let (merged, next) = merge_waiting(&mut stream, [0, 0], 0, &m.data);
+        assert_eq!(merged.map(|v| v.len()), Some(2 * big.len()));
+        let third = next.expect("the third waits for the next chunk").expect("ok").expect("not the end");
+        assert_eq!(third.offset, 2 * step);
+        // Nothing else comes (the body ends): no merge, and no message.
+        let (merged, next) = merge_waiting(&mut stream, [2 * step, 0], 0, &third.data);
+        assert!(merged.is_none());
+        assert!(!matches!(next, Some(Ok(Some(_)))), "{next:?}");
+    }
+
+    #[test]
+    fn fresh_keeps_only_bytes_not_yet_forwarded() {
+        let have = [5, 2];
+        // Wholly new, on each channel.
+        assert_eq!(fresh(&out(OutputChannel::Stdout, 5, "abc"), &have), Some((0, &b"abc"[..])));
+        assert_eq!(fresh(&out(OutputChannel::Stderr, 2, "e"), &have), Some((1, &b"e"[..])));
+        // Resent around a reconnect: wholly old, or old then new.
+        assert_eq!(fresh(&out(OutputChannel::Stdout, 0, "hello"), &have), None);
+        assert_eq!(fresh(&out(OutputChannel::Stdout, 3, "lo world"), &have), Some((0, &b" world"[..])));
+        // Not output at all.
+        let keepalive = CommandOutput { kind: EventKind::Keepalive as i32, ..Default::default() };
+        assert_eq!(fresh(&keepalive, &have), None);
+        assert_eq!(fresh(&out(OutputChannel::Stdout, 5, ""), &have), None);
     }
 }

@@ -5,7 +5,7 @@
 
 use std::sync::{Arc, Weak};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use socketioxide::SocketIo;
 use socketioxide::extract::{Data, SocketRef, TryData};
@@ -13,12 +13,32 @@ use socketioxide::handler::ConnectHandler;
 
 use crate::auth::{Credential, credential, resolve};
 use crate::server::AppState;
-use crate::store::Principal;
+use crate::store::{Chunk, Principal};
 
-/// Chunks replayed per database read.
-const REPLAY_PAGE: usize = 1000;
+/// Chunks replayed per database read (a page is held in memory while it is sent).
+const REPLAY_PAGE: usize = 256;
 /// How long a replay waits for a socket's send buffer to make room before giving up.
 const REPLAY_STALL: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// An `execution-output` event (API.md), borrowed from the stored chunk: serialized
+/// straight into the socket.io packet, with no intermediate JSON value.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct OutputEvent<'a> {
+    execution_id: &'a str,
+    container_id: &'a str,
+    #[serde(rename = "type")]
+    kind: &'a str,
+    data: &'a str,
+    seq: u64,
+    phase: &'a str,
+}
+
+impl<'a> OutputEvent<'a> {
+    pub(crate) fn new(execution_id: &'a str, container_id: &'a str, c: &'a Chunk) -> OutputEvent<'a> {
+        OutputEvent { execution_id, container_id, kind: &c.kind, data: &c.data, seq: c.seq, phase: &c.phase }
+    }
+}
 
 #[derive(Debug, Deserialize)]
 struct HandshakeAuth {
@@ -124,11 +144,8 @@ async fn resume(state: &Arc<AppState>, s: &SocketRef, v: Value) {
         let Some(last) = chunks.last() else { break };
         after = last.seq;
         for c in &chunks {
-            let payload = json!({
-                "executionId": ex.id, "containerId": ex.sandbox_id,
-                "type": c.kind, "data": c.data, "seq": c.seq, "phase": c.phase,
-            });
-            if !emit_paced(s, "execution-output", &payload, REPLAY_STALL).await {
+            let event = OutputEvent::new(&ex.id, &ex.sandbox_id, c);
+            if !emit_paced(s, "execution-output", &event, REPLAY_STALL).await {
                 return;
             }
         }
@@ -155,7 +172,12 @@ async fn resume(state: &Arc<AppState>, s: &SocketRef, v: Value) {
 
 /// Emits to one socket, waiting while its send buffer is full; false when the socket
 /// closed or stayed full for `patience`.
-pub(crate) async fn emit_paced(s: &SocketRef, event: &str, payload: &Value, patience: std::time::Duration) -> bool {
+pub(crate) async fn emit_paced<T: Serialize + ?Sized>(
+    s: &SocketRef,
+    event: &str,
+    payload: &T,
+    patience: std::time::Duration,
+) -> bool {
     use socketioxide::{SendError, SocketError};
     let started = tokio::time::Instant::now();
     loop {

@@ -1,13 +1,28 @@
 //! State in one SQLite file: keys, sessions, runners, sandboxes, executions and every
-//! chunk of every execution's output. Calls are short and synchronous under one lock
-//! (SQLite in WAL mode with `synchronous=NORMAL`).
+//! chunk of every execution's output (SQLite in WAL mode with `synchronous=NORMAL`).
+//!
+//! Three connections, so that the output path never waits for the disk's flushes nor
+//! for a long read:
+//! - the main one, behind one lock, for every call but [`Store::chunks`]: short and
+//!   synchronous. Output chunks ([`Store::append_chunk`]) reach it only through the
+//!   store's writer thread, which commits all the chunks waiting in one transaction
+//!   (group commit) and only then hands each back to its caller as stored;
+//! - a read connection for [`Store::chunks`] (replays, `GET …/logs`), which may read
+//!   megabytes, concurrently with the writer (WAL readers never block the writer);
+//! - a checkpointer thread's, which copies the WAL back into the database file (and
+//!   does the flushes that takes) in the background; the main connection never
+//!   checkpoints on commit, except to bound the WAL under endless load.
 
+use std::collections::HashSet;
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak, mpsc};
+use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OptionalExtension, params};
+use tokio::sync::oneshot;
 
-use crate::error::AppResult;
+use crate::error::{AppError, AppResult};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS keys (
@@ -33,10 +48,58 @@ CREATE TABLE IF NOT EXISTS executions (
 CREATE TABLE IF NOT EXISTS chunks (
     execution_id TEXT NOT NULL, seq INTEGER NOT NULL, type TEXT NOT NULL, phase TEXT NOT NULL,
     data TEXT NOT NULL, PRIMARY KEY (execution_id, seq)) WITHOUT ROWID;
+-- A running execution's last chunk and the agent offsets it brings it to, rewritten with
+-- every batch of chunks. Kept apart from `executions`, whose rows carry the program (up
+-- to a megabyte, rewritten whole by any UPDATE), and folded into it when the execution
+-- finishes. A database from before this table keeps these in `executions`.
+CREATE TABLE IF NOT EXISTS progress (
+    execution_id TEXT PRIMARY KEY, last_seq INTEGER NOT NULL, stdout_offset INTEGER NOT NULL,
+    stderr_offset INTEGER NOT NULL) WITHOUT ROWID;
 ";
 
+/// Most chunks committed in one transaction.
+const BATCH_MAX_CHUNKS: usize = 1024;
+/// Most bytes of chunk data committed in one transaction (more waits for the next). A
+/// transaction's pages stay in the writer's memory until it commits, so this bounds it.
+const BATCH_MAX_BYTES: usize = 1 << 20;
+/// WAL frames (pages) past which the writer checkpoints itself once, so that the WAL
+/// starts over even if chunks never stop coming (the background checkpointer alone
+/// never catches up with a writer that never pauses, and the WAL would grow forever).
+const WAL_CATCH_UP_FRAMES: i64 = 16_384;
+/// How often the checkpointer looks for work while there is some, and while there is
+/// none. Each checkpoint that copies anything costs two fsyncs, which on ext4 can hold
+/// up the writer's WAL appends for a moment: a few per second are plenty.
+const CHECKPOINT_BUSY: Duration = Duration::from_millis(200);
+const CHECKPOINT_IDLE: Duration = Duration::from_secs(1);
+/// The WAL file is truncated back to this size when it starts over.
+const WAL_SIZE_LIMIT: i64 = 64 << 20;
+/// A batch slower than this is logged (debug).
+const SLOW_BATCH: Duration = Duration::from_millis(10);
+
 pub(crate) struct Store {
-    conn: Mutex<Connection>,
+    conn: Arc<Mutex<Connection>>,
+    /// Reads of chunks, concurrent with the writer.
+    reader: Mutex<Connection>,
+    /// To the writer thread.
+    appends: mpsc::Sender<Append>,
+}
+
+/// A chunk on its way to the writer thread, and where to hand it back once stored.
+struct Append {
+    execution_id: String,
+    chunk: Chunk,
+    offsets: (u64, u64),
+    stored: oneshot::Sender<(Chunk, Result<(), String>)>,
+}
+
+/// A chunk that could not be stored: why, and the chunk (unless the writer thread is
+/// gone with it).
+pub(crate) type AppendError = (AppError, Option<Chunk>);
+
+/// Tells the writer that the checkpointer found a WAL too long to ever catch up with.
+#[derive(Default)]
+struct WalState {
+    catch_up: AtomicBool,
 }
 
 /// Who is calling: a key (its id is the tenant).
@@ -123,6 +186,11 @@ pub(crate) struct Chunk {
 const SANDBOX_COLS: &str = "id, tenant, runner_id, template, cpu_millis, memory_mb, envs, metadata, state, host, port, token, created_at, expires_at";
 const EXEC_COLS: &str = "id, tenant, sandbox_id, language, status, phase, exit_code, error, plan, command_id, \
      stdout_offset, stderr_offset, last_seq, target, created_at, deadline, finished_at";
+/// `EXEC_COLS` of `executions e`, with a running execution's progress from `progress p`.
+const EXEC_SELECT: &str = "SELECT e.id, e.tenant, e.sandbox_id, e.language, e.status, e.phase, e.exit_code, \
+     e.error, e.plan, e.command_id, COALESCE(p.stdout_offset, e.stdout_offset), \
+     COALESCE(p.stderr_offset, e.stderr_offset), COALESCE(p.last_seq, e.last_seq), e.target, e.created_at, \
+     e.deadline, e.finished_at FROM executions e LEFT JOIN progress p ON p.execution_id = e.id";
 
 fn sandbox_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SandboxRow> {
     Ok(SandboxRow {
@@ -177,16 +245,144 @@ fn runner_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunnerRow> {
     })
 }
 
+fn connect(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.execute_batch(&format!(
+        "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=5000; \
+         PRAGMA journal_size_limit={WAL_SIZE_LIMIT};"
+    ))?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(conn)
+}
+
+fn lock(m: &Mutex<Connection>) -> std::sync::MutexGuard<'_, Connection> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Stores a batch of chunks, and for each execution the progress its last chunk brings,
+/// in one transaction.
+fn store_batch(db: &mut Connection, batch: &[Append]) -> rusqlite::Result<()> {
+    let tx = db.transaction()?;
+    {
+        let mut insert =
+            tx.prepare_cached("INSERT INTO chunks (execution_id, seq, type, phase, data) VALUES (?1, ?2, ?3, ?4, ?5)")?;
+        for a in batch {
+            let c = &a.chunk;
+            insert.execute(params![a.execution_id, c.seq as i64, c.kind, c.phase, c.data])?;
+        }
+        let mut progress = tx.prepare_cached(SET_PROGRESS)?;
+        let mut seen = HashSet::new();
+        for a in batch.iter().rev() {
+            if seen.insert(a.execution_id.as_str()) {
+                progress.execute(params![
+                    a.execution_id,
+                    a.chunk.seq as i64,
+                    a.offsets.0 as i64,
+                    a.offsets.1 as i64
+                ])?;
+            }
+        }
+    }
+    tx.commit()
+}
+
+const SET_PROGRESS: &str = "INSERT INTO progress (execution_id, last_seq, stdout_offset, stderr_offset) \
+     VALUES (?1, ?2, ?3, ?4) ON CONFLICT(execution_id) DO UPDATE SET last_seq = excluded.last_seq, \
+     stdout_offset = excluded.stdout_offset, stderr_offset = excluded.stderr_offset";
+
+/// The writer thread: takes every chunk waiting, commits them together, then answers
+/// each. A batch that fails is retried one chunk per transaction, so one bad chunk
+/// fails alone.
+fn writer(conn: Arc<Mutex<Connection>>, appends: mpsc::Receiver<Append>, wal: Arc<WalState>) {
+    while let Ok(first) = appends.recv() {
+        let mut bytes = first.chunk.data.len();
+        let mut batch = vec![first];
+        while batch.len() < BATCH_MAX_CHUNKS && bytes < BATCH_MAX_BYTES {
+            match appends.try_recv() {
+                Ok(a) => {
+                    bytes += a.chunk.data.len();
+                    batch.push(a);
+                }
+                Err(_) => break,
+            }
+        }
+        let started = Instant::now();
+        // Every chunk gets an answer, even if SQLite's Rust wrapper were to panic.
+        let results = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let mut db = lock(&conn);
+            if wal.catch_up.swap(false, Ordering::Relaxed) {
+                // Copies what the checkpointer has not yet, so the next commit starts the WAL over.
+                if let Err(e) = db.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                    tracing::warn!(error = %e, "checkpoint failed");
+                }
+            }
+            match store_batch(&mut db, &batch) {
+                Ok(()) => vec![Ok(()); batch.len()],
+                Err(e) if batch.len() == 1 => vec![Err(format!("database: {e}"))],
+                Err(_) => batch
+                    .iter()
+                    .map(|a| store_batch(&mut db, std::slice::from_ref(a)).map_err(|e| format!("database: {e}")))
+                    .collect(),
+            }
+        }))
+        .unwrap_or_else(|_| vec![Err("the store's writer panicked".to_string()); batch.len()]);
+        let took = started.elapsed();
+        if took > SLOW_BATCH {
+            tracing::debug!(chunks = batch.len(), bytes, ms = took.as_millis() as u64, "slow chunk batch");
+        }
+        for (a, r) in batch.into_iter().zip(results) {
+            let _ = a.stored.send((a.chunk, r));
+        }
+    }
+}
+
+/// The checkpointer thread: copies committed pages from the WAL into the database file
+/// while the writer carries on, until the store is gone.
+fn checkpointer(conn: Connection, alive: Weak<Mutex<Connection>>, wal: Arc<WalState>) {
+    let mut pause = CHECKPOINT_IDLE;
+    loop {
+        std::thread::sleep(pause);
+        if alive.upgrade().is_none() {
+            return;
+        }
+        // (busy, frames in the WAL, frames copied); PASSIVE never waits for anyone.
+        match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+        }) {
+            Ok((_, frames, copied)) => {
+                if frames >= WAL_CATCH_UP_FRAMES {
+                    wal.catch_up.store(true, Ordering::Relaxed);
+                }
+                pause = if frames > 0 && copied < frames { CHECKPOINT_BUSY } else { CHECKPOINT_IDLE };
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "checkpoint failed");
+                pause = CHECKPOINT_IDLE;
+            }
+        }
+    }
+}
+
 impl Store {
     pub(crate) fn open(path: &Path) -> anyhow::Result<Store> {
-        let conn = Connection::open(path)?;
-        conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=5000;")?;
+        let conn = connect(path)?;
         conn.execute_batch(SCHEMA)?;
-        Ok(Store { conn: Mutex::new(conn) })
+        // Checkpoints (and their fsyncs) belong to the checkpointer thread, not to commits.
+        conn.execute_batch("PRAGMA wal_autocheckpoint=0;")?;
+        let conn = Arc::new(Mutex::new(conn));
+        let reader = Mutex::new(connect(path)?);
+        let wal = Arc::new(WalState::default());
+        let (appends, rx) = mpsc::channel();
+        let (c, w) = (conn.clone(), wal.clone());
+        std::thread::Builder::new().name("sandstream-store".into()).spawn(move || writer(c, rx, w))?;
+        let (c, w) = (connect(path)?, wal.clone());
+        let alive = Arc::downgrade(&conn);
+        std::thread::Builder::new().name("sandstream-ckpt".into()).spawn(move || checkpointer(c, alive, w))?;
+        Ok(Store { conn, reader, appends })
     }
 
     fn db(&self) -> std::sync::MutexGuard<'_, Connection> {
-        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.conn)
     }
 
     // ---- keys and sessions
@@ -416,52 +612,63 @@ impl Store {
     }
 
     pub(crate) fn execution(&self, id: &str) -> AppResult<Option<ExecutionRow>> {
-        Ok(self
-            .db()
-            .query_row(&format!("SELECT {EXEC_COLS} FROM executions WHERE id = ?1"), [id], exec_row)
-            .optional()?)
+        Ok(self.db().prepare_cached(&format!("{EXEC_SELECT} WHERE e.id = ?1"))?.query_row([id], exec_row).optional()?)
     }
 
     pub(crate) fn running_executions(&self) -> AppResult<Vec<ExecutionRow>> {
         let db = self.db();
-        let mut st = db.prepare(&format!("SELECT {EXEC_COLS} FROM executions WHERE status = 'running'"))?;
+        let mut st = db.prepare(&format!("{EXEC_SELECT} WHERE e.status = 'running'"))?;
         let rows = st.query_map([], exec_row)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
-    /// A phase's command started: later output resumes from these offsets.
-    pub(crate) fn set_command(&self, id: &str, phase: &str, command_id: &str) -> AppResult<()> {
-        self.db().execute(
-            "UPDATE executions SET phase = ?2, command_id = ?3, stdout_offset = 0, stderr_offset = 0 WHERE id = ?1",
-            params![id, phase, command_id],
-        )?;
-        Ok(())
-    }
-
-    /// Stores one chunk and the byte offsets it brings the execution to, atomically.
-    pub(crate) fn append_chunk(&self, id: &str, chunk: &Chunk, offsets: (u64, u64)) -> AppResult<()> {
+    /// A phase's command started: later output resumes from offsets 0 of this command.
+    /// `last_seq`: the execution's last chunk so far.
+    pub(crate) fn set_command(&self, id: &str, phase: &str, command_id: &str, last_seq: u64) -> AppResult<()> {
         let mut db = self.db();
         let tx = db.transaction()?;
-        tx.execute(
-            "INSERT INTO chunks (execution_id, seq, type, phase, data) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![id, chunk.seq as i64, chunk.kind, chunk.phase, chunk.data],
-        )?;
-        tx.execute(
-            "UPDATE executions SET last_seq = ?2, stdout_offset = ?3, stderr_offset = ?4 WHERE id = ?1",
-            params![id, chunk.seq as i64, offsets.0 as i64, offsets.1 as i64],
-        )?;
+        tx.prepare_cached("UPDATE executions SET phase = ?2, command_id = ?3 WHERE id = ?1")?
+            .execute(params![id, phase, command_id])?;
+        tx.prepare_cached(SET_PROGRESS)?.execute(params![id, last_seq as i64, 0, 0])?;
         tx.commit()?;
         Ok(())
     }
 
-    pub(crate) fn set_offsets(&self, id: &str, offsets: (u64, u64)) -> AppResult<()> {
-        self.db().execute(
-            "UPDATE executions SET stdout_offset = ?2, stderr_offset = ?3 WHERE id = ?1",
-            params![id, offsets.0 as i64, offsets.1 as i64],
-        )?;
+    /// Stores one chunk and the byte offsets it brings the execution to, atomically,
+    /// and hands the chunk back once it is committed. Chunks of all executions that
+    /// arrive together share one transaction (the writer thread's group commit), so the
+    /// store is never the bottleneck of many streams; no blocking call is made on the
+    /// caller's thread. An execution's chunks must be appended one after another (each
+    /// awaited).
+    pub(crate) async fn append_chunk(&self, id: &str, chunk: Chunk, offsets: (u64, u64)) -> Result<Chunk, AppendError> {
+        let gone = || AppError::Internal("the store's writer thread is gone".into());
+        let (stored, done) = oneshot::channel();
+        if let Err(mpsc::SendError(a)) =
+            self.appends.send(Append { execution_id: id.to_string(), chunk, offsets, stored })
+        {
+            return Err((gone(), Some(a.chunk)));
+        }
+        match done.await {
+            Ok((chunk, Ok(()))) => Ok(chunk),
+            Ok((chunk, Err(e))) => Err((AppError::Internal(e), Some(chunk))),
+            Err(_) => Err((gone(), None)),
+        }
+    }
+
+    /// The offsets an execution's current command has reached (output held back mid-
+    /// character is not counted); `last_seq`: its last chunk.
+    pub(crate) fn set_offsets(&self, id: &str, last_seq: u64, offsets: (u64, u64)) -> AppResult<()> {
+        self.db().prepare_cached(SET_PROGRESS)?.execute(params![
+            id,
+            last_seq as i64,
+            offsets.0 as i64,
+            offsets.1 as i64
+        ])?;
         Ok(())
     }
 
+    /// Records how an execution ended (unless it already has), folding its progress
+    /// into its row.
     pub(crate) fn finish_execution(
         &self,
         id: &str,
@@ -470,21 +677,229 @@ impl Store {
         error: Option<&str>,
         now: i64,
     ) -> AppResult<()> {
-        self.db().execute(
-            "UPDATE executions SET status = ?2, exit_code = ?3, error = ?4, finished_at = ?5 WHERE id = ?1 AND status = 'running'",
-            params![id, status, exit_code, error, now],
-        )?;
+        let mut db = self.db();
+        let tx = db.transaction()?;
+        let n = tx
+            .prepare_cached(
+                "UPDATE executions SET status = ?2, exit_code = ?3, error = ?4, finished_at = ?5,
+                     last_seq = COALESCE((SELECT last_seq FROM progress WHERE execution_id = ?1), last_seq),
+                     stdout_offset = COALESCE((SELECT stdout_offset FROM progress WHERE execution_id = ?1), stdout_offset),
+                     stderr_offset = COALESCE((SELECT stderr_offset FROM progress WHERE execution_id = ?1), stderr_offset)
+                 WHERE id = ?1 AND status = 'running'",
+            )?
+            .execute(params![id, status, exit_code, error, now])?;
+        if n > 0 {
+            tx.prepare_cached("DELETE FROM progress WHERE execution_id = ?1")?.execute([id])?;
+        }
+        tx.commit()?;
         Ok(())
     }
 
+    /// Chunks with `seq > after_seq`, in order, at most `limit`. Read on the read
+    /// connection: never waits for the writer, nor makes it wait.
     pub(crate) fn chunks(&self, id: &str, after_seq: u64, limit: usize) -> AppResult<Vec<Chunk>> {
-        let db = self.db();
-        let mut st = db.prepare(
+        let db = lock(&self.reader);
+        let mut st = db.prepare_cached(
             "SELECT seq, type, phase, data FROM chunks WHERE execution_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
         )?;
         let rows = st.query_map(params![id, after_seq as i64, limit as i64], |r| {
             Ok(Chunk { seq: r.get::<_, i64>(0)? as u64, kind: r.get(1)?, phase: r.get(2)?, data: r.get(3)? })
         })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn execution(id: &str) -> ExecutionRow {
+        ExecutionRow {
+            id: id.into(),
+            tenant: "t".into(),
+            sandbox_id: "sb-1".into(),
+            language: "python".into(),
+            status: "running".into(),
+            phase: "prepare".into(),
+            exit_code: None,
+            error: None,
+            plan: "x".repeat(100_000),
+            command_id: None,
+            stdout_offset: 0,
+            stderr_offset: 0,
+            last_seq: 0,
+            target: "container-sb-1".into(),
+            created_at: 1,
+            deadline: 2,
+            finished_at: None,
+        }
+    }
+
+    fn chunk(seq: u64, data: &str) -> Chunk {
+        Chunk { seq, kind: "stdout".into(), phase: "run".into(), data: data.into() }
+    }
+
+    fn open() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(&dir.path().join("db")).expect("open");
+        (dir, store)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_chunk_is_readable_once_append_returns() {
+        let (_dir, store) = open();
+        store.insert_execution(&execution("e1")).expect("insert");
+        for seq in 1..=50u64 {
+            store.append_chunk("e1", chunk(seq, &format!("line {seq}\n")), (seq * 10, 0)).await.expect("append");
+            // The read connection is not the writer's: what it sees is committed.
+            let got = store.chunks("e1", seq - 1, 10).expect("chunks");
+            assert_eq!(got.len(), 1, "chunk {seq} not readable after append returned");
+            assert_eq!(got[0].data, format!("line {seq}\n"));
+            let ex = store.execution("e1").expect("read").expect("exists");
+            assert_eq!((ex.last_seq, ex.stdout_offset, ex.stderr_offset), (seq, seq * 10, 0));
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_executions_share_batches_and_lose_nothing() {
+        let (_dir, store) = open();
+        let store = Arc::new(store);
+        let mut tasks = Vec::new();
+        for e in 0..40 {
+            let id = format!("e{e}");
+            store.insert_execution(&execution(&id)).expect("insert");
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                for seq in 1..=100u64 {
+                    store.append_chunk(&id, chunk(seq, &format!("{id}:{seq}")), (seq, 2 * seq)).await.expect("append");
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.expect("task");
+        }
+        for e in 0..40 {
+            let id = format!("e{e}");
+            let got = store.chunks(&id, 0, 1000).expect("chunks");
+            let want: Vec<String> = (1..=100).map(|s| format!("{id}:{s}")).collect();
+            assert_eq!(got.iter().map(|c| c.data.clone()).collect::<Vec<_>>(), want);
+            assert_eq!(got.iter().map(|c| c.seq).collect::<Vec<_>>(), (1..=100).collect::<Vec<_>>());
+            let ex = store.execution(&id).expect("read").expect("exists");
+            assert_eq!((ex.last_seq, ex.stdout_offset, ex.stderr_offset), (100, 100, 200));
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_bad_chunk_fails_alone() {
+        let (_dir, store) = open();
+        let store = Arc::new(store);
+        store.insert_execution(&execution("bad")).expect("insert");
+        store.append_chunk("bad", chunk(1, "first"), (5, 0)).await.expect("append");
+        let mut tasks = Vec::new();
+        for e in 0..20 {
+            let id = format!("ok{e}");
+            store.insert_execution(&execution(&id)).expect("insert");
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move { store.append_chunk(&id, chunk(1, "fine"), (4, 0)).await }));
+        }
+        // seq 1 again: the primary key refuses it, whatever batch it lands in.
+        let dup = store.append_chunk("bad", chunk(1, "again"), (10, 0)).await;
+        assert!(dup.is_err(), "a duplicate seq was stored");
+        for t in tasks {
+            t.await.expect("task").expect("a good chunk failed with a bad one");
+        }
+        assert_eq!(store.chunks("bad", 0, 10).expect("chunks")[0].data, "first");
+        assert_eq!(store.execution("bad").expect("read").expect("exists").stdout_offset, 5);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn progress_survives_commands_finishing_and_reopening() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("db");
+        {
+            let store = Store::open(&path).expect("open");
+            store.insert_execution(&execution("e1")).expect("insert");
+            store.set_command("e1", "install", "c1", 0).expect("set command");
+            store.append_chunk("e1", chunk(1, "a"), (1, 0)).await.expect("append");
+            store.append_chunk("e1", chunk(2, "bb"), (1, 2)).await.expect("append");
+            // The next phase's command starts from offsets 0; seq carries on.
+            store.set_command("e1", "run", "c2", 2).expect("set command");
+            let ex = store.execution("e1").expect("read").expect("exists");
+            assert_eq!((ex.phase.as_str(), ex.command_id.as_deref()), ("run", Some("c2")));
+            assert_eq!((ex.last_seq, ex.stdout_offset, ex.stderr_offset), (2, 0, 0));
+            store.append_chunk("e1", chunk(3, "ccc"), (3, 0)).await.expect("append");
+            store.set_offsets("e1", 3, (4, 1)).expect("offsets");
+            let running = store.running_executions().expect("running");
+            assert_eq!(running.len(), 1);
+            assert_eq!((running[0].last_seq, running[0].stdout_offset, running[0].stderr_offset), (3, 4, 1));
+        }
+        // A restarted server finds the same progress; finishing folds it into the row.
+        let store = Store::open(&path).expect("reopen");
+        let ex = store.execution("e1").expect("read").expect("exists");
+        assert_eq!((ex.last_seq, ex.stdout_offset, ex.stderr_offset), (3, 4, 1));
+        store.finish_execution("e1", "success", 0, None, 9).expect("finish");
+        store.finish_execution("e1", "error", 1, None, 10).expect("finishing twice changes nothing");
+        let ex = store.execution("e1").expect("read").expect("exists");
+        assert_eq!((ex.status.as_str(), ex.exit_code, ex.finished_at), ("success", Some(0), Some(9)));
+        assert_eq!((ex.last_seq, ex.stdout_offset, ex.stderr_offset), (3, 4, 1));
+        let db = store.db();
+        let left: i64 = db.query_row("SELECT COUNT(*) FROM progress", [], |r| r.get(0)).expect("count");
+        assert_eq!(left, 0, "a finished execution keeps a progress row");
+        let row: (i64, i64, i64) = db
+            .query_row("SELECT last_seq, stdout_offset, stderr_offset FROM executions WHERE id = 'e1'", [], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .expect("row");
+        assert_eq!(row, (3, 4, 1));
+    }
+
+    #[test]
+    fn a_database_from_before_the_progress_table_reads_the_same() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("db");
+        {
+            // The schema as it was: progress lived in `executions`.
+            let old = Connection::open(&path).expect("open");
+            old.execute_batch(
+                &SCHEMA.replace("CREATE TABLE IF NOT EXISTS progress", "CREATE TABLE IF NOT EXISTS unused"),
+            )
+            .expect("old schema");
+            old.execute(
+                &format!(
+                    "INSERT INTO executions ({EXEC_COLS}) VALUES ('e1', 't', 'sb', 'python', 'running', 'run', \
+                     NULL, NULL, '{{}}', 'c1', 7, 3, 12, 'container-sb', 1, 2, NULL)"
+                ),
+                [],
+            )
+            .expect("row");
+        }
+        let store = Store::open(&path).expect("open");
+        let ex = store.execution("e1").expect("read").expect("exists");
+        assert_eq!((ex.last_seq, ex.stdout_offset, ex.stderr_offset), (12, 7, 3));
+        store.finish_execution("e1", "cancelled", 130, None, 5).expect("finish");
+        let ex = store.execution("e1").expect("read").expect("exists");
+        assert_eq!((ex.status.as_str(), ex.last_seq, ex.stdout_offset), ("cancelled", 12, 7));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_checkpointer_copies_the_wal_back() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("db");
+        let store = Store::open(&path).expect("open");
+        store.insert_execution(&execution("e1")).expect("insert");
+        for seq in 1..=200u64 {
+            store.append_chunk("e1", chunk(seq, &"y".repeat(4000)), (seq, 0)).await.expect("append");
+        }
+        // Commits only append to the WAL (the main connection never checkpoints on
+        // commit); the database file grows when the checkpointer copies them back.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let db_len = std::fs::metadata(&path).expect("db file").len();
+            if db_len > 200 * 4000 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "database file still {db_len} bytes: nothing checkpointed");
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 }
