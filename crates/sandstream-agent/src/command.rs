@@ -12,13 +12,14 @@ use bytes::{Bytes, BytesMut};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-use tokio::process::{Child, ChildStdin};
+use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use crate::config::ExecConfig;
 use crate::error::{AgentError, Result};
 use crate::output_log::{Channel, OutputLog};
+use crate::standby::StandbyShell;
 
 /// Exit code reported for a command the agent killed at its deadline (as `timeout(1)`).
 pub(crate) const TIMED_OUT_EXIT_CODE: i32 = 124;
@@ -175,55 +176,37 @@ pub(crate) fn now_ms() -> i64 {
 
 impl Command {
     /// Starts `spec` under the shell, in a new process group, and returns once the
-    /// process exists. The returned future supervises it until it ends; the caller
-    /// must spawn it.
+    /// process exists: a fresh shell, or the standby shell when one waits and `spec`
+    /// qualifies (see `standby.rs`). The returned future supervises it until it ends;
+    /// the caller must spawn it.
     pub(crate) fn spawn(
         id: String,
         spec: CommandSpec,
         cfg: &ExecConfig,
+        standby: &Arc<StandbyShell>,
     ) -> Result<(Arc<Command>, impl Future<Output = ()> + Send + 'static)> {
-        let mut cmd = tokio::process::Command::new(&cfg.shell);
-        cmd.arg("-c")
-            .arg(&spec.command)
-            .current_dir(&spec.cwd)
-            .envs(spec.env.iter().map(|(k, v)| (k, v)))
-            // Its own process group, so a timeout or kill reaches grandchildren too.
-            .process_group(0)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(false);
-        for name in &cfg.hidden_env {
-            // The agent's own secrets (its token) never reach user code.
-            cmd.env_remove(name);
-        }
-        // Always a pipe, closed at once when there is nothing to send: the command reads
-        // end-of-file just as from /dev/null, which a bare rootfs may not have.
-        cmd.stdin(Stdio::piped());
-        if let Some((uid, gid)) = cfg.run_as {
-            cmd.uid(uid).gid(gid);
-        }
-        let mut child = cmd.spawn().map_err(|source| AgentError::Spawn { shell: cfg.shell.clone(), source })?;
+        // A waiting standby shell spares the command the shell's start-up; it has been
+        // sent the command already, all but `unsent` if its pipe took only part of it.
+        let (shell, unsent) = match standby.take(&spec) {
+            Some(taken) => taken,
+            None => (spawn_shell(cfg, &spec.command, &spec.cwd, &spec.env)?, Vec::new()),
+        };
+        let Shell { child, stdin, stdout, stderr } = shell;
         let pid = child.id().unwrap_or(0);
-        let stdout = child.stdout.take();
-        let stderr = child.stderr.take();
-        if let Some(s) = &stdout {
-            grow_pipe(s.as_fd());
-        }
-        if let Some(s) = &stderr {
-            grow_pipe(s.as_fd());
-        }
 
-        let stdin_tx = child.stdin.take().map(|pipe| {
+        let stdin_tx = stdin.map(|pipe| {
             let (tx, rx) = mpsc::channel(16);
             tokio::spawn(pump_stdin(pipe, rx));
             tx
         });
-        if let Some(tx) = &stdin_tx
-            && !spec.stdin.is_empty()
-        {
-            let (ack, _) = oneshot::channel();
-            // The channel is new and empty, so try_send cannot find it full.
-            let _ = tx.try_send(StdinOp::Write(spec.stdin, ack));
+        if let Some(tx) = &stdin_tx {
+            for data in [unsent, spec.stdin] {
+                if !data.is_empty() {
+                    let (ack, _) = oneshot::channel();
+                    // The channel is new and holds at most these two, so try_send cannot find it full.
+                    let _ = tx.try_send(StdinOp::Write(data, ack));
+                }
+            }
         }
         let stdin = if spec.keep_stdin_open { stdin_tx } else { None };
 
@@ -296,6 +279,52 @@ async fn pump_stdin(mut pipe: ChildStdin, mut rx: mpsc::Receiver<StdinOp>) {
     // Dropping the pipe closes the command's stdin.
 }
 
+/// A started shell and its pipes.
+pub(crate) struct Shell {
+    pub(crate) child: Child,
+    pub(crate) stdin: Option<ChildStdin>,
+    pub(crate) stdout: Option<ChildStdout>,
+    pub(crate) stderr: Option<ChildStderr>,
+}
+
+/// Starts `SHELL -c script` the way every command's shell starts, whether it runs the
+/// command itself or waits as the standby shell: in `cwd`, in a new process group, with
+/// the agent's environment less its secrets plus `env`, as the `run_as` user, with
+/// piped stdio.
+pub(crate) fn spawn_shell(cfg: &ExecConfig, script: &str, cwd: &Path, env: &[(String, String)]) -> Result<Shell> {
+    let mut cmd = tokio::process::Command::new(&cfg.shell);
+    cmd.arg("-c")
+        .arg(script)
+        .current_dir(cwd)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        // Its own process group, so a timeout or kill reaches grandchildren too.
+        .process_group(0)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(false);
+    for name in &cfg.hidden_env {
+        // The agent's own secrets (its token) never reach user code.
+        cmd.env_remove(name);
+    }
+    // Always a pipe, closed at once when there is nothing to send: the command reads
+    // end-of-file just as from /dev/null, which a bare rootfs may not have.
+    cmd.stdin(Stdio::piped());
+    if let Some((uid, gid)) = cfg.run_as {
+        cmd.uid(uid).gid(gid);
+    }
+    let mut child = cmd.spawn().map_err(|source| AgentError::Spawn { shell: cfg.shell.clone(), source })?;
+    let stdin = child.stdin.take();
+    let stdout = child.stdout.take();
+    let stderr = child.stderr.take();
+    if let Some(s) = &stdout {
+        grow_pipe(s.as_fd());
+    }
+    if let Some(s) = &stderr {
+        grow_pipe(s.as_fd());
+    }
+    Ok(Shell { child, stdin, stdout, stderr })
+}
+
 fn grow_pipe(fd: BorrowedFd<'_>) {
     // Best effort: the kernel caps it at /proc/sys/fs/pipe-max-size for unprivileged users.
     let _ = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETPIPE_SZ(PIPE_SIZE));
@@ -343,8 +372,8 @@ async fn read_some<R: AsyncRead + Unpin>(pipe: &mut Option<R>, arena: &mut Arena
 async fn supervise(
     command: Arc<Command>,
     mut child: Child,
-    mut stdout: Option<tokio::process::ChildStdout>,
-    mut stderr: Option<tokio::process::ChildStderr>,
+    mut stdout: Option<ChildStdout>,
+    mut stderr: Option<ChildStderr>,
     deadline: Option<(Instant, Duration)>,
     drain_grace: Duration,
 ) {

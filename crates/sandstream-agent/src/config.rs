@@ -54,6 +54,11 @@ pub struct AgentArgs {
     /// Shell that runs commands as `SHELL -c COMMAND` (default: /bin/bash if present, else /bin/sh).
     #[arg(long)]
     pub shell: Option<PathBuf>,
+    /// Keep one bash started in advance and hand it the next command that runs in the
+    /// workdir with no env of its own, so that command does not wait for a shell to start
+    /// (bash only; proto/PROTOCOL.md lists how such a command differs from `bash -c`).
+    #[arg(long, env = "SANDSTREAM_AGENT_STANDBY_SHELL", default_value_t = true, action = clap::ArgAction::Set)]
+    pub standby_shell: bool,
     /// Run commands as this user, `UID:GID` (default: the agent's own).
     #[arg(long, env = "SANDSTREAM_AGENT_RUN_AS")]
     pub run_as: Option<String>,
@@ -77,6 +82,8 @@ pub(crate) struct ExecConfig {
     pub(crate) exit_drain_grace: Duration,
     pub(crate) run_as: Option<(u32, u32)>,
     pub(crate) hidden_env: Vec<String>,
+    /// Whether a standby shell may wait for the next command (see `standby.rs`).
+    pub(crate) standby_shell: bool,
 }
 
 /// The validated configuration.
@@ -153,6 +160,7 @@ impl AgentArgs {
                 exit_drain_grace: Duration::from_millis(self.exit_drain_ms),
                 run_as,
                 hidden_env: vec![TOKEN_ENV.into(), "SANDSTREAM_AGENT_TOKEN_FILE".into()],
+                standby_shell: self.standby_shell,
             },
             keepalive: Duration::from_millis(self.keepalive_ms.max(1)),
             worker_threads: self.worker_threads,
@@ -202,5 +210,20 @@ mod tests {
         assert!(err.to_string().contains("UID:GID"), "{err}");
         let cfg = parse(&["--token", "0123456789abcdef", "--run-as", "1000:1001"]).expect("valid");
         assert_eq!(cfg.exec.run_as, Some((1000, 1001)));
+    }
+
+    #[test]
+    fn the_standby_shell_is_on_unless_turned_off() {
+        let token = ["--token", "0123456789abcdef"];
+        // The default holds unless the environment sets it (the flag beats the variable).
+        if std::env::var_os("SANDSTREAM_AGENT_STANDBY_SHELL").is_none() {
+            assert!(parse(&token).expect("valid").exec.standby_shell);
+        }
+        for (value, on) in [("false", false), ("true", true)] {
+            let cfg = parse(&[&token[..], &["--standby-shell", value]].concat()).expect("valid");
+            assert_eq!(cfg.exec.standby_shell, on);
+        }
+        let Err(e) = Cli::try_parse_from(["agent", "--standby-shell", "maybe"]) else { panic!("maybe is no bool") };
+        assert!(e.to_string().contains("possible values: true, false"), "{e}");
     }
 }

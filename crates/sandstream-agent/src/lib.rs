@@ -12,6 +12,7 @@ mod output_log;
 mod registry;
 mod server;
 mod service;
+mod standby;
 
 pub use config::{AgentArgs, AgentConfig};
 pub use error::{AgentError, Result};

@@ -13,6 +13,7 @@ use tracing::Instrument;
 use crate::command::{Command, CommandSpec};
 use crate::config::ExecConfig;
 use crate::error::{AgentError, Result};
+use crate::standby::StandbyShell;
 
 /// A command started or ended; fed to `OpenSession` streams.
 #[derive(Clone, Debug)]
@@ -34,6 +35,7 @@ struct Inner {
 #[derive(Debug)]
 pub(crate) struct Registry {
     cfg: ExecConfig,
+    standby: Arc<StandbyShell>,
     inner: Mutex<Inner>,
     events: broadcast::Sender<Lifecycle>,
 }
@@ -62,7 +64,12 @@ impl Registry {
                 let _ = std::fs::remove_file(entry.path());
             }
         }
-        Ok(Arc::new(Registry { cfg, inner: Mutex::new(Inner::default()), events: broadcast::channel(1024).0 }))
+        Ok(Arc::new(Registry {
+            standby: StandbyShell::new(&cfg),
+            cfg,
+            inner: Mutex::new(Inner::default()),
+            events: broadcast::channel(1024).0,
+        }))
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -71,6 +78,11 @@ impl Registry {
 
     pub(crate) fn exec_config(&self) -> &ExecConfig {
         &self.cfg
+    }
+
+    /// Starts the first standby shell (in the background), so the first command gets one.
+    pub(crate) fn start_standby(&self) {
+        self.standby.refill();
     }
 
     pub(crate) fn subscribe(&self) -> broadcast::Receiver<Lifecycle> {
@@ -83,7 +95,7 @@ impl Registry {
             return Err(AgentError::ShuttingDown);
         }
         let id = new_command_id();
-        let (command, supervise) = Command::spawn(id.clone(), spec, &self.cfg)?;
+        let (command, supervise) = Command::spawn(id.clone(), spec, &self.cfg, &self.standby)?;
         {
             let mut inner = self.lock();
             inner.by_id.insert(id.clone(), command.clone());
@@ -133,14 +145,16 @@ impl Registry {
         inner.order.iter().filter_map(|id| inner.by_id.get(id).cloned()).collect()
     }
 
-    /// Refuses new commands, sends SIGTERM to every running one, then SIGKILL to those
-    /// still running after `grace`. Returns when all have ended (or a last grace expired).
+    /// Refuses new commands, kills the standby shell, sends SIGTERM to every running
+    /// command, then SIGKILL to those still running after `grace`. Returns when all have
+    /// ended (or a last grace expired).
     pub(crate) async fn terminate_all(&self, grace: Duration) {
         let running: Vec<Arc<Command>> = {
             let mut inner = self.lock();
             inner.shutting_down = true;
             inner.by_id.values().filter(|c| c.is_running()).cloned().collect()
         };
+        self.standby.close().await;
         for c in &running {
             let _ = c.signal(Signal::SIGTERM);
         }
@@ -192,6 +206,7 @@ mod tests {
             exit_drain_grace: Duration::from_millis(10),
             run_as: None,
             hidden_env: vec![],
+            standby_shell: false,
         }
     }
 

@@ -33,6 +33,7 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener> {
 /// ones (SIGTERM, then SIGKILL after the grace), lets their streams end and returns.
 pub async fn serve(cfg: AgentConfig, listener: TcpListener, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
     let registry = Registry::new(cfg.exec.clone())?;
+    registry.start_standby();
     let (stop_tx, stop_rx) = watch::channel(false);
     let service = AgentService {
         registry: registry.clone(),

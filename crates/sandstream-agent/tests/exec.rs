@@ -488,8 +488,8 @@ async fn a_background_child_that_keeps_writing_cannot_hold_the_command_open() {
         got.push(m.expect("ok"));
     }
     assert_eq!(got.end().status, ExitStatus::Exited as i32);
-    let straggler: u32 =
-        got.stdout_str().lines().next().and_then(|l| l.parse().ok()).expect("pid of the background loop");
+    // The loop's first "spam" may come before the pid: the two race after the fork.
+    let straggler: u32 = got.stdout_str().lines().find_map(|l| l.parse().ok()).expect("pid of the background loop");
     let deadline = Instant::now() + Duration::from_secs(5);
     while std::path::Path::new(&format!("/proc/{straggler}")).exists() && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
