@@ -3,7 +3,10 @@
 //!   cargo bench -p sandstream-agent --bench agent
 //!
 //! Uses the release `sandstream-agent`, or the binary named by SANDSTREAM_AGENT_BIN
-//! (e.g. the static build from scripts/build-agent.sh).
+//! (e.g. the static build from scripts/build-agent.sh). SANDSTREAM_BENCH_N round trips
+//! (default 2000), SANDSTREAM_BENCH_PAUSE_MS between them (default 0: back to back),
+//! SANDSTREAM_BENCH_STREAM_RUNS 1 GiB streams (default 3), SANDSTREAM_BENCH_AGENT_ARGS
+//! passed to the agent (e.g. `--standby-shell false`).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -83,9 +86,18 @@ async fn main() {
         run(&mut client, "true").await;
     }
     let n: usize = std::env::var("SANDSTREAM_BENCH_N").ok().and_then(|v| v.parse().ok()).unwrap_or(2000);
+    // Back to back by default; SANDSTREAM_BENCH_PAUSE_MS spaces the requests as a user's
+    // are (the agent's standby shell is then always ready when a command arrives).
+    let pause = Duration::from_millis(
+        std::env::var("SANDSTREAM_BENCH_PAUSE_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(0),
+    );
+    println!("pause between round trips: {} ms", pause.as_millis());
     let mut samples = Vec::with_capacity(n);
     let (steal0, t0) = (steal_ticks(), Instant::now());
     for _ in 0..n {
+        if !pause.is_zero() {
+            tokio::time::sleep(pause).await;
+        }
         let t = Instant::now();
         let got = run(&mut client, "true").await;
         samples.push(t.elapsed());
@@ -97,7 +109,8 @@ async fn main() {
 
     // Throughput of one 1 GiB stream into a client that counts bytes.
     let one_gib: u64 = 1 << 30;
-    for round in 1..=3 {
+    let runs: u32 = std::env::var("SANDSTREAM_BENCH_STREAM_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
+    for round in 1..=runs {
         let cpu0 = cpu_secs(agent.pid());
         let steal0 = steal_ticks();
         let t = Instant::now();

@@ -187,6 +187,7 @@ impl Command {
     ) -> Result<(Arc<Command>, impl Future<Output = ()> + Send + 'static)> {
         // A waiting standby shell spares the command the shell's start-up; it has been
         // sent the command already, all but `unsent` if its pipe took only part of it.
+        let qualifies = standby.qualifies(&spec);
         let (shell, unsent) = match standby.take(&spec) {
             Some(taken) => taken,
             None => (spawn_shell(cfg, &spec.command, &spec.cwd, &spec.env)?, Vec::new()),
@@ -222,7 +223,15 @@ impl Command {
         });
         let deadline = spec.timeout.map(|t| (Instant::now() + t, t));
         let supervise = supervise(command.clone(), child, stdout, stderr, deadline, cfg.exit_drain_grace);
-        Ok((command, supervise))
+        // A command that could use the standby (took it, or found none) starts the next one.
+        let standby = qualifies.then(|| standby.clone());
+        let run = async move {
+            match standby {
+                Some(standby) => standby.refill_after(supervise).await,
+                None => supervise.await,
+            }
+        };
+        Ok((command, run))
     }
 
     pub(crate) fn is_running(&self) -> bool {

@@ -68,6 +68,9 @@ const BOOTSTRAP: &str = concat!(
 
 /// Longer commands start cold: bash reads the command one byte per system call.
 const MAX_COMMAND_BYTES: usize = 64 * 1024;
+/// A command that runs longer than this gets its replacement standby started anyway, so
+/// that the commands that come meanwhile find one.
+const REFILL_DELAY: Duration = Duration::from_millis(50);
 /// Longest a shutdown waits for a standby being started, so that it can kill it too.
 const CLOSE_WAIT: Duration = Duration::from_secs(2);
 
@@ -115,7 +118,7 @@ impl StandbyShell {
 
     /// The standby started in the default cwd with the agent's environment, so it can
     /// run only a command that asks for nothing else.
-    fn qualifies(&self, spec: &CommandSpec) -> bool {
+    pub(crate) fn qualifies(&self, spec: &CommandSpec) -> bool {
         self.enabled
             && spec.env.is_empty()
             && spec.cwd == self.cfg.default_cwd
@@ -139,10 +142,10 @@ impl StandbyShell {
             }
             slot.standby.take()
         };
-        let taken = standby.map(|s| s.hand_over(&spec.command, &self.cfg.default_cwd));
-        // The next command finds a fresh one; an empty slot (a failed start) is retried too.
-        self.refill();
-        match taken? {
+        // No refill here: the caller starts the next standby once this command is done
+        // or has run for a while (`refill_after`), so the new shell's start-up does not
+        // compete with the command for the CPU.
+        match standby.map(|s| s.hand_over(&spec.command, &self.cfg.default_cwd))? {
             Ok((shell, unsent)) => {
                 tracing::debug!(pid = shell.child.id(), "command handed to the standby shell");
                 Some((shell, unsent))
@@ -152,6 +155,23 @@ impl StandbyShell {
                 None
             }
         }
+    }
+
+    /// Runs `command` (a command that qualified, so the slot is empty or soon will be),
+    /// then starts the next standby: when `command` ends, or after [`REFILL_DELAY`] if it
+    /// runs longer. Starting bash costs about as much CPU as a short command takes in
+    /// all, and on a small machine a start right away would take it from that command.
+    pub(crate) async fn refill_after(self: Arc<Self>, command: impl Future<Output = ()>) {
+        let early = {
+            let this = self.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(REFILL_DELAY).await;
+                this.refill();
+            })
+        };
+        command.await;
+        early.abort();
+        self.refill();
     }
 
     /// Starts a standby in a blocking thread, unless one waits or is being started.
