@@ -100,7 +100,11 @@ async fn collect_templates(runner: Arc<Runner>) {
 }
 
 impl Runner {
-    fn new(cfg: RunnerConfig) -> anyhow::Result<Runner> {
+    /// Sets the runner up (runtime, default template, sandboxes left by a previous run)
+    /// and nothing more: no control API, no server link, no template collection and no
+    /// warm-pool filler, which [`start`] adds. For driving a runner in-process (the
+    /// benchmarks). Blocks while the default template builds on first use.
+    pub fn new(cfg: RunnerConfig) -> anyhow::Result<Runner> {
         let runtime: Arc<dyn Runtime> = match &cfg.backend {
             Backend::Oci => {
                 let mut oci = OciConfig::new(cfg.state_dir.join("sandboxes"), cfg.agent_binary.clone());
@@ -221,8 +225,11 @@ impl Runner {
         Ok(RunnerSandbox { id: sb.id, host: self.cfg.advertise_host.clone(), port: sb.published_port, token: sb.token })
     }
 
-    /// Keeps `warm_pool` ready sandboxes while capacity allows; runs on its own thread.
-    fn fill_pool(&self) {
+    /// Keeps `warm_pool` ready sandboxes while capacity allows. Blocking: runs on a
+    /// thread of its own, which [`start`] spawns when `warm_pool` is not 0. After
+    /// [`Runner::drain_pool`] it returns when it next wakes: a create under way is
+    /// finished and killed first; a wait ends within a second, unless the runner is full.
+    pub fn fill_pool(&self) {
         let spec = SandboxSpec {
             template: self.default_template.clone(),
             limits: Limits::default(),
@@ -262,6 +269,11 @@ impl Runner {
                 tracing::warn!(sandbox_id = %rs.id, error = %e, "could not remove a pooled sandbox");
             }
         }
+    }
+
+    /// The default template's directory, which pooled sandboxes are created from.
+    pub fn default_template(&self) -> &std::path::Path {
+        &self.default_template
     }
 
     /// Ready sandboxes in the warm pool.
