@@ -18,6 +18,10 @@ use sandstream_runtime::{
 use crate::api::{CreateSandbox, RunnerSandbox};
 use crate::config::{Backend, RunnerConfig};
 
+/// How long the warm pool waits, after a pooled sandbox is taken, before creating its
+/// replacement (unless the pool is empty).
+const POOL_REFILL_DELAY: Duration = Duration::from_millis(100);
+
 /// Why a control call failed; each maps to one HTTP status in `control`.
 #[derive(Debug, thiserror::Error)]
 pub enum RunnerError {
@@ -236,21 +240,42 @@ impl Runner {
             env: Vec::new(),
             egress: Egress::Allow,
         };
+        let draining = || self.draining.load(std::sync::atomic::Ordering::Acquire);
         loop {
-            let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
-            while pool.len() >= self.cfg.warm_pool as usize || pool.len() + self.count() >= self.cfg.capacity as usize {
-                pool = self.pool_taken.wait_timeout(pool, Duration::from_secs(1)).unwrap_or_else(|p| p.into_inner()).0;
-            }
-            drop(pool);
-            if self.draining.load(std::sync::atomic::Ordering::Acquire) {
-                return;
-            }
-            match self.create_spec(&spec) {
-                Ok(rs) if self.draining.load(std::sync::atomic::Ordering::Acquire) => {
-                    let _ = self.runtime.kill(&rs.id);
+            let pooled = {
+                let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
+                while !draining()
+                    && (pool.len() >= self.cfg.warm_pool as usize
+                        || pool.len() + self.count() >= self.cfg.capacity as usize)
+                {
+                    pool =
+                        self.pool_taken.wait_timeout(pool, Duration::from_secs(1)).unwrap_or_else(|p| p.into_inner()).0;
+                }
+                if draining() {
                     return;
                 }
-                Ok(rs) => self.pool.lock().unwrap_or_else(|p| p.into_inner()).push(rs),
+                pool.len()
+            };
+            if pooled > 0 {
+                // A sandbox was just taken and its first commands are on their way: a create
+                // (tens of ms of CPU) started now would compete with them. An empty pool is
+                // refilled at once.
+                std::thread::sleep(POOL_REFILL_DELAY);
+            }
+            match self.create_spec(&spec) {
+                Ok(rs) => {
+                    let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
+                    // Checked under the lock `drain_pool` takes after setting `draining`: a
+                    // sandbox is either pushed before the drain takes the pool, or killed here.
+                    if draining() {
+                        drop(pool);
+                        if let Err(e) = self.runtime.kill(&rs.id) {
+                            tracing::warn!(sandbox_id = %rs.id, error = %e, "could not remove a pooled sandbox");
+                        }
+                        return;
+                    }
+                    pool.push(rs);
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "could not fill the warm pool; retrying in 5 s");
                     std::thread::sleep(Duration::from_secs(5));
@@ -264,6 +289,8 @@ impl Runner {
     pub fn drain_pool(&self) {
         self.draining.store(true, std::sync::atomic::Ordering::Release);
         let pooled = std::mem::take(&mut *self.pool.lock().unwrap_or_else(|p| p.into_inner()));
+        // A filler waiting for room stops now rather than at its next timeout.
+        self.pool_taken.notify_all();
         for rs in pooled {
             if let Err(e) = self.runtime.kill(&rs.id) {
                 tracing::warn!(sandbox_id = %rs.id, error = %e, "could not remove a pooled sandbox");
