@@ -15,25 +15,15 @@ use tokio_stream::StreamExt;
 /// Pids of the agent's children running the standby bootstrap (`__ss_f` is in it):
 /// the waiting standby, and a former one still running the command it was handed.
 fn standby_shells(agent_pid: u32) -> Vec<u32> {
-    let mut pids = Vec::new();
-    for entry in std::fs::read_dir("/proc").expect("read /proc").flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        // Fields after the ")" that closes the command name: state ppid ...
-        let fields: Vec<&str> = stat.rsplit_once(')').map_or(vec![], |(_, r)| r.split_whitespace().collect());
-        if fields.first() == Some(&"Z") || fields.get(1).and_then(|p| p.parse::<u32>().ok()) != Some(agent_pid) {
-            continue;
-        }
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        if String::from_utf8_lossy(&cmdline).contains("__ss_f") {
-            pids.push(pid);
-        }
-    }
-    pids
+    live_processes()
+        .into_iter()
+        .filter(|(_, f)| f.get(1).and_then(|p| p.parse::<u32>().ok()) == Some(agent_pid))
+        .map(|(pid, _)| pid)
+        .filter(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            String::from_utf8_lossy(&cmdline).contains("__ss_f")
+        })
+        .collect()
 }
 
 /// Waits until the agent has a standby shell that is none of `not`, and returns its pid.

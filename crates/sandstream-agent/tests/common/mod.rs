@@ -256,9 +256,10 @@ impl Drop for Proxy {
     }
 }
 
-/// Pids of every live process in process group `pgid`.
-pub fn group_members(pgid: u32) -> Vec<u32> {
-    let mut pids = Vec::new();
+/// Every live (not zombie) process: its pid and the fields of `/proc/PID/stat` after
+/// the ")" that closes the command name (state, ppid, pgrp, ...).
+pub fn live_processes() -> Vec<(u32, Vec<String>)> {
+    let mut found = Vec::new();
     for entry in std::fs::read_dir("/proc").expect("read /proc").flatten() {
         let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
             continue;
@@ -266,14 +267,22 @@ pub fn group_members(pgid: u32) -> Vec<u32> {
         let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
             continue;
         };
-        // Fields after the ")" that closes the command name: state ppid pgrp ...
-        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+        let Some((_, rest)) = stat.rsplit_once(')') else {
             continue;
         };
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        if fields.get(2).and_then(|p| p.parse::<u32>().ok()) == Some(pgid) && fields.first() != Some(&"Z") {
-            pids.push(pid);
+        let fields: Vec<String> = rest.split_whitespace().map(String::from).collect();
+        if fields.first().map(String::as_str) != Some("Z") {
+            found.push((pid, fields));
         }
     }
-    pids
+    found
+}
+
+/// Pids of every live process in process group `pgid`.
+pub fn group_members(pgid: u32) -> Vec<u32> {
+    live_processes()
+        .into_iter()
+        .filter(|(_, f)| f.get(2).and_then(|p| p.parse::<u32>().ok()) == Some(pgid))
+        .map(|(pid, _)| pid)
+        .collect()
 }
