@@ -1,7 +1,8 @@
 // Benchmark of the live-log path: a byte written in a sandbox until a socket.io client
 // has it, with many executions streaming at once; then many concurrent executions with
 // every byte checked. Prints numbers; asserts nothing. Starts its own `sandstream up`
-// (SANDSTREAM_BIN, as the e2e tests do).
+// (SANDSTREAM_BIN, as the e2e tests do; point it at the release build that
+// scripts/start.sh runs, target/release/sandstream, to measure what users run).
 //
 //   node bench/stream.mjs [--latency-execs 100] [--sandboxes 10] [--lines 300] [--interval-ms 10]
 //                         [--ramp-ms auto] [--bulk-execs 200] [--bulk-mb 1] [--per-second]
