@@ -162,15 +162,15 @@ impl StandbyShell {
     /// runs longer. Starting bash costs about as much CPU as a short command takes in
     /// all, and on a small machine a start right away would take it from that command.
     pub(crate) async fn refill_after(self: Arc<Self>, command: impl Future<Output = ()>) {
-        let early = {
-            let this = self.clone();
-            tokio::spawn(async move {
-                tokio::time::sleep(REFILL_DELAY).await;
-                this.refill();
-            })
-        };
-        command.await;
-        early.abort();
+        tokio::pin!(command);
+        tokio::select! {
+            () = &mut command => {}
+            () = tokio::time::sleep(REFILL_DELAY) => {
+                self.refill();
+                command.await;
+            }
+        }
+        // A no-op when one waits or is being started.
         self.refill();
     }
 

@@ -11,7 +11,7 @@
 //! images, mounts, cgroups, rules, processes) while no other sandbox comes or goes.
 
 use std::collections::BTreeSet;
-use std::net::{Ipv4Addr, TcpListener};
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -20,7 +20,7 @@ mod support;
 use sandstream_runtime::{DockerConfig, DockerRuntime, Egress, Error, Limits, Runtime, Sandbox, SandboxSpec};
 use support::host_state::{assert_unchanged, minus, set_aside, settled, snapshot};
 use support::lock::sandbox_tests_lock;
-use support::netns::{TestHost, fetch, grpc_list_from, host_address, sh};
+use support::netns::{TestHost, fetch, grpc_list_from, host_address, host_listeners, sh};
 use support::{Out, busybox_template, exec_with_token, static_agent};
 
 fn socket() -> PathBuf {
@@ -212,14 +212,7 @@ async fn the_sandbox_reaches_no_host_service_and_no_other_sandbox() {
     let other = f.create(Limits::default());
     let host_ip = host_address();
     // A host service on loopback, one on the host's own address, one on every address.
-    let listeners: Vec<TcpListener> = ["127.0.0.1:0".to_string(), format!("{host_ip}:0"), "0.0.0.0:0".to_string()]
-        .iter()
-        .map(|a| {
-            let l = TcpListener::bind(a).expect("bind");
-            l.set_nonblocking(true).expect("nonblocking");
-            l
-        })
-        .collect();
+    let listeners = host_listeners();
     let port = |i: usize| listeners[i].local_addr().expect("addr").port();
     let std::net::IpAddr::V4(sb_ip) = sb.agent_addr.ip() else { panic!("v4") };
     let gateway = Ipv4Addr::from(u32::from(sb_ip) & 0xffff_0000 | 1);

@@ -9,7 +9,7 @@
 //! that it counts host-wide things while no other sandbox comes or goes.
 
 use std::collections::BTreeSet;
-use std::net::{Ipv4Addr, TcpListener};
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -18,7 +18,7 @@ mod support;
 use sandstream_runtime::{Egress, Error, Limits, OciConfig, OciRuntime, Runtime, Sandbox, SandboxSpec};
 use support::host_state::{assert_unchanged, minus, set_aside, settled, snapshot};
 use support::lock::sandbox_tests_lock;
-use support::netns::{TestHost, fetch, grpc_list_from, host_address, sh};
+use support::netns::{TestHost, fetch, grpc_list_from, host_address, host_listeners, sh};
 use support::{Out, busybox_template, exec_with_token, static_agent};
 
 struct Fixture {
@@ -143,14 +143,7 @@ async fn the_sandbox_cannot_see_or_touch_the_host() {
     // the host's side of the sandbox's link; another sandbox, directly and through its
     // published port.
     let host_ip = host_address();
-    let listeners: Vec<TcpListener> = ["127.0.0.1:0".to_string(), format!("{host_ip}:0"), "0.0.0.0:0".to_string()]
-        .iter()
-        .map(|a| {
-            let l = TcpListener::bind(a).expect("bind");
-            l.set_nonblocking(true).expect("nonblocking");
-            l
-        })
-        .collect();
+    let listeners = host_listeners();
     let port = |i: usize| listeners[i].local_addr().expect("addr").port();
     let std::net::IpAddr::V4(ip) = sb.agent_addr.ip() else { panic!("v4") };
     let host_side = Ipv4Addr::from(u32::from(ip) - 1);

@@ -15,6 +15,8 @@ use sandstream_proto::v1::exec_service_client::ExecServiceClient;
 use sandstream_proto::v1::{EventKind, ExecuteRequest, OutputEncoding};
 use serde_json::{Value, json};
 
+#[path = "support/api.rs"]
+mod api;
 #[path = "../../sandstream-runtime/tests/support/lock.rs"]
 mod lock;
 
@@ -110,15 +112,7 @@ fn start_runner(far: &FarHost, server: &str, state_dir: &std::path::Path, agent:
 }
 
 async fn api(method: reqwest::Method, url: String, body: Option<Value>) -> (u16, Value) {
-    let c = reqwest::Client::new();
-    let mut req = c.request(method, url).bearer_auth(KEY);
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let resp = req.send().await.expect("request");
-    let status = resp.status().as_u16();
-    let text = resp.text().await.expect("body");
-    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    api::call(KEY, method, url, body).await
 }
 
 async fn wait_for(what: &str, mut check: impl AsyncFnMut() -> bool) {

@@ -18,6 +18,19 @@ pub struct TestHost {
     servers: Vec<std::process::Child>,
 }
 
+/// Host services a sandbox must not reach: non-blocking listeners on loopback, on the
+/// host's own address ([`host_address`]) and on every address, in that order.
+pub fn host_listeners() -> Vec<std::net::TcpListener> {
+    ["127.0.0.1:0".to_string(), format!("{}:0", host_address()), "0.0.0.0:0".to_string()]
+        .iter()
+        .map(|a| {
+            let l = std::net::TcpListener::bind(a).expect("bind");
+            l.set_nonblocking(true).expect("nonblocking");
+            l
+        })
+        .collect()
+}
+
 /// This host's address on its default route (not loopback, not a sandbox link).
 pub fn host_address() -> Ipv4Addr {
     let s = std::net::UdpSocket::bind("0.0.0.0:0").expect("udp");
