@@ -1,7 +1,7 @@
 //! All commands of this sandbox: running ones, and finished ones kept for replay until
 //! evicted (oldest first, past a count or a spool-size budget).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::os::unix::fs::DirBuilderExt;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -22,12 +22,20 @@ pub(crate) enum Lifecycle {
     Ended(Arc<Command>),
 }
 
+/// Every operation is O(log n) in the number of kept commands: a finishing command
+/// must not cost a scan of the up to `max_finished` kept ones.
 #[derive(Debug, Default)]
 struct Inner {
-    by_id: HashMap<String, Arc<Command>>,
-    /// Start order, for listing.
-    order: Vec<String>,
-    finished: VecDeque<String>,
+    /// Each command with its start sequence number.
+    by_id: HashMap<String, (u64, Arc<Command>)>,
+    /// Start order, for listing: sequence number to id.
+    order: BTreeMap<u64, String>,
+    next_seq: u64,
+    /// Finished commands still kept, oldest first, with the bytes each spooled (fixed
+    /// once a command has ended).
+    finished: VecDeque<(String, u64)>,
+    /// The sum of `finished`'s byte counts.
+    finished_bytes: u64,
     shutting_down: bool,
 }
 
@@ -98,8 +106,10 @@ impl Registry {
         let (command, supervise) = Command::spawn(id.clone(), spec, &self.cfg, &self.standby)?;
         {
             let mut inner = self.lock();
-            inner.by_id.insert(id.clone(), command.clone());
-            inner.order.push(id);
+            let seq = inner.next_seq;
+            inner.next_seq += 1;
+            inner.by_id.insert(id.clone(), (seq, command.clone()));
+            inner.order.insert(seq, id);
         }
         tracing::info!(command_id = %command.id, pid = command.pid, command = %command.command, "command started");
         let _ = self.events.send(Lifecycle::Started(command.clone()));
@@ -118,31 +128,33 @@ impl Registry {
 
     fn on_finished(&self, command: Arc<Command>) {
         let _ = self.events.send(Lifecycle::Ended(command.clone()));
+        let spooled = command.log.disk_bytes();
         let mut inner = self.lock();
-        inner.finished.push_back(command.id.clone());
+        inner.finished.push_back((command.id.clone(), spooled));
+        inner.finished_bytes += spooled;
         loop {
-            let spooled: u64 =
-                inner.finished.iter().filter_map(|id| inner.by_id.get(id)).map(|c| c.log.disk_bytes()).sum();
-            let over = inner.finished.len() > self.cfg.max_finished || spooled > self.cfg.spool_budget;
+            let over = inner.finished.len() > self.cfg.max_finished || inner.finished_bytes > self.cfg.spool_budget;
             // The newest finished command is always kept, so its client can still resume.
             if !over || inner.finished.len() <= 1 {
                 break;
             }
-            if let Some(old) = inner.finished.pop_front() {
-                inner.by_id.remove(&old);
-                inner.order.retain(|id| id != &old);
+            if let Some((old, bytes)) = inner.finished.pop_front() {
+                inner.finished_bytes -= bytes;
+                if let Some((seq, _)) = inner.by_id.remove(&old) {
+                    inner.order.remove(&seq);
+                }
                 tracing::debug!(command_id = %old, "evicted finished command");
             }
         }
     }
 
     pub(crate) fn get(&self, id: &str) -> Result<Arc<Command>> {
-        self.lock().by_id.get(id).cloned().ok_or_else(|| AgentError::CommandNotFound(id.to_string()))
+        self.lock().by_id.get(id).map(|(_, c)| c.clone()).ok_or_else(|| AgentError::CommandNotFound(id.to_string()))
     }
 
     pub(crate) fn list(&self) -> Vec<Arc<Command>> {
         let inner = self.lock();
-        inner.order.iter().filter_map(|id| inner.by_id.get(id).cloned()).collect()
+        inner.order.values().filter_map(|id| inner.by_id.get(id).map(|(_, c)| c.clone())).collect()
     }
 
     /// Refuses new commands, kills the standby shell, sends SIGTERM to every running
@@ -152,7 +164,7 @@ impl Registry {
         let running: Vec<Arc<Command>> = {
             let mut inner = self.lock();
             inner.shutting_down = true;
-            inner.by_id.values().filter(|c| c.is_running()).cloned().collect()
+            inner.by_id.values().map(|(_, c)| c).filter(|c| c.is_running()).cloned().collect()
         };
         self.standby.close().await;
         for c in &running {
@@ -229,6 +241,71 @@ mod tests {
         let fresh = dir.path().join("new/spool");
         Registry::new(cfg(fresh.clone())).expect("registry");
         assert_eq!(std::fs::metadata(&fresh).expect("meta").permissions().mode() & 0o777, 0o700);
+    }
+
+    /// Runs `script` through the registry and waits until the registry recorded its end.
+    async fn run_to_end(registry: &Arc<Registry>, script: &str) -> String {
+        let mut events = registry.subscribe();
+        let spec = CommandSpec {
+            command: script.into(),
+            cwd: "/".into(),
+            env: vec![],
+            timeout: None,
+            stdin: vec![],
+            keep_stdin_open: false,
+        };
+        let id = registry.start(spec).expect("start").id.clone();
+        loop {
+            match events.recv().await.expect("lifecycle event") {
+                Lifecycle::Ended(c) if c.id == id => break,
+                _ => {}
+            }
+        }
+        // `Ended` is sent just before the registry's bookkeeping; take the lock after it.
+        for _ in 0..100 {
+            if registry.lock().finished.iter().any(|(f, _)| f == &id) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        id
+    }
+
+    fn listed(registry: &Registry) -> Vec<String> {
+        registry.list().iter().map(|c| c.id.clone()).collect()
+    }
+
+    #[tokio::test]
+    async fn finished_commands_are_evicted_oldest_first_past_the_count() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let registry =
+            Registry::new(ExecConfig { max_finished: 3, ..cfg(dir.path().join("spool")) }).expect("registry");
+        let mut ids = vec![];
+        for _ in 0..5 {
+            ids.push(run_to_end(&registry, "true").await);
+        }
+        assert_eq!(listed(&registry), ids[2..].to_vec(), "the three newest, in start order");
+        for old in &ids[..2] {
+            assert!(matches!(registry.get(old), Err(AgentError::CommandNotFound(_))), "{old} still kept");
+        }
+        assert_eq!(registry.lock().finished_bytes, 0);
+    }
+
+    #[tokio::test]
+    async fn finished_commands_are_evicted_past_the_spool_budget_but_the_newest_is_kept() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let registry =
+            Registry::new(ExecConfig { spool_budget: 10_000, ..cfg(dir.path().join("spool")) }).expect("registry");
+        let a = run_to_end(&registry, "head -c 4000 /dev/zero").await;
+        let b = run_to_end(&registry, "head -c 4000 /dev/zero").await;
+        assert_eq!(listed(&registry), vec![a.clone(), b.clone()], "8000 bytes fit the 10000 budget");
+        let c = run_to_end(&registry, "head -c 4000 /dev/zero").await;
+        assert_eq!(listed(&registry), vec![b.clone(), c.clone()], "the oldest went to stay within budget");
+        let big = run_to_end(&registry, "head -c 20000 /dev/zero").await;
+        assert_eq!(listed(&registry), vec![big.clone()], "over budget alone, but the newest is kept");
+        let inner = registry.lock();
+        assert_eq!(inner.finished_bytes, inner.finished.iter().map(|(_, n)| n).sum::<u64>());
+        assert!(inner.finished_bytes >= 20_000, "{}", inner.finished_bytes);
     }
 
     #[test]
