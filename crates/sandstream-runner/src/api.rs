@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+/// The limits a create without options gets; the warm pool holds sandboxes with these.
+pub use sandstream_runtime::{DEFAULT_CPU_MILLIS, DEFAULT_MEMORY_MB};
 /// Template names on the wire: `default` (built in) and the names `sandstream template
 /// add` accepts.
 pub use sandstream_runtime::{DEFAULT_TEMPLATE, is_valid_template_name};

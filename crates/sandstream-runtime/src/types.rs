@@ -17,9 +17,16 @@ pub struct Limits {
     pub pids: u32,
 }
 
+/// A sandbox's CPU when the caller does not say: 2 cores, as E2B's default sandbox has.
+/// A limit of 1 core throttled the agent and its shell in bursts of back-to-back short
+/// commands (BENCHMARKS.md, issue 4); cores beyond the host's are shared fairly anyway.
+pub const DEFAULT_CPU_MILLIS: u32 = 2000;
+/// A sandbox's memory when the caller does not say (E2B's default too).
+pub const DEFAULT_MEMORY_MB: u32 = 512;
+
 impl Default for Limits {
     fn default() -> Self {
-        Limits { memory_bytes: 512 << 20, cpu_millis: 1000, pids: 256 }
+        Limits { memory_bytes: u64::from(DEFAULT_MEMORY_MB) << 20, cpu_millis: DEFAULT_CPU_MILLIS, pids: 256 }
     }
 }
 

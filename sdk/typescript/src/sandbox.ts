@@ -23,7 +23,7 @@ export interface SandboxOpts extends SandboxConnectOptions {
   envs?: Record<string, string>;
   /** Your own labels, returned by `Sandbox.list()`. */
   metadata?: Record<string, string>;
-  /** CPU cores (default 1). */
+  /** CPU cores (default 2). */
   cpu?: number;
   /** Memory in MiB (default 512). */
   memoryMb?: number;

@@ -2,6 +2,7 @@
 // timeouts and TTL, DELETE.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { existsSync, readFileSync } from 'node:fs';
 import grpc from '@grpc/grpc-js';
 import protoLoader from '@grpc/proto-loader';
 import { fileServer, api, assertError, createTenant, until, SB_ID, PROTO, text } from '../lib/harness.mjs';
@@ -15,6 +16,14 @@ const pkgDef = protoLoader.loadSync(PROTO, { keepCase: true, longs: Number, enum
 const { ExecService } = grpc.loadPackageDefinition(pkgDef).sandstream.agent.v1;
 const grpcClients = [];
 after(() => grpcClients.forEach((c) => c.close()));
+
+/** The CPU quota of a sandbox's cgroup (oci backend, cgroup v1 or v2): "QUOTA per PERIOD". */
+function cpuLimit(id) {
+  const v2 = `/sys/fs/cgroup/sandstream/${id}/cpu.max`;
+  if (existsSync(v2)) return readFileSync(v2, 'utf8').trim().replace(' ', ' per ');
+  const v1 = (f) => readFileSync(`/sys/fs/cgroup/cpu/sandstream/${id}/${f}`, 'utf8').trim();
+  return `${v1('cpu.cfs_quota_us')} per ${v1('cpu.cfs_period_us')}`;
+}
 
 /** Runs ExecService.Execute; resolves {stdout, stderr, exitCode} or rejects with the gRPC error. */
 function agentExecute({ host, port, token }, command, env = {}) {
@@ -84,6 +93,10 @@ test('create with envs/metadata/timeoutMs, list, get, connection → working age
   // The token opens this sandbox only.
   const other = await api(server, 'POST', '/api/v1/sandboxes', { key, body: {} });
   assert.equal(other.status, 201);
+  // Without options: E2B's default sandbox, 2 cores and 512 MiB, enforced by its cgroup.
+  assert.equal(other.body.cpu, 2);
+  assert.equal(other.body.memoryMb, 512);
+  assert.equal(cpuLimit(other.body.id), '200000 per 100000');
   const otherConn = (await api(server, 'GET', `/api/v1/sandboxes/${other.body.id}/connection`, { key })).body;
   await assert.rejects(agentExecute({ ...otherConn, token: conn.body.token }, 'true'), (e) => e.code === grpc.status.UNAUTHENTICATED);
   assert.equal((await api(server, 'DELETE', `/api/v1/sandboxes/${other.body.id}`, { key })).status, 204);

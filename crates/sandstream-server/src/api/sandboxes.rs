@@ -6,7 +6,9 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use sandstream_runner::api::{CreateSandbox, DEFAULT_TEMPLATE, is_valid_template_name};
+use sandstream_runner::api::{
+    CreateSandbox, DEFAULT_CPU_MILLIS, DEFAULT_MEMORY_MB, DEFAULT_TEMPLATE, is_valid_template_name,
+};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -68,11 +70,11 @@ pub(crate) async fn create_sandbox(state: &AppState, p: &Principal, body: Create
             "template {template:?} is not a template name (1 to 64 letters, digits, `_` or `-`)"
         )));
     }
-    let cpu = body.cpu.unwrap_or(1.0);
+    let cpu = body.cpu.unwrap_or(f64::from(DEFAULT_CPU_MILLIS) / 1000.0);
     if !(0.01..=64.0).contains(&cpu) {
         return Err(AppError::BadRequest(format!("cpu must be between 0.01 and 64 cores, got {cpu}")));
     }
-    let memory_mb = body.memory_mb.unwrap_or(512);
+    let memory_mb = body.memory_mb.unwrap_or(DEFAULT_MEMORY_MB);
     if !(16..=262_144).contains(&memory_mb) {
         return Err(AppError::BadRequest(format!("memoryMb must be between 16 and 262144, got {memory_mb}")));
     }
