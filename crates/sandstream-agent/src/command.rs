@@ -1,6 +1,7 @@
 //! One user command: spawning it in its own process group, pumping its pipes into the
 //! spool, enforcing its deadline, and recording how it ended.
 
+use std::ffi::{OsStr, OsString};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
@@ -12,13 +13,14 @@ use bytes::{Bytes, BytesMut};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout};
+use tokio::net::unix::pipe;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use crate::config::ExecConfig;
 use crate::error::{AgentError, Result};
 use crate::output_log::{Channel, OutputLog};
+use crate::spawn::Process;
 use crate::standby::StandbyShell;
 
 /// Exit code reported for a command the agent killed at its deadline (as `timeout(1)`).
@@ -276,7 +278,7 @@ impl Command {
     }
 }
 
-async fn pump_stdin(mut pipe: ChildStdin, mut rx: mpsc::Receiver<StdinOp>) {
+async fn pump_stdin(mut pipe: pipe::Sender, mut rx: mpsc::Receiver<StdinOp>) {
     while let Some(StdinOp::Write(data, ack)) = rx.recv().await {
         let r = pipe.write_all(&data).await;
         let failed = r.is_err();
@@ -290,17 +292,45 @@ async fn pump_stdin(mut pipe: ChildStdin, mut rx: mpsc::Receiver<StdinOp>) {
 
 /// A started shell and its pipes.
 pub(crate) struct Shell {
-    pub(crate) child: Child,
-    pub(crate) stdin: Option<ChildStdin>,
-    pub(crate) stdout: Option<ChildStdout>,
-    pub(crate) stderr: Option<ChildStderr>,
+    pub(crate) child: Process,
+    pub(crate) stdin: Option<pipe::Sender>,
+    pub(crate) stdout: Option<pipe::Receiver>,
+    pub(crate) stderr: Option<pipe::Receiver>,
 }
 
 /// Starts `SHELL -c script` the way every command's shell starts, whether it runs the
 /// command itself or waits as the standby shell: in `cwd`, in a new process group, with
 /// the agent's environment less its secrets plus `env`, as the `run_as` user, with
-/// piped stdio.
+/// piped stdio. Without a fork where the kernel allows (`spawn.rs`).
 pub(crate) fn spawn_shell(cfg: &ExecConfig, script: &str, cwd: &Path, env: &[(String, String)]) -> Result<Shell> {
+    let spawn_error = |source| AgentError::Spawn { shell: cfg.shell.clone(), source };
+    let shell = if crate::spawn::available() && cfg.shell.is_absolute() {
+        let mut vars: Vec<(OsString, OsString)> = std::env::vars_os()
+            .filter(|(k, _)| !cfg.hidden_env.iter().any(|h| OsStr::new(h) == k))
+            .filter(|(k, _)| !env.iter().any(|(e, _)| OsStr::new(e) == k))
+            .collect();
+        vars.extend(env.iter().map(|(k, v)| (k.into(), v.into())));
+        let args = [OsStr::new("-c"), OsStr::new(script)];
+        let (child, pipes) = crate::spawn::spawn(&cfg.shell, &args, cwd, &vars, cfg.run_as).map_err(spawn_error)?;
+        let stdin = pipe::Sender::from_owned_fd(pipes.stdin).map_err(spawn_error)?;
+        let stdout = pipe::Receiver::from_owned_fd(pipes.stdout).map_err(spawn_error)?;
+        let stderr = pipe::Receiver::from_owned_fd(pipes.stderr).map_err(spawn_error)?;
+        Shell { child: Process::Spawned(child), stdin: Some(stdin), stdout: Some(stdout), stderr: Some(stderr) }
+    } else {
+        spawn_shell_with_fork(cfg, script, cwd, env)?
+    };
+    if let Some(s) = &shell.stdout {
+        grow_pipe(s.as_fd());
+    }
+    if let Some(s) = &shell.stderr {
+        grow_pipe(s.as_fd());
+    }
+    Ok(shell)
+}
+
+/// [`spawn_shell`] through `tokio::process::Command`, which forks.
+fn spawn_shell_with_fork(cfg: &ExecConfig, script: &str, cwd: &Path, env: &[(String, String)]) -> Result<Shell> {
+    let spawn_error = |source| AgentError::Spawn { shell: cfg.shell.clone(), source };
     let mut cmd = tokio::process::Command::new(&cfg.shell);
     cmd.arg("-c")
         .arg(script)
@@ -321,17 +351,23 @@ pub(crate) fn spawn_shell(cfg: &ExecConfig, script: &str, cwd: &Path, env: &[(St
     if let Some((uid, gid)) = cfg.run_as {
         cmd.uid(uid).gid(gid);
     }
-    let mut child = cmd.spawn().map_err(|source| AgentError::Spawn { shell: cfg.shell.clone(), source })?;
-    let stdin = child.stdin.take();
-    let stdout = child.stdout.take();
-    let stderr = child.stderr.take();
-    if let Some(s) = &stdout {
-        grow_pipe(s.as_fd());
+    // SAFETY: in the forked child, before exec; the function makes system calls only.
+    unsafe {
+        cmd.pre_exec(|| {
+            crate::spawn::default_all_signals();
+            Ok(())
+        });
     }
-    if let Some(s) = &stderr {
-        grow_pipe(s.as_fd());
-    }
-    Ok(Shell { child, stdin, stdout, stderr })
+    let mut child = cmd.spawn().map_err(spawn_error)?;
+    let stdin = child.stdin.take().map(|p| p.into_owned_fd().and_then(pipe::Sender::from_owned_fd)).transpose();
+    let stdout = child.stdout.take().map(|p| p.into_owned_fd().and_then(pipe::Receiver::from_owned_fd)).transpose();
+    let stderr = child.stderr.take().map(|p| p.into_owned_fd().and_then(pipe::Receiver::from_owned_fd)).transpose();
+    Ok(Shell {
+        child: Process::Tokio(child),
+        stdin: stdin.map_err(spawn_error)?,
+        stdout: stdout.map_err(spawn_error)?,
+        stderr: stderr.map_err(spawn_error)?,
+    })
 }
 
 fn grow_pipe(fd: BorrowedFd<'_>) {
@@ -380,9 +416,9 @@ async fn read_some<R: AsyncRead + Unpin>(pipe: &mut Option<R>, arena: &mut Arena
 /// drained, killing its process group at the deadline.
 async fn supervise(
     command: Arc<Command>,
-    mut child: Child,
-    mut stdout: Option<ChildStdout>,
-    mut stderr: Option<ChildStderr>,
+    mut child: Process,
+    mut stdout: Option<pipe::Receiver>,
+    mut stderr: Option<pipe::Receiver>,
     deadline: Option<(Instant, Duration)>,
     drain_grace: Duration,
 ) {

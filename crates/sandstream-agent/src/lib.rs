@@ -12,6 +12,7 @@ mod output_log;
 mod registry;
 mod server;
 mod service;
+mod spawn;
 mod standby;
 
 pub use config::{AgentArgs, AgentConfig};

@@ -152,6 +152,46 @@ async fn cwd_env_and_a_missing_cwd() {
     assert_eq!(client.execute(req).await.expect_err("negative timeout").code(), Code::InvalidArgument);
 }
 
+/// The agent starts shells itself (clone with a shared address space, `spawn.rs`): the
+/// shell must come out as the `--run-as` user with no supplementary groups, in its own
+/// process group, with no signal blocked or ignored, whether it started cold (cwd given)
+/// or as the standby shell (default cwd). The same through the fork fallback.
+#[tokio::test]
+async fn shells_run_as_the_run_as_user_in_their_own_group_with_clean_signals() {
+    shells_start_clean(&[]).await;
+}
+
+#[tokio::test]
+async fn shells_started_with_fork_run_the_same() {
+    shells_start_clean(&[("SANDSTREAM_AGENT_SPAWN", "fork")]).await;
+}
+
+async fn shells_start_clean(env: &[(&str, &str)]) {
+    use std::os::unix::fs::PermissionsExt;
+    assert!(nix::unistd::geteuid().is_root(), "this test needs root (--run-as)");
+    let agent = Agent::start_with_env(&["--run-as", "65534:65534"], env);
+    for dir in [agent.dir.path().to_path_buf(), agent.workdir()] {
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+    let mut client = agent.client().await;
+    let script = "id -u; id -g; awk '/^Groups:/ { print \"groups\", NF - 1 } /^Sig(Blk|Ign):/' /proc/self/status; \
+                  read -r _ _ _ _ pgrp _ < /proc/$$/stat; [ \"$pgrp\" = $$ ] && echo own-group; pwd";
+    let expected = |cwd: &str| {
+        format!("65534\n65534\ngroups 0\nSigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\nown-group\n{cwd}\n")
+    };
+    let mut cold = bytes_request(script);
+    cold.cwd = "/".into();
+    let got = execute(&mut client, cold).await;
+    assert_eq!((got.stdout_str().as_str(), got.stderr_str().as_str()), (expected("/").as_str(), ""));
+    // The first standby may have started before the chmod and failed; by the third
+    // default-cwd command one has started after it.
+    for _ in 0..3 {
+        let got = run(&mut client, script).await;
+        let work = agent.workdir().display().to_string();
+        assert_eq!((got.stdout_str().as_str(), got.stderr_str().as_str()), (expected(&work).as_str(), ""));
+    }
+}
+
 #[tokio::test]
 async fn the_agent_token_never_reaches_user_code() {
     let agent = Agent::start(&[]);

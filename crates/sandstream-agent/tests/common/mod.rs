@@ -46,7 +46,16 @@ impl Agent {
         Self::start_binary(PathBuf::from(env!("CARGO_BIN_EXE_sandstream-agent")), extra)
     }
 
+    /// The agent with extra environment variables.
+    pub fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> Agent {
+        Self::start_binary_env(PathBuf::from(env!("CARGO_BIN_EXE_sandstream-agent")), extra, env)
+    }
+
     pub fn start_binary(bin: PathBuf, extra: &[&str]) -> Agent {
+        Self::start_binary_env(bin, extra, &[])
+    }
+
+    fn start_binary_env(bin: PathBuf, extra: &[&str], env: &[(&str, &str)]) -> Agent {
         let dir = tempfile::tempdir().expect("tempdir");
         let work = dir.path().join("work");
         std::fs::create_dir_all(&work).expect("workdir");
@@ -58,6 +67,7 @@ impl Agent {
             .args(extra)
             .env("SANDSTREAM_AGENT_TOKEN", TOKEN)
             .env("SANDSTREAM_LOG", "warn")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
