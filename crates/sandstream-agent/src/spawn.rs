@@ -239,8 +239,9 @@ pub(crate) fn spawn(
         run_as,
         error: AtomicI32::new(0),
     };
-    let mut stack = vec![0u8; CHILD_STACK];
-    // The stack grows down from its (16-byte aligned) end.
+    // Left uninitialised: the child touches only the pages it uses. The stack grows down
+    // from its (16-byte aligned) end.
+    let mut stack: Vec<u8> = Vec::with_capacity(CHILD_STACK);
     let top = ((stack.as_mut_ptr() as usize + CHILD_STACK) & !15) as *mut libc::c_void;
 
     let pid = unsafe {
