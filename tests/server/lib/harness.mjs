@@ -2,7 +2,7 @@
 // (`sandstream up`) on a fresh data dir, speaks REST and socket.io to it, and
 // cleans up the sandboxes the tests created.
 import { spawn, execFileSync } from 'node:child_process';
-import { mkdtempSync, createWriteStream, mkdirSync, readFileSync } from 'node:fs';
+import { mkdtempSync, createWriteStream, mkdirSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -25,9 +25,29 @@ export function newKey(prefix = 'e2e') {
   return `${prefix}-${randomBytes(16).toString('hex')}`;
 }
 
-/** A fresh temporary directory for one server (data dir and logs). */
+const roots = new Set();
+// Each test file runs in its own process: its servers' directories (data dirs with the
+// spools, up to hundreds of MB, and the logs) go when it exits, unless a test failed
+// (then the logs are wanted) or SANDSTREAM_E2E_KEEP=1.
+process.on('exit', (code) => {
+  if (code !== 0 || process.env.SANDSTREAM_E2E_KEEP === '1') {
+    if (roots.size) console.error(`[e2e] kept for inspection: ${[...roots].join(' ')}`);
+    return;
+  }
+  for (const root of roots) {
+    try {
+      rmSync(root, { recursive: true, force: true });
+    } catch (e) {
+      console.error(`[e2e] could not remove ${root}: ${e.message}`);
+    }
+  }
+});
+
+/** A fresh temporary directory for one server (data dir and logs), removed at exit. */
 export function tmpRoot() {
-  return mkdtempSync(path.join(os.tmpdir(), 'sandstream-e2e-'));
+  const root = mkdtempSync(path.join(os.tmpdir(), 'sandstream-e2e-'));
+  roots.add(root);
+  return root;
 }
 
 /**
