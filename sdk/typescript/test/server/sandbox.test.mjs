@@ -10,6 +10,7 @@ import {
   NotFoundError,
   TimeoutError,
 } from '@sandstream/sdk';
+import { createHash } from 'node:crypto';
 import { startServer } from '../helpers/server.mjs';
 import { startProxy } from '../helpers/proxy.mjs';
 
@@ -200,6 +201,52 @@ describe('Sandbox lifecycle', () => {
       await proxy1.kill();
       await proxy2?.kill();
     }
+  });
+
+  it('unicode and binary output, 100 MB with bounded memory, and a wrong token through a sandbox', async () => {
+    const text = await sandbox.commands.run("printf 'a\\xe2\\x82'; sleep 0.2; printf '\\xac 😀 ünï\\n'");
+    assert.equal(text.stdout, 'a€ 😀 ünï\n');
+    const chunks = [];
+    let sum = '';
+    await sandbox.commands.run("head -c 65536 /dev/urandom | tee bytes.bin; sha256sum bytes.bin >&2; rm bytes.bin", {
+      onStdoutBytes: (b) => chunks.push(Buffer.from(b)),
+      onStderr: (d) => (sum += d),
+    });
+    const got = Buffer.concat(chunks);
+    assert.equal(got.length, 65536);
+    assert.equal(createHash('sha256').update(got).digest('hex'), sum.split(' ')[0], 'binary output differs from what the sandbox wrote');
+
+    const total = 100 * 1024 * 1024;
+    let bytes = 0;
+    global.gc?.();
+    const rss0 = process.memoryUsage().rss;
+    let peak = rss0;
+    const sample = setInterval(() => (peak = Math.max(peak, process.memoryUsage().rss)), 20);
+    try {
+      const r = await sandbox.commands.run(`yes 0123456789abcdef0123456789abcde | head -c ${total}`, {
+        onStdoutBytes: (b) => (bytes += b.length),
+        collectOutput: false,
+      });
+      assert.equal(r.exitCode, 0);
+    } finally {
+      clearInterval(sample);
+    }
+    assert.equal(bytes, total);
+    const growth = (Math.max(peak, process.memoryUsage().rss) - rss0) / 1048576;
+    console.log(`# 100 MB through a sandbox: RSS grew by ${growth.toFixed(0)} MiB`);
+    assert.ok(growth < 150, `RSS grew by ${growth.toFixed(0)} MiB while streaming 100 MB (bound 150 MiB)`);
+
+    const wrong = await Sandbox.connect(sandbox.id, { ...opts, resolveAgentAddress: (i) => ({ ...i, token: `${i.token}x` }) });
+    try {
+      await assert.rejects(wrong.commands.run('touch /home/user/must-not-exist'), (e) => {
+        assert.ok(e instanceof AuthenticationError, e.stack);
+        assert.match(e.message, /refused the token/);
+        return true;
+      });
+    } finally {
+      wrong.close();
+    }
+    assert.equal((await sandbox.commands.run('test -e /home/user/must-not-exist && echo yes || echo no')).stdout, 'no\n');
   });
 
   it('kill() ends the sandbox', async () => {
