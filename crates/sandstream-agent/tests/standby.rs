@@ -223,25 +223,8 @@ async fn env_cwd_and_long_commands_start_cold_and_a_timeout_kills_the_standby_gr
     assert_eq!(standby_shells(agent.pid()), vec![standby]);
 
     // A timeout kills the whole group of a standby-served command: bash, sh and both sleeps.
-    let mut req = bytes_request("sh -c 'sleep 100 & sleep 100'");
-    req.timeout = 700;
-    let mut stream = client.execute(req).await.expect("execute").into_inner();
-    let first = stream.next().await.expect("a first message").expect("ok");
-    assert_eq!((first.kind, first.pid), (EventKind::Started as i32, standby));
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let members = group_members(standby);
-    assert!(members.len() >= 4, "expected bash, sh and two sleeps in group {standby}, found {members:?}");
-    let mut got = Collected::default();
-    while let Some(msg) = stream.next().await {
-        got.push(msg.expect("ok"));
-    }
-    let end = got.end();
-    assert_eq!((end.status, end.exit_code, end.signal), (ExitStatus::TimedOut as i32, 124, 9));
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !group_members(standby).is_empty() && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(group_members(standby), Vec::<u32>::new(), "processes of the timed-out command survived");
+    let (pgid, _) = timeout_kills_the_group(&mut client, 4).await;
+    assert_eq!(pgid, standby, "the standby ran it");
 }
 
 /// Runs `program` (which prints "ready") on `agent`, sends it `signals`, and returns what

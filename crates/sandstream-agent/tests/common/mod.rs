@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sandstream_proto::v1::exec_service_client::ExecServiceClient;
-use sandstream_proto::v1::{CommandOutput, EventKind, ExecuteRequest, OutputChannel, OutputEncoding};
+use sandstream_proto::v1::{CommandOutput, EventKind, ExecuteRequest, ExitStatus, OutputChannel, OutputEncoding};
 use tokio::net::TcpListener;
 use tokio::task::AbortHandle;
 use tokio_stream::StreamExt;
@@ -289,6 +289,36 @@ pub fn live_processes() -> Vec<(u32, Vec<String>)> {
 }
 
 /// Pids of every live process in process group `pgid`.
+/// Runs `sh -c 'sleep 100 & sleep 100'` with a 700 ms timeout and checks that the
+/// timeout kills its whole process group: at least `min_members` processes in it while
+/// it runs, the end reported as timed out (exit 124, SIGKILL), none left within 5 s.
+/// Returns the group id (the `Started` pid) and everything the stream delivered.
+pub async fn timeout_kills_the_group(client: &mut Client, min_members: usize) -> (u32, Collected) {
+    let mut req = bytes_request("sh -c 'sleep 100 & sleep 100'");
+    req.timeout = 700;
+    let mut stream = client.execute(req).await.expect("execute").into_inner();
+    let first = stream.next().await.expect("a first message").expect("ok");
+    assert_eq!(first.kind, EventKind::Started as i32);
+    let pgid = first.pid;
+    // The shells and both sleeps are in the command's process group while it runs.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let members = group_members(pgid);
+    assert!(members.len() >= min_members, "expected {min_members} processes in group {pgid}, found {members:?}");
+    let mut got = Collected::default();
+    got.push(first);
+    while let Some(msg) = stream.next().await {
+        got.push(msg.expect("ok"));
+    }
+    let end = got.end();
+    assert_eq!((end.status, end.exit_code, end.signal), (ExitStatus::TimedOut as i32, 124, 9));
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !group_members(pgid).is_empty() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(group_members(pgid), Vec::<u32>::new(), "processes of the timed-out command survived");
+    (pgid, got)
+}
+
 pub fn group_members(pgid: u32) -> Vec<u32> {
     live_processes()
         .into_iter()
