@@ -305,10 +305,8 @@ pub(crate) struct Shell {
 pub(crate) fn spawn_shell(cfg: &ExecConfig, script: &str, cwd: &Path, env: &[(String, String)]) -> Result<Shell> {
     let spawn_error = |source| AgentError::Spawn { shell: cfg.shell.clone(), source };
     let shell = if crate::spawn::available() && cfg.shell.is_absolute() {
-        let mut vars: Vec<(OsString, OsString)> = std::env::vars_os()
-            .filter(|(k, _)| !cfg.hidden_env.iter().any(|h| OsStr::new(h) == k))
-            .filter(|(k, _)| !env.iter().any(|(e, _)| OsStr::new(e) == k))
-            .collect();
+        let mut vars: Vec<(OsString, OsString)> =
+            cfg.base_env.iter().filter(|(k, _)| !env.iter().any(|(e, _)| OsStr::new(e) == k)).cloned().collect();
         vars.extend(env.iter().map(|(k, v)| (k.into(), v.into())));
         let args = [OsStr::new("-c"), OsStr::new(script)];
         let (child, pipes) = crate::spawn::spawn(&cfg.shell, &args, cwd, &vars, cfg.run_as).map_err(spawn_error)?;
@@ -335,16 +333,14 @@ fn spawn_shell_with_fork(cfg: &ExecConfig, script: &str, cwd: &Path, env: &[(Str
     cmd.arg("-c")
         .arg(script)
         .current_dir(cwd)
+        .env_clear()
+        .envs(cfg.base_env.iter().map(|(k, v)| (k, v)))
         .envs(env.iter().map(|(k, v)| (k, v)))
         // Its own process group, so a timeout or kill reaches grandchildren too.
         .process_group(0)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(false);
-    for name in &cfg.hidden_env {
-        // The agent's own secrets (its token) never reach user code.
-        cmd.env_remove(name);
-    }
     // Always a pipe, closed at once when there is nothing to send: the command reads
     // end-of-file just as from /dev/null, which a bare rootfs may not have.
     cmd.stdin(Stdio::piped());

@@ -1,8 +1,10 @@
 //! The agent's configuration: parsed once from flags and environment, validated before
 //! any port is bound.
 
+use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::{AgentError, Result};
@@ -81,7 +83,9 @@ pub(crate) struct ExecConfig {
     pub(crate) max_finished: usize,
     pub(crate) exit_drain_grace: Duration,
     pub(crate) run_as: Option<(u32, u32)>,
-    pub(crate) hidden_env: Vec<String>,
+    /// Every command's environment before its own `env`: the agent's, less its secrets
+    /// (the token variables), taken once at start.
+    pub(crate) base_env: Arc<[(OsString, OsString)]>,
     /// Whether a standby shell may wait for the next command (see `standby.rs`).
     pub(crate) standby_shell: bool,
 }
@@ -159,7 +163,9 @@ impl AgentArgs {
                 max_finished: self.max_finished.max(1),
                 exit_drain_grace: Duration::from_millis(self.exit_drain_ms),
                 run_as,
-                hidden_env: vec![TOKEN_ENV.into(), "SANDSTREAM_AGENT_TOKEN_FILE".into()],
+                base_env: std::env::vars_os()
+                    .filter(|(k, _)| k != TOKEN_ENV && k != "SANDSTREAM_AGENT_TOKEN_FILE")
+                    .collect(),
                 standby_shell: self.standby_shell,
             },
             keepalive: Duration::from_millis(self.keepalive_ms.max(1)),

@@ -217,7 +217,7 @@ mod tests {
             max_finished: 10,
             exit_drain_grace: Duration::from_millis(10),
             run_as: None,
-            hidden_env: vec![],
+            base_env: std::env::vars_os().collect(),
             standby_shell: false,
         }
     }
