@@ -37,7 +37,7 @@ use std::time::{Duration, Instant};
 #[path = "../../sandstream-runtime/tests/support/mod.rs"]
 mod support;
 
-use sandstream_runner::api::{CreateSandbox, DEFAULT_TEMPLATE};
+use sandstream_runner::api::{CreateSandbox, DEFAULT_CPU_MILLIS, DEFAULT_MEMORY_MB, DEFAULT_TEMPLATE};
 use sandstream_runner::{Backend, Runner, RunnerConfig};
 
 /// A number from the environment, or `default` when unset.
@@ -78,7 +78,15 @@ fn report(name: &str, v: &[Duration]) -> Option<f64> {
 /// What the server sends a runner for a create without options
 /// (crates/sandstream-server/src/api/sandboxes.rs): the request the warm pool serves.
 fn default_request() -> CreateSandbox {
-    CreateSandbox { template: DEFAULT_TEMPLATE.into(), cpu_millis: 1000, memory_mb: 512, envs: BTreeMap::new() }
+    CreateSandbox {
+        template: DEFAULT_TEMPLATE.into(),
+        cpu_millis: DEFAULT_CPU_MILLIS,
+        memory_mb: DEFAULT_MEMORY_MB,
+        envs: BTreeMap::new(),
+        pids: None,
+        timeout_ms: Some(300_000),
+        metadata: BTreeMap::new(),
+    }
 }
 
 /// Where the benchmark's runners keep their state and find their templates.

@@ -6,10 +6,34 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 /// The limits a create without options gets; the warm pool holds sandboxes with these.
-pub use sandstream_runtime::{DEFAULT_CPU_MILLIS, DEFAULT_MEMORY_MB};
+pub use sandstream_runtime::{DEFAULT_CPU_MILLIS, DEFAULT_MEMORY_MB, DEFAULT_PIDS};
 /// Template names on the wire: `default` (built in) and the names `sandstream template
 /// add` accepts.
 pub use sandstream_runtime::{DEFAULT_TEMPLATE, is_valid_template_name};
+
+/// The process limits a create may ask for.
+pub const PIDS_RANGE: std::ops::RangeInclusive<u32> = 8..=32_768;
+/// The range of a sandbox's time to live, in milliseconds.
+pub const TIMEOUT_MS_RANGE: std::ops::RangeInclusive<u64> = 1000..=24 * 3600 * 1000;
+/// Most metadata entries, and the longest key and value, in bytes.
+pub const METADATA_LIMITS: (usize, usize, usize) = (64, 256, 4096);
+
+/// Checks a time to live against [`TIMEOUT_MS_RANGE`]; the error names the field.
+pub fn check_timeout_ms(ms: u64) -> Result<(), String> {
+    if TIMEOUT_MS_RANGE.contains(&ms) {
+        return Ok(());
+    }
+    Err(format!("timeoutMs must be between {} and {}, got {ms}", TIMEOUT_MS_RANGE.start(), TIMEOUT_MS_RANGE.end()))
+}
+
+/// Checks metadata against [`METADATA_LIMITS`].
+pub fn check_metadata(metadata: &BTreeMap<String, String>) -> Result<(), String> {
+    let (entries, key, value) = METADATA_LIMITS;
+    if metadata.len() > entries || metadata.iter().any(|(k, v)| k.len() > key || v.len() > value) {
+        return Err(format!("metadata: at most {entries} entries, keys up to {key} and values up to {value} bytes"));
+    }
+    Ok(())
+}
 
 /// `POST /api/v1/runners` on the server.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -46,6 +70,12 @@ pub struct RunnerSandbox {
     pub host: String,
     pub port: u16,
     pub token: String,
+    /// When the runner kills it (milliseconds since the Unix epoch, on the runner's
+    /// clock); absent when it has no time to live.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<i64>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metadata: BTreeMap<String, String>,
 }
 
 /// `POST /api/v1/runners/{id}/heartbeat`.
@@ -75,6 +105,24 @@ pub struct CreateSandbox {
     pub memory_mb: u32,
     #[serde(default)]
     pub envs: BTreeMap<String, String>,
+    /// Most processes and threads at once ([`DEFAULT_PIDS`] when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pids: Option<u32>,
+    /// Time to live in milliseconds: the runner kills the sandbox this long after the
+    /// create (never, when absent). Survives runner restarts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    /// Kept with the sandbox and reported back; the runner does not read it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// `POST /sandboxes/{id}/timeout` on a runner's control API: the sandbox now dies this
+/// long from now.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SetTimeout {
+    pub timeout_ms: u64,
 }
 
 /// A runner's error body.

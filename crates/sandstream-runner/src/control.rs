@@ -1,4 +1,5 @@
-//! The control API the server calls: create, kill and list sandboxes. Every call needs
+//! The control API the server calls: create, get, list, kill sandboxes and set their time
+//! to live. Every call needs
 //! `Authorization: Bearer SECRET`.
 
 use std::sync::Arc;
@@ -7,10 +8,10 @@ use axum::extract::{Path, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get};
+use axum::routing::{get, post};
 use axum::{Json, Router};
 
-use crate::api::{CreateSandbox, RunnerError as ErrorBody, RunnerSandbox};
+use crate::api::{CreateSandbox, RunnerError as ErrorBody, RunnerSandbox, SetTimeout};
 use crate::runner::{Runner, RunnerError};
 
 impl IntoResponse for RunnerError {
@@ -31,7 +32,8 @@ impl IntoResponse for RunnerError {
 pub(crate) fn app(runner: Arc<Runner>) -> Router {
     Router::new()
         .route("/sandboxes", get(list).post(create))
-        .route("/sandboxes/{id}", delete(kill))
+        .route("/sandboxes/{id}", get(get_one).delete(kill))
+        .route("/sandboxes/{id}/timeout", post(set_timeout))
         .layer(axum::middleware::from_fn_with_state(runner.clone(), auth))
         .with_state(runner)
 }
@@ -68,6 +70,24 @@ async fn create(
 async fn kill(State(runner): State<Arc<Runner>>, Path(id): Path<String>) -> Result<StatusCode, RunnerError> {
     tokio::task::spawn_blocking(move || runner.kill(&id)).await.map_err(|e| RunnerError::Runtime(e.to_string()))??;
     Ok(StatusCode::NO_CONTENT)
+}
+
+async fn get_one(
+    State(runner): State<Arc<Runner>>,
+    Path(id): Path<String>,
+) -> Result<Json<RunnerSandbox>, RunnerError> {
+    runner.get(&id).map(Json)
+}
+
+async fn set_timeout(
+    State(runner): State<Arc<Runner>>,
+    Path(id): Path<String>,
+    Json(req): Json<SetTimeout>,
+) -> Result<Json<RunnerSandbox>, RunnerError> {
+    let sb = tokio::task::spawn_blocking(move || runner.set_timeout(&id, req.timeout_ms))
+        .await
+        .map_err(|e| RunnerError::Runtime(e.to_string()))??;
+    Ok(Json(sb))
 }
 
 async fn list(State(runner): State<Arc<Runner>>) -> Json<Vec<RunnerSandbox>> {

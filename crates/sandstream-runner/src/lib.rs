@@ -1,8 +1,9 @@
 //! A runner: one host's sandboxes, offered to a Sandstream server. It registers with the
 //! server, sends heartbeats listing every sandbox with its `{host, port, token}` (design
 //! note 002, step 3), and answers the server's create and kill calls on a small HTTP
-//! control API. **It owns no state the host does not: after a restart it finds its
-//! sandboxes again through the runtime.**
+//! control API. **After a restart it finds its sandboxes again through the runtime**;
+//! the one thing it keeps of its own is a small record per sandbox (deadline and
+//! metadata), so that a time to live outlives the runner process.
 
 pub mod api;
 mod config;

@@ -5,9 +5,9 @@
 //! added while the runner runs is usable at once) and reported in every heartbeat.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use sandstream_runtime::{
@@ -15,7 +15,7 @@ use sandstream_runtime::{
     TemplateError, TemplateLease,
 };
 
-use crate::api::{CreateSandbox, RunnerSandbox};
+use crate::api::{CreateSandbox, DEFAULT_PIDS, PIDS_RANGE, RunnerSandbox, check_metadata, check_timeout_ms};
 use crate::config::{Backend, RunnerConfig};
 
 /// How long the warm pool waits, after a pooled sandbox is taken, before creating its
@@ -38,6 +38,8 @@ pub enum RunnerError {
 /// One host's sandboxes.
 pub struct Runner {
     pub(crate) cfg: RunnerConfig,
+    /// One [`Record`] per sandbox given out.
+    records_dir: PathBuf,
     runtime: Arc<dyn Runtime>,
     default_template: PathBuf,
     sandboxes: Mutex<BTreeMap<String, RunnerSandbox>>,
@@ -81,6 +83,7 @@ pub async fn start(cfg: RunnerConfig) -> anyhow::Result<RunnerHandle> {
     });
     tokio::spawn(crate::link::run(runner.clone(), control_url.clone()));
     tokio::spawn(collect_templates(runner.clone()));
+    tokio::spawn(reap_expired(runner.clone()));
     tracing::info!(control = %control_url, "runner ready");
     Ok(RunnerHandle { control_url, runner })
 }
@@ -100,6 +103,75 @@ async fn collect_templates(runner: Arc<Runner>) {
             Ok(Err(e)) => tracing::warn!(error = %e, "could not remove unused template versions"),
             Err(e) => tracing::warn!(error = %e, "template collection task failed"),
         }
+    }
+}
+
+/// Every half second: kills the sandboxes past their time to live.
+async fn reap_expired(runner: Arc<Runner>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tick.tick().await;
+        let r = runner.clone();
+        if let Err(e) = tokio::task::spawn_blocking(move || r.kill_expired(now_ms())).await {
+            tracing::warn!(error = %e, "time-to-live pass failed");
+        }
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+/// What the runner keeps about a sandbox beyond what its runtime knows, in
+/// `STATE_DIR/records/ID.json`, so that it survives a runner restart.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Record {
+    expires_at: Option<i64>,
+    #[serde(default)]
+    metadata: BTreeMap<String, String>,
+}
+
+impl Record {
+    fn of(rs: &RunnerSandbox) -> Record {
+        Record { expires_at: rs.expires_at, metadata: rs.metadata.clone() }
+    }
+
+    /// Written whole to a temporary file, then renamed: a crash leaves the old record or
+    /// the new one.
+    fn write(&self, dir: &Path, id: &str) -> std::io::Result<()> {
+        std::fs::create_dir_all(dir)?;
+        let tmp = dir.join(format!(".{id}.json.tmp"));
+        std::fs::write(&tmp, serde_json::to_vec(self).map_err(std::io::Error::other)?)?;
+        std::fs::rename(&tmp, dir.join(format!("{id}.json")))
+    }
+
+    fn remove(dir: &Path, id: &str) {
+        match std::fs::remove_file(dir.join(format!("{id}.json"))) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => tracing::warn!(sandbox_id = %id, error = %e, "could not remove the sandbox's record"),
+        }
+    }
+
+    /// Every record in `dir`, by sandbox id; unreadable ones are logged and skipped.
+    fn read_all(dir: &Path) -> BTreeMap<String, Record> {
+        let mut out = BTreeMap::new();
+        let Ok(entries) = std::fs::read_dir(dir) else { return out };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(id) = name.strip_suffix(".json").filter(|id| !id.starts_with('.')) else { continue };
+            match std::fs::read(e.path())
+                .map_err(|e| e.to_string())
+                .and_then(|b| serde_json::from_slice::<Record>(&b).map_err(|e| e.to_string()))
+            {
+                Ok(r) => {
+                    out.insert(id.to_string(), r);
+                }
+                Err(e) => tracing::warn!(sandbox_id = %id, error = %e, "unreadable sandbox record; ignoring it"),
+            }
+        }
+        out
     }
 }
 
@@ -129,18 +201,27 @@ impl Runner {
         })
         .context("build the default template")?;
         let found = runtime.recover().context("find sandboxes left by a previous run")?;
+        let records_dir = cfg.state_dir.join("records");
+        let mut records = Record::read_all(&records_dir);
         let sandboxes = found
             .into_iter()
             .map(|s| {
+                let record = records.remove(&s.id).unwrap_or_default();
                 let rs = RunnerSandbox {
                     id: s.id.clone(),
                     host: cfg.advertise_host.clone(),
                     port: s.published_port,
                     token: s.token,
+                    expires_at: record.expires_at,
+                    metadata: record.metadata,
                 };
                 (s.id, rs)
             })
             .collect::<BTreeMap<_, _>>();
+        // Records of sandboxes that did not survive.
+        for id in records.keys() {
+            Record::remove(&records_dir, id);
+        }
         if !sandboxes.is_empty() {
             tracing::info!(count = sandboxes.len(), "sandboxes from a previous run are running again");
         }
@@ -150,6 +231,7 @@ impl Runner {
         }
         Ok(Runner {
             cfg,
+            records_dir,
             runtime,
             default_template,
             sandboxes: Mutex::new(sandboxes),
@@ -191,20 +273,27 @@ impl Runner {
     /// Creates a sandbox (blocking: call from `spawn_blocking`). A request the warm pool
     /// can serve (default template, default limits, no env) takes a pooled sandbox.
     pub fn create(&self, req: &CreateSandbox) -> Result<RunnerSandbox, RunnerError> {
+        let pids = req.pids.unwrap_or(DEFAULT_PIDS);
+        if !PIDS_RANGE.contains(&pids) {
+            return Err(RunnerError::BadRequest(format!(
+                "pids must be between {} and {}, got {pids}",
+                PIDS_RANGE.start(),
+                PIDS_RANGE.end()
+            )));
+        }
+        if let Some(ms) = req.timeout_ms {
+            check_timeout_ms(ms).map_err(RunnerError::BadRequest)?;
+        }
+        check_metadata(&req.metadata).map_err(RunnerError::BadRequest)?;
         if self.count() >= self.cfg.capacity as usize {
             return Err(RunnerError::Full(self.cfg.capacity));
         }
-        let limits = Limits {
-            memory_bytes: u64::from(req.memory_mb) << 20,
-            cpu_millis: req.cpu_millis,
-            pids: Limits::default().pids,
-        };
+        let limits = Limits { memory_bytes: u64::from(req.memory_mb) << 20, cpu_millis: req.cpu_millis, pids };
         if req.template == "default" && req.envs.is_empty() && limits == Limits::default() {
             let pooled = self.pool.lock().unwrap_or_else(|p| p.into_inner()).pop();
             if let Some(rs) = pooled {
                 self.pool_taken.notify_one();
-                self.lock().insert(rs.id.clone(), rs.clone());
-                return Ok(rs);
+                return self.give_out(rs, req);
             }
         }
         let (template, lease) = self.template(&req.template)?;
@@ -216,9 +305,57 @@ impl Runner {
         };
         let created = self.create_spec(&spec);
         drop(lease);
-        created.inspect(|rs| {
-            self.lock().insert(rs.id.clone(), rs.clone());
-        })
+        self.give_out(created?, req)
+    }
+
+    /// Gives a new or pooled sandbox its time to live and metadata, records them, and
+    /// lists it. If the record cannot be written the sandbox is removed: a sandbox whose
+    /// time to live a restart would forget is never handed out.
+    fn give_out(&self, mut rs: RunnerSandbox, req: &CreateSandbox) -> Result<RunnerSandbox, RunnerError> {
+        rs.expires_at = req.timeout_ms.map(|ms| now_ms() + ms as i64);
+        rs.metadata = req.metadata.clone();
+        if let Err(e) = Record::of(&rs).write(&self.records_dir, &rs.id) {
+            if let Err(k) = self.runtime.kill(&rs.id) {
+                tracing::warn!(sandbox_id = %rs.id, error = %k, "could not remove an unrecorded sandbox");
+            }
+            Record::remove(&self.records_dir, &rs.id);
+            return Err(RunnerError::Runtime(format!("record sandbox {}: {e}", rs.id)));
+        }
+        self.lock().insert(rs.id.clone(), rs.clone());
+        Ok(rs)
+    }
+
+    /// Sandbox `id` as listed.
+    pub fn get(&self, id: &str) -> Result<RunnerSandbox, RunnerError> {
+        self.lock().get(id).cloned().ok_or_else(|| RunnerError::NotFound(id.to_string()))
+    }
+
+    /// Sandbox `id` now dies `timeout_ms` from now (blocking: writes its record).
+    pub fn set_timeout(&self, id: &str, timeout_ms: u64) -> Result<RunnerSandbox, RunnerError> {
+        check_timeout_ms(timeout_ms).map_err(RunnerError::BadRequest)?;
+        let mut sandboxes = self.lock();
+        let rs = sandboxes.get_mut(id).ok_or_else(|| RunnerError::NotFound(id.to_string()))?;
+        let mut updated = rs.clone();
+        updated.expires_at = Some(now_ms() + timeout_ms as i64);
+        Record::of(&updated)
+            .write(&self.records_dir, id)
+            .map_err(|e| RunnerError::Runtime(format!("record sandbox {id}: {e}")))?;
+        *rs = updated.clone();
+        Ok(updated)
+    }
+
+    /// Kills every sandbox whose time to live ended by `now` (milliseconds since the
+    /// epoch); returns their ids. Blocking.
+    pub fn kill_expired(&self, now: i64) -> Vec<String> {
+        let expired: Vec<String> =
+            self.lock().values().filter(|rs| rs.expires_at.is_some_and(|t| t <= now)).map(|rs| rs.id.clone()).collect();
+        for id in &expired {
+            tracing::info!(sandbox_id = %id, "sandbox reached its time to live; killing it");
+            if let Err(e) = self.kill(id) {
+                tracing::warn!(sandbox_id = %id, error = %e, "could not kill an expired sandbox");
+            }
+        }
+        expired
     }
 
     fn create_spec(&self, spec: &SandboxSpec) -> Result<RunnerSandbox, RunnerError> {
@@ -226,7 +363,14 @@ impl Runner {
             sandstream_runtime::Error::InvalidSpec(m) => RunnerError::BadRequest(m),
             e => RunnerError::Runtime(e.to_string()),
         })?;
-        Ok(RunnerSandbox { id: sb.id, host: self.cfg.advertise_host.clone(), port: sb.published_port, token: sb.token })
+        Ok(RunnerSandbox {
+            id: sb.id,
+            host: self.cfg.advertise_host.clone(),
+            port: sb.published_port,
+            token: sb.token,
+            expires_at: None,
+            metadata: BTreeMap::new(),
+        })
     }
 
     /// Keeps `warm_pool` ready sandboxes while capacity allows. Blocking: runs on a
@@ -311,6 +455,7 @@ impl Runner {
     /// Kills a sandbox (blocking: call from `spawn_blocking`).
     pub fn kill(&self, id: &str) -> Result<(), RunnerError> {
         let known = self.lock().remove(id).is_some();
+        Record::remove(&self.records_dir, id);
         match self.runtime.kill(id) {
             Ok(()) => Ok(()),
             Err(sandstream_runtime::Error::NotFound(_)) if !known => Err(RunnerError::NotFound(id.to_string())),

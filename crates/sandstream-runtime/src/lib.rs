@@ -20,4 +20,6 @@ pub use template::{
     TemplateInfo, TemplateLease, collect_template_garbage, default_template_dir, ensure_default_template,
     import_template, is_valid_template_name, lease_template, list_templates, remove_template,
 };
-pub use types::{Cidr, DEFAULT_CPU_MILLIS, DEFAULT_MEMORY_MB, Egress, Limits, Runtime, Sandbox, SandboxSpec};
+pub use types::{
+    Cidr, DEFAULT_CPU_MILLIS, DEFAULT_MEMORY_MB, DEFAULT_PIDS, Egress, Limits, Runtime, Sandbox, SandboxSpec,
+};

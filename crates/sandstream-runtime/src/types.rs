@@ -23,10 +23,13 @@ pub struct Limits {
 pub const DEFAULT_CPU_MILLIS: u32 = 2000;
 /// A sandbox's memory when the caller does not say (E2B's default too).
 pub const DEFAULT_MEMORY_MB: u32 = 512;
+/// A sandbox's process limit (processes and threads, the agent's included) when the
+/// caller does not say.
+pub const DEFAULT_PIDS: u32 = 256;
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { memory_bytes: u64::from(DEFAULT_MEMORY_MB) << 20, cpu_millis: DEFAULT_CPU_MILLIS, pids: 256 }
+        Limits { memory_bytes: u64::from(DEFAULT_MEMORY_MB) << 20, cpu_millis: DEFAULT_CPU_MILLIS, pids: DEFAULT_PIDS }
     }
 }
 

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use sandstream_runner::api::{CreateSandbox, DEFAULT_TEMPLATE, RunnerSandbox, is_valid_template_name};
+use sandstream_runner::api::{CreateSandbox, DEFAULT_TEMPLATE, RunnerSandbox, SetTimeout, is_valid_template_name};
 
 use crate::error::{AppError, AppResult};
 use crate::server::AppState;
@@ -166,6 +166,23 @@ impl Registry {
             503 => AppError::NoCapacity(message),
             _ => AppError::internal(format!("runner {}: {status}: {message}", runner.id)),
         })
+    }
+
+    /// Sets a sandbox's time to live on its runner.
+    pub(crate) async fn set_timeout(&self, runner: &RunnerRow, id: &str, timeout_ms: u64) -> AppResult<()> {
+        let resp = self
+            .http
+            .post(format!("{}/sandboxes/{id}/timeout", runner.control_url))
+            .bearer_auth(&self.secret)
+            .json(&SetTimeout { timeout_ms })
+            .send()
+            .await
+            .map_err(|e| AppError::internal(format!("runner {} unreachable: {e}", runner.id)))?;
+        match resp.status().as_u16() {
+            200..=299 => Ok(()),
+            404 => Err(AppError::Conflict(format!("sandbox {id} no longer runs on its runner"))),
+            s => Err(AppError::internal(format!("runner {}: set timeout of {id}: {s}", runner.id))),
+        }
     }
 
     /// Kills a sandbox on its runner; one the runner no longer has counts as killed.

@@ -9,6 +9,8 @@ import { fileURLToPath } from 'node:url';
 import { randomBytes } from 'node:crypto';
 import assert from 'node:assert/strict';
 import { io } from 'socket.io-client';
+import grpc from '@grpc/grpc-js';
+import protoLoader from '@grpc/proto-loader';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 export const REPO = path.resolve(here, '../../..');
@@ -19,6 +21,38 @@ export const API_MD = path.join(REPO, 'API.md');
 export const debug = (...a) => process.env.E2E_DEBUG && console.error('[e2e]', ...a);
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 export const SB_ID = /^sb-[0-9a-f]{10}$/;
+
+const agentProto = protoLoader.loadSync(PROTO, { keepCase: true, longs: Number, enums: String, defaults: true, oneofs: true });
+const { ExecService } = grpc.loadPackageDefinition(agentProto).sandstream.agent.v1;
+
+/**
+ * Runs ExecService.Execute on a sandbox's agent over a connection of its own (closed at
+ * the end); resolves {stdout, stderr, exitCode, ended} or rejects with the gRPC error.
+ */
+export function agentExecute({ host, port, token }, command, env = {}) {
+  const client = new ExecService(`${host}:${port}`, grpc.credentials.createInsecure());
+  const md = new grpc.Metadata();
+  md.set('authorization', `Bearer ${token}`);
+  return new Promise((resolve, reject) => {
+    const out = { stdout: '', stderr: '', exitCode: null, ended: false };
+    const call = client.Execute({ command, cwd: '', env, timeout: 20_000 }, md, { deadline: Date.now() + 30_000 });
+    call.on('data', (m) => {
+      if (m.line) out[m.channel === 'STDERR' ? 'stderr' : 'stdout'] += m.line;
+      if (m.end) {
+        out.ended = true;
+        out.exitCode = m.exit_code;
+      }
+    });
+    call.on('error', (e) => {
+      client.close();
+      reject(e);
+    });
+    call.on('end', () => {
+      client.close();
+      resolve(out);
+    });
+  });
+}
 
 /** A fresh random API key. */
 export function newKey(prefix = 'e2e') {
@@ -66,25 +100,43 @@ export async function startServer({ root = tmpRoot(), apiKey = newKey('admin'), 
     { env: { ...process.env, SANDSTREAM_API_KEY: apiKey }, stdio: ['ignore', 'pipe', 'pipe'] },
   );
   let stdout = '';
+  let url;
+  let runnerUrl;
+  let partial = '';
   const exited = new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
+  // Ready once stdout says so and the log (stderr, another pipe) has named the runner's
+  // control API.
   const ready = new Promise((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`server not ready after ${readyTimeoutMs} ms; log ${logPath}`)), readyTimeoutMs);
+    const check = () => {
+      if (url && runnerUrl) {
+        clearTimeout(timer);
+        resolve(url);
+      }
+    };
     child.stdout.on('data', (d) => {
       log.write(d);
       stdout += d.toString();
       const m = /Sandstream ready at (http:\/\/\S+)/.exec(stdout);
-      if (m) {
-        clearTimeout(timer);
-        resolve(m[1].replace(/\/$/, ''));
-      }
+      if (m) url = m[1].replace(/\/$/, '');
+      check();
     });
-    child.stderr.on('data', (d) => log.write(d));
+    child.stderr.on('data', (d) => {
+      log.write(d);
+      const lines = (partial + d.toString()).split('\n');
+      partial = lines.pop();
+      for (const line of lines) {
+        const m = /runner ready control=(http:\/\/\S+)/.exec(line);
+        if (m) runnerUrl = m[1];
+      }
+      check();
+    });
     exited.then(({ code, signal }) => {
       clearTimeout(timer);
       reject(new Error(`server exited before ready (code ${code}, signal ${signal}); log ${logPath}`));
     });
   });
-  const url = await ready;
+  await ready;
   const server = {
     url,
     root,
@@ -93,6 +145,8 @@ export async function startServer({ root = tmpRoot(), apiKey = newKey('admin'), 
     logPath,
     child,
     keys: new Set([apiKey]),
+    /** The control API of the runner this `up` started. */
+    runnerUrl,
     get stdout() {
       return stdout;
     },
@@ -126,15 +180,19 @@ export async function api(server, method, route, { key = server.apiKey, body, ra
     payload = JSON.stringify(body);
     h['content-type'] = 'application/json';
   }
-  const res = await fetch(server.url + route, { method, headers: h, body: payload });
+  return answer(await fetch(server.url + route, { method, headers: h, body: payload }));
+}
+
+/** A fetch response as {status, headers, text, body} (body: parsed JSON or undefined). */
+async function answer(res) {
   const text = await res.text();
-  let parsed;
+  let body;
   try {
-    parsed = text ? JSON.parse(text) : undefined;
+    body = text ? JSON.parse(text) : undefined;
   } catch {
-    parsed = undefined;
+    body = undefined;
   }
-  return { status: res.status, headers: res.headers, text, body: parsed };
+  return { status: res.status, headers: res.headers, text, body };
 }
 
 /** Asserts an error answer: the status and the JSON shape {status:"error", code, message}. */
@@ -237,6 +295,21 @@ export async function cleanupSandboxes(server) {
 }
 
 /**
+ * The control API of the runner `sandstream up` started, with the runner secret from the
+ * data dir. `call(method, route, body, {token})` resolves as `api` does.
+ */
+export function runnerControl(server) {
+  const url = server.runnerUrl;
+  const secret = readFileSync(path.join(server.dataDir, 'runner-secret'), 'utf8').trim();
+  const call = async (method, route, body, { token = secret } = {}) => {
+    const headers = token === null ? {} : { authorization: `Bearer ${token}` };
+    if (body !== undefined) headers['content-type'] = 'application/json';
+    return answer(await fetch(url + route, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) }));
+  };
+  return { url, secret, call };
+}
+
+/**
  * Last resort, for server bugs that leave sandboxes running after DELETE: kills the
  * runc containers whose bundle lies in this server's data dir through this server's
  * own runner control API (its URL is in the log, its secret in the data dir).
@@ -252,13 +325,10 @@ export async function killLeftovers(server, onlyIds) {
   const mine = list.filter((c) => c.bundle?.startsWith(server.dataDir + path.sep) && c.status !== 'stopped').map((c) => c.id)
     .filter((id) => !onlyIds || onlyIds.includes(id));
   if (mine.length === 0 || server.child.exitCode !== null || server.child.signalCode !== null) return mine;
-  const controls = [...readFileSync(server.logPath, 'utf8').matchAll(/runner ready control=(http:\/\/\S+)/g)];
-  if (!controls.length) return mine;
-  const control = controls[controls.length - 1][1];
-  const secret = readFileSync(path.join(server.dataDir, 'runner-secret'), 'utf8').trim();
+  const runner = runnerControl(server);
   for (const id of mine) {
     try {
-      await fetch(`${control}/sandboxes/${id}`, { method: 'DELETE', headers: { authorization: `Bearer ${secret}` } });
+      await runner.call('DELETE', `/sandboxes/${id}`);
     } catch {
       /* best effort */
     }

@@ -4,18 +4,12 @@ import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, readFileSync } from 'node:fs';
 import grpc from '@grpc/grpc-js';
-import protoLoader from '@grpc/proto-loader';
-import { fileServer, api, assertError, createTenant, until, SB_ID, PROTO, text } from '../lib/harness.mjs';
+import { fileServer, api, assertError, createTenant, until, SB_ID, text, agentExecute } from '../lib/harness.mjs';
 
 const server = await fileServer(after);
 const { key } = await createTenant(server, 'sandboxes');
 
 const SANDBOX_KEYS = ['cpu', 'createdAt', 'envs', 'expiresAt', 'id', 'memoryMb', 'metadata', 'runnerId', 'state', 'template'];
-
-const pkgDef = protoLoader.loadSync(PROTO, { keepCase: true, longs: Number, enums: String, defaults: true, oneofs: true });
-const { ExecService } = grpc.loadPackageDefinition(pkgDef).sandstream.agent.v1;
-const grpcClients = [];
-after(() => grpcClients.forEach((c) => c.close()));
 
 /** The CPU quota of a sandbox's cgroup (oci backend, cgroup v1 or v2): "QUOTA per PERIOD". */
 function cpuLimit(id) {
@@ -23,27 +17,6 @@ function cpuLimit(id) {
   if (existsSync(v2)) return readFileSync(v2, 'utf8').trim().replace(' ', ' per ');
   const v1 = (f) => readFileSync(`/sys/fs/cgroup/cpu/sandstream/${id}/${f}`, 'utf8').trim();
   return `${v1('cpu.cfs_quota_us')} per ${v1('cpu.cfs_period_us')}`;
-}
-
-/** Runs ExecService.Execute; resolves {stdout, stderr, exitCode} or rejects with the gRPC error. */
-function agentExecute({ host, port, token }, command, env = {}) {
-  const client = new ExecService(`${host}:${port}`, grpc.credentials.createInsecure());
-  grpcClients.push(client);
-  const md = new grpc.Metadata();
-  md.set('authorization', `Bearer ${token}`);
-  return new Promise((resolve, reject) => {
-    const out = { stdout: '', stderr: '', exitCode: null, ended: false };
-    const call = client.Execute({ command, cwd: '', env, timeout: 20_000 }, md, { deadline: Date.now() + 30_000 });
-    call.on('data', (m) => {
-      if (m.line) out[m.channel === 'STDERR' ? 'stderr' : 'stdout'] += m.line;
-      if (m.end) {
-        out.ended = true;
-        out.exitCode = m.exit_code;
-      }
-    });
-    call.on('error', reject);
-    call.on('end', () => resolve(out));
-  });
 }
 
 test('create with envs/metadata/timeoutMs, list, get, connection → working agent', async () => {

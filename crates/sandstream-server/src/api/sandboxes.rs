@@ -7,7 +7,8 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use sandstream_runner::api::{
-    CreateSandbox, DEFAULT_CPU_MILLIS, DEFAULT_MEMORY_MB, DEFAULT_TEMPLATE, is_valid_template_name,
+    CreateSandbox, DEFAULT_CPU_MILLIS, DEFAULT_MEMORY_MB, DEFAULT_TEMPLATE, check_metadata, check_timeout_ms,
+    is_valid_template_name,
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -19,7 +20,6 @@ use crate::store::{Principal, SandboxRow};
 use crate::time::{now_ms, rfc3339};
 
 pub(crate) const DEFAULT_TIMEOUT_MS: u64 = 300_000;
-const MAX_TIMEOUT_MS: u64 = 24 * 3600 * 1000;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -54,10 +54,7 @@ pub(crate) fn sandbox_json(sb: &SandboxRow) -> Value {
 }
 
 fn check_timeout(ms: u64) -> AppResult<()> {
-    if !(1000..=MAX_TIMEOUT_MS).contains(&ms) {
-        return Err(AppError::BadRequest(format!("timeoutMs must be between 1000 and {MAX_TIMEOUT_MS}, got {ms}")));
-    }
-    Ok(())
+    check_timeout_ms(ms).map_err(AppError::BadRequest)
 }
 
 /// Creates a sandbox for `p` on the runner with the most room among those that have its
@@ -93,13 +90,19 @@ pub(crate) async fn create_sandbox(state: &AppState, p: &Principal, body: Create
         return Err(AppError::BadRequest("env values cannot contain NUL".into()));
     }
     let metadata = body.metadata.unwrap_or_default();
-    if metadata.len() > 64 || metadata.iter().any(|(k, v)| k.len() > 256 || v.len() > 4096) {
-        return Err(AppError::BadRequest(
-            "metadata: at most 64 entries, keys up to 256 and values up to 4096 bytes".into(),
-        ));
-    }
+    check_metadata(&metadata).map_err(AppError::BadRequest)?;
     let runner = state.registry.place(state, &template)?;
-    let req = CreateSandbox { template: template.clone(), cpu_millis: (cpu * 1000.0).round() as u32, memory_mb, envs };
+    let req = CreateSandbox {
+        template: template.clone(),
+        cpu_millis: (cpu * 1000.0).round() as u32,
+        memory_mb,
+        envs,
+        pids: None,
+        // The runner kills it at the same time as the monitor here would, also while
+        // this server is down or cannot reach it.
+        timeout_ms: Some(timeout_ms),
+        metadata: metadata.clone(),
+    };
     let created = state.registry.create(&runner, &req).await?;
     let now = now_ms();
     let row = SandboxRow {
@@ -186,6 +189,12 @@ pub(crate) async fn set_timeout(
     if sb.state == "killed" {
         return Err(AppError::Conflict(format!("sandbox {id} was killed")));
     }
+    // The runner first: a sandbox whose runner was not told would die at the old time.
+    let runner = state
+        .store
+        .runner(&sb.runner_id)?
+        .ok_or_else(|| AppError::internal(format!("runner {} of sandbox {id} is unknown", sb.runner_id)))?;
+    state.registry.set_timeout(&runner, &id, body.timeout_ms).await?;
     state.store.set_sandbox_expiry(&id, now_ms() + body.timeout_ms as i64)?;
     Ok(Json(sandbox_json(&owned(&state, &p, &id)?)))
 }
