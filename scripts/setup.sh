@@ -7,6 +7,7 @@ PACKAGES=(
   busybox-static   # a libc-free root filesystem for the static-agent and runtime tests
   python3          # test programs
   runc             # the default OCI runtime
+  crun             # another OCI runtime; the oci backend's tests run on both
   iptables         # host firewall for sandbox links
   iproute2         # network namespaces and veth pairs
   curl             # an HTTP/2 client for the port-publishing test

@@ -2,11 +2,14 @@
 # The whole test suite, from a fresh machine: installs what it needs, builds the static
 # agent, runs every Rust test, then the JavaScript suites against a real `sandstream up`
 # (server end to end, TypeScript SDK under the machine's Node and under Node 18, web
-# playground in headless Chromium). Tests that need root (namespaces, runc, iptables) run
-# as root. Browser screenshots are kept in web/test-results/screenshots.
+# playground in headless Chromium); the oci backend's tests run on runc, then on crun.
+# Tests that need root (namespaces, runc, iptables) run as root. Browser screenshots
+# are kept in web/test-results/screenshots.
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
 "$ROOT/scripts/setup.sh"
+# crun refuses a hybrid cgroup layout whose v2 hierarchy has controllers.
+"$ROOT/scripts/cgroups.sh"
 export SANDSTREAM_STATIC_AGENT SANDSTREAM_AGENT_BINARY
 SANDSTREAM_STATIC_AGENT="$("$ROOT/scripts/build-agent.sh")"
 SANDSTREAM_AGENT_BINARY="$SANDSTREAM_STATIC_AGENT"
@@ -30,6 +33,8 @@ trap stop_docker EXIT
 status=0
 log "running the Rust tests"
 cargo nextest run --workspace --locked --no-fail-fast "$@" || status=$?
+log "running the oci backend's tests again on crun"
+SANDSTREAM_OCI_RUNTIME=crun cargo nextest run --locked --no-fail-fast -p sandstream-runtime --test oci "$@" || status=$?
 cargo build --locked -p sandstream
 "$ROOT/scripts/build-web.sh"
 for suite in tests/server sdk/typescript web; do

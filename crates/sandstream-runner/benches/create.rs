@@ -5,16 +5,20 @@
 //!   SANDSTREAM_STATIC_AGENT=$(./scripts/build-agent.sh) cargo bench -p sandstream-runner --bench create
 //!
 //! One sample is `Runner::create` with what the server asks for when a create gives no
-//! options (default template, 1 CPU, 512 MiB, no env), until a first `Execute("true")`
-//! has answered over a new gRPC connection to the returned `host:port` with its token.
-//! The sandbox is then killed (untimed), and the next create waits
-//! `SANDSTREAM_BENCH_PAUSE_MS` (default 300), as a user's requests are spaced. Three
-//! parts, `SANDSTREAM_BENCH_N` samples each (default 50):
+//! options (default template, 2 CPUs, 512 MiB, no env, a 5-minute time to live), until
+//! a first `Execute("true")` has answered over a new gRPC connection to the returned
+//! `host:port` with its token. The sandbox is then killed (untimed), and the next create
+//! waits `SANDSTREAM_BENCH_PAUSE_MS` (default 300), as a user's requests are spaced.
+//! Each part takes `SANDSTREAM_BENCH_N` samples (default 50). For each OCI runtime binary in `SANDSTREAM_BENCH_OCI_RUNTIMES` (comma separated,
+//! default `runc`; crun needs scripts/cgroups.sh on a hybrid cgroup host):
 //!
 //! 1. cold: a runner without a warm pool, after one untimed create;
 //! 2. warm: a runner with a pool of `SANDSTREAM_BENCH_POOL` (default 4), full before the
 //!    first sample and refilled in the background meanwhile; creates that found it empty
 //!    are counted and also timed apart;
+//!
+//! then once:
+//!
 //! 3. `docker run --rm IMAGE true`, IMAGE imported from the very directory the runner
 //!    takes its default template from (`tar | docker import`), after one untimed run;
 //!    only if a Docker daemon answers `docker info` (`./scripts/docker.sh` starts one).
@@ -105,7 +109,7 @@ struct BenchRunner {
 }
 
 impl BenchRunner {
-    fn new(setup: &Setup, name: &str, warm_pool: u32) -> BenchRunner {
+    fn new(setup: &Setup, name: &str, oci_runtime: &str, warm_pool: u32) -> BenchRunner {
         let cfg = RunnerConfig {
             // Never contacted: without `sandstream_runner::start` nothing registers,
             // sends heartbeats or serves the control API.
@@ -115,10 +119,10 @@ impl BenchRunner {
             listen: ([127, 0, 0, 1], 0).into(),
             advertise_host: setup.advertise_host.clone(),
             capacity: 100,
-            state_dir: setup.state.join(name),
+            state_dir: setup.state.join(format!("{name}-{oci_runtime}")),
             cache_dir: setup.cache_dir.clone(),
             agent_binary: setup.agent.clone(),
-            oci_runtime: "runc".into(),
+            oci_runtime: oci_runtime.into(),
             backend: Backend::Oci,
             heartbeat_interval: Duration::from_secs(2),
             warm_pool,
@@ -166,19 +170,19 @@ async fn sample(runner: &Runner, req: &CreateSandbox) -> (Duration, usize) {
 }
 
 /// The cold path: a runner without a pool. Returns its p50.
-async fn cold(bench: &BenchRunner, n: usize, pause: Duration) -> Option<f64> {
+async fn cold(bench: &BenchRunner, label: &str, n: usize, pause: Duration) -> Option<f64> {
     sample(&bench.runner, &default_request()).await; // warm-up, untimed
     let mut runs = Vec::with_capacity(n);
     for _ in 0..n {
         tokio::time::sleep(pause).await;
         runs.push(sample(&bench.runner, &default_request()).await.0);
     }
-    report("cold: create -> first Execute(\"true\")", &runs)
+    report(&format!("cold ({label}): create -> first Execute(\"true\")"), &runs)
 }
 
 /// The warm pool: full before the first sample, refilled while the samples run.
 /// Returns the p50 of all samples.
-async fn warm(bench: &BenchRunner, n: usize, pool: u32, pause: Duration) -> Option<f64> {
+async fn warm(bench: &BenchRunner, label: &str, n: usize, pool: u32, pause: Duration) -> Option<f64> {
     let t = Instant::now();
     while bench.runner.pooled() < pool as usize {
         assert!(t.elapsed() < Duration::from_secs(120), "the warm pool did not fill within 120 s");
@@ -201,7 +205,7 @@ async fn warm(bench: &BenchRunner, n: usize, pool: u32, pause: Duration) -> Opti
             _ => not_taken.push(took),
         }
     }
-    let p50 = report(&format!("warm (pool {pool}): create -> first Execute(\"true\")"), &all);
+    let p50 = report(&format!("warm ({label}, pool {pool}): create -> first Execute(\"true\")"), &all);
     report("  of which took a pooled sandbox", &taken);
     report("  of which found the pool empty", &found_empty);
     if !not_taken.is_empty() {
@@ -274,6 +278,11 @@ async fn main() {
         )
         .init();
     let n: usize = env_num("SANDSTREAM_BENCH_N", 50);
+    let runtimes: Vec<String> = std::env::var("SANDSTREAM_BENCH_OCI_RUNTIMES")
+        .unwrap_or_else(|_| "runc".into())
+        .split(',')
+        .map(str::to_string)
+        .collect();
     let pool: u32 = env_num("SANDSTREAM_BENCH_POOL", 4);
     let pause = Duration::from_millis(env_num("SANDSTREAM_BENCH_PAUSE_MS", 300));
     let agent = PathBuf::from(
@@ -298,22 +307,27 @@ async fn main() {
     );
 
     // Runner::new blocks (runc, iptables); so does dropping a runner (kills).
-    let cold_runner = tokio::task::block_in_place(|| BenchRunner::new(&setup, "cold", 0));
-    let cold_p50 = cold(&cold_runner, n, pause).await;
-    tokio::task::block_in_place(|| drop(cold_runner));
-    println!("  load average {}", load_average());
-    let warm_runner = tokio::task::block_in_place(|| BenchRunner::new(&setup, "warm", pool));
-    let warm_p50 = warm(&warm_runner, n, pool, pause).await;
-    // The directory the runner creates its default-template sandboxes, pooled or not, from.
-    let template = warm_runner.runner.default_template().to_path_buf();
-    tokio::task::block_in_place(|| drop(warm_runner));
-    println!("  load average {}", load_average());
+    let mut p50s = Vec::new();
+    let mut template = None;
+    for rt in &runtimes {
+        let cold_runner = tokio::task::block_in_place(|| BenchRunner::new(&setup, "cold", rt, 0));
+        p50s.push((format!("cold ({rt})"), cold(&cold_runner, rt, n, pause).await));
+        tokio::task::block_in_place(|| drop(cold_runner));
+        println!("  load average {}", load_average());
+        let warm_runner = tokio::task::block_in_place(|| BenchRunner::new(&setup, "warm", rt, pool));
+        p50s.push((format!("warm ({rt})"), warm(&warm_runner, rt, n, pool, pause).await));
+        // The directory the runner creates its default-template sandboxes, pooled or not, from.
+        template = Some(warm_runner.runner.default_template().to_path_buf());
+        tokio::task::block_in_place(|| drop(warm_runner));
+        println!("  load average {}", load_average());
+    }
+    let template = template.expect("at least one OCI runtime");
     let docker_p50 = tokio::task::block_in_place(|| docker(&template, n, pause));
     println!("  load average {}", load_average());
 
     println!("targets (issue 6): cold p50 <= 60 ms, warm p50 <= 10 ms, >= 10x faster than docker run");
     if let Some(d) = docker_p50 {
-        for (name, p50) in [("cold", cold_p50), ("warm", warm_p50)] {
+        for (name, p50) in &p50s {
             if let Some(p) = p50 {
                 println!("docker run p50 / {name} p50 = {:.1}x", d / p);
             }

@@ -1,5 +1,6 @@
-//! The `oci` backend against real runc, as root: a sandbox works, and everything a
-//! hostile program inside might try fails. Needs root, runc, iproute2, iptables,
+//! The `oci` backend against a real OCI runtime (runc; the one SANDSTREAM_OCI_RUNTIME
+//! names, such as crun, when set), as root: a sandbox works, and everything a hostile
+//! program inside might try fails. Needs root, the runtime, iproute2, iptables,
 //! busybox-static and the static agent from scripts/build-agent.sh (named by
 //! SANDSTREAM_STATIC_AGENT); scripts/test.sh provides them all. Under CI a missing
 //! prerequisite fails the test instead of skipping it. The ptrace test also needs the
@@ -29,13 +30,28 @@ struct Fixture {
     _lock: nix::fcntl::Flock<std::fs::File>,
 }
 
+/// The OCI runtime binary under test: SANDSTREAM_OCI_RUNTIME, or runc.
+fn oci_runtime() -> String {
+    std::env::var("SANDSTREAM_OCI_RUNTIME").unwrap_or_else(|_| "runc".into())
+}
+
+/// Where the OCI runtime keeps its containers' state (`/run/runc`, `/run/crun`).
+fn runtime_state_root() -> PathBuf {
+    Path::new("/run").join(Path::new(&oci_runtime()).file_name().expect("a runtime binary name"))
+}
+
+/// The backend's configuration with state in `state`, on the runtime under test.
+fn oci_config(state: PathBuf, agent: PathBuf) -> OciConfig {
+    OciConfig { runtime: oci_runtime().into(), ..OciConfig::new(state, agent) }
+}
+
 fn fixture_with(exclusive: bool) -> Option<Fixture> {
     let agent = static_agent()?;
     assert!(nix::unistd::geteuid().is_root(), "these tests need root");
     let lock = sandbox_tests_lock(exclusive);
     let dir = tempfile::tempdir().expect("tempdir");
     let template = busybox_template(dir.path());
-    let runtime = OciRuntime::new(OciConfig::new(dir.path().join("state"), agent)).expect("runtime");
+    let runtime = OciRuntime::new(oci_config(dir.path().join("state"), agent)).expect("runtime");
     Some(Fixture { _dir: dir, runtime, template, _lock: lock })
 }
 
@@ -193,7 +209,7 @@ async fn a_cpu_hog_leaves_another_sandbox_responsive() {
     let hog = f.create(limits);
     let other = f.create(limits);
     let pid = |id: &str| {
-        let state = sh(&["runc", "state", id]);
+        let state = sh(&[&oci_runtime(), "state", id]);
         let state: serde_json::Value = serde_json::from_slice(&state.stdout).expect("runc state");
         u32::try_from(state["pid"].as_u64().expect("pid")).expect("pid")
     };
@@ -241,7 +257,7 @@ fn traces_of(id: &str, state_dir: &str) -> Vec<String> {
         format!("{state_dir}/{id}"),
         format!("/var/run/netns/{id}"),
         format!("/sys/class/net/vs{suffix}"),
-        format!("/run/runc/{id}"),
+        runtime_state_root().join(id).display().to_string(),
     ];
     for hierarchy in std::fs::read_dir("/sys/fs/cgroup").expect("cgroup root").flatten() {
         paths.push(format!("{}/sandstream/{id}", hierarchy.path().display()));
@@ -266,7 +282,8 @@ async fn create_and_kill_leave_nothing_behind() {
     let Some(f) = fixture_with(true) else { return };
     let state = f._dir.path().join("state");
     let state_dir = state.display().to_string();
-    let dirs = [(state.as_path(), 2), (Path::new("/run/sandstream"), 2), (Path::new("/run/runc"), 2)];
+    let runtime_state = runtime_state_root();
+    let dirs = [(state.as_path(), 2), (Path::new("/run/sandstream"), 2), (runtime_state.as_path(), 2)];
     // Sandboxes of users of this host that take no lock are set aside (`set_aside`).
     let take = |ours: &BTreeSet<String>| set_aside(&snapshot(&dirs), ours);
     let suffix = |id: &str| id.trim_start_matches("sb-").to_string();
@@ -417,7 +434,7 @@ async fn a_restarted_runtime_finds_running_sandboxes_and_removes_dead_ones() {
     struct Reaper(PathBuf, PathBuf, [String; 2]);
     impl Drop for Reaper {
         fn drop(&mut self) {
-            if let Ok(rt) = OciRuntime::new(OciConfig::new(self.0.clone(), self.1.clone())) {
+            if let Ok(rt) = OciRuntime::new(oci_config(self.0.clone(), self.1.clone())) {
                 for id in &self.2 {
                     let _ = rt.kill(id);
                 }
@@ -428,11 +445,12 @@ async fn a_restarted_runtime_finds_running_sandboxes_and_removes_dead_ones() {
     assert_eq!(exec(&alive, "echo before > /tmp/mark && echo ok").await.stdout, "ok\n", "/tmp is writable");
     // The owning process goes away (nothing is killed), and one container dies meanwhile.
     drop(f.runtime);
-    let out = std::process::Command::new("runc").args(["kill", &dead.id, "KILL"]).output().expect("runc kill");
+    let out =
+        std::process::Command::new(oci_runtime()).args(["kill", &dead.id, "KILL"]).output().expect("runtime kill");
     assert!(out.status.success(), "{out:?}");
     std::thread::sleep(Duration::from_millis(300));
 
-    let runtime = OciRuntime::new(OciConfig::new(state.clone(), agent)).expect("runtime");
+    let runtime = OciRuntime::new(oci_config(state.clone(), agent)).expect("runtime");
     let found = runtime.recover().expect("recover");
     let ids: Vec<&str> = found.iter().map(|s| s.id.as_str()).collect();
     assert_eq!(ids, [alive.id.as_str()], "only the running sandbox is found again");

@@ -81,6 +81,19 @@ fn is_mount_point(path: &Path) -> bool {
     info.lines().any(|l| l.split(' ').nth(4) == Some(&*p))
 }
 
+/// On a host with the hybrid cgroup layout (v1 hierarchies, v2 at
+/// /sys/fs/cgroup/unified), the controllers the v2 hierarchy still has, when any.
+fn hybrid_v2_controllers() -> Option<String> {
+    if nix::sys::statfs::statfs("/sys/fs/cgroup")
+        .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC)
+    {
+        return None;
+    }
+    let c = std::fs::read_to_string("/sys/fs/cgroup/unified/cgroup.controllers").ok()?;
+    let c = c.trim();
+    (!c.is_empty()).then(|| c.to_string())
+}
+
 impl OciRuntime {
     /// Checks the configuration and installs the host firewall rules for sandbox links.
     pub fn new(cfg: OciConfig) -> Result<OciRuntime> {
@@ -92,6 +105,14 @@ impl OciRuntime {
             .mode(0o700)
             .create(&cfg.state_dir)
             .map_err(|e| Error::io(format!("create state dir {}", cfg.state_dir.display()), e))?;
+        if cfg.runtime.file_name().is_some_and(|n| n == "crun")
+            && let Some(controllers) = hybrid_v2_controllers()
+        {
+            return Err(Error::InvalidSpec(format!(
+                "crun cannot run sandboxes on this host: its cgroup layout is hybrid (v1 and v2) and the v2 \
+                 hierarchy has controllers ({controllers}); scripts/cgroups.sh binds them to cgroup v1"
+            )));
+        }
         net::ensure_firewall()?;
         Ok(OciRuntime { cfg, slots: Mutex::new(HashMap::new()) })
     }

@@ -162,7 +162,7 @@ fn cgroups(dir: &Path, rel: &str, depth: usize, lines: &mut BTreeSet<String>) {
     }
 }
 
-/// Container plumbing (runc, containerd shims, docker-proxy), sandbox agents, and every
+/// Container plumbing (runc, crun, containerd shims, docker-proxy), sandbox agents, and every
 /// process in a Sandstream or Docker cgroup or naming a sandbox.
 fn processes() -> Vec<String> {
     let mut found = Vec::new();
@@ -176,7 +176,7 @@ fn processes() -> Vec<String> {
         let (Ok(comm), Ok(cmdline), Ok(cgroup)) = (read("comm"), read("cmdline"), read("cgroup")) else { continue };
         let comm = comm.trim();
         let cmdline = cmdline.replace('\0', " ");
-        let plumbing = ["runc", "containerd-shim", "docker-proxy"].iter().any(|p| comm.starts_with(p));
+        let plumbing = ["runc", "crun", "containerd-shim", "docker-proxy"].iter().any(|p| comm.starts_with(p));
         let sandboxed = cgroup.contains(":/sandstream/") || cgroup.contains(":/docker/");
         let agent = cmdline.starts_with("/.sandstream/agent");
         if plumbing || sandboxed || agent || !suffixes_in(&cmdline).is_empty() {
