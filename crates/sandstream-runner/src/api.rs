@@ -26,6 +26,14 @@ pub fn check_timeout_ms(ms: u64) -> Result<(), String> {
     Err(format!("timeoutMs must be between {} and {}, got {ms}", TIMEOUT_MS_RANGE.start(), TIMEOUT_MS_RANGE.end()))
 }
 
+/// Checks a process limit against [`PIDS_RANGE`].
+pub fn check_pids(pids: u32) -> Result<(), String> {
+    if PIDS_RANGE.contains(&pids) {
+        return Ok(());
+    }
+    Err(format!("pids must be between {} and {}, got {pids}", PIDS_RANGE.start(), PIDS_RANGE.end()))
+}
+
 /// Checks metadata against [`METADATA_LIMITS`].
 pub fn check_metadata(metadata: &BTreeMap<String, String>) -> Result<(), String> {
     let (entries, key, value) = METADATA_LIMITS;

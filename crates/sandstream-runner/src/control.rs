@@ -1,6 +1,5 @@
 //! The control API the server calls: create, get, list, kill sandboxes and set their time
-//! to live. Every call needs
-//! `Authorization: Bearer SECRET`.
+//! to live. Every call needs `Authorization: Bearer SECRET`.
 
 use std::sync::Arc;
 

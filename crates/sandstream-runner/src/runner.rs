@@ -15,7 +15,7 @@ use sandstream_runtime::{
     TemplateError, TemplateLease,
 };
 
-use crate::api::{CreateSandbox, DEFAULT_PIDS, PIDS_RANGE, RunnerSandbox, check_metadata, check_timeout_ms};
+use crate::api::{CreateSandbox, DEFAULT_PIDS, RunnerSandbox, check_metadata, check_pids, check_timeout_ms};
 use crate::config::{Backend, RunnerConfig};
 
 /// How long the warm pool waits, after a pooled sandbox is taken, before creating its
@@ -111,10 +111,27 @@ async fn reap_expired(runner: Arc<Runner>) {
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     loop {
         tick.tick().await;
+        // Killing blocks (runc, iptables); looking does not, and usually finds nothing.
+        let now = now_ms();
+        if runner.expired(now).is_empty() {
+            continue;
+        }
         let r = runner.clone();
-        if let Err(e) = tokio::task::spawn_blocking(move || r.kill_expired(now_ms())).await {
+        if let Err(e) = tokio::task::spawn_blocking(move || r.kill_expired(now)).await {
             tracing::warn!(error = %e, "time-to-live pass failed");
         }
+    }
+}
+
+/// A runtime's sandbox as this runner reports it (no time to live or metadata yet).
+fn listed(cfg: &RunnerConfig, sb: sandstream_runtime::Sandbox) -> RunnerSandbox {
+    RunnerSandbox {
+        id: sb.id,
+        host: cfg.advertise_host.clone(),
+        port: sb.published_port,
+        token: sb.token,
+        expires_at: None,
+        metadata: BTreeMap::new(),
     }
 }
 
@@ -140,7 +157,6 @@ impl Record {
     /// Written whole to a temporary file, then renamed: a crash leaves the old record or
     /// the new one.
     fn write(&self, dir: &Path, id: &str) -> std::io::Result<()> {
-        std::fs::create_dir_all(dir)?;
         let tmp = dir.join(format!(".{id}.json.tmp"));
         std::fs::write(&tmp, serde_json::to_vec(self).map_err(std::io::Error::other)?)?;
         std::fs::rename(&tmp, dir.join(format!("{id}.json")))
@@ -202,20 +218,14 @@ impl Runner {
         .context("build the default template")?;
         let found = runtime.recover().context("find sandboxes left by a previous run")?;
         let records_dir = cfg.state_dir.join("records");
+        std::fs::create_dir_all(&records_dir).with_context(|| format!("create {}", records_dir.display()))?;
         let mut records = Record::read_all(&records_dir);
         let sandboxes = found
             .into_iter()
             .map(|s| {
                 let record = records.remove(&s.id).unwrap_or_default();
-                let rs = RunnerSandbox {
-                    id: s.id.clone(),
-                    host: cfg.advertise_host.clone(),
-                    port: s.published_port,
-                    token: s.token,
-                    expires_at: record.expires_at,
-                    metadata: record.metadata,
-                };
-                (s.id, rs)
+                let rs = RunnerSandbox { expires_at: record.expires_at, metadata: record.metadata, ..listed(&cfg, s) };
+                (rs.id.clone(), rs)
             })
             .collect::<BTreeMap<_, _>>();
         // Records of sandboxes that did not survive.
@@ -274,13 +284,7 @@ impl Runner {
     /// can serve (default template, default limits, no env) takes a pooled sandbox.
     pub fn create(&self, req: &CreateSandbox) -> Result<RunnerSandbox, RunnerError> {
         let pids = req.pids.unwrap_or(DEFAULT_PIDS);
-        if !PIDS_RANGE.contains(&pids) {
-            return Err(RunnerError::BadRequest(format!(
-                "pids must be between {} and {}, got {pids}",
-                PIDS_RANGE.start(),
-                PIDS_RANGE.end()
-            )));
-        }
+        check_pids(pids).map_err(RunnerError::BadRequest)?;
         if let Some(ms) = req.timeout_ms {
             check_timeout_ms(ms).map_err(RunnerError::BadRequest)?;
         }
@@ -344,11 +348,15 @@ impl Runner {
         Ok(updated)
     }
 
+    /// The sandboxes whose time to live ended by `now`.
+    fn expired(&self, now: i64) -> Vec<String> {
+        self.lock().values().filter(|rs| rs.expires_at.is_some_and(|t| t <= now)).map(|rs| rs.id.clone()).collect()
+    }
+
     /// Kills every sandbox whose time to live ended by `now` (milliseconds since the
     /// epoch); returns their ids. Blocking.
     pub fn kill_expired(&self, now: i64) -> Vec<String> {
-        let expired: Vec<String> =
-            self.lock().values().filter(|rs| rs.expires_at.is_some_and(|t| t <= now)).map(|rs| rs.id.clone()).collect();
+        let expired = self.expired(now);
         for id in &expired {
             tracing::info!(sandbox_id = %id, "sandbox reached its time to live; killing it");
             if let Err(e) = self.kill(id) {
@@ -363,14 +371,7 @@ impl Runner {
             sandstream_runtime::Error::InvalidSpec(m) => RunnerError::BadRequest(m),
             e => RunnerError::Runtime(e.to_string()),
         })?;
-        Ok(RunnerSandbox {
-            id: sb.id,
-            host: self.cfg.advertise_host.clone(),
-            port: sb.published_port,
-            token: sb.token,
-            expires_at: None,
-            metadata: BTreeMap::new(),
-        })
+        Ok(listed(&self.cfg, sb))
     }
 
     /// Keeps `warm_pool` ready sandboxes while capacity allows. Blocking: runs on a

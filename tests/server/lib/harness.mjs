@@ -309,6 +309,12 @@ export function runnerControl(server) {
   return { url, secret, call };
 }
 
+/** The ids of the runc containers (not stopped) whose bundle lies in this server's data dir, sorted. */
+export function runningContainers(server) {
+  const list = JSON.parse(execFileSync('runc', ['list', '--format', 'json'], { encoding: 'utf8' }) || '[]') ?? [];
+  return list.filter((c) => c.bundle?.startsWith(server.dataDir + path.sep) && c.status !== 'stopped').map((c) => c.id).sort();
+}
+
 /**
  * Last resort, for server bugs that leave sandboxes running after DELETE: kills the
  * runc containers whose bundle lies in this server's data dir through this server's
@@ -316,14 +322,12 @@ export function runnerControl(server) {
  * Only `onlyIds` when given. Returns the ids it had to kill.
  */
 export async function killLeftovers(server, onlyIds) {
-  let list;
+  let mine;
   try {
-    list = JSON.parse(execFileSync('runc', ['list', '--format', 'json'], { encoding: 'utf8' }) || '[]') ?? [];
+    mine = runningContainers(server).filter((id) => !onlyIds || onlyIds.includes(id));
   } catch {
     return [];
   }
-  const mine = list.filter((c) => c.bundle?.startsWith(server.dataDir + path.sep) && c.status !== 'stopped').map((c) => c.id)
-    .filter((id) => !onlyIds || onlyIds.includes(id));
   if (mine.length === 0 || server.child.exitCode !== null || server.child.signalCode !== null) return mine;
   const runner = runnerControl(server);
   for (const id of mine) {

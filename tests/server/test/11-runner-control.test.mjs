@@ -4,11 +4,10 @@
 // server's timeout changes reach the runner.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import {
-  startServer, runnerControl, agentExecute, api, cleanupSandboxes, killLeftovers, tmpRoot, newKey, until, sleep, SB_ID,
+  startServer, runnerControl, runningContainers, agentExecute, api, cleanupSandboxes, killLeftovers, tmpRoot, newKey, until, sleep, SB_ID,
 } from '../lib/harness.mjs';
 
 const root = tmpRoot();
@@ -24,11 +23,7 @@ after(async () => {
 
 const DEFAULT = { template: 'default', cpuMillis: 1000, memoryMb: 256 };
 
-/** The ids of this server's runc containers that are not stopped. */
-function containers() {
-  const list = JSON.parse(execFileSync('runc', ['list', '--format', 'json'], { encoding: 'utf8' }) || '[]') ?? [];
-  return list.filter((c) => c.bundle?.startsWith(server.dataDir + path.sep) && c.status !== 'stopped').map((c) => c.id).sort();
-}
+const containers = () => runningContainers(server);
 
 /** A sandbox cgroup's pids.max (cgroup v2 or v1). */
 function pidsMax(id) {

@@ -101,7 +101,7 @@ pub(crate) async fn create_sandbox(state: &AppState, p: &Principal, body: Create
         // The runner kills it at the same time as the monitor here would, also while
         // this server is down or cannot reach it.
         timeout_ms: Some(timeout_ms),
-        metadata: metadata.clone(),
+        metadata,
     };
     let created = state.registry.create(&runner, &req).await?;
     let now = now_ms();
@@ -113,7 +113,7 @@ pub(crate) async fn create_sandbox(state: &AppState, p: &Principal, body: Create
         cpu_millis: req.cpu_millis,
         memory_mb,
         envs: serde_json::to_string(&req.envs).unwrap_or_default(),
-        metadata: serde_json::to_string(&metadata).unwrap_or_default(),
+        metadata: serde_json::to_string(&req.metadata).unwrap_or_default(),
         state: "running".into(),
         host: created.host,
         port: created.port,
