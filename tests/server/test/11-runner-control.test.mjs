@@ -125,7 +125,8 @@ test('the runner kills a sandbox at the end of its time to live, after an extens
   });
   const gone = Date.now();
   assert.ok(gone >= ext.body.expiresAt, `killed at ${gone}, before its deadline ${ext.body.expiresAt}`);
-  assert.ok(!containers().includes(sb.id), 'the container still runs');
+  // The runner unlists a sandbox before its container is gone: wait for that too.
+  await until(() => !containers().includes(sb.id), { timeoutMs: 10_000, intervalMs: 100, what: 'the expired container removed' });
   assert.ok(!existsSync(recordPath(sb.id)), 'its record is left');
   await assert.rejects(agentExecute(sb, 'true'));
   assert.match(readFileSync(server.logPath, 'utf8'), new RegExp(`sandbox reached its time to live; killing it sandbox_id=${sb.id}`));
@@ -151,7 +152,7 @@ test("a sandbox's time to live survives a runner restart", async () => {
     timeoutMs: 25_000, intervalMs: 100, what: 'the expired sandbox removed after the restart',
   });
   assert.ok(Date.now() >= sb.expiresAt);
-  assert.ok(!containers().includes(sb.id));
+  await until(() => !containers().includes(sb.id), { timeoutMs: 10_000, intervalMs: 100, what: 'the expired container removed' });
   const log = readFileSync(server.logPath, 'utf8');
   assert.match(log, new RegExp(`sandbox reached its time to live; killing it sandbox_id=${sb.id}`));
 });
