@@ -6,9 +6,12 @@ use std::path::PathBuf;
 use prost::Message;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let proto_root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+    // Read at run time, not baked in with env!(): a build script compiled for one
+    // checkout may be run for another that shares the target directory.
+    let proto_root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("../../proto");
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
-    println!("cargo:rerun-if-changed={}", proto_root.display());
+    // Relative to the package, so the path stays right wherever the checkout is.
+    println!("cargo:rerun-if-changed=../../proto");
 
     let agent = protox::compile(["sandstream/agent/v1/agent.proto"], [&proto_root])?;
     std::fs::write(out_dir.join("agent_descriptor.bin"), agent.encode_to_vec())?;
