@@ -14,6 +14,9 @@ PACKAGES=(
   mmdebstrap       # builds the default sandbox template from the host's apt sources
   chromium         # the web playground's browser tests (driven by playwright-core)
   docker.io        # the `docker` backend (scripts/docker.sh starts dockerd)
+  qemu-system-x86  # the cgroup v2 virtual machine the oci tests also run in (scripts/cgroup2-vm.sh)
+  kmod             # depmod for that machine's kernel, modprobe inside it
+  cpio             # its initramfs
 )
 # Node runs the SDK, the web build and the JavaScript test suites; any Node >= 18 works.
 command -v node >/dev/null || PACKAGES+=(nodejs npm)

@@ -2,7 +2,8 @@
 # The whole test suite, from a fresh machine: installs what it needs, builds the static
 # agent, runs every Rust test, then the JavaScript suites against a real `sandstream up`
 # (server end to end, TypeScript SDK under the machine's Node and under Node 18, web
-# playground in headless Chromium); the oci backend's tests run on runc, then on crun.
+# playground in headless Chromium); the oci backend's tests run on runc, then on crun,
+# then on runc in a cgroup v2 virtual machine (scripts/cgroup2-vm.sh).
 # Tests that need root (namespaces, runc, iptables) run as root. Browser screenshots
 # are kept in web/test-results/screenshots.
 source "$(dirname "$0")/lib.sh"
@@ -35,6 +36,13 @@ log "running the Rust tests"
 cargo nextest run --workspace --locked --no-fail-fast "$@" || status=$?
 log "running the oci backend's tests again on crun"
 SANDSTREAM_OCI_RUNTIME=crun cargo nextest run --locked --no-fail-fast -p sandstream-runtime --test oci "$@" || status=$?
+# This host is cgroup v1; the same tests run once more (on runc) in a virtual machine
+# whose kernel has only cgroup v2.
+log "running the oci backend's tests on cgroup v2, in a virtual machine"
+oci_tests="$(cargo test --locked --no-run --message-format=json -p sandstream-runtime --test oci 2>/dev/null |
+  python3 -c 'import json, sys; print(*[m["executable"] for m in map(json.loads, sys.stdin) if m.get("executable")])')"
+"$ROOT/scripts/cgroup2-vm.sh" CI=true SANDSTREAM_STATIC_AGENT="$SANDSTREAM_STATIC_AGENT" \
+  SANDSTREAM_CACHE_DIR="$SANDSTREAM_CACHE_DIR" "$oci_tests" || status=$?
 cargo build --locked -p sandstream
 "$ROOT/scripts/build-web.sh"
 for suite in tests/server sdk/typescript web; do

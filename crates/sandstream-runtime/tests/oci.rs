@@ -235,8 +235,10 @@ async fn memory_and_process_limits_hold_and_the_sandbox_survives() {
     // ran into its timeout; both mean it was contained and ended.
     let contained = bomb.exit_code == 124 || (bomb.exit_code == 2 && bomb.stderr.contains("fork"));
     assert!(contained, "the fork bomb is contained and ends: {bomb:?}");
-    let pids =
-        std::fs::read_to_string(format!("/sys/fs/cgroup/pids/sandstream/{}/pids.max", sb.id)).expect("pids cgroup");
+    // cgroup v2 has one hierarchy; v1 one per controller.
+    let v2 = format!("/sys/fs/cgroup/sandstream/{}/pids.max", sb.id);
+    let v1 = format!("/sys/fs/cgroup/pids/sandstream/{}/pids.max", sb.id);
+    let pids = std::fs::read_to_string(if Path::new(&v2).exists() { v2 } else { v1 }).expect("pids cgroup");
     assert_eq!(pids.trim(), "48");
     assert_eq!(exec(&sb, "echo alive").await.stdout, "alive\n", "the sandbox still works after the bomb");
     f.runtime.kill(&sb.id).expect("kill");
@@ -259,6 +261,8 @@ fn traces_of(id: &str, state_dir: &str) -> Vec<String> {
         format!("/sys/class/net/vs{suffix}"),
         runtime_state_root().join(id).display().to_string(),
     ];
+    // cgroup v2's one hierarchy, and each of v1's.
+    paths.push(format!("/sys/fs/cgroup/sandstream/{id}"));
     for hierarchy in std::fs::read_dir("/sys/fs/cgroup").expect("cgroup root").flatten() {
         paths.push(format!("{}/sandstream/{id}", hierarchy.path().display()));
     }
