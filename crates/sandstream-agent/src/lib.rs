@@ -36,6 +36,8 @@ pub fn main(args: AgentArgs) -> std::process::ExitCode {
     }
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        // A closed stderr must not panic the thread that logs (say, mid-create).
+        .log_internal_errors(false)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("SANDSTREAM_LOG")

@@ -38,6 +38,9 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+#[macro_use]
+#[path = "../../sandstream-runtime/benches/common/say.rs"]
+mod say;
 #[path = "../../sandstream-runtime/tests/support/mod.rs"]
 mod support;
 
@@ -61,13 +64,13 @@ fn load_average() -> String {
 /// Prints min, p50, p90, p99 and max of `v` in ms under `name`; returns the p50.
 fn report(name: &str, v: &[Duration]) -> Option<f64> {
     if v.is_empty() {
-        println!("{name:<46} n=0");
+        say!("{name:<46} n=0");
         return None;
     }
     let mut v = v.to_vec();
     v.sort();
     let at = |p: f64| v[((v.len() as f64 - 1.0) * p).round() as usize].as_secs_f64() * 1e3;
-    println!(
+    say!(
         "{name:<46} n={:<4} min={:.1}  p50={:.1}  p90={:.1}  p99={:.1}  max={:.1} ms",
         v.len(),
         at(0.0),
@@ -147,7 +150,7 @@ impl Drop for BenchRunner {
         self.runner.drain_pool();
         for sb in self.runner.list() {
             if let Err(e) = self.runner.kill(&sb.id) {
-                eprintln!("could not remove sandbox {}: {e}", sb.id);
+                say_err!("could not remove sandbox {}: {e}", sb.id);
             }
         }
     }
@@ -188,7 +191,7 @@ async fn warm(bench: &BenchRunner, label: &str, n: usize, pool: u32, pause: Dura
         assert!(t.elapsed() < Duration::from_secs(120), "the warm pool did not fill within 120 s");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    println!("warm pool of {pool} full after {:.1} s", t.elapsed().as_secs_f64());
+    say!("warm pool of {pool} full after {:.1} s", t.elapsed().as_secs_f64());
     let (mut all, mut taken, mut found_empty, mut not_taken) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     // How many pooled sandboxes each create found.
     let mut seen: BTreeMap<usize, usize> = BTreeMap::new();
@@ -211,9 +214,9 @@ async fn warm(bench: &BenchRunner, label: &str, n: usize, pool: u32, pause: Dura
     if !not_taken.is_empty() {
         report("  pool not empty, yet its count did not drop", &not_taken);
     }
-    println!("  {} of {n} creates found the pool empty", found_empty.len());
+    say!("  {} of {n} creates found the pool empty", found_empty.len());
     let seen: Vec<String> = seen.iter().rev().map(|(size, count)| format!("{size}: {count}x")).collect();
-    println!("  pooled sandboxes when each create came: {}", seen.join(", "));
+    say!("  pooled sandboxes when each create came: {}", seen.join(", "));
     p50
 }
 
@@ -243,7 +246,7 @@ fn docker_run(image: &str) -> Result<Duration, String> {
 /// `docker run --rm IMAGE true` on an image of `template`. Returns its p50.
 fn docker(template: &Path, n: usize, pause: Duration) -> Option<f64> {
     if !docker_answers() {
-        println!("docker: no daemon answers `docker info`; start one (./scripts/docker.sh) to compare");
+        say!("docker: no daemon answers `docker info`; start one (./scripts/docker.sh) to compare");
         return None;
     }
     let image = DockerImage(format!("sandstream-bench-runner-default-{}", std::process::id()));
@@ -255,9 +258,9 @@ fn docker(template: &Path, n: usize, pause: Duration) -> Option<f64> {
         .status()
         .expect("run bash");
     assert!(imported.success(), "docker import of {}: {imported}", template.display());
-    println!("docker: imported {} as {} in {:.1} s", template.display(), image.0, t.elapsed().as_secs_f64());
+    say!("docker: imported {} as {} in {:.1} s", template.display(), image.0, t.elapsed().as_secs_f64());
     if let Err(e) = docker_run(&image.0) {
-        println!("docker: `docker run --rm {} true` failed: {e}", image.0);
+        say!("docker: `docker run --rm {} true` failed: {e}", image.0);
         return None;
     }
     let mut runs = Vec::with_capacity(n);
@@ -272,6 +275,8 @@ fn docker(template: &Path, n: usize, pause: Duration) -> Option<f64> {
 async fn main() {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        // A closed stderr must not panic the thread that logs (say, mid-create).
+        .log_internal_errors(false)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
@@ -295,11 +300,11 @@ async fn main() {
         .or_else(sandstream_runner::default_advertise_host)
         .expect("this host has no non-loopback IPv4 address; set SANDSTREAM_ADVERTISE_HOST");
 
-    eprintln!("waiting for the host-wide sandbox tests' lock (exclusive)");
+    say_err!("waiting for the host-wide sandbox tests' lock (exclusive)");
     let _lock = support::lock::sandbox_tests_lock(true);
     let state = tempfile::tempdir().expect("temp dir");
     let setup = Setup { state: state.path().to_path_buf(), cache_dir, agent, advertise_host };
-    println!(
+    say!(
         "n={n} per part, {} ms between creates, agent at {}:port; load average {}",
         pause.as_millis(),
         setup.advertise_host,
@@ -313,23 +318,23 @@ async fn main() {
         let cold_runner = tokio::task::block_in_place(|| BenchRunner::new(&setup, "cold", rt, 0));
         p50s.push((format!("cold ({rt})"), cold(&cold_runner, rt, n, pause).await));
         tokio::task::block_in_place(|| drop(cold_runner));
-        println!("  load average {}", load_average());
+        say!("  load average {}", load_average());
         let warm_runner = tokio::task::block_in_place(|| BenchRunner::new(&setup, "warm", rt, pool));
         p50s.push((format!("warm ({rt})"), warm(&warm_runner, rt, n, pool, pause).await));
         // The directory the runner creates its default-template sandboxes, pooled or not, from.
         template = Some(warm_runner.runner.default_template().to_path_buf());
         tokio::task::block_in_place(|| drop(warm_runner));
-        println!("  load average {}", load_average());
+        say!("  load average {}", load_average());
     }
     let template = template.expect("at least one OCI runtime");
     let docker_p50 = tokio::task::block_in_place(|| docker(&template, n, pause));
-    println!("  load average {}", load_average());
+    say!("  load average {}", load_average());
 
-    println!("targets (issue 6): cold p50 <= 60 ms, warm p50 <= 10 ms, >= 10x faster than docker run");
+    say!("targets (issue 6): cold p50 <= 60 ms, warm p50 <= 10 ms, >= 10x faster than docker run");
     if let Some(d) = docker_p50 {
         for (name, p50) in &p50s {
             if let Some(p) = p50 {
-                println!("docker run p50 / {name} p50 = {:.1}x", d / p);
+                say!("docker run p50 / {name} p50 = {:.1}x", d / p);
             }
         }
     }

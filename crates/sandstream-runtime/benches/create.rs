@@ -19,6 +19,9 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+#[macro_use]
+#[path = "common/say.rs"]
+mod say;
 #[path = "common/phases.rs"]
 mod phases;
 #[path = "../tests/support/mod.rs"]
@@ -29,7 +32,7 @@ use sandstream_runtime::{DockerConfig, DockerRuntime, Egress, Limits, OciConfig,
 fn report(name: &str, mut v: Vec<Duration>) {
     v.sort();
     let at = |p: f64| v[((v.len() as f64 - 1.0) * p).round() as usize].as_secs_f64() * 1e3;
-    println!("{name:<48} n={:<4} p50={:.1} ms  p90={:.1} ms  p99={:.1} ms", v.len(), at(0.5), at(0.9), at(0.99));
+    say!("{name:<48} n={:<4} p50={:.1} ms  p90={:.1} ms  p99={:.1} ms", v.len(), at(0.5), at(0.9), at(0.99));
 }
 
 fn docker_ok() -> bool {
@@ -77,7 +80,7 @@ async fn main() {
         report("docker run --rm IMAGE true (same template)", runs);
         let _ = std::process::Command::new("docker").args(["rmi", "-f", "sandstream-bench-busybox"]).output();
     } else {
-        println!("docker: no daemon answers `docker info`; start dockerd to compare");
+        say!("docker: no daemon answers `docker info`; start dockerd to compare");
     }
 }
 
@@ -119,7 +122,7 @@ async fn docker_backend(n: usize, dir: &std::path::Path, agent: PathBuf, spec: S
     // The first create imports the template; that is timed on its own.
     let t = Instant::now();
     let sb = tokio::task::block_in_place(|| runtime.create(&spec)).expect("create");
-    println!("docker backend: first create (template import included): {:.1} ms", t.elapsed().as_secs_f64() * 1e3);
+    say!("docker backend: first create (template import included): {:.1} ms", t.elapsed().as_secs_f64() * 1e3);
     tokio::task::block_in_place(|| runtime.kill(&sb.id)).expect("kill");
 
     create_kill_cycles(&runtime, &spec, n, "docker backend").await;

@@ -30,6 +30,9 @@ use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+#[macro_use]
+#[path = "common/say.rs"]
+mod say;
 #[path = "common/phases.rs"]
 mod phases;
 #[path = "../tests/support/mod.rs"]
@@ -75,10 +78,10 @@ fn pct(v: &[Duration], p: f64) -> Duration {
 
 fn report(name: &str, v: &[Duration]) {
     if v.is_empty() {
-        println!("{name:<56} no samples");
+        say!("{name:<56} no samples");
         return;
     }
-    println!(
+    say!(
         "{name:<56} n={:<4} p50={:.1} ms  p90={:.1} ms  p99={:.1} ms  max={:.1} ms",
         v.len(),
         ms(pct(v, 0.5)),
@@ -148,7 +151,7 @@ fn meminfo_settled() -> BTreeMap<String, f64> {
 /// process numbers below are the sandboxes' own.
 fn print_meminfo_delta(what: &str, before: &BTreeMap<String, f64>, after: &BTreeMap<String, f64>, n: usize) {
     let grew = |k: &str| (after.get(k).copied().unwrap_or(0.0) - before.get(k).copied().unwrap_or(0.0)) / n as f64;
-    println!(
+    say!(
         "{what}: MemAvailable fell by {} each ({} in all); AnonPages {:+.2}, Slab {:+.2} (unreclaimable {:+.2}), PageTables {:+.2}, KernelStack {:+.2}, Percpu {:+.2} MiB each",
         mib(-grew("MemAvailable")),
         mib(-grew("MemAvailable") * n as f64),
@@ -240,11 +243,11 @@ fn print_container_memory(what: &str, cgroup_paths: &[String]) {
         threads += t;
     }
     if found == 0 {
-        println!("{what}: no memory cgroups found");
+        say!("{what}: no memory cgroups found");
         return;
     }
     let each = |v: f64| mib(v / found as f64);
-    println!(
+    say!(
         "{what}: memory cgroup usage {} each (anon {}, page cache {}, kernel {}); {:.1} processes and {:.1} threads each, RSS {} PSS {} each ({found} cgroups)",
         each(usage),
         each(anon),
@@ -262,12 +265,12 @@ fn print_idle_cpu(what: &str, cgroup_paths: &[String], window: Duration) {
     let sum = || cgroup_paths.iter().map(|p| cgroup_cpu_ns(p)).sum::<f64>();
     let before = sum();
     if before == 0.0 {
-        println!("{what}: no CPU accounting found for their cgroups");
+        say!("{what}: no CPU accounting found for their cgroups");
         return;
     }
     std::thread::sleep(window);
     let used = sum() - before;
-    println!(
+    say!(
         "{what}: idle CPU of all {} together over {:.0} s: {:.2} % of one core",
         cgroup_paths.len(),
         window.as_secs_f64(),
@@ -303,7 +306,7 @@ impl OciFleet {
         let fleet = OciFleet { runtime: OciRuntime::new(OciConfig::new(STATE_DIR.into(), agent)).expect("runtime") };
         let left = fleet.runtime.recover().expect("recover");
         if !left.is_empty() {
-            println!("removing {} sandboxes a previous run left", left.len());
+            say!("removing {} sandboxes a previous run left", left.len());
         }
         fleet.kill_all();
         fleet
@@ -314,7 +317,7 @@ impl OciFleet {
         for id in self.runtime.list().unwrap_or_default() {
             let t = Instant::now();
             if let Err(e) = self.runtime.kill(&id) {
-                eprintln!("kill {id}: {e}");
+                say_err!("kill {id}: {e}");
             }
             kills.push(t.elapsed());
         }
@@ -326,7 +329,7 @@ impl Drop for OciFleet {
     fn drop(&mut self) {
         let n = self.kill_all().len();
         if n > 0 {
-            eprintln!("cleanup: killed {n} sandboxes");
+            say_err!("cleanup: killed {n} sandboxes");
         }
     }
 }
@@ -408,7 +411,7 @@ async fn execute_latency(label: &str, pool: &[Sandbox], samples: usize) {
 async fn main() {
     let Some(agent) = support::static_agent() else { return };
     if !nix::unistd::Uid::effective().is_root() {
-        eprintln!("skipped: the density benchmark needs root");
+        say_err!("skipped: the density benchmark needs root");
         return;
     }
     // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
@@ -431,7 +434,7 @@ async fn main() {
         Some(t) if std::env::var("SANDSTREAM_DENSITY_TEMPLATE").as_deref() != Ok("busybox") => t,
         _ => support::busybox_template(dir.path()),
     };
-    println!(
+    say!(
         "density: {n} sandboxes, template {}, {} CPUs, load average {}",
         template.display(),
         std::thread::available_parallelism().map_or(0, |n| n.get()),
@@ -445,13 +448,13 @@ async fn main() {
         return;
     }
     if docker_n == 0 {
-        println!("docker: skipped (SANDSTREAM_DENSITY_DOCKER_N=0)");
+        say!("docker: skipped (SANDSTREAM_DENSITY_DOCKER_N=0)");
     } else if docker_ok() {
         docker_density(&agent, &template, docker_n);
     } else {
-        println!("docker: no daemon answers `docker info`; ./scripts/docker.sh starts one");
+        say!("docker: no daemon answers `docker info`; ./scripts/docker.sh starts one");
     }
-    println!("load average at the end: {}", load_average());
+    say!("load average at the end: {}", load_average());
 }
 
 async fn oci_density(agent: &Path, spec: &SandboxSpec, n: usize) {
@@ -484,7 +487,7 @@ async fn oci_density(agent: &Path, spec: &SandboxSpec, n: usize) {
         creates.push(t.elapsed());
         window.push(t.elapsed());
         if sandboxes.len() % 100 == 0 || sandboxes.len() == n {
-            println!(
+            say!(
                 "  {:>4} running: the last {} creates p50 {:.1} ms p99 {:.1} ms; load average {}",
                 sandboxes.len(),
                 window.len(),
@@ -499,7 +502,7 @@ async fn oci_density(agent: &Path, spec: &SandboxSpec, n: usize) {
     if stopping() {
         return;
     }
-    println!("created {} more in {:.1} s", creates.len(), started.elapsed().as_secs_f64());
+    say!("created {} more in {:.1} s", creates.len(), started.elapsed().as_secs_f64());
     report(&format!("create -> agent accepting, sandboxes 2..{n}"), &creates);
 
     let ids: Vec<String> = sandboxes.iter().map(|s| format!("sandstream/{}", s.id)).collect();
@@ -523,7 +526,7 @@ async fn oci_density(agent: &Path, spec: &SandboxSpec, n: usize) {
     });
     report(&format!("kill, {n} sandboxes one after another"), &kills);
     phases::report();
-    println!("kill all: {:.1} s", kills.iter().sum::<Duration>().as_secs_f64());
+    say!("kill all: {:.1} s", kills.iter().sum::<Duration>().as_secs_f64());
 }
 
 /// `m` idle containers of the same template running the same agent as PID 1 (with the
@@ -538,7 +541,7 @@ fn docker_density(agent: &Path, template: &Path, m: usize) {
         .status()
         .expect("docker import");
     assert!(import.success(), "docker import failed");
-    println!("docker: template imported in {:.1} s", t.elapsed().as_secs_f64());
+    say!("docker: template imported in {:.1} s", t.elapsed().as_secs_f64());
     let run = |name: &str| {
         let token = format!("density-{name}-token-0123456789");
         let out = Command::new("docker")
@@ -575,7 +578,7 @@ fn docker_density(agent: &Path, template: &Path, m: usize) {
     let after = meminfo_settled();
     print_meminfo_delta(&format!("host, {m} idle docker containers"), &before, &after, m);
     let shims_after = shims();
-    println!(
+    say!(
         "docker: containerd shims: {} more processes, RSS +{} PSS +{} per container",
         shims_after.0.saturating_sub(shims_before.0),
         mib((shims_after.1 - shims_before.1) / m as f64),

@@ -21,7 +21,7 @@ pub fn report() {
                 format!("{}={:.1}", name.trim_end_matches("_ms"), v[v.len() / 2])
             })
             .collect();
-        println!("  {message}, p50 of each (ms): {}", line.join("  "));
+        say!("  {message}, p50 of each (ms): {}", line.join("  "));
     }
 }
 
