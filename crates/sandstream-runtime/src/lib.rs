@@ -11,6 +11,7 @@ mod oci;
 mod sandbox;
 mod template;
 mod types;
+mod undo;
 
 pub use docker::{DockerConfig, DockerRuntime};
 pub use error::{Error, Result};

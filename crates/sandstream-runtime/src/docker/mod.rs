@@ -41,6 +41,7 @@ use bollard::query_parameters::{
 use crate::error::{Error, Result};
 use crate::sandbox::{random_hex, suffix_of, write_token};
 use crate::types::{Cidr, Runtime, Sandbox, SandboxSpec};
+use crate::undo::Undo;
 
 pub(crate) use crate::sandbox::{AGENT_PATH, AGENT_PORT, CA_BUNDLE_PATH, TOKEN_PATH, USER_ID, WORKDIR};
 /// On every sandbox container.
@@ -549,15 +550,14 @@ impl Runtime for DockerRuntime {
         spec.validate()?;
         let suffix = random_hex(5)?;
         let id = format!("sb-{suffix}");
+        let undo = Undo::new(|| self.destroy(&id));
         let r = self.create_inner(&id, &suffix, spec);
         match &r {
             Ok(s) => {
+                undo.keep();
                 tracing::info!(sandbox_id = %id, agent = %s.agent_addr, port = s.published_port, "sandbox created")
             }
-            Err(e) => {
-                tracing::warn!(sandbox_id = %id, error = %e, "sandbox creation failed; cleaning up");
-                self.destroy(&id);
-            }
+            Err(e) => tracing::warn!(sandbox_id = %id, error = %e, "sandbox creation failed; cleaning up"),
         }
         r
     }

@@ -33,6 +33,7 @@ use crate::host::{run, run_quiet};
 use crate::net;
 use crate::sandbox::{random_hex, suffix_of, write_token};
 use crate::types::{Runtime, Sandbox, SandboxSpec};
+use crate::undo::Undo;
 
 /// How the `oci` backend is set up.
 #[derive(Debug, Clone)]
@@ -389,13 +390,14 @@ impl Runtime for OciRuntime {
         let suffix = random_hex(5)?;
         let id = format!("sb-{suffix}");
         let slot = self.alloc_slot(&id)?;
+        let undo = Undo::new(|| self.destroy(&id));
         let r = self.create_inner(&id, &suffix, slot, spec);
         match &r {
-            Ok(s) => tracing::info!(sandbox_id = %id, agent = %s.agent_addr, "sandbox created"),
-            Err(e) => {
-                tracing::warn!(sandbox_id = %id, error = %e, "sandbox creation failed; cleaning up");
-                self.destroy(&id);
+            Ok(s) => {
+                undo.keep();
+                tracing::info!(sandbox_id = %id, agent = %s.agent_addr, "sandbox created")
             }
+            Err(e) => tracing::warn!(sandbox_id = %id, error = %e, "sandbox creation failed; cleaning up"),
         }
         r
     }
