@@ -344,13 +344,22 @@ fn spawn_shell_with_fork(cfg: &ExecConfig, script: &str, cwd: &Path, env: &[(Str
     // Always a pipe, closed at once when there is nothing to send: the command reads
     // end-of-file just as from /dev/null, which a bare rootfs may not have.
     cmd.stdin(Stdio::piped());
-    if let Some((uid, gid)) = cfg.run_as {
-        cmd.uid(uid).gid(gid);
-    }
-    // SAFETY: in the forked child, before exec; the function makes system calls only.
+    let run_as = cfg.run_as;
+    let cwd_c = std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(cwd.as_os_str()))
+        .map_err(|e| spawn_error(std::io::Error::new(std::io::ErrorKind::InvalidInput, e)))?;
+    // SAFETY: in the forked child, before exec; system calls only.
     unsafe {
-        cmd.pre_exec(|| {
+        cmd.pre_exec(move || {
             crate::spawn::default_all_signals();
+            // While still root: once the user, /proc/self is no longer its to write.
+            crate::spawn::raise_oom_score();
+            if let Some((uid, gid)) = run_as {
+                crate::spawn::become_user(uid, gid)?;
+                // The standard library entered `cwd` as root; the user must be able to.
+                if nix::libc::chdir(cwd_c.as_ptr()) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
             Ok(())
         });
     }

@@ -306,6 +306,40 @@ fn above_stdio(fd: OwnedFd) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(moved) })
 }
 
+/// OOM score adjustment of every process the agent starts: when a sandbox reaches its
+/// memory limit the kernel kills user code, not the agent (PID 1, whose death would end
+/// the sandbox and cut every client off). Raising a score needs no privilege, unlike
+/// lowering the agent's, which some hosts do not allow (no CAP_SYS_RESOURCE).
+pub(crate) const USER_OOM_SCORE_ADJ: &std::ffi::CStr = c"500";
+
+/// Sets the calling process's OOM score adjustment to [`USER_OOM_SCORE_ADJ`]. Best
+/// effort (a host without /proc): raw system calls only, safe between fork or vfork
+/// and exec.
+pub(crate) fn raise_oom_score() {
+    let value = USER_OOM_SCORE_ADJ.to_bytes();
+    // SAFETY: open, write and close on a static path and buffer.
+    unsafe {
+        let fd = libc::open(c"/proc/self/oom_score_adj".as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+        if fd >= 0 {
+            libc::write(fd, value.as_ptr().cast(), value.len());
+            libc::close(fd);
+        }
+    }
+}
+
+/// Gives up root for `uid`:`gid`, with no supplementary groups (as `Command::uid`
+/// leaves a process started by root). Raw system calls: glibc's wrappers would act on
+/// all of the agent's threads (with vfork, the child shares them).
+pub(crate) fn become_user(uid: libc::uid_t, gid: libc::gid_t) -> io::Result<()> {
+    // SAFETY: system calls with plain integer arguments and a null list.
+    let failed = unsafe {
+        libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>()) != 0
+            || libc::syscall(libc::SYS_setgid, gid) != 0
+            || libc::syscall(libc::SYS_setuid, uid) != 0
+    };
+    if failed { Err(io::Error::last_os_error()) } else { Ok(()) }
+}
+
 /// The child, on its own stack in the agent's memory, until `execve`.
 extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
     // SAFETY: `arg` is the parent's `ChildPlan`, alive until this exec's or exits (the
@@ -329,15 +363,11 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
         if libc::setpgid(0, 0) != 0 {
             return fail(errno());
         }
-        if let Some((uid, gid)) = plan.run_as {
-            // Raw system calls: glibc's wrappers would act on all of the agent's threads.
-            // No supplementary groups, as `Command::uid` leaves a process started by root.
-            if libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>()) != 0
-                || libc::syscall(libc::SYS_setgid, gid) != 0
-                || libc::syscall(libc::SYS_setuid, uid) != 0
-            {
-                return fail(errno());
-            }
+        raise_oom_score();
+        if let Some((uid, gid)) = plan.run_as
+            && become_user(uid, gid).is_err()
+        {
+            return fail(errno());
         }
         if libc::chdir(plan.cwd) != 0 {
             return fail(errno());

@@ -154,11 +154,16 @@ async fn shells_start_clean(env: &[(&str, &str)]) {
     for dir in [agent.dir.path().to_path_buf(), agent.workdir()] {
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
     }
+    // Out of memory, the kernel kills the shells before the agent.
+    let agent_oom = format!("/proc/{}/oom_score_adj", agent.pid());
     let mut client = agent.client().await;
     let script = "id -u; id -g; awk '/^Groups:/ { print \"groups\", NF - 1 } /^Sig(Blk|Ign):/' /proc/self/status; \
-                  read -r _ _ _ _ pgrp _ < /proc/$$/stat; [ \"$pgrp\" = $$ ] && echo own-group; pwd";
+                  read -r _ _ _ _ pgrp _ < /proc/$$/stat; [ \"$pgrp\" = $$ ] && echo own-group; \
+                  echo oom $(cat /proc/self/oom_score_adj); pwd";
     let expected = |cwd: &str| {
-        format!("65534\n65534\ngroups 0\nSigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\nown-group\n{cwd}\n")
+        format!(
+            "65534\n65534\ngroups 0\nSigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\nown-group\noom 500\n{cwd}\n"
+        )
     };
     let mut cold = bytes_request(script);
     cold.cwd = "/".into();
@@ -171,6 +176,7 @@ async fn shells_start_clean(env: &[(&str, &str)]) {
         let work = agent.workdir().display().to_string();
         assert_eq!((got.stdout_str().as_str(), got.stderr_str().as_str()), (expected(&work).as_str(), ""));
     }
+    assert_eq!(std::fs::read_to_string(&agent_oom).expect("agent's score").trim(), "0");
 }
 
 #[tokio::test]

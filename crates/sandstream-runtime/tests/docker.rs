@@ -242,6 +242,8 @@ async fn memory_and_process_limits_hold_and_the_sandbox_survives() {
     let Some(f) = fixture() else { return };
     let sb = f.create(Limits { memory_bytes: 64 << 20, cpu_millis: 1000, pids: 48 });
     let bystander = f.create(Limits::default());
+    // Out of memory, the kernel kills the user's processes before the agent (PID 1).
+    assert_eq!(exec(&sb, "cat /proc/1/oom_score_adj /proc/self/oom_score_adj").await.stdout, "0\n500\n");
     let hog = exec(&sb, "x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo survived ${#x}").await;
     assert!(!hog.stdout.contains("survived"), "the memory hog was not stopped: {hog:?}");
     assert_eq!(hog.exit_code, 137, "a memory hog dies of SIGKILL from the OOM killer: {hog:?}");
