@@ -5,6 +5,7 @@
 //! added while the runner runs is usable at once) and reported in every heartbeat.
 
 use std::collections::BTreeMap;
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -18,6 +19,8 @@ use sandstream_runtime::{
 use crate::api::{CreateSandbox, DEFAULT_PIDS, RunnerSandbox, check_metadata, check_pids, check_timeout_ms};
 use crate::config::{Backend, RunnerConfig};
 
+/// How long a pooled sandbox's agent has to accept a connection before it is handed out.
+const POOL_CHECK_TIMEOUT: Duration = Duration::from_millis(200);
 /// How long the warm pool waits, after a pooled sandbox is taken, before creating its
 /// replacement (unless the pool is empty).
 const POOL_REFILL_DELAY: Duration = Duration::from_millis(100);
@@ -45,7 +48,7 @@ pub struct Runner {
     sandboxes: Mutex<BTreeMap<String, RunnerSandbox>>,
     /// Ready sandboxes of the default template with default limits and no env, not yet
     /// given to the server (not reported in heartbeats).
-    pool: Mutex<Vec<RunnerSandbox>>,
+    pool: Mutex<Vec<sandstream_runtime::Sandbox>>,
     /// Wakes the pool filler when a pooled sandbox is taken.
     pool_taken: Condvar,
     draining: std::sync::atomic::AtomicBool,
@@ -294,10 +297,18 @@ impl Runner {
         }
         let limits = Limits { memory_bytes: u64::from(req.memory_mb) << 20, cpu_millis: req.cpu_millis, pids };
         if req.template == "default" && req.envs.is_empty() && limits == Limits::default() {
-            let pooled = self.pool.lock().unwrap_or_else(|p| p.into_inner()).pop();
-            if let Some(rs) = pooled {
+            loop {
+                let Some(sb) = self.pool.lock().unwrap_or_else(|p| p.into_inner()).pop() else { break };
                 self.pool_taken.notify_one();
-                return self.give_out(rs, req);
+                // A pooled sandbox may have died while it waited (its agent crashed, the
+                // host's OOM killer, an operator): never hand that out.
+                if TcpStream::connect_timeout(&sb.agent_addr, POOL_CHECK_TIMEOUT).is_ok() {
+                    return self.give_out(listed(&self.cfg, sb), req);
+                }
+                tracing::warn!(sandbox_id = %sb.id, "a pooled sandbox's agent does not answer; removing it");
+                if let Err(e) = self.runtime.kill(&sb.id) {
+                    tracing::warn!(sandbox_id = %sb.id, error = %e, "could not remove a dead pooled sandbox");
+                }
             }
         }
         let (template, lease) = self.template(&req.template)?;
@@ -309,7 +320,7 @@ impl Runner {
         };
         let created = self.create_spec(&spec);
         drop(lease);
-        self.give_out(created?, req)
+        self.give_out(listed(&self.cfg, created?), req)
     }
 
     /// Gives a new or pooled sandbox its time to live and metadata, records them, and
@@ -366,12 +377,11 @@ impl Runner {
         expired
     }
 
-    fn create_spec(&self, spec: &SandboxSpec) -> Result<RunnerSandbox, RunnerError> {
-        let sb = self.runtime.create(spec).map_err(|e| match e {
+    fn create_spec(&self, spec: &SandboxSpec) -> Result<sandstream_runtime::Sandbox, RunnerError> {
+        self.runtime.create(spec).map_err(|e| match e {
             sandstream_runtime::Error::InvalidSpec(m) => RunnerError::BadRequest(m),
             e => RunnerError::Runtime(e.to_string()),
-        })?;
-        Ok(listed(&self.cfg, sb))
+        })
     }
 
     /// Keeps `warm_pool` ready sandboxes while capacity allows. Blocking: runs on a
@@ -408,18 +418,18 @@ impl Runner {
                 std::thread::sleep(POOL_REFILL_DELAY);
             }
             match self.create_spec(&spec) {
-                Ok(rs) => {
+                Ok(sb) => {
                     let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
                     // Checked under the lock `drain_pool` takes after setting `draining`: a
                     // sandbox is either pushed before the drain takes the pool, or killed here.
                     if draining() {
                         drop(pool);
-                        if let Err(e) = self.runtime.kill(&rs.id) {
-                            tracing::warn!(sandbox_id = %rs.id, error = %e, "could not remove a pooled sandbox");
+                        if let Err(e) = self.runtime.kill(&sb.id) {
+                            tracing::warn!(sandbox_id = %sb.id, error = %e, "could not remove a pooled sandbox");
                         }
                         return;
                     }
-                    pool.push(rs);
+                    pool.push(sb);
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "could not fill the warm pool; retrying in 5 s");
@@ -436,9 +446,9 @@ impl Runner {
         let pooled = std::mem::take(&mut *self.pool.lock().unwrap_or_else(|p| p.into_inner()));
         // A filler waiting for room stops now rather than at its next timeout.
         self.pool_taken.notify_all();
-        for rs in pooled {
-            if let Err(e) = self.runtime.kill(&rs.id) {
-                tracing::warn!(sandbox_id = %rs.id, error = %e, "could not remove a pooled sandbox");
+        for sb in pooled {
+            if let Err(e) = self.runtime.kill(&sb.id) {
+                tracing::warn!(sandbox_id = %sb.id, error = %e, "could not remove a pooled sandbox");
             }
         }
     }

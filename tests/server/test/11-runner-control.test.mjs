@@ -4,6 +4,7 @@
 // server's timeout changes reach the runner.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import {
@@ -173,4 +174,30 @@ test("the server's timeout reaches the runner: create and extend", async () => {
   assert.ok(extended.expiresAt > onRunner.expiresAt + 500_000);
   assert.equal((await api(server, 'DELETE', `/api/v1/sandboxes/${id}`)).status, 204);
   assert.equal((await runner.call('GET', `/sandboxes/${id}`)).status, 404);
+});
+
+test('a pooled sandbox that died is never handed out: it is removed and a live one is made', async () => {
+  const pooled = await startServer({ root: tmpRoot(), apiKey: newKey('admin'), args: ['--warm-pool', '1'] });
+  try {
+    const runner = runnerControl(pooled);
+    // Nothing is listed, so the one container is the pool's.
+    await until(() => runningContainers(pooled).length === 1, { timeoutMs: 60_000, what: 'the warm pool filled' });
+    const [dead] = runningContainers(pooled);
+    execFileSync('runc', ['kill', dead, 'KILL']);
+    await until(() => !runningContainers(pooled).includes(dead), { timeoutMs: 10_000, what: 'the pooled agent dead' });
+    // Exactly what the pool serves: the default template with default limits.
+    const c = await runner.call('POST', '/sandboxes', { template: 'default', cpuMillis: 2000, memoryMb: 512 });
+    assert.equal(c.status, 201, c.text);
+    assert.notEqual(c.body.id, dead);
+    assert.equal((await agentExecute(c.body, 'echo alive')).stdout, 'alive\n');
+    assert.deepEqual((await runner.call('GET', '/sandboxes')).body.map((s) => s.id), [c.body.id]);
+    const gone = () => !execFileSync('runc', ['list', '-q'], { encoding: 'utf8' }).split('\n').includes(dead)
+      && !execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' }).includes(dead);
+    await until(gone, { timeoutMs: 10_000, what: 'the dead pooled sandbox removed' });
+    assert.match(readFileSync(pooled.logPath, 'utf8'), new RegExp(`a pooled sandbox's agent does not answer; removing it sandbox_id=${dead}`));
+    assert.equal((await runner.call('DELETE', `/sandboxes/${c.body.id}`)).status, 204);
+  } finally {
+    await killLeftovers(pooled);
+    await pooled.stop();
+  }
 });
