@@ -19,6 +19,8 @@ use sandstream_runtime::{
 use crate::api::{CreateSandbox, DEFAULT_PIDS, RunnerSandbox, check_metadata, check_pids, check_timeout_ms};
 use crate::config::{Backend, RunnerConfig};
 
+/// Ticks of the half-second reaper between looks for sandboxes whose agent died.
+const DEAD_CHECK_EVERY: u32 = 4;
 /// How long a pooled sandbox's agent has to accept a connection before it is handed out.
 const POOL_CHECK_TIMEOUT: Duration = Duration::from_millis(200);
 /// How long the warm pool waits, after a pooled sandbox is taken, before creating its
@@ -109,11 +111,20 @@ async fn collect_templates(runner: Arc<Runner>) {
     }
 }
 
-/// Every half second: kills the sandboxes past their time to live.
+/// Every half second: kills the sandboxes past their time to live; every
+/// [`DEAD_CHECK_EVERY`] ticks, removes those whose agent died.
 async fn reap_expired(runner: Arc<Runner>) {
     let mut tick = tokio::time::interval(Duration::from_millis(500));
+    let mut ticks = 0u32;
     loop {
         tick.tick().await;
+        ticks = ticks.wrapping_add(1);
+        if ticks.is_multiple_of(DEAD_CHECK_EVERY) {
+            let r = runner.clone();
+            if let Err(e) = tokio::task::spawn_blocking(move || r.remove_dead()).await {
+                tracing::warn!(error = %e, "dead-sandbox pass failed");
+            }
+        }
         // Killing blocks (runc, iptables); looking does not, and usually finds nothing.
         let now = now_ms();
         if runner.expired(now).is_empty() {
@@ -375,6 +386,29 @@ impl Runner {
             }
         }
         expired
+    }
+
+    /// Removes every listed sandbox whose agent no longer runs (it crashed, the host's
+    /// OOM killer took it, an operator killed it): its network, mounts and files go at
+    /// once rather than at its time to live, and the next heartbeat leaves it out, so
+    /// the server marks it killed. Returns their ids. Blocking.
+    pub fn remove_dead(&self) -> Vec<String> {
+        let listed: Vec<String> = self.lock().keys().cloned().collect();
+        let mut dead = Vec::new();
+        for id in listed.into_iter().filter(|id| !self.runtime.running(id)) {
+            // Unlisted meanwhile: its user or the time-to-live pass is killing it.
+            if self.lock().remove(&id).is_none() {
+                continue;
+            }
+            tracing::warn!(sandbox_id = %id, "sandbox's agent is no longer running; removing the sandbox");
+            Record::remove(&self.records_dir, &id);
+            match self.runtime.kill(&id) {
+                Ok(()) | Err(sandstream_runtime::Error::NotFound(_)) => {}
+                Err(e) => tracing::warn!(sandbox_id = %id, error = %e, "could not remove a dead sandbox"),
+            }
+            dead.push(id);
+        }
+        dead
     }
 
     fn create_spec(&self, spec: &SandboxSpec) -> Result<sandstream_runtime::Sandbox, RunnerError> {

@@ -150,4 +150,8 @@ pub trait Runtime: Send + Sync {
     /// previous process left, returns those whose agent still answers, and removes every
     /// trace of the rest.
     fn recover(&self) -> Result<Vec<Sandbox>>;
+    /// Whether sandbox `id`'s agent (its init) still runs; false for an unknown id.
+    /// When the answer is uncertain (the Docker Engine does not answer), true: a
+    /// sandbox is never removed on a guess.
+    fn running(&self, id: &str) -> bool;
 }

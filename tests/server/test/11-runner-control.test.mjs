@@ -176,6 +176,29 @@ test("the server's timeout reaches the runner: create and extend", async () => {
   assert.equal((await runner.call('GET', `/sandboxes/${id}`)).status, 404);
 });
 
+test('a sandbox whose agent dies is removed by the runner, and the server marks it killed', async () => {
+  const runner = runnerControl(server);
+  const c = await api(server, 'POST', '/api/v1/sandboxes', { body: {} });
+  assert.equal(c.status, 201, c.text);
+  const id = c.body.id;
+  assert.equal((await runner.call('GET', `/sandboxes/${id}`)).status, 200);
+  execFileSync('runc', ['kill', id, 'KILL']);
+  await until(async () => (await runner.call('GET', `/sandboxes/${id}`)).status === 404, {
+    timeoutMs: 10_000, intervalMs: 100, what: 'the dead sandbox unlisted',
+  });
+  const gone = () => !execFileSync('runc', ['list', '-q'], { encoding: 'utf8' }).split('\n').includes(id)
+    && !execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' }).includes(id);
+  await until(gone, { timeoutMs: 10_000, what: "the dead sandbox's container and netns removed" });
+  assert.equal(existsSync(recordPath(id)), false, 'its record removed');
+  assert.match(readFileSync(server.logPath, 'utf8'), new RegExp(`sandbox's agent is no longer running; removing the sandbox sandbox_id=${id}`));
+  // The next heartbeats leave it out; the server stops calling it running.
+  await until(async () => (await api(server, 'GET', `/api/v1/sandboxes/${id}`)).body?.state !== 'running', {
+    timeoutMs: 60_000, intervalMs: 250, what: 'the server no longer calling it running',
+  });
+  const g = await api(server, 'GET', `/api/v1/sandboxes/${id}`);
+  assert.ok(g.status === 404 || g.body.state === 'killed', `${g.status} ${g.text}`);
+});
+
 test('a pooled sandbox that died is never handed out: it is removed and a live one is made', async () => {
   const pooled = await startServer({ root: tmpRoot(), apiKey: newKey('admin'), args: ['--warm-pool', '1'] });
   try {

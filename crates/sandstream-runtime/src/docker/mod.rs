@@ -589,4 +589,14 @@ impl Runtime for DockerRuntime {
         ids.dedup();
         Ok(crate::sandbox::recover_each(ids, |id| self.adopt(id), |id| self.destroy(id)))
     }
+
+    fn running(&self, id: &str) -> bool {
+        match self.inspect(id) {
+            Ok(found) => found.is_some_and(|f| f.running),
+            Err(e) => {
+                tracing::debug!(sandbox_id = id, error = %e, "could not ask the Docker Engine; taken as running");
+                true
+            }
+        }
+    }
 }

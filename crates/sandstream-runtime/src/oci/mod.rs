@@ -426,6 +426,15 @@ impl Runtime for OciRuntime {
     fn recover(&self) -> Result<Vec<Sandbox>> {
         Ok(crate::sandbox::recover_each(self.list()?, |id| self.adopt(id), |id| self.destroy(id)))
     }
+
+    fn running(&self, id: &str) -> bool {
+        // Two reads in /proc: cheap enough to ask for every sandbox every few seconds.
+        suffix_of(id).is_some()
+            && std::fs::read_to_string(self.cfg.state_dir.join(id).join("pid"))
+                .ok()
+                .and_then(|p| p.trim().parse::<u32>().ok())
+                .is_some_and(|pid| runs_in_sandbox(pid, id))
+    }
 }
 
 impl OciRuntime {
