@@ -82,12 +82,11 @@ mount -t 9p -o trans=virtio,version=9p2000.L,msize=1048576,ro,cache=loose hostro
 mount -t tmpfs -o mode=0755 rw /rw
 mkdir -p /rw/upper /rw/work
 mount -t overlay overlay -o lowerdir=/host,upperdir=/rw/upper,workdir=/rw/work /newroot
-mkdir -p /newroot/lib/modules /newroot/run/sandstream-vm
+mkdir -p /newroot/lib/modules /newroot/.sandstream-vm
 ln -sfn $modules /newroot/lib/modules/$version
-cp /command /newroot/run/sandstream-vm/command
-cp /stage2 /newroot/run/sandstream-vm/stage2
+cp /command /stage2 /newroot/.sandstream-vm/
 umount /proc /sys /dev
-exec switch_root /newroot /bin/bash /run/sandstream-vm/stage2
+exec switch_root /newroot /bin/bash /.sandstream-vm/stage2
 EOF
 cat > "$work/initrd/stage2" <<'EOF'
 # Inside the guest, on the host's root with a tmpfs overlay.
@@ -99,9 +98,15 @@ mount -t devtmpfs dev /dev
 mkdir -p /dev/pts /dev/shm /dev/mqueue
 mount -t devpts -o newinstance,ptmxmode=0666 devpts /dev/pts
 mount -t tmpfs tmpfs /dev/shm
-mount -t tmpfs -o mode=1777 tmpfs /tmp
+# A fresh /run, as after a boot: none of the host's runtime state or locks.
+mount -t tmpfs -o mode=0755 tmpfs /run
+# Scratch space for the command (TMPDIR): a tmpfs, since a sandbox's overlay cannot take
+# its upper layer from the guest's own overlay root. Not mounted on /tmp, which would
+# hide a checkout that lives there.
+mkdir -p /.sandstream-vm/tmp
+mount -t tmpfs -o mode=1777 tmpfs /.sandstream-vm/tmp
+export TMPDIR=/.sandstream-vm/tmp
 mount -t cgroup2 cgroup2 /sys/fs/cgroup
-# The guest's /run keeps the command (on the overlay); runtimes' state goes under it.
 ip link set lo up
 # A default route into a dummy link (which drops everything), so the host has an
 # address of its own as a networked machine does; no packet leaves the guest.
@@ -111,7 +116,7 @@ ip link set uplink0 up
 ip route add default via 192.0.2.1
 hostname sandstream-cgroup2-vm
 echo "sandstream-vm: kernel $(uname -r), cgroup controllers: $(cat /sys/fs/cgroup/cgroup.controllers)"
-bash /run/sandstream-vm/command
+bash /.sandstream-vm/command
 echo "sandstream-vm: exit $?"
 sync
 echo o > /proc/sysrq-trigger
