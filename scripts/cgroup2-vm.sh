@@ -131,13 +131,16 @@ chmod +x "$work/initrd/init"
 accel=(-accel tcg,thread=multi -cpu max)
 [ "${SANDSTREAM_VM_ACCEL:-tcg}" = kvm ] && accel=(-accel kvm -cpu host)
 log "booting the cgroup v2 machine (kernel $version)"
-# Memory for the guest's tmpfs writes and its sandboxes.
-qemu-system-x86_64 "${accel[@]}" -smp "$(nproc)" -m 4096 -nodefaults -no-reboot \
+# 4 GiB for the guest's tmpfs writes and its sandboxes. A guest that hangs is stopped
+# after SANDSTREAM_VM_TIMEOUT seconds (45 min by default); the exit status then comes
+# from the console, which says nothing.
+timeout --foreground "${SANDSTREAM_VM_TIMEOUT:-2700}" \
+  qemu-system-x86_64 "${accel[@]}" -smp "$(nproc)" -m 4096 -nodefaults -no-reboot \
   -display none -serial stdio \
   -kernel "$cache/kernel/boot/vmlinuz-$version" -initrd "$work/initrd.gz" \
   -append "console=ttyS0 cgroup_no_v1=all panic=-1 ${SANDSTREAM_VM_KERNEL_ARGS:-quiet loglevel=3}" \
   -virtfs local,path=/,mount_tag=hostroot,security_model=passthrough,readonly=on,multidevs=remap \
-  | tee "$work/console.log"
+  | tee "$work/console.log" || true
 status="$(sed -n 's/^sandstream-vm: exit \([0-9]*\).*/\1/p' "$work/console.log" | tail -n1)"
-[ -n "$status" ] || { echo "scripts/cgroup2-vm.sh: the machine stopped without reporting an exit status" >&2; exit 1; }
+[ -n "$status" ] || { echo "scripts/cgroup2-vm.sh: the machine stopped (or was stopped after ${SANDSTREAM_VM_TIMEOUT:-2700} s) without reporting an exit status" >&2; exit 1; }
 exit "$status"
