@@ -310,13 +310,13 @@ fn above_stdio(fd: OwnedFd) -> io::Result<OwnedFd> {
 /// memory limit the kernel kills user code, not the agent (PID 1, whose death would end
 /// the sandbox and cut every client off). Raising a score needs no privilege, unlike
 /// lowering the agent's, which some hosts do not allow (no CAP_SYS_RESOURCE).
-pub(crate) const USER_OOM_SCORE_ADJ: &std::ffi::CStr = c"500";
+pub(crate) const USER_OOM_SCORE_ADJ: &[u8] = b"500";
 
 /// Sets the calling process's OOM score adjustment to [`USER_OOM_SCORE_ADJ`]. Best
 /// effort (a host without /proc): raw system calls only, safe between fork or vfork
 /// and exec.
 pub(crate) fn raise_oom_score() {
-    let value = USER_OOM_SCORE_ADJ.to_bytes();
+    let value = USER_OOM_SCORE_ADJ;
     // SAFETY: open, write and close on a static path and buffer.
     unsafe {
         let fd = libc::open(c"/proc/self/oom_score_adj".as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);

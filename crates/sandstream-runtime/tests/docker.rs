@@ -269,22 +269,14 @@ async fn memory_and_process_limits_hold_and_the_sandbox_survives() {
     assert_eq!(exec(&sb, "echo alive").await.stdout, "alive\n", "the sandbox still works after the bomb");
 }
 
-/// `running` tells a live sandbox from one whose agent died outside the runtime's
-/// hands (the runner removes those), and from one that was killed.
 #[tokio::test]
 async fn running_tells_live_sandboxes_from_dead_ones() {
     let Some(f) = fixture() else { return };
     let sb = f.create(Limits::default());
-    assert!(f.runtime.running(&sb.id), "a live sandbox");
-    assert!(!f.runtime.running("sb-0123456789"), "an unknown id");
-    docker(&["kill", &sb.id]);
-    let started = Instant::now();
-    while f.runtime.running(&sb.id) {
-        assert!(started.elapsed() < Duration::from_secs(10), "still running after its agent was killed");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    f.runtime.kill(&sb.id).expect("remove the dead sandbox");
-    assert!(!f.runtime.running(&sb.id), "a removed sandbox");
+    support::running_follows_the_agent(&f.runtime, &sb.id, || {
+        docker(&["kill", &sb.id]);
+    })
+    .await;
 }
 
 #[tokio::test]

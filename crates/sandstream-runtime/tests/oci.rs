@@ -40,6 +40,12 @@ fn runtime_state_root() -> PathBuf {
     Path::new("/run").join(Path::new(&oci_runtime()).file_name().expect("a runtime binary name"))
 }
 
+/// Kills container `id`'s init (the agent) behind the backend's back, as a crash would.
+fn kill_container(id: &str) {
+    let out = std::process::Command::new(oci_runtime()).args(["kill", id, "KILL"]).output().expect("runtime kill");
+    assert!(out.status.success(), "{} kill {id}: {}", oci_runtime(), String::from_utf8_lossy(&out.stderr));
+}
+
 /// The backend's configuration with state in `state`, on the runtime under test.
 fn oci_config(state: PathBuf, agent: PathBuf) -> OciConfig {
     OciConfig { runtime: oci_runtime().into(), ..OciConfig::new(state, agent) }
@@ -329,23 +335,11 @@ async fn create_and_kill_leave_nothing_behind() {
     assert!(f.runtime.list().expect("list").is_empty());
 }
 
-/// `running` tells a live sandbox from one whose agent died outside the runtime's
-/// hands (the runner removes those), and from one that was killed.
 #[tokio::test]
 async fn running_tells_live_sandboxes_from_dead_ones() {
     let Some(f) = fixture() else { return };
     let sb = f.create(Limits::default());
-    assert!(f.runtime.running(&sb.id), "a live sandbox");
-    assert!(!f.runtime.running("sb-0123456789"), "an unknown id");
-    let out = std::process::Command::new(oci_runtime()).args(["kill", &sb.id, "KILL"]).output().expect("kill");
-    assert!(out.status.success(), "{} kill: {}", oci_runtime(), String::from_utf8_lossy(&out.stderr));
-    let started = Instant::now();
-    while f.runtime.running(&sb.id) {
-        assert!(started.elapsed() < Duration::from_secs(10), "still running after its agent was killed");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    f.runtime.kill(&sb.id).expect("remove the dead sandbox");
-    assert!(!f.runtime.running(&sb.id), "a removed sandbox");
+    support::running_follows_the_agent(&f.runtime, &sb.id, || kill_container(&sb.id)).await;
 }
 
 #[tokio::test]
@@ -470,9 +464,7 @@ async fn a_restarted_runtime_finds_running_sandboxes_and_removes_dead_ones() {
     assert_eq!(exec(&alive, "echo before > /tmp/mark && echo ok").await.stdout, "ok\n", "/tmp is writable");
     // The owning process goes away (nothing is killed), and one container dies meanwhile.
     drop(f.runtime);
-    let out =
-        std::process::Command::new(oci_runtime()).args(["kill", &dead.id, "KILL"]).output().expect("runtime kill");
-    assert!(out.status.success(), "{out:?}");
+    kill_container(&dead.id);
     std::thread::sleep(Duration::from_millis(300));
 
     let runtime = OciRuntime::new(oci_config(state.clone(), agent)).expect("runtime");

@@ -32,6 +32,10 @@ function pidsMax(id) {
   return readFileSync(existsSync(v2) ? v2 : `/sys/fs/cgroup/pids/sandstream/${id}/pids.max`, 'utf8').trim();
 }
 
+/** Whether sandbox `id` has neither a runc container (running or stopped) nor a netns. */
+const removed = (id) => !execFileSync('runc', ['list', '-q'], { encoding: 'utf8' }).split('\n').includes(id)
+  && !execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' }).includes(id);
+
 const recordPath = (id) => path.join(server.dataDir, 'runner', 'records', `${id}.json`);
 
 test('the control API refuses a missing or wrong secret, and bad creates leave nothing behind', async () => {
@@ -186,9 +190,7 @@ test('a sandbox whose agent dies is removed by the runner, and the server marks 
   await until(async () => (await runner.call('GET', `/sandboxes/${id}`)).status === 404, {
     timeoutMs: 10_000, intervalMs: 100, what: 'the dead sandbox unlisted',
   });
-  const gone = () => !execFileSync('runc', ['list', '-q'], { encoding: 'utf8' }).split('\n').includes(id)
-    && !execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' }).includes(id);
-  await until(gone, { timeoutMs: 10_000, what: "the dead sandbox's container and netns removed" });
+  await until(() => removed(id), { timeoutMs: 10_000, what: "the dead sandbox's container and netns removed" });
   assert.equal(existsSync(recordPath(id)), false, 'its record removed');
   assert.match(readFileSync(server.logPath, 'utf8'), new RegExp(`sandbox's agent is no longer running; removing the sandbox sandbox_id=${id}`));
   // The next heartbeats leave it out; the server stops calling it running.
@@ -214,9 +216,7 @@ test('a pooled sandbox that died is never handed out: it is removed and a live o
     assert.notEqual(c.body.id, dead);
     assert.equal((await agentExecute(c.body, 'echo alive')).stdout, 'alive\n');
     assert.deepEqual((await runner.call('GET', '/sandboxes')).body.map((s) => s.id), [c.body.id]);
-    const gone = () => !execFileSync('runc', ['list', '-q'], { encoding: 'utf8' }).split('\n').includes(dead)
-      && !execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' }).includes(dead);
-    await until(gone, { timeoutMs: 10_000, what: 'the dead pooled sandbox removed' });
+    await until(() => removed(dead), { timeoutMs: 10_000, what: 'the dead pooled sandbox removed' });
     assert.match(readFileSync(pooled.logPath, 'utf8'), new RegExp(`a pooled sandbox's agent does not answer; removing it sandbox_id=${dead}`));
     assert.equal((await runner.call('DELETE', `/sandboxes/${c.body.id}`)).status, 204);
   } finally {
