@@ -335,6 +335,31 @@ async fn create_and_kill_leave_nothing_behind() {
     assert!(f.runtime.list().expect("list").is_empty());
 }
 
+/// A user's kill can race the runner's time-to-live or dead-sandbox pass. Every kill
+/// returns (done, or the sandbox is already gone), the sandbox goes wholly, its address
+/// slot is free again, and the runtime goes on creating.
+#[tokio::test]
+async fn kills_of_one_sandbox_at_once_all_return_and_leave_nothing() {
+    let Some(f) = fixture() else { return };
+    let state_dir = f._dir.path().join("state").display().to_string();
+    let sb = f.runtime.create(&f.spec(Limits::default())).expect("create");
+    let slot = std::fs::read_to_string(f._dir.path().join("state").join(&sb.id).join("slot")).expect("slot file");
+    let slot_file = format!("/run/sandstream/slots/{}", slot.trim());
+    assert!(Path::new(&slot_file).exists(), "a live sandbox holds {slot_file}");
+    let results: Vec<_> = std::thread::scope(|s| {
+        let kills: Vec<_> = (0..6).map(|_| s.spawn(|| f.runtime.kill(&sb.id))).collect();
+        kills.into_iter().map(|k| k.join().expect("a kill panicked")).collect()
+    });
+    for r in &results {
+        assert!(matches!(r, Ok(()) | Err(Error::NotFound(_))), "kill: {r:?}");
+    }
+    assert!(results.iter().any(|r| r.is_ok()), "no kill did it: {results:?}");
+    assert_eq!(traces_of(&sb.id, &state_dir), Vec::<String>::new());
+    assert!(!Path::new(&slot_file).exists(), "{slot_file} is still claimed");
+    let next = f.create(Limits::default());
+    assert_eq!(exec(&next, "echo ok").await.stdout, "ok\n");
+}
+
 #[tokio::test]
 async fn running_tells_live_sandboxes_from_dead_ones() {
     let Some(f) = fixture() else { return };

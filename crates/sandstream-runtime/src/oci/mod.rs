@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 
 use nix::mount::{MntFlags, MsFlags};
 
+use crate::busy::Busy;
 use crate::error::{Error, Result};
 use crate::host::{run, run_quiet};
 use crate::net;
@@ -74,6 +75,7 @@ impl OciConfig {
 pub struct OciRuntime {
     cfg: OciConfig,
     slots: Mutex<HashMap<String, u32>>,
+    busy: Busy,
 }
 
 fn is_mount_point(path: &Path) -> bool {
@@ -115,7 +117,7 @@ impl OciRuntime {
             )));
         }
         net::ensure_firewall()?;
-        Ok(OciRuntime { cfg, slots: Mutex::new(HashMap::new()) })
+        Ok(OciRuntime { cfg, slots: Mutex::new(HashMap::new()), busy: Busy::default() })
     }
 
     fn runtime(&self) -> &str {
@@ -288,6 +290,8 @@ impl OciRuntime {
     /// its address slot is given back last.
     fn destroy(&self, id: &str) {
         let Some(suffix) = suffix_of(id) else { return };
+        // A second destroy of this sandbox waits here, then finds its slot given back.
+        let _held = self.busy.hold(id);
         let dir = self.cfg.state_dir.join(id);
         let remembered = self.slots.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
         let slot = remembered.or_else(|| std::fs::read_to_string(dir.join("slot")).ok()?.trim().parse().ok());
@@ -324,6 +328,8 @@ impl OciRuntime {
             (network.map(|n| n.join().unwrap_or_else(|p| std::panic::resume_unwind(p))), (container, unmounted))
         });
         if let Some(slot) = slot {
+            // A kept sandbox dir no longer names the slot: it is given back once.
+            let _ = std::fs::remove_file(dir.join("slot"));
             net::release_slot(slot);
         }
         let ms = |d: Duration| d.as_secs_f64() * 1e3;
