@@ -341,9 +341,10 @@ async fn create_and_kill_leave_nothing_behind() {
 #[tokio::test]
 async fn kills_of_one_sandbox_at_once_all_return_and_leave_nothing() {
     let Some(f) = fixture() else { return };
-    let state_dir = f._dir.path().join("state").display().to_string();
+    let state = f._dir.path().join("state");
+    let state_dir = state.display().to_string();
     let sb = f.runtime.create(&f.spec(Limits::default())).expect("create");
-    let slot = std::fs::read_to_string(f._dir.path().join("state").join(&sb.id).join("slot")).expect("slot file");
+    let slot = std::fs::read_to_string(state.join(&sb.id).join("slot")).expect("slot file");
     let slot_file = format!("/run/sandstream/slots/{}", slot.trim());
     assert!(Path::new(&slot_file).exists(), "a live sandbox holds {slot_file}");
     let results: Vec<_> = std::thread::scope(|s| {
