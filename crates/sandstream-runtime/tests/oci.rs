@@ -195,6 +195,73 @@ async fn the_sandbox_cannot_see_or_touch_the_host() {
     f.runtime.kill(&other.id).expect("kill");
 }
 
+/// A template is someone else's image, and its `/tmp`, `/home` or `/home/user` may be
+/// symlinks to host paths. The runtime makes and opens up those directories before the
+/// sandbox starts, as root: it must resolve them inside the sandbox's root, as the
+/// sandbox itself would, and never create, chown or chmod anything on the host. (The
+/// template catalog refuses such templates too; the runtime takes any path and must
+/// not depend on that.)
+#[tokio::test]
+async fn a_template_with_symlinks_to_host_paths_changes_nothing_on_the_host() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let Some(f) = fixture() else { return };
+    // Not under /tmp, so that the links, resolved in the sandbox's root, do not pass
+    // through the template's own /tmp link.
+    let host = tempfile::tempdir_in("/var/tmp").expect("host dir");
+    let (host_tmp, host_home, host_user) =
+        (host.path().join("tmp"), host.path().join("home"), host.path().join("user"));
+    for d in [&host_tmp, &host_home, &host_user] {
+        std::fs::create_dir(d).expect("mkdir");
+        std::fs::set_permissions(d, PermissionsExt::from_mode(0o700)).expect("chmod");
+    }
+    let linked = |links: &[(&str, &Path)]| {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = busybox_template(dir.path());
+        for (at, to) in links {
+            let at = root.join(at);
+            if at.is_dir() {
+                std::fs::remove_dir(&at).expect("rmdir");
+            }
+            std::os::unix::fs::symlink(to, &at).expect("symlink");
+            // The same path inside the template: what the link means in the sandbox.
+            std::fs::create_dir_all(root.join(to.strip_prefix("/").expect("absolute"))).expect("mkdir");
+        }
+        (dir, root)
+    };
+    let templates = [linked(&[("tmp", &host_tmp), ("home", &host_home)]), linked(&[("home/user", &host_user)])];
+    let host_unchanged = || {
+        for d in [&host_tmp, &host_home, &host_user] {
+            let md = std::fs::metadata(d).expect("stat");
+            assert_eq!((md.mode() & 0o7777, md.uid(), md.gid()), (0o700, 0, 0), "{} was changed", d.display());
+            let entries: Vec<_> =
+                std::fs::read_dir(d).expect("readdir").map(|e| e.expect("entry").file_name()).collect();
+            assert!(entries.is_empty(), "{} gained {entries:?}", d.display());
+        }
+    };
+    for (_dir, root) in &templates {
+        let spec = SandboxSpec { template: root.clone(), ..f.spec(Limits::default()) };
+        let created = f.runtime.create(&spec);
+        host_unchanged();
+        let sb = Guard { runtime: &f.runtime, sandbox: created.expect("create sandbox") };
+        let out = exec(&sb, "echo x > ~/f && echo x > /tmp/g && echo ok; ls -a ~ /tmp | sort").await;
+        assert!(out.stdout.starts_with("ok\n"), "home and /tmp must be writable by the user: {out:?}");
+        assert!(out.stdout.contains("\nf\n") && out.stdout.contains("\ng\n"), "{out:?}");
+        f.runtime.kill(&sb.id).expect("kill");
+        host_unchanged();
+    }
+
+    // A link to nowhere in the template is refused with a message naming it, and leaves
+    // nothing behind.
+    let (_dir, root) = linked(&[]);
+    std::fs::remove_dir(root.join("tmp")).expect("rmdir");
+    std::os::unix::fs::symlink(&host_tmp, root.join("tmp")).expect("symlink");
+    let spec = SandboxSpec { template: root.clone(), ..f.spec(Limits::default()) };
+    let err = f.runtime.create(&spec).expect_err("a dangling /tmp");
+    assert!(err.to_string().contains("/tmp is a link to a directory the template does not have"), "{err}");
+    assert_eq!(f.runtime.list().expect("list"), Vec::<String>::new());
+    host_unchanged();
+}
+
 /// ptrace from user code reaches neither a host process nor the agent, though it works
 /// on the user's own processes (as under Docker's default profile).
 #[tokio::test]

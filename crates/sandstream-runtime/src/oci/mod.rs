@@ -20,13 +20,17 @@ use std::collections::HashMap;
 use std::fs::File;
 
 use std::net::{SocketAddr, TcpStream};
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::DirBuilderExt;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use nix::errno::Errno;
+use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
 use nix::mount::{MntFlags, MsFlags};
+use nix::sys::stat::Mode;
 
 use crate::busy::Busy;
 use crate::error::{Error, Result};
@@ -235,22 +239,20 @@ impl OciRuntime {
             Some(options.as_str()),
         )
         .map_err(|e| Error::io(format!("mount overlay on {}", rootfs.display()), e.into()))?;
-        // The writable layer is fresh and nothing has run in the sandbox yet, so no path
-        // here can be a link planted by sandbox code (the Judge0 escapes came from a host
-        // acting as root on paths the sandbox could write).
-        let home = rootfs.join(bundle::WORKDIR.trim_start_matches('/'));
-        std::fs::create_dir_all(&home).map_err(|e| Error::io(format!("create {}", home.display()), e))?;
-        let uid = nix::unistd::Uid::from_raw(bundle::USER_ID);
-        let gid = nix::unistd::Gid::from_raw(bundle::USER_ID);
-        nix::unistd::chown(&home, Some(uid), Some(gid))
-            .map_err(|e| Error::io(format!("chown {}", home.display()), e.into()))?;
+        // The template is someone else's image, and its /home, /home/user or /tmp may be
+        // a symlink: each is resolved in the sandbox's root, as the sandbox will see it,
+        // never on the host (where `home -> /etc` would have the host's /etc chowned).
+        // The writable layer is fresh and nothing has run in the sandbox yet, so only the
+        // template can have planted such links.
+        let home = dir_in_root(&rootfs, Path::new(bundle::WORKDIR), &spec.template)?;
+        std::os::unix::fs::fchown(&home, Some(bundle::USER_ID), Some(bundle::USER_ID))
+            .map_err(|e| Error::io(format!("template {}: chown {}", spec.template.display(), bundle::WORKDIR), e))?;
         // runc mounts /tmp's tmpfs with the mode of the directory it covers (its `mode=`
         // option is not honoured), so the mount point must already be world-writable and
         // sticky, whatever the template has.
-        let tmp = rootfs.join("tmp");
-        std::fs::create_dir_all(&tmp).map_err(|e| Error::io(format!("create {}", tmp.display()), e))?;
-        std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o1777))
-            .map_err(|e| Error::io(format!("chmod {}", tmp.display()), e))?;
+        let tmp = dir_in_root(&rootfs, Path::new("/tmp"), &spec.template)?;
+        nix::sys::stat::fchmod(&tmp, nix::sys::stat::Mode::from_bits_truncate(0o1777))
+            .map_err(|e| Error::io(format!("template {}: chmod /tmp", spec.template.display()), e.into()))?;
 
         let netns = net::netns_path(suffix_of(id).unwrap_or_default());
         let oci = bundle::build(&bundle::BundleInput {
@@ -365,6 +367,41 @@ impl OciRuntime {
 /// receiving the host's mounts and unmounts but never sending its own), for mounts
 /// that only a container started from this thread should see. The namespace goes when
 /// the thread ends and nothing else uses it.
+/// Opens directory `path` of the root filesystem at `root` as a process chrooted there
+/// would find it: symlinks on the way resolve inside `root` (`openat2`'s
+/// `RESOLVE_IN_ROOT`; an absolute target starts at `root`, `..` stops there) and never
+/// leave it for the host. Missing directories are made (root's, 0755). A link to a
+/// directory that does not exist is refused: its target is the template's to provide.
+fn dir_in_root(root: &Path, path: &Path, template: &Path) -> Result<OwnedFd> {
+    let fail = |what: &str, e: Errno| Error::io(format!("template {}: {what}", template.display()), e.into());
+    let root_fd = nix::fcntl::open(root, OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
+        .map_err(|e| fail("open its root", e))?;
+    let how = OpenHow::new()
+        .flags(OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC)
+        .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS | ResolveFlag::RESOLVE_NO_XDEV);
+    let mut dir = nix::fcntl::openat2(&root_fd, ".", how).map_err(|e| fail("open its root", e))?;
+    let mut prefix = PathBuf::new();
+    for part in path.components().filter(|c| matches!(c, Component::Normal(_))) {
+        prefix.push(part);
+        let shown = format!("/{}", prefix.display());
+        let mut next = nix::fcntl::openat2(&root_fd, &prefix, how);
+        if matches!(next, Err(Errno::ENOENT)) {
+            // `part` is a plain name in the directory resolved so far: made there, or
+            // already there as a dangling link (EEXIST), never followed.
+            match nix::sys::stat::mkdirat(&dir, part.as_os_str(), Mode::from_bits_truncate(0o755)) {
+                Ok(()) | Err(Errno::EEXIST) => {}
+                Err(e) => return Err(fail(&format!("mkdir {shown}"), e)),
+            }
+            next = nix::fcntl::openat2(&root_fd, &prefix, how);
+        }
+        dir = next.map_err(|e| match e {
+            Errno::ENOENT => fail(&format!("{shown} is a link to a directory the template does not have"), e),
+            e => fail(&format!("open {shown}"), e),
+        })?;
+    }
+    Ok(dir)
+}
+
 fn in_private_mounts<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
     // CLONE_NEWNS takes CLONE_FS with it: this thread gets its own root and cwd too,
     // which is allowed for one thread of a multi-threaded process.
