@@ -4,6 +4,7 @@
 //! it at the returned address with the returned token.
 
 mod busy;
+mod cgroupfs;
 mod docker;
 mod error;
 mod host;

@@ -428,6 +428,25 @@ async fn kills_of_one_sandbox_at_once_all_return_and_leave_nothing() {
     assert_eq!(exec(&next, "echo ok").await.stdout, "ok\n");
 }
 
+/// Starting a container moves its init into cgroups; with `favordynmods` on the cgroup
+/// filesystem that does not wait for an RCU grace period (the create benchmark shows
+/// the difference). A runtime has it set once it is up.
+#[tokio::test]
+async fn a_runtime_has_the_cgroup_filesystem_favor_dynamic_changes() {
+    let Some(_f) = fixture() else { return };
+    let info = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    let cgroup_fs = |l: &&str| l.contains(" - cgroup2 ") || l.contains(" - cgroup ");
+    let favoring = info
+        .lines()
+        .filter(cgroup_fs)
+        .any(|l| l.rsplit(' ').next().is_some_and(|o| o.split(',').any(|o| o == "favordynmods")));
+    assert!(
+        favoring,
+        "no cgroup mount has favordynmods:\n{}",
+        info.lines().filter(cgroup_fs).collect::<Vec<_>>().join("\n")
+    );
+}
+
 #[tokio::test]
 async fn running_tells_live_sandboxes_from_dead_ones() {
     let Some(f) = fixture() else { return };

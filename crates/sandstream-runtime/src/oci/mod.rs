@@ -102,7 +102,8 @@ fn hybrid_v2_controllers() -> Option<String> {
 }
 
 impl OciRuntime {
-    /// Checks the configuration and installs the host firewall rules for sandbox links.
+    /// Checks the configuration, installs the host firewall rules for sandbox links and
+    /// has the cgroup filesystem mounted with `favordynmods` (see `cgroupfs.rs`).
     pub fn new(cfg: OciConfig) -> Result<OciRuntime> {
         if !cfg.agent_binary.is_file() {
             return Err(Error::InvalidSpec(format!("agent binary {} does not exist", cfg.agent_binary.display())));
@@ -121,6 +122,7 @@ impl OciRuntime {
             )));
         }
         net::ensure_firewall()?;
+        crate::cgroupfs::favor_dynamic_changes();
         Ok(OciRuntime { cfg, slots: Mutex::new(HashMap::new()), busy: Busy::default() })
     }
 
