@@ -157,10 +157,12 @@ impl Drop for BenchRunner {
 }
 
 /// One sample: create → first `Execute("true")` answered over a new connection; then
-/// the sandbox is killed, untimed. Also returns `pooled()` right after the create.
-async fn sample(runner: &Runner, req: &CreateSandbox) -> (Duration, usize) {
+/// the sandbox is killed, untimed. Also returns `pooled()` right after the create, and
+/// how long `Runner::create` alone took.
+async fn sample(runner: &Runner, req: &CreateSandbox) -> (Duration, usize, Duration) {
     let t = Instant::now();
     let sb = tokio::task::block_in_place(|| runner.create(req)).expect("create");
+    let created = t.elapsed();
     let pooled_after = runner.pooled();
     let ip: IpAddr = sb.host.parse().expect("the advertised host is an IP address");
     let out = support::exec_with_token(SocketAddr::new(ip, sb.port), &sb.token, "true", 10_000)
@@ -169,18 +171,22 @@ async fn sample(runner: &Runner, req: &CreateSandbox) -> (Duration, usize) {
     let took = t.elapsed();
     assert_eq!(out.exit_code, 0, "Execute(\"true\"): {out:?}");
     tokio::task::block_in_place(|| runner.kill(&sb.id)).expect("kill");
-    (took, pooled_after)
+    (took, pooled_after, created)
 }
 
 /// The cold path: a runner without a pool. Returns its p50.
 async fn cold(bench: &BenchRunner, label: &str, n: usize, pause: Duration) -> Option<f64> {
     sample(&bench.runner, &default_request()).await; // warm-up, untimed
-    let mut runs = Vec::with_capacity(n);
+    let (mut runs, mut creates) = (Vec::with_capacity(n), Vec::with_capacity(n));
     for _ in 0..n {
         tokio::time::sleep(pause).await;
-        runs.push(sample(&bench.runner, &default_request()).await.0);
+        let (took, _, created) = sample(&bench.runner, &default_request()).await;
+        runs.push(took);
+        creates.push(created);
     }
-    report(&format!("cold ({label}): create -> first Execute(\"true\")"), &runs)
+    let p50 = report(&format!("cold ({label}): create -> first Execute(\"true\")"), &runs);
+    report("  of which Runner::create returned", &creates);
+    p50
 }
 
 /// The warm pool: full before the first sample, refilled while the samples run.
@@ -198,7 +204,7 @@ async fn warm(bench: &BenchRunner, label: &str, n: usize, pool: u32, pause: Dura
     for _ in 0..n {
         tokio::time::sleep(pause).await;
         let before = bench.runner.pooled();
-        let (took, after) = sample(&bench.runner, &default_request()).await;
+        let (took, after, _) = sample(&bench.runner, &default_request()).await;
         *seen.entry(before).or_default() += 1;
         all.push(took);
         // Only this benchmark takes from the pool; the filler only adds to it.

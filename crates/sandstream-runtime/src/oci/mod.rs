@@ -10,9 +10,11 @@
 //!
 //! A create, timed on a 2-core VM (tracing's `sandbox create timings` event has the
 //! phases): the namespace (in-process, well under 1 ms), then side by side the link
-//! and firewall rules (two `ip -batch` and one `iptables-restore`, 10-20 ms) and the
-//! container (overlay mount and `runc run --detach`, 35-55 ms, nearly all runc's), then
-//! the agent's first accepted connection (about 1 ms later).
+//! and firewall rules (two `ip -batch` and one `iptables-restore`, 6-12 ms) and the
+//! container (overlay mount and `runc run --detach`: 20-30 ms with runc, 8-14 ms with
+//! crun, nearly all the runtime's), then the agent's first accepted connection (about
+//! 1 ms later). These hold with the cgroup filesystem mounted `favordynmods`
+//! (`crate::cgroupfs`), which `new` sees to; without it, add 5-25 ms.
 
 mod bundle;
 
@@ -180,10 +182,10 @@ impl OciRuntime {
                 .spawn(|| in_private_mounts(|| self.start_container(id, &dir, &token_file, spec)))
                 .join()
                 .unwrap_or_else(|p| std::panic::resume_unwind(p))
-                .map(|()| t.elapsed());
+                .map(|oci_run| (t.elapsed(), oci_run));
             (network.join().unwrap_or_else(|p| std::panic::resume_unwind(p)), container)
         });
-        let container = container?;
+        let (container, oci_run) = container?;
         let network = network?;
 
         let agent_addr = SocketAddr::from((net::slot_addrs(slot).1, bundle::AGENT_PORT));
@@ -208,6 +210,7 @@ impl OciRuntime {
             prepare_ms = ms(prepared),
             network_ms = ms(network),
             container_ms = ms(container),
+            oci_run_ms = ms(oci_run),
             ready_wait_ms = ms(waiting.elapsed()),
             total_ms = ms(started.elapsed()),
             "sandbox create timings"
@@ -225,7 +228,8 @@ impl OciRuntime {
     /// from, and it goes when the container does. runc reads the mount table many
     /// times per container, so every mount the host holds per sandbox makes every later
     /// create slower (about +20 ms per 800 mounts here).
-    fn start_container(&self, id: &str, dir: &Path, token_file: &Path, spec: &SandboxSpec) -> Result<()> {
+    /// Returns how long the OCI runtime's `run` took.
+    fn start_container(&self, id: &str, dir: &Path, token_file: &Path, spec: &SandboxSpec) -> Result<Duration> {
         let rootfs = dir.join("rootfs");
         let options = format!(
             "lowerdir={},upperdir={},workdir={}",
@@ -269,6 +273,7 @@ impl OciRuntime {
         oci.save(dir.join("config.json")).map_err(|e| Error::Spec(e.to_string()))?;
         let log = File::create(dir.join("agent.log")).map_err(|e| Error::io("create agent.log", e))?;
         let log2 = log.try_clone().map_err(|e| Error::io("agent.log", e))?;
+        let started = Instant::now();
         let status = Command::new(&self.cfg.runtime)
             .args(["run", "--detach", "--bundle"])
             .arg(dir)
@@ -284,7 +289,7 @@ impl OciRuntime {
             let log = std::fs::read_to_string(dir.join("agent.log")).unwrap_or_default();
             return Err(Error::Command { command: format!("{} run --detach {id}", self.runtime()), detail: log });
         }
-        Ok(())
+        Ok(started.elapsed())
     }
 
     /// Removes every trace of `id`; best effort and idempotent. The container and its
