@@ -250,8 +250,9 @@ async fn a_template_with_symlinks_to_host_paths_changes_nothing_on_the_host() {
         host_unchanged();
     }
 
-    // A link to nowhere in the template is refused with a message naming it, and leaves
-    // nothing behind.
+    // A link to nowhere in the template is refused with a message naming it, and no
+    // sandbox is left listed (`bad_specs_are_refused_and_leave_nothing` covers the
+    // traces of a failed create).
     let (_dir, root) = linked(&[]);
     std::fs::remove_dir(root.join("tmp")).expect("rmdir");
     std::os::unix::fs::symlink(&host_tmp, root.join("tmp")).expect("symlink");

@@ -257,7 +257,7 @@ impl OciRuntime {
         // option is not honoured), so the mount point must already be world-writable and
         // sticky, whatever the template has.
         let tmp = dir_in_root(&rootfs, Path::new("/tmp"), &spec.template)?;
-        nix::sys::stat::fchmod(&tmp, nix::sys::stat::Mode::from_bits_truncate(0o1777))
+        nix::sys::stat::fchmod(&tmp, Mode::from_bits_truncate(0o1777))
             .map_err(|e| Error::io(format!("template {}: chmod /tmp", spec.template.display()), e.into()))?;
 
         let netns = net::netns_path(suffix_of(id).unwrap_or_default());
@@ -370,10 +370,6 @@ impl OciRuntime {
     }
 }
 
-/// Runs `f` on this thread in a mount namespace of its own (a copy of this process's,
-/// receiving the host's mounts and unmounts but never sending its own), for mounts
-/// that only a container started from this thread should see. The namespace goes when
-/// the thread ends and nothing else uses it.
 /// Opens directory `path` of the root filesystem at `root` as a process chrooted there
 /// would find it: symlinks on the way resolve inside `root` (`openat2`'s
 /// `RESOLVE_IN_ROOT`; an absolute target starts at `root`, `..` stops there) and never
@@ -409,6 +405,10 @@ fn dir_in_root(root: &Path, path: &Path, template: &Path) -> Result<OwnedFd> {
     Ok(dir)
 }
 
+/// Runs `f` on this thread in a mount namespace of its own (a copy of this process's,
+/// receiving the host's mounts and unmounts but never sending its own), for mounts
+/// that only a container started from this thread should see. The namespace goes when
+/// the thread ends and nothing else uses it.
 fn in_private_mounts<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
     // CLONE_NEWNS takes CLONE_FS with it: this thread gets its own root and cwd too,
     // which is allowed for one thread of a multi-threaded process.
