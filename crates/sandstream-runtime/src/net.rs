@@ -321,6 +321,8 @@ fn sandbox_rules(
     let v = |args: &[&str]| args.iter().map(|a| a.to_string()).collect::<Vec<_>>();
     [
         ("filter", FORWARD_CHAIN, v(&["-i", &host_link, "-j", &sandbox_chain(suffix)])),
+        // The comment names the sandbox: a stale rule can be told apart from the next
+        // sandbox's identical one on the same slot and port.
         (
             "nat",
             DNAT_CHAIN,
@@ -329,6 +331,10 @@ fn sandbox_rules(
                 "tcp",
                 "--dport",
                 &published_port.to_string(),
+                "-m",
+                "comment",
+                "--comment",
+                &names(suffix).0,
                 "-j",
                 "DNAT",
                 "--to-destination",
@@ -341,6 +347,14 @@ fn sandbox_rules(
             v(&["-o", &host_link, "-d", &sandbox_ip, "-p", "tcp", "--dport", &agent_port.to_string(), "-j", "ACCEPT"]),
         ),
     ]
+}
+
+/// `rule` without its `-m comment --comment TEXT`.
+fn without_comment(rule: &[String]) -> Vec<String> {
+    match rule.windows(3).position(|w| w[0] == "-m" && w[1] == "comment" && w[2] == "--comment") {
+        Some(i) => rule[..i].iter().chain(rule.get(i + 4..).unwrap_or_default()).cloned().collect(),
+        None => rule.to_vec(),
+    }
 }
 
 fn iptables(table: &str, op: &[&str], rule: &[String]) -> Result<()> {
@@ -402,6 +416,13 @@ pub(crate) fn destroy(suffix: &str, slot: u32, published_port: u16, agent_port: 
             if *t == table {
                 while iptables(t, &["-D", parent], rule).is_ok() {}
             }
+        }
+        if table == "nat" {
+            // Sandboxes made before the DNAT rule carried its comment: one may outlive
+            // the runner that made it, and this runner adopts and later kills it.
+            let (_, _, dnat) = &rules[1];
+            let uncommented = without_comment(dnat);
+            while iptables("nat", &["-D", DNAT_CHAIN], &uncommented).is_ok() {}
         }
         if table == "filter" {
             run_quiet("iptables", &["-w", "-F", &chain]);
@@ -481,7 +502,7 @@ mod tests {
             "-I SANDSTREAM-PUB 1 -o vs0123456789 -d 10.88.0.6 -p tcp --dport 50052 -j ACCEPT",
             "COMMIT",
             "*nat",
-            "-A SANDSTREAM-DNAT -p tcp --dport 40001 -j DNAT --to-destination 10.88.0.6:50052",
+            "-A SANDSTREAM-DNAT -p tcp --dport 40001 -m comment --comment sb-0123456789 -j DNAT --to-destination 10.88.0.6:50052",
             "COMMIT",
         ];
         assert_eq!(input.lines().collect::<Vec<_>>(), expected);
@@ -499,8 +520,24 @@ mod tests {
         );
         assert_eq!(
             nat.lines().collect::<Vec<_>>(),
-            ["*nat", "-D SANDSTREAM-DNAT -p tcp --dport 40001 -j DNAT --to-destination 10.88.0.6:50052", "COMMIT"]
+            [
+                "*nat",
+                "-D SANDSTREAM-DNAT -p tcp --dport 40001 -m comment --comment sb-0123456789 -j DNAT --to-destination 10.88.0.6:50052",
+                "COMMIT"
+            ]
         );
+    }
+
+    #[test]
+    fn the_dnat_rule_names_its_sandbox_and_the_form_before_that_is_known() {
+        let [_, (_, chain, dnat), _] = sandbox_rules("0123456789", 1, 40001, 50052);
+        assert_eq!(chain, DNAT_CHAIN);
+        assert_eq!(
+            without_comment(&dnat).join(" "),
+            "-p tcp --dport 40001 -j DNAT --to-destination 10.88.0.6:50052",
+        );
+        let other = sandbox_rules("abcdef0123", 1, 40001, 50052)[1].2.clone();
+        assert_ne!(dnat, other, "two sandboxes on one slot and port must not share a rule");
     }
 
     #[test]

@@ -343,6 +343,16 @@ fn traces_of(id: &str, state_dir: &str) -> Vec<String> {
         paths.push(format!("{}/sandstream/{id}", hierarchy.path().display()));
     }
     left.extend(paths.into_iter().filter(|p| Path::new(p).exists()));
+    // Its chain, the jumps to it and its published port's rules all name the sandbox.
+    for table in ["filter", "nat"] {
+        let rules = std::process::Command::new("iptables-save").args(["-t", table]).output().expect("iptables-save");
+        left.extend(
+            String::from_utf8_lossy(&rules.stdout)
+                .lines()
+                .filter(|l| l.contains(suffix))
+                .map(|l| format!("iptables -t {table}: {l}")),
+        );
+    }
     let procs =
         std::process::Command::new("pgrep").args(["-f", &format!("--sandbox-id {id}")]).output().expect("pgrep");
     left.extend(String::from_utf8_lossy(&procs.stdout).lines().map(|p| format!("process {p}")));
@@ -575,7 +585,9 @@ async fn a_restarted_runtime_finds_running_sandboxes_and_removes_dead_ones() {
     }
     let _reaper = Reaper(state.clone(), agent.clone(), [alive.id.clone(), dead.id.clone()]);
     assert_eq!(exec(&alive, "echo before > /tmp/mark && echo ok").await.stdout, "ok\n", "/tmp is writable");
-    // The owning process goes away (nothing is killed), and one container dies meanwhile.
+    // `alive`'s published port as a runtime before the DNAT rule named its sandbox wrote
+    // it: the runtime that adopts it must still remove it.
+    let legacy = legacy_dnat(&alive);
     drop(f.runtime);
     kill_container(&dead.id);
     std::thread::sleep(Duration::from_millis(300));
@@ -595,4 +607,34 @@ async fn a_restarted_runtime_finds_running_sandboxes_and_removes_dead_ones() {
     assert_eq!(runtime.list().expect("list"), vec![alive.id.clone()]);
     runtime.kill(&alive.id).expect("kill");
     assert_eq!(traces_of(&alive.id, &state_dir), Vec::<String>::new());
+    let nat = nat_rules();
+    assert!(!nat.lines().any(|l| l == legacy), "the unnamed DNAT rule {legacy:?} was left");
+}
+
+/// Replaces `sandbox`'s DNAT rule with the form it had before it named the sandbox, and
+/// returns that rule as `iptables-save` prints it.
+fn legacy_dnat(sandbox: &Sandbox) -> String {
+    let id = sandbox.id.as_str();
+    let nat = nat_rules();
+    let named = nat
+        .lines()
+        .find(|l| l.starts_with("-A SANDSTREAM-DNAT") && l.contains(&format!("--comment {id} ")))
+        .unwrap_or_else(|| panic!("no DNAT rule names {id}:\n{nat}"))
+        .to_string();
+    let legacy = named.replace(&format!(" -m comment --comment {id}"), "");
+    let rule = |line: &str| line.split_whitespace().skip(2).map(String::from).collect::<Vec<_>>();
+    let run = |op: &str, line: &str| {
+        let mut args = vec!["-w".to_string(), "-t".into(), "nat".into(), op.into(), "SANDSTREAM-DNAT".into()];
+        args.extend(rule(line));
+        let status = std::process::Command::new("iptables").args(&args).status().expect("iptables");
+        assert!(status.success(), "iptables {args:?}");
+    };
+    run("-A", &legacy);
+    run("-D", &named);
+    assert!(nat_rules().lines().any(|l| l == legacy), "{legacy}");
+    legacy
+}
+
+fn nat_rules() -> String {
+    String::from_utf8_lossy(&sh(&["iptables-save", "-t", "nat"]).stdout).into_owned()
 }
