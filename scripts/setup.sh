@@ -9,7 +9,7 @@ PACKAGES=(
   runc             # the default OCI runtime
   crun             # another OCI runtime; the oci backend's tests run on both
   iptables         # host firewall for sandbox links
-  iproute2         # network namespaces and veth pairs
+  iproute2         # the tests' own network namespaces and links (the runtime uses netlink)
   curl             # an HTTP/2 client for the port-publishing test
   mmdebstrap       # builds the default sandbox template from the host's apt sources
   chromium         # the web playground's browser tests (driven by playwright-core)

@@ -9,6 +9,7 @@ mod docker;
 mod error;
 mod host;
 mod net;
+mod netlink;
 mod oci;
 mod sandbox;
 mod template;

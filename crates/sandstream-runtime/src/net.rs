@@ -11,13 +11,14 @@
 //! link has IPv6 disabled** (see [`disable_ipv6`]).
 //!
 //! Every create and kill pays for this, so it is done in few processes: the namespace
-//! in-process, the link with two `ip -batch`, the rules with one `iptables-restore`
-//! (one transaction per table) instead of a dozen `iptables` runs.
+//! and the link in-process (the link over netlink), the rules with one
+//! `iptables-restore` (one transaction per table) instead of a dozen `iptables` runs.
 
 use std::net::Ipv4Addr;
 
 use crate::error::{Error, Result};
 use crate::host::{run, run_quiet, run_quiet_with_input, run_with_input};
+use crate::netlink::{LOOPBACK_INDEX, Netlink};
 use crate::types::Egress;
 
 /// Host-side veth names all start with this, so one iptables rule covers them all.
@@ -365,23 +366,33 @@ fn iptables(table: &str, op: &[&str], rule: &[String]) -> Result<()> {
 }
 
 /// The veth pair, made with its sandbox end already inside the namespace (moving a link
-/// between namespaces afterwards costs ~25 ms of RCU grace periods here), configured by
-/// two `ip -batch` processes, one per side, instead of ten `ip` runs.
+/// between namespaces afterwards costs ~25 ms of RCU grace periods here), addressed and
+/// brought up over netlink from this process ([`crate::netlink`]). The host end comes
+/// up only after its IPv6 is disabled.
 fn create_link(suffix: &str, slot: u32) -> Result<()> {
     if slot == 0 || slot > MAX_SLOT {
         return Err(Error::NoAddress);
     }
-    let (ns, host_link) = names(suffix);
+    let (_, host_link) = names(suffix);
     let (host_ip, sandbox_ip) = slot_addrs(slot);
-    let host_side = format!(
-        "link add {host_link} type veth peer name eth0 netns {ns}\naddr add {host_ip}/30 dev {host_link}\nlink set {host_link} up\n"
-    );
-    run_with_input("ip", &["-batch", "-"], Some(&host_side))?;
+    let path = netns_path(suffix);
+    let netns = std::fs::File::open(&path).map_err(|e| Error::io(format!("open {path}"), e))?;
+    let step = |what: &'static str| {
+        let host_link = &host_link;
+        move |e: std::io::Error| Error::io(format!("{what} for {host_link}"), e)
+    };
+    let mut host = Netlink::open().map_err(step("open a netlink socket"))?;
+    host.add_veth(&host_link, "eth0", &netns).map_err(step("create the veth pair"))?;
     disable_ipv6(&host_link)?;
-    let sandbox_side = format!(
-        "addr add {sandbox_ip}/30 dev eth0\nlink set lo up\nlink set eth0 up\nroute add default via {host_ip}\n"
-    );
-    run_with_input("ip", &["-n", &ns, "-batch", "-"], Some(&sandbox_side)).map(drop)
+    let index = host.index(&host_link).map_err(step("find the link"))?;
+    host.add_address(index, host_ip, 30).map_err(step("address the host end"))?;
+    host.set_up(index).map_err(step("bring up the host end"))?;
+    let mut sandbox = Netlink::open_in(&netns).map_err(step("open a netlink socket in the sandbox's namespace"))?;
+    let eth0 = sandbox.index("eth0").map_err(step("find eth0"))?;
+    sandbox.add_address(eth0, sandbox_ip, 30).map_err(step("address eth0"))?;
+    sandbox.set_up(LOOPBACK_INDEX).map_err(step("bring up lo"))?;
+    sandbox.set_up(eth0).map_err(step("bring up eth0"))?;
+    sandbox.add_default_route(host_ip).map_err(step("add the default route"))
 }
 
 /// **No IPv6 on the host end of a sandbox link.** The firewall is IPv4 only (iptables);
@@ -439,8 +450,10 @@ pub(crate) fn destroy(suffix: &str, slot: u32, published_port: u16, agent_port: 
         s.spawn(|| remove_namespace(suffix));
         remove("filter", inputs.as_ref().map(|i| i.0.as_str()));
     });
-    if std::path::Path::new(&format!("/sys/class/net/{host_link}")).exists() {
-        run_quiet("ip", &["link", "del", &host_link]);
+    if std::path::Path::new(&format!("/sys/class/net/{host_link}")).exists()
+        && let Err(e) = Netlink::open().and_then(|mut nl| nl.delete_link(&host_link))
+    {
+        tracing::debug!(error = %e, host_link, "could not delete the host link");
     }
 }
 
