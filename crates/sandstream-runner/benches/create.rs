@@ -20,8 +20,10 @@
 //! then once:
 //!
 //! 3. `docker run --rm IMAGE true`, IMAGE imported from the very directory the runner
-//!    takes its default template from (`tar | docker import`), after one untimed run;
-//!    only if a Docker daemon answers `docker info` (`./scripts/docker.sh` starts one).
+//!    takes its default template from (`tar | docker import`), after one untimed run,
+//!    alternating with the same given `--network none`; only if a Docker daemon answers
+//!    `docker info` (`./scripts/docker.sh` starts one with no default network; a daemon
+//!    as installed, `dockerd` with no options, attaches containers to its `bridge`).
 //!    The image is removed afterwards.
 //!
 //! The runner is driven in-process (`Runner::new`, `Runner::fill_pool` on a thread):
@@ -239,9 +241,14 @@ impl Drop for DockerImage {
     }
 }
 
-fn docker_run(image: &str) -> Result<Duration, String> {
+fn docker_run(image: &str, network: Option<&str>) -> Result<Duration, String> {
+    let mut args = vec!["run", "--rm"];
+    if let Some(network) = network {
+        args.extend(["--network", network]);
+    }
+    args.extend([image, "true"]);
     let t = Instant::now();
-    let out = Command::new("docker").args(["run", "--rm", image, "true"]).output().expect("run docker");
+    let out = Command::new("docker").args(&args).output().expect("run docker");
     let took = t.elapsed();
     if !out.status.success() {
         return Err(format!("{}: {}", out.status, String::from_utf8_lossy(&out.stderr).trim()));
@@ -249,12 +256,22 @@ fn docker_run(image: &str) -> Result<Duration, String> {
     Ok(took)
 }
 
-/// `docker run --rm IMAGE true` on an image of `template`. Returns its p50.
-fn docker(template: &Path, n: usize, pause: Duration) -> Option<f64> {
+/// `docker run --rm IMAGE true` on an image of `template`, as the daemon runs it by
+/// default, alternating sample by sample with the same run given `--network none`.
+/// Returns (what, p50) for both. A daemon as installed attaches containers to its
+/// default `bridge` network (a veth pair and NAT egress, as each sandbox has); one
+/// started by scripts/docker.sh (`--bridge=none`) gives them no network either way.
+fn docker(template: &Path, n: usize, pause: Duration) -> Vec<(String, Option<f64>)> {
     if !docker_answers() {
         say!("docker: no daemon answers `docker info`; start one (./scripts/docker.sh) to compare");
-        return None;
+        return Vec::new();
     }
+    let bridge =
+        Command::new("docker").args(["network", "inspect", "bridge"]).output().is_ok_and(|o| o.status.success());
+    say!(
+        "docker: the daemon's default network is {}",
+        if bridge { "`bridge` (veth pair and NAT egress)" } else { "none (`--bridge=none`)" }
+    );
     let image = DockerImage(format!("sandstream-bench-runner-default-{}", std::process::id()));
     let t = Instant::now();
     let imported = Command::new("bash")
@@ -265,16 +282,26 @@ fn docker(template: &Path, n: usize, pause: Duration) -> Option<f64> {
         .expect("run bash");
     assert!(imported.success(), "docker import of {}: {imported}", template.display());
     say!("docker: imported {} as {} in {:.1} s", template.display(), image.0, t.elapsed().as_secs_f64());
-    if let Err(e) = docker_run(&image.0) {
-        say!("docker: `docker run --rm {} true` failed: {e}", image.0);
-        return None;
+    let networks = [None, Some("none")];
+    for network in networks {
+        if let Err(e) = docker_run(&image.0, network) {
+            say!("docker: `docker run --rm {} true` ({network:?}) failed: {e}", image.0);
+            return Vec::new();
+        }
     }
-    let mut runs = Vec::with_capacity(n);
+    let mut runs = [Vec::with_capacity(n), Vec::with_capacity(n)];
     for _ in 0..n {
-        std::thread::sleep(pause);
-        runs.push(docker_run(&image.0).expect("docker run"));
+        for (i, network) in networks.iter().enumerate() {
+            std::thread::sleep(pause);
+            runs[i].push(docker_run(&image.0, *network).expect("docker run"));
+        }
     }
-    report("docker run --rm IMAGE true (same template)", &runs)
+    let default =
+        if bridge { "docker run --rm IMAGE true (bridge)" } else { "docker run --rm IMAGE true (no network)" };
+    vec![
+        (default.to_string(), report(default, &runs[0])),
+        ("docker run --rm --network none IMAGE true".to_string(), report("  same with --network none", &runs[1])),
+    ]
 }
 
 #[tokio::main]
@@ -333,14 +360,15 @@ async fn main() {
         say!("  load average {}", load_average());
     }
     let template = template.expect("at least one OCI runtime");
-    let docker_p50 = tokio::task::block_in_place(|| docker(&template, n, pause));
+    let docker_p50s = tokio::task::block_in_place(|| docker(&template, n, pause));
     say!("  load average {}", load_average());
 
     say!("targets (issue 6): cold p50 <= 60 ms, warm p50 <= 10 ms, >= 10x faster than docker run");
-    if let Some(d) = docker_p50 {
+    for (docker, d) in &docker_p50s {
+        let Some(d) = d else { continue };
         for (name, p50) in &p50s {
             if let Some(p) = p50 {
-                say!("docker run p50 / {name} p50 = {:.1}x", d / p);
+                say!("{docker} p50 / {name} p50 = {:.1}x", d / p);
             }
         }
     }

@@ -545,10 +545,7 @@ mod tests {
     fn the_dnat_rule_names_its_sandbox_and_the_form_before_that_is_known() {
         let [_, (_, chain, dnat), _] = sandbox_rules("0123456789", 1, 40001, 50052);
         assert_eq!(chain, DNAT_CHAIN);
-        assert_eq!(
-            without_comment(&dnat).join(" "),
-            "-p tcp --dport 40001 -j DNAT --to-destination 10.88.0.6:50052",
-        );
+        assert_eq!(without_comment(&dnat).join(" "), "-p tcp --dport 40001 -j DNAT --to-destination 10.88.0.6:50052",);
         let other = sandbox_rules("abcdef0123", 1, 40001, 50052)[1].2.clone();
         assert_ne!(dnat, other, "two sandboxes on one slot and port must not share a rule");
     }
