@@ -128,6 +128,7 @@ impl BenchRunner {
             cache_dir: setup.cache_dir.clone(),
             agent_binary: setup.agent.clone(),
             oci_runtime: oci_runtime.into(),
+            cgroup_favordynmods: true,
             backend: Backend::Oci,
             heartbeat_interval: Duration::from_secs(2),
             warm_pool,

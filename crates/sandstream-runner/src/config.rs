@@ -26,6 +26,9 @@ pub struct RunnerConfig {
     pub agent_binary: PathBuf,
     /// The OCI runtime binary (runc, crun, runsc, youki), for the `oci` backend.
     pub oci_runtime: PathBuf,
+    /// Whether the `oci` backend remounts the host's cgroup filesystem with
+    /// `favordynmods` when it starts ([`sandstream_runtime::OciConfig::favor_dynamic_cgroups`]).
+    pub cgroup_favordynmods: bool,
     /// What runs this host's sandboxes.
     pub backend: Backend,
     pub heartbeat_interval: Duration,

@@ -215,6 +215,7 @@ impl Runner {
             Backend::Oci => {
                 let mut oci = OciConfig::new(cfg.state_dir.join("sandboxes"), cfg.agent_binary.clone());
                 oci.runtime = cfg.oci_runtime.clone();
+                oci.favor_dynamic_cgroups = cfg.cgroup_favordynmods;
                 Arc::new(OciRuntime::new(oci).context("set up the oci runtime")?)
             }
             Backend::Docker { socket } => {
