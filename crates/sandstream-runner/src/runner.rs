@@ -396,7 +396,7 @@ impl Runner {
     pub fn remove_dead(&self) -> Vec<String> {
         let listed: Vec<String> = self.lock().keys().cloned().collect();
         let mut dead = Vec::new();
-        for id in listed.into_iter().filter(|id| !self.runtime.running(id)) {
+        for id in self.runtime.not_running(&listed) {
             // Unlisted meanwhile: its user or the time-to-live pass is killing it.
             if self.lock().remove(&id).is_none() {
                 continue;

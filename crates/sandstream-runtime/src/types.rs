@@ -154,4 +154,11 @@ pub trait Runtime: Send + Sync {
     /// When the answer is uncertain (the Docker Engine does not answer), true: a
     /// sandbox is never removed on a guess.
     fn running(&self, id: &str) -> bool;
+    /// Those of `ids` whose agent no longer runs (unknown ids included), under the same
+    /// rule as [`Runtime::running`]: when unsure, running. A backend that can answer for
+    /// all of them at once (the Docker Engine lists its running containers in one
+    /// request) does so; the default asks [`Runtime::running`] for each.
+    fn not_running(&self, ids: &[String]) -> Vec<String> {
+        ids.iter().filter(|id| !self.running(id)).cloned().collect()
+    }
 }

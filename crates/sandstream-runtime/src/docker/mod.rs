@@ -501,7 +501,8 @@ impl DockerRuntime {
     }
 
     /// Ids of this runtime's containers, running or not.
-    fn containers(&self) -> Result<Vec<String>> {
+    /// This runtime's sandboxes that have a container; only those running unless `all`.
+    fn containers_where(&self, all: bool) -> Result<Vec<String>> {
         let docker = &self.docker;
         let filters: HashMap<String, Vec<String>> = [(
             "label".to_string(),
@@ -509,7 +510,7 @@ impl DockerRuntime {
         )]
         .into();
         let list = self.block(async {
-            let options = ListContainersOptions { all: true, filters: Some(filters), ..Default::default() };
+            let options = ListContainersOptions { all, filters: Some(filters), ..Default::default() };
             docker.list_containers(Some(options)).await.map_err(api_err("docker ps"))
         })?;
         let mut ids: Vec<String> = list
@@ -521,6 +522,10 @@ impl DockerRuntime {
         ids.sort();
         ids.dedup();
         Ok(ids)
+    }
+
+    fn containers(&self) -> Result<Vec<String>> {
+        self.containers_where(true)
     }
 
     /// A sandbox from a previous run, if its container runs and its agent answers.
@@ -596,6 +601,18 @@ impl Runtime for DockerRuntime {
             Err(e) => {
                 tracing::debug!(sandbox_id = id, error = %e, "could not ask the Docker Engine; taken as running");
                 true
+            }
+        }
+    }
+
+    /// One list of this runtime's running containers, not one inspect per sandbox: the
+    /// runner asks every 2 s.
+    fn not_running(&self, ids: &[String]) -> Vec<String> {
+        match self.containers_where(false) {
+            Ok(running) => ids.iter().filter(|id| running.binary_search(id).is_err()).cloned().collect(),
+            Err(e) => {
+                tracing::debug!(error = %e, "could not ask the Docker Engine; all taken as running");
+                Vec::new()
             }
         }
     }

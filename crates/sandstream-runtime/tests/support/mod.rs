@@ -173,14 +173,19 @@ pub async fn ptrace_reaches_only_the_users_own_processes(sb: &sandstream_runtime
 /// runtime's hands (the runner removes those), and from one the runtime removed. The
 /// same check on every backend.
 pub async fn running_follows_the_agent(runtime: &dyn sandstream_runtime::Runtime, id: &str, kill_agent: impl FnOnce()) {
+    let unknown = "sb-0123456789".to_string();
+    let both = [id.to_string(), unknown.clone()];
     assert!(runtime.running(id), "a live sandbox");
-    assert!(!runtime.running("sb-0123456789"), "an unknown id");
+    assert!(!runtime.running(&unknown), "an unknown id");
+    assert_eq!(runtime.not_running(&both), vec![unknown.clone()], "of a live sandbox and an unknown id");
     kill_agent();
     let started = std::time::Instant::now();
     while runtime.running(id) {
         assert!(started.elapsed() < std::time::Duration::from_secs(10), "still running after its agent was killed");
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
+    assert_eq!(runtime.not_running(&both), both, "of a dead sandbox and an unknown id");
     runtime.kill(id).expect("remove the dead sandbox");
     assert!(!runtime.running(id), "a removed sandbox");
+    assert_eq!(runtime.not_running(&both), both, "of a removed sandbox and an unknown id");
 }
