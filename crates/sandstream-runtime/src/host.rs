@@ -10,8 +10,8 @@ pub(crate) fn run(program: &str, args: &[&str]) -> Result<String> {
     run_with_input(program, args, None)
 }
 
-/// Like [`run`], with `input` written to the program's stdin (for `ip -batch -` and
-/// `iptables-restore`, which take many commands in one process).
+/// Like [`run`], with `input` written to the program's stdin (for `iptables-restore`,
+/// which takes many commands in one process).
 pub(crate) fn run_with_input(program: &str, args: &[&str], input: Option<&str>) -> Result<String> {
     let started = std::time::Instant::now();
     let failed = |detail: String| Error::Command { command: format!("{program} {}", args.join(" ")), detail };

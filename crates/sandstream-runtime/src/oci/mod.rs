@@ -10,7 +10,7 @@
 //!
 //! A create, timed on a 2-core VM (tracing's `sandbox create timings` event has the
 //! phases): the namespace (in-process, well under 1 ms), then side by side the link
-//! and firewall rules (two `ip -batch` and one `iptables-restore`, 6-12 ms) and the
+//! and firewall rules (the link over netlink, then one `iptables-restore`: 3-6 ms) and the
 //! container (overlay mount and `runc run --detach`: 20-30 ms with runc, 8-14 ms with
 //! crun, nearly all the runtime's), then the agent's first accepted connection (about
 //! 1 ms later). These hold with the cgroup filesystem mounted `favordynmods`
