@@ -252,8 +252,10 @@ async fn memory_and_process_limits_hold_and_the_sandbox_survives() {
     let (addr, token) = (sb.agent_addr, sb.token.clone());
     let bomb = tokio::spawn(async move { exec_with_token(addr, &token, "f() { f | f & }; f; sleep 5", 4000).await });
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    // While the bomb runs, another sandbox answers.
+    // While the bomb runs, another sandbox answers and the host still starts processes.
     assert_eq!(exec(&bystander, "echo fine").await.stdout, "fine\n", "another sandbox stays responsive");
+    let host = std::process::Command::new("sh").args(["-c", "echo host"]).output().expect("the host forks");
+    assert_eq!(host.stdout, b"host\n", "the host stays responsive");
     let bomb = bomb.await.expect("join").expect("bomb runs");
     // It hits the pids limit, and ends at its timeout (124), or earlier when even its
     // final `sleep` cannot fork (the shell's 2).

@@ -295,6 +295,7 @@ async fn a_cpu_hog_leaves_another_sandbox_responsive() {
 async fn memory_and_process_limits_hold_and_the_sandbox_survives() {
     let Some(f) = fixture() else { return };
     let sb = f.create(Limits { memory_bytes: 64 << 20, cpu_millis: 1000, pids: 48 });
+    let bystander = f.create(Limits::default());
     // Out of memory, the kernel kills the user's processes before the agent (PID 1).
     assert_eq!(exec(&sb, "cat /proc/1/oom_score_adj /proc/self/oom_score_adj").await.stdout, "0\n500\n");
     let hog = exec(&sb, "x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo survived ${#x}").await;
@@ -306,7 +307,14 @@ async fn memory_and_process_limits_hold_and_the_sandbox_survives() {
     assert_eq!((killed.exit_code, killed.oom_killed), (137, false), "a plain SIGKILL is not an OOM: {killed:?}");
     assert_eq!(exec(&sb, "echo alive").await.stdout, "alive\n", "the agent survives the OOM kill");
 
-    let bomb = exec_with_token(sb.agent_addr, &sb.token, "f() { f | f & }; f; sleep 5", 3000).await.expect("bomb runs");
+    let (addr, token) = (sb.agent_addr, sb.token.clone());
+    let bomb = tokio::spawn(async move { exec_with_token(addr, &token, "f() { f | f & }; f; sleep 5", 4000).await });
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // While the bomb runs, another sandbox answers and the host still starts processes.
+    assert_eq!(exec(&bystander, "echo fine").await.stdout, "fine\n", "another sandbox stays responsive");
+    let host = std::process::Command::new("sh").args(["-c", "echo host"]).output().expect("the host forks");
+    assert_eq!(host.stdout, b"host\n", "the host stays responsive");
+    let bomb = bomb.await.expect("join").expect("bomb runs");
     // Either the bomb's last `sleep` could not fork (the pids limit holds) or the bomb
     // ran into its timeout; both mean it was contained and ended.
     let contained = bomb.exit_code == 124 || (bomb.exit_code == 2 && bomb.stderr.contains("fork"));
@@ -318,6 +326,7 @@ async fn memory_and_process_limits_hold_and_the_sandbox_survives() {
     assert_eq!(pids.trim(), "48");
     assert_eq!(exec(&sb, "echo alive").await.stdout, "alive\n", "the sandbox still works after the bomb");
     f.runtime.kill(&sb.id).expect("kill");
+    f.runtime.kill(&bystander.id).expect("kill");
 }
 
 /// Everything of sandbox `id` that could outlive it on the host.
