@@ -57,6 +57,21 @@ impl Body {
         b
     }
 
+    /// `RTM_NEWLINK`'s body for a veth pair, as `ip link add NAME type veth peer name
+    /// PEER netns FD` sends it.
+    fn veth(name: &str, peer_name: &str, peer_netns_fd: u32) -> Self {
+        let mut body = Body::ifinfomsg(0, 0, 0);
+        body.name(IFLA_IFNAME, name).nested(IFLA_LINKINFO, |info| {
+            info.name(IFLA_INFO_KIND, "veth").nested(IFLA_INFO_DATA, |data| {
+                data.nested(VETH_INFO_PEER, |peer| {
+                    peer.put_ifinfomsg(0, 0, 0);
+                    peer.name(IFLA_IFNAME, peer_name).attr(IFLA_NET_NS_FD, &peer_netns_fd.to_ne_bytes());
+                });
+            });
+        });
+        body
+    }
+
     fn put_ifinfomsg(&mut self, index: u32, flags: u32, change: u32) {
         self.0.extend([AF_UNSPEC, 0, 0, 0]);
         self.0.extend(index.to_ne_bytes());
@@ -103,6 +118,8 @@ impl Body {
 pub(crate) struct Netlink {
     fd: OwnedFd,
     seq: u32,
+    /// Replies are read into this, kept from one request to the next.
+    buf: Vec<u8>,
 }
 
 impl Netlink {
@@ -110,7 +127,7 @@ impl Netlink {
     pub(crate) fn open() -> io::Result<Self> {
         let fd = socket(AddressFamily::Netlink, SockType::Raw, SockFlag::SOCK_CLOEXEC, SockProtocol::NetlinkRoute)?;
         bind(fd.as_raw_fd(), &NetlinkAddr::new(0, 0))?;
-        Ok(Netlink { fd, seq: 0 })
+        Ok(Netlink { fd, seq: 0, buf: vec![0; 16 * 1024] })
     }
 
     /// A socket in the network namespace `netns` (an open `/proc/…/ns/net` or `ip netns`
@@ -130,16 +147,7 @@ impl Netlink {
     /// `peer_netns`, down.
     pub(crate) fn add_veth(&mut self, name: &str, peer_name: &str, peer_netns: &std::fs::File) -> io::Result<()> {
         let netns_fd = u32::try_from(peer_netns.as_raw_fd()).map_err(|_| io::Error::from(nix::errno::Errno::EBADF))?;
-        let mut body = Body::ifinfomsg(0, 0, 0);
-        body.name(IFLA_IFNAME, name).nested(IFLA_LINKINFO, |info| {
-            info.name(IFLA_INFO_KIND, "veth").nested(IFLA_INFO_DATA, |data| {
-                data.nested(VETH_INFO_PEER, |peer| {
-                    peer.put_ifinfomsg(0, 0, 0);
-                    peer.name(IFLA_IFNAME, peer_name).attr(IFLA_NET_NS_FD, &netns_fd.to_ne_bytes());
-                });
-            });
-        });
-        self.request(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, &body.0).map(drop)
+        self.request(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, &Body::veth(name, peer_name, netns_fd).0).map(drop)
     }
 
     /// Removes the link `name` (a veth takes its peer with it).
@@ -195,10 +203,9 @@ impl Netlink {
         msg.extend(body);
         send(self.fd.as_raw_fd(), &msg, MsgFlags::empty())?;
         let mut reply = None;
-        let mut buf = vec![0u8; 16 * 1024];
         loop {
-            let n = recv(self.fd.as_raw_fd(), &mut buf, MsgFlags::empty())?;
-            let mut at = &buf[..n];
+            let n = recv(self.fd.as_raw_fd(), &mut self.buf, MsgFlags::empty())?;
+            let mut at = &self.buf[..n];
             while at.len() >= 16 {
                 let word = |i: usize| u32::from_ne_bytes([at[i], at[i + 1], at[i + 2], at[i + 3]]);
                 let msg_len = word(0) as usize;
@@ -229,15 +236,7 @@ mod tests {
 
     #[test]
     fn a_veth_request_nests_its_peer_as_ip_link_add_does() {
-        let mut body = Body::ifinfomsg(0, 0, 0);
-        body.name(IFLA_IFNAME, "vs01").nested(IFLA_LINKINFO, |info| {
-            info.name(IFLA_INFO_KIND, "veth").nested(IFLA_INFO_DATA, |data| {
-                data.nested(VETH_INFO_PEER, |peer| {
-                    peer.put_ifinfomsg(0, 0, 0);
-                    peer.name(IFLA_IFNAME, "eth0").attr(IFLA_NET_NS_FD, &7u32.to_ne_bytes());
-                });
-            });
-        });
+        let body = Body::veth("vs01", "eth0", 7);
         let b = &body.0;
         let attr = |at: usize| (u16::from_ne_bytes([b[at], b[at + 1]]), u16::from_ne_bytes([b[at + 2], b[at + 3]]));
         assert_eq!(b.len() % 4, 0);

@@ -500,8 +500,7 @@ impl DockerRuntime {
         }
     }
 
-    /// Ids of this runtime's containers, running or not.
-    /// This runtime's sandboxes that have a container; only those running unless `all`.
+    /// Ids of this runtime's containers, sorted: only the running ones unless `all`.
     fn containers_where(&self, all: bool) -> Result<Vec<String>> {
         let docker = &self.docker;
         let filters: HashMap<String, Vec<String>> = [(
@@ -524,6 +523,7 @@ impl DockerRuntime {
         Ok(ids)
     }
 
+    /// Ids of this runtime's containers, running or not.
     fn containers(&self) -> Result<Vec<String>> {
         self.containers_where(true)
     }
