@@ -18,6 +18,9 @@ pub struct ServerConfig {
     pub runner_secret: Option<String>,
     /// Largest `code` plus `files` an exec request may carry.
     pub max_code_bytes: usize,
+    /// Most bytes of output one `/api/sandbox/exec` execution keeps (install and run
+    /// together); past it the server cuts the output and stops the program.
+    pub max_output_bytes: u64,
     /// A runner silent this long has its sandboxes marked lost.
     pub heartbeat_timeout: Duration,
 }
@@ -31,6 +34,7 @@ impl ServerConfig {
             api_key: None,
             runner_secret: None,
             max_code_bytes: 1 << 20,
+            max_output_bytes: 16 << 20,
             heartbeat_timeout: Duration::from_secs(10),
         }
     }

@@ -202,9 +202,17 @@ impl Engine {
 async fn kill_command(state: &AppState, sandbox_id: &str, command_id: &str) {
     let Ok(Some(sb)) = state.store.sandbox(sandbox_id) else { return };
     let Ok(mut client) = state.exec.client(&sb) else { return };
+    kill(&mut client, command_id, "a cancelled command").await;
+}
+
+/// Kills a command's process group; `what` names it in the log.
+async fn kill(client: &mut AgentClient, command_id: &str, what: &str) {
     let req = SignalRequest { command_id: command_id.to_string(), signal: 9 };
-    if let Err(e) = client.signal(req).await {
-        tracing::warn!(sandbox_id, command_id, error = %e, "could not kill a cancelled command");
+    match client.signal(req).await {
+        Ok(_) => {}
+        // It ended on its own meanwhile.
+        Err(e) if e.code() == tonic::Code::FailedPrecondition => {}
+        Err(e) => tracing::warn!(command_id, error = %e, "could not kill {what}"),
     }
 }
 
@@ -221,10 +229,28 @@ struct Emitter {
     carry: [Utf8Carry; 2],
     /// Bytes received per channel of the current phase's command.
     offsets: [u64; 2],
+    /// Bytes of output this execution keeps at most (`--max-output-bytes`).
+    limit: u64,
+    /// Bytes of output stored so far, all phases together.
+    stored: u64,
+    /// The output reached the limit: nothing more is kept, and the program is stopped.
+    cut: bool,
+    /// The command was sent SIGKILL because of the cut.
+    stopped: bool,
 }
 
 impl Emitter {
     fn new(state: Arc<AppState>, ex: &ExecutionRow) -> Emitter {
+        let limit = state.cfg.max_output_bytes;
+        // A restarted server counts what the execution stored before.
+        let stored = if ex.last_seq == 0 {
+            0
+        } else {
+            state.store.output_bytes(&ex.id).unwrap_or_else(|e| {
+                tracing::error!(execution_id = %ex.id, error = %e, "could not count stored output");
+                0
+            })
+        };
         Emitter {
             state,
             exec_id: ex.id.clone(),
@@ -234,6 +260,10 @@ impl Emitter {
             seq: ex.last_seq,
             carry: [Utf8Carry::default(), Utf8Carry::default()],
             offsets: [ex.stdout_offset, ex.stderr_offset],
+            limit,
+            stored,
+            cut: stored >= limit,
+            stopped: false,
         }
     }
 
@@ -257,10 +287,33 @@ impl Emitter {
         }
     }
 
+    /// Counts bytes received on `channel` after the output was cut: they are not kept.
+    fn skip(&mut self, channel: usize, len: usize) {
+        self.offsets[channel] += len as u64;
+    }
+
+    /// Stores and emits a chunk, or the part of it within the output limit followed by
+    /// a note on stderr that the output was cut; nothing after that.
     async fn push(&mut self, channel: usize, phase: &str, data: String) {
+        if data.is_empty() || self.cut {
+            return;
+        }
+        let (kept, cut) = within_limit(&data, self.stored, self.limit);
+        if !cut {
+            return self.store_and_emit(channel, phase, data).await;
+        }
+        let kept = kept.to_string();
+        self.store_and_emit(channel, phase, kept).await;
+        self.cut = true;
+        let note = format!("\n[sandstream: output cut: {}]\n", limit_reached(self.limit));
+        self.store_and_emit(1, phase, note).await;
+    }
+
+    async fn store_and_emit(&mut self, channel: usize, phase: &str, data: String) {
         if data.is_empty() {
             return;
         }
+        self.stored += data.len() as u64;
         self.seq += 1;
         let kind = if channel == 0 { "stdout" } else { "stderr" };
         let chunk = Chunk { seq: self.seq, kind: kind.into(), phase: phase.into(), data };
@@ -305,6 +358,28 @@ impl Emitter {
         self.offsets = [0, 0];
         self.carry = [Utf8Carry::default(), Utf8Carry::default()];
     }
+}
+
+/// The part of `data` that fits when `stored` bytes of an execution's output are kept
+/// already and at most `limit` may be, cut at a character boundary; and whether it was
+/// cut.
+fn within_limit(data: &str, stored: u64, limit: u64) -> (&str, bool) {
+    let room = limit.saturating_sub(stored);
+    if data.len() as u64 <= room {
+        return (data, false);
+    }
+    let mut n = room as usize;
+    while !data.is_char_boundary(n) {
+        n -= 1;
+    }
+    (&data[..n], true)
+}
+
+/// Why an execution's output was cut: the note on its stderr and its `error`.
+fn limit_reached(limit: u64) -> String {
+    format!(
+        "the execution's output reached the server's limit of {limit} bytes (--max-output-bytes), so the program was stopped"
+    )
 }
 
 /// Runs (or, after a restart, carries on) an execution to its end.
@@ -407,6 +482,9 @@ async fn drive_inner(state: &Arc<AppState>, ex: &ExecutionRow, plan: &Plan, em: 
         }
         if state.exec.cancelled(&ex.id) {
             return Final { status: "cancelled", exit_code: CANCEL_EXIT, error: None };
+        }
+        if em.cut {
+            return Final { status: "error", exit_code: end.exit_code, error: Some(limit_reached(em.limit)) };
         }
         match ExitStatus::try_from(end.status).unwrap_or(ExitStatus::Unspecified) {
             ExitStatus::TimedOut => return Final { status: "timeout", exit_code: TIMEOUT_EXIT, error: None },
@@ -581,6 +659,10 @@ async fn follow(client: &mut AgentClient, cid: &str, phase: &str, em: &mut Emitt
                 // A message taken while merging that belongs to the next chunk.
                 let mut held = None;
                 loop {
+                    if em.cut && !em.stopped {
+                        em.stopped = true;
+                        kill(client, cid, "a command past the output limit").await;
+                    }
                     let next = match held.take() {
                         Some(n) => n,
                         None => stream.message().await,
@@ -592,6 +674,11 @@ async fn follow(client: &mut AgentClient, cid: &str, phase: &str, em: &mut Emitt
                                 return Ok(m);
                             }
                             let Some((ch, data)) = fresh(&m, &em.offsets) else { continue };
+                            if em.cut {
+                                // What is left until the stopped program's end is not kept.
+                                em.skip(ch, data.len());
+                                continue;
+                            }
                             let merged;
                             (merged, held) = merge_waiting(&mut stream, em.offsets, ch, data);
                             // Decoded now, so the received buffers are freed before the wait.
@@ -714,6 +801,21 @@ mod tests {
         let (merged, next) = merge_waiting(&mut stream, [2 * step, 0], 0, &third.data);
         assert!(merged.is_none());
         assert!(!matches!(next, Some(Ok(Some(_)))), "{next:?}");
+    }
+
+    #[test]
+    fn output_is_kept_up_to_the_limit_and_cut_on_a_character_boundary() {
+        // Room for all of it, exactly to the limit: nothing is cut.
+        assert_eq!(within_limit("abcd", 6, 10), ("abcd", false));
+        assert_eq!(within_limit("", 10, 10), ("", false));
+        // Past it: the bytes up to the limit.
+        assert_eq!(within_limit("abcdef", 6, 10), ("abcd", true));
+        assert_eq!(within_limit("a", 10, 10), ("", true));
+        assert_eq!(within_limit("a", 11, 10), ("", true));
+        // "é" is two bytes and "€" three: a limit inside one keeps the text before it.
+        assert_eq!(within_limit("aé", 8, 10), ("a", true));
+        assert_eq!(within_limit("a€b", 7, 10), ("a", true));
+        assert_eq!(within_limit("a€b", 6, 10), ("a€", true));
     }
 
     #[test]

@@ -695,6 +695,16 @@ impl Store {
         Ok(())
     }
 
+    /// Bytes of output (UTF-8) an execution has stored so far, over all its chunks: what
+    /// a restarted server counts against the output limit.
+    pub(crate) fn output_bytes(&self, id: &str) -> AppResult<u64> {
+        let db = lock(&self.reader);
+        let n: i64 = db
+            .prepare_cached("SELECT COALESCE(SUM(length(CAST(data AS BLOB))), 0) FROM chunks WHERE execution_id = ?1")?
+            .query_row([id], |r| r.get(0))?;
+        Ok(n as u64)
+    }
+
     /// Chunks with `seq > after_seq`, in order, at most `limit`. Read on the read
     /// connection: never waits for the writer, nor makes it wait.
     pub(crate) fn chunks(&self, id: &str, after_seq: u64, limit: usize) -> AppResult<Vec<Chunk>> {
@@ -758,6 +768,20 @@ mod tests {
             let ex = store.execution("e1").expect("read").expect("exists");
             assert_eq!((ex.last_seq, ex.stdout_offset, ex.stderr_offset), (seq, seq * 10, 0));
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn output_bytes_counts_utf8_bytes_of_one_execution() {
+        let (_dir, store) = open();
+        store.insert_execution(&execution("e1")).expect("insert");
+        store.insert_execution(&execution("e2")).expect("insert");
+        assert_eq!(store.output_bytes("e1").expect("count"), 0);
+        store.append_chunk("e1", chunk(1, "abc"), (3, 0)).await.expect("append");
+        // Two characters, five bytes: the limit is in bytes.
+        store.append_chunk("e1", chunk(2, "é€"), (8, 0)).await.expect("append");
+        store.append_chunk("e2", chunk(1, "other"), (5, 0)).await.expect("append");
+        assert_eq!(store.output_bytes("e1").expect("count"), 8);
+        assert_eq!(store.output_bytes("e2").expect("count"), 5);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -50,6 +50,12 @@ pub(crate) struct ServerArgs {
     /// Largest code + files + stdin one exec request may carry, in bytes.
     #[arg(long, default_value_t = 1 << 20)]
     max_code_bytes: usize,
+    /// Most bytes of output one exec execution keeps, install and run together: past it
+    /// the output is cut with a note on stderr and the program is stopped (status
+    /// `error`). It bounds what one execution stores in the database and sends to
+    /// browsers.
+    #[arg(long, default_value_t = 16 << 20)]
+    max_output_bytes: u64,
     /// A runner silent for this many ms has its sandboxes marked lost.
     #[arg(long, default_value_t = 10_000)]
     heartbeat_timeout_ms: u64,
@@ -221,6 +227,7 @@ fn server_config(a: &ServerArgs) -> ServerConfig {
     cfg.api_key = std::env::var("SANDSTREAM_API_KEY").ok().filter(|k| !k.is_empty());
     cfg.runner_secret = std::env::var("SANDSTREAM_RUNNER_SECRET").ok().filter(|k| !k.is_empty());
     cfg.max_code_bytes = a.max_code_bytes;
+    cfg.max_output_bytes = a.max_output_bytes;
     cfg.heartbeat_timeout = Duration::from_millis(a.heartbeat_timeout_ms);
     cfg
 }

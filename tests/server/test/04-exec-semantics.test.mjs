@@ -2,10 +2,13 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  fileServer, api, exec, run, text, logs, waitExecution, assertContiguous, createTenant, until, SB_ID,
+  fileServer, api, exec, run, text, logs, waitExecution, assertContiguous, createTenant, until, SB_ID, connectClient,
 } from '../lib/harness.mjs';
 
-const server = await fileServer(after);
+// The output limit of every execution in this file: above the largest output the other
+// tests print (190 kB), and one byte into an "é" of the flood below.
+const OUTPUT_LIMIT = 300_001;
+const server = await fileServer(after, { args: ['--max-output-bytes', String(OUTPUT_LIMIT)] });
 const { key } = await createTenant(server, 'semantics');
 // One sandbox for the whole file (reuse is itself under test below).
 const sb = await api(server, 'POST', '/api/v1/sandboxes', { key, body: {} });
@@ -162,4 +165,51 @@ test('output from javascript and large output arrive complete and in order', asy
   const expected = Array.from({ length: 20000 }, (_, i) => `row ${i}\n`).join('');
   assert.equal(text(r.chunks, { type: 'stdout' }), expected);
   assert.equal(text(r.chunks, { type: 'stderr' }), 'done\n');
+});
+
+test('output limit: a flood is kept up to --max-output-bytes, cut with a note on stderr, and the program is stopped', async (t) => {
+  const client = await connectClient(server, key);
+  t.after(() => client.close());
+  await client.join(containerId);
+  // Endless 11-byte lines; the limit falls inside the "é" of line 27272.
+  const code = 'import sys\ni = 0\nwhile True:\n    sys.stdout.write(f"{i:08d}\u00e9\\n")\n    i += 1\n';
+  const { executionId } = await exec(server, { code, language: 'python', containerId, timeout: 60_000 }, { key });
+  const done = await client.waitEvent('execution-complete', (p) => p.executionId === executionId, { timeoutMs: 60_000 });
+  const why = `the execution's output reached the server's limit of ${OUTPUT_LIMIT} bytes (--max-output-bytes), so the program was stopped`;
+  // Stopped by the server (SIGKILL: 137), well before its own 60 s timeout.
+  assert.equal(done.status, 'error', JSON.stringify(done));
+  assert.equal(done.exitCode, 137, JSON.stringify(done));
+  assert.equal(done.error, why);
+  assert.ok(done.durationMs < 30_000, `durationMs ${done.durationMs}`);
+  const ex = await waitExecution(server, executionId, { key });
+  assert.equal(ex.status, 'error');
+  assert.equal(ex.exitCode, 137);
+
+  // Stored: the first bytes of the flood up to the limit, less the half character, then the note.
+  const l = await logs(server, executionId, { key });
+  assert.equal(l.complete, true);
+  assertContiguous(l.chunks);
+  const lines = [];
+  for (let i = 0; i * 11 < OUTPUT_LIMIT + 40; i++) lines.push(`${String(i).padStart(8, '0')}\u00e9\n`);
+  const bytes = Buffer.from(lines.join(''));
+  assert.equal(bytes[OUTPUT_LIMIT - 1], 0xc3, 'the limit falls between the two bytes of an é');
+  const want = bytes.subarray(0, OUTPUT_LIMIT - 1).toString();
+  const stdout = text(l.chunks, { type: 'stdout' });
+  assert.equal(Buffer.byteLength(stdout), OUTPUT_LIMIT - 1);
+  assert.ok(stdout === want, `stdout is not the flood's first ${OUTPUT_LIMIT - 1} bytes; it ends ${JSON.stringify(stdout.slice(-30))}`);
+  assert.equal(text(l.chunks, { type: 'stderr' }), `\n[sandstream: output cut: ${why}]\n`);
+  assert.equal(l.chunks.at(-1).type, 'stderr', 'the note is the last chunk');
+
+  // Live: the same chunks reached the socket.io client (resumed where it missed any).
+  client.resume(executionId, client.lastKept(executionId));
+  await client.waitUntil(() => client.lastKept(executionId) === l.chunks.length, { what: 'every chunk live or resumed' });
+  assert.deepEqual(client.kept(executionId).map((c) => [c.seq, c.type, c.data]), l.chunks.map((c) => [c.seq, c.type, c.data]));
+
+  // The flood is really gone: no other main.py runs in the sandbox.
+  const ps = await run(server, {
+    code: 'import os\nfor p in os.listdir("/proc"):\n    if p.isdigit() and int(p) != os.getpid():\n        try: c = open(f"/proc/{p}/cmdline", "rb").read()\n        except OSError: continue\n        if b"main.py" in c: print(p, c)\nprint("checked")\n',
+    language: 'python', containerId,
+  }, { key, timeoutMs: 30_000 });
+  assert.equal(ps.execution.status, 'success', JSON.stringify(ps));
+  assert.equal(text(ps.chunks, { type: 'stdout' }), 'checked\n');
 });

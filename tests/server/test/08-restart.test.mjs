@@ -8,7 +8,10 @@ import {
 
 const root = tmpRoot();
 const apiKey = newKey('admin');
-let server = await startServer({ root, apiKey });
+// Each execution keeps at most this much output (the last test crosses it).
+const OUTPUT_LIMIT = 300_000;
+const args = ['--max-output-bytes', String(OUTPUT_LIMIT)];
+let server = await startServer({ root, apiKey, args });
 const allKeys = new Set([apiKey]);
 after(async () => {
   for (const k of allKeys) server.keys.add(k);
@@ -25,7 +28,7 @@ async function restart() {
   for (const k of server.keys) allKeys.add(k);
   const stopped = await server.stop();
   assert.ok(stopped.code === 0 || stopped.signal === 'SIGTERM', `server exit: ${JSON.stringify(stopped)}`);
-  server = await startServer({ root, apiKey });
+  server = await startServer({ root, apiKey, args });
   for (const k of allKeys) server.keys.add(k);
 }
 
@@ -135,4 +138,36 @@ test('an execution started just before SIGTERM completes after the restart', asy
   const l = await logs(server, slow.executionId, { key });
   assertContiguous(l.chunks);
   assert.equal(text(l.chunks, { type: 'stdout' }), EXPECTED);
+});
+
+test('the output limit counts what an execution stored before a restart', async () => {
+  assert.ok(survivor, 'needs the sandbox of the first test');
+  const { key, containerId } = survivor;
+  const go = `/home/user/go-${Date.now()}`;
+  // 200,000 bytes, then (once the file appears) 200,000 more, then a long sleep.
+  const code = [
+    'import os, sys, time',
+    'sys.stdout.write(("a" * 99 + "\\n") * 2000); sys.stdout.flush()',
+    `while not os.path.exists(${JSON.stringify(go)}): time.sleep(0.05)`,
+    'sys.stdout.write(("b" * 99 + "\\n") * 2000); sys.stdout.flush()',
+    'time.sleep(30)',
+  ].join('\n');
+  const flood = await exec(server, { code, language: 'python', containerId, timeout: 60_000 }, { key });
+  await until(async () => text((await logs(server, flood.executionId, { key })).chunks).length === 200_000, { what: 'the first 200,000 bytes stored', timeoutMs: 30_000 });
+  await restart();
+  // The second half comes only now, to the restarted server.
+  const poke = await run(server, { code: `open(${JSON.stringify(go)}, "w").close()`, language: 'python', containerId }, { key });
+  assert.equal(poke.execution.status, 'success', JSON.stringify(poke));
+  const ex = await waitExecution(server, flood.executionId, { key, timeoutMs: 30_000 });
+  assert.equal(ex.status, 'error', JSON.stringify(ex));
+  assert.equal(ex.exitCode, 137, JSON.stringify(ex));
+  const l = await logs(server, flood.executionId, { key });
+  assertContiguous(l.chunks);
+  const stdout = text(l.chunks, { type: 'stdout' });
+  assert.equal(stdout.length, OUTPUT_LIMIT, 'stdout kept across the restart');
+  assert.ok(stdout === ('a'.repeat(99) + '\n').repeat(2000) + ('b'.repeat(99) + '\n').repeat(1000), 'stdout is not the first 300,000 bytes');
+  assert.equal(
+    text(l.chunks, { type: 'stderr' }),
+    `\n[sandstream: output cut: the execution's output reached the server's limit of ${OUTPUT_LIMIT} bytes (--max-output-bytes), so the program was stopped]\n`,
+  );
 });
