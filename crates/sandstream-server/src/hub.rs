@@ -100,6 +100,25 @@ pub(crate) fn setup(io: &SocketIo, state: Weak<AppState>) {
     io.ns("/", on_connect.with(authenticate));
 }
 
+/// Closes every socket.io connection made with the key `key_id` (directly or through a
+/// web session of it), telling each why; returns how many. A revoked key stops working
+/// at once: its open sockets would otherwise keep receiving its sandboxes' output and
+/// could still join their rooms.
+pub(crate) fn disconnect_key(io: &SocketIo, key_id: &str) -> usize {
+    let mut n = 0;
+    for s in io.sockets() {
+        if principal(&s).is_some_and(|p| p.key_id == key_id) {
+            refuse(&s, "unauthorized", "the API key of this connection was revoked".into());
+            let id = s.id;
+            if let Err(e) = s.disconnect() {
+                tracing::debug!(socket = %id, error = %e, "socket of a revoked key was already closing");
+            }
+            n += 1;
+        }
+    }
+    n
+}
+
 fn principal(s: &SocketRef) -> Option<Principal> {
     s.extensions.get::<Principal>()
 }

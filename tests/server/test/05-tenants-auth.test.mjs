@@ -2,7 +2,7 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  fileServer, api, exec, assertError, createTenant, connectClient, Client, waitExecution, logs, text, sleep, newKey,
+  fileServer, api, exec, assertError, createTenant, connectClient, Client, waitExecution, logs, text, sleep, newKey, killLeftovers,
 } from '../lib/harness.mjs';
 
 const server = await fileServer(after);
@@ -131,6 +131,36 @@ test('a revoked key gets 401 at once, on REST and socket.io', async () => {
   const c = new Client(server.url, C.key);
   await assert.rejects(c.connected());
   c.close();
+});
+
+test('revoking a key closes the socket.io connections made with it, saying why; others stay', async () => {
+  const D = await createTenant(server, 'revoked-while-connected');
+  const E = await createTenant(server, 'stays-connected');
+  const sb = await api(server, 'POST', '/api/v1/sandboxes', { key: D.key, body: {} });
+  assert.equal(sb.status, 201, sb.text);
+  const open = await connectClient(server, D.key);
+  const other = await connectClient(server, E.key);
+  try {
+    await open.join(sb.body.id);
+    const del = await api(server, 'DELETE', `/api/v1/keys/${D.id}`);
+    assert.equal(del.status, 204, del.text);
+    await open.waitEvent('disconnect', () => true, { timeoutMs: 10_000 });
+    const told = open.events.find((e) => e.ev === 'error');
+    assert.deepEqual(told?.payload, { code: 'unauthorized', message: 'the API key of this connection was revoked' });
+    assert.equal(open.events.find((e) => e.ev === 'disconnect').payload.reason, 'io server disconnect');
+    assert.equal(open.socket.connected, false);
+    // Another tenant's connection is untouched and still served.
+    assert.equal(other.socket.connected, true);
+    assert.ok(!other.events.some((e) => e.ev === 'disconnect'), other.summary());
+    const sb2 = await api(server, 'POST', '/api/v1/sandboxes', { key: E.key, body: {} });
+    assert.equal(sb2.status, 201, sb2.text);
+    assert.deepEqual(await other.join(sb2.body.id), { containerId: sb2.body.id });
+  } finally {
+    open.close();
+    other.close();
+    // No key can delete the revoked tenant's sandbox now: the runner kills it.
+    await killLeftovers(server, [sb.body.id]);
+  }
 });
 
 test('wrong or missing key → 401 JSON; X-API-Key works; socket.io refuses a wrong key', async () => {

@@ -64,7 +64,8 @@ pub(crate) async fn revoke_key(
     if !state.store.revoke_key(&id)? {
         return Err(AppError::NotFound(format!("key {id} not found")));
     }
-    tracing::info!(key_id = %id, "key revoked");
+    let closed = crate::hub::disconnect_key(&state.io, &id);
+    tracing::info!(key_id = %id, sockets_closed = closed, "key revoked");
     Ok(StatusCode::NO_CONTENT)
 }
 
