@@ -1,5 +1,6 @@
 //! Sandbox token checks. Every RPC calls [`Auth::check`] before doing anything.
 
+use sandstream_proto::secret::constant_time_eq;
 use tonic::metadata::MetadataMap;
 
 use crate::error::{AgentError, Result};
@@ -42,15 +43,6 @@ impl Auth {
             _ => Ok(()),
         }
     }
-}
-
-/// Compares without an early exit, so response timing does not reveal how many
-/// leading bytes of a guessed token were right.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[cfg(test)]

@@ -2,10 +2,11 @@
 //! `proto/sandstream/agent/v1/agent.proto`. This crate does no IO.
 //! The meaning of every field is in `proto/PROTOCOL.md`.
 
-/// Package `sandstream.agent.v1`: the seed's `ExecService` plus the fields and RPCs
-/// added after it.
+pub mod secret;
 pub mod utf8;
 
+/// Package `sandstream.agent.v1`: the seed's `ExecService` plus the fields and RPCs
+/// added after it.
 pub mod v1 {
     #![allow(missing_docs, clippy::all)]
     tonic::include_proto!("sandstream.agent.v1");

@@ -9,6 +9,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use sandstream_proto::secret::constant_time_eq;
 
 use crate::api::{CreateSandbox, RunnerError as ErrorBody, RunnerSandbox, SetTimeout};
 use crate::runner::{Runner, RunnerError};
@@ -49,10 +50,6 @@ async fn auth(State(runner): State<Arc<Runner>>, req: Request, next: Next) -> Re
         return (StatusCode::UNAUTHORIZED, Json(body)).into_response();
     }
     next.run(req).await
-}
-
-pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 async fn create(

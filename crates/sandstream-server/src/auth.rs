@@ -6,6 +6,7 @@ use std::sync::Arc;
 use axum::extract::FromRequestParts;
 use axum::http::HeaderMap;
 use axum::http::request::Parts;
+use sandstream_proto::secret::constant_time_eq;
 use sha2::{Digest, Sha256};
 
 use crate::error::AppError;
@@ -32,10 +33,6 @@ pub(crate) fn hash(secret: &str) -> String {
 
 pub(crate) fn new_key() -> String {
     format!("ss_{}", random_hex(24))
-}
-
-pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// The credential a request or socket.io handshake carries, in order of preference:
