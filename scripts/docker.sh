@@ -19,19 +19,13 @@ source "$(dirname "$0")/lib.sh"
 SOCKET="${SANDSTREAM_DOCKER_SOCKET:-/var/run/docker.sock}"
 LOG=/var/log/sandstream-dockerd.log
 
-answers() { curl -sf --max-time 2 --unix-socket "$SOCKET" http://docker/_ping >/dev/null 2>&1; }
-
-if ! answers; then
+if ! docker_answers "$SOCKET"; then
   [ "$(id -u)" = 0 ] || { echo "scripts/docker.sh: need root to start dockerd" >&2; exit 1; }
   command -v dockerd >/dev/null || { echo "scripts/docker.sh: dockerd is not installed (scripts/setup.sh installs the Docker Engine package)" >&2; exit 1; }
   log "starting dockerd on $SOCKET (log: $LOG)"
   pidfile="/run/sandstream-dockerd-$(printf '%s' "$SOCKET" | md5sum | cut -c1-8).pid"
   setsid dockerd --host "unix://$SOCKET" --pidfile "$pidfile" --bridge=none --live-restore \
     --log-level=warn </dev/null >>"$LOG" 2>&1 &
-  for _ in $(seq 1 300); do
-    answers && break
-    sleep 0.1
-  done
-  answers || { echo "scripts/docker.sh: dockerd did not answer on $SOCKET within 30 s; see $LOG" >&2; tail -n 20 "$LOG" >&2; exit 1; }
+  wait_for_docker "$SOCKET" || { echo "scripts/docker.sh: dockerd did not answer on $SOCKET within 30 s; see $LOG" >&2; tail -n 20 "$LOG" >&2; exit 1; }
 fi
 echo "$SOCKET"

@@ -5,3 +5,14 @@ HOST_TRIPLE="$(rustc -vV | sed -n 's/^host: //p')"
 # The static agent: built for the host triple with the C runtime linked in.
 STATIC_AGENT="$ROOT/target/$HOST_TRIPLE/release/sandstream-agent"
 log() { printf '==> %s\n' "$*" >&2; }
+# Whether a Docker Engine answers on the socket $1.
+docker_answers() { curl -sf --max-time 2 --unix-socket "$1" http://docker/_ping >/dev/null 2>&1; }
+# Waits up to 30 s for a Docker Engine to answer on the socket $1.
+wait_for_docker() {
+  local _
+  for _ in $(seq 1 300); do
+    docker_answers "$1" && return 0
+    sleep 0.1
+  done
+  return 1
+}

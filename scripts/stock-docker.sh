@@ -11,15 +11,14 @@ source "$(dirname "$0")/lib.sh"
 SOCKET=/var/run/docker.sock
 PIDFILE=/run/sandstream-stock-dockerd.pid
 LOG=/var/log/sandstream-stock-dockerd.log
-answers() { curl -sf --max-time 2 --unix-socket "$SOCKET" http://docker/_ping >/dev/null 2>&1; }
 [ "$(id -u)" = 0 ] || { echo "scripts/stock-docker.sh: need root" >&2; exit 1; }
 
 case "${1:-}" in
   start)
-    answers && { echo "scripts/stock-docker.sh: a Docker daemon already answers on $SOCKET; stop it first" >&2; exit 1; }
+    docker_answers "$SOCKET" && { echo "scripts/stock-docker.sh: a Docker daemon already answers on $SOCKET; stop it first" >&2; exit 1; }
     log "starting dockerd as installed (default bridge network; log: $LOG)"
     setsid dockerd --pidfile "$PIDFILE" </dev/null >>"$LOG" 2>&1 &
-    for _ in $(seq 1 300); do answers && exit 0; sleep 0.1; done
+    wait_for_docker "$SOCKET" && exit 0
     echo "scripts/stock-docker.sh: dockerd did not answer within 30 s; see $LOG" >&2
     exit 1
     ;;

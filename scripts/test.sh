@@ -20,7 +20,7 @@ export SANDSTREAM_BIN="$ROOT/target/debug/sandstream"
 # The docker backend's tests need a Docker Engine; one this script starts, it stops.
 docker_socket="${SANDSTREAM_DOCKER_SOCKET:-/var/run/docker.sock}"
 docker_was_up=no
-curl -sf --max-time 2 --unix-socket "$docker_socket" http://docker/_ping >/dev/null 2>&1 && docker_was_up=yes
+docker_answers "$docker_socket" && docker_was_up=yes
 export SANDSTREAM_DOCKER_SOCKET
 SANDSTREAM_DOCKER_SOCKET="$("$ROOT/scripts/docker.sh")"
 stop_docker() {
