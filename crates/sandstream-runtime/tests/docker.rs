@@ -20,7 +20,9 @@ mod support;
 use sandstream_runtime::{DockerConfig, DockerRuntime, Egress, Error, Limits, Runtime, Sandbox, SandboxSpec};
 use support::host_state::{assert_unchanged, minus, set_aside, settled, snapshot};
 use support::lock::sandbox_tests_lock;
-use support::netns::{TestHost, fetch, grpc_list_from, host_address, host_listeners, sh};
+use support::netns::{
+    TestHost, assert_no_ipv6_path_to_the_host, fetch, grpc_list_from, host_address, host_listeners, sh,
+};
 use support::{Out, busybox_template, exec_with_token, static_agent};
 
 fn socket() -> PathBuf {
@@ -235,6 +237,8 @@ async fn the_sandbox_reaches_no_host_service_and_no_other_sandbox() {
     // Positive control: the host itself reaches its listener and the other agent.
     assert!(std::net::TcpStream::connect((host_ip, port(1))).is_ok());
     assert_eq!(exec(&other, "echo ok").await.stdout, "ok\n");
+    // The bridge has a link-local address on the host.
+    assert_no_ipv6_path_to_the_host(&sb).await;
 }
 
 #[tokio::test]

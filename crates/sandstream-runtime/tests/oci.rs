@@ -19,7 +19,9 @@ mod support;
 use sandstream_runtime::{Egress, Error, Limits, OciConfig, OciRuntime, Runtime, Sandbox, SandboxSpec};
 use support::host_state::{assert_unchanged, minus, set_aside, settled, snapshot};
 use support::lock::sandbox_tests_lock;
-use support::netns::{TestHost, fetch, grpc_list_from, host_address, host_listeners, sh};
+use support::netns::{
+    TestHost, assert_no_ipv6_path_to_the_host, fetch, grpc_list_from, host_address, host_listeners, sh,
+};
 use support::{Out, busybox_template, exec_with_token, static_agent};
 
 struct Fixture {
@@ -191,6 +193,7 @@ async fn the_sandbox_cannot_see_or_touch_the_host() {
     // Positive control: the host itself reaches its listener and the other agent.
     assert!(std::net::TcpStream::connect((host_ip, port(1))).is_ok());
     assert_eq!(exec(&other, "echo ok").await.stdout, "ok\n");
+    assert_no_ipv6_path_to_the_host(&sb).await;
     f.runtime.kill(&sb.id).expect("kill");
     f.runtime.kill(&other.id).expect("kill");
 }

@@ -1,6 +1,6 @@
 //! Test peers in network namespaces, and probes from inside a sandbox.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV6};
 use std::time::Duration;
 
 use sandstream_runtime::Sandbox;
@@ -105,6 +105,56 @@ impl Drop for TestHost {
         let _ = std::process::Command::new("ip").args(["netns", "del", &self.ns]).status();
         let _ = std::process::Command::new("ip").args(["link", "del", &self.host_link]).output();
     }
+}
+
+/// The host's IPv6 addresses (`/proc/net/if_inet6`): address, interface index and name,
+/// and whether it is link-local. Empty on a host without IPv6.
+pub fn host_ipv6_addresses() -> Vec<(Ipv6Addr, u32, String, bool)> {
+    let Ok(table) = std::fs::read_to_string("/proc/net/if_inet6") else { return Vec::new() };
+    table
+        .lines()
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let [addr, index, _, scope, _, name] = f[..] else { return None };
+            let addr = Ipv6Addr::from(u128::from_str_radix(addr, 16).ok()?);
+            let index = u32::from_str_radix(index, 16).ok()?;
+            Some((addr, index, name.to_string(), scope == "20"))
+        })
+        .collect()
+}
+
+/// **No IPv6 path from the sandbox to the host.** The firewall is IPv4 only, so a host
+/// service listening on every address (`[::]`, both families) must be unreachable at
+/// each of the host's IPv6 addresses: its link-local ones through the sandbox's `eth0`
+/// (a sandbox that had IPv6 on a link where the host has an address would reach it), and
+/// the others directly. Positive control: the host reaches the listener at its own
+/// address, so the probes would have been answered.
+pub async fn assert_no_ipv6_path_to_the_host(sb: &Sandbox) {
+    let addrs = host_ipv6_addresses();
+    if addrs.is_empty() {
+        return; // a host without IPv6 has no such path
+    }
+    let listener = std::net::TcpListener::bind("[::]:0").expect("bind [::]");
+    listener.set_nonblocking(true).expect("nonblocking");
+    let port = listener.local_addr().expect("addr").port();
+    // A link-local address if the host has one (loopback's otherwise).
+    let (own, index, name, _) = addrs.iter().find(|a| a.3).unwrap_or(&addrs[0]);
+    let control = std::net::TcpStream::connect(SocketAddrV6::new(*own, port, 0, *index));
+    assert!(control.is_ok(), "the host cannot reach its own listener at {own}%{name}: {control:?}");
+    assert!(listener.accept().is_ok(), "the positive control's connection was not accepted");
+    for (addr, _, name, link_local) in &addrs {
+        let target = if *link_local { format!("{addr}%eth0") } else { addr.to_string() };
+        let out = exec_with_token(
+            sb.agent_addr,
+            &sb.token,
+            &format!("echo probe | nc -w 2 {target} {port} 2>&1; echo \"rc=$?\""),
+            30_000,
+        )
+        .await
+        .expect("execute in sandbox");
+        assert!(out.stdout.ends_with("rc=1\n"), "the host's {addr} (on {name}) answered: {out:?}");
+    }
+    assert!(listener.accept().is_err(), "the host's IPv6 listener accepted a connection from the sandbox");
 }
 
 /// An HTTP GET from inside the sandbox; Ok(body) or Err(what the shell printed).
