@@ -2,7 +2,7 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  fileServer, api, exec, assertError, createTenant, connectClient, Client, waitExecution, logs, text, sleep, newKey, killLeftovers,
+  fileServer, api, exec, assertError, createTenant, connectClient, Client, waitExecution, logs, text, sleep, newKey, killLeftovers, runningContainers,
 } from '../lib/harness.mjs';
 
 const server = await fileServer(after);
@@ -133,7 +133,7 @@ test('a revoked key gets 401 at once, on REST and socket.io', async () => {
   c.close();
 });
 
-test('revoking a key closes the socket.io connections made with it, saying why; others stay', async () => {
+test('revoking a key closes its socket.io connections, saying why, and kills its sandboxes; other tenants keep theirs', async () => {
   const D = await createTenant(server, 'revoked-while-connected');
   const E = await createTenant(server, 'stays-connected');
   const sb = await api(server, 'POST', '/api/v1/sandboxes', { key: D.key, body: {} });
@@ -155,10 +155,16 @@ test('revoking a key closes the socket.io connections made with it, saying why; 
     const sb2 = await api(server, 'POST', '/api/v1/sandboxes', { key: E.key, body: {} });
     assert.equal(sb2.status, 201, sb2.text);
     assert.deepEqual(await other.join(sb2.body.id), { containerId: sb2.body.id });
+    // The revoked tenant's sandbox is gone (the answer came after its kill); the other
+    // tenant's runs on.
+    const running = runningContainers(server);
+    assert.ok(!running.includes(sb.body.id), `the revoked key's sandbox ${sb.body.id} still runs`);
+    assert.ok(running.includes(sb2.body.id), `the other tenant's sandbox ${sb2.body.id} is not running: ${running}`);
   } finally {
     open.close();
     other.close();
-    // No key can delete the revoked tenant's sandbox now: the runner kills it.
+    // Had the revoke left it, no key could delete it: the runner kills it (and the
+    // assertion above has failed).
     await killLeftovers(server, [sb.body.id]);
   }
 });

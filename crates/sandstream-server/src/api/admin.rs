@@ -65,7 +65,25 @@ pub(crate) async fn revoke_key(
         return Err(AppError::NotFound(format!("key {id} not found")));
     }
     let closed = crate::hub::disconnect_key(&state.io, &id);
-    tracing::info!(key_id = %id, sockets_closed = closed, "key revoked");
+    // A key is a tenant: no other key can reach its sandboxes, so none would be left to
+    // stop the ones it made (and whoever holds their agents' tokens could go on using
+    // them until their timeout). They go with it.
+    let mut kills = tokio::task::JoinSet::new();
+    for sb in state.store.sandboxes_of(&id)? {
+        let state = state.clone();
+        kills.spawn(async move { (crate::registry::kill_sandbox(&state, &sb).await, sb.id) });
+    }
+    let mut killed = 0;
+    while let Some(done) = kills.join_next().await {
+        match done {
+            Ok((Ok(()), _)) => killed += 1,
+            Ok((Err(e), sandbox_id)) => {
+                tracing::error!(%sandbox_id, error = %e, "could not kill a revoked key's sandbox")
+            }
+            Err(e) => tracing::error!(error = %e, "a kill of a revoked key's sandbox failed"),
+        }
+    }
+    tracing::info!(key_id = %id, sockets_closed = closed, sandboxes_killed = killed, "key revoked");
     Ok(StatusCode::NO_CONTENT)
 }
 
