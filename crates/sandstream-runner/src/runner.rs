@@ -94,7 +94,8 @@ pub async fn start(cfg: RunnerConfig) -> anyhow::Result<RunnerHandle> {
 }
 
 /// Every minute: deletes template versions no name points to once no sandbox uses them
-/// (a replaced or removed template whose last sandbox ended).
+/// (a replaced or removed template whose last sandbox ended), then what the backend
+/// kept of versions that are gone (the Docker Engine's images of them).
 async fn collect_templates(runner: Arc<Runner>) {
     let mut tick = tokio::time::interval(Duration::from_secs(60));
     loop {
@@ -107,6 +108,12 @@ async fn collect_templates(runner: Arc<Runner>) {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => tracing::warn!(error = %e, "could not remove unused template versions"),
             Err(e) => tracing::warn!(error = %e, "template collection task failed"),
+        }
+        let runtime = runner.runtime.clone();
+        match tokio::task::spawn_blocking(move || runtime.collect_template_images()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "could not remove the images of unused template versions"),
+            Err(e) => tracing::warn!(error = %e, "template image collection task failed"),
         }
     }
 }

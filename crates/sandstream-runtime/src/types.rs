@@ -161,4 +161,11 @@ pub trait Runtime: Send + Sync {
     fn not_running(&self, ids: &[String]) -> Vec<String> {
         ids.iter().filter(|id| !self.running(id)).cloned().collect()
     }
+    /// Removes what this backend keeps per template version (the Docker Engine's image
+    /// of a template) for versions that are gone or have changed, unless a sandbox still
+    /// uses it; returns what it removed. Backends that run the template's directory
+    /// itself keep nothing (the template catalog collects the directories).
+    fn collect_template_images(&self) -> Result<Vec<String>> {
+        Ok(Vec::new())
+    }
 }

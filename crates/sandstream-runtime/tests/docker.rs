@@ -574,3 +574,43 @@ async fn the_default_template_runs_python_node_and_pip() {
     // the slow part.
     assert!(runtime.list().expect("list").is_empty());
 }
+
+/// Whether the Docker Engine has the image `tag`.
+fn image_present(tag: &str) -> bool {
+    let host = format!("unix://{}", socket().display());
+    let out = std::process::Command::new("docker").arg("-H").arg(host).args(["image", "inspect", tag]).output();
+    out.expect("docker").status.success()
+}
+
+#[tokio::test]
+async fn the_image_of_a_template_version_that_is_gone_is_removed_once_unused() {
+    let Some(f) = fixture() else { return };
+    // A template version of this test's own beside the fixture's.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let old = busybox_template(dir.path());
+    let old_tag = f.runtime.template_image(&old).expect("tag");
+    let spec = SandboxSpec { template: old.clone(), ..f.spec(Limits::default()) };
+    let sb = Guard { runtime: &f.runtime, sandbox: f.runtime.create(&spec).expect("create from the old version") };
+    let current = f.create(Limits::default());
+    let current_tag = f.runtime.template_image(&f.template).expect("tag");
+    assert!(image_present(&old_tag) && image_present(&current_tag));
+    // While both versions exist, neither image goes.
+    let removed = f.runtime.collect_template_images().expect("collect");
+    assert!(!removed.contains(&old_tag) && !removed.contains(&current_tag), "{removed:?}");
+    // The old version goes (as the catalog deletes a replaced version) while its sandbox
+    // runs: its image is in use and stays.
+    std::fs::remove_dir_all(&old).expect("remove the old version");
+    let removed = f.runtime.collect_template_images().expect("collect");
+    assert!(!removed.contains(&old_tag), "{removed:?}");
+    assert!(image_present(&old_tag), "the image of a running sandbox was removed");
+    assert_eq!(exec(&sb, "echo still").await.stdout, "still\n");
+    // Its last sandbox ends: the image goes at the next collection.
+    drop(sb);
+    let removed = f.runtime.collect_template_images().expect("collect");
+    assert!(removed.contains(&old_tag), "{removed:?}");
+    assert!(!image_present(&old_tag), "the unused image of a gone version is still there");
+    // The current version's image stays, and so does its sandbox.
+    assert!(image_present(&current_tag));
+    assert!(!removed.contains(&current_tag), "{removed:?}");
+    assert_eq!(exec(&current, "echo ok").await.stdout, "ok\n");
+}

@@ -19,6 +19,9 @@ use crate::error::{Error, Result};
 pub(crate) const REPOSITORY: &str = "sandstream-template";
 /// Label on every template image, so they can be told from other images.
 pub(crate) const LABEL: &str = "sandstream.template";
+/// Label on every template image: the template directory it was imported from (its
+/// path's bytes in hex), so an image whose template is gone or changed can be found.
+pub(crate) const SOURCE_LABEL: &str = "sandstream.template.source";
 /// The default template's completion marker (see template.rs).
 const MARKER: &str = ".sandstream-template";
 
@@ -41,6 +44,12 @@ pub(crate) fn tag_for(template: &Path) -> Result<String> {
     h.update(stamp.mtime().to_le_bytes());
     h.update(stamp.mtime_nsec().to_le_bytes());
     Ok(format!("{REPOSITORY}:{}", &hex::encode(h.finalize())[..16]))
+}
+
+/// The template directory an image's [`SOURCE_LABEL`] names.
+pub(crate) fn source_of(label: &str) -> Option<PathBuf> {
+    use std::os::unix::ffi::OsStringExt;
+    Some(PathBuf::from(std::ffi::OsString::from_vec(hex::decode(label).ok()?)))
 }
 
 /// Paths the image must have whatever the template holds, added after the template's
@@ -106,7 +115,10 @@ pub(crate) async fn import(docker: &Docker, template: &Path, tag: &str, scratch:
         from_src: Some("-".into()),
         repo: Some(repo.into()),
         tag: Some(version.into()),
-        changes: vec![format!("LABEL {LABEL}=1")],
+        changes: vec![
+            format!("LABEL {LABEL}=1"),
+            format!("LABEL {SOURCE_LABEL}={}", hex::encode(template.as_os_str().as_encoded_bytes())),
+        ],
         ..Default::default()
     };
     let mut progress = docker.create_image(Some(options), Some(bollard::body_try_stream(body)), None);

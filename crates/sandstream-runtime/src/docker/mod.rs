@@ -35,7 +35,7 @@ use bollard::models::{
     PortBinding, ResourcesUlimits,
 };
 use bollard::query_parameters::{
-    CreateContainerOptions, InspectNetworkOptions, ListContainersOptions, RemoveContainerOptions,
+    CreateContainerOptions, InspectNetworkOptions, ListContainersOptions, ListImagesOptions, RemoveContainerOptions,
 };
 
 use crate::error::{Error, Result};
@@ -615,5 +615,46 @@ impl Runtime for DockerRuntime {
                 Vec::new()
             }
         }
+    }
+
+    /// Template images whose template directory is gone, or is no longer the version the
+    /// image was imported from (a replaced or removed template, a rebuilt default), are
+    /// removed. One a container still uses is refused by the Engine and kept for a later
+    /// collection. Images from before they named their template are left alone.
+    fn collect_template_images(&self) -> Result<Vec<String>> {
+        // Not while a template is being imported (its new tag is not current yet).
+        let _importing = self.importing.lock().unwrap_or_else(|p| p.into_inner());
+        let docker = &self.docker;
+        let filters: HashMap<String, Vec<String>> =
+            [("label".to_string(), vec![image::SOURCE_LABEL.to_string()])].into();
+        let images = self.block(async {
+            let options = ListImagesOptions { filters: Some(filters), ..Default::default() };
+            docker.list_images(Some(options)).await.map_err(api_err("docker images"))
+        })?;
+        let prefix = format!("{}:", image::REPOSITORY);
+        let mut removed = Vec::new();
+        for img in images {
+            let Some(template) = img.labels.get(image::SOURCE_LABEL).and_then(|l| image::source_of(l)) else {
+                continue;
+            };
+            let current = image::tag_for(&template).ok();
+            for tag in img.repo_tags.iter().filter(|t| t.starts_with(&prefix) && current.as_ref() != Some(*t)) {
+                let gone = self.block(async {
+                    match docker.remove_image(tag, None::<bollard::query_parameters::RemoveImageOptions>, None).await {
+                        Ok(_) => Ok(true),
+                        // Already gone, or a container still uses it.
+                        Err(e) if is_not_found(&e) => Ok(false),
+                        Err(bollard::errors::Error::DockerResponseServerError { status_code: 409, .. }) => Ok(false),
+                        Err(e) => Err(api_err(&format!("docker rmi {tag}"))(e)),
+                    }
+                })?;
+                if gone {
+                    tracing::info!(image = %tag, template = %template.display(), "removed the image of a template version that is gone");
+                    removed.push(tag.clone());
+                }
+            }
+        }
+        self.images.lock().unwrap_or_else(|p| p.into_inner()).retain(|_, tag| !removed.contains(tag));
+        Ok(removed)
     }
 }
