@@ -144,29 +144,21 @@ pub async fn assert_no_ipv6_path_to_the_host(sb: &Sandbox) {
     assert!(listener.accept().is_ok(), "the positive control's connection was not accepted");
     for (addr, _, name, link_local) in &addrs {
         let target = if *link_local { format!("{addr}%eth0") } else { addr.to_string() };
-        let out = exec_with_token(
-            sb.agent_addr,
-            &sb.token,
-            &format!("echo probe | nc -w 2 {target} {port} 2>&1; echo \"rc=$?\""),
-            30_000,
-        )
-        .await
-        .expect("execute in sandbox");
+        let out = shell_in(sb, &format!("echo probe | nc -w 2 {target} {port} 2>&1; echo \"rc=$?\"")).await;
         assert!(out.stdout.ends_with("rc=1\n"), "the host's {addr} (on {name}) answered: {out:?}");
     }
     assert!(listener.accept().is_err(), "the host's IPv6 listener accepted a connection from the sandbox");
 }
 
+/// Runs `command` in the sandbox (30 s at most) and returns what it printed.
+async fn shell_in(sb: &Sandbox, command: &str) -> super::Out {
+    exec_with_token(sb.agent_addr, &sb.token, command, 30_000).await.expect("execute in sandbox")
+}
+
 /// An HTTP GET from inside the sandbox; Ok(body) or Err(what the shell printed).
 pub async fn fetch(sb: &Sandbox, ip: impl std::fmt::Display, port: u16) -> Result<String, String> {
-    let out = exec_with_token(
-        sb.agent_addr,
-        &sb.token,
-        &format!("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 {ip} {port} 2>&1; echo \"rc=$?\""),
-        30_000,
-    )
-    .await
-    .expect("execute in sandbox");
+    let out =
+        shell_in(sb, &format!("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 {ip} {port} 2>&1; echo \"rc=$?\"")).await;
     if out.stdout.contains("hello") { Ok(out.stdout) } else { Err(out.stdout) }
 }
 
