@@ -287,6 +287,11 @@ impl Emitter {
         }
     }
 
+    /// Whether the execution's sandbox is marked killed (a lost one may come back).
+    fn sandbox_killed(&self) -> bool {
+        matches!(self.state.store.sandbox(&self.container_id), Ok(Some(sb)) if sb.state == "killed")
+    }
+
     /// Counts bytes received on `channel` after the output was cut: they are not kept.
     fn skip(&mut self, channel: usize, len: usize) {
         self.offsets[channel] += len as u64;
@@ -695,6 +700,11 @@ async fn follow(client: &mut AgentClient, cid: &str, phase: &str, em: &mut Emitt
         };
         match err.code() {
             tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Internal | tonic::Code::Cancelled => {
+                // Killed (deleted, past its timeout, its key revoked, or dead): its agent
+                // will not come back, so the execution ends now, saying so.
+                if em.sandbox_killed() {
+                    return Err(format!("sandbox {} was killed while the execution ran", em.container_id));
+                }
                 let since = *failing_since.get_or_insert_with(tokio::time::Instant::now);
                 if since.elapsed() > AGENT_GIVE_UP {
                     return Err(format!("lost the sandbox's agent: {}", err.message()));

@@ -4,7 +4,9 @@ import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, readFileSync } from 'node:fs';
 import grpc from '@grpc/grpc-js';
-import { fileServer, api, assertError, createTenant, until, SB_ID, text, agentExecute } from '../lib/harness.mjs';
+import {
+  fileServer, api, assertError, createTenant, until, SB_ID, text, agentExecute, exec, waitExecution, logs,
+} from '../lib/harness.mjs';
 
 const server = await fileServer(after);
 const { key } = await createTenant(server, 'sandboxes');
@@ -136,4 +138,31 @@ test('DELETE → 204, then GET shows killed, the list omits it, exec and connect
   assertError(await api(server, 'POST', '/api/sandbox/exec', { key, body: { code: 'print(1)', language: 'python', containerId: id } }), 409, 'conflict');
   assertError(await api(server, 'GET', `/api/v1/sandboxes/${id}/connection`, { key }), 409, 'conflict');
   await assert.rejects(agentExecute(conn, 'true'));
+});
+
+test('an execution ends at once when its sandbox is killed, by DELETE or at its TTL, and says so', async () => {
+  const program = 'import time\nprint("started", flush=True)\ntime.sleep(120)\n';
+  const deleted = await api(server, 'POST', '/api/v1/sandboxes', { key, body: {} });
+  const expiring = await api(server, 'POST', '/api/v1/sandboxes', { key, body: { timeoutMs: 5000 } });
+  assert.equal(deleted.status, 201, deleted.text);
+  assert.equal(expiring.status, 201, expiring.text);
+  const runs = [];
+  for (const sb of [deleted.body, expiring.body]) {
+    const { executionId } = await exec(server, { code: program, language: 'python', containerId: sb.id, timeout: 200_000 }, { key });
+    runs.push({ sb, executionId });
+  }
+  for (const { executionId } of runs) {
+    await until(async () => text((await logs(server, executionId, { key })).chunks) === 'started\n', { what: 'started', timeoutMs: 30_000 });
+  }
+  const d = await api(server, 'DELETE', `/api/v1/sandboxes/${deleted.body.id}`, { key });
+  assert.equal(d.status, 204, d.text);
+  // Well before the 30 s the server keeps trying to reach an agent that went away.
+  for (const { sb, executionId } of runs) {
+    const ex = await waitExecution(server, executionId, { key, timeoutMs: 20_000 });
+    assert.equal(ex.status, 'error', JSON.stringify(ex));
+    assert.equal(ex.error, `sandbox ${sb.id} was killed while the execution ran`);
+    const l = await logs(server, executionId, { key });
+    assert.equal(l.complete, true);
+    assert.equal(text(l.chunks, { type: 'stdout' }), 'started\n');
+  }
 });
