@@ -433,7 +433,10 @@ async fn drive_inner(state: &Arc<AppState>, ex: &ExecutionRow, plan: &Plan, em: 
     let mut phase = ex.phase.clone();
     let mut command = ex.command_id.clone();
     if phase == "prepare" {
-        if let Err(e) = write_files(&mut client, plan).await {
+        if let Err(e) = write_files(&mut client, plan, ex.deadline).await {
+            if now_ms() >= ex.deadline {
+                return Final { status: "timeout", exit_code: TIMEOUT_EXIT, error: None };
+            }
             return fail(format!("could not write the program into sandbox {}: {e}", sb.id));
         }
         phase = if plan.install.is_some() { "install" } else { "run" }.into();
@@ -530,8 +533,14 @@ fn quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
 
-async fn write_files(client: &mut AgentClient, plan: &Plan) -> Result<(), String> {
+/// Writes the plan's files, each by a command of its own (30 s at most, and never past
+/// the execution's `deadline`).
+async fn write_files(client: &mut AgentClient, plan: &Plan, deadline: i64) -> Result<(), String> {
     for (name, content) in &plan.files {
+        let remaining = deadline - now_ms();
+        if remaining <= 0 {
+            return Err("the execution's timeout passed".into());
+        }
         let q = quote(name);
         // Written beside the target, then renamed over it: executions in one sandbox share
         // its home, and a program starting while another execution rewrites its main.py
@@ -544,7 +553,7 @@ async fn write_files(client: &mut AgentClient, plan: &Plan) -> Result<(), String
             cwd: WORKDIR.into(),
             encoding: OutputEncoding::Bytes as i32,
             stdin: content.clone().into_bytes(),
-            timeout: 30_000,
+            timeout: remaining.min(30_000),
             ..Default::default()
         };
         let mut stream = client.execute(req).await.map_err(|e| e.message().to_string())?.into_inner();

@@ -213,3 +213,22 @@ test('output limit: a flood is kept up to --max-output-bytes, cut with a note on
   assert.equal(ps.execution.status, 'success', JSON.stringify(ps));
   assert.equal(text(ps.chunks, { type: 'stdout' }), 'checked\n');
 });
+
+test('files: 100 are written before the program runs; the timeout also bounds the writing', async () => {
+  const files = Object.fromEntries(Array.from({ length: 100 }, (_, i) => [`many/f${i}.txt`, `content ${i}`]));
+  const code = 'import os\nnames = sorted(os.listdir("many"), key=lambda n: int(n[1:-4]))\nprint(len(names), names[0], names[-1], open("many/f99.txt").read())\n';
+  const r = await run(server, { code, language: 'python', containerId, files }, { key });
+  assert.equal(r.execution.status, 'success', JSON.stringify(r));
+  assert.equal(text(r.chunks, { type: 'stdout' }), '100 f0.txt f99.txt content 99\n');
+
+  // A timeout that passes while the files are written ends the execution there: the
+  // rest are not written, and the program does not run.
+  const late = Object.fromEntries(Array.from({ length: 100 }, (_, i) => [`late/f${i}.txt`, 'x']));
+  const t = await run(server, { code: 'print("ran")', language: 'python', containerId, files: late, timeout: 1 }, { key });
+  assert.equal(t.execution.status, 'timeout', JSON.stringify(t.execution));
+  assert.equal(t.execution.exitCode, 124);
+  assert.equal(text(t.chunks), '');
+  const count = await run(server, { code: 'import os\nprint(len(os.listdir("late")) if os.path.isdir("late") else 0)', language: 'python', containerId }, { key });
+  const written = Number(text(count.chunks, { type: 'stdout' }));
+  assert.ok(written < 100, `all ${written} files were written past the timeout`);
+});

@@ -32,6 +32,13 @@ execCase('unknown language', { code: 'puts 1', language: 'ruby' }, 400, 'bad_req
 });
 execCase('code over 1 MiB', { code: `# ${'x'.repeat(MiB)}\nprint(1)`, language: 'python' }, 413, 'too_large');
 execCase('files over 1 MiB', { code: 'print(1)', language: 'python', files: { 'big.txt': 'y'.repeat(MiB + 10) } }, 413, 'too_large');
+execCase(
+  '101 files',
+  { code: 'print(1)', language: 'python', files: Object.fromEntries(Array.from({ length: 101 }, (_, i) => [`f${i}.txt`, 'x'])) },
+  413,
+  'too_large',
+  '101 files; the limit is 100',
+);
 execCase('unknown containerId', { code: 'print(1)', language: 'python', containerId: 'sb-00000000ff' }, 404, 'not_found');
 execCase('malformed containerId', { code: 'print(1)', language: 'python', containerId: '../../etc' }, 404, 'not_found');
 execCase('file name "../x"', { code: 'print(1)', language: 'python', files: { '../x': 'a' } }, 400, 'bad_request');

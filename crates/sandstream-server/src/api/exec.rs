@@ -17,6 +17,10 @@ use crate::server::AppState;
 use crate::store::{ExecutionRow, Principal};
 use crate::time::{now_ms, rfc3339};
 
+/// Most `files` one exec request may carry: each is written into the sandbox by a
+/// command of its own before the program runs.
+pub(crate) const MAX_FILES: usize = 100;
+
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct ExecBody {
@@ -75,6 +79,9 @@ pub(crate) async fn exec(
         )));
     }
     let files = body.files.unwrap_or_default();
+    if files.len() > MAX_FILES {
+        return Err(AppError::TooLarge(format!("{} files; the limit is {MAX_FILES}", files.len())));
+    }
     for name in files.keys() {
         check_file_name(name)?;
     }
