@@ -304,11 +304,13 @@ impl Emitter {
             return;
         }
         let (kept, cut) = within_limit(&data, self.stored, self.limit);
+        let kept = kept.len();
         if !cut {
             return self.store_and_emit(channel, phase, data).await;
         }
-        let kept = kept.to_string();
-        self.store_and_emit(channel, phase, kept).await;
+        let mut data = data;
+        data.truncate(kept);
+        self.store_and_emit(channel, phase, data).await;
         self.cut = true;
         let note = format!("\n[sandstream: output cut: {}]\n", limit_reached(self.limit));
         self.store_and_emit(1, phase, note).await;

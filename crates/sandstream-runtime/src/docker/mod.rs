@@ -292,12 +292,18 @@ impl DockerRuntime {
     pub fn remove_template_image(&self, template: &Path) -> Result<()> {
         let tag = image::tag_for(template)?;
         self.images.lock().unwrap_or_else(|p| p.into_inner()).remove(template);
+        self.remove_image(&tag).map(drop).map_err(api_err(&format!("docker rmi {tag}")))
+    }
+
+    /// `docker rmi TAG`: true when it removed the tag, false when there was none. A tag
+    /// a container still uses is refused (status 409).
+    fn remove_image(&self, tag: &str) -> std::result::Result<bool, bollard::errors::Error> {
         let docker = &self.docker;
         self.block(async {
-            match docker.remove_image(&tag, None::<bollard::query_parameters::RemoveImageOptions>, None).await {
-                Ok(_) => Ok(()),
-                Err(e) if is_not_found(&e) => Ok(()),
-                Err(e) => Err(api_err(&format!("docker rmi {tag}"))(e)),
+            match docker.remove_image(tag, None::<bollard::query_parameters::RemoveImageOptions>, None).await {
+                Ok(_) => Ok(true),
+                Err(e) if is_not_found(&e) => Ok(false),
+                Err(e) => Err(e),
             }
         })
     }
@@ -639,15 +645,12 @@ impl Runtime for DockerRuntime {
             };
             let current = image::tag_for(&template).ok();
             for tag in img.repo_tags.iter().filter(|t| t.starts_with(&prefix) && current.as_ref() != Some(*t)) {
-                let gone = self.block(async {
-                    match docker.remove_image(tag, None::<bollard::query_parameters::RemoveImageOptions>, None).await {
-                        Ok(_) => Ok(true),
-                        // Already gone, or a container still uses it.
-                        Err(e) if is_not_found(&e) => Ok(false),
-                        Err(bollard::errors::Error::DockerResponseServerError { status_code: 409, .. }) => Ok(false),
-                        Err(e) => Err(api_err(&format!("docker rmi {tag}"))(e)),
-                    }
-                })?;
+                let gone = match self.remove_image(tag) {
+                    Ok(gone) => gone,
+                    // A container still uses it.
+                    Err(bollard::errors::Error::DockerResponseServerError { status_code: 409, .. }) => false,
+                    Err(e) => return Err(api_err(&format!("docker rmi {tag}"))(e)),
+                };
                 if gone {
                     tracing::info!(image = %tag, template = %template.display(), "removed the image of a template version that is gone");
                     removed.push(tag.clone());
