@@ -23,7 +23,7 @@ use support::lock::sandbox_tests_lock;
 use support::netns::{
     TestHost, assert_no_ipv6_path_to_the_host, fetch, grpc_list_from, host_address, host_listeners, sh,
 };
-use support::{Out, busybox_template, exec_with_token, static_agent};
+use support::{Out, busybox_template, exec_with_token, fork_bomb_beside, static_agent};
 
 fn socket() -> PathBuf {
     std::env::var_os("SANDSTREAM_DOCKER_SOCKET").map_or_else(|| "/var/run/docker.sock".into(), PathBuf::from)
@@ -253,14 +253,8 @@ async fn memory_and_process_limits_hold_and_the_sandbox_survives() {
     assert_eq!(hog.exit_code, 137, "a memory hog dies of SIGKILL from the OOM killer: {hog:?}");
     assert_eq!(exec(&sb, "echo alive").await.stdout, "alive\n", "the agent survives the OOM kill");
 
-    let (addr, token) = (sb.agent_addr, sb.token.clone());
-    let bomb = tokio::spawn(async move { exec_with_token(addr, &token, "f() { f | f & }; f; sleep 5", 4000).await });
-    tokio::time::sleep(Duration::from_millis(1500)).await;
     // While the bomb runs, another sandbox answers and the host still starts processes.
-    assert_eq!(exec(&bystander, "echo fine").await.stdout, "fine\n", "another sandbox stays responsive");
-    let host = std::process::Command::new("sh").args(["-c", "echo host"]).output().expect("the host forks");
-    assert_eq!(host.stdout, b"host\n", "the host stays responsive");
-    let bomb = bomb.await.expect("join").expect("bomb runs");
+    let bomb = fork_bomb_beside(&sb, &bystander).await;
     // It hits the pids limit, and ends at its timeout (124), or earlier when even its
     // final `sleep` cannot fork (the shell's 2).
     assert!(bomb.stderr.contains("can't fork"), "the pids limit stops the fork bomb: {bomb:?}");

@@ -22,7 +22,7 @@ use support::lock::sandbox_tests_lock;
 use support::netns::{
     TestHost, assert_no_ipv6_path_to_the_host, fetch, grpc_list_from, host_address, host_listeners, sh,
 };
-use support::{Out, busybox_template, exec_with_token, static_agent};
+use support::{Out, busybox_template, exec_with_token, fork_bomb_beside, static_agent};
 
 struct Fixture {
     // Dropped in this order, the lock last.
@@ -310,14 +310,8 @@ async fn memory_and_process_limits_hold_and_the_sandbox_survives() {
     assert_eq!((killed.exit_code, killed.oom_killed), (137, false), "a plain SIGKILL is not an OOM: {killed:?}");
     assert_eq!(exec(&sb, "echo alive").await.stdout, "alive\n", "the agent survives the OOM kill");
 
-    let (addr, token) = (sb.agent_addr, sb.token.clone());
-    let bomb = tokio::spawn(async move { exec_with_token(addr, &token, "f() { f | f & }; f; sleep 5", 4000).await });
-    tokio::time::sleep(Duration::from_millis(1500)).await;
     // While the bomb runs, another sandbox answers and the host still starts processes.
-    assert_eq!(exec(&bystander, "echo fine").await.stdout, "fine\n", "another sandbox stays responsive");
-    let host = std::process::Command::new("sh").args(["-c", "echo host"]).output().expect("the host forks");
-    assert_eq!(host.stdout, b"host\n", "the host stays responsive");
-    let bomb = bomb.await.expect("join").expect("bomb runs");
+    let bomb = fork_bomb_beside(&sb, &bystander).await;
     // Either the bomb's last `sleep` could not fork (the pids limit holds) or the bomb
     // ran into its timeout; both mean it was contained and ended.
     let contained = bomb.exit_code == 124 || (bomb.exit_code == 2 && bomb.stderr.contains("fork"));

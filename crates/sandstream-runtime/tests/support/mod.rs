@@ -145,6 +145,20 @@ pub async fn run(client: &mut Client, command: &str, timeout_ms: i64) -> Result<
     Ok(out)
 }
 
+/// Runs a fork bomb in `sb` (4 s at most) and, while it runs, checks that `bystander`
+/// answers and that the host still starts processes; returns how the bomb ended, for
+/// the caller to check that its sandbox's pids limit contained it.
+pub async fn fork_bomb_beside(sb: &sandstream_runtime::Sandbox, bystander: &sandstream_runtime::Sandbox) -> Out {
+    let (addr, token) = (sb.agent_addr, sb.token.clone());
+    let bomb = tokio::spawn(async move { exec_with_token(addr, &token, "f() { f | f & }; f; sleep 5", 4000).await });
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let fine = exec_with_token(bystander.agent_addr, &bystander.token, "echo fine", 30_000).await.expect("bystander");
+    assert_eq!(fine.stdout, "fine\n", "another sandbox stays responsive");
+    let host = std::process::Command::new("sh").args(["-c", "echo host"]).output().expect("the host forks");
+    assert_eq!(host.stdout, b"host\n", "the host stays responsive");
+    bomb.await.expect("join").expect("bomb runs")
+}
+
 /// ptrace (PTRACE_ATTACH) from user code in `sb` (a default-template sandbox, for
 /// python3): refused for this test's own process (a host process: not even visible) and
 /// for the sandbox's agent (PID 1, root), while it works on the user's own child, so the
