@@ -94,6 +94,11 @@ pub struct Heartbeat {
     /// or removed on the host is known to the server within one heartbeat.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub templates: Option<Vec<String>>,
+    /// When `sandboxes` was read (milliseconds since the Unix epoch, on the runner's
+    /// clock): a sandbox created before then and not listed is gone (its agent died, or
+    /// it was removed), and the server says so at once. Absent from older runners.
+    #[serde(default, rename = "takenAt", skip_serializing_if = "Option::is_none")]
+    pub taken_at: Option<i64>,
 }
 
 /// The server's answer to a [`Heartbeat`]: sandboxes it does not know (whose creation it

@@ -48,6 +48,9 @@ pub struct Runner {
     runtime: Arc<dyn Runtime>,
     default_template: PathBuf,
     sandboxes: Mutex<BTreeMap<String, RunnerSandbox>>,
+    /// Creates under way, counted against the capacity with `sandboxes` (see
+    /// [`Runner::reserve`]).
+    creating: Mutex<usize>,
     /// Ready sandboxes of the default template with default limits and no env, not yet
     /// given to the server (not reported in heartbeats).
     pool: Mutex<Vec<sandstream_runtime::Sandbox>>,
@@ -267,6 +270,7 @@ impl Runner {
             runtime,
             default_template,
             sandboxes: Mutex::new(sandboxes),
+            creating: Mutex::new(0),
             pool: Mutex::new(Vec::new()),
             pool_taken: Condvar::new(),
             draining: std::sync::atomic::AtomicBool::new(false),
@@ -311,9 +315,8 @@ impl Runner {
             check_timeout_ms(ms).map_err(RunnerError::BadRequest)?;
         }
         check_metadata(&req.metadata).map_err(RunnerError::BadRequest)?;
-        if self.count() >= self.cfg.capacity as usize {
-            return Err(RunnerError::Full(self.cfg.capacity));
-        }
+        // Held until the sandbox is listed (or the create failed).
+        let _slot = self.reserve()?;
         let limits = Limits { memory_bytes: u64::from(req.memory_mb) << 20, cpu_millis: req.cpu_millis, pids };
         if req.template == "default" && req.envs.is_empty() && limits == Limits::default() {
             loop {
@@ -443,7 +446,7 @@ impl Runner {
                 let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
                 while !draining()
                     && (pool.len() >= self.cfg.warm_pool as usize
-                        || pool.len() + self.count() >= self.cfg.capacity as usize)
+                        || pool.len() + self.committed() >= self.cfg.capacity as usize)
                 {
                     pool =
                         self.pool_taken.wait_timeout(pool, Duration::from_secs(1)).unwrap_or_else(|p| p.into_inner()).0;
@@ -525,7 +528,37 @@ impl Runner {
         self.lock().len()
     }
 
+    /// Takes one of the capacity's slots for a create, or fails when every slot is held
+    /// by a listed sandbox or another create under way. Checking the count and creating
+    /// after it would let concurrent creates all see the same free slot (40 parallel
+    /// creates against a capacity of 12 made 27 sandboxes). The slot is given back when
+    /// the returned guard drops, after the sandbox is listed.
+    fn reserve(&self) -> Result<Reservation<'_>, RunnerError> {
+        let mut creating = self.creating.lock().unwrap_or_else(|p| p.into_inner());
+        if self.count() + *creating >= self.cfg.capacity as usize {
+            return Err(RunnerError::Full(self.cfg.capacity));
+        }
+        *creating += 1;
+        Ok(Reservation(&self.creating))
+    }
+
+    /// Listed sandboxes and creates under way.
+    fn committed(&self) -> usize {
+        let creating = *self.creating.lock().unwrap_or_else(|p| p.into_inner());
+        self.count() + creating
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, RunnerSandbox>> {
         self.sandboxes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// One capacity slot held by a create under way; given back on drop.
+struct Reservation<'a>(&'a Mutex<usize>);
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        let mut creating = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        *creating = creating.saturating_sub(1);
     }
 }

@@ -73,6 +73,30 @@ pub(crate) fn resolve(state: &AppState, cred: &Credential) -> Result<Principal, 
     })
 }
 
+/// The peer address of a request, when the server was started with it (not in tests
+/// that call the router without a socket).
+pub(crate) fn peer(parts: &Parts) -> Option<std::net::IpAddr> {
+    parts.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip())
+}
+
+/// `resolve`, with the throttle around it: an address that sent too many wrong keys is
+/// refused before its key is looked at, a wrong key counts against its address, and a
+/// right one takes a request from its key's rate.
+pub(crate) fn admit(state: &AppState, cred: &Credential, ip: Option<std::net::IpAddr>) -> Result<Principal, AppError> {
+    state.throttle.check_address(ip)?;
+    match resolve(state, cred) {
+        Ok(p) => {
+            state.throttle.request(&p.key_id)?;
+            Ok(p)
+        }
+        Err(e @ AppError::Unauthorized(_)) => {
+            state.throttle.failed(ip);
+            Err(e)
+        }
+        Err(e) => Err(e),
+    }
+}
+
 impl FromRequestParts<Arc<AppState>> for Principal {
     type Rejection = AppError;
 
@@ -80,7 +104,7 @@ impl FromRequestParts<Arc<AppState>> for Principal {
         let cred = credential(&parts.headers).ok_or_else(|| {
             AppError::Unauthorized("missing API key: send Authorization: Bearer KEY or X-API-Key: KEY".into())
         })?;
-        resolve(state, &cred)
+        admit(state, &cred, peer(parts))
     }
 }
 

@@ -4,6 +4,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::limits::Limits;
+
 /// Everything the server needs; parsed once by the binary.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -23,6 +25,8 @@ pub struct ServerConfig {
     pub max_output_bytes: u64,
     /// A runner silent this long has its sandboxes marked lost.
     pub heartbeat_timeout: Duration,
+    /// What one sandbox and one key may cost (`limits.rs`).
+    pub limits: Limits,
 }
 
 impl ServerConfig {
@@ -36,6 +40,7 @@ impl ServerConfig {
             max_code_bytes: 1 << 20,
             max_output_bytes: 16 << 20,
             heartbeat_timeout: Duration::from_secs(10),
+            limits: Limits::default(),
         }
     }
 }

@@ -23,6 +23,9 @@ pub(crate) enum AppError {
     TooLarge(String),
     #[error("{0}")]
     NoCapacity(String),
+    /// 429, with `Retry-After`.
+    #[error("{message}")]
+    TooManyRequests { message: String, retry_after_secs: u64 },
     /// Logged in full; the client sees a generic message.
     #[error("{0}")]
     Internal(String),
@@ -45,6 +48,7 @@ impl AppError {
             AppError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             AppError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
             AppError::NoCapacity(_) => (StatusCode::SERVICE_UNAVAILABLE, "no_capacity"),
+            AppError::TooManyRequests { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             AppError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
@@ -70,7 +74,13 @@ impl IntoResponse for AppError {
         if let AppError::Internal(detail) = &self {
             tracing::error!(error = %detail, "request failed");
         }
-        (status, axum::Json(json!({"status": "error", "code": code, "message": self.public_message()}))).into_response()
+        let body = axum::Json(json!({"status": "error", "code": code, "message": self.public_message()}));
+        match &self {
+            AppError::TooManyRequests { retry_after_secs, .. } => {
+                (status, [(axum::http::header::RETRY_AFTER, retry_after_secs.to_string())], body).into_response()
+            }
+            _ => (status, body).into_response(),
+        }
     }
 }
 

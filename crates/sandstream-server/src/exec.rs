@@ -653,6 +653,24 @@ fn merge_waiting(
     (merged, None)
 }
 
+/// Whether a broken Attach is attached again from the stored offsets. A stream breaks
+/// in many ways while its command runs on (a dropped or reset connection, an HTTP/2
+/// protocol error under a flood, a GOAWAY, a deadline): each is a reason to attach
+/// again, never to end the execution. Only answers that say the request itself is wrong
+/// (the command is unknown, the token refused, the offsets out of range) end it.
+fn reattachable(code: tonic::Code) -> bool {
+    !matches!(
+        code,
+        tonic::Code::NotFound
+            | tonic::Code::InvalidArgument
+            | tonic::Code::Unauthenticated
+            | tonic::Code::PermissionDenied
+            | tonic::Code::OutOfRange
+            | tonic::Code::FailedPrecondition
+            | tonic::Code::Unimplemented
+    )
+}
+
 /// Attaches to a command from the emitter's offsets and forwards its output until it
 /// ends; reconnects when the connection drops.
 ///
@@ -709,22 +727,26 @@ async fn follow(client: &mut AgentClient, cid: &str, phase: &str, em: &mut Emitt
             }
             Err(e) => e,
         };
-        match err.code() {
-            tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Internal | tonic::Code::Cancelled => {
-                // Killed (deleted, past its timeout, its key revoked, or dead): its agent
-                // will not come back, so the execution ends now, saying so.
-                if em.sandbox_killed() {
-                    return Err(format!("sandbox {} was killed while the execution ran", em.container_id));
-                }
-                let since = *failing_since.get_or_insert_with(tokio::time::Instant::now);
-                if since.elapsed() > AGENT_GIVE_UP {
-                    return Err(format!("lost the sandbox's agent: {}", err.message()));
-                }
-                tracing::debug!(command_id = cid, error = %err, "agent stream dropped; attaching again");
-                tokio::time::sleep(Duration::from_millis(250)).await;
-            }
-            _ => return Err(format!("agent: {}", err.message())),
+        if !reattachable(err.code()) {
+            return Err(format!("agent: {}", err.message()));
         }
+        // Killed (deleted, past its timeout, its key revoked, or dead): its agent will
+        // not come back, so the execution ends now, saying so.
+        if em.sandbox_killed() {
+            return Err(format!("sandbox {} was killed while the execution ran", em.container_id));
+        }
+        let since = *failing_since.get_or_insert_with(tokio::time::Instant::now);
+        if since.elapsed() > AGENT_GIVE_UP {
+            // Nobody follows it any more: it must not run on unseen (and unbounded).
+            kill(client, cid, "a command the server lost").await;
+            return Err(format!(
+                "lost the sandbox's agent for {} s ({}); the command was stopped",
+                AGENT_GIVE_UP.as_secs(),
+                err.message()
+            ));
+        }
+        tracing::debug!(command_id = cid, error = %err, "agent stream broke; attaching again from the stored offsets");
+        tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
 

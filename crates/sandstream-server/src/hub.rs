@@ -11,7 +11,7 @@ use socketioxide::SocketIo;
 use socketioxide::extract::{Data, SocketRef, TryData};
 use socketioxide::handler::ConnectHandler;
 
-use crate::auth::{Credential, credential, resolve};
+use crate::auth::{Credential, admit, credential};
 use crate::server::AppState;
 use crate::store::{Chunk, Principal};
 
@@ -69,7 +69,9 @@ pub(crate) fn setup(io: &SocketIo, state: Weak<AppState>) {
                 None => credential(&s.req_parts().headers),
             };
             let cred = cred.ok_or("missing API key: pass auth {token: KEY} or log in through the web page")?;
-            let principal = resolve(&state, &cred).map_err(|e| e.public_message())?;
+            let parts = s.req_parts();
+            let ip = parts.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip());
+            let principal = admit(&state, &cred, ip).map_err(|e| e.public_message())?;
             s.extensions.insert(principal);
             Ok::<(), String>(())
         }

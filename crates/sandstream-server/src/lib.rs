@@ -9,11 +9,14 @@ mod config;
 mod error;
 mod exec;
 mod hub;
+mod limits;
 mod openapi;
 mod registry;
+mod seal;
 mod server;
 mod store;
 mod time;
 
 pub use config::ServerConfig;
+pub use limits::Limits;
 pub use server::{Server, app_for_tests};

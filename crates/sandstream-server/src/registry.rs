@@ -21,6 +21,28 @@ pub(crate) struct Registry {
     /// Memory only: runners report them every heartbeat, so a restarted server knows
     /// them again within one.
     templates: Mutex<HashMap<String, Vec<String>>>,
+    /// Sandboxes placed on each runner whose create has not been stored yet: placement
+    /// counts them as live, so concurrent creates cannot all take the same free slot.
+    placing: Mutex<HashMap<String, u32>>,
+}
+
+/// A slot on a runner held from placement until the sandbox is stored (or its create
+/// failed); given back on drop.
+pub(crate) struct Placed<'a> {
+    pub runner: RunnerRow,
+    placing: &'a Mutex<HashMap<String, u32>>,
+}
+
+impl Drop for Placed<'_> {
+    fn drop(&mut self) {
+        let mut placing = self.placing.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = placing.get_mut(&self.runner.id) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                placing.remove(&self.runner.id);
+            }
+        }
+    }
 }
 
 /// Most template names kept per runner.
@@ -103,6 +125,7 @@ impl Registry {
             secret,
             heartbeat_timeout_ms: heartbeat_timeout.as_millis() as i64,
             templates: Mutex::new(HashMap::new()),
+            placing: Mutex::new(HashMap::new()),
         }
     }
 
@@ -141,9 +164,19 @@ impl Registry {
         Ok(out)
     }
 
-    /// The live runner with `template` and the most free capacity (see [`choose`]).
-    pub(crate) fn place(&self, state: &AppState, template: &str) -> AppResult<RunnerRow> {
-        choose(self.candidates(state)?, template)
+    /// The live runner with `template` and the most free capacity (see [`choose`]),
+    /// with a slot on it held until the returned guard drops. Counting and placing
+    /// happen under one lock: checking the count and creating after it let 40 parallel
+    /// creates make 27 sandboxes on a runner with room for 12.
+    pub(crate) fn place(&self, state: &AppState, template: &str) -> AppResult<Placed<'_>> {
+        let mut placing = self.placing.lock().unwrap_or_else(|p| p.into_inner());
+        let mut candidates = self.candidates(state)?;
+        for c in &mut candidates {
+            c.live += placing.get(&c.row.id).copied().unwrap_or(0);
+        }
+        let runner = choose(candidates, template)?;
+        *placing.entry(runner.id.clone()).or_default() += 1;
+        Ok(Placed { runner, placing: &self.placing })
     }
 
     pub(crate) async fn create(&self, runner: &RunnerRow, req: &CreateSandbox) -> AppResult<RunnerSandbox> {

@@ -12,6 +12,7 @@ use socketioxide::SocketIo;
 use crate::auth::{hash, new_key, random_hex};
 use crate::config::ServerConfig;
 use crate::exec::Engine;
+use crate::limits::Throttle;
 use crate::registry::Registry;
 use crate::store::Store;
 use crate::time::now_ms;
@@ -22,6 +23,7 @@ pub(crate) struct AppState {
     pub io: SocketIo,
     pub registry: Registry,
     pub exec: Engine,
+    pub throttle: Throttle,
     pub runner_secret: String,
     /// Sandboxes runners report that the server does not know, since when (ms).
     pub unknown_since: Mutex<HashMap<String, i64>>,
@@ -48,6 +50,35 @@ pub struct Server {
     pub created_admin_key: Option<String>,
 }
 
+/// Creates the data dir if needed and makes it and every file directly in it private to
+/// this user: the database (sealed tokens, key hashes, every execution's output), the
+/// token key, the admin key and the runner secret. The dir's mode alone keeps other
+/// users out of everything below it.
+fn make_private_dir(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("create {}", dir.display()))?;
+    let private = |path: &Path, mode: u32| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+            .with_context(|| format!("make {} private", path.display()))
+    };
+    private(dir, 0o700)?;
+    for entry in std::fs::read_dir(dir).with_context(|| format!("read {}", dir.display()))? {
+        let entry = entry?;
+        // Not followed: a link's target is not ours to change.
+        let kind = entry.file_type()?;
+        if kind.is_file() {
+            private(&entry.path(), 0o600)?;
+        } else if kind.is_dir() {
+            private(&entry.path(), 0o700)?;
+        }
+    }
+    Ok(())
+}
+
 /// Reads a secret file, or creates it (mode 0600) with a fresh value.
 fn secret_file(path: &Path, make: impl FnOnce() -> String) -> anyhow::Result<(String, bool)> {
     if let Ok(s) = std::fs::read_to_string(path) {
@@ -72,7 +103,7 @@ impl Server {
     /// Opens the state, makes sure an admin key and the runner secret exist, and binds
     /// the port. `wait_for_runner` keeps `/healthz` at 503 until a runner registers.
     pub async fn bind(cfg: ServerConfig, wait_for_runner: bool) -> anyhow::Result<Server> {
-        std::fs::create_dir_all(&cfg.data_dir).with_context(|| format!("create {}", cfg.data_dir.display()))?;
+        make_private_dir(&cfg.data_dir)?;
         let store = Store::open(&cfg.data_dir.join("sandstream.db")).context("open the database")?;
         let mut created_admin_key = None;
         match &cfg.api_key {
@@ -116,7 +147,9 @@ impl Server {
             .max_buffer_size(1024)
             .build_layer();
         let registry = Registry::new(runner_secret.clone(), cfg.heartbeat_timeout);
+        let throttle = Throttle::new(cfg.limits.clone());
         let state = Arc::new(AppState {
+            throttle,
             cfg,
             store,
             io: io.clone(),
@@ -173,7 +206,10 @@ impl Server {
             tokio::spawn(crate::exec::drive(self.state.clone(), ex));
         }
         tokio::spawn(crate::registry::monitor(self.state.clone()));
-        axum::serve(self.listener, self.router).with_graceful_shutdown(shutdown).await?;
+        // The peer's address reaches handlers (ConnectInfo): wrong keys are counted per
+        // address.
+        let app = self.router.into_make_service_with_connect_info::<std::net::SocketAddr>();
+        axum::serve(self.listener, app).with_graceful_shutdown(shutdown).await?;
         Ok(())
     }
 }

@@ -23,6 +23,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::oneshot;
 
 use crate::error::{AppError, AppResult};
+use crate::seal::Sealer;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS keys (
@@ -78,6 +79,8 @@ const SLOW_BATCH: Duration = Duration::from_millis(10);
 
 pub(crate) struct Store {
     conn: Arc<Mutex<Connection>>,
+    /// Seals sandbox tokens (`seal.rs`), with the key in `token-key` beside the database.
+    sealer: Sealer,
     /// Reads of chunks, concurrent with the writer.
     reader: Mutex<Connection>,
     /// To the writer thread.
@@ -191,6 +194,20 @@ const EXEC_SELECT: &str = "SELECT e.id, e.tenant, e.sandbox_id, e.language, e.st
      e.error, e.plan, e.command_id, COALESCE(p.stdout_offset, e.stdout_offset), \
      COALESCE(p.stderr_offset, e.stderr_offset), COALESCE(p.last_seq, e.last_seq), e.target, e.created_at, \
      e.deadline, e.finished_at FROM executions e LEFT JOIN progress p ON p.execution_id = e.id";
+
+/// Seals the tokens a database from before sealing holds in plain text.
+fn seal_plain_tokens(conn: &Connection, sealer: &Sealer) -> anyhow::Result<()> {
+    let plain: Vec<(String, String)> = {
+        let mut st = conn.prepare("SELECT id, token FROM sandboxes WHERE token != '' AND token NOT LIKE 'seal1:%'")?;
+        let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        rows.collect::<rusqlite::Result<_>>()?
+    };
+    for (id, token) in plain {
+        debug_assert!(!Sealer::is_sealed(&token));
+        conn.execute("UPDATE sandboxes SET token = ?2 WHERE id = ?1", params![id, sealer.seal(&id, &token)?])?;
+    }
+    Ok(())
+}
 
 fn sandbox_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SandboxRow> {
     Ok(SandboxRow {
@@ -364,9 +381,25 @@ fn checkpointer(conn: Connection, alive: Weak<Mutex<Connection>>, wal: Arc<WalSt
 }
 
 impl Store {
+    /// Opens (or creates) the database at `path`, private to this user (0600: SQLite
+    /// gives its WAL and shared-memory files the database's mode), with the token key
+    /// `token-key` beside it (made when missing). Tokens stored before sealing are
+    /// sealed now.
     pub(crate) fn open(path: &Path) -> anyhow::Result<Store> {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(path)?;
+        for suffix in ["", "-wal", "-shm"] {
+            let mut p = path.as_os_str().to_owned();
+            p.push(suffix);
+            match std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+                _ => {}
+            }
+        }
+        let sealer = Sealer::from_key_file(&path.with_file_name("token-key"))?;
         let conn = connect(path)?;
         conn.execute_batch(SCHEMA)?;
+        seal_plain_tokens(&conn, &sealer)?;
         // Checkpoints (and their fsyncs) belong to the checkpointer thread, not to commits.
         conn.execute_batch("PRAGMA wal_autocheckpoint=0;")?;
         let conn = Arc::new(Mutex::new(conn));
@@ -378,7 +411,7 @@ impl Store {
         let (c, w) = (connect(path)?, wal.clone());
         let alive = Arc::downgrade(&conn);
         std::thread::Builder::new().name("sandstream-ckpt".into()).spawn(move || checkpointer(c, alive, w))?;
-        Ok(Store { conn, reader, appends })
+        Ok(Store { conn, sealer, reader, appends })
     }
 
     fn db(&self) -> std::sync::MutexGuard<'_, Connection> {
@@ -491,6 +524,15 @@ impl Store {
     }
 
     /// Sandboxes counted against each runner's capacity.
+    /// How many sandboxes tenant `tenant` has (running or lost) and their memory in MiB.
+    pub(crate) fn usage_of(&self, tenant: &str) -> AppResult<(u32, u64)> {
+        Ok(self.db().query_row(
+            "SELECT COUNT(*), COALESCE(SUM(memory_mb), 0) FROM sandboxes WHERE tenant = ?1 AND state IN ('running', 'lost')",
+            [tenant],
+            |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)),
+        )?)
+    }
+
     pub(crate) fn live_count(&self, runner_id: &str) -> AppResult<u32> {
         Ok(self.db().query_row(
             "SELECT COUNT(*) FROM sandboxes WHERE runner_id = ?1 AND state IN ('running', 'lost')",
@@ -502,6 +544,7 @@ impl Store {
     // ---- sandboxes
 
     pub(crate) fn insert_sandbox(&self, s: &SandboxRow) -> AppResult<()> {
+        let token = self.sealer.seal(&s.id, &s.token).map_err(AppError::internal)?;
         self.db().execute(
             &format!("INSERT INTO sandboxes ({SANDBOX_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"),
             params![
@@ -516,7 +559,7 @@ impl Store {
                 s.state,
                 s.host,
                 s.port,
-                s.token,
+                token,
                 s.created_at,
                 s.expires_at
             ],
@@ -528,7 +571,9 @@ impl Store {
         Ok(self
             .db()
             .query_row(&format!("SELECT {SANDBOX_COLS} FROM sandboxes WHERE id = ?1"), [id], sandbox_row)
-            .optional()?)
+            .optional()?
+            .map(|row| self.unseal(row))
+            .transpose()?)
     }
 
     pub(crate) fn sandboxes_of(&self, tenant: &str) -> AppResult<Vec<SandboxRow>> {
@@ -537,7 +582,7 @@ impl Store {
             "SELECT {SANDBOX_COLS} FROM sandboxes WHERE tenant = ?1 AND state != 'killed' ORDER BY created_at"
         ))?;
         let rows = st.query_map([tenant], sandbox_row)?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        self.unseal_all(rows.collect::<rusqlite::Result<_>>()?)
     }
 
     pub(crate) fn sandboxes_on(&self, runner_id: &str) -> AppResult<Vec<SandboxRow>> {
@@ -545,7 +590,7 @@ impl Store {
         let mut st =
             db.prepare(&format!("SELECT {SANDBOX_COLS} FROM sandboxes WHERE runner_id = ?1 AND state != 'killed'"))?;
         let rows = st.query_map([runner_id], sandbox_row)?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        self.unseal_all(rows.collect::<rusqlite::Result<_>>()?)
     }
 
     pub(crate) fn expired_sandboxes(&self, now: i64) -> AppResult<Vec<SandboxRow>> {
@@ -553,7 +598,17 @@ impl Store {
         let mut st =
             db.prepare(&format!("SELECT {SANDBOX_COLS} FROM sandboxes WHERE state != 'killed' AND expires_at <= ?1"))?;
         let rows = st.query_map([now], sandbox_row)?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        self.unseal_all(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// `row` with its token opened.
+    fn unseal(&self, mut row: SandboxRow) -> AppResult<SandboxRow> {
+        row.token = self.sealer.open(&row.id, &row.token).map_err(AppError::internal)?;
+        Ok(row)
+    }
+
+    fn unseal_all(&self, rows: Vec<SandboxRow>) -> AppResult<Vec<SandboxRow>> {
+        rows.into_iter().map(|r| self.unseal(r)).collect()
     }
 
     pub(crate) fn set_sandbox_state(&self, id: &str, state: &str) -> AppResult<()> {
@@ -562,6 +617,7 @@ impl Store {
     }
 
     pub(crate) fn set_sandbox_conn(&self, id: &str, host: &str, port: u16, token: &str) -> AppResult<()> {
+        let token = self.sealer.seal(id, token).map_err(AppError::internal)?;
         self.db().execute(
             "UPDATE sandboxes SET host = ?2, port = ?3, token = ?4, state = 'running' WHERE id = ?1 AND state != 'killed'",
             params![id, host, port, token],

@@ -59,6 +59,52 @@ pub(crate) struct ServerArgs {
     /// A runner silent for this many ms has its sandboxes marked lost.
     #[arg(long, default_value_t = 10_000)]
     heartbeat_timeout_ms: u64,
+    /// Most memory one sandbox may ask for, in MiB (default: this host's memory).
+    #[arg(long)]
+    max_sandbox_memory_mb: Option<u32>,
+    /// Most CPUs one sandbox may ask for (default: this host's CPUs).
+    #[arg(long)]
+    max_sandbox_cpu: Option<f64>,
+    /// Longest a sandbox may live from its creation, however its timeout is extended, in ms.
+    #[arg(long, default_value_t = 24 * 3600 * 1000)]
+    max_sandbox_lifetime_ms: u64,
+    /// Most sandboxes one API key has at once; past it creates answer 429.
+    #[arg(long, default_value_t = 50)]
+    max_sandboxes_per_key: u32,
+    /// Most memory one API key's sandboxes have together, in MiB (default: this host's memory).
+    #[arg(long)]
+    max_memory_mb_per_key: Option<u64>,
+    /// Requests per second one API key may make, sustained (0: no limit); past it, 429.
+    #[arg(long, default_value_t = 100.0)]
+    requests_per_second: f64,
+    /// Requests one API key may make at once above its rate.
+    #[arg(long, default_value_t = 400.0)]
+    request_burst: f64,
+    /// Wrong API keys one address may send in a minute; past them it gets 429 until the
+    /// minute ends.
+    #[arg(long, default_value_t = 20)]
+    auth_failures_per_minute: u32,
+}
+
+impl ServerArgs {
+    fn limits(&self) -> sandstream_server::Limits {
+        let mut l = sandstream_server::Limits::default();
+        if let Some(mb) = self.max_sandbox_memory_mb {
+            l.max_memory_mb = mb;
+        }
+        if let Some(cpu) = self.max_sandbox_cpu {
+            l.max_cpu = cpu;
+        }
+        if let Some(mb) = self.max_memory_mb_per_key {
+            l.max_memory_mb_per_key = mb;
+        }
+        l.max_lifetime_ms = self.max_sandbox_lifetime_ms;
+        l.max_sandboxes_per_key = self.max_sandboxes_per_key;
+        l.requests_per_sec = self.requests_per_second;
+        l.burst = self.request_burst;
+        l.auth_failures = self.auth_failures_per_minute;
+        l
+    }
 }
 
 #[derive(Args)]
@@ -229,6 +275,7 @@ fn server_config(a: &ServerArgs) -> ServerConfig {
     cfg.max_code_bytes = a.max_code_bytes;
     cfg.max_output_bytes = a.max_output_bytes;
     cfg.heartbeat_timeout = Duration::from_millis(a.heartbeat_timeout_ms);
+    cfg.limits = a.limits();
     cfg
 }
 

@@ -131,6 +131,22 @@ pub(crate) async fn register_runner(
     Ok((StatusCode::CREATED, Json(Registered { id })))
 }
 
+/// Clock difference allowed between a runner and this server when a heartbeat's list is
+/// compared with creation times.
+const CLOCK_SLACK_MS: i64 = 1_000;
+
+/// Whether a sandbox created (on this server's clock) at `created_at` and missing from a
+/// heartbeat is gone. A list read after the sandbox was created would have it, so it is
+/// gone at once (a dead agent shows within a heartbeat, not 30 s later). A list read
+/// before could simply predate it; a runner that does not say when it read its list
+/// gets the old grace.
+fn gone(created_at: i64, taken_at: Option<i64>, now: i64) -> bool {
+    match taken_at {
+        Some(t) => created_at + CLOCK_SLACK_MS < t,
+        None => now - created_at > UNKNOWN_GRACE_MS,
+    }
+}
+
 pub(crate) async fn heartbeat(
     State(state): State<Arc<AppState>>,
     _: RunnerAuth,
@@ -167,10 +183,29 @@ pub(crate) async fn heartbeat(
     }
     drop(unknown);
     for sb in state.store.sandboxes_on(&id)? {
-        if !reported.contains(sb.id.as_str()) && now - sb.created_at > UNKNOWN_GRACE_MS {
+        if !reported.contains(sb.id.as_str()) && gone(sb.created_at, body.taken_at, now) {
             tracing::warn!(sandbox_id = %sb.id, runner_id = %id, "runner no longer has this sandbox");
             state.store.set_sandbox_state(&sb.id, "killed")?;
+            state.exec.forget_sandbox(&sb.id);
         }
     }
     Ok(Json(reply))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::gone;
+
+    #[test]
+    fn a_sandbox_missing_from_a_list_read_after_its_creation_is_gone_at_once() {
+        let created = 1_000_000;
+        // Read 5 s after the creation: gone, however young the sandbox.
+        assert!(gone(created, Some(created + 5_000), created + 5_010));
+        // Read before it (or within the clock slack): the list may predate it.
+        assert!(!gone(created, Some(created - 100), created + 50));
+        assert!(!gone(created, Some(created + 900), created + 950));
+        // A runner that does not say when: the old 30 s grace.
+        assert!(!gone(created, None, created + 29_000));
+        assert!(gone(created, None, created + 31_000));
+    }
 }

@@ -98,15 +98,17 @@ pub(crate) async fn exec(
     if !(1..=24 * 3600 * 1000).contains(&timeout) {
         return Err(AppError::BadRequest(format!("timeout must be between 1 and 86400000 ms, got {timeout}")));
     }
-    // A socket named as the receiver must be the caller's own.
+    // A socket named as the receiver must be a connected socket of the caller's own.
+    // The name is also a room name, so anything else (another tenant's socket, or
+    // `container-<another tenant's sandbox>`) would deliver this output to others.
     if let Some(sid) = &body.socket_session_id {
-        let other = socketioxide::socket::Sid::from_str(sid)
+        let own = socketioxide::socket::Sid::from_str(sid)
             .ok()
             .and_then(|sid| state.io.get_socket(sid))
             .and_then(|s| s.extensions.get::<Principal>())
-            .is_some_and(|owner| owner.tenant() != p.tenant());
-        if other {
-            return Err(AppError::NotFound(format!("socket {sid} not found")));
+            .is_some_and(|owner| owner.tenant() == p.tenant());
+        if !own {
+            return Err(AppError::NotFound(format!("socket {sid} not found among this key's connections")));
         }
     }
     let sandbox = match &body.container_id {

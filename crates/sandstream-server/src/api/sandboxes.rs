@@ -91,7 +91,12 @@ pub(crate) async fn create_sandbox(state: &AppState, p: &Principal, body: Create
     }
     let metadata = body.metadata.unwrap_or_default();
     check_metadata(&metadata).map_err(AppError::BadRequest)?;
-    let runner = state.registry.place(state, &template)?;
+    state.throttle.check_sandbox(cpu, memory_mb, timeout_ms)?;
+    // Held until the row is stored, like the runner's slot below.
+    let _quota = state.throttle.reserve_tenant(p.tenant(), memory_mb, || state.store.usage_of(p.tenant()))?;
+    // Held until the row is stored: until then the store does not count it.
+    let placed = state.registry.place(state, &template)?;
+    let runner = &placed.runner;
     let req = CreateSandbox {
         template: template.clone(),
         cpu_millis: (cpu * 1000.0).round() as u32,
@@ -103,7 +108,7 @@ pub(crate) async fn create_sandbox(state: &AppState, p: &Principal, body: Create
         timeout_ms: Some(timeout_ms),
         metadata,
     };
-    let created = state.registry.create(&runner, &req).await?;
+    let created = state.registry.create(runner, &req).await?;
     let now = now_ms();
     let row = SandboxRow {
         id: created.id.clone(),
@@ -122,7 +127,7 @@ pub(crate) async fn create_sandbox(state: &AppState, p: &Principal, body: Create
         expires_at: now + timeout_ms as i64,
     };
     if let Err(e) = state.store.insert_sandbox(&row) {
-        let _ = state.registry.kill(&runner, &row.id).await;
+        let _ = state.registry.kill(runner, &row.id).await;
         return Err(e);
     }
     tracing::info!(sandbox_id = %row.id, runner_id = %runner.id, tenant = %row.tenant, "sandbox created");
@@ -189,6 +194,8 @@ pub(crate) async fn set_timeout(
     if sb.state == "killed" {
         return Err(AppError::Conflict(format!("sandbox {id} was killed")));
     }
+    // However often it is extended, a sandbox lives at most the configured lifetime.
+    state.throttle.check_lifetime(u64::try_from(now_ms() - sb.created_at).unwrap_or(0), body.timeout_ms)?;
     // The runner first: a sandbox whose runner was not told would die at the old time.
     let runner = state
         .store
