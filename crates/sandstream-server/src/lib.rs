@@ -10,6 +10,7 @@ mod error;
 mod exec;
 mod hub;
 mod limits;
+mod listen;
 mod openapi;
 mod registry;
 mod seal;

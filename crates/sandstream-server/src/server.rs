@@ -206,10 +206,9 @@ impl Server {
             tokio::spawn(crate::exec::drive(self.state.clone(), ex));
         }
         tokio::spawn(crate::registry::monitor(self.state.clone()));
-        // The peer's address reaches handlers (ConnectInfo): wrong keys are counted per
-        // address.
-        let app = self.router.into_make_service_with_connect_info::<std::net::SocketAddr>();
-        axum::serve(self.listener, app).with_graceful_shutdown(shutdown).await?;
+        // Each request carries its peer's address (ConnectInfo): wrong keys are counted
+        // per address.
+        crate::listen::serve(self.listener, self.router, shutdown).await?;
         Ok(())
     }
 }
