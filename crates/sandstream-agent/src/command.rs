@@ -49,6 +49,9 @@ pub(crate) struct ExitInfo {
     pub(crate) finished_at_ms: i64,
     /// Died of SIGKILL while the memory cgroup counted an OOM kill.
     pub(crate) oom_killed: bool,
+    /// Its output reached the request's `output_limit_bytes` and the agent killed its
+    /// process group for it.
+    pub(crate) output_limit_reached: bool,
 }
 
 /// OOM kills counted by the memory cgroup the agent lives in: in a container,
@@ -71,6 +74,11 @@ impl ExitInfo {
         }
     }
 
+    /// Died of SIGKILL, or its shell reported a child that did (137).
+    pub(crate) fn killed_by_sigkill(&self) -> bool {
+        matches!(self.termination, Termination::Signaled(9) | Termination::Exited(137))
+    }
+
     pub(crate) fn signal(&self) -> i32 {
         match self.termination {
             Termination::Signaled(s) => s,
@@ -80,6 +88,9 @@ impl ExitInfo {
     }
 
     pub(crate) fn message(&self) -> String {
+        if self.output_limit_reached {
+            return "output reached its limit; the agent killed its process group".into();
+        }
         match &self.termination {
             Termination::Signaled(_) | Termination::Exited(137) if self.oom_killed => {
                 "killed by the out-of-memory killer: the sandbox reached its memory limit".into()
@@ -106,19 +117,23 @@ pub(crate) struct CommandSpec {
     pub(crate) timeout: Option<Duration>,
     pub(crate) stdin: Vec<u8>,
     pub(crate) keep_stdin_open: bool,
+    /// The request's `output_limit_bytes`: at this much output the command is killed.
+    pub(crate) output_limit: Option<u64>,
 }
 
 impl CommandSpec {
     /// Checks a request's fields; every error names what was wrong.
-    pub(crate) fn parse(
-        command: String,
-        cwd: String,
-        env: impl IntoIterator<Item = (String, String)>,
-        timeout_ms: i64,
-        stdin: Vec<u8>,
-        keep_stdin_open: bool,
-        default_cwd: &Path,
-    ) -> Result<CommandSpec> {
+    pub(crate) fn parse(req: sandstream_proto::v1::ExecuteRequest, default_cwd: &Path) -> Result<CommandSpec> {
+        let sandstream_proto::v1::ExecuteRequest {
+            command,
+            cwd,
+            env,
+            timeout: timeout_ms,
+            stdin,
+            keep_stdin_open,
+            output_limit_bytes,
+            encoding: _,
+        } = req;
         if command.trim().is_empty() {
             return Err(AgentError::InvalidArgument("command is empty".into()));
         }
@@ -146,7 +161,8 @@ impl CommandSpec {
             Ok(_) => {}
         }
         let timeout = (timeout_ms > 0).then(|| Duration::from_millis(timeout_ms as u64));
-        Ok(CommandSpec { command, cwd, env, timeout, stdin, keep_stdin_open })
+        let output_limit = (output_limit_bytes > 0).then_some(output_limit_bytes);
+        Ok(CommandSpec { command, cwd, env, timeout, stdin, keep_stdin_open, output_limit })
     }
 }
 
@@ -213,7 +229,14 @@ impl Command {
         }
         let stdin = if spec.keep_stdin_open { stdin_tx } else { None };
 
-        let log = OutputLog::new(cfg.spool_dir.join(format!("{id}.log")), cfg.output_cap);
+        let spool = cfg.spool_dir.join(format!("{id}.log"));
+        // The agent's own cap bounds a request's limit too; with a limit, reaching the
+        // cap kills the command, so a program whose client went away cannot write on.
+        let log = match spec.output_limit {
+            Some(limit) if limit < cfg.output_cap => OutputLog::limited(spool, limit),
+            _ => OutputLog::new(spool, cfg.output_cap),
+        };
+        let kill_at_cap = spec.output_limit.is_some();
         let command = Arc::new(Command {
             id,
             command: spec.command,
@@ -224,12 +247,21 @@ impl Command {
             stdin: Mutex::new(stdin),
         });
         let deadline = spec.timeout.map(|t| (Instant::now() + t, t));
-        let supervise = supervise(command.clone(), child, stdout, stderr, deadline, cfg.exit_drain_grace);
+        let limits = Limits { deadline, kill_at_cap, drain_grace: cfg.exit_drain_grace };
+        let supervise = supervise(command.clone(), child, stdout, stderr, limits);
         // A command that could use the standby (took it, or found none) starts the next one.
         let standby = qualifies.then(|| standby.clone());
+        let supervise_of = command.clone();
         let run = async move {
             match standby {
-                Some(standby) => standby.refill_after(supervise).await,
+                Some(standby) => {
+                    let ended = supervise_of.clone();
+                    let killed = async move {
+                        supervise.await;
+                        ended.log.exit().is_some_and(|e| e.killed_by_sigkill())
+                    };
+                    standby.refill_after(killed).await;
+                }
                 None => supervise.await,
             }
         };
@@ -417,16 +449,37 @@ async fn read_some<R: AsyncRead + Unpin>(pipe: &mut Option<R>, arena: &mut Arena
     }
 }
 
+/// What ends a command besides its own exit.
+struct Limits {
+    /// When the command is killed, and its timeout.
+    deadline: Option<(Instant, Duration)>,
+    /// Kill the command once its log reached its cap (the request set a limit).
+    kill_at_cap: bool,
+    /// After the shell exits, pipes are drained until silent this long.
+    drain_grace: Duration,
+}
+
 /// Pumps both pipes into the spool until the command has exited and its pipes are
-/// drained, killing its process group at the deadline.
+/// drained, killing its process group at the deadline or when its output reached the
+/// request's limit.
 async fn supervise(
     command: Arc<Command>,
     mut child: Process,
     mut stdout: Option<pipe::Receiver>,
     mut stderr: Option<pipe::Receiver>,
-    deadline: Option<(Instant, Duration)>,
-    drain_grace: Duration,
+    limits: Limits,
 ) {
+    let Limits { deadline, kill_at_cap, drain_grace } = limits;
+    let mut output_limit_reached = false;
+    // The limit exists so that output nobody reads cannot fill the sandbox's disk or keep
+    // a runaway program busy: the whole group goes, as at a timeout.
+    let mut on_append = |reached_cap: bool, status_known: bool| {
+        if reached_cap && kill_at_cap && !output_limit_reached {
+            tracing::info!("output limit reached; killing the process group");
+            let _ = killpg(Pid::from_raw(command.pid as i32), Signal::SIGKILL);
+            output_limit_reached = !status_known;
+        }
+    };
     let mut out_arena = Arena::new();
     let mut err_arena = Arena::new();
     let mut status: Option<std::io::Result<std::process::ExitStatus>> = None;
@@ -445,11 +498,11 @@ async fn supervise(
         let deadline_at = deadline.map(|(at, _)| at).unwrap_or_else(Instant::now);
         tokio::select! {
             r = read_some(&mut stdout, &mut out_arena) => match r {
-                Ok(n) if n > 0 => { command.log.append(Channel::Stdout, out_arena.take()); drain_deadline = (Instant::now() + drain_grace).min(drain_cap); }
+                Ok(n) if n > 0 => { on_append(command.log.append(Channel::Stdout, out_arena.take()), status.is_some()); drain_deadline = (Instant::now() + drain_grace).min(drain_cap); }
                 _ => stdout = None,
             },
             r = read_some(&mut stderr, &mut err_arena) => match r {
-                Ok(n) if n > 0 => { command.log.append(Channel::Stderr, err_arena.take()); drain_deadline = (Instant::now() + drain_grace).min(drain_cap); }
+                Ok(n) if n > 0 => { on_append(command.log.append(Channel::Stderr, err_arena.take()), status.is_some()); drain_deadline = (Instant::now() + drain_grace).min(drain_cap); }
                 _ => stderr = None,
             },
             s = child.wait(), if status.is_none() => {
@@ -486,7 +539,7 @@ async fn supervise(
     // A shell reports a child the OOM killer took as exit 137; the shell itself as SIGKILL.
     let killed = matches!(termination, Termination::Signaled(9) | Termination::Exited(137));
     let oom_killed = killed && oom_kills().zip(oom_before).is_some_and(|(after, before)| after > before);
-    let exit = ExitInfo { termination, finished_at_ms: now_ms(), oom_killed };
+    let exit = ExitInfo { termination, finished_at_ms: now_ms(), oom_killed, output_limit_reached };
     tracing::info!(exit_code = exit.exit_code(), oom_killed, "command ended");
     command.log.finish(exit);
 }

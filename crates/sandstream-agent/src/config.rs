@@ -70,6 +70,16 @@ pub struct AgentArgs {
     /// On SIGTERM, running commands get SIGTERM, then SIGKILL after this many ms.
     #[arg(long, default_value_t = 3_000)]
     pub shutdown_grace_ms: u64,
+    /// File holding the sandbox's deadline, a Unix time in milliseconds; re-read every
+    /// second. Once it passes, the agent shuts down as on SIGTERM. A missing file means
+    /// no deadline yet. (No environment variable: only the runtime may set it.)
+    #[arg(long)]
+    pub deadline_file: Option<PathBuf>,
+    /// File of NUL-separated `KEY=VALUE` entries added to every command's environment
+    /// (the sandbox's own envs), read once at start. Never configures the agent itself.
+    /// (No environment variable: the tenant must not be able to point it elsewhere.)
+    #[arg(long)]
+    pub command_env_file: Option<PathBuf>,
 }
 
 /// What the execution engine needs.
@@ -90,6 +100,9 @@ pub(crate) struct ExecConfig {
     pub(crate) standby_shell: bool,
 }
 
+/// Prefix of every variable that configures the agent; none reaches a command.
+const AGENT_ENV_PREFIX: &str = "SANDSTREAM_AGENT_";
+
 /// The validated configuration.
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
@@ -100,6 +113,9 @@ pub struct AgentConfig {
     pub(crate) keepalive: Duration,
     pub worker_threads: usize,
     pub(crate) shutdown_grace: Duration,
+    pub(crate) deadline_file: Option<PathBuf>,
+    /// Problems found while reading the config, logged once logging is set up.
+    pub(crate) warnings: Vec<String>,
 }
 
 impl AgentArgs {
@@ -150,6 +166,8 @@ impl AgentArgs {
         if self.output_cap_bytes == 0 {
             return Err(AgentError::Config("--output-cap-bytes must be positive".into()));
         }
+        let mut warnings = Vec::new();
+        let base_env = command_base_env(std::env::vars_os(), self.command_env_file.as_deref(), &mut warnings)?;
         Ok(AgentConfig {
             listen: self.listen,
             token,
@@ -163,16 +181,53 @@ impl AgentArgs {
                 max_finished: self.max_finished.max(1),
                 exit_drain_grace: Duration::from_millis(self.exit_drain_ms),
                 run_as,
-                base_env: std::env::vars_os()
-                    .filter(|(k, _)| k != TOKEN_ENV && k != "SANDSTREAM_AGENT_TOKEN_FILE")
-                    .collect(),
+                base_env,
                 standby_shell: self.standby_shell,
             },
             keepalive: Duration::from_millis(self.keepalive_ms.max(1)),
             worker_threads: self.worker_threads,
             shutdown_grace: Duration::from_millis(self.shutdown_grace_ms),
+            deadline_file: self.deadline_file,
+            warnings,
         })
     }
+}
+
+/// Every command's environment before its request's own `env`: the agent's environment
+/// without the variables that configure the agent (`SANDSTREAM_AGENT_*`, among them the
+/// token), then the entries of `command_env_file` (later ones win).
+///
+/// Security: the sandbox's create-time envs are the tenant's. They come in this file,
+/// never in the agent's own environment, so a tenant cannot set the agent's token, cap,
+/// spool dir or log level (`SANDSTREAM_AGENT_TOKEN`, `SANDSTREAM_LOG=trace`, ...); they
+/// only reach commands, which run as the tenant anyway.
+fn command_base_env(
+    agent_env: impl IntoIterator<Item = (OsString, OsString)>,
+    command_env_file: Option<&std::path::Path>,
+    warnings: &mut Vec<String>,
+) -> Result<Arc<[(OsString, OsString)]>> {
+    use std::os::unix::ffi::{OsStrExt, OsStringExt};
+    let mut env: Vec<(OsString, OsString)> =
+        agent_env.into_iter().filter(|(k, _)| !k.as_bytes().starts_with(AGENT_ENV_PREFIX.as_bytes())).collect();
+    let Some(path) = command_env_file else { return Ok(env.into()) };
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(env.into()),
+        Err(e) => {
+            return Err(AgentError::Config(format!("cannot read command env file {}: {e}", path.display())));
+        }
+    };
+    for (i, entry) in bytes.split(|b| *b == 0).enumerate().filter(|(_, e)| !e.is_empty()) {
+        let Some(eq) = entry.iter().position(|b| *b == b'=').filter(|eq| *eq > 0) else {
+            warnings.push(format!("command env file {}: entry {} has no NAME= and is skipped", path.display(), i + 1));
+            continue;
+        };
+        let key = OsString::from_vec(entry[..eq].to_vec());
+        let value = OsString::from_vec(entry[eq + 1..].to_vec());
+        env.retain(|(k, _)| *k != key);
+        env.push((key, value));
+    }
+    Ok(env.into())
 }
 
 fn parse_run_as(s: &str) -> Result<(u32, u32)> {
@@ -216,6 +271,25 @@ mod tests {
         assert!(err.to_string().contains("UID:GID"), "{err}");
         let cfg = parse(&["--token", "0123456789abcdef", "--run-as", "1000:1001"]).expect("valid");
         assert_eq!(cfg.exec.run_as, Some((1000, 1001)));
+    }
+
+    #[test]
+    fn command_env_comes_from_the_file_and_never_carries_agent_variables() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("envs");
+        std::fs::write(&file, b"FOO=bar\0PATH=/x\0broken\0=novalue\0EMPTY=\0FOO=baz=qux\0\0").expect("write");
+        let agent_env =
+            [("PATH", "/usr/bin"), ("SANDSTREAM_AGENT_TOKEN", "t"), ("SANDSTREAM_AGENT_CAP", "1"), ("HOME", "/root")]
+                .map(|(k, v)| (OsString::from(k), OsString::from(v)));
+        let mut warnings = vec![];
+        let env = command_base_env(agent_env.clone(), Some(&file), &mut warnings).expect("env");
+        let pairs: Vec<(String, String)> =
+            env.iter().map(|(k, v)| (k.to_string_lossy().into_owned(), v.to_string_lossy().into_owned())).collect();
+        let want = [("HOME", "/root"), ("PATH", "/x"), ("EMPTY", ""), ("FOO", "baz=qux")];
+        assert_eq!(pairs, want.map(|(k, v)| (k.to_string(), v.to_string())).to_vec());
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        let none = command_base_env(agent_env, Some(&dir.path().join("absent")), &mut warnings).expect("env");
+        assert_eq!(none.len(), 2, "a missing file adds nothing");
     }
 
     #[test]

@@ -57,6 +57,7 @@ pub(crate) fn ended(command: &Command, exit: &ExitInfo, totals: Totals) -> Comma
         truncated: cut.is_some(),
         pid: command.pid,
         oom_killed: exit.oom_killed,
+        output_limit_reached: exit.output_limit_reached,
         ..Default::default()
     }
 }

@@ -5,6 +5,8 @@
 mod auth;
 mod command;
 mod config;
+mod conns;
+mod deadline;
 mod error;
 mod events;
 pub mod init;
@@ -34,6 +36,7 @@ pub fn main(args: AgentArgs) -> std::process::ExitCode {
         eprintln!("sandstream-agent: cannot act as init: {e}");
         return ExitCode::FAILURE;
     }
+    server::raise_fd_limit();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         // A closed stderr must not panic the thread that logs (say, mid-create).

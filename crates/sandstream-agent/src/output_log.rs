@@ -80,6 +80,8 @@ pub(crate) struct Totals {
 pub(crate) struct OutputLog {
     path: PathBuf,
     cap: u64,
+    /// Why output past `cap` is dropped, as readers are told.
+    cap_reason: String,
     state: Mutex<State>,
     changed: watch::Sender<u64>,
 }
@@ -88,8 +90,17 @@ impl OutputLog {
     /// A log that will be written to `path` (created on the first chunk, so commands
     /// that print nothing cost no file) and keeps at most `cap` bytes.
     pub(crate) fn new(path: PathBuf, cap: u64) -> Arc<OutputLog> {
+        Self::with_reason(path, cap, format!("output reached the agent's cap of {cap} bytes"))
+    }
+
+    /// A log whose cap is the limit the command's request set (`output_limit_bytes`).
+    pub(crate) fn limited(path: PathBuf, limit: u64) -> Arc<OutputLog> {
+        Self::with_reason(path, limit, format!("output reached the command's limit of {limit} bytes"))
+    }
+
+    fn with_reason(path: PathBuf, cap: u64, cap_reason: String) -> Arc<OutputLog> {
         let state = State { checkpoints: vec![Checkpoint::default()], ..State::default() };
-        Arc::new(OutputLog { path, cap, state: Mutex::new(state), changed: watch::Sender::new(0) })
+        Arc::new(OutputLog { path, cap, cap_reason, state: Mutex::new(state), changed: watch::Sender::new(0) })
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -103,16 +114,18 @@ impl OutputLog {
     }
 
     /// Appends one chunk. Never blocks on readers. Past the cap, bytes are counted and
-    /// dropped; the first byte dropped marks the log as cut.
-    pub(crate) fn append(&self, channel: Channel, data: Bytes) {
+    /// dropped; the first byte dropped marks the log as cut. Returns true when this
+    /// chunk reached the cap (the first byte past it was dropped).
+    pub(crate) fn append(&self, channel: Channel, data: Bytes) -> bool {
         if data.is_empty() {
-            return;
+            return false;
         }
+        let mut reached_cap = false;
         {
             let mut st = self.lock();
             if st.cut.is_some() {
                 st.dropped += data.len() as u64;
-                return;
+                return false;
             }
             let room = self.cap.saturating_sub(st.out + st.err);
             let take = (data.len() as u64).min(room) as usize;
@@ -124,14 +137,16 @@ impl OutputLog {
                 st.dropped += data.len() as u64;
                 drop(st);
                 self.notify();
-                return;
+                return false;
             }
             if take < data.len() {
-                st.cut = Some(format!("output reached the agent's cap of {} bytes", self.cap));
+                st.cut = Some(self.cap_reason.clone());
                 st.dropped += (data.len() - take) as u64;
+                reached_cap = true;
             }
         }
         self.notify();
+        reached_cap
     }
 
     fn write_record(path: &PathBuf, st: &mut State, channel: Channel, data: Bytes) -> std::io::Result<()> {
@@ -370,7 +385,12 @@ mod tests {
     use crate::command::Termination;
 
     fn exit() -> ExitInfo {
-        ExitInfo { termination: Termination::Exited(0), finished_at_ms: 0, oom_killed: false }
+        ExitInfo {
+            termination: Termination::Exited(0),
+            finished_at_ms: 0,
+            oom_killed: false,
+            output_limit_reached: false,
+        }
     }
 
     async fn drain(mut c: Cursor) -> (Vec<u8>, Vec<u8>, Vec<String>) {

@@ -253,6 +253,7 @@ mod tests {
             timeout: None,
             stdin: vec![],
             keep_stdin_open: false,
+            output_limit: None,
         };
         let id = registry.start(spec).expect("start").id.clone();
         loop {

@@ -16,6 +16,7 @@ use tonic::{Request, Response, Status};
 
 use crate::auth::Auth;
 use crate::command::{Command, CommandSpec, ExitInfo};
+use crate::conns::ConnHandle;
 use crate::error::AgentError;
 use crate::events::{self, OutputStream};
 use crate::registry::{Lifecycle, Registry};
@@ -34,20 +35,22 @@ impl AgentService {
         self.auth.check(request.metadata(), None).map_err(|e| {
             tracing::warn!(error = %e, "rejected request");
             Status::from(e)
-        })
+        })?;
+        connection_authenticated(request);
+        Ok(())
     }
 
     fn start_command(&self, req: ExecuteRequest) -> Result<Arc<Command>, Status> {
-        let spec = CommandSpec::parse(
-            req.command,
-            req.cwd,
-            req.env,
-            req.timeout,
-            req.stdin,
-            req.keep_stdin_open,
-            &self.registry.exec_config().default_cwd,
-        )?;
+        let spec = CommandSpec::parse(req, &self.registry.exec_config().default_cwd)?;
         Ok(self.registry.start(spec)?)
+    }
+}
+
+/// A request passed the token check: its connection is no longer pre-auth (`conns.rs`).
+/// Only after the check, so that connections without the token stay bounded.
+fn connection_authenticated<T>(request: &Request<T>) {
+    if let Some(conn) = request.extensions().get::<Arc<ConnHandle>>() {
+        conn.authenticated();
     }
 }
 
@@ -74,6 +77,7 @@ fn info(c: &Command) -> CommandInfo {
         finished_at_ms: exit.as_ref().map_or(0, |e| e.finished_at_ms),
         truncated: c.log.cut().is_some(),
         oom_killed: ended.as_ref().is_some_and(|e| e.oom_killed),
+        output_limit_reached: ended.as_ref().is_some_and(|e| e.output_limit_reached),
         error: ended.map(|e| e.error).unwrap_or_default(),
     }
 }
@@ -88,6 +92,7 @@ impl ExecService for AgentService {
         let field_token = request.get_ref().token.clone();
         self.auth.check(request.metadata(), Some(&field_token))?;
         self.auth.check_sandbox(&request.get_ref().sandbox_id)?;
+        connection_authenticated(&request);
         let mut events = self.registry.subscribe();
         let mut shutdown = self.shutdown.clone();
         let stopped = async move {

@@ -73,12 +73,42 @@ const MAX_COMMAND_BYTES: usize = 64 * 1024;
 const REFILL_DELAY: Duration = Duration::from_millis(50);
 /// Longest a shutdown waits for a standby being started, so that it can kill it too.
 const CLOSE_WAIT: Duration = Duration::from_secs(2);
+/// After a standby died before taking a command (or could not start), the next one is
+/// started no sooner than this, doubled for each further failure up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(50);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// A standby taken after waiting this long has survived: the backoff starts over. (One
+/// taken sooner may still be dying: under the OOM killer it dies as soon as it runs.)
+const SURVIVED: Duration = Duration::from_secs(1);
+
+/// Why a waiting standby could not take a command.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Unusable {
+    Exited,
+    Unknown,
+    Dying,
+    WorkdirChanged,
+    StdinFailed,
+}
+
+impl Unusable {
+    fn reason(self) -> &'static str {
+        match self {
+            Unusable::Exited => "it exited",
+            Unusable::Unknown => "cannot tell whether it still runs",
+            Unusable::Dying => "it is being killed",
+            Unusable::WorkdirChanged => "the workdir is another directory than when it started",
+            Unusable::StdinFailed => "its stdin does not take the command",
+        }
+    }
+}
 
 /// A started shell waiting for its command.
 struct Standby {
     shell: Shell,
     /// (device, inode) of the default cwd when the shell started in it.
     cwd: (u64, u64),
+    started: tokio::time::Instant,
 }
 
 #[derive(Default)]
@@ -90,6 +120,28 @@ struct Slot {
     closed: bool,
     /// The last start failed; until one succeeds, failures are logged at debug level.
     failing: bool,
+    /// Standbys in a row that died before taking a command or could not start.
+    failures: u32,
+    /// No standby is started before this (backoff after failures).
+    not_before: Option<tokio::time::Instant>,
+    /// A task waits for `not_before` to start one.
+    retry_scheduled: bool,
+}
+
+impl Slot {
+    /// Security: in a sandbox whose memory is full, the OOM killer kills each new standby
+    /// at once; refilled without a pause, that was 37,000 OOM kills in one sandbox and a
+    /// host load average near 200. So failures back off exponentially.
+    fn failed(&mut self) {
+        self.failures = self.failures.saturating_add(1);
+        let backoff = FIRST_BACKOFF.saturating_mul(1 << (self.failures - 1).min(16)).min(MAX_BACKOFF);
+        self.not_before = Some(tokio::time::Instant::now() + backoff);
+    }
+
+    fn succeeded(&mut self) {
+        self.failures = 0;
+        self.not_before = None;
+    }
 }
 
 /// At most one standby shell, handed to the next command that qualifies and replaced.
@@ -145,13 +197,20 @@ impl StandbyShell {
         // No refill here: the caller starts the next standby once this command is done
         // or has run for a while (`refill_after`), so the new shell's start-up does not
         // compete with the command for the CPU.
+        let survived = standby.as_ref().is_some_and(|s| s.started.elapsed() >= SURVIVED);
         match standby.map(|s| s.hand_over(&spec.command, &self.cfg.default_cwd))? {
             Ok((shell, unsent)) => {
                 tracing::debug!(pid = shell.child.id(), "command handed to the standby shell");
+                if survived {
+                    self.lock().succeeded();
+                }
                 Some((shell, unsent))
             }
             Err(why) => {
-                tracing::debug!(reason = why, "standby shell unusable; starting the command in a new shell");
+                tracing::debug!(reason = why.reason(), "standby shell unusable; starting the command in a new shell");
+                if why != Unusable::WorkdirChanged {
+                    self.lock().failed();
+                }
                 None
             }
         }
@@ -161,14 +220,20 @@ impl StandbyShell {
     /// then starts the next standby: when `command` ends, or after [`REFILL_DELAY`] if it
     /// runs longer. Starting bash costs about as much CPU as a short command takes in
     /// all, and on a small machine a start right away would take it from that command.
-    pub(crate) async fn refill_after(self: Arc<Self>, command: impl Future<Output = ()>) {
+    /// `command` resolves to whether it died of SIGKILL: then the standby it may have
+    /// taken counts as failed (the OOM killer takes a standby as soon as its command
+    /// runs, when the sandbox's memory is full), and the next start backs off.
+    pub(crate) async fn refill_after(self: Arc<Self>, command: impl Future<Output = bool>) {
         tokio::pin!(command);
-        tokio::select! {
-            () = &mut command => {}
+        let killed = tokio::select! {
+            killed = &mut command => killed,
             () = tokio::time::sleep(REFILL_DELAY) => {
                 self.refill();
-                command.await;
+                command.await
             }
+        };
+        if killed {
+            self.lock().failed();
         }
         // A no-op when one waits or is being started.
         self.refill();
@@ -184,6 +249,21 @@ impl StandbyShell {
         {
             let mut slot = self.lock();
             if slot.closed || slot.starting || slot.standby.is_some() {
+                return;
+            }
+            if let Some(at) = slot.not_before.filter(|at| *at > tokio::time::Instant::now()) {
+                // Backing off: one task starts it when the pause is over.
+                if !slot.retry_scheduled
+                    && let Ok(rt) = tokio::runtime::Handle::try_current()
+                {
+                    slot.retry_scheduled = true;
+                    let this = self.clone();
+                    rt.spawn(async move {
+                        tokio::time::sleep_until(at).await;
+                        this.lock().retry_scheduled = false;
+                        this.refill();
+                    });
+                }
                 return;
             }
             slot.starting = true;
@@ -207,8 +287,12 @@ impl StandbyShell {
                 slot.failing = false;
                 slot.standby = Some(standby);
             }
-            Err(e) if slot.failing => tracing::debug!(error = %e, "could not start a standby shell"),
+            Err(e) if slot.failing => {
+                slot.failed();
+                tracing::debug!(error = %e, "could not start a standby shell");
+            }
             Err(e) => {
+                slot.failed();
                 slot.failing = true;
                 tracing::warn!(error = %e, "could not start a standby shell; commands start in a new shell meanwhile");
             }
@@ -243,29 +327,29 @@ impl Standby {
         let cwd = dir_id(&cfg.default_cwd)
             .map_err(|e| AgentError::io(format!("stat workdir {}", cfg.default_cwd.display()), e))?;
         let shell = spawn_shell(cfg, BOOTSTRAP, &cfg.default_cwd, &[])?;
-        Ok(Standby { shell, cwd })
+        Ok(Standby { shell, cwd, started: tokio::time::Instant::now() })
     }
 
     /// Writes the command and its NUL to the shell's stdin, unless the shell is unusable.
-    fn hand_over(mut self, command: &str, default_cwd: &Path) -> Result<(Shell, Vec<u8>), &'static str> {
+    fn hand_over(mut self, command: &str, default_cwd: &Path) -> Result<(Shell, Vec<u8>), Unusable> {
         match self.shell.child.try_wait() {
             Ok(None) => {}
             // try_wait reaped it.
-            Ok(Some(_)) => return Err("it exited"),
+            Ok(Some(_)) => return Err(Unusable::Exited),
             Err(_) => {
                 self.discard();
-                return Err("cannot tell whether it still runs");
+                return Err(Unusable::Unknown);
             }
         }
         // Killed but not dead yet (a `kill -9` or the OOM killer, while the CPU is busy
         // elsewhere): given the command, it would die of it.
         if self.shell.child.id().is_some_and(dying) {
             self.discard();
-            return Err("it is being killed");
+            return Err(Unusable::Dying);
         }
         if dir_id(default_cwd).ok() != Some(self.cwd) {
             self.discard();
-            return Err("the workdir is another directory than when it started");
+            return Err(Unusable::WorkdirChanged);
         }
         let mut message = Vec::with_capacity(command.len() + 1);
         message.extend_from_slice(command.as_bytes());
@@ -281,7 +365,7 @@ impl Standby {
             }
             Err(_) => {
                 self.discard();
-                Err("its stdin does not take the command")
+                Err(Unusable::StdinFailed)
             }
         }
     }

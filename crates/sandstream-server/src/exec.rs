@@ -466,6 +466,8 @@ async fn drive_inner(state: &Arc<AppState>, ex: &ExecutionRow, plan: &Plan, em: 
                     encoding: OutputEncoding::Bytes as i32,
                     stdin: stdin.into_bytes(),
                     keep_stdin_open: false,
+                    // The agent's own cap; the server's --max-output-bytes is not passed yet.
+                    output_limit_bytes: 0,
                 };
                 let started = match client.start(req).await {
                     Ok(r) => r.into_inner(),

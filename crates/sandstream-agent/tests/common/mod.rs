@@ -56,11 +56,22 @@ impl Agent {
     }
 
     fn start_binary_env(bin: PathBuf, extra: &[&str], env: &[(&str, &str)]) -> Agent {
+        Self::start_customized(bin, extra, env, |_| {})
+    }
+
+    /// The agent with extra flags and environment, its `Command` adjusted by `customize`
+    /// just before it is spawned.
+    pub fn start_customized(
+        bin: PathBuf,
+        extra: &[&str],
+        env: &[(&str, &str)],
+        customize: impl FnOnce(&mut std::process::Command),
+    ) -> Agent {
         let dir = tempfile::tempdir().expect("tempdir");
         let work = dir.path().join("work");
         std::fs::create_dir_all(&work).expect("workdir");
-        let mut child = std::process::Command::new(bin)
-            .args(["--listen", "127.0.0.1:0", "--spool-dir"])
+        let mut cmd = std::process::Command::new(bin);
+        cmd.args(["--listen", "127.0.0.1:0", "--spool-dir"])
             .arg(dir.path().join("spool"))
             .arg("--workdir")
             .arg(&work)
@@ -69,9 +80,9 @@ impl Agent {
             .env("SANDSTREAM_LOG", "warn")
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start agent");
+            .stderr(Stdio::inherit());
+        customize(&mut cmd);
+        let mut child = cmd.spawn().expect("start agent");
         let addr = read_listen_line(&mut child);
         Agent { child, addr, dir }
     }
@@ -100,6 +111,11 @@ impl Agent {
 
     pub fn wait(&mut self) -> std::process::ExitStatus {
         self.child.wait().expect("wait agent")
+    }
+
+    /// The agent's exit status if it has exited, without waiting.
+    pub fn try_wait(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().expect("try_wait agent")
     }
 }
 
