@@ -467,7 +467,10 @@ async fn drive_inner(state: &Arc<AppState>, ex: &ExecutionRow, plan: &Plan, em: 
                     stdin: stdin.into_bytes(),
                     keep_stdin_open: false,
                     // The agent's own cap; the server's --max-output-bytes is not passed yet.
-                    output_limit_bytes: 0,
+                    // The agent stops the program one byte past what this execution may
+                    // still keep, so the Emitter cuts and notes it as usual; and it does so
+                    // whether or not this server is following.
+                    output_limit_bytes: em.limit.saturating_sub(em.stored).saturating_add(1),
                 };
                 let started = match client.start(req).await {
                     Ok(r) => r.into_inner(),
@@ -494,6 +497,12 @@ async fn drive_inner(state: &Arc<AppState>, ex: &ExecutionRow, plan: &Plan, em: 
         }
         if state.exec.cancelled(&ex.id) {
             return Final { status: "cancelled", exit_code: CANCEL_EXIT, error: None };
+        }
+        if end.output_limit_reached && !em.cut {
+            // The agent's count (raw bytes) reached the limit before the server's (text).
+            em.cut = true;
+            let note = format!("\n[sandstream: output cut: {}]\n", limit_reached(em.limit));
+            em.store_and_emit(1, &phase, note).await;
         }
         if em.cut {
             return Final { status: "error", exit_code: end.exit_code, error: Some(limit_reached(em.limit)) };

@@ -105,6 +105,7 @@ export interface WireOutput {
   truncated: boolean;
   pid: number;
   oomKilled: boolean;
+  outputLimitReached: boolean;
 }
 
 export interface WireExecuteRequest {
@@ -115,6 +116,7 @@ export interface WireExecuteRequest {
   encoding?: number;
   stdin?: Uint8Array;
   keepStdinOpen?: boolean;
+  outputLimitBytes?: number;
 }
 
 export interface WireCommandInfo {

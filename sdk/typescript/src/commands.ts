@@ -62,6 +62,14 @@ export interface CommandStartOptions {
   stdin?: string | Uint8Array | boolean;
   /** Keep stdin open after writing `stdin`, for `sendStdin()`. Implied by `stdin: true`. */
   keepStdinOpen?: boolean;
+  /**
+   * Most bytes of output (stdout and stderr together) the command may print. When it
+   * reaches them the agent keeps exactly that many, kills the command's whole process
+   * group and `run()` rejects with a {@link CommandExitError} whose `outputLimitReached`
+   * is true. Enforced in the sandbox, so it holds even when this client is gone.
+   * 0 (default): only the agent's own cap (2 GiB) applies.
+   */
+  maxOutputBytes?: number;
   /** Run in the background: `run()` resolves at once to a {@link CommandHandle}. */
   background?: boolean;
   /**
@@ -197,6 +205,7 @@ interface EndMessage {
   status: CommandStatus;
   signal?: number;
   oomKilled?: boolean;
+  outputLimitReached?: boolean;
   error?: string;
   truncated: boolean;
 }
@@ -412,6 +421,7 @@ class CommandFollower {
                 ...(m.signal ? { signal: m.signal } : {}),
                 ...(m.error ? { error: m.error } : {}),
                 ...(m.oomKilled ? { oomKilled: true } : {}),
+                ...(m.outputLimitReached ? { outputLimitReached: true } : {}),
               };
               break;
             default:
@@ -547,6 +557,7 @@ function finishResult(f: CommandFollower, end: EndMessage, timeoutMs: number): C
     ...(end.error ? { error: end.error } : {}),
     ...(end.signal ? { signal: end.signal } : {}),
     ...(end.oomKilled ? { oomKilled: true } : {}),
+    ...(end.outputLimitReached ? { outputLimitReached: true } : {}),
   };
   if (end.status === 'timed_out') {
     throw new TimeoutError(
@@ -587,6 +598,10 @@ export class Commands {
       throw new InvalidArgumentError(`timeout must be a number of milliseconds >= 0 (0 means no limit), got ${timeoutMs}`);
     }
     const keepOpen = options.stdin === true || options.keepStdinOpen === true;
+    const maxOutputBytes = options.maxOutputBytes ?? 0;
+    if (!Number.isSafeInteger(maxOutputBytes) || maxOutputBytes < 0) {
+      throw new InvalidArgumentError(`maxOutputBytes must be a whole number of bytes >= 0 (0 means the agent's own cap), got ${maxOutputBytes}`);
+    }
     const request: WireExecuteRequest = {
       command,
       cwd: options.cwd ?? '',
@@ -594,6 +609,7 @@ export class Commands {
       timeout: Math.ceil(timeoutMs),
       encoding: OutputEncoding.BYTES,
       keepStdinOpen: keepOpen,
+      ...(maxOutputBytes ? { outputLimitBytes: maxOutputBytes } : {}),
       ...(typeof options.stdin === 'string' || options.stdin instanceof Uint8Array ? { stdin: toBytes(options.stdin) } : {}),
     };
     const sinks = this.sinks(options);

@@ -98,6 +98,11 @@ export interface CommandExitFields {
    * the sandbox went over its memory limit (`Sandbox.create({memoryMb})`).
    */
   oomKilled?: boolean;
+  /**
+   * True when the output reached `maxOutputBytes` and the agent killed the command's
+   * process group: `stdout` and `stderr` hold exactly that many bytes together.
+   */
+  outputLimitReached?: boolean;
   /** True when the agent's output cap cut the output. */
   truncated: boolean;
 }
@@ -116,10 +121,14 @@ export class CommandExitError extends SandboxError implements CommandExitFields 
   readonly status: CommandStatus;
   readonly signal?: number;
   readonly oomKilled?: boolean;
+  readonly outputLimitReached?: boolean;
   readonly truncated: boolean;
 
   constructor(result: CommandExitFields) {
-    const how = result.oomKilled
+    const how = result.outputLimitReached
+      ? `printed more than its maxOutputBytes, so the agent stopped it (exit code ${result.exitCode}); ` +
+        'raise maxOutputBytes, or print less'
+      : result.oomKilled
       ? `was killed by the kernel for going over the sandbox's memory limit (out of memory, exit code ${result.exitCode}); ` +
         'use less memory or create the sandbox with a larger memoryMb'
       : result.status === 'signaled'
@@ -138,6 +147,7 @@ export class CommandExitError extends SandboxError implements CommandExitFields 
     this.status = result.status;
     if (result.signal !== undefined) this.signal = result.signal;
     if (result.oomKilled) this.oomKilled = true;
+    if (result.outputLimitReached) this.outputLimitReached = true;
     this.truncated = result.truncated;
   }
 }
