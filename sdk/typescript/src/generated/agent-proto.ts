@@ -89,6 +89,10 @@ export const AGENT_PROTO_JSON: Record<string, unknown> = {
                     "keepStdinOpen": {
                       "type": "bool",
                       "id": 7
+                    },
+                    "outputLimitBytes": {
+                      "type": "uint64",
+                      "id": 8
                     }
                   }
                 },
@@ -157,6 +161,10 @@ export const AGENT_PROTO_JSON: Record<string, unknown> = {
                     "oomKilled": {
                       "type": "bool",
                       "id": 16
+                    },
+                    "outputLimitReached": {
+                      "type": "bool",
+                      "id": 17
                     }
                   }
                 },
@@ -296,6 +304,10 @@ export const AGENT_PROTO_JSON: Record<string, unknown> = {
                     "oomKilled": {
                       "type": "bool",
                       "id": 15
+                    },
+                    "outputLimitReached": {
+                      "type": "bool",
+                      "id": 16
                     }
                   }
                 },

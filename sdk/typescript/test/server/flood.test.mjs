@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { Sandbox, CommandExitError } from '@sandstream/sdk';
 import { startServer } from '../helpers/server.mjs';
 
-const LIMIT = 1 << 20;
+const LIMIT = 256 << 10;
 let server;
 const created = [];
 
