@@ -11,6 +11,7 @@ mod host;
 mod net;
 mod netlink;
 mod oci;
+mod remove;
 mod sandbox;
 mod template;
 mod types;

@@ -279,7 +279,7 @@ impl DockerRuntime {
             let started = Instant::now();
             tracing::info!(template = %template.display(), image = %tag, "importing template as a docker image");
             let r = self.block(image::import(docker, template, &tag, &scratch));
-            let _ = std::fs::remove_dir_all(&scratch);
+            let _ = crate::remove::remove_tree(&scratch);
             r?;
             tracing::info!(image = %tag, ms = started.elapsed().as_millis() as u64, "template imported");
         }
@@ -499,9 +499,7 @@ impl DockerRuntime {
             tracing::warn!(sandbox_id = id, error = %e, "could not remove container");
         }
         let dir = self.cfg.state_dir.join(id);
-        if let Err(e) = std::fs::remove_dir_all(&dir)
-            && e.kind() != std::io::ErrorKind::NotFound
-        {
+        if let Err(e) = crate::remove::remove_tree(&dir) {
             tracing::warn!(sandbox_id = id, error = %e, "could not remove sandbox dir");
         }
     }

@@ -337,8 +337,7 @@ impl OciRuntime {
             if !stopped {
                 tracing::warn!(sandbox_id = id, "container still runs; its files are kept");
             } else if !is_mount_point(&rootfs)
-                && let Err(e) = std::fs::remove_dir_all(&dir)
-                && e.kind() != std::io::ErrorKind::NotFound
+                && let Err(e) = crate::remove::remove_tree(&dir)
             {
                 tracing::warn!(sandbox_id = id, error = %e, "could not remove sandbox dir");
             }
