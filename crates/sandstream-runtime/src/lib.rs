@@ -27,4 +27,5 @@ pub use template::{
 };
 pub use types::{
     Cidr, DEFAULT_CPU_MILLIS, DEFAULT_MEMORY_MB, DEFAULT_PIDS, Egress, Limits, Runtime, Sandbox, SandboxSpec,
+    is_env_name,
 };

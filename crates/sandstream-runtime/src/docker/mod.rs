@@ -39,11 +39,11 @@ use bollard::query_parameters::{
 };
 
 use crate::error::{Error, Result};
-use crate::sandbox::{random_hex, suffix_of, write_token};
+use crate::sandbox::{make_ctl_dir, random_hex, suffix_of, write_deadline, write_token};
 use crate::types::{Cidr, Runtime, Sandbox, SandboxSpec};
 use crate::undo::Undo;
 
-pub(crate) use crate::sandbox::{AGENT_PATH, AGENT_PORT, CA_BUNDLE_PATH, TOKEN_PATH, USER_ID, WORKDIR};
+pub(crate) use crate::sandbox::{AGENT_PATH, AGENT_PORT, CA_BUNDLE_PATH, CTL_DIR, TOKEN_PATH, USER_ID, WORKDIR};
 /// On every sandbox container.
 pub const SANDBOX_LABEL: &str = "sandstream.sandbox";
 /// The state dir of the runtime that owns a container.
@@ -313,12 +313,22 @@ impl DockerRuntime {
         image::tag_for(template)
     }
 
-    fn container_body(&self, id: &str, image: String, token_file: &Path, spec: &SandboxSpec) -> ContainerCreateBody {
+    fn container_body(
+        &self,
+        id: &str,
+        image: String,
+        token_file: &Path,
+        ctl_dir: &Path,
+        spec: &SandboxSpec,
+    ) -> ContainerCreateBody {
         let l = spec.limits;
-        let env = crate::sandbox::agent_env(&spec.env, self.cfg.ca_bundle.is_some());
+        let env = crate::sandbox::agent_env(self.cfg.ca_bundle.is_some());
         let mut binds = vec![
             format!("{}:{AGENT_PATH}:ro", self.cfg.agent_binary.display()),
             format!("{}:{TOKEN_PATH}:ro", token_file.display()),
+            // A directory, read-only: files the runtime replaces by rename there (the
+            // deadline) are seen inside; nothing inside can write there.
+            format!("{}:{CTL_DIR}:ro", ctl_dir.display()),
         ];
         if let Some(ca) = &self.cfg.ca_bundle {
             binds.push(format!("{}:{CA_BUNDLE_PATH}:ro", ca.display()));
@@ -426,8 +436,9 @@ impl DockerRuntime {
             .create(&dir)
             .map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
         let (token, token_file) = write_token(&dir)?;
+        let ctl_dir = make_ctl_dir(&dir, &spec.env)?;
 
-        let body = self.container_body(id, image, &token_file, spec);
+        let body = self.container_body(id, image, &token_file, &ctl_dir, spec);
         let docker = &self.docker;
         self.block(async {
             let options = CreateContainerOptions { name: Some(id.to_string()), ..Default::default() };
@@ -607,6 +618,13 @@ impl Runtime for DockerRuntime {
                 true
             }
         }
+    }
+
+    fn set_deadline(&self, id: &str, deadline_ms: Option<i64>) -> Result<()> {
+        if suffix_of(id).is_none() {
+            return Err(Error::NotFound(id.to_string()));
+        }
+        write_deadline(id, &self.cfg.state_dir.join(id), deadline_ms)
     }
 
     /// One list of this runtime's running containers, not one inspect per sandbox: the

@@ -17,7 +17,7 @@ use oci_spec::runtime::{
 use crate::error::{Error, Result};
 use crate::types::Limits;
 
-pub(crate) use crate::sandbox::{AGENT_PATH, AGENT_PORT, CA_BUNDLE_PATH, TOKEN_PATH, USER_ID, WORKDIR};
+pub(crate) use crate::sandbox::{AGENT_PATH, AGENT_PORT, CA_BUNDLE_PATH, CTL_DIR, TOKEN_PATH, USER_ID, WORKDIR};
 
 pub(crate) struct BundleInput<'a> {
     pub(crate) id: &'a str,
@@ -25,7 +25,8 @@ pub(crate) struct BundleInput<'a> {
     pub(crate) agent_binary: &'a Path,
     pub(crate) token_file: &'a Path,
     pub(crate) limits: Limits,
-    pub(crate) env: &'a [(String, String)],
+    /// The sandbox's control directory on the host (`crate::sandbox::make_ctl_dir`).
+    pub(crate) ctl_dir: &'a Path,
     pub(crate) ca_bundle: Option<&'a Path>,
 }
 
@@ -232,7 +233,7 @@ pub(crate) fn build(input: &BundleInput<'_>) -> Result<Spec> {
     // The agent runs as root inside, with only what it needs to start commands as the
     // sandbox user and to signal them; no_new_privs keeps setuid binaries inert.
     let caps: HashSet<Capability> = [Capability::Setuid, Capability::Setgid, Capability::Kill].into();
-    let env = crate::sandbox::agent_env(input.env, input.ca_bundle.is_some());
+    let env = crate::sandbox::agent_env(input.ca_bundle.is_some());
     let process = ProcessBuilder::default()
         .terminal(false)
         .user(UserBuilder::default().uid(0u32).gid(0u32).build().map_err(spec_err)?)
@@ -267,6 +268,9 @@ pub(crate) fn build(input: &BundleInput<'_>) -> Result<Spec> {
     let mut mounts = spec.mounts().clone().unwrap_or_default();
     mounts.push(bind(input.agent_binary, AGENT_PATH)?);
     mounts.push(bind(input.token_file, TOKEN_PATH)?);
+    // A directory, read-only: the runtime replaces files in it by rename (the deadline)
+    // and the sandbox sees each new one; nothing inside can write there.
+    mounts.push(bind(input.ctl_dir, CTL_DIR)?);
     // The host's resolver configuration, so egress by name works.
     if Path::new("/etc/resolv.conf").exists() {
         mounts.push(bind(Path::new("/etc/resolv.conf"), "/etc/resolv.conf")?);
@@ -337,7 +341,7 @@ mod tests {
             agent_binary: Path::new("/opt/agent"),
             token_file: Path::new("/state/token"),
             limits: Limits { memory_bytes: 64 << 20, cpu_millis: 500, pids: 64 },
-            env: &[("A".into(), "b".into())],
+            ctl_dir: Path::new("/state/ctl"),
             ca_bundle: None,
         };
         let json = serde_json::to_value(build(&input).expect("spec")).expect("json");
@@ -356,7 +360,20 @@ mod tests {
         assert_eq!(process["noNewPrivileges"], true);
         assert_eq!(process["capabilities"]["bounding"].as_array().expect("caps").len(), 3);
         assert!(process["args"].as_array().expect("args").iter().any(|a| a == "1000:1000"));
-        assert!(process["env"].as_array().expect("env").iter().any(|a| a == "A=b"));
+        let args: Vec<&str> =
+            process["args"].as_array().expect("args").iter().map(|a| a.as_str().expect("arg")).collect();
+        assert!(args.windows(2).any(|w| w == ["--command-env-file", "/.sandstream/ctl/env"]), "{args:?}");
+        assert!(args.windows(2).any(|w| w == ["--deadline-file", "/.sandstream/ctl/deadline"]), "{args:?}");
+        let ctl = json["mounts"].as_array().expect("mounts").iter().find(|m| m["destination"] == CTL_DIR);
+        let ctl = ctl.expect("the control directory is bound");
+        assert_eq!(ctl["source"], "/state/ctl");
+        assert!(ctl["options"].as_array().expect("options").iter().any(|o| o == "ro"), "read-only: {ctl}");
+        // The tenant's variables never reach PID 1's environment.
+        assert!(
+            process["env"].as_array().expect("env").iter().all(|a| !a.as_str().unwrap_or("").starts_with("SANDSTREAM_AGENT")),
+            "{}",
+            process["env"]
+        );
         let seccomp = &linux["seccomp"];
         assert_eq!(seccomp["defaultAction"], "SCMP_ACT_ALLOW");
         let denied: Vec<&str> = seccomp["syscalls"][0]["names"]

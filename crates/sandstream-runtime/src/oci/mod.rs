@@ -38,8 +38,8 @@ use crate::busy::Busy;
 use crate::error::{Error, Result};
 use crate::host::{run, run_quiet};
 use crate::net;
-use crate::sandbox::{random_hex, suffix_of, write_token};
-use crate::types::{Runtime, Sandbox, SandboxSpec};
+use crate::sandbox::{make_ctl_dir, random_hex, suffix_of, write_deadline, write_token};
+use crate::types::{Cidr, Runtime, Sandbox, SandboxSpec};
 use crate::undo::Undo;
 
 /// How the `oci` backend is set up.
@@ -171,6 +171,7 @@ impl OciRuntime {
                 .map_err(|e| Error::io(format!("create {}", dir.join(sub).display()), e))?;
         }
         let (token, token_file) = write_token(&dir)?;
+        let ctl_dir = make_ctl_dir(&dir, &spec.env)?;
 
         let prepared = started.elapsed();
 
@@ -237,7 +238,14 @@ impl OciRuntime {
     /// times per container, so every mount the host holds per sandbox makes every later
     /// create slower (about +20 ms per 800 mounts here).
     /// Returns how long the OCI runtime's `run` took.
-    fn start_container(&self, id: &str, dir: &Path, token_file: &Path, spec: &SandboxSpec) -> Result<Duration> {
+    fn start_container(
+        &self,
+        id: &str,
+        dir: &Path,
+        token_file: &Path,
+        ctl_dir: &Path,
+        spec: &SandboxSpec,
+    ) -> Result<Duration> {
         let rootfs = dir.join("rootfs");
         let options = format!(
             "lowerdir={},upperdir={},workdir={}",
@@ -275,7 +283,7 @@ impl OciRuntime {
             agent_binary: &self.cfg.agent_binary,
             token_file,
             limits: spec.limits,
-            env: &spec.env,
+            ctl_dir,
             ca_bundle: self.cfg.ca_bundle.as_deref(),
         })?;
         oci.save(dir.join("config.json")).map_err(|e| Error::Spec(e.to_string()))?;
@@ -491,6 +499,13 @@ impl Runtime for OciRuntime {
                 .ok()
                 .and_then(|p| p.trim().parse::<u32>().ok())
                 .is_some_and(|pid| runs_in_sandbox(pid, id))
+    }
+
+    fn set_deadline(&self, id: &str, deadline_ms: Option<i64>) -> Result<()> {
+        if suffix_of(id).is_none() {
+            return Err(Error::NotFound(id.to_string()));
+        }
+        write_deadline(id, &self.cfg.state_dir.join(id), deadline_ms)
     }
 }
 
