@@ -237,11 +237,13 @@ impl Runner {
                 let mut oci = OciConfig::new(cfg.state_dir.join("sandboxes"), cfg.agent_binary.clone());
                 oci.runtime = cfg.oci_runtime.clone();
                 oci.favor_dynamic_cgroups = cfg.cgroup_favordynmods;
+                oci.private_egress = cfg.private_egress.clone();
                 Arc::new(OciRuntime::new(oci).context("set up the oci runtime")?)
             }
             Backend::Docker { socket } => {
                 let mut docker = DockerConfig::new(cfg.state_dir.join("docker-sandboxes"), cfg.agent_binary.clone());
                 docker.socket = socket.clone();
+                docker.private_egress = cfg.private_egress.clone();
                 Arc::new(
                     DockerRuntime::new(docker)
                         .with_context(|| format!("set up the docker runtime on {}", socket.display()))?,

@@ -56,6 +56,14 @@ impl FromStr for Cidr {
     }
 }
 
+impl Cidr {
+    /// Whether every address of `other` is in this network.
+    pub fn contains(&self, other: &Cidr) -> bool {
+        let mask = |p: u8| if p == 0 { 0 } else { u32::MAX << (32 - u32::from(p)) };
+        other.prefix >= self.prefix && u32::from(other.addr) & mask(self.prefix) == u32::from(self.addr) & mask(self.prefix)
+    }
+}
+
 impl std::fmt::Display for Cidr {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}/{}", self.addr, self.prefix)

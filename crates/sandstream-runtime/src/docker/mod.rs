@@ -69,6 +69,8 @@ pub struct DockerConfig {
     /// Its addresses; must not overlap the host's other networks (the `oci` backend
     /// uses 10.88.0.0/16).
     pub subnet: Cidr,
+    /// The private networks sandboxes may reach, as `OciConfig::private_egress`.
+    pub private_egress: Vec<Cidr>,
 }
 
 impl DockerConfig {
@@ -85,6 +87,7 @@ impl DockerConfig {
             network: "sandstream".into(),
             bridge: "sandstream0".into(),
             subnet: Cidr { addr: Ipv4Addr::new(10, 89, 0, 0), prefix: 16 },
+            private_egress: Vec::new(),
         }
     }
 }
@@ -453,7 +456,8 @@ impl DockerRuntime {
             });
         };
         // Until this, the catch-all DROP holds every packet the container sends.
-        firewall::add_sandbox(&self.cfg.bridge, self.cfg.subnet, suffix, ip, &spec.egress)?;
+        let private = crate::net::PrivateNets::of_host(&self.cfg.private_egress);
+        firewall::add_sandbox(&self.cfg.bridge, self.cfg.subnet, suffix, ip, &spec.egress, &private)?;
 
         let agent_addr = SocketAddr::from((ip, AGENT_PORT));
         let started = Instant::now();

@@ -63,6 +63,10 @@ pub struct OciConfig {
     /// `favordynmods` (see `cgroupfs.rs`): host-wide, creates 5–25 ms faster, forks and
     /// exits dearer, and on recent kernels not undone until reboot. Default true.
     pub favor_dynamic_cgroups: bool,
+    /// The private networks (RFC 1918, 100.64.0.0/10, the host's LAN) sandboxes may
+    /// reach, subject to their egress policy; all others are closed to them. Default
+    /// none (the host's resolvers stay reachable on port 53 anyway).
+    pub private_egress: Vec<Cidr>,
 }
 
 impl OciConfig {
@@ -77,6 +81,7 @@ impl OciConfig {
             publish_port_base: 40000,
             ca_bundle: ca.is_file().then_some(ca),
             favor_dynamic_cgroups: true,
+            private_egress: Vec::new(),
         }
     }
 }
@@ -184,11 +189,13 @@ impl OciRuntime {
         let (network, container) = std::thread::scope(|s| {
             let network = s.spawn(|| {
                 let t = Instant::now();
-                net::connect(suffix, slot, &spec.egress, published_port, bundle::AGENT_PORT).map(|()| t.elapsed())
+                let private = net::PrivateNets::of_host(&self.cfg.private_egress);
+                net::connect(suffix, slot, &spec.egress, &private, published_port, bundle::AGENT_PORT)
+                    .map(|()| t.elapsed())
             });
             let t = Instant::now();
             let container = s
-                .spawn(|| in_private_mounts(|| self.start_container(id, &dir, &token_file, spec)))
+                .spawn(|| in_private_mounts(|| self.start_container(id, &dir, &token_file, &ctl_dir, spec)))
                 .join()
                 .unwrap_or_else(|p| std::panic::resume_unwind(p))
                 .map(|oci_run| (t.elapsed(), oci_run));
