@@ -89,6 +89,7 @@ async fn dead_agents_are_reported_at_once_and_deadlines_follow_the_time_to_live(
     };
     let handle = start(cfg).await.expect("runner starts");
     let runner = handle.runner.clone();
+    let _cleanup = Cleanup(runner.clone());
 
     let req = CreateSandbox {
         template: "default".into(),
@@ -144,14 +145,21 @@ async fn dead_agents_are_reported_at_once_and_deadlines_follow_the_time_to_live(
     eprintln!("a heartbeat without the dead sandbox came {reported:?} after its agent was killed");
     assert!(reported < Duration::from_millis(1500), "reported gone after {reported:?}");
     assert!(runner.get(&sb.id).is_err(), "no longer listed");
+}
 
-    let r = runner.clone();
-    tokio::task::spawn_blocking(move || {
-        r.drain_pool();
-        for s in r.list() {
-            let _ = r.kill(&s.id);
-        }
-    })
-    .await
-    .expect("drain");
+/// Removes the runner's sandboxes, pooled ones included, however the test ends.
+struct Cleanup(Arc<sandstream_runner::Runner>);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let r = self.0.clone();
+        // Runner calls block (runc, iptables): off the async worker.
+        let _ = std::thread::spawn(move || {
+            r.drain_pool();
+            for s in r.list() {
+                let _ = r.kill(&s.id);
+            }
+        })
+        .join();
+    }
 }
