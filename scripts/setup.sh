@@ -17,6 +17,8 @@ PACKAGES=(
   qemu-system-x86  # the cgroup v2 virtual machine the oci tests also run in (scripts/cgroup2-vm.sh)
   kmod             # depmod for that machine's kernel, modprobe inside it
   cpio             # its initramfs
+  gcc              # links Rust binaries; builds the runtime tests' static hostile program
+  libc6-dev        # with gcc -static
 )
 # Node runs the SDK, the web build and the JavaScript test suites; any Node >= 18 works.
 command -v node >/dev/null || PACKAGES+=(nodejs npm)

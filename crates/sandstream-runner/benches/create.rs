@@ -132,6 +132,7 @@ impl BenchRunner {
             backend: Backend::Oci,
             heartbeat_interval: Duration::from_secs(2),
             warm_pool,
+            private_egress: Vec::new(),
         };
         let runner = Arc::new(Runner::new(cfg).expect("set the runner up (needs root and the default template)"));
         let filler = (warm_pool > 0).then(|| {

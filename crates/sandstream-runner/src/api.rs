@@ -43,6 +43,31 @@ pub fn check_metadata(metadata: &BTreeMap<String, String>) -> Result<(), String>
     Ok(())
 }
 
+/// Most env entries a sandbox may have, and most bytes of all of them together
+/// (`KEY=VALUE` and a NUL each, as the runtime writes them).
+pub const ENV_LIMITS: (usize, usize) = (256, 64 << 10);
+
+/// Checks a sandbox's env: [`ENV_LIMITS`], names `[A-Za-z_][A-Za-z0-9_]*`, no NUL in
+/// values. Before this a 1 MiB value reached the OCI runtime, which could not start the
+/// agent: a 500 after the runner waited 10 s for it.
+pub fn check_envs(envs: &BTreeMap<String, String>) -> Result<(), String> {
+    let (entries, bytes) = ENV_LIMITS;
+    if envs.len() > entries {
+        return Err(format!("envs: at most {entries} entries, got {}", envs.len()));
+    }
+    if let Some(k) = envs.keys().find(|k| !sandstream_runtime::is_env_name(k)) {
+        return Err(format!("env name {k:?} must be letters, digits and _, not starting with a digit"));
+    }
+    if let Some(k) = envs.iter().find(|(_, v)| v.contains('\0')).map(|(k, _)| k) {
+        return Err(format!("env {k}: values cannot contain NUL"));
+    }
+    let total: usize = envs.iter().map(|(k, v)| k.len() + v.len() + 2).sum();
+    if total > bytes {
+        return Err(format!("envs: at most {bytes} bytes in all (KEY=VALUE and a NUL each), got {total}"));
+    }
+    Ok(())
+}
+
 /// `POST /api/v1/runners` on the server.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -143,4 +168,27 @@ pub struct SetTimeout {
 pub struct RunnerError {
     pub code: String,
     pub message: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn envs_are_checked_against_their_limits() {
+        let ok: BTreeMap<String, String> = [("FOO".into(), "bar".into()), ("_x1".into(), String::new())].into();
+        assert_eq!(check_envs(&ok), Ok(()));
+        for bad in ["", "1A", "A-B", "A=B", "A B", "Ä"] {
+            let e = check_envs(&[(bad.to_string(), "v".to_string())].into()).expect_err(bad);
+            assert!(e.contains("env name"), "{e}");
+        }
+        let nul = check_envs(&[("A".into(), "a\0b".into())].into()).expect_err("NUL");
+        assert!(nul.contains("NUL"), "{nul}");
+        let big = check_envs(&[("A".into(), "x".repeat(1 << 20))].into()).expect_err("1 MiB");
+        assert!(big.contains("65536 bytes"), "{big}");
+        let many: BTreeMap<String, String> = (0..257).map(|i| (format!("V{i}"), String::new())).collect();
+        assert!(check_envs(&many).expect_err("257").contains("at most 256 entries"));
+        let full: BTreeMap<String, String> = [("A".into(), "x".repeat((64 << 10) - 3))].into();
+        assert_eq!(check_envs(&full), Ok(()), "exactly at the limit");
+    }
 }

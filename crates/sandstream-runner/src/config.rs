@@ -35,6 +35,9 @@ pub struct RunnerConfig {
     /// Ready sandboxes kept per runner for the default template, so a create takes
     /// milliseconds (0: none).
     pub warm_pool: u32,
+    /// The private networks sandboxes may reach (`--allow-private-egress`); see
+    /// [`sandstream_runtime::OciConfig::private_egress`].
+    pub private_egress: Vec<sandstream_runtime::Cidr>,
 }
 
 /// The runtime backend that creates this host's sandboxes.

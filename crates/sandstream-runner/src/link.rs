@@ -31,7 +31,11 @@ pub(crate) async fn run(runner: Arc<Runner>, control_url: String) {
                 }
             }
         }
-        tokio::time::sleep(runner.cfg.heartbeat_interval).await;
+        // A sandbox found dead is reported at once, not at the next tick.
+        tokio::select! {
+            () = tokio::time::sleep(runner.cfg.heartbeat_interval) => {}
+            () = runner.heartbeat_now.notified() => {}
+        }
     }
 }
 

@@ -16,11 +16,14 @@ use sandstream_runtime::{
     TemplateError, TemplateLease,
 };
 
-use crate::api::{CreateSandbox, DEFAULT_PIDS, RunnerSandbox, check_metadata, check_pids, check_timeout_ms};
+use crate::api::{CreateSandbox, DEFAULT_PIDS, RunnerSandbox, check_envs, check_metadata, check_pids, check_timeout_ms};
 use crate::config::{Backend, RunnerConfig};
 
-/// Ticks of the half-second reaper between looks for sandboxes whose agent died.
-const DEAD_CHECK_EVERY: u32 = 4;
+/// Ticks of the half-second reaper between refreshes of the pooled sandboxes' deadlines.
+const POOL_REFRESH_EVERY: u32 = 120;
+/// How far ahead a pooled sandbox's deadline is set, refreshed every minute: pooled
+/// sandboxes have no time to live, and this ends them if the runner is gone for good.
+const POOL_DEADLINE: Duration = Duration::from_secs(5 * 60);
 /// How long a pooled sandbox's agent has to accept a connection before it is handed out.
 const POOL_CHECK_TIMEOUT: Duration = Duration::from_millis(200);
 /// How long the warm pool waits, after a pooled sandbox is taken, before creating its
@@ -59,6 +62,9 @@ pub struct Runner {
     draining: std::sync::atomic::AtomicBool,
     /// Set once registered; heartbeats use it.
     pub(crate) id: Mutex<Option<String>>,
+    /// Wakes the server link for a heartbeat now, rather than at its next tick: a
+    /// sandbox found dead is reported gone at once.
+    pub(crate) heartbeat_now: tokio::sync::Notify,
 }
 
 /// A started runner: its control API address and state.
@@ -121,19 +127,27 @@ async fn collect_templates(runner: Arc<Runner>) {
     }
 }
 
-/// Every half second: kills the sandboxes past their time to live; every
-/// [`DEAD_CHECK_EVERY`] ticks, removes those whose agent died.
+/// Every half second: removes the sandboxes whose agent died (so one is reported gone
+/// within about a second: a client's exec and `/connection` no longer wait for a dead
+/// address) and kills those past their time to live; every [`POOL_REFRESH_EVERY`]
+/// ticks, pushes the pooled sandboxes' deadlines on.
 async fn reap_expired(runner: Arc<Runner>) {
     let mut tick = tokio::time::interval(Duration::from_millis(500));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut ticks = 0u32;
     loop {
         tick.tick().await;
         ticks = ticks.wrapping_add(1);
-        if ticks.is_multiple_of(DEAD_CHECK_EVERY) {
-            let r = runner.clone();
-            if let Err(e) = tokio::task::spawn_blocking(move || r.remove_dead()).await {
-                tracing::warn!(error = %e, "dead-sandbox pass failed");
+        let r = runner.clone();
+        let refresh_pool = ticks.is_multiple_of(POOL_REFRESH_EVERY);
+        let pass = tokio::task::spawn_blocking(move || {
+            r.remove_dead();
+            if refresh_pool {
+                r.refresh_pool_deadlines();
             }
+        });
+        if let Err(e) = pass.await {
+            tracing::warn!(error = %e, "dead-sandbox pass failed");
         }
         // Killing blocks (runc, iptables); looking does not, and usually finds nothing.
         let now = now_ms();
@@ -226,11 +240,13 @@ impl Runner {
                 let mut oci = OciConfig::new(cfg.state_dir.join("sandboxes"), cfg.agent_binary.clone());
                 oci.runtime = cfg.oci_runtime.clone();
                 oci.favor_dynamic_cgroups = cfg.cgroup_favordynmods;
+                oci.private_egress = cfg.private_egress.clone();
                 Arc::new(OciRuntime::new(oci).context("set up the oci runtime")?)
             }
             Backend::Docker { socket } => {
                 let mut docker = DockerConfig::new(cfg.state_dir.join("docker-sandboxes"), cfg.agent_binary.clone());
                 docker.socket = socket.clone();
+                docker.private_egress = cfg.private_egress.clone();
                 Arc::new(
                     DockerRuntime::new(docker)
                         .with_context(|| format!("set up the docker runtime on {}", socket.display()))?,
@@ -277,6 +293,7 @@ impl Runner {
             // Registering again at every start (with the id kept in `runner-id`) tells the
             // server this run's control URL.
             id: Mutex::new(None),
+            heartbeat_now: tokio::sync::Notify::new(),
         })
     }
 
@@ -315,6 +332,7 @@ impl Runner {
             check_timeout_ms(ms).map_err(RunnerError::BadRequest)?;
         }
         check_metadata(&req.metadata).map_err(RunnerError::BadRequest)?;
+        check_envs(&req.envs).map_err(RunnerError::BadRequest)?;
         // Held until the sandbox is listed (or the create failed).
         let _slot = self.reserve()?;
         let limits = Limits { memory_bytes: u64::from(req.memory_mb) << 20, cpu_millis: req.cpu_millis, pids };
@@ -345,13 +363,18 @@ impl Runner {
         self.give_out(listed(&self.cfg, created?), req)
     }
 
-    /// Gives a new or pooled sandbox its time to live and metadata, records them, and
-    /// lists it. If the record cannot be written the sandbox is removed: a sandbox whose
-    /// time to live a restart would forget is never handed out.
+    /// Gives a new or pooled sandbox its time to live and metadata, records them, hands
+    /// the deadline to the sandbox itself, and lists it. If the record or the deadline
+    /// cannot be written the sandbox is removed: a sandbox whose time to live a restart
+    /// would forget, or that would outlive a runner gone for good, is never handed out.
     fn give_out(&self, mut rs: RunnerSandbox, req: &CreateSandbox) -> Result<RunnerSandbox, RunnerError> {
         rs.expires_at = req.timeout_ms.map(|ms| now_ms() + ms as i64);
         rs.metadata = req.metadata.clone();
-        if let Err(e) = Record::of(&rs).write(&self.records_dir, &rs.id) {
+        let written = Record::of(&rs)
+            .write(&self.records_dir, &rs.id)
+            .map_err(|e| e.to_string())
+            .and_then(|()| self.runtime.set_deadline(&rs.id, rs.expires_at).map_err(|e| e.to_string()));
+        if let Err(e) = written {
             if let Err(k) = self.runtime.kill(&rs.id) {
                 tracing::warn!(sandbox_id = %rs.id, error = %k, "could not remove an unrecorded sandbox");
             }
@@ -374,6 +397,11 @@ impl Runner {
         let rs = sandboxes.get_mut(id).ok_or_else(|| RunnerError::NotFound(id.to_string()))?;
         let mut updated = rs.clone();
         updated.expires_at = Some(now_ms() + timeout_ms as i64);
+        // The sandbox's own deadline first: if the record then fails, the sandbox ends
+        // at the new time by itself, and the runner kills it at the old one.
+        self.runtime
+            .set_deadline(id, updated.expires_at)
+            .map_err(|e| RunnerError::Runtime(format!("set sandbox {id}'s deadline: {e}")))?;
         Record::of(&updated)
             .write(&self.records_dir, id)
             .map_err(|e| RunnerError::Runtime(format!("record sandbox {id}: {e}")))?;
@@ -403,8 +431,13 @@ impl Runner {
     /// OOM killer took it, an operator killed it): its network, mounts and files go at
     /// once rather than at its time to live, and the next heartbeat leaves it out, so
     /// the server marks it killed. Returns their ids. Blocking.
+    /// The server hears of it at once: the heartbeat that leaves them out is sent as
+    /// soon as they are unlisted, before their removal (which takes a while) starts.
     pub fn remove_dead(&self) -> Vec<String> {
         let listed: Vec<String> = self.lock().keys().cloned().collect();
+        if listed.is_empty() {
+            return Vec::new();
+        }
         let mut dead = Vec::new();
         for id in self.runtime.not_running(&listed) {
             // Unlisted meanwhile: its user or the time-to-live pass is killing it.
@@ -413,13 +446,32 @@ impl Runner {
             }
             tracing::warn!(sandbox_id = %id, "sandbox's agent is no longer running; removing the sandbox");
             Record::remove(&self.records_dir, &id);
-            match self.runtime.kill(&id) {
+            dead.push(id);
+        }
+        if dead.is_empty() {
+            return dead;
+        }
+        self.heartbeat_now.notify_one();
+        for id in &dead {
+            match self.runtime.kill(id) {
                 Ok(()) | Err(sandstream_runtime::Error::NotFound(_)) => {}
                 Err(e) => tracing::warn!(sandbox_id = %id, error = %e, "could not remove a dead sandbox"),
             }
-            dead.push(id);
         }
         dead
+    }
+
+    /// Pushes every pooled sandbox's own deadline [`POOL_DEADLINE`] ahead: a pooled
+    /// sandbox has no time to live, so only this ends it once the runner is gone.
+    /// Blocking.
+    pub fn refresh_pool_deadlines(&self) {
+        let ids: Vec<String> = self.pool.lock().unwrap_or_else(|p| p.into_inner()).iter().map(|s| s.id.clone()).collect();
+        let deadline = now_ms() + POOL_DEADLINE.as_millis() as i64;
+        for id in ids {
+            if let Err(e) = self.runtime.set_deadline(&id, Some(deadline)) {
+                tracing::warn!(sandbox_id = %id, error = %e, "could not push a pooled sandbox's deadline on");
+            }
+        }
     }
 
     fn create_spec(&self, spec: &SandboxSpec) -> Result<sandstream_runtime::Sandbox, RunnerError> {
@@ -462,7 +514,19 @@ impl Runner {
                 // refilled at once.
                 std::thread::sleep(POOL_REFILL_DELAY);
             }
-            match self.create_spec(&spec) {
+            let created = self.create_spec(&spec).and_then(|sb| {
+                let deadline = now_ms() + POOL_DEADLINE.as_millis() as i64;
+                match self.runtime.set_deadline(&sb.id, Some(deadline)) {
+                    Ok(()) => Ok(sb),
+                    Err(e) => {
+                        if let Err(k) = self.runtime.kill(&sb.id) {
+                            tracing::warn!(sandbox_id = %sb.id, error = %k, "could not remove a pooled sandbox");
+                        }
+                        Err(RunnerError::Runtime(format!("set pooled sandbox {}'s deadline: {e}", sb.id)))
+                    }
+                }
+            });
+            match created {
                 Ok(sb) => {
                     let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
                     // Checked under the lock `drain_pool` takes after setting `draining`: a

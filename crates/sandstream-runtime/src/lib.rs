@@ -11,6 +11,7 @@ mod host;
 mod net;
 mod netlink;
 mod oci;
+mod remove;
 mod sandbox;
 mod template;
 mod types;
@@ -26,4 +27,5 @@ pub use template::{
 };
 pub use types::{
     Cidr, DEFAULT_CPU_MILLIS, DEFAULT_MEMORY_MB, DEFAULT_PIDS, Egress, Limits, Runtime, Sandbox, SandboxSpec,
+    is_env_name,
 };

@@ -19,7 +19,7 @@ use std::net::Ipv4Addr;
 use crate::error::{Error, Result};
 use crate::host::{run, run_quiet, run_quiet_with_input, run_with_input};
 use crate::netlink::{LOOPBACK_INDEX, Netlink};
-use crate::types::Egress;
+use crate::types::{Cidr, Egress};
 
 /// Host-side veth names all start with this, so one iptables rule covers them all.
 pub(crate) const HOST_LINK_PREFIX: &str = "vs";
@@ -33,6 +33,10 @@ const SANDBOX_NET: &str = "10.88.0.0/16";
 /// (where cloud metadata services live) and loopback. Each backend adds its own
 /// sandbox network.
 pub(crate) const NEVER_REACHABLE: [&str; 2] = ["169.254.0.0/16", "127.0.0.0/8"];
+/// Closed to sandboxes of either backend unless the operator opens them
+/// ([`PrivateNets`]): RFC 1918's private networks and the carrier-grade NAT range, where
+/// a host's neighbours, its cloud's internal services and its operators' machines live.
+const PRIVATE_RANGES: [&str; 4] = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10"];
 /// Sandbox slots: 10.88.0.0/16 in /30s, slot 0 unused.
 pub(crate) const MAX_SLOT: u32 = (1 << 14) - 1;
 
@@ -215,11 +219,18 @@ pub(crate) fn create_namespace(suffix: &str) -> Result<()> {
 /// Joins the namespace made by [`create_namespace`] to the host (the veth pair, its
 /// addresses and routes) and installs the sandbox's firewall rules. On error, the
 /// caller undoes everything with [`destroy`].
-pub(crate) fn connect(suffix: &str, slot: u32, egress: &Egress, published_port: u16, agent_port: u16) -> Result<()> {
+pub(crate) fn connect(
+    suffix: &str,
+    slot: u32,
+    egress: &Egress,
+    private: &PrivateNets,
+    published_port: u16,
+    agent_port: u16,
+) -> Result<()> {
     let started = std::time::Instant::now();
     create_link(suffix, slot)?;
     let linked = started.elapsed();
-    create_rules(suffix, slot, egress, published_port, agent_port)?;
+    create_rules(suffix, slot, egress, private, published_port, agent_port)?;
     let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
     tracing::debug!(
         netns = %names(suffix).0,
@@ -230,20 +241,104 @@ pub(crate) fn connect(suffix: &str, slot: u32, egress: &Egress, published_port: 
     Ok(())
 }
 
+/// The networks a sandbox reaches only where the operator opened them: the
+/// [`PRIVATE_RANGES`] and the host's LAN (the networks directly attached to the
+/// interfaces the host's default routes leave by, whatever their addresses), minus the
+/// operator's `opened` networks (`sandstream runner --allow-private-egress`). The host's
+/// resolvers (its resolv.conf, which sandboxes use) stay reachable on port 53, or names
+/// would not resolve where the resolver is private. Each opening and each resolver is
+/// still subject to the sandbox's own egress policy.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct PrivateNets {
+    pub(crate) closed: Vec<Cidr>,
+    pub(crate) opened: Vec<Cidr>,
+    pub(crate) resolvers: Vec<Ipv4Addr>,
+}
+
+impl PrivateNets {
+    /// This host's, read now (its LAN and resolvers can change while a runtime runs).
+    pub(crate) fn of_host(opened: &[Cidr]) -> PrivateNets {
+        let mut closed: Vec<Cidr> = PRIVATE_RANGES.iter().filter_map(|c| c.parse().ok()).collect();
+        let routes = std::fs::read_to_string("/proc/net/route").unwrap_or_default();
+        let lan: Vec<Cidr> = lan_networks(&routes).into_iter().filter(|n| !closed.iter().any(|c| c.contains(n))).collect();
+        closed.extend(lan);
+        let resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+        let resolvers = resolv
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("nameserver"))
+            .filter_map(|a| a.trim().parse::<Ipv4Addr>().ok())
+            .filter(|a| !a.is_loopback())
+            .collect();
+        PrivateNets { closed, opened: opened.to_vec(), resolvers }
+    }
+}
+
+/// The networks directly attached (no gateway) to the interfaces that hold a default
+/// route, from `/proc/net/route` text (addresses in the kernel's byte order, hex).
+fn lan_networks(routes: &str) -> Vec<Cidr> {
+    let rows: Vec<Vec<&str>> = routes.lines().skip(1).map(|l| l.split_whitespace().collect()).collect();
+    // The kernel prints each network-order address as a native integer.
+    let ip = |hex: &str| u32::from_str_radix(hex, 16).ok().map(|v| Ipv4Addr::from(v.to_ne_bytes()));
+    let default_ifaces: Vec<&str> =
+        rows.iter().filter(|r| r.len() > 7 && r[1] == "00000000" && r[7] == "00000000").map(|r| r[0]).collect();
+    let mut nets = Vec::new();
+    for r in rows.iter().filter(|r| r.len() > 7 && default_ifaces.contains(&r[0]) && r[1] != "00000000") {
+        let (Some(addr), Some(gw), Some(mask)) = (ip(r[1]), ip(r[2]), ip(r[7])) else { continue };
+        if !gw.is_unspecified() {
+            continue;
+        }
+        let prefix = u32::from(mask).leading_ones() as u8;
+        let net = Cidr { addr, prefix };
+        if !nets.contains(&net) {
+            nets.push(net);
+        }
+    }
+    nets
+}
+
 fn sandbox_chain(suffix: &str) -> String {
     format!("SS-{suffix}")
 }
 
 /// A sandbox's own egress chain, rule by rule (each the words after `-A CHAIN`): replies
 /// accepted (ACCEPT, not RETURN: a RETURN would resume in the shared chain, at its final
-/// DROP), then each of `drops` dropped, then its policy, then DROP. Both backends write
-/// their chains from this one definition.
-pub(crate) fn egress_chain(drops: Vec<Vec<String>>, egress: &Egress) -> Vec<Vec<String>> {
+/// DROP), then each of `drops` dropped (never reachable), then what the operator opened
+/// of the private networks and the host's resolvers, as far as the policy allows, then
+/// the private networks dropped, then its policy, then DROP. Both backends write their
+/// chains from this one definition.
+pub(crate) fn egress_chain(drops: Vec<Vec<String>>, egress: &Egress, private: &PrivateNets) -> Vec<Vec<String>> {
     let words = |w: &[&str]| w.iter().map(|s| s.to_string()).collect::<Vec<_>>();
     let mut rules = vec![words(&["-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT"])];
     for mut d in drops {
         d.extend(words(&["-j", "DROP"]));
         rules.push(d);
+    }
+    // What of `net` the policy lets through: all of it, none, or the allow-listed parts.
+    let allowed_of = |net: Cidr| -> Vec<Cidr> {
+        match egress {
+            Egress::Allow => vec![net],
+            Egress::Deny => vec![],
+            Egress::AllowList(nets) => nets
+                .iter()
+                .filter_map(|n| if net.contains(n) { Some(*n) } else { n.contains(&net).then_some(net) })
+                .collect(),
+        }
+    };
+    for opened in &private.opened {
+        for net in allowed_of(*opened) {
+            rules.push(words(&["-d", &net.to_string(), "-j", "ACCEPT"]));
+        }
+    }
+    for resolver in &private.resolvers {
+        let host = Cidr { addr: *resolver, prefix: 32 };
+        if !allowed_of(host).is_empty() {
+            for proto in ["udp", "tcp"] {
+                rules.push(words(&["-d", &host.to_string(), "-p", proto, "--dport", "53", "-j", "ACCEPT"]));
+            }
+        }
+    }
+    for closed in &private.closed {
+        rules.push(words(&["-d", &closed.to_string(), "-j", "DROP"]));
     }
     match egress {
         Egress::Allow => rules.push(words(&["-j", "ACCEPT"])),
@@ -273,11 +368,18 @@ fn restore_line<'a>(words: impl IntoIterator<Item = &'a str>) -> Result<String> 
 /// and the jumps and published port in the shared chains. Each table's part is
 /// committed at once, so the chain and the jump to it appear together, and one process
 /// replaces a dozen `iptables` runs (each takes several ms and the xtables lock).
-fn add_rules_input(suffix: &str, slot: u32, egress: &Egress, published_port: u16, agent_port: u16) -> Result<String> {
+fn add_rules_input(
+    suffix: &str,
+    slot: u32,
+    egress: &Egress,
+    private: &PrivateNets,
+    published_port: u16,
+    agent_port: u16,
+) -> Result<String> {
     let chain = sandbox_chain(suffix);
     let mut filter = format!(":{chain} - [0:0]\n");
     let drops = NEVER_REACHABLE.iter().chain([&SANDBOX_NET]).map(|net| vec!["-d".into(), net.to_string()]).collect();
-    for rule in egress_chain(drops, egress) {
+    for rule in egress_chain(drops, egress, private) {
         filter += &restore_line(["-A", chain.as_str()].into_iter().chain(rule.iter().map(String::as_str)))?;
     }
     let mut nat = String::new();
@@ -304,8 +406,15 @@ fn delete_rules_input(suffix: &str, slot: u32, published_port: u16, agent_port: 
     Ok((format!("*filter\n{filter}COMMIT\n"), format!("*nat\n{nat}COMMIT\n")))
 }
 
-fn create_rules(suffix: &str, slot: u32, egress: &Egress, published_port: u16, agent_port: u16) -> Result<()> {
-    let input = add_rules_input(suffix, slot, egress, published_port, agent_port)?;
+fn create_rules(
+    suffix: &str,
+    slot: u32,
+    egress: &Egress,
+    private: &PrivateNets,
+    published_port: u16,
+    agent_port: u16,
+) -> Result<()> {
+    let input = add_rules_input(suffix, slot, egress, private, published_port, agent_port)?;
     run_with_input("iptables-restore", &["-w", "--noflush"], Some(&input)).map(drop)
 }
 
@@ -486,7 +595,7 @@ mod tests {
     #[test]
     fn an_egress_chain_accepts_replies_drops_the_blocked_then_applies_its_policy() {
         let rules = |egress| {
-            egress_chain(vec![vec!["-d".into(), "169.254.0.0/16".into()]], &egress)
+            egress_chain(vec![vec!["-d".into(), "169.254.0.0/16".into()]], &egress, &PrivateNets::default())
                 .into_iter()
                 .map(|r| r.join(" "))
                 .collect::<Vec<_>>()
@@ -499,8 +608,48 @@ mod tests {
     }
 
     #[test]
+    fn private_networks_are_dropped_unless_opened_and_openings_follow_the_policy() {
+        let cidr = |s: &str| s.parse::<Cidr>().expect("cidr");
+        let private = PrivateNets {
+            closed: vec![cidr("10.0.0.0/8"), cidr("192.0.2.0/24")],
+            opened: vec![cidr("10.1.0.0/16")],
+            resolvers: vec![Ipv4Addr::new(10, 255, 255, 53)],
+        };
+        let rules = |egress| {
+            egress_chain(vec![], &egress, &private).into_iter().skip(1).map(|r| r.join(" ")).collect::<Vec<_>>()
+        };
+        let closed = ["-d 10.0.0.0/8 -j DROP", "-d 192.0.2.0/24 -j DROP"];
+        let dns = ["-d 10.255.255.53/32 -p udp --dport 53 -j ACCEPT", "-d 10.255.255.53/32 -p tcp --dport 53 -j ACCEPT"];
+        assert_eq!(
+            rules(Egress::Allow),
+            [&["-d 10.1.0.0/16 -j ACCEPT"][..], &dns, &closed, &["-j ACCEPT", "-j DROP"]].concat()
+        );
+        assert_eq!(rules(Egress::Deny), [&closed[..], &["-j DROP"]].concat());
+        // An allow-list opens only its own part of an opening, and a private network
+        // it names stays closed unless the operator opened it.
+        let list = Egress::AllowList(vec![cidr("10.1.2.0/24"), cidr("10.2.0.0/16"), cidr("203.0.113.0/24")]);
+        assert_eq!(
+            rules(list),
+            [&["-d 10.1.2.0/24 -j ACCEPT"][..], &closed, &["-d 10.1.2.0/24 -j ACCEPT", "-d 10.2.0.0/16 -j ACCEPT"],
+                &["-d 203.0.113.0/24 -j ACCEPT", "-j DROP"]]
+                .concat()
+        );
+    }
+
+    #[test]
+    fn the_lan_is_the_networks_on_the_default_routes_interfaces() {
+        let routes = "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
+            eth0\t00000000\t010200C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\n\
+            eth0\t000200C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n\
+            eth0\t0000A8C0\t010200C0\t0003\t0\t0\t0\t0000FFFF\t0\t0\t0\n\
+            tt1\t001212C6\t00000000\t0001\t0\t0\t0\tFCFFFFFF\t0\t0\t0\n";
+        assert_eq!(lan_networks(routes), vec!["192.0.2.0/24".parse::<Cidr>().expect("cidr")]);
+    }
+
+    #[test]
     fn one_restore_adds_the_chain_with_its_jumps_and_deleting_mirrors_it() {
-        let input = add_rules_input("0123456789", 1, &Egress::Deny, 40001, 50052).expect("input");
+        let input =
+            add_rules_input("0123456789", 1, &Egress::Deny, &PrivateNets::default(), 40001, 50052).expect("input");
         let chain = "-A SS-0123456789";
         let expected = [
             "*filter",

@@ -2,7 +2,7 @@
 //! user's home are inside, how the agent is started, and its base environment.
 
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
@@ -12,6 +12,19 @@ use crate::types::Sandbox;
 /// the agent is never baked into templates and the sandbox cannot replace it).
 pub(crate) const AGENT_PATH: &str = "/.sandstream/agent";
 pub(crate) const TOKEN_PATH: &str = "/.sandstream/token";
+/// The sandbox's control directory: a per-sandbox host directory (`STATE/ID/ctl`, 0700,
+/// root's) bound read-only into the sandbox as a directory, so that a file the runtime
+/// replaces by rename there is seen inside at once (a file bind would pin the old inode).
+/// Only the runtime writes it; only the agent (root inside) can read it.
+pub(crate) const CTL_DIR: &str = "/.sandstream/ctl";
+/// In [`CTL_DIR`]: the tenant's environment for every command, `KEY=VALUE` entries each
+/// ended by a NUL (as /proc/PID/environ). The agent adds them to its commands'
+/// environment, never to its own.
+const ENV_FILE: &str = "env";
+/// In [`CTL_DIR`]: when the sandbox ends, decimal milliseconds since the Unix epoch
+/// (absent: never). The agent re-reads it every second and ends the sandbox once it has
+/// passed, so a sandbox whose runner is gone for good still ends.
+const DEADLINE_FILE: &str = "deadline";
 /// User code runs as this uid/gid, never as root.
 pub(crate) const USER_ID: u32 = 1000;
 pub(crate) const WORKDIR: &str = "/home/user";
@@ -33,12 +46,18 @@ pub(crate) fn agent_args(id: &str) -> Vec<String> {
         WORKDIR.into(),
         "--run-as".into(),
         format!("{USER_ID}:{USER_ID}"),
+        "--command-env-file".into(),
+        format!("{CTL_DIR}/{ENV_FILE}"),
+        "--deadline-file".into(),
+        format!("{CTL_DIR}/{DEADLINE_FILE}"),
     ]
 }
 
-/// The agent's environment (which its commands inherit): the defaults, the CA variable
-/// when the host's bundle is bound, then the spec's own variables.
-pub(crate) fn agent_env(spec_env: &[(String, String)], host_ca_bound: bool) -> Vec<String> {
+/// The agent's environment (which its commands inherit): the defaults, and the CA
+/// variable when the host's bundle is bound. **Never the tenant's variables**: those
+/// would configure the agent itself (`SANDSTREAM_AGENT_TOKEN`, `..._SPOOL_DIR`,
+/// `..._OUTPUT_CAP`, `SANDSTREAM_LOG`); they go to the control directory's env file.
+pub(crate) fn agent_env(host_ca_bound: bool) -> Vec<String> {
     let mut env = vec![
         "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string(),
         format!("HOME={WORKDIR}"),
@@ -50,8 +69,62 @@ pub(crate) fn agent_env(spec_env: &[(String, String)], host_ca_bound: bool) -> V
         // Node ships its own CA list; this adds the host's.
         env.push(format!("NODE_EXTRA_CA_CERTS={CA_BUNDLE_PATH}"));
     }
-    env.extend(spec_env.iter().map(|(k, v)| format!("{k}={v}")));
     env
+}
+
+/// Makes sandbox directory `dir`'s control directory (`dir/ctl`, 0700) with the
+/// tenant's environment in it; returns its path, for the read-only bind at [`CTL_DIR`].
+pub(crate) fn make_ctl_dir(dir: &Path, env: &[(String, String)]) -> Result<PathBuf> {
+    let ctl = dir.join("ctl");
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&ctl)
+        .map_err(|e| Error::io(format!("create {}", ctl.display()), e))?;
+    let mut entries = Vec::new();
+    for (k, v) in env {
+        entries.extend_from_slice(k.as_bytes());
+        entries.push(b'=');
+        entries.extend_from_slice(v.as_bytes());
+        entries.push(0);
+    }
+    replace_file(&ctl, ENV_FILE, &entries)?;
+    Ok(ctl)
+}
+
+/// Writes sandbox directory `dir`'s deadline file (milliseconds since the Unix epoch),
+/// or removes it for no deadline. Replaced by rename, so the agent reads the old value
+/// or the new one, never half of one. [`Error::NotFound`] when the sandbox has no
+/// control directory.
+pub(crate) fn write_deadline(id: &str, dir: &Path, deadline_ms: Option<i64>) -> Result<()> {
+    let ctl = dir.join("ctl");
+    if !ctl.is_dir() {
+        return Err(Error::NotFound(id.to_string()));
+    }
+    match deadline_ms {
+        Some(ms) => replace_file(&ctl, DEADLINE_FILE, ms.to_string().as_bytes()),
+        None => match std::fs::remove_file(ctl.join(DEADLINE_FILE)) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io(format!("sandbox {id}: remove its deadline"), e)),
+        },
+    }
+}
+
+/// Writes `dir/name` whole (0600) through a temporary file renamed over it.
+fn replace_file(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let target = dir.join(name);
+    let fail = |e| Error::io(format!("write {}", target.display()), e);
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(fail)?;
+    f.write_all(bytes).map_err(fail)?;
+    drop(f);
+    std::fs::rename(&tmp, &target).map_err(fail)
 }
 
 /// `Runtime::recover` for any backend: each of `ids` is adopted if it still runs, and

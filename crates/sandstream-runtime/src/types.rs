@@ -56,6 +56,14 @@ impl FromStr for Cidr {
     }
 }
 
+impl Cidr {
+    /// Whether every address of `other` is in this network.
+    pub fn contains(&self, other: &Cidr) -> bool {
+        let mask = |p: u8| if p == 0 { 0 } else { u32::MAX << (32 - u32::from(p)) };
+        other.prefix >= self.prefix && u32::from(other.addr) & mask(self.prefix) == u32::from(self.addr) & mask(self.prefix)
+    }
+}
+
 impl std::fmt::Display for Cidr {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}/{}", self.addr, self.prefix)
@@ -114,12 +122,22 @@ impl SandboxSpec {
             )));
         }
         for (k, v) in &self.env {
-            if k.is_empty() || k.contains(['=', '\0']) || v.contains('\0') {
-                return Err(Error::InvalidSpec(format!("env name {k:?} is not valid")));
+            if !is_env_name(k) {
+                return Err(Error::InvalidSpec(format!("env name {k:?} must match [A-Za-z_][A-Za-z0-9_]*")));
+            }
+            if v.contains('\0') {
+                return Err(Error::InvalidSpec(format!("env {k}: its value contains NUL")));
             }
         }
         Ok(())
     }
+}
+
+/// Whether `name` is a portable environment variable name: `[A-Za-z_][A-Za-z0-9_]*`.
+pub fn is_env_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    bytes.next().is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
 /// A running sandbox.
@@ -154,6 +172,12 @@ pub trait Runtime: Send + Sync {
     /// When the answer is uncertain (the Docker Engine does not answer), true: a
     /// sandbox is never removed on a guess.
     fn running(&self, id: &str) -> bool;
+    /// Sets when sandbox `id` ends by itself (milliseconds since the Unix epoch; `None`:
+    /// never), even if nothing on the host is left to kill it: its agent reads the
+    /// deadline from the control directory every second. The owner still kills it on
+    /// time; this is the backstop for an owner gone for good. [`Error::NotFound`] for an
+    /// unknown id.
+    fn set_deadline(&self, id: &str, deadline_ms: Option<i64>) -> Result<()>;
     /// Those of `ids` whose agent no longer runs (unknown ids included), under the same
     /// rule as [`Runtime::running`]: when unsure, running. A backend that can answer for
     /// all of them at once (the Docker Engine lists its running containers in one

@@ -142,6 +142,11 @@ pub(crate) struct HostArgs {
     /// creating one takes milliseconds.
     #[arg(long, env = "SANDSTREAM_WARM_POOL", default_value_t = 0)]
     warm_pool: u32,
+    /// Private networks sandboxes may reach, comma-separated CIDRs (e.g. an internal
+    /// package mirror's). By default RFC 1918's networks, 100.64.0.0/10 and this host's
+    /// LAN are closed to them (the host's resolvers stay open on port 53).
+    #[arg(long, env = "SANDSTREAM_ALLOW_PRIVATE_EGRESS", value_delimiter = ',')]
+    allow_private_egress: Vec<sandstream_runtime::Cidr>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -316,6 +321,7 @@ fn runner_config(
         },
         heartbeat_interval: Duration::from_secs(2),
         warm_pool: host.warm_pool,
+        private_egress: host.allow_private_egress,
     })
 }
 

@@ -24,6 +24,7 @@ use std::net::Ipv4Addr;
 
 use crate::error::{Error, Result};
 use crate::host::{run, run_quiet};
+use crate::net::PrivateNets;
 use crate::types::{Cidr, Egress};
 
 const INPUT_CHAIN: &str = "SSDOCKER-IN";
@@ -112,15 +113,29 @@ fn jump(bridge: &str, ip: Ipv4Addr, suffix: &str) -> Vec<String> {
 }
 
 /// Creates `SSD-<suffix>` for the sandbox at `ip` and jumps to it. On error, undoes it.
-pub(crate) fn add_sandbox(bridge: &str, subnet: Cidr, suffix: &str, ip: Ipv4Addr, egress: &Egress) -> Result<()> {
-    let r = add_sandbox_inner(bridge, subnet, suffix, ip, egress);
+pub(crate) fn add_sandbox(
+    bridge: &str,
+    subnet: Cidr,
+    suffix: &str,
+    ip: Ipv4Addr,
+    egress: &Egress,
+    private: &PrivateNets,
+) -> Result<()> {
+    let r = add_sandbox_inner(bridge, subnet, suffix, ip, egress, private);
     if r.is_err() {
         remove_sandbox(suffix);
     }
     r
 }
 
-fn add_sandbox_inner(bridge: &str, subnet: Cidr, suffix: &str, ip: Ipv4Addr, egress: &Egress) -> Result<()> {
+fn add_sandbox_inner(
+    bridge: &str,
+    subnet: Cidr,
+    suffix: &str,
+    ip: Ipv4Addr,
+    egress: &Egress,
+    private: &PrivateNets,
+) -> Result<()> {
     let chain = sandbox_chain(suffix);
     ipt(&["-N", &chain])?;
     let subnet = subnet.to_string();
@@ -131,7 +146,7 @@ fn add_sandbox_inner(bridge: &str, subnet: Cidr, suffix: &str, ip: Ipv4Addr, egr
         .collect();
     // oci sandboxes' links: the two backends' sandboxes never reach each other.
     drops.push(vec!["-o".into(), format!("{}+", crate::net::HOST_LINK_PREFIX)]);
-    for rule in crate::net::egress_chain(drops, egress) {
+    for rule in crate::net::egress_chain(drops, egress, private) {
         let mut args = vec!["-A", chain.as_str()];
         args.extend(rule.iter().map(String::as_str));
         ipt(&args)?;

@@ -39,11 +39,11 @@ use bollard::query_parameters::{
 };
 
 use crate::error::{Error, Result};
-use crate::sandbox::{random_hex, suffix_of, write_token};
+use crate::sandbox::{make_ctl_dir, random_hex, suffix_of, write_deadline, write_token};
 use crate::types::{Cidr, Runtime, Sandbox, SandboxSpec};
 use crate::undo::Undo;
 
-pub(crate) use crate::sandbox::{AGENT_PATH, AGENT_PORT, CA_BUNDLE_PATH, TOKEN_PATH, USER_ID, WORKDIR};
+pub(crate) use crate::sandbox::{AGENT_PATH, AGENT_PORT, CA_BUNDLE_PATH, CTL_DIR, TOKEN_PATH, USER_ID, WORKDIR};
 /// On every sandbox container.
 pub const SANDBOX_LABEL: &str = "sandstream.sandbox";
 /// The state dir of the runtime that owns a container.
@@ -69,6 +69,8 @@ pub struct DockerConfig {
     /// Its addresses; must not overlap the host's other networks (the `oci` backend
     /// uses 10.88.0.0/16).
     pub subnet: Cidr,
+    /// The private networks sandboxes may reach, as `OciConfig::private_egress`.
+    pub private_egress: Vec<Cidr>,
 }
 
 impl DockerConfig {
@@ -85,6 +87,7 @@ impl DockerConfig {
             network: "sandstream".into(),
             bridge: "sandstream0".into(),
             subnet: Cidr { addr: Ipv4Addr::new(10, 89, 0, 0), prefix: 16 },
+            private_egress: Vec::new(),
         }
     }
 }
@@ -279,7 +282,7 @@ impl DockerRuntime {
             let started = Instant::now();
             tracing::info!(template = %template.display(), image = %tag, "importing template as a docker image");
             let r = self.block(image::import(docker, template, &tag, &scratch));
-            let _ = std::fs::remove_dir_all(&scratch);
+            let _ = crate::remove::remove_tree(&scratch);
             r?;
             tracing::info!(image = %tag, ms = started.elapsed().as_millis() as u64, "template imported");
         }
@@ -313,12 +316,22 @@ impl DockerRuntime {
         image::tag_for(template)
     }
 
-    fn container_body(&self, id: &str, image: String, token_file: &Path, spec: &SandboxSpec) -> ContainerCreateBody {
+    fn container_body(
+        &self,
+        id: &str,
+        image: String,
+        token_file: &Path,
+        ctl_dir: &Path,
+        spec: &SandboxSpec,
+    ) -> ContainerCreateBody {
         let l = spec.limits;
-        let env = crate::sandbox::agent_env(&spec.env, self.cfg.ca_bundle.is_some());
+        let env = crate::sandbox::agent_env(self.cfg.ca_bundle.is_some());
         let mut binds = vec![
             format!("{}:{AGENT_PATH}:ro", self.cfg.agent_binary.display()),
             format!("{}:{TOKEN_PATH}:ro", token_file.display()),
+            // A directory, read-only: files the runtime replaces by rename there (the
+            // deadline) are seen inside; nothing inside can write there.
+            format!("{}:{CTL_DIR}:ro", ctl_dir.display()),
         ];
         if let Some(ca) = &self.cfg.ca_bundle {
             binds.push(format!("{}:{CA_BUNDLE_PATH}:ro", ca.display()));
@@ -426,8 +439,9 @@ impl DockerRuntime {
             .create(&dir)
             .map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
         let (token, token_file) = write_token(&dir)?;
+        let ctl_dir = make_ctl_dir(&dir, &spec.env)?;
 
-        let body = self.container_body(id, image, &token_file, spec);
+        let body = self.container_body(id, image, &token_file, &ctl_dir, spec);
         let docker = &self.docker;
         self.block(async {
             let options = CreateContainerOptions { name: Some(id.to_string()), ..Default::default() };
@@ -442,7 +456,8 @@ impl DockerRuntime {
             });
         };
         // Until this, the catch-all DROP holds every packet the container sends.
-        firewall::add_sandbox(&self.cfg.bridge, self.cfg.subnet, suffix, ip, &spec.egress)?;
+        let private = crate::net::PrivateNets::of_host(&self.cfg.private_egress);
+        firewall::add_sandbox(&self.cfg.bridge, self.cfg.subnet, suffix, ip, &spec.egress, &private)?;
 
         let agent_addr = SocketAddr::from((ip, AGENT_PORT));
         let started = Instant::now();
@@ -499,9 +514,7 @@ impl DockerRuntime {
             tracing::warn!(sandbox_id = id, error = %e, "could not remove container");
         }
         let dir = self.cfg.state_dir.join(id);
-        if let Err(e) = std::fs::remove_dir_all(&dir)
-            && e.kind() != std::io::ErrorKind::NotFound
-        {
+        if let Err(e) = crate::remove::remove_tree(&dir) {
             tracing::warn!(sandbox_id = id, error = %e, "could not remove sandbox dir");
         }
     }
@@ -609,6 +622,13 @@ impl Runtime for DockerRuntime {
                 true
             }
         }
+    }
+
+    fn set_deadline(&self, id: &str, deadline_ms: Option<i64>) -> Result<()> {
+        if suffix_of(id).is_none() {
+            return Err(Error::NotFound(id.to_string()));
+        }
+        write_deadline(id, &self.cfg.state_dir.join(id), deadline_ms)
     }
 
     /// One list of this runtime's running containers, not one inspect per sandbox: the

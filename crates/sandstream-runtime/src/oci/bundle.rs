@@ -17,7 +17,7 @@ use oci_spec::runtime::{
 use crate::error::{Error, Result};
 use crate::types::Limits;
 
-pub(crate) use crate::sandbox::{AGENT_PATH, AGENT_PORT, CA_BUNDLE_PATH, TOKEN_PATH, USER_ID, WORKDIR};
+pub(crate) use crate::sandbox::{AGENT_PATH, AGENT_PORT, CA_BUNDLE_PATH, CTL_DIR, TOKEN_PATH, USER_ID, WORKDIR};
 
 pub(crate) struct BundleInput<'a> {
     pub(crate) id: &'a str,
@@ -25,7 +25,8 @@ pub(crate) struct BundleInput<'a> {
     pub(crate) agent_binary: &'a Path,
     pub(crate) token_file: &'a Path,
     pub(crate) limits: Limits,
-    pub(crate) env: &'a [(String, String)],
+    /// The sandbox's control directory on the host (`crate::sandbox::make_ctl_dir`).
+    pub(crate) ctl_dir: &'a Path,
     pub(crate) ca_bundle: Option<&'a Path>,
 }
 
@@ -67,6 +68,11 @@ const DENIED_SYSCALLS: &[&str] = &[
     "get_kernel_syms",
     "get_mempolicy",
     "init_module",
+    // io_uring: a large kernel surface behind many recent privilege escalations, which
+    // seccomp cannot look into (its operations are not syscalls); Docker refuses it too.
+    "io_uring_enter",
+    "io_uring_register",
+    "io_uring_setup",
     "ioperm",
     "iopl",
     "kcmp",
@@ -109,6 +115,48 @@ const NAMESPACE_FLAGS: &[u64] =
     &[0x0002_0000, 0x0200_0000, 0x0400_0000, 0x0800_0000, 0x1000_0000, 0x2000_0000, 0x4000_0000];
 const EPERM: u32 = 1;
 const ENOSYS: u32 = 38;
+/// `socket`'s AF_VSOCK: host-guest sockets, a way to a hypervisor's or host's services
+/// that no sandbox needs (CVE-2021-26708 was in this code); Docker refuses it too.
+const AF_VSOCK: u64 = 40;
+/// The `personality` values Docker's default profile allows: PER_LINUX, PER_LINUX32,
+/// UNAME26, both, and 0xffffffff (which only asks). Any other flag is refused; some
+/// weaken the sandbox's own defences (ADDR_NO_RANDOMIZE turns ASLR off,
+/// READ_IMPLIES_EXEC makes readable memory executable).
+const PERSONALITY_ALLOWED: [u64; 5] = [0x0, 0x8, 0x2_0000, 0x2_0008, 0xffff_ffff];
+
+/// The 64-bit values from `lo` to `hi` as aligned power-of-two blocks, each a `(mask,
+/// value)` that exactly its members meet (`x & mask == value`).
+fn aligned_blocks(lo: u64, hi: u64, out: &mut Vec<(u64, u64)>) {
+    let (mut lo, hi) = (u128::from(lo), u128::from(hi));
+    while lo <= hi {
+        let mut size: u128 = if lo == 0 { 1 << 64 } else { 1 << lo.trailing_zeros() };
+        while lo + size - 1 > hi {
+            size >>= 1;
+        }
+        out.push((!((size - 1) as u64), lo as u64));
+        lo += size;
+    }
+}
+
+/// The comparisons on `personality`'s argument that refuse every value but
+/// [`PERSONALITY_ALLOWED`]. The filter's default is to allow, and one rule cannot
+/// compare the same argument twice (libseccomp), so the refused values are the gaps
+/// between the allowed ones: above the largest, one `>`; below, aligned blocks, one
+/// masked `==` each (about 80 rules, all on this one syscall).
+fn personality_refusals() -> Vec<(LinuxSeccompOperator, u64, u64)> {
+    let mut blocks = Vec::new();
+    let mut lo = 0u64;
+    for allowed in PERSONALITY_ALLOWED {
+        if allowed > lo {
+            aligned_blocks(lo, allowed - 1, &mut blocks);
+        }
+        lo = allowed + 1;
+    }
+    let mut rules: Vec<_> =
+        blocks.into_iter().map(|(mask, value)| (LinuxSeccompOperator::ScmpCmpMaskedEq, value, mask)).collect();
+    rules.push((LinuxSeccompOperator::ScmpCmpGt, lo - 1, 0));
+    rules
+}
 
 fn seccomp() -> Result<LinuxSeccomp> {
     let deny = |names: Vec<String>, errno: u32| -> Result<LinuxSyscall> {
@@ -143,6 +191,28 @@ fn seccomp() -> Result<LinuxSeccomp> {
                 .map_err(spec_err)?,
         );
     }
+    let refuse_when = |name: &str, op: LinuxSeccompOperator, value: u64, value_two: u64| -> Result<LinuxSyscall> {
+        let arg = LinuxSeccompArgBuilder::default()
+            .index(0usize)
+            .value(value)
+            .value_two(value_two)
+            .op(op)
+            .build()
+            .map_err(spec_err)?;
+        LinuxSyscallBuilder::default()
+            .names(vec![name.to_string()])
+            .action(LinuxSeccompAction::ScmpActErrno)
+            .errno_ret(EPERM)
+            .args(vec![arg])
+            .build()
+            .map_err(spec_err)
+    };
+    rules.push(refuse_when("socket", LinuxSeccompOperator::ScmpCmpEq, AF_VSOCK, 0)?);
+    for (op, value, mask) in personality_refusals() {
+        // For a masked comparison the OCI spec's `value` is the mask, `valueTwo` the value.
+        let (v1, v2) = if op == LinuxSeccompOperator::ScmpCmpMaskedEq { (mask, value) } else { (value, 0) };
+        rules.push(refuse_when("personality", op, v1, v2)?);
+    }
     // Only the native ABI is listed: calls through any other (32-bit int 0x80, x32) hit
     // the filter's bad-architecture action and kill the caller, so they cannot slip by.
     let arch = match std::env::consts::ARCH {
@@ -163,7 +233,7 @@ pub(crate) fn build(input: &BundleInput<'_>) -> Result<Spec> {
     // The agent runs as root inside, with only what it needs to start commands as the
     // sandbox user and to signal them; no_new_privs keeps setuid binaries inert.
     let caps: HashSet<Capability> = [Capability::Setuid, Capability::Setgid, Capability::Kill].into();
-    let env = crate::sandbox::agent_env(input.env, input.ca_bundle.is_some());
+    let env = crate::sandbox::agent_env(input.ca_bundle.is_some());
     let process = ProcessBuilder::default()
         .terminal(false)
         .user(UserBuilder::default().uid(0u32).gid(0u32).build().map_err(spec_err)?)
@@ -198,6 +268,9 @@ pub(crate) fn build(input: &BundleInput<'_>) -> Result<Spec> {
     let mut mounts = spec.mounts().clone().unwrap_or_default();
     mounts.push(bind(input.agent_binary, AGENT_PATH)?);
     mounts.push(bind(input.token_file, TOKEN_PATH)?);
+    // A directory, read-only: the runtime replaces files in it by rename (the deadline)
+    // and the sandbox sees each new one; nothing inside can write there.
+    mounts.push(bind(input.ctl_dir, CTL_DIR)?);
     // The host's resolver configuration, so egress by name works.
     if Path::new("/etc/resolv.conf").exists() {
         mounts.push(bind(Path::new("/etc/resolv.conf"), "/etc/resolv.conf")?);
@@ -268,7 +341,7 @@ mod tests {
             agent_binary: Path::new("/opt/agent"),
             token_file: Path::new("/state/token"),
             limits: Limits { memory_bytes: 64 << 20, cpu_millis: 500, pids: 64 },
-            env: &[("A".into(), "b".into())],
+            ctl_dir: Path::new("/state/ctl"),
             ca_bundle: None,
         };
         let json = serde_json::to_value(build(&input).expect("spec")).expect("json");
@@ -287,7 +360,20 @@ mod tests {
         assert_eq!(process["noNewPrivileges"], true);
         assert_eq!(process["capabilities"]["bounding"].as_array().expect("caps").len(), 3);
         assert!(process["args"].as_array().expect("args").iter().any(|a| a == "1000:1000"));
-        assert!(process["env"].as_array().expect("env").iter().any(|a| a == "A=b"));
+        let args: Vec<&str> =
+            process["args"].as_array().expect("args").iter().map(|a| a.as_str().expect("arg")).collect();
+        assert!(args.windows(2).any(|w| w == ["--command-env-file", "/.sandstream/ctl/env"]), "{args:?}");
+        assert!(args.windows(2).any(|w| w == ["--deadline-file", "/.sandstream/ctl/deadline"]), "{args:?}");
+        let ctl = json["mounts"].as_array().expect("mounts").iter().find(|m| m["destination"] == CTL_DIR);
+        let ctl = ctl.expect("the control directory is bound");
+        assert_eq!(ctl["source"], "/state/ctl");
+        assert!(ctl["options"].as_array().expect("options").iter().any(|o| o == "ro"), "read-only: {ctl}");
+        // The tenant's variables never reach PID 1's environment.
+        assert!(
+            process["env"].as_array().expect("env").iter().all(|a| !a.as_str().unwrap_or("").starts_with("SANDSTREAM_AGENT")),
+            "{}",
+            process["env"]
+        );
         let seccomp = &linux["seccomp"];
         assert_eq!(seccomp["defaultAction"], "SCMP_ACT_ALLOW");
         let denied: Vec<&str> = seccomp["syscalls"][0]["names"]
@@ -296,8 +382,34 @@ mod tests {
             .iter()
             .map(|n| n.as_str().expect("name"))
             .collect();
-        for s in ["unshare", "setns", "keyctl", "bpf", "userfaultfd", "mount", "open_by_handle_at"] {
+        for s in ["unshare", "setns", "keyctl", "bpf", "userfaultfd", "mount", "open_by_handle_at", "io_uring_setup"] {
             assert!(denied.contains(&s), "{s} must be denied");
+        }
+    }
+
+    #[test]
+    fn personality_refusals_cover_exactly_the_values_not_allowed() {
+        let rules = personality_refusals();
+        assert!(rules.len() < 100, "{} rules", rules.len());
+        let refused = |x: u64| {
+            rules.iter().any(|&(op, value, mask)| match op {
+                LinuxSeccompOperator::ScmpCmpMaskedEq => x & mask == value,
+                LinuxSeccompOperator::ScmpCmpGt => x > value,
+                _ => unreachable!("only these two are made"),
+            })
+        };
+        let mut samples: Vec<u64> = vec![1, 7, 9, 0x1_ffff, 0x2_0001, 0x2_0007, 0x2_0009, 0x4_0000, 0x40_0000];
+        samples.extend([0xffff_fffe, 0x1_0000_0000, 0x1_0000_0008, u64::MAX, 1 << 63]);
+        for a in PERSONALITY_ALLOWED {
+            assert!(!refused(a), "{a:#x} is allowed");
+            samples.extend([a.wrapping_sub(1), a + 1]);
+        }
+        for bit in 0..64 {
+            samples.push(1 << bit);
+            samples.push((1 << bit) | 8);
+        }
+        for x in samples {
+            assert_eq!(refused(x), !PERSONALITY_ALLOWED.contains(&x), "{x:#x}");
         }
     }
 }

@@ -38,8 +38,8 @@ use crate::busy::Busy;
 use crate::error::{Error, Result};
 use crate::host::{run, run_quiet};
 use crate::net;
-use crate::sandbox::{random_hex, suffix_of, write_token};
-use crate::types::{Runtime, Sandbox, SandboxSpec};
+use crate::sandbox::{make_ctl_dir, random_hex, suffix_of, write_deadline, write_token};
+use crate::types::{Cidr, Runtime, Sandbox, SandboxSpec};
 use crate::undo::Undo;
 
 /// How the `oci` backend is set up.
@@ -63,6 +63,10 @@ pub struct OciConfig {
     /// `favordynmods` (see `cgroupfs.rs`): host-wide, creates 5–25 ms faster, forks and
     /// exits dearer, and on recent kernels not undone until reboot. Default true.
     pub favor_dynamic_cgroups: bool,
+    /// The private networks (RFC 1918, 100.64.0.0/10, the host's LAN) sandboxes may
+    /// reach, subject to their egress policy; all others are closed to them. Default
+    /// none (the host's resolvers stay reachable on port 53 anyway).
+    pub private_egress: Vec<Cidr>,
 }
 
 impl OciConfig {
@@ -77,6 +81,7 @@ impl OciConfig {
             publish_port_base: 40000,
             ca_bundle: ca.is_file().then_some(ca),
             favor_dynamic_cgroups: true,
+            private_egress: Vec::new(),
         }
     }
 }
@@ -171,6 +176,7 @@ impl OciRuntime {
                 .map_err(|e| Error::io(format!("create {}", dir.join(sub).display()), e))?;
         }
         let (token, token_file) = write_token(&dir)?;
+        let ctl_dir = make_ctl_dir(&dir, &spec.env)?;
 
         let prepared = started.elapsed();
 
@@ -183,11 +189,13 @@ impl OciRuntime {
         let (network, container) = std::thread::scope(|s| {
             let network = s.spawn(|| {
                 let t = Instant::now();
-                net::connect(suffix, slot, &spec.egress, published_port, bundle::AGENT_PORT).map(|()| t.elapsed())
+                let private = net::PrivateNets::of_host(&self.cfg.private_egress);
+                net::connect(suffix, slot, &spec.egress, &private, published_port, bundle::AGENT_PORT)
+                    .map(|()| t.elapsed())
             });
             let t = Instant::now();
             let container = s
-                .spawn(|| in_private_mounts(|| self.start_container(id, &dir, &token_file, spec)))
+                .spawn(|| in_private_mounts(|| self.start_container(id, &dir, &token_file, &ctl_dir, spec)))
                 .join()
                 .unwrap_or_else(|p| std::panic::resume_unwind(p))
                 .map(|oci_run| (t.elapsed(), oci_run));
@@ -237,7 +245,14 @@ impl OciRuntime {
     /// times per container, so every mount the host holds per sandbox makes every later
     /// create slower (about +20 ms per 800 mounts here).
     /// Returns how long the OCI runtime's `run` took.
-    fn start_container(&self, id: &str, dir: &Path, token_file: &Path, spec: &SandboxSpec) -> Result<Duration> {
+    fn start_container(
+        &self,
+        id: &str,
+        dir: &Path,
+        token_file: &Path,
+        ctl_dir: &Path,
+        spec: &SandboxSpec,
+    ) -> Result<Duration> {
         let rootfs = dir.join("rootfs");
         let options = format!(
             "lowerdir={},upperdir={},workdir={}",
@@ -275,7 +290,7 @@ impl OciRuntime {
             agent_binary: &self.cfg.agent_binary,
             token_file,
             limits: spec.limits,
-            env: &spec.env,
+            ctl_dir,
             ca_bundle: self.cfg.ca_bundle.as_deref(),
         })?;
         oci.save(dir.join("config.json")).map_err(|e| Error::Spec(e.to_string()))?;
@@ -337,8 +352,7 @@ impl OciRuntime {
             if !stopped {
                 tracing::warn!(sandbox_id = id, "container still runs; its files are kept");
             } else if !is_mount_point(&rootfs)
-                && let Err(e) = std::fs::remove_dir_all(&dir)
-                && e.kind() != std::io::ErrorKind::NotFound
+                && let Err(e) = crate::remove::remove_tree(&dir)
             {
                 tracing::warn!(sandbox_id = id, error = %e, "could not remove sandbox dir");
             }
@@ -492,6 +506,13 @@ impl Runtime for OciRuntime {
                 .ok()
                 .and_then(|p| p.trim().parse::<u32>().ok())
                 .is_some_and(|pid| runs_in_sandbox(pid, id))
+    }
+
+    fn set_deadline(&self, id: &str, deadline_ms: Option<i64>) -> Result<()> {
+        if suffix_of(id).is_none() {
+            return Err(Error::NotFound(id.to_string()));
+        }
+        write_deadline(id, &self.cfg.state_dir.join(id), deadline_ms)
     }
 }
 

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod cpu;
+pub mod hostile;
 pub mod host_state;
 pub mod lock;
 pub mod netns;

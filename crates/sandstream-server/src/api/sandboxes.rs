@@ -7,7 +7,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use sandstream_runner::api::{
-    CreateSandbox, DEFAULT_CPU_MILLIS, DEFAULT_MEMORY_MB, DEFAULT_TEMPLATE, check_metadata, check_timeout_ms,
+    CreateSandbox, DEFAULT_CPU_MILLIS, DEFAULT_MEMORY_MB, DEFAULT_TEMPLATE, check_envs, check_metadata, check_timeout_ms,
     is_valid_template_name,
 };
 use serde::Deserialize;
@@ -78,17 +78,7 @@ pub(crate) async fn create_sandbox(state: &AppState, p: &Principal, body: Create
     let timeout_ms = body.timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS);
     check_timeout(timeout_ms)?;
     let envs = body.envs.unwrap_or_default();
-    for k in envs.keys() {
-        if k.is_empty()
-            || !k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
-            || k.as_bytes()[0].is_ascii_digit()
-        {
-            return Err(AppError::BadRequest(format!("env name {k:?} must be letters, digits and _")));
-        }
-    }
-    if envs.values().any(|v| v.contains('\0')) {
-        return Err(AppError::BadRequest("env values cannot contain NUL".into()));
-    }
+    check_envs(&envs).map_err(AppError::BadRequest)?;
     let metadata = body.metadata.unwrap_or_default();
     check_metadata(&metadata).map_err(AppError::BadRequest)?;
     state.throttle.check_sandbox(cpu, memory_mb, timeout_ms)?;

@@ -1,0 +1,175 @@
+//! The `docker` backend against sandboxes that attack the host's handling of them (as
+//! oci_hostile.rs does for the `oci` backend): the tenant's env aimed at the agent, the
+//! deadline file, a killed agent, the syscalls Docker's seccomp profile refuses. Needs
+//! what docker.rs needs, and gcc with a static libc (scripts/setup.sh).
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+mod support;
+
+use sandstream_runtime::{DockerConfig, DockerRuntime, Egress, Limits, Runtime, Sandbox, SandboxSpec};
+use support::lock::sandbox_tests_lock;
+use support::{Out, busybox_template, exec_with_token, hostile, static_agent};
+
+fn socket() -> PathBuf {
+    std::env::var_os("SANDSTREAM_DOCKER_SOCKET").map_or_else(|| "/var/run/docker.sock".into(), PathBuf::from)
+}
+
+/// `GET path` on the Engine's API, as JSON.
+fn engine(path: &str) -> Option<serde_json::Value> {
+    let out = std::process::Command::new("curl")
+        .args(["-sf", "--max-time", "3", "--unix-socket"])
+        .arg(socket())
+        .arg(format!("http://docker{path}"))
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    serde_json::from_slice(&out.stdout).ok().or(Some(serde_json::Value::Null))
+}
+
+struct Fixture {
+    // Dropped in this order: sandboxes, the image, then the lock.
+    runtime: DockerRuntime,
+    template: PathBuf,
+    _dir: tempfile::TempDir,
+    _lock: nix::fcntl::Flock<std::fs::File>,
+}
+
+fn fixture() -> Option<Fixture> {
+    let agent = static_agent()?;
+    assert!(nix::unistd::geteuid().is_root(), "these tests need root");
+    if engine("/_ping").is_none() {
+        let msg = format!("no Docker Engine answers on {} (run scripts/docker.sh)", socket().display());
+        assert!(std::env::var_os("CI").is_none(), "{msg}");
+        eprintln!("skipped: {msg}");
+        return None;
+    }
+    let lock = sandbox_tests_lock(false);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let template = busybox_template(dir.path());
+    hostile::install(dir.path(), &template);
+    let cfg = DockerConfig { socket: socket(), ..DockerConfig::new(dir.path().join("state"), agent) };
+    let runtime = DockerRuntime::new(cfg).expect("runtime");
+    Some(Fixture { runtime, template, _dir: dir, _lock: lock })
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        for id in self.runtime.list().unwrap_or_default() {
+            let _ = self.runtime.kill(&id);
+        }
+        if let Err(e) = self.runtime.remove_template_image(&self.template) {
+            eprintln!("could not remove the test's template image: {e}");
+        }
+    }
+}
+
+impl Fixture {
+    fn create_with_env(&self, env: &[(&str, &str)]) -> Sandbox {
+        let spec = SandboxSpec {
+            template: self.template.clone(),
+            limits: Limits::default(),
+            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            egress: Egress::Allow,
+        };
+        self.runtime.create(&spec).expect("create sandbox")
+    }
+
+    /// The container's init (PID 1 inside) on the host.
+    fn init_pid(&self, id: &str) -> i64 {
+        let info = engine(&format!("/containers/{id}/json")).expect("inspect");
+        info["State"]["Pid"].as_i64().expect("a running container's pid")
+    }
+}
+
+fn agent_pid(init: i64) -> i32 {
+    std::fs::read_to_string(format!("/proc/{init}/task/{init}/children"))
+        .expect("children")
+        .split_whitespace()
+        .next()
+        .expect("the agent runs under init")
+        .parse()
+        .expect("pid")
+}
+
+async fn exec(sb: &Sandbox, command: &str) -> Out {
+    exec_with_token(sb.agent_addr, &sb.token, command, 60_000).await.expect("execute in sandbox")
+}
+
+/// The tenant's envs reach commands, never the agent's own environment.
+#[tokio::test(flavor = "multi_thread")]
+async fn tenant_envs_reach_commands_and_never_configure_the_agent() {
+    let Some(f) = fixture() else { return };
+    let sb = f.create_with_env(&[
+        ("SANDSTREAM_AGENT_TOKEN", "x"),
+        ("SANDSTREAM_AGENT_SPOOL_DIR", "/tmp/x"),
+        ("SANDSTREAM_AGENT_OUTPUT_CAP", "1"),
+        ("FOO", "bar"),
+    ]);
+    let out = exec(&sb, "echo $FOO; echo $SANDSTREAM_AGENT_SPOOL_DIR").await;
+    assert_eq!(out.stdout, "bar\n/tmp/x\n", "{out:?}");
+    let init = f.init_pid(&sb.id);
+    for pid in [init, i64::from(agent_pid(init))] {
+        let environ = String::from_utf8_lossy(&std::fs::read(format!("/proc/{pid}/environ")).expect("environ")).into_owned();
+        assert!(!environ.contains("SANDSTREAM_AGENT") && !environ.contains("FOO="), "pid {pid}: {environ:?}");
+    }
+    let out = exec(&sb, "ls /.sandstream/ctl; touch /.sandstream/ctl/x; echo $?").await;
+    assert!(out.stderr.contains("Permission denied") && out.stdout.ends_with("1\n"), "{out:?}");
+    f.runtime.kill(&sb.id).expect("kill");
+}
+
+/// `set_deadline` replaces the deadline file, and the container sees each new one.
+#[tokio::test(flavor = "multi_thread")]
+async fn set_deadline_replaces_the_file_the_sandbox_sees() {
+    let Some(f) = fixture() else { return };
+    let sb = f.create_with_env(&[]);
+    let inside = PathBuf::from(format!("/proc/{}/root/.sandstream/ctl/deadline", f.init_pid(&sb.id)));
+    for ms in [1_900_000_000_000i64, 1_900_000_060_000] {
+        f.runtime.set_deadline(&sb.id, Some(ms)).expect("set deadline");
+        assert_eq!(std::fs::read_to_string(&inside).expect("seen inside"), ms.to_string());
+    }
+    f.runtime.set_deadline(&sb.id, None).expect("no deadline");
+    assert!(!inside.exists(), "no deadline: no file");
+    f.runtime.kill(&sb.id).expect("kill");
+}
+
+/// A kill -9 of the agent from the host ends the container, and `not_running` (one
+/// list of running containers, what the runner asks every half second) says so at once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_agent_is_not_running_at_once() {
+    let Some(f) = fixture() else { return };
+    let sb = f.create_with_env(&[]);
+    let agent = agent_pid(f.init_pid(&sb.id));
+    let killed = Instant::now();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(agent), nix::sys::signal::Signal::SIGKILL).expect("kill");
+    while f.runtime.not_running(std::slice::from_ref(&sb.id)).is_empty() {
+        assert!(killed.elapsed() < Duration::from_secs(2), "still running 2 s after its agent was killed");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    eprintln!("agent killed: not running after {:?}", killed.elapsed());
+    f.runtime.kill(&sb.id).expect("kill");
+}
+
+/// Docker's default profile refuses the personality flags the oci backend's filter
+/// refuses, and allows the same values. io_uring is refused only by Engines from 25.0
+/// on (this backend uses the Engine's own profile): older ones, such as Debian's 20.10,
+/// let io_uring and AF_VSOCK through, which this test reports but cannot change.
+#[tokio::test(flavor = "multi_thread")]
+async fn seccomp_refuses_io_uring_vsock_and_personality_flags() {
+    let Some(f) = fixture() else { return };
+    let sb = f.create_with_env(&[]);
+    let out = exec(&sb, "hostile seccomp").await;
+    f.runtime.kill(&sb.id).expect("kill");
+    let personality = |s: &str| s.lines().filter(|l| l.starts_with("personality")).collect::<Vec<_>>().join("\n");
+    assert_eq!(personality(&out.stdout), personality(hostile::SECCOMP_REFUSED), "{out:?}");
+    let version = engine("/version").expect("version")["Version"].as_str().unwrap_or("0").to_string();
+    let major: u32 = version.split('.').next().and_then(|m| m.parse().ok()).unwrap_or(0);
+    if major >= 25 {
+        assert!(out.stdout.starts_with("io_uring_setup EPERM\nio_uring_enter EPERM\nio_uring_register EPERM\n"), "{out:?}");
+    } else {
+        eprintln!("Docker Engine {version}'s default seccomp profile: {:?}", out.stdout.lines().take(4).collect::<Vec<_>>());
+    }
+}

@@ -1,0 +1,305 @@
+//! The `oci` backend against sandboxes that attack the host's handling of them, rather
+//! than their own isolation (oci.rs has that): a tree made to crash its removal, the
+//! tenant's env aimed at the agent, a deadline the sandbox enforces, a killed agent, the
+//! syscalls the seccomp filter refuses. Needs what oci.rs needs, and gcc with a static
+//! libc (scripts/setup.sh). Every test holds the sandbox tests' lock shared.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+mod support;
+
+use sandstream_runtime::{Egress, Error, Limits, OciConfig, OciRuntime, Runtime, Sandbox, SandboxSpec};
+use support::lock::sandbox_tests_lock;
+use support::netns::{TestHost, fetch, sh};
+use support::{Out, busybox_template, exec_with_token, hostile, static_agent};
+
+/// How deep the hostile tree goes: std's recursive `remove_dir_all` overflowed a 2 MiB
+/// stack (a tokio worker's) at about a third of this.
+const DEPTH: u32 = 20_000;
+
+struct Fixture {
+    // Dropped in this order, the lock last.
+    dir: tempfile::TempDir,
+    runtime: OciRuntime,
+    template: PathBuf,
+    _lock: nix::fcntl::Flock<std::fs::File>,
+}
+
+fn oci_runtime() -> String {
+    std::env::var("SANDSTREAM_OCI_RUNTIME").unwrap_or_else(|_| "runc".into())
+}
+
+fn oci_config(state: PathBuf, agent: PathBuf) -> OciConfig {
+    OciConfig { runtime: oci_runtime().into(), ..OciConfig::new(state, agent) }
+}
+
+fn fixture() -> Option<Fixture> {
+    let agent = static_agent()?;
+    assert!(nix::unistd::geteuid().is_root(), "these tests need root");
+    let lock = sandbox_tests_lock(false);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let template = busybox_template(dir.path());
+    hostile::install(dir.path(), &template);
+    let runtime = OciRuntime::new(oci_config(dir.path().join("state"), agent)).expect("runtime");
+    Some(Fixture { dir, runtime, template, _lock: lock })
+}
+
+impl Fixture {
+    fn create_with_env(&self, env: &[(&str, &str)]) -> Guard<'_> {
+        let spec = SandboxSpec {
+            template: self.template.clone(),
+            limits: Limits::default(),
+            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            egress: Egress::Allow,
+        };
+        Guard { runtime: &self.runtime, sandbox: self.runtime.create(&spec).expect("create sandbox") }
+    }
+
+    fn create(&self) -> Guard<'_> {
+        self.create_with_env(&[])
+    }
+
+    fn state(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    /// The sandbox's init (PID 1 inside) on the host.
+    fn init_pid(&self, id: &str) -> i32 {
+        std::fs::read_to_string(self.state().join(id).join("pid")).expect("pid file").trim().parse().expect("pid")
+    }
+}
+
+/// Kills its sandbox when dropped, so a failing assertion leaves nothing running.
+struct Guard<'a> {
+    runtime: &'a OciRuntime,
+    sandbox: Sandbox,
+}
+
+impl std::ops::Deref for Guard<'_> {
+    type Target = Sandbox;
+    fn deref(&self) -> &Sandbox {
+        &self.sandbox
+    }
+}
+
+impl Drop for Guard<'_> {
+    fn drop(&mut self) {
+        let _ = self.runtime.kill(&self.sandbox.id);
+    }
+}
+
+async fn exec(sb: &Sandbox, command: &str) -> Out {
+    exec_with_token(sb.agent_addr, &sb.token, command, 120_000).await.expect("execute in sandbox")
+}
+
+/// Runs `f` on a thread with a 2 MiB stack, a tokio worker's, as `sandstream up` runs
+/// a sandbox's removal; a stack overflow there aborts this whole test process.
+fn on_a_worker_sized_stack<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|s| {
+        std::thread::Builder::new().stack_size(2 << 20).spawn_scoped(s, f).expect("spawn").join().expect("no panic")
+    })
+}
+
+/// A host directory with a file in it, which the sandbox's symlinks point at.
+fn host_target(dir: &Path) -> PathBuf {
+    let target = dir.join("host-target");
+    std::fs::create_dir(&target).expect("mkdir");
+    std::fs::write(target.join("keep"), "host data").expect("write");
+    target
+}
+
+fn assert_host_target_intact(target: &Path) {
+    assert_eq!(std::fs::read_to_string(target.join("keep")).expect("the host's file survives"), "host data");
+}
+
+/// Fills the sandbox's home with what a hostile user leaves: a tree `DEPTH` levels deep
+/// (with symlinks to `target` and mode-000 directories half-way and at the bottom), a
+/// wide directory, names with newlines, control bytes and invalid UTF-8, mode-000
+/// directories, symlinks to host paths.
+async fn plant_hostile_tree(sb: &Sandbox, target: &Path) {
+    let t = target.display();
+    let script = format!(
+        "set -e; cd /home/user; hostile deep {DEPTH} {t}; mkdir wide; cd wide; i=0; \
+         while [ $i -lt 3000 ]; do : > f$i; i=$((i+1)); done; cd ..; \
+         mkdir \"$(printf 'odd\\n\\001\\377name')\"; : > \"$(printf 'odd\\n\\001\\377name')/x\"; \
+         mkdir -p locked/inner; : > locked/inner/f; chmod 000 locked/inner locked; \
+         ln -s {t} to-host; ln -s {t}/keep to-host-file; ln -s / to-root; echo planted"
+    );
+    let out = exec(sb, &script).await;
+    assert_eq!(out.stdout, format!("deep {DEPTH}\nplanted\n"), "{out:?}");
+}
+
+/// Issue: `sandstream up` aborted with a stack overflow when a sandbox holding a deep
+/// tree was deleted (std's recursive remove_dir_all on a 2 MiB tokio worker). Now the
+/// removal is iterative: the process stays up, every file goes, symlinks are unlinked
+/// and their host targets stay.
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_removes_a_deep_hostile_tree_on_a_worker_sized_stack() {
+    let Some(f) = fixture() else { return };
+    let target = host_target(f.dir.path());
+    let sb = f.create();
+    plant_hostile_tree(&sb, &target).await;
+    let dir = f.state().join(&sb.id);
+    assert!(dir.join("upper/home/user/d/d/d").is_dir(), "the tree is in the sandbox's upper layer");
+    let id = sb.id.clone();
+    let runtime = &f.runtime;
+    on_a_worker_sized_stack(|| runtime.kill(&id)).expect("kill");
+    assert!(!dir.exists(), "the sandbox's directory is gone");
+    assert_host_target_intact(&target);
+}
+
+/// The same tree left by a sandbox whose agent died while no runtime ran: the next
+/// runtime's `recover` removes it (before, every restart aborted here again).
+#[tokio::test(flavor = "multi_thread")]
+async fn recover_removes_a_dead_sandboxs_deep_hostile_tree_on_a_worker_sized_stack() {
+    let Some(f) = fixture() else { return };
+    let target = host_target(f.dir.path());
+    let sb = f.create();
+    plant_hostile_tree(&sb, &target).await;
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(f.init_pid(&sb.id)), nix::sys::signal::Signal::SIGKILL)
+        .expect("kill the sandbox's init");
+    let dir = f.state().join(&sb.id);
+    let again = OciRuntime::new(oci_config(f.state(), static_agent().expect("agent"))).expect("runtime");
+    let found = on_a_worker_sized_stack(|| again.recover()).expect("recover");
+    assert!(found.iter().all(|s| s.id != sb.id), "a dead sandbox is not adopted");
+    assert!(!dir.exists(), "the dead sandbox's directory is gone");
+    assert_host_target_intact(&target);
+}
+
+/// Issue: the tenant's envs were PID 1's environment, so a tenant configured the agent
+/// (its token, spool dir, output cap, log level). Now they reach commands only, through
+/// the control directory's env file.
+#[tokio::test(flavor = "multi_thread")]
+async fn tenant_envs_reach_commands_and_never_configure_the_agent() {
+    let Some(f) = fixture() else { return };
+    let sb = f.create_with_env(&[
+        ("SANDSTREAM_AGENT_TOKEN", "x"),
+        ("SANDSTREAM_AGENT_SPOOL_DIR", "/tmp/x"),
+        ("SANDSTREAM_AGENT_OUTPUT_CAP", "1"),
+        ("SANDSTREAM_LOG", "trace"),
+        ("FOO", "bar"),
+        ("ODD", "a=b\nc d"),
+    ]);
+    // More than the 1 byte the tenant's output cap would allow, and the odd value whole.
+    let out = exec(&sb, "echo $FOO; printf '%s|' \"$ODD\"; echo $SANDSTREAM_AGENT_SPOOL_DIR").await;
+    assert_eq!(out.stdout, "bar\na=b\nc d|/tmp/x\n", "{out:?}");
+    // The agent's own environment, read from the host: the defaults only.
+    let init = f.init_pid(&sb.id);
+    let children = std::fs::read_to_string(format!("/proc/{init}/task/{init}/children")).expect("children");
+    let agent = children.split_whitespace().next().expect("the agent runs under init");
+    for pid in [init.to_string(), agent.to_string()] {
+        let environ = std::fs::read(format!("/proc/{pid}/environ")).expect("environ");
+        let environ = String::from_utf8_lossy(&environ);
+        assert!(!environ.contains("SANDSTREAM_AGENT") && !environ.contains("FOO="), "pid {pid}: {environ:?}");
+        assert!(environ.contains("SANDSTREAM_LOG=info"), "pid {pid}: {environ:?}");
+    }
+    let env = std::fs::read(f.state().join(&sb.id).join("ctl/env")).expect("env file");
+    let want: &[u8] = b"SANDSTREAM_AGENT_TOKEN=x\0SANDSTREAM_AGENT_SPOOL_DIR=/tmp/x\0SANDSTREAM_AGENT_OUTPUT_CAP=1\0\
+                        SANDSTREAM_LOG=trace\0FOO=bar\0ODD=a=b\nc d\0";
+    assert_eq!(String::from_utf8_lossy(&env), String::from_utf8_lossy(want), "the env file: KEY=VALUE, each ended by NUL");
+    // The control directory is the runtime's: the user can neither read nor write it.
+    let out = exec(&sb, "ls /.sandstream/ctl; touch /.sandstream/ctl/x; echo $?").await;
+    assert!(out.stderr.contains("Permission denied") && out.stdout.ends_with("1\n"), "{out:?}");
+}
+
+/// `set_deadline` writes the control directory's deadline file by rename, and the
+/// sandbox sees each new one through its read-only bind of the directory.
+#[tokio::test(flavor = "multi_thread")]
+async fn set_deadline_replaces_the_file_the_sandbox_sees() {
+    let Some(f) = fixture() else { return };
+    let sb = f.create();
+    let inside = PathBuf::from(format!("/proc/{}/root/.sandstream/ctl/deadline", f.init_pid(&sb.id)));
+    let host = f.state().join(&sb.id).join("ctl/deadline");
+    assert!(!inside.exists(), "no deadline until one is set");
+    for ms in [1_900_000_000_000i64, 1_900_000_060_000] {
+        f.runtime.set_deadline(&sb.id, Some(ms)).expect("set deadline");
+        assert_eq!(std::fs::read_to_string(&host).expect("host file"), ms.to_string());
+        assert_eq!(std::fs::read_to_string(&inside).expect("seen inside"), ms.to_string());
+    }
+    f.runtime.set_deadline(&sb.id, None).expect("no deadline");
+    assert!(!inside.exists() && !host.exists(), "no deadline: no file");
+    assert!(matches!(f.runtime.set_deadline("sb-0123456789", Some(1)), Err(Error::NotFound(_))));
+    assert!(matches!(f.runtime.set_deadline("../etc", Some(1)), Err(Error::NotFound(_))));
+}
+
+/// Issue: a dead agent was noticed late. A kill -9 of the agent (init's child) from the
+/// host ends the sandbox (init exits with its agent), and the runtime says so at once:
+/// the runner, which asks every half second, removes it within a second.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_agent_is_not_running_at_once() {
+    let Some(f) = fixture() else { return };
+    for victim in ["agent", "init"] {
+        let sb = f.create();
+        assert!(f.runtime.running(&sb.id));
+        let init = f.init_pid(&sb.id);
+        let pid = match victim {
+            "init" => init,
+            _ => std::fs::read_to_string(format!("/proc/{init}/task/{init}/children"))
+                .expect("children")
+                .split_whitespace()
+                .next()
+                .expect("the agent runs under init")
+                .parse()
+                .expect("pid"),
+        };
+        let killed = Instant::now();
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).expect("kill");
+        while f.runtime.running(&sb.id) {
+            assert!(killed.elapsed() < Duration::from_secs(2), "{victim} killed: still running after 2 s");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        eprintln!("{victim} killed: not running after {:?}", killed.elapsed());
+        assert_eq!(f.runtime.not_running(std::slice::from_ref(&sb.id)), vec![sb.id.clone()]);
+    }
+}
+
+/// Issue: seccomp let io_uring (a large, often-exploited kernel surface), AF_VSOCK
+/// sockets and every personality() flag through. Now they are refused as Docker's
+/// default profile refuses them, while the personality values it allows still work.
+#[tokio::test(flavor = "multi_thread")]
+async fn seccomp_refuses_io_uring_vsock_and_personality_flags() {
+    let Some(f) = fixture() else { return };
+    let sb = f.create();
+    let out = exec(&sb, "hostile seccomp").await;
+    assert_eq!(out.stdout, hostile::SECCOMP_REFUSED, "{out:?}");
+}
+
+/// Issue: sandboxes reached RFC 1918 networks, 100.64.0.0/10 and the host's LAN. Now
+/// those are closed unless the operator opens them (`OciConfig::private_egress`,
+/// `sandstream runner --allow-private-egress`). The peer is a test namespace holding a
+/// private address that only the probing sandbox's link is routed to (policy routing),
+/// so no packet for it can leave the machine.
+#[tokio::test(flavor = "multi_thread")]
+async fn private_networks_are_closed_unless_the_operator_opens_them() {
+    let Some(f) = fixture() else { return };
+    let private = "172.31.213.7";
+    let opened_cfg = OciConfig {
+        private_egress: vec!["172.31.213.0/24".parse().expect("cidr")],
+        ..oci_config(f.dir.path().join("state-opened"), static_agent().expect("agent"))
+    };
+    let opened = OciRuntime::new(opened_cfg).expect("runtime");
+    let mut peer = TestHost::new();
+    sh(&["ip", "-n", &peer.ns, "addr", "add", &format!("{private}/32"), "dev", "lo"]);
+    peer.serve(private, 80);
+    let mut results = Vec::new();
+    for runtime in [&f.runtime, &opened] {
+        let spec = SandboxSpec {
+            template: f.template.clone(),
+            limits: Limits::default(),
+            env: Vec::new(),
+            egress: Egress::Allow,
+        };
+        let sb = Guard { runtime, sandbox: runtime.create(&spec).expect("create") };
+        let std::net::IpAddr::V4(sb_ip) = sb.agent_addr.ip() else { panic!("v4") };
+        let link = format!("vs{}", sb.id.trim_start_matches("sb-"));
+        let table = (u32::from(sb_ip) % 50_000 + 1000).to_string();
+        sh(&["ip", "rule", "add", "iif", &link, "to", private, "lookup", &table]);
+        sh(&["ip", "route", "add", private, "via", &peer.ip.to_string(), "table", &table]);
+        results.push(fetch(&sb, private, 80).await);
+        sh(&["ip", "rule", "del", "iif", &link, "to", private, "lookup", &table]);
+        let _ = std::process::Command::new("ip").args(["route", "flush", "table", &table]).status();
+    }
+    assert!(results[0].is_err(), "a private address was reached by default: {:?}", results[0]);
+    assert!(results[1].is_ok(), "the operator opened {private}'s network: {:?}", results[1]);
+}
