@@ -314,7 +314,12 @@ impl Runner {
         if self.count() >= self.cfg.capacity as usize {
             return Err(RunnerError::Full(self.cfg.capacity));
         }
-        let limits = Limits { memory_bytes: u64::from(req.memory_mb) << 20, cpu_millis: req.cpu_millis, pids };
+        let limits = Limits {
+            memory_bytes: u64::from(req.memory_mb) << 20,
+            cpu_millis: req.cpu_millis,
+            pids,
+            ..Limits::default()
+        };
         if req.template == "default" && req.envs.is_empty() && limits == Limits::default() {
             loop {
                 let Some(sb) = self.pool.lock().unwrap_or_else(|p| p.into_inner()).pop() else { break };
