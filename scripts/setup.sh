@@ -17,6 +17,7 @@ PACKAGES=(
   qemu-system-x86  # the cgroup v2 virtual machine the oci tests also run in (scripts/cgroup2-vm.sh)
   kmod             # depmod for that machine's kernel, modprobe inside it
   cpio             # its initramfs
+  btrfs-progs      # mkfs.btrfs: scripts/docker.sh's data root, whose storage driver limits each sandbox's disk
 )
 # Node runs the SDK, the web build and the JavaScript test suites; any Node >= 18 works.
 command -v node >/dev/null || PACKAGES+=(nodejs npm)
