@@ -35,6 +35,10 @@ pub struct RunnerConfig {
     /// Ready sandboxes kept per runner for the default template, so a create takes
     /// milliseconds (0: none).
     pub warm_pool: u32,
+    /// A sandbox's disk when its create does not say (MiB); pooled sandboxes have it.
+    pub default_disk_mb: u32,
+    /// The largest disk a create may ask for (MiB).
+    pub max_disk_mb: u32,
 }
 
 /// The runtime backend that creates this host's sandboxes.

@@ -96,6 +96,16 @@ pub(crate) struct HostArgs {
     /// creating one takes milliseconds.
     #[arg(long, env = "SANDSTREAM_WARM_POOL", default_value_t = 0)]
     warm_pool: u32,
+    /// A sandbox's disk in MiB when its create does not say (`diskMb`): what its writable
+    /// layer (home, installed packages, command output) may take on this host, with 64
+    /// inodes per MiB. Pooled sandboxes have it.
+    #[arg(long, env = "SANDSTREAM_DEFAULT_DISK_MB", default_value_t = sandstream_runner::api::DEFAULT_DISK_MB)]
+    default_disk_mb: u32,
+    /// The largest `diskMb` a create may ask for on this host. Disks are sparse files in
+    /// the state dir, so their sum may exceed the host's free space: keep this and the
+    /// capacity such that it does not, or accept ENOSPC when the host fills.
+    #[arg(long, env = "SANDSTREAM_MAX_DISK_MB", default_value_t = sandstream_runner::api::DEFAULT_MAX_DISK_MB)]
+    max_disk_mb: u32,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -269,6 +279,8 @@ fn runner_config(
         },
         heartbeat_interval: Duration::from_secs(2),
         warm_pool: host.warm_pool,
+        default_disk_mb: host.default_disk_mb,
+        max_disk_mb: host.max_disk_mb,
     })
 }
 
