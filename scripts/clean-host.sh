@@ -27,7 +27,7 @@ if [ -f /run/sandstream/ip_forward.orig ]; then
   rm -f /run/sandstream/ip_forward.orig
 fi
 rm -rf /run/sandstream/slots
-data_root=/var/lib/sandstream/docker-data
+data_root=/var/lib/sandstream-docker/data
 if mountpoint -q "$data_root" && ! pgrep -x dockerd >/dev/null; then
-  umount "$data_root" || true
+  umount --recursive "$data_root" || true
 fi

@@ -16,19 +16,20 @@
 #                      processes that manage them
 #   --userland-proxy   (the default) kept: the alternative sets route_localnet on bridges
 #   --data-root, --storage-driver btrfs
-#                      containers and images live in a btrfs filesystem in one sparse image
-#                      file (SANDSTREAM_DOCKER_IMAGE, default /var/lib/sandstream/docker.btrfs,
-#                      sized at half the free space of its filesystem when first made), loop-
-#                      mounted at /var/lib/sandstream/docker-data: the btrfs driver can limit
-#                      each container's writable layer (`--storage-opt size`, which the
-#                      runtime sets to the sandbox's disk limit), which overlay2 on the host's
-#                      ext4 cannot. The mount stays while dockerd runs; scripts/clean-host.sh
-#                      unmounts it once no dockerd uses it.
+#                      containers and images live in a btrfs filesystem in one sparse
+#                      image file (SANDSTREAM_DOCKER_IMAGE, default
+#                      /var/lib/sandstream-docker/image.btrfs, sized at half the free space
+#                      of its filesystem when first made), loop-mounted at
+#                      /var/lib/sandstream-docker/data: the btrfs driver can limit each
+#                      container's writable layer (`--storage-opt size`, which the runtime
+#                      sets to the sandbox's disk limit), which overlay2 on the host's ext4
+#                      cannot. The mount stays while dockerd runs; scripts/clean-host.sh
+#                      unmounts it once no dockerd runs.
 source "$(dirname "$0")/lib.sh"
 SOCKET="${SANDSTREAM_DOCKER_SOCKET:-/var/run/docker.sock}"
 LOG=/var/log/sandstream-dockerd.log
-IMAGE="${SANDSTREAM_DOCKER_IMAGE:-/var/lib/sandstream/docker.btrfs}"
-DATA_ROOT=/var/lib/sandstream/docker-data
+IMAGE="${SANDSTREAM_DOCKER_IMAGE:-/var/lib/sandstream-docker/image.btrfs}"
+DATA_ROOT=/var/lib/sandstream-docker/data
 
 if ! docker_answers "$SOCKET"; then
   [ "$(id -u)" = 0 ] || { echo "scripts/docker.sh: need root to start dockerd" >&2; exit 1; }

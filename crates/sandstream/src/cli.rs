@@ -242,6 +242,12 @@ fn server_config(a: &ServerArgs) -> ServerConfig {
     cfg
 }
 
+/// The host flags that can be checked alone, before anything is bound or built.
+fn check_host_args(host: &HostArgs) -> anyhow::Result<()> {
+    sandstream_runner::api::check_disk_mb(host.default_disk_mb, host.max_disk_mb)
+        .map_err(|e| anyhow::anyhow!("--default-disk-mb must be within --max-disk-mb: {e}"))
+}
+
 fn runner_config(
     host: HostArgs,
     server_url: String,
@@ -250,6 +256,7 @@ fn runner_config(
     name: Option<String>,
     state_dir: PathBuf,
 ) -> anyhow::Result<RunnerConfig> {
+    check_host_args(&host)?;
     let agent_binary = host
         .agent_binary
         .or_else(default_agent_binary)
@@ -310,6 +317,7 @@ fn announce(server: &Server, base: &str) -> anyhow::Result<()> {
 }
 
 async fn up(a: UpArgs) -> anyhow::Result<()> {
+    check_host_args(&a.host)?;
     let cfg = server_config(&a.server);
     let data_dir = cfg.data_dir.clone();
     let server = Server::bind(cfg, true).await?;
