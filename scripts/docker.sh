@@ -15,17 +15,41 @@
 #   --live-restore     containers survive a dockerd restart, as sandboxes outlive the
 #                      processes that manage them
 #   --userland-proxy   (the default) kept: the alternative sets route_localnet on bridges
+#   --data-root, --storage-driver btrfs
+#                      containers and images live in a btrfs filesystem in one sparse
+#                      image file (SANDSTREAM_DOCKER_IMAGE, default
+#                      /var/lib/sandstream-docker/image.btrfs, sized at half the free space
+#                      of its filesystem when first made), loop-mounted at
+#                      /var/lib/sandstream-docker/data: the btrfs driver can limit each
+#                      container's writable layer (`--storage-opt size`, which the runtime
+#                      sets to the sandbox's disk limit), which overlay2 on the host's ext4
+#                      cannot. The mount stays while dockerd runs; scripts/clean-host.sh
+#                      unmounts it once no dockerd runs.
 source "$(dirname "$0")/lib.sh"
 SOCKET="${SANDSTREAM_DOCKER_SOCKET:-/var/run/docker.sock}"
 LOG=/var/log/sandstream-dockerd.log
+IMAGE="${SANDSTREAM_DOCKER_IMAGE:-/var/lib/sandstream-docker/image.btrfs}"
+DATA_ROOT=/var/lib/sandstream-docker/data
 
 if ! docker_answers "$SOCKET"; then
   [ "$(id -u)" = 0 ] || { echo "scripts/docker.sh: need root to start dockerd" >&2; exit 1; }
   command -v dockerd >/dev/null || { echo "scripts/docker.sh: dockerd is not installed (scripts/setup.sh installs the Docker Engine package)" >&2; exit 1; }
   log "starting dockerd on $SOCKET (log: $LOG)"
+  command -v mkfs.btrfs >/dev/null || { echo "scripts/docker.sh: mkfs.btrfs is not installed (scripts/setup.sh installs btrfs-progs)" >&2; exit 1; }
+  mkdir -p "$(dirname "$IMAGE")" "$DATA_ROOT"
+  if ! mountpoint -q "$DATA_ROOT"; then
+    if [ ! -f "$IMAGE" ]; then
+      size=$(( $(df --output=avail -B1 "$(dirname "$IMAGE")" | tail -n 1) / 2 ))
+      log "making $IMAGE, a sparse btrfs image of $((size >> 30)) GiB, for dockerd's data root"
+      truncate -s "$size" "$IMAGE.new"
+      mkfs.btrfs -q "$IMAGE.new" >/dev/null
+      mv "$IMAGE.new" "$IMAGE"
+    fi
+    mount -o loop,discard "$IMAGE" "$DATA_ROOT"
+  fi
   pidfile="/run/sandstream-dockerd-$(printf '%s' "$SOCKET" | md5sum | cut -c1-8).pid"
   setsid dockerd --host "unix://$SOCKET" --pidfile "$pidfile" --bridge=none --live-restore \
-    --log-level=warn </dev/null >>"$LOG" 2>&1 &
+    --data-root "$DATA_ROOT" --storage-driver btrfs --log-level=warn </dev/null >>"$LOG" 2>&1 &
   wait_for_docker "$SOCKET" || { echo "scripts/docker.sh: dockerd did not answer on $SOCKET within 30 s; see $LOG" >&2; tail -n 20 "$LOG" >&2; exit 1; }
 fi
 echo "$SOCKET"

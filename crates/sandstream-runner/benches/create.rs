@@ -93,6 +93,7 @@ fn default_request() -> CreateSandbox {
         memory_mb: DEFAULT_MEMORY_MB,
         envs: BTreeMap::new(),
         pids: None,
+        disk_mb: None,
         timeout_ms: Some(300_000),
         metadata: BTreeMap::new(),
     }
@@ -133,6 +134,8 @@ impl BenchRunner {
             heartbeat_interval: Duration::from_secs(2),
             warm_pool,
             private_egress: Vec::new(),
+            default_disk_mb: sandstream_runner::api::DEFAULT_DISK_MB,
+            max_disk_mb: sandstream_runner::api::DEFAULT_MAX_DISK_MB,
         };
         let runner = Arc::new(Runner::new(cfg).expect("set the runner up (needs root and the default template)"));
         let filler = (warm_pool > 0).then(|| {

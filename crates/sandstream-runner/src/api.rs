@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 /// The limits a create without options gets; the warm pool holds sandboxes with these.
-pub use sandstream_runtime::{DEFAULT_CPU_MILLIS, DEFAULT_MEMORY_MB, DEFAULT_PIDS};
+pub use sandstream_runtime::{DEFAULT_CPU_MILLIS, DEFAULT_DISK_MB, DEFAULT_MEMORY_MB, DEFAULT_PIDS, MIN_DISK_MB};
 /// Template names on the wire: `default` (built in) and the names `sandstream template
 /// add` accepts.
 pub use sandstream_runtime::{DEFAULT_TEMPLATE, is_valid_template_name};
@@ -17,6 +17,21 @@ pub const PIDS_RANGE: std::ops::RangeInclusive<u32> = 8..=32_768;
 pub const TIMEOUT_MS_RANGE: std::ops::RangeInclusive<u64> = 1000..=24 * 3600 * 1000;
 /// Most metadata entries, and the longest key and value, in bytes.
 pub const METADATA_LIMITS: (usize, usize, usize) = (64, 256, 4096);
+
+/// A runner's largest disk (`--max-disk-mb`) when not configured: 50 GiB.
+pub const DEFAULT_MAX_DISK_MB: u32 = 50 * 1024;
+/// The largest disk the server lets a create ask for (1 TiB); each runner has its own,
+/// usually lower, maximum.
+pub const DISK_MB_LIMIT: u32 = 1024 * 1024;
+
+/// Checks a disk size against `MIN_DISK_MB..=max`; the error names the field and the
+/// limit.
+pub fn check_disk_mb(mb: u32, max: u32) -> Result<(), String> {
+    if (MIN_DISK_MB..=max).contains(&mb) {
+        return Ok(());
+    }
+    Err(format!("diskMb must be between {MIN_DISK_MB} and {max}, got {mb}"))
+}
 
 /// Checks a time to live against [`TIMEOUT_MS_RANGE`]; the error names the field.
 pub fn check_timeout_ms(ms: u64) -> Result<(), String> {
@@ -146,6 +161,10 @@ pub struct CreateSandbox {
     /// Most processes and threads at once ([`DEFAULT_PIDS`] when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pids: Option<u32>,
+    /// The writable layer's size in MiB, with 64 inodes per MiB (the runner's
+    /// `--default-disk-mb` when absent; at most its `--max-disk-mb`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_mb: Option<u32>,
     /// Time to live in milliseconds: the runner kills the sandbox this long after the
     /// create (never, when absent). Survives runner restarts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -190,5 +209,17 @@ mod tests {
         assert!(check_envs(&many).expect_err("257").contains("at most 256 entries"));
         let full: BTreeMap<String, String> = [("A".into(), "x".repeat((64 << 10) - 3))].into();
         assert_eq!(check_envs(&full), Ok(()), "exactly at the limit");
+    }
+
+    #[test]
+    fn a_disk_size_is_checked_against_the_minimum_and_the_given_maximum() {
+        assert_eq!(check_disk_mb(16, 1024), Ok(()));
+        assert_eq!(check_disk_mb(1024, 1024), Ok(()));
+        assert_eq!(check_disk_mb(15, 1024), Err("diskMb must be between 16 and 1024, got 15".to_string()));
+        assert_eq!(check_disk_mb(1025, 1024), Err("diskMb must be between 16 and 1024, got 1025".to_string()));
+        assert_eq!(check_disk_mb(DEFAULT_DISK_MB, DEFAULT_MAX_DISK_MB), Ok(()), "the defaults agree");
+        let req: CreateSandbox =
+            serde_json::from_str(r#"{"template":"default","cpuMillis":1000,"memoryMb":512}"#).expect("old request");
+        assert_eq!(req.disk_mb, None, "a server older than the field asks for the runner's default");
     }
 }

@@ -38,6 +38,10 @@ pub struct RunnerConfig {
     /// The private networks sandboxes may reach (`--allow-private-egress`); see
     /// [`sandstream_runtime::OciConfig::private_egress`].
     pub private_egress: Vec<sandstream_runtime::Cidr>,
+    /// A sandbox's disk when its create does not say (MiB); pooled sandboxes have it.
+    pub default_disk_mb: u32,
+    /// The largest disk a create may ask for (MiB).
+    pub max_disk_mb: u32,
 }
 
 /// The runtime backend that creates this host's sandboxes.

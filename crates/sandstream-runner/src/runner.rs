@@ -16,7 +16,9 @@ use sandstream_runtime::{
     TemplateError, TemplateLease,
 };
 
-use crate::api::{CreateSandbox, DEFAULT_PIDS, RunnerSandbox, check_envs, check_metadata, check_pids, check_timeout_ms};
+use crate::api::{
+    CreateSandbox, DEFAULT_PIDS, RunnerSandbox, check_disk_mb, check_envs, check_metadata, check_pids, check_timeout_ms,
+};
 use crate::config::{Backend, RunnerConfig};
 
 /// Ticks of the half-second reaper between refreshes of the pooled sandboxes' deadlines.
@@ -235,6 +237,8 @@ impl Runner {
     /// warm-pool filler, which [`start`] adds. For driving a runner in-process (the
     /// benchmarks). Blocks while the default template builds on first use.
     pub fn new(cfg: RunnerConfig) -> anyhow::Result<Runner> {
+        check_disk_mb(cfg.default_disk_mb, cfg.max_disk_mb)
+            .map_err(|e| anyhow::anyhow!("--default-disk-mb and --max-disk-mb: {e}"))?;
         let runtime: Arc<dyn Runtime> = match &cfg.backend {
             Backend::Oci => {
                 let mut oci = OciConfig::new(cfg.state_dir.join("sandboxes"), cfg.agent_binary.clone());
@@ -333,10 +337,21 @@ impl Runner {
         }
         check_metadata(&req.metadata).map_err(RunnerError::BadRequest)?;
         check_envs(&req.envs).map_err(RunnerError::BadRequest)?;
+        let disk_mb = req.disk_mb.unwrap_or(self.cfg.default_disk_mb);
+        check_disk_mb(disk_mb, self.cfg.max_disk_mb)
+            .map_err(|e| RunnerError::BadRequest(format!("{e} (the most runner {} gives a sandbox)", self.cfg.name)))?;
         // Held until the sandbox is listed (or the create failed).
         let _slot = self.reserve()?;
-        let limits = Limits { memory_bytes: u64::from(req.memory_mb) << 20, cpu_millis: req.cpu_millis, pids };
-        if req.template == "default" && req.envs.is_empty() && limits == Limits::default() {
+        let limits = Limits {
+            memory_bytes: u64::from(req.memory_mb) << 20,
+            cpu_millis: req.cpu_millis,
+            pids,
+            ..Limits::default()
+        }
+        .with_disk_mb(disk_mb);
+        // Pooled sandboxes have the default limits: another disk size (like another
+        // memory size) is a new sandbox.
+        if req.template == "default" && req.envs.is_empty() && limits == self.pool_limits() {
             loop {
                 let Some(sb) = self.pool.lock().unwrap_or_else(|p| p.into_inner()).pop() else { break };
                 self.pool_taken.notify_one();
@@ -488,7 +503,7 @@ impl Runner {
     pub fn fill_pool(&self) {
         let spec = SandboxSpec {
             template: self.default_template.clone(),
-            limits: Limits::default(),
+            limits: self.pool_limits(),
             env: Vec::new(),
             egress: Egress::Allow,
         };
@@ -565,6 +580,11 @@ impl Runner {
     /// The default template's directory, which pooled sandboxes are created from.
     pub fn default_template(&self) -> &std::path::Path {
         &self.default_template
+    }
+
+    /// The limits of pooled sandboxes: the defaults, with this runner's default disk.
+    fn pool_limits(&self) -> Limits {
+        Limits::default().with_disk_mb(self.cfg.default_disk_mb)
     }
 
     /// Ready sandboxes in the warm pool.

@@ -5,6 +5,7 @@
 
 mod busy;
 mod cgroupfs;
+mod disk;
 mod docker;
 mod error;
 mod host;
@@ -26,6 +27,6 @@ pub use template::{
     import_template, is_valid_template_name, lease_template, list_templates, remove_template,
 };
 pub use types::{
-    Cidr, DEFAULT_CPU_MILLIS, DEFAULT_MEMORY_MB, DEFAULT_PIDS, Egress, Limits, Runtime, Sandbox, SandboxSpec,
-    is_env_name,
+    Cidr, DEFAULT_CPU_MILLIS, DEFAULT_DISK_MB, DEFAULT_MEMORY_MB, DEFAULT_PIDS, DISK_INODES_PER_MB, Egress, Limits,
+    MIN_DISK_MB, Runtime, Sandbox, SandboxSpec, is_env_name,
 };

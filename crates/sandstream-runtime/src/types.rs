@@ -6,7 +6,8 @@ use std::str::FromStr;
 
 use crate::error::{Error, Result};
 
-/// Resource limits of one sandbox, enforced by its cgroup.
+/// Resource limits of one sandbox: memory, CPU and processes enforced by its cgroup,
+/// disk by the filesystem that holds its writable layer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     /// Memory (and memory+swap) limit in bytes.
@@ -15,7 +16,22 @@ pub struct Limits {
     pub cpu_millis: u32,
     /// Most processes and threads at once, the agent included.
     pub pids: u32,
+    /// Most bytes the sandbox's writable layer (everything it writes outside its tmpfs
+    /// `/tmp`: `/home/user`, the agent's output spool, installed packages) takes on
+    /// the host; past it, writes fail with ENOSPC (EDQUOT on Docker's btrfs storage).
+    pub disk_bytes: u64,
+    /// Most files, directories and links the writable layer holds (the `oci` backend;
+    /// on Docker the byte limit bounds them, each costing metadata bytes).
+    pub disk_inodes: u64,
 }
+
+/// A sandbox's disk when the caller does not say: 10 GiB, as E2B's default sandbox has.
+pub const DEFAULT_DISK_MB: u32 = 10 * 1024;
+/// The smallest disk a sandbox may have (the filesystem's own metadata takes about 1 MiB).
+pub const MIN_DISK_MB: u32 = 16;
+/// Inodes per MiB of disk: 64, one per 16 KiB (ext4's default ratio for small
+/// filesystems is one per 4-16 KiB); 655,360 for the default 10 GiB.
+pub const DISK_INODES_PER_MB: u64 = 64;
 
 /// A sandbox's CPU when the caller does not say: 2 cores, as E2B's default sandbox has.
 /// A limit of 1 core throttled the agent and its shell in bursts of back-to-back short
@@ -29,7 +45,20 @@ pub const DEFAULT_PIDS: u32 = 256;
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { memory_bytes: u64::from(DEFAULT_MEMORY_MB) << 20, cpu_millis: DEFAULT_CPU_MILLIS, pids: DEFAULT_PIDS }
+        Limits {
+            memory_bytes: u64::from(DEFAULT_MEMORY_MB) << 20,
+            cpu_millis: DEFAULT_CPU_MILLIS,
+            pids: DEFAULT_PIDS,
+            disk_bytes: u64::from(DEFAULT_DISK_MB) << 20,
+            disk_inodes: u64::from(DEFAULT_DISK_MB) * DISK_INODES_PER_MB,
+        }
+    }
+}
+
+impl Limits {
+    /// These limits with a disk of `mb` MiB and its inodes ([`DISK_INODES_PER_MB`]).
+    pub fn with_disk_mb(self, mb: u32) -> Limits {
+        Limits { disk_bytes: u64::from(mb) << 20, disk_inodes: u64::from(mb) * DISK_INODES_PER_MB, ..self }
     }
 }
 
@@ -106,6 +135,20 @@ impl SandboxSpec {
         }
         if l.pids < 8 {
             return Err(Error::InvalidSpec(format!("pids must be at least 8, got {}", l.pids)));
+        }
+        if l.disk_bytes < u64::from(MIN_DISK_MB) << 20 {
+            return Err(Error::InvalidSpec(format!(
+                "disk must be at least {MIN_DISK_MB} MiB, got {} bytes",
+                l.disk_bytes
+            )));
+        }
+        // ext4 holds at most 2^32 inodes; a few are its own (root, lost+found, journal…).
+        if !(64..=u64::from(u32::MAX)).contains(&l.disk_inodes) {
+            return Err(Error::InvalidSpec(format!(
+                "disk inodes must be between 64 and {}, got {}",
+                u32::MAX,
+                l.disk_inodes
+            )));
         }
         let t = self.template.to_string_lossy();
         // Overlay mount options are comma/colon separated.

@@ -244,7 +244,7 @@ async fn the_sandbox_reaches_no_host_service_and_no_other_sandbox() {
 #[tokio::test]
 async fn memory_and_process_limits_hold_and_the_sandbox_survives() {
     let Some(f) = fixture() else { return };
-    let sb = f.create(Limits { memory_bytes: 64 << 20, cpu_millis: 1000, pids: 48 });
+    let sb = f.create(Limits { memory_bytes: 64 << 20, cpu_millis: 1000, pids: 48, ..Limits::default() });
     let bystander = f.create(Limits::default());
     // Out of memory, the kernel kills the user's processes before the agent (PID 1).
     assert_eq!(exec(&sb, "cat /proc/1/oom_score_adj /proc/self/oom_score_adj").await.stdout, "0\n500\n");

@@ -297,7 +297,7 @@ async fn a_cpu_hog_leaves_another_sandbox_responsive() {
 #[tokio::test]
 async fn memory_and_process_limits_hold_and_the_sandbox_survives() {
     let Some(f) = fixture() else { return };
-    let sb = f.create(Limits { memory_bytes: 64 << 20, cpu_millis: 1000, pids: 48 });
+    let sb = f.create(Limits { memory_bytes: 64 << 20, cpu_millis: 1000, pids: 48, ..Limits::default() });
     let bystander = f.create(Limits::default());
     // Out of memory, the kernel kills the user's processes before the agent (PID 1).
     assert_eq!(exec(&sb, "cat /proc/1/oom_score_adj /proc/self/oom_score_adj").await.stdout, "0\n500\n");
@@ -359,6 +359,8 @@ fn traces_of(id: &str, state_dir: &str) -> Vec<String> {
                 .map(|l| format!("iptables -t {table}: {l}")),
         );
     }
+    // Its disk's loop device, which detaches itself once the container's mounts go.
+    left.extend(support::host_state::loop_devices().into_iter().filter(|l| l.contains(&format!("/{id}/"))));
     let procs =
         std::process::Command::new("pgrep").args(["-f", &format!("--sandbox-id {id}")]).output().expect("pgrep");
     left.extend(String::from_utf8_lossy(&procs.stdout).lines().map(|p| format!("process {p}")));
@@ -366,8 +368,8 @@ fn traces_of(id: &str, state_dir: &str) -> Vec<String> {
 }
 
 /// Kinds of host state every live sandbox of this backend shows (`host_state::snapshot`).
-const LIVE_KINDS: [&str; 8] =
-    ["mount", "cgroup", "netns", "link", "iptables-filter", "iptables-nat", "process", "file"];
+const LIVE_KINDS: [&str; 9] =
+    ["mount", "cgroup", "netns", "link", "iptables-filter", "iptables-nat", "process", "file", "loop"];
 
 /// 100 sandboxes, one after another, each running a command and leaving a background
 /// process behind, then killed: the host is as before, host-wide (mounts, cgroups,

@@ -147,6 +147,16 @@ pub(crate) struct HostArgs {
     /// LAN are closed to them (the host's resolvers stay open on port 53).
     #[arg(long, env = "SANDSTREAM_ALLOW_PRIVATE_EGRESS", value_delimiter = ',')]
     allow_private_egress: Vec<sandstream_runtime::Cidr>,
+    /// A sandbox's disk in MiB when its create does not say (`diskMb`): what its writable
+    /// layer (home, installed packages, command output) may take on this host, with 64
+    /// inodes per MiB. Pooled sandboxes have it.
+    #[arg(long, env = "SANDSTREAM_DEFAULT_DISK_MB", default_value_t = sandstream_runner::api::DEFAULT_DISK_MB)]
+    default_disk_mb: u32,
+    /// The largest `diskMb` a create may ask for on this host. Disks are sparse files in
+    /// the state dir, so their sum may exceed the host's free space: keep this and the
+    /// capacity such that it does not, or accept ENOSPC when the host fills.
+    #[arg(long, env = "SANDSTREAM_MAX_DISK_MB", default_value_t = sandstream_runner::api::DEFAULT_MAX_DISK_MB)]
+    max_disk_mb: u32,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -284,6 +294,12 @@ fn server_config(a: &ServerArgs) -> ServerConfig {
     cfg
 }
 
+/// The host flags that can be checked alone, before anything is bound or built.
+fn check_host_args(host: &HostArgs) -> anyhow::Result<()> {
+    sandstream_runner::api::check_disk_mb(host.default_disk_mb, host.max_disk_mb)
+        .map_err(|e| anyhow::anyhow!("--default-disk-mb must be within --max-disk-mb: {e}"))
+}
+
 fn runner_config(
     host: HostArgs,
     server_url: String,
@@ -292,6 +308,7 @@ fn runner_config(
     name: Option<String>,
     state_dir: PathBuf,
 ) -> anyhow::Result<RunnerConfig> {
+    check_host_args(&host)?;
     let agent_binary = host
         .agent_binary
         .or_else(default_agent_binary)
@@ -322,6 +339,8 @@ fn runner_config(
         heartbeat_interval: Duration::from_secs(2),
         warm_pool: host.warm_pool,
         private_egress: host.allow_private_egress,
+        default_disk_mb: host.default_disk_mb,
+        max_disk_mb: host.max_disk_mb,
     })
 }
 
@@ -351,6 +370,7 @@ fn announce(server: &Server, base: &str) -> anyhow::Result<()> {
 }
 
 async fn up(a: UpArgs) -> anyhow::Result<()> {
+    check_host_args(&a.host)?;
     let cfg = server_config(&a.server);
     let data_dir = cfg.data_dir.clone();
     let server = Server::bind(cfg, true).await?;

@@ -24,6 +24,25 @@ fn help_lists_the_subcommands() {
 }
 
 #[test]
+fn runner_disk_flags_are_listed_and_checked_before_anything_starts() {
+    let out = sandstream().args(["runner", "--help"]).output().expect("run");
+    let text = String::from_utf8_lossy(&out.stdout);
+    for flag in ["--default-disk-mb", "[default: 10240]", "--max-disk-mb", "[default: 51200]"] {
+        assert!(text.contains(flag), "runner --help lacks {flag}: {text}");
+    }
+    for cmd in [&["runner", "--server", "http://127.0.0.1:9", "--secret", "s"][..], &["up"]] {
+        let out = sandstream()
+            .args(cmd)
+            .args(["--default-disk-mb", "20000", "--max-disk-mb", "10000", "--listen", "127.0.0.1:1"])
+            .output()
+            .expect("run");
+        assert!(!out.status.success(), "{cmd:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("diskMb must be between 16 and 10000, got 20000"), "{cmd:?}: {err}");
+    }
+}
+
+#[test]
 fn bad_agent_config_exits_2_before_binding_anything() {
     // Port 1 would need privileges to bind as non-root, and nothing must be bound at all:
     // the error comes from validation first.

@@ -14,7 +14,8 @@
 //! namespaces, Docker's default seccomp profile (an allow-list; never disabled here) and
 //! AppArmor profile where the host has AppArmor, `no-new-privileges`, every capability
 //! dropped but SETUID, SETGID and KILL (the agent's, to start commands as uid 1000 and
-//! signal them), memory (swap included), CPU and pids limits, the agent binary, token,
+//! signal them), memory (swap included), CPU, pids and disk limits (the disk through the
+//! storage driver's `size` option: see `ensure_storage`), the agent binary, token,
 //! CA bundle and resolv.conf bound read-only, a tmpfs /tmp.
 
 mod firewall;
@@ -189,9 +190,36 @@ impl DockerRuntime {
         let docker = block_on(&rt, connect)?;
         let runtime =
             DockerRuntime { cfg, docker, rt: Some(rt), images: Mutex::new(HashMap::new()), importing: Mutex::new(()) };
+        runtime.ensure_storage()?;
         runtime.ensure_network()?;
         firewall::ensure(&runtime.cfg.bridge)?;
         Ok(runtime)
+    }
+
+    /// Every sandbox gets a disk limit, which only some of the Engine's storage drivers
+    /// can set (`--storage-opt size`): btrfs and zfs, and overlay2 on XFS mounted with
+    /// `pquota`. Any other storage would let one sandbox fill the host's disk, so the
+    /// runtime refuses to start on it rather than create sandboxes without the limit.
+    fn ensure_storage(&self) -> Result<()> {
+        let docker = &self.docker;
+        let info = self.block(async { docker.info().await.map_err(api_err("docker info")) })?;
+        let driver = info.driver.unwrap_or_default();
+        let backing = info
+            .driver_status
+            .unwrap_or_default()
+            .into_iter()
+            .find_map(|kv| (kv.first().map(String::as_str) == Some("Backing Filesystem")).then(|| kv.get(1).cloned()))
+            .flatten()
+            .unwrap_or_default();
+        if matches!(driver.as_str(), "btrfs" | "zfs") || (driver == "overlay2" && backing == "xfs") {
+            return Ok(());
+        }
+        Err(Error::InvalidSpec(format!(
+            "the Docker Engine at {} stores containers with {driver} on {backing}, which cannot limit a sandbox's \
+             disk (--storage-opt size needs the btrfs or zfs storage driver, or overlay2 on XFS mounted with \
+             pquota); scripts/docker.sh starts dockerd with its data root on a btrfs image",
+            self.cfg.socket.display()
+        )))
     }
 
     fn block<T: Send>(&self, f: impl Future<Output = T> + Send) -> T {
@@ -349,6 +377,11 @@ impl DockerRuntime {
             binds: Some(binds),
             // Docker's tmpfs default is noexec; /tmp holds venvs and build outputs.
             tmpfs: Some([("/tmp".to_string(), "rw,exec,nosuid,nodev,size=256m,mode=1777".to_string())].into()),
+            // The writable layer's size (`DockerRuntime::new` checked that the Engine's
+            // storage can limit it). Docker limits bytes only: inodes are bounded by the
+            // bytes their metadata takes, and cost the host none (one image file holds
+            // the storage, scripts/docker.sh).
+            storage_opt: Some([("size".to_string(), l.disk_bytes.to_string())].into()),
             memory: Some(l.memory_bytes as i64),
             // Equal to memory: no swap on top.
             memory_swap: Some(l.memory_bytes as i64),

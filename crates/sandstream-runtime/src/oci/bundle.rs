@@ -340,7 +340,7 @@ mod tests {
             netns_path: "/var/run/netns/sb-0123456789",
             agent_binary: Path::new("/opt/agent"),
             token_file: Path::new("/state/token"),
-            limits: Limits { memory_bytes: 64 << 20, cpu_millis: 500, pids: 64 },
+            limits: Limits { memory_bytes: 64 << 20, cpu_millis: 500, pids: 64, ..Limits::default() },
             ctl_dir: Path::new("/state/ctl"),
             ca_bundle: None,
         };

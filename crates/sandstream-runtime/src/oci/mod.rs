@@ -2,9 +2,11 @@
 //! (runc by default; crun, runsc or youki by configuration).
 //!
 //! Layout of a sandbox under the state directory, `STATE/sb-XXXXXXXXXX/`:
-//! `upper/` and `work/` (its private overlay layers), `rootfs/` (where the overlay of
-//! the read-only template and `upper/` is mounted, in the container's mount namespace
-//! only: the host's mount table does not grow with the sandboxes), `token` (0400),
+//! `disk.img` (its own filesystem, sized to its disk limit: `crate::disk`) and `disk/`
+//! (where that is mounted, holding `upper/` and `work/`, its private overlay layers),
+//! `rootfs/` (where the overlay of the read-only template and `upper/` is mounted; both
+//! mounts are in the container's mount namespace only: the host's mount table does not
+//! grow with the sandboxes), `token` (0400),
 //! `slot` (its network slot), `config.json`, `agent.log`, `pid` (the container's init
 //! on the host, from runc).
 //!
@@ -166,10 +168,7 @@ impl OciRuntime {
         };
         mkdir(&dir)?;
         std::fs::write(dir.join("slot"), slot.to_string()).map_err(|e| Error::io("write slot", e))?;
-        mkdir(&dir.join("work"))?;
-        // The merged root takes its owner and mode from the upper layer's root, so that
-        // one must be traversable by the sandbox user, like any root directory.
-        for sub in ["upper", "rootfs"] {
+        for sub in ["disk", "rootfs"] {
             std::fs::DirBuilder::new()
                 .mode(0o755)
                 .create(dir.join(sub))
@@ -253,13 +252,26 @@ impl OciRuntime {
         ctl_dir: &Path,
         spec: &SandboxSpec,
     ) -> Result<Duration> {
+        // The writable layer lives in the sandbox's own filesystem (`disk.rs`), mounted
+        // here in this thread's private namespace: its size and inode count are the
+        // sandbox's disk limits, enforced by the kernel.
+        let image = dir.join("disk.img");
+        crate::disk::make(&image, &spec.limits, &self.cfg.state_dir.join(".disks"))?;
+        let device = crate::disk::attach(&image)?;
+        let disk = dir.join("disk");
+        crate::disk::mount(&device, &disk)?;
+        let (upper, work) = (disk.join("upper"), disk.join("work"));
+        // The merged root takes its owner and mode from the upper layer's root, so that
+        // one must be traversable by the sandbox user, like any root directory.
+        for (sub, mode) in [(&upper, 0o755), (&work, 0o700)] {
+            std::fs::DirBuilder::new()
+                .mode(mode)
+                .create(sub)
+                .map_err(|e| Error::io(format!("create {}", sub.display()), e))?;
+        }
         let rootfs = dir.join("rootfs");
-        let options = format!(
-            "lowerdir={},upperdir={},workdir={}",
-            spec.template.display(),
-            dir.join("upper").display(),
-            dir.join("work").display()
-        );
+        let options =
+            format!("lowerdir={},upperdir={},workdir={}", spec.template.display(), upper.display(), work.display());
         nix::mount::mount(
             Some("overlay"),
             &rootfs,
@@ -312,6 +324,8 @@ impl OciRuntime {
             let log = std::fs::read_to_string(dir.join("agent.log")).unwrap_or_default();
             return Err(Error::Command { command: format!("{} run --detach {id}", self.runtime()), detail: log });
         }
+        // The container's mounts now hold the filesystem, and the loop device with it.
+        drop(device);
         Ok(started.elapsed())
     }
 

@@ -9,7 +9,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// Host state as `"<kind> <item>"` lines: every mount of this mount namespace, every
-/// cgroup of Sandstream's and Docker's (all hierarchies), network namespaces, links,
+/// attached loop device (with its backing file: each oci sandbox's disk is one),
+/// every cgroup of Sandstream's and Docker's (all hierarchies), network namespaces, links,
 /// the filter and nat tables (counters stripped), the processes of container plumbing
 /// and of sandboxes, and every path under each of `dirs` (state dirs, slots, runc's
 /// state) down to the depth given with it.
@@ -41,6 +42,7 @@ pub fn snapshot(dirs: &[(&Path, usize)]) -> BTreeSet<String> {
         );
     }
     lines.extend(processes());
+    lines.extend(loop_devices());
     for (dir, depth) in dirs {
         files(dir, *depth, &mut lines);
     }
@@ -76,6 +78,21 @@ fn suffixes_in(line: &str) -> Vec<&str> {
         }
     }
     found
+}
+
+/// `"loop /dev/loopN BACKING_FILE"` for every attached loop device.
+pub fn loop_devices() -> Vec<String> {
+    let Ok(devices) = std::fs::read_dir("/sys/block") else { return Vec::new() };
+    let mut out: Vec<String> = devices
+        .flatten()
+        .filter_map(|d| {
+            let name = d.file_name().to_string_lossy().into_owned();
+            let backing = std::fs::read_to_string(d.path().join("loop/backing_file")).ok()?;
+            Some(format!("loop /dev/{name} {}", backing.trim()))
+        })
+        .collect();
+    out.sort();
+    out
 }
 
 /// Splits `lines` into what may concern this test and what belongs to sandboxes whose

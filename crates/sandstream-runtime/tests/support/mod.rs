@@ -1,11 +1,13 @@
 //! Shared by the runtime's integration tests and benchmark: the static agent's path,
 //! a busybox template, gRPC calls to a sandbox's agent, test peers in network namespaces
 //! (`netns`), the host-wide lock of every test that creates sandboxes (`lock`), host
-//! snapshots for leak tests (`host_state`) and the CPU-hog check (`cpu`).
+//! snapshots for leak tests (`host_state`), the CPU-hog check (`cpu`) and the disk-limit
+//! checks (`disk`).
 #![allow(dead_code)]
 
 pub mod cpu;
 pub mod hostile;
+pub mod disk;
 pub mod host_state;
 pub mod lock;
 pub mod netns;

@@ -7,8 +7,8 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use sandstream_runner::api::{
-    CreateSandbox, DEFAULT_CPU_MILLIS, DEFAULT_MEMORY_MB, DEFAULT_TEMPLATE, check_envs, check_metadata, check_timeout_ms,
-    is_valid_template_name,
+    CreateSandbox, DEFAULT_CPU_MILLIS, DEFAULT_MEMORY_MB, DEFAULT_TEMPLATE, DISK_MB_LIMIT, check_disk_mb, check_envs,
+    check_metadata, check_timeout_ms, is_valid_template_name,
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -27,6 +27,8 @@ pub(crate) struct CreateBody {
     pub template: Option<String>,
     pub cpu: Option<f64>,
     pub memory_mb: Option<u32>,
+    /// The sandbox's disk in MiB (its runner's default when absent).
+    pub disk_mb: Option<u32>,
     pub timeout_ms: Option<u64>,
     pub envs: Option<BTreeMap<String, String>>,
     pub metadata: Option<BTreeMap<String, String>>,
@@ -75,6 +77,11 @@ pub(crate) async fn create_sandbox(state: &AppState, p: &Principal, body: Create
     if !(16..=262_144).contains(&memory_mb) {
         return Err(AppError::BadRequest(format!("memoryMb must be between 16 and 262144, got {memory_mb}")));
     }
+    // Checked against the widest range here; the runner that gets the create checks its
+    // own maximum (`--max-disk-mb`) and its 400 names it.
+    if let Some(disk_mb) = body.disk_mb {
+        check_disk_mb(disk_mb, DISK_MB_LIMIT).map_err(AppError::BadRequest)?;
+    }
     let timeout_ms = body.timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS);
     check_timeout(timeout_ms)?;
     let envs = body.envs.unwrap_or_default();
@@ -93,6 +100,7 @@ pub(crate) async fn create_sandbox(state: &AppState, p: &Principal, body: Create
         memory_mb,
         envs,
         pids: None,
+        disk_mb: body.disk_mb,
         // The runner kills it at the same time as the monitor here would, also while
         // this server is down or cannot reach it.
         timeout_ms: Some(timeout_ms),
@@ -206,4 +214,48 @@ pub(crate) async fn connection(
         return Err(AppError::Conflict(format!("sandbox {id} is {}", sb.state)));
     }
     Ok(Json(json!({"host": sb.host, "port": sb.port, "token": sb.token})))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    const KEY: &str = "ss_sandboxes_test_admin_key";
+
+    /// POST /api/v1/sandboxes with `body` to a fresh server without runners.
+    async fn create(body: Value) -> (u16, Value) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let app = crate::server::app_for_tests(dir.path(), KEY).await.expect("app");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let base = format!("http://{}", listener.local_addr().expect("addr"));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let resp = reqwest::Client::new()
+            .post(format!("{base}/api/v1/sandboxes"))
+            .bearer_auth(KEY)
+            .json(&body)
+            .send()
+            .await
+            .expect("request");
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_disk_size_out_of_range_is_a_400_naming_the_limit_before_any_runner_is_asked() {
+        for (disk_mb, says) in [
+            (json!(0), "diskMb must be between 16 and 1048576, got 0"),
+            (json!(15), "diskMb must be between 16 and 1048576, got 15"),
+            (json!(1_048_577), "diskMb must be between 16 and 1048576, got 1048577"),
+        ] {
+            let (status, err) = create(json!({"diskMb": disk_mb})).await;
+            assert_eq!(status, 400, "{err}");
+            assert_eq!(err["message"], says, "{err}");
+        }
+        // Not a u32 at all: refused by the JSON parser, as for every numeric field.
+        let (status, err) = create(json!({"diskMb": -1})).await;
+        assert_eq!(status, 400, "{err}");
+        // In range, the request gets as far as placement (no runner here).
+        let (status, err) = create(json!({"diskMb": 64})).await;
+        assert_ne!(status, 400, "{err}");
+    }
 }
