@@ -16,7 +16,9 @@ use sandstream_runtime::{
     TemplateError, TemplateLease,
 };
 
-use crate::api::{CreateSandbox, DEFAULT_PIDS, RunnerSandbox, check_envs, check_metadata, check_pids, check_timeout_ms};
+use crate::api::{
+    CreateSandbox, DEFAULT_PIDS, RunnerSandbox, check_envs, check_metadata, check_pids, check_timeout_ms,
+};
 use crate::config::{Backend, RunnerConfig};
 
 /// Ticks of the half-second reaper between refreshes of the pooled sandboxes' deadlines.
@@ -462,7 +464,8 @@ impl Runner {
     /// sandbox has no time to live, so only this ends it once the runner is gone.
     /// Blocking.
     pub fn refresh_pool_deadlines(&self) {
-        let ids: Vec<String> = self.pool.lock().unwrap_or_else(|p| p.into_inner()).iter().map(|s| s.id.clone()).collect();
+        let ids: Vec<String> =
+            self.pool.lock().unwrap_or_else(|p| p.into_inner()).iter().map(|s| s.id.clone()).collect();
         let deadline = now_ms() + POOL_DEADLINE.as_millis() as i64;
         for id in ids {
             if let Err(e) = self.runtime.set_deadline(&id, Some(deadline)) {

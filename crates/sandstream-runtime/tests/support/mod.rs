@@ -5,8 +5,8 @@
 #![allow(dead_code)]
 
 pub mod cpu;
-pub mod hostile;
 pub mod host_state;
+pub mod hostile;
 pub mod lock;
 pub mod netns;
 

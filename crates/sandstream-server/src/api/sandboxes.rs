@@ -7,8 +7,8 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use sandstream_runner::api::{
-    CreateSandbox, DEFAULT_CPU_MILLIS, DEFAULT_MEMORY_MB, DEFAULT_TEMPLATE, check_envs, check_metadata, check_timeout_ms,
-    is_valid_template_name,
+    CreateSandbox, DEFAULT_CPU_MILLIS, DEFAULT_MEMORY_MB, DEFAULT_TEMPLATE, check_envs, check_metadata,
+    check_timeout_ms, is_valid_template_name,
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
