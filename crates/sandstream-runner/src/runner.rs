@@ -480,7 +480,8 @@ impl Runner {
     /// sandbox has no time to live, so only this ends it once the runner is gone.
     /// Blocking.
     pub fn refresh_pool_deadlines(&self) {
-        let ids: Vec<String> = self.pool.lock().unwrap_or_else(|p| p.into_inner()).iter().map(|s| s.id.clone()).collect();
+        let ids: Vec<String> =
+            self.pool.lock().unwrap_or_else(|p| p.into_inner()).iter().map(|s| s.id.clone()).collect();
         let deadline = now_ms() + POOL_DEADLINE.as_millis() as i64;
         for id in ids {
             if let Err(e) = self.runtime.set_deadline(&id, Some(deadline)) {

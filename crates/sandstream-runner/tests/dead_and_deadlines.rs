@@ -105,7 +105,8 @@ async fn dead_agents_are_reported_at_once_and_deadlines_follow_the_time_to_live(
     assert_eq!(deadline_of(&state, &sb.id), sb.expires_at, "the sandbox's own deadline is its time to live");
     let r = runner.clone();
     let id = sb.id.clone();
-    let updated = tokio::task::spawn_blocking(move || r.set_timeout(&id, 900_000)).await.expect("join").expect("timeout");
+    let updated =
+        tokio::task::spawn_blocking(move || r.set_timeout(&id, 900_000)).await.expect("join").expect("timeout");
     assert_eq!(deadline_of(&state, &sb.id), updated.expires_at, "setTimeout moves the sandbox's own deadline");
 
     // The pooled sandbox (not listed) has a deadline a few minutes ahead.
@@ -135,7 +136,8 @@ async fn dead_agents_are_reported_at_once_and_deadlines_follow_the_time_to_live(
     let killed = Instant::now();
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(agent), nix::sys::signal::Signal::SIGKILL).expect("kill");
     let reported = loop {
-        let gone = beats.lock().expect("beats").iter().find(|(t, ids)| *t > killed && !ids.contains(&sb.id)).map(|b| b.0);
+        let gone =
+            beats.lock().expect("beats").iter().find(|(t, ids)| *t > killed && !ids.contains(&sb.id)).map(|b| b.0);
         if let Some(t) = gone {
             break t - killed;
         }

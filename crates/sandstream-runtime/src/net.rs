@@ -260,7 +260,8 @@ impl PrivateNets {
     pub(crate) fn of_host(opened: &[Cidr]) -> PrivateNets {
         let mut closed: Vec<Cidr> = PRIVATE_RANGES.iter().filter_map(|c| c.parse().ok()).collect();
         let routes = std::fs::read_to_string("/proc/net/route").unwrap_or_default();
-        let lan: Vec<Cidr> = lan_networks(&routes).into_iter().filter(|n| !closed.iter().any(|c| c.contains(n))).collect();
+        let lan: Vec<Cidr> =
+            lan_networks(&routes).into_iter().filter(|n| !closed.iter().any(|c| c.contains(n))).collect();
         closed.extend(lan);
         let resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
         let resolvers = resolv
@@ -619,7 +620,8 @@ mod tests {
             egress_chain(vec![], &egress, &private).into_iter().skip(1).map(|r| r.join(" ")).collect::<Vec<_>>()
         };
         let closed = ["-d 10.0.0.0/8 -j DROP", "-d 192.0.2.0/24 -j DROP"];
-        let dns = ["-d 10.255.255.53/32 -p udp --dport 53 -j ACCEPT", "-d 10.255.255.53/32 -p tcp --dport 53 -j ACCEPT"];
+        let dns =
+            ["-d 10.255.255.53/32 -p udp --dport 53 -j ACCEPT", "-d 10.255.255.53/32 -p tcp --dport 53 -j ACCEPT"];
         assert_eq!(
             rules(Egress::Allow),
             [&["-d 10.1.0.0/16 -j ACCEPT"][..], &dns, &closed, &["-j ACCEPT", "-j DROP"]].concat()
@@ -630,9 +632,13 @@ mod tests {
         let list = Egress::AllowList(vec![cidr("10.1.2.0/24"), cidr("10.2.0.0/16"), cidr("203.0.113.0/24")]);
         assert_eq!(
             rules(list),
-            [&["-d 10.1.2.0/24 -j ACCEPT"][..], &closed, &["-d 10.1.2.0/24 -j ACCEPT", "-d 10.2.0.0/16 -j ACCEPT"],
-                &["-d 203.0.113.0/24 -j ACCEPT", "-j DROP"]]
-                .concat()
+            [
+                &["-d 10.1.2.0/24 -j ACCEPT"][..],
+                &closed,
+                &["-d 10.1.2.0/24 -j ACCEPT", "-d 10.2.0.0/16 -j ACCEPT"],
+                &["-d 203.0.113.0/24 -j ACCEPT", "-j DROP"]
+            ]
+            .concat()
         );
     }
 

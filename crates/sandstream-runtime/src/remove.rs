@@ -145,9 +145,8 @@ pub(crate) fn remove_tree(path: &Path) -> Result<()> {
 /// mount. A directory without read or search permission is given them first (root
 /// usually needs none, with CAP_DAC_OVERRIDE, but the walk must not depend on it).
 fn open_dir(dir: &impl AsFd, name: &CStr) -> nix::Result<OwnedFd> {
-    let how = OpenHow::new()
-        .flags(OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC)
-        .resolve(
+    let how =
+        OpenHow::new().flags(OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC).resolve(
             ResolveFlag::RESOLVE_NO_SYMLINKS
                 | ResolveFlag::RESOLVE_NO_MAGICLINKS
                 | ResolveFlag::RESOLVE_NO_XDEV
@@ -182,7 +181,8 @@ fn remove_entry(dir: &OwnedFd, name: &CStr, flags: UnlinkatFlags) -> nix::Result
 fn empty_out(dir: &OwnedFd, failures: &mut Failures) -> nix::Result<Option<(CString, OwnedFd, Id)>> {
     loop {
         // A fresh open file description each pass, so each reads from the start.
-        let reader = nix::fcntl::openat(dir, c".", OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())?;
+        let reader =
+            nix::fcntl::openat(dir, c".", OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())?;
         let mut entries = nix::dir::Dir::from_fd(reader)?;
         let mut removed_any = false;
         for entry in entries.iter() {
@@ -277,8 +277,8 @@ mod tests {
         symlink(outside.join("keep"), tree.join("link-file")).expect("symlink");
         std::fs::create_dir_all(tree.join("locked/inner")).expect("mkdir");
         std::fs::write(tree.join("locked/inner/f"), "").expect("write");
-        std::fs::set_permissions(tree.join("locked/inner"), PermissionsExt::from_mode(0)).expect("chmod");
-        std::fs::set_permissions(tree.join("locked"), PermissionsExt::from_mode(0)).expect("chmod");
+        std::fs::set_permissions(tree.join("locked/inner"), PermissionsExt::from_mode(0o000)).expect("chmod");
+        std::fs::set_permissions(tree.join("locked"), PermissionsExt::from_mode(0o000)).expect("chmod");
 
         let t = tree.clone();
         std::thread::Builder::new()

@@ -115,13 +115,8 @@ fn replace_file(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
     let tmp = dir.join(format!(".{name}.tmp"));
     let target = dir.join(name);
     let fail = |e| Error::io(format!("write {}", target.display()), e);
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .write(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(fail)?;
+    let mut f =
+        std::fs::OpenOptions::new().create(true).truncate(true).write(true).mode(0o600).open(&tmp).map_err(fail)?;
     f.write_all(bytes).map_err(fail)?;
     drop(f);
     std::fs::rename(&tmp, &target).map_err(fail)

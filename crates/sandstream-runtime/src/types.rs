@@ -89,7 +89,8 @@ impl Cidr {
     /// Whether every address of `other` is in this network.
     pub fn contains(&self, other: &Cidr) -> bool {
         let mask = |p: u8| if p == 0 { 0 } else { u32::MAX << (32 - u32::from(p)) };
-        other.prefix >= self.prefix && u32::from(other.addr) & mask(self.prefix) == u32::from(self.addr) & mask(self.prefix)
+        other.prefix >= self.prefix
+            && u32::from(other.addr) & mask(self.prefix) == u32::from(self.addr) & mask(self.prefix)
     }
 }
 

@@ -113,7 +113,8 @@ async fn tenant_envs_reach_commands_and_never_configure_the_agent() {
     assert_eq!(out.stdout, "bar\n/tmp/x\n", "{out:?}");
     let init = f.init_pid(&sb.id);
     for pid in [init, i64::from(agent_pid(init))] {
-        let environ = String::from_utf8_lossy(&std::fs::read(format!("/proc/{pid}/environ")).expect("environ")).into_owned();
+        let environ =
+            String::from_utf8_lossy(&std::fs::read(format!("/proc/{pid}/environ")).expect("environ")).into_owned();
         assert!(!environ.contains("SANDSTREAM_AGENT") && !environ.contains("FOO="), "pid {pid}: {environ:?}");
     }
     let out = exec(&sb, "ls /.sandstream/ctl; touch /.sandstream/ctl/x; echo $?").await;
@@ -168,8 +169,14 @@ async fn seccomp_refuses_io_uring_vsock_and_personality_flags() {
     let version = engine("/version").expect("version")["Version"].as_str().unwrap_or("0").to_string();
     let major: u32 = version.split('.').next().and_then(|m| m.parse().ok()).unwrap_or(0);
     if major >= 25 {
-        assert!(out.stdout.starts_with("io_uring_setup EPERM\nio_uring_enter EPERM\nio_uring_register EPERM\n"), "{out:?}");
+        assert!(
+            out.stdout.starts_with("io_uring_setup EPERM\nio_uring_enter EPERM\nio_uring_register EPERM\n"),
+            "{out:?}"
+        );
     } else {
-        eprintln!("Docker Engine {version}'s default seccomp profile: {:?}", out.stdout.lines().take(4).collect::<Vec<_>>());
+        eprintln!(
+            "Docker Engine {version}'s default seccomp profile: {:?}",
+            out.stdout.lines().take(4).collect::<Vec<_>>()
+        );
     }
 }

@@ -197,7 +197,11 @@ async fn tenant_envs_reach_commands_and_never_configure_the_agent() {
     let env = std::fs::read(f.state().join(&sb.id).join("ctl/env")).expect("env file");
     let want: &[u8] = b"SANDSTREAM_AGENT_TOKEN=x\0SANDSTREAM_AGENT_SPOOL_DIR=/tmp/x\0SANDSTREAM_AGENT_OUTPUT_CAP=1\0\
                         SANDSTREAM_LOG=trace\0FOO=bar\0ODD=a=b\nc d\0";
-    assert_eq!(String::from_utf8_lossy(&env), String::from_utf8_lossy(want), "the env file: KEY=VALUE, each ended by NUL");
+    assert_eq!(
+        String::from_utf8_lossy(&env),
+        String::from_utf8_lossy(want),
+        "the env file: KEY=VALUE, each ended by NUL"
+    );
     // The control directory is the runtime's: the user can neither read nor write it.
     let out = exec(&sb, "ls /.sandstream/ctl; touch /.sandstream/ctl/x; echo $?").await;
     assert!(out.stderr.contains("Permission denied") && out.stdout.ends_with("1\n"), "{out:?}");

@@ -370,7 +370,11 @@ mod tests {
         assert!(ctl["options"].as_array().expect("options").iter().any(|o| o == "ro"), "read-only: {ctl}");
         // The tenant's variables never reach PID 1's environment.
         assert!(
-            process["env"].as_array().expect("env").iter().all(|a| !a.as_str().unwrap_or("").starts_with("SANDSTREAM_AGENT")),
+            process["env"]
+                .as_array()
+                .expect("env")
+                .iter()
+                .all(|a| !a.as_str().unwrap_or("").starts_with("SANDSTREAM_AGENT")),
             "{}",
             process["env"]
         );
