@@ -6,11 +6,7 @@
 #![allow(dead_code)]
 
 pub mod cpu;
-<<<<<<< HEAD
-pub mod hostile;
 pub mod disk;
-=======
->>>>>>> h19-runtime
 pub mod host_state;
 pub mod hostile;
 pub mod lock;
