@@ -86,6 +86,8 @@ async fn dead_agents_are_reported_at_once_and_deadlines_follow_the_time_to_live(
         heartbeat_interval: Duration::from_secs(2),
         warm_pool: 1,
         private_egress: Vec::new(),
+        default_disk_mb: 256,
+        max_disk_mb: 1024,
     };
     let handle = start(cfg).await.expect("runner starts");
     let runner = handle.runner.clone();
@@ -97,6 +99,7 @@ async fn dead_agents_are_reported_at_once_and_deadlines_follow_the_time_to_live(
         memory_mb: 256,
         envs: BTreeMap::new(),
         pids: None,
+        disk_mb: None,
         timeout_ms: Some(600_000),
         metadata: BTreeMap::new(),
     };
