@@ -107,6 +107,9 @@ mkdir -p /.sandstream-vm/tmp
 mount -t tmpfs -o mode=1777 tmpfs /.sandstream-vm/tmp
 export TMPDIR=/.sandstream-vm/tmp
 mount -t cgroup2 cgroup2 /sys/fs/cgroup
+# Each sandbox's disk is an ext4 image on a loop device (crates/sandstream-runtime/src/disk.rs);
+# both are modules in Debian's kernel, and nothing loads them in this bare guest.
+modprobe -a loop ext4 || echo "sandstream-vm: modprobe loop ext4 failed"
 ip link set lo up
 # A default route into a dummy link (which drops everything), so the host has an
 # address of its own as a networked machine does; no packet leaves the guest.

@@ -288,8 +288,11 @@ impl Emitter {
     }
 
     /// Whether the execution's sandbox is marked killed (a lost one may come back).
+    /// Whether the sandbox was killed, or reached its time to live (its agent then ends
+    /// it by itself, possibly before the runner and this server have marked it).
     fn sandbox_killed(&self) -> bool {
-        matches!(self.state.store.sandbox(&self.container_id), Ok(Some(sb)) if sb.state == "killed")
+        matches!(self.state.store.sandbox(&self.container_id),
+            Ok(Some(sb)) if sb.state == "killed" || sb.expires_at <= now_ms())
     }
 
     /// Counts bytes received on `channel` after the output was cut: they are not kept.
@@ -509,6 +512,11 @@ async fn drive_inner(state: &Arc<AppState>, ex: &ExecutionRow, plan: &Plan, em: 
         }
         match ExitStatus::try_from(end.status).unwrap_or(ExitStatus::Unspecified) {
             ExitStatus::TimedOut => return Final { status: "timeout", exit_code: TIMEOUT_EXIT, error: None },
+            // Killed with its sandbox: at its time to live the agent itself stops every
+            // command before it ends the sandbox, so the end can arrive first.
+            ExitStatus::Signaled if em.sandbox_killed() => {
+                return fail(format!("sandbox {} was killed while the execution ran", sb.id));
+            }
             ExitStatus::Failed => return fail(format!("the {phase} command could not start: {}", end.error)),
             _ => {}
         }
