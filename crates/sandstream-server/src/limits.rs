@@ -48,7 +48,8 @@ impl Default for Limits {
 /// The host's memory (MemTotal), in MiB.
 fn host_memory_mb() -> Option<u32> {
     let text = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let kb: u64 = text.lines().find_map(|l| l.strip_prefix("MemTotal:"))?.trim().trim_end_matches("kB").trim().parse().ok()?;
+    let kb: u64 =
+        text.lines().find_map(|l| l.strip_prefix("MemTotal:"))?.trim().trim_end_matches("kB").trim().parse().ok()?;
     u32::try_from(kb / 1024).ok()
 }
 

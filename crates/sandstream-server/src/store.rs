@@ -568,12 +568,11 @@ impl Store {
     }
 
     pub(crate) fn sandbox(&self, id: &str) -> AppResult<Option<SandboxRow>> {
-        Ok(self
+        let row = self
             .db()
             .query_row(&format!("SELECT {SANDBOX_COLS} FROM sandboxes WHERE id = ?1"), [id], sandbox_row)
-            .optional()?
-            .map(|row| self.unseal(row))
-            .transpose()?)
+            .optional()?;
+        row.map(|row| self.unseal(row)).transpose()
     }
 
     pub(crate) fn sandboxes_of(&self, tenant: &str) -> AppResult<Vec<SandboxRow>> {
