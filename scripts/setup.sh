@@ -19,6 +19,7 @@ PACKAGES=(
   cpio             # its initramfs
   gcc              # links Rust binaries; builds the runtime tests' static hostile program
   libc6-dev        # with gcc -static
+  e2fsprogs        # mkfs.ext4: each oci sandbox's disk is an ext4 image of its own (crates/sandstream-runtime/src/disk.rs)
   btrfs-progs      # mkfs.btrfs: scripts/docker.sh's data root, whose storage driver limits each sandbox's disk
 )
 # Node runs the SDK, the web build and the JavaScript test suites; any Node >= 18 works.
