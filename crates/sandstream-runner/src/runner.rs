@@ -456,10 +456,13 @@ impl Runner {
         let mut dead = Vec::new();
         for id in self.runtime.not_running(&listed) {
             // Unlisted meanwhile: its user or the time-to-live pass is killing it.
-            if self.lock().remove(&id).is_none() {
-                continue;
+            let Some(rs) = self.lock().remove(&id) else { continue };
+            if rs.expires_at.is_some_and(|t| t <= now_ms()) {
+                // Its agent ended it at its deadline, a moment before the pass above.
+                tracing::info!(sandbox_id = %id, "sandbox reached its time to live; killing it");
+            } else {
+                tracing::warn!(sandbox_id = %id, "sandbox's agent is no longer running; removing the sandbox");
             }
-            tracing::warn!(sandbox_id = %id, "sandbox's agent is no longer running; removing the sandbox");
             Record::remove(&self.records_dir, &id);
             dead.push(id);
         }

@@ -512,7 +512,13 @@ pub fn collect_template_garbage(cache_dir: &Path) -> Result<GcReport, TemplateEr
     let entries = std::fs::read_dir(&versions).map_err(io(format!("read {}", versions.display())))?;
     for e in entries.flatten() {
         if e.file_name().to_string_lossy().ends_with(TRASH) {
-            std::fs::remove_dir_all(e.path()).map_err(io(format!("remove {}", e.path().display())))?;
+            match std::fs::remove_dir_all(e.path()) {
+                Ok(()) => {}
+                // Another collection (a `template rm` beside the runner's pass) deleted it
+                // first: what this one set out to do is done.
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+                Err(err) => return Err(io(format!("remove {}", e.path().display()))(err)),
+            }
         }
     }
     Ok(report)
