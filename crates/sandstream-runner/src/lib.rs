@@ -9,6 +9,7 @@ pub mod api;
 mod config;
 mod control;
 mod link;
+mod record;
 mod runner;
 
 pub use config::{Backend, RunnerConfig, default_advertise_host};

@@ -63,8 +63,7 @@ async fn register(runner: &Runner, http: &reqwest::Client, server: &str, control
 }
 
 async fn heartbeat(runner: &Runner, http: &reqwest::Client, server: &str, id: &str) -> anyhow::Result<()> {
-    let taken_at =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+    let taken_at = crate::record::now_ms();
     let body = Heartbeat { sandboxes: runner.list(), templates: Some(runner.templates()), taken_at: Some(taken_at) };
     let resp = http
         .post(format!("{server}/api/v1/runners/{id}/heartbeat"))

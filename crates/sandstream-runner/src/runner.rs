@@ -6,9 +6,9 @@
 
 use std::collections::BTreeMap;
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::Context;
 use sandstream_runtime::{
@@ -20,6 +20,7 @@ use crate::api::{
     CreateSandbox, DEFAULT_PIDS, RunnerSandbox, check_disk_mb, check_envs, check_metadata, check_pids, check_timeout_ms,
 };
 use crate::config::{Backend, RunnerConfig};
+use crate::record::{Record, now_ms};
 
 /// Ticks of the half-second reaper between refreshes of the pooled sandboxes' deadlines.
 const POOL_REFRESH_EVERY: u32 = 120;
@@ -172,62 +173,6 @@ fn listed(cfg: &RunnerConfig, sb: sandstream_runtime::Sandbox) -> RunnerSandbox 
         token: sb.token,
         expires_at: None,
         metadata: BTreeMap::new(),
-    }
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
-}
-
-/// What the runner keeps about a sandbox beyond what its runtime knows, in
-/// `STATE_DIR/records/ID.json`, so that it survives a runner restart.
-#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Record {
-    expires_at: Option<i64>,
-    #[serde(default)]
-    metadata: BTreeMap<String, String>,
-}
-
-impl Record {
-    fn of(rs: &RunnerSandbox) -> Record {
-        Record { expires_at: rs.expires_at, metadata: rs.metadata.clone() }
-    }
-
-    /// Written whole to a temporary file, then renamed: a crash leaves the old record or
-    /// the new one.
-    fn write(&self, dir: &Path, id: &str) -> std::io::Result<()> {
-        let tmp = dir.join(format!(".{id}.json.tmp"));
-        std::fs::write(&tmp, serde_json::to_vec(self).map_err(std::io::Error::other)?)?;
-        std::fs::rename(&tmp, dir.join(format!("{id}.json")))
-    }
-
-    fn remove(dir: &Path, id: &str) {
-        match std::fs::remove_file(dir.join(format!("{id}.json"))) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => tracing::warn!(sandbox_id = %id, error = %e, "could not remove the sandbox's record"),
-        }
-    }
-
-    /// Every record in `dir`, by sandbox id; unreadable ones are logged and skipped.
-    fn read_all(dir: &Path) -> BTreeMap<String, Record> {
-        let mut out = BTreeMap::new();
-        let Ok(entries) = std::fs::read_dir(dir) else { return out };
-        for e in entries.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            let Some(id) = name.strip_suffix(".json").filter(|id| !id.starts_with('.')) else { continue };
-            match std::fs::read(e.path())
-                .map_err(|e| e.to_string())
-                .and_then(|b| serde_json::from_slice::<Record>(&b).map_err(|e| e.to_string()))
-            {
-                Ok(r) => {
-                    out.insert(id.to_string(), r);
-                }
-                Err(e) => tracing::warn!(sandbox_id = %id, error = %e, "unreadable sandbox record; ignoring it"),
-            }
-        }
-        out
     }
 }
 

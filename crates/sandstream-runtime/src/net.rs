@@ -19,6 +19,9 @@ use std::net::Ipv4Addr;
 use crate::error::{Error, Result};
 use crate::host::{run, run_quiet, run_quiet_with_input, run_with_input};
 use crate::netlink::{LOOPBACK_INDEX, Netlink};
+use crate::netns::remove_namespace;
+pub(crate) use crate::netns::{claim_slot, create_namespace, netns_path, release_slot};
+pub(crate) use crate::private_nets::PrivateNets;
 use crate::types::{Cidr, Egress};
 
 /// Host-side veth names all start with this, so one iptables rule covers them all.
@@ -33,10 +36,6 @@ const SANDBOX_NET: &str = "10.88.0.0/16";
 /// (where cloud metadata services live) and loopback. Each backend adds its own
 /// sandbox network.
 pub(crate) const NEVER_REACHABLE: [&str; 2] = ["169.254.0.0/16", "127.0.0.0/8"];
-/// Closed to sandboxes of either backend unless the operator opens them
-/// ([`PrivateNets`]): RFC 1918's private networks and the carrier-grade NAT range, where
-/// a host's neighbours, its cloud's internal services and its operators' machines live.
-const PRIVATE_RANGES: [&str; 4] = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10"];
 /// Sandbox slots: 10.88.0.0/16 in /30s, slot 0 unused.
 pub(crate) const MAX_SLOT: u32 = (1 << 14) - 1;
 
@@ -141,81 +140,6 @@ pub(crate) fn enable_forwarding() -> Result<()> {
     Ok(())
 }
 
-/// Slots are claimed host-wide with a lock file each, so runtimes in different
-/// processes never hand out the same addresses.
-const SLOT_DIR: &str = "/run/sandstream/slots";
-
-/// Where this process's next slot search starts: just after the slot it claimed last.
-static NEXT_SLOT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
-
-/// Claims a free slot: the first free one from just after the one this process claimed
-/// last, wrapping around. So with hundreds of sandboxes a claim tries one file, not
-/// hundreds, and a slot just given back (whose address connection tracking may still
-/// remember) is the last to be handed out again.
-pub(crate) fn claim_slot() -> Result<u32> {
-    use std::sync::atomic::Ordering;
-    std::fs::create_dir_all(SLOT_DIR).map_err(|e| Error::io(format!("create {SLOT_DIR}"), e))?;
-    let start = NEXT_SLOT.load(Ordering::Relaxed).clamp(1, MAX_SLOT);
-    for slot in (start..=MAX_SLOT).chain(1..start) {
-        match std::fs::OpenOptions::new().write(true).create_new(true).open(format!("{SLOT_DIR}/{slot}")) {
-            Ok(_) => {
-                NEXT_SLOT.store(slot % MAX_SLOT + 1, Ordering::Relaxed);
-                return Ok(slot);
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(Error::io(format!("claim slot {slot}"), e)),
-        }
-    }
-    Err(Error::NoAddress)
-}
-
-pub(crate) fn release_slot(slot: u32) {
-    let _ = std::fs::remove_file(format!("{SLOT_DIR}/{slot}"));
-}
-
-/// Where `ip netns` keeps named network namespaces (bind mounts of `/proc/…/ns/net`).
-const NETNS_DIR: &str = "/var/run/netns";
-
-/// Creates the sandbox's network namespace, empty (not even `lo` up), as
-/// `ip netns add` would: a namespace file bind-mounted at [`netns_path`] under a shared
-/// mount, so runc can join it and other mount namespaces see it go when it is
-/// removed. Done in-process: it is on the critical path of every create, before runc
-/// may start.
-pub(crate) fn create_namespace(suffix: &str) -> Result<()> {
-    use nix::mount::{MsFlags, mount};
-    std::fs::create_dir_all(NETNS_DIR).map_err(|e| Error::io(format!("create {NETNS_DIR}"), e))?;
-    let shared = || mount(Some(""), NETNS_DIR, Some("none"), MsFlags::MS_SHARED | MsFlags::MS_REC, None::<&str>);
-    // What `ip netns add` does: make the directory a shared mount point (binding it
-    // onto itself first if it is not a mount point yet).
-    if shared().is_err() {
-        mount(Some(NETNS_DIR), NETNS_DIR, Some("none"), MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
-            .map_err(|e| Error::io(format!("bind {NETNS_DIR} onto itself"), e.into()))?;
-        shared().map_err(|e| Error::io(format!("make {NETNS_DIR} shared"), e.into()))?;
-    }
-    let path = netns_path(suffix);
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&path)
-        .map_err(|e| Error::io(format!("create {path}"), e))?;
-    // A namespace belongs to a thread: a short-lived thread enters a new one and pins it
-    // with the bind mount (it shares this process's mount namespace), then exits.
-    let pinned = std::thread::scope(|s| {
-        s.spawn(|| -> Result<()> {
-            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
-                .map_err(|e| Error::io("unshare a network namespace", e.into()))?;
-            mount(Some("/proc/thread-self/ns/net"), path.as_str(), Some("none"), MsFlags::MS_BIND, None::<&str>)
-                .map_err(|e| Error::io(format!("bind the network namespace on {path}"), e.into()))
-        })
-        .join()
-        .unwrap_or_else(|p| std::panic::resume_unwind(p))
-    });
-    if pinned.is_err() {
-        let _ = std::fs::remove_file(&path);
-    }
-    pinned
-}
-
 /// Joins the namespace made by [`create_namespace`] to the host (the veth pair, its
 /// addresses and routes) and installs the sandbox's firewall rules. On error, the
 /// caller undoes everything with [`destroy`].
@@ -239,62 +163,6 @@ pub(crate) fn connect(
         "sandbox network timings"
     );
     Ok(())
-}
-
-/// The networks a sandbox reaches only where the operator opened them: the
-/// [`PRIVATE_RANGES`] and the host's LAN (the networks directly attached to the
-/// interfaces the host's default routes leave by, whatever their addresses), minus the
-/// operator's `opened` networks (`sandstream runner --allow-private-egress`). The host's
-/// resolvers (its resolv.conf, which sandboxes use) stay reachable on port 53, or names
-/// would not resolve where the resolver is private. Each opening and each resolver is
-/// still subject to the sandbox's own egress policy.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) struct PrivateNets {
-    pub(crate) closed: Vec<Cidr>,
-    pub(crate) opened: Vec<Cidr>,
-    pub(crate) resolvers: Vec<Ipv4Addr>,
-}
-
-impl PrivateNets {
-    /// This host's, read now (its LAN and resolvers can change while a runtime runs).
-    pub(crate) fn of_host(opened: &[Cidr]) -> PrivateNets {
-        let mut closed: Vec<Cidr> = PRIVATE_RANGES.iter().filter_map(|c| c.parse().ok()).collect();
-        let routes = std::fs::read_to_string("/proc/net/route").unwrap_or_default();
-        let lan: Vec<Cidr> =
-            lan_networks(&routes).into_iter().filter(|n| !closed.iter().any(|c| c.contains(n))).collect();
-        closed.extend(lan);
-        let resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-        let resolvers = resolv
-            .lines()
-            .filter_map(|l| l.trim().strip_prefix("nameserver"))
-            .filter_map(|a| a.trim().parse::<Ipv4Addr>().ok())
-            .filter(|a| !a.is_loopback())
-            .collect();
-        PrivateNets { closed, opened: opened.to_vec(), resolvers }
-    }
-}
-
-/// The networks directly attached (no gateway) to the interfaces that hold a default
-/// route, from `/proc/net/route` text (addresses in the kernel's byte order, hex).
-fn lan_networks(routes: &str) -> Vec<Cidr> {
-    let rows: Vec<Vec<&str>> = routes.lines().skip(1).map(|l| l.split_whitespace().collect()).collect();
-    // The kernel prints each network-order address as a native integer.
-    let ip = |hex: &str| u32::from_str_radix(hex, 16).ok().map(|v| Ipv4Addr::from(v.to_ne_bytes()));
-    let default_ifaces: Vec<&str> =
-        rows.iter().filter(|r| r.len() > 7 && r[1] == "00000000" && r[7] == "00000000").map(|r| r[0]).collect();
-    let mut nets = Vec::new();
-    for r in rows.iter().filter(|r| r.len() > 7 && default_ifaces.contains(&r[0]) && r[1] != "00000000") {
-        let (Some(addr), Some(gw), Some(mask)) = (ip(r[1]), ip(r[2]), ip(r[7])) else { continue };
-        if !gw.is_unspecified() {
-            continue;
-        }
-        let prefix = u32::from(mask).leading_ones() as u8;
-        let net = Cidr { addr, prefix };
-        if !nets.contains(&net) {
-            nets.push(net);
-        }
-    }
-    nets
 }
 
 fn sandbox_chain(suffix: &str) -> String {
@@ -567,28 +435,6 @@ pub(crate) fn destroy(suffix: &str, slot: u32, published_port: u16, agent_port: 
     }
 }
 
-/// What `ip netns del` does: detach the namespace's bind mount and remove its file. The
-/// namespace (and the veth pair with it) goes once nothing runs in it.
-fn remove_namespace(suffix: &str) {
-    let path = netns_path(suffix);
-    if let Err(e) = nix::mount::umount2(path.as_str(), nix::mount::MntFlags::MNT_DETACH)
-        && e != nix::errno::Errno::ENOENT
-        && e != nix::errno::Errno::EINVAL
-    {
-        tracing::debug!(error = %e, path, "could not unmount the network namespace");
-    }
-    if let Err(e) = std::fs::remove_file(&path)
-        && e.kind() != std::io::ErrorKind::NotFound
-    {
-        tracing::debug!(error = %e, path, "could not remove the network namespace file");
-    }
-}
-
-/// The path runc joins for the sandbox's network namespace.
-pub(crate) fn netns_path(suffix: &str) -> String {
-    format!("{NETNS_DIR}/{}", names(suffix).0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -640,16 +486,6 @@ mod tests {
             ]
             .concat()
         );
-    }
-
-    #[test]
-    fn the_lan_is_the_networks_on_the_default_routes_interfaces() {
-        let routes = "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
-            eth0\t00000000\t010200C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\n\
-            eth0\t000200C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n\
-            eth0\t0000A8C0\t010200C0\t0003\t0\t0\t0\t0000FFFF\t0\t0\t0\n\
-            tt1\t001212C6\t00000000\t0001\t0\t0\t0\tFCFFFFFF\t0\t0\t0\n";
-        assert_eq!(lan_networks(routes), vec!["192.0.2.0/24".parse::<Cidr>().expect("cidr")]);
     }
 
     #[test]

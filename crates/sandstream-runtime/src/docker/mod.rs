@@ -20,6 +20,7 @@
 
 mod firewall;
 mod image;
+mod spec;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -31,10 +32,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use bollard::Docker;
-use bollard::models::{
-    ContainerCreateBody, EndpointSettings, HostConfig, HostConfigLogConfig, Ipam, IpamConfig, NetworkCreateRequest,
-    PortBinding, ResourcesUlimits,
-};
+use bollard::models::{EndpointSettings, Ipam, IpamConfig, NetworkCreateRequest};
 use bollard::query_parameters::{
     CreateContainerOptions, InspectNetworkOptions, ListContainersOptions, ListImagesOptions, RemoveContainerOptions,
 };
@@ -130,19 +128,6 @@ fn is_not_found(e: &bollard::errors::Error) -> bool {
     matches!(e, bollard::errors::Error::DockerResponseServerError { status_code: 404, .. })
 }
 
-/// The host's resolv.conf, if sandboxes can use it: one naming a loopback resolver (a
-/// local stub such as systemd-resolved's) is useless inside, and Docker's own then
-/// serves instead. Bound read-only, queries go straight to the host's resolvers and so
-/// are subject to the sandbox's egress policy, as in the `oci` backend.
-fn usable_resolv_conf() -> Option<&'static Path> {
-    let text = std::fs::read_to_string("/etc/resolv.conf").ok()?;
-    let mut servers = text.lines().filter_map(|l| l.trim().strip_prefix("nameserver")).map(str::trim).peekable();
-    servers.peek()?;
-    servers
-        .all(|s| s.parse::<std::net::IpAddr>().is_ok_and(|ip| !ip.is_loopback()))
-        .then_some(Path::new("/etc/resolv.conf"))
-}
-
 /// What `inspect` tells about a sandbox container.
 struct Found {
     running: bool,
@@ -194,32 +179,6 @@ impl DockerRuntime {
         runtime.ensure_network()?;
         firewall::ensure(&runtime.cfg.bridge)?;
         Ok(runtime)
-    }
-
-    /// Every sandbox gets a disk limit, which only some of the Engine's storage drivers
-    /// can set (`--storage-opt size`): btrfs and zfs, and overlay2 on XFS mounted with
-    /// `pquota`. Any other storage would let one sandbox fill the host's disk, so the
-    /// runtime refuses to start on it rather than create sandboxes without the limit.
-    fn ensure_storage(&self) -> Result<()> {
-        let docker = &self.docker;
-        let info = self.block(async { docker.info().await.map_err(api_err("docker info")) })?;
-        let driver = info.driver.unwrap_or_default();
-        let backing = info
-            .driver_status
-            .unwrap_or_default()
-            .into_iter()
-            .find_map(|kv| (kv.first().map(String::as_str) == Some("Backing Filesystem")).then(|| kv.get(1).cloned()))
-            .flatten()
-            .unwrap_or_default();
-        if matches!(driver.as_str(), "btrfs" | "zfs") || (driver == "overlay2" && backing == "xfs") {
-            return Ok(());
-        }
-        Err(Error::InvalidSpec(format!(
-            "the Docker Engine at {} stores containers with {driver} on {backing}, which cannot limit a sandbox's \
-             disk (--storage-opt size needs the btrfs or zfs storage driver, or overlay2 on XFS mounted with \
-             pquota); scripts/docker.sh starts dockerd with its data root on a btrfs image",
-            self.cfg.socket.display()
-        )))
     }
 
     fn block<T: Send>(&self, f: impl Future<Output = T> + Send) -> T {
@@ -342,92 +301,6 @@ impl DockerRuntime {
     /// The image tag `template` is (or would be) imported as.
     pub fn template_image(&self, template: &Path) -> Result<String> {
         image::tag_for(template)
-    }
-
-    fn container_body(
-        &self,
-        id: &str,
-        image: String,
-        token_file: &Path,
-        ctl_dir: &Path,
-        spec: &SandboxSpec,
-    ) -> ContainerCreateBody {
-        let l = spec.limits;
-        let env = crate::sandbox::agent_env(self.cfg.ca_bundle.is_some());
-        let mut binds = vec![
-            format!("{}:{AGENT_PATH}:ro", self.cfg.agent_binary.display()),
-            format!("{}:{TOKEN_PATH}:ro", token_file.display()),
-            // A directory, read-only: files the runtime replaces by rename there (the
-            // deadline) are seen inside; nothing inside can write there.
-            format!("{}:{CTL_DIR}:ro", ctl_dir.display()),
-        ];
-        if let Some(ca) = &self.cfg.ca_bundle {
-            binds.push(format!("{}:{CA_BUNDLE_PATH}:ro", ca.display()));
-        }
-        if let Some(resolv) = usable_resolv_conf() {
-            binds.push(format!("{}:/etc/resolv.conf:ro", resolv.display()));
-        }
-        let port = format!("{AGENT_PORT}/tcp");
-        let labels: HashMap<String, String> = [
-            (SANDBOX_LABEL.to_string(), "1".to_string()),
-            (RUNTIME_LABEL.to_string(), self.cfg.state_dir.display().to_string()),
-        ]
-        .into();
-        let host_config = HostConfig {
-            binds: Some(binds),
-            // Docker's tmpfs default is noexec; /tmp holds venvs and build outputs.
-            tmpfs: Some([("/tmp".to_string(), "rw,exec,nosuid,nodev,size=256m,mode=1777".to_string())].into()),
-            // The writable layer's size (`DockerRuntime::new` checked that the Engine's
-            // storage can limit it). Docker limits bytes only: inodes are bounded by the
-            // bytes their metadata takes, and cost the host none (one image file holds
-            // the storage, scripts/docker.sh).
-            storage_opt: Some([("size".to_string(), l.disk_bytes.to_string())].into()),
-            memory: Some(l.memory_bytes as i64),
-            // Equal to memory: no swap on top.
-            memory_swap: Some(l.memory_bytes as i64),
-            nano_cpus: Some(i64::from(l.cpu_millis) * 1_000_000),
-            pids_limit: Some(i64::from(l.pids)),
-            ulimits: Some(vec![ResourcesUlimits { name: Some("nofile".into()), soft: Some(4096), hard: Some(4096) }]),
-            // The agent runs as root inside with only what it needs to start commands
-            // as the sandbox user and to signal them; no-new-privileges keeps setuid
-            // binaries inert. Docker's default seccomp and AppArmor profiles stay on
-            // (no `seccomp=unconfined`, never privileged).
-            cap_drop: Some(vec!["ALL".into()]),
-            cap_add: Some(vec!["SETUID".into(), "SETGID".into(), "KILL".into()]),
-            security_opt: Some(vec!["no-new-privileges:true".into()]),
-            privileged: Some(false),
-            network_mode: Some(self.cfg.network.clone()),
-            port_bindings: Some(
-                [(
-                    port.clone(),
-                    Some(vec![PortBinding { host_ip: Some("0.0.0.0".into()), host_port: Some(String::new()) }]),
-                )]
-                .into(),
-            ),
-            // The agent's own log, kept small; `docker logs` shows it when it fails.
-            log_config: Some(HostConfigLogConfig {
-                typ: Some("json-file".into()),
-                config: Some(
-                    [("max-size".to_string(), "1m".to_string()), ("max-file".to_string(), "1".to_string())].into(),
-                ),
-            }),
-            init: Some(false),
-            ..Default::default()
-        };
-        ContainerCreateBody {
-            hostname: Some("sandbox".into()),
-            user: Some("0:0".into()),
-            exposed_ports: Some(vec![port]),
-            env: Some(env),
-            entrypoint: Some(crate::sandbox::agent_args(id)),
-            cmd: Some(vec![]),
-            image: Some(image),
-            working_dir: Some("/".into()),
-            labels: Some(labels),
-            network_disabled: Some(false),
-            host_config: Some(host_config),
-            ..Default::default()
-        }
     }
 
     /// Inspects container `id`; `None` when it does not exist or is not ours.

@@ -6,6 +6,7 @@
 mod catalog;
 mod default;
 mod extract;
+mod mounts;
 
 use std::path::PathBuf;
 

@@ -7,23 +7,33 @@
 //! restarted server resumes each running execution from the agent (`Attach` from the
 //! stored offsets) without losing or repeating a byte.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sandstream_proto::utf8::Utf8Carry;
 use sandstream_proto::v1::exec_service_client::ExecServiceClient;
-use sandstream_proto::v1::{
-    AttachRequest, CommandOutput, EventKind, ExecuteRequest, ExitStatus, OutputChannel, OutputEncoding, SignalRequest,
-};
-use serde::{Deserialize, Serialize};
+#[cfg(test)]
+use sandstream_proto::v1::{CommandOutput, EventKind, OutputChannel};
+use sandstream_proto::v1::{ExecuteRequest, ExitStatus, OutputEncoding, SignalRequest};
+use serde::Serialize;
 use serde_json::json;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
+mod follow;
+mod limit;
+mod plan;
+
 use crate::server::AppState;
 use crate::store::{Chunk, ExecutionRow, SandboxRow};
 use crate::time::{now_ms, rfc3339};
+use follow::follow;
+#[cfg(test)]
+use follow::{COALESCE_MAX, fresh, is_end, merge_waiting};
+use limit::{limit_reached, within_limit};
+pub(crate) use plan::{LANGUAGES, Plan};
+use plan::{run_env, write_files};
 
 /// Where programs and their files go in the sandbox (the agent's user's home).
 pub(crate) const WORKDIR: &str = "/home/user";
@@ -39,66 +49,6 @@ const AGENT_CONNECTION_WINDOW: u32 = 2 << 20;
 const AGENT_STREAM_WINDOW: u32 = 1 << 20;
 /// Continuous failure to reach a sandbox's agent for this long ends the execution.
 const AGENT_GIVE_UP: Duration = Duration::from_secs(30);
-
-/// Languages `/api/sandbox/exec` runs.
-pub(crate) const LANGUAGES: &[&str] = &["python", "javascript", "typescript"];
-
-/// Transpiles `main.ts` with the template's TypeScript (Debian's node-typescript) and
-/// runs it in-process, resolving modules from the working directory.
-const TS_RUNNER: &str = r#"const ts = require('typescript');
-const fs = require('fs');
-const path = require('path');
-const Module = require('module');
-const file = path.resolve(process.argv[2]);
-const out = ts.transpileModule(fs.readFileSync(file, 'utf8'), {
-  fileName: file,
-  compilerOptions: { module: ts.ModuleKind.CommonJS, target: ts.ScriptTarget.ES2020, esModuleInterop: true },
-});
-const m = new Module(file, null);
-m.filename = file;
-m.paths = Module._nodeModulePaths(path.dirname(file));
-m._compile(out.outputText, file);
-"#;
-
-/// What an execution runs, stored with it so a restarted server can carry it on.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct Plan {
-    /// Files to write before anything runs: the program first.
-    pub files: BTreeMap<String, String>,
-    pub install: Option<String>,
-    pub run: String,
-    pub stdin: Option<String>,
-}
-
-impl Plan {
-    pub(crate) fn new(
-        language: &str,
-        code: String,
-        mut files: BTreeMap<String, String>,
-        stdin: Option<String>,
-    ) -> Plan {
-        let (main, install, run) = match language {
-            "python" => (
-                "main.py",
-                files.contains_key("requirements.txt").then_some({
-                    "{ [ -x .venv/bin/python ] || python3 -m venv .venv; } && exec .venv/bin/pip install -r requirements.txt"
-                }),
-                "if [ -x .venv/bin/python ]; then exec .venv/bin/python -u main.py; else exec python3 -u main.py; fi",
-            ),
-            "javascript" => ("main.js", files.contains_key("package.json").then_some("exec npm install"), "exec node main.js"),
-            _ => {
-                files.insert(".sandstream/run-ts.cjs".into(), TS_RUNNER.into());
-                (
-                    "main.ts",
-                    files.contains_key("package.json").then_some("exec npm install"),
-                    "exec node .sandstream/run-ts.cjs main.ts",
-                )
-            }
-        };
-        files.insert(main.into(), code);
-        Plan { files, install: install.map(String::from), run: run.into(), stdin }
-    }
-}
 
 /// How an execution ended.
 #[derive(Debug, Clone)]
@@ -370,28 +320,6 @@ impl Emitter {
     }
 }
 
-/// The part of `data` that fits when `stored` bytes of an execution's output are kept
-/// already and at most `limit` may be, cut at a character boundary; and whether it was
-/// cut.
-fn within_limit(data: &str, stored: u64, limit: u64) -> (&str, bool) {
-    let room = limit.saturating_sub(stored);
-    if data.len() as u64 <= room {
-        return (data, false);
-    }
-    let mut n = room as usize;
-    while !data.is_char_boundary(n) {
-        n -= 1;
-    }
-    (&data[..n], true)
-}
-
-/// Why an execution's output was cut: the note on its stderr and its `error`.
-fn limit_reached(limit: u64) -> String {
-    format!(
-        "the execution's output reached the server's limit of {limit} bytes (--max-output-bytes), so the program was stopped"
-    )
-}
-
 /// Runs (or, after a restart, carries on) an execution to its end.
 pub(crate) async fn drive(state: Arc<AppState>, ex: ExecutionRow) {
     let exec_id = ex.id.clone();
@@ -530,242 +458,6 @@ async fn drive_inner(state: &Arc<AppState>, ex: &ExecutionRow, plan: &Plan, em: 
         }
         let status = if end.exit_code == 0 { "success" } else { "error" };
         return Final { status, exit_code: end.exit_code, error: None };
-    }
-}
-
-fn run_env() -> HashMap<String, String> {
-    [
-        ("HOME", WORKDIR),
-        ("PYTHONUNBUFFERED", "1"),
-        ("PIP_DISABLE_PIP_VERSION_CHECK", "1"),
-        ("PIP_NO_INPUT", "1"),
-        ("PIP_PROGRESS_BAR", "on"),
-        ("npm_config_update_notifier", "false"),
-        ("npm_config_fund", "false"),
-        ("npm_config_audit", "false"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect()
-}
-
-/// Single-quotes `s` for the shell.
-fn quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', r"'\''"))
-}
-
-/// Writes the plan's files, each by a command of its own (30 s at most, and never past
-/// the execution's `deadline`).
-async fn write_files(client: &mut AgentClient, plan: &Plan, deadline: i64) -> Result<(), String> {
-    for (name, content) in &plan.files {
-        let remaining = deadline - now_ms();
-        if remaining <= 0 {
-            return Err("the execution's timeout passed".into());
-        }
-        let q = quote(name);
-        // Written beside the target, then renamed over it: executions in one sandbox share
-        // its home, and a program starting while another execution rewrites its main.py
-        // must read a whole file (the old one or the new one), never a truncated one.
-        let req = ExecuteRequest {
-            command: format!(
-                "d=$(dirname -- {q}) && mkdir -p -- \"$d\" && t=\"$d/.sandstream-write-$$\" && \
-                 {{ cat > \"$t\" && mv -f -- \"$t\" {q}; }} || {{ rm -f -- \"$t\"; exit 1; }}"
-            ),
-            cwd: WORKDIR.into(),
-            encoding: OutputEncoding::Bytes as i32,
-            stdin: content.clone().into_bytes(),
-            timeout: remaining.min(30_000),
-            ..Default::default()
-        };
-        let mut stream = client.execute(req).await.map_err(|e| e.message().to_string())?.into_inner();
-        let mut stderr = Vec::new();
-        loop {
-            match stream.message().await {
-                Ok(Some(m)) if m.end || m.kind == EventKind::End as i32 => {
-                    if m.exit_code != 0 {
-                        return Err(format!("{name}: {}", String::from_utf8_lossy(&stderr).trim()));
-                    }
-                    break;
-                }
-                Ok(Some(m)) if m.channel == OutputChannel::Stderr as i32 => stderr.extend_from_slice(&m.data),
-                Ok(Some(_)) => {}
-                Ok(None) => return Err(format!("{name}: the agent closed the stream")),
-                Err(e) => return Err(format!("{name}: {}", e.message())),
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Most bytes merged into one chunk from agent messages that had already arrived: the
-/// size of a pipe's buffer, which bounds most agent messages anyway, so chunks (and the
-/// memory each holds in flight) stay as large as they were without merging.
-const COALESCE_MAX: usize = 64 << 10;
-
-fn is_end(m: &CommandOutput) -> bool {
-    m.end || m.kind == EventKind::End as i32
-}
-
-/// The channel of an output message and its bytes past `have` (the offsets already
-/// forwarded: the agent resends around a reconnect); `None` when it brings nothing new.
-fn fresh<'m>(m: &'m CommandOutput, have: &[u64; 2]) -> Option<(usize, &'m [u8])> {
-    if m.kind != EventKind::Output as i32 || m.data.is_empty() {
-        return None;
-    }
-    let ch = usize::from(m.channel == OutputChannel::Stderr as i32);
-    let end = m.offset + m.data.len() as u64;
-    if end <= have[ch] {
-        return None;
-    }
-    let skip = have[ch].saturating_sub(m.offset) as usize;
-    Some((ch, &m.data[skip..]))
-}
-
-/// The stream's next message if it has already arrived; `None` when it would wait.
-/// (`Streaming::message` is `poll_next` underneath, so this loses nothing.)
-fn ready_message(stream: &mut tonic::Streaming<CommandOutput>) -> Option<Result<Option<CommandOutput>, tonic::Status>> {
-    use tokio_stream::Stream;
-    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-    match std::pin::Pin::new(stream).poll_next(&mut cx) {
-        std::task::Poll::Ready(Some(r)) => Some(r.map(Some)),
-        std::task::Poll::Ready(None) => Some(Ok(None)),
-        std::task::Poll::Pending => None,
-    }
-}
-
-/// A message of the agent's stream, as `Streaming::message` returns it.
-type Message = Result<Option<CommandOutput>, tonic::Status>;
-
-/// Merges into `first` (new output of channel `ch`, which starts at `have[ch]`) the
-/// messages already waiting on `stream` that continue it, up to [`COALESCE_MAX`] bytes.
-/// Returns the merged bytes (`None` when nothing joined `first`) and the message that
-/// ended the merge, if one was taken off the stream: it is the next to handle.
-fn merge_waiting(
-    stream: &mut tonic::Streaming<CommandOutput>,
-    mut have: [u64; 2],
-    ch: usize,
-    first: &[u8],
-) -> (Option<Vec<u8>>, Option<Message>) {
-    let mut len = first.len();
-    have[ch] += len as u64;
-    let mut merged: Option<Vec<u8>> = None;
-    while len < COALESCE_MAX {
-        let Some(next) = ready_message(stream) else { break };
-        let m = match next {
-            Ok(Some(m)) if !is_end(&m) => m,
-            other => return (merged, Some(other)),
-        };
-        if m.kind != EventKind::Output as i32 || m.data.is_empty() {
-            continue; // a keepalive
-        }
-        match fresh(&m, &have) {
-            None => {}
-            Some((c, more)) if c == ch && len + more.len() <= COALESCE_MAX => {
-                merged.get_or_insert_with(|| first.to_vec()).extend_from_slice(more);
-                len += more.len();
-                have[ch] += more.len() as u64;
-            }
-            // The other channel, or too much: the next chunk.
-            Some(_) => return (merged, Some(Ok(Some(m)))),
-        }
-    }
-    (merged, None)
-}
-
-/// Whether a broken Attach is attached again from the stored offsets. A stream breaks
-/// in many ways while its command runs on (a dropped or reset connection, an HTTP/2
-/// protocol error under a flood, a GOAWAY, a deadline): each is a reason to attach
-/// again, never to end the execution. Only answers that say the request itself is wrong
-/// (the command is unknown, the token refused, the offsets out of range) end it.
-fn reattachable(code: tonic::Code) -> bool {
-    !matches!(
-        code,
-        tonic::Code::NotFound
-            | tonic::Code::InvalidArgument
-            | tonic::Code::Unauthenticated
-            | tonic::Code::PermissionDenied
-            | tonic::Code::OutOfRange
-            | tonic::Code::FailedPrecondition
-            | tonic::Code::Unimplemented
-    )
-}
-
-/// Attaches to a command from the emitter's offsets and forwards its output until it
-/// ends; reconnects when the connection drops.
-///
-/// Messages that arrived while the previous chunk was being stored and emitted, on the
-/// same channel, become one chunk (up to [`COALESCE_MAX`]): a server that falls behind
-/// stores and emits fewer, larger chunks instead of falling further behind. The bytes
-/// and their order are the same either way; a quiet stream still gets a chunk per message.
-async fn follow(client: &mut AgentClient, cid: &str, phase: &str, em: &mut Emitter) -> Result<CommandOutput, String> {
-    let mut failing_since: Option<tokio::time::Instant> = None;
-    loop {
-        let req = AttachRequest {
-            command_id: cid.to_string(),
-            stdout_offset: em.offsets[0],
-            stderr_offset: em.offsets[1],
-            encoding: OutputEncoding::Bytes as i32,
-        };
-        let err = match client.attach(req).await {
-            Ok(resp) => {
-                let mut stream = resp.into_inner();
-                // A message taken while merging that belongs to the next chunk.
-                let mut held = None;
-                loop {
-                    if em.cut && !em.stopped {
-                        em.stopped = true;
-                        kill(client, cid, "a command past the output limit").await;
-                    }
-                    let next = match held.take() {
-                        Some(n) => n,
-                        None => stream.message().await,
-                    };
-                    match next {
-                        Ok(Some(m)) => {
-                            failing_since = None;
-                            if is_end(&m) {
-                                return Ok(m);
-                            }
-                            let Some((ch, data)) = fresh(&m, &em.offsets) else { continue };
-                            if em.cut {
-                                // What is left until the stopped program's end is not kept.
-                                em.skip(ch, data.len());
-                                continue;
-                            }
-                            let merged;
-                            (merged, held) = merge_waiting(&mut stream, em.offsets, ch, data);
-                            // Decoded now, so the received buffers are freed before the wait.
-                            let text = em.take(ch, merged.as_deref().unwrap_or(data));
-                            drop((merged, m));
-                            em.push(ch, phase, text).await;
-                        }
-                        Ok(None) => break tonic::Status::unavailable("stream ended without an end event"),
-                        Err(e) => break e,
-                    }
-                }
-            }
-            Err(e) => e,
-        };
-        if !reattachable(err.code()) {
-            return Err(format!("agent: {}", err.message()));
-        }
-        // Killed (deleted, past its timeout, its key revoked, or dead): its agent will
-        // not come back, so the execution ends now, saying so.
-        if em.sandbox_killed() {
-            return Err(format!("sandbox {} was killed while the execution ran", em.container_id));
-        }
-        let since = *failing_since.get_or_insert_with(tokio::time::Instant::now);
-        if since.elapsed() > AGENT_GIVE_UP {
-            // Nobody follows it any more: it must not run on unseen (and unbounded).
-            kill(client, cid, "a command the server lost").await;
-            return Err(format!(
-                "lost the sandbox's agent for {} s ({}); the command was stopped",
-                AGENT_GIVE_UP.as_secs(),
-                err.message()
-            ));
-        }
-        tracing::debug!(command_id = cid, error = %err, "agent stream broke; attaching again from the stored offsets");
-        tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
 
