@@ -4,7 +4,8 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 HOST_TRIPLE="$(rustc -vV | sed -n 's/^host: //p')"
 # The static agent: built for the host triple with the C runtime linked in.
 STATIC_AGENT="$ROOT/target/$HOST_TRIPLE/release/sandstream-agent"
-log() { printf '==> %s\n' "$*" >&2; }
+# Each line says when, so a slow step shows in CI's log.
+log() { printf '==> %s %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 # Whether a Docker Engine answers on the socket $1.
 docker_answers() { curl -sf --max-time 2 --unix-socket "$1" http://docker/_ping >/dev/null 2>&1; }
 # Waits up to 30 s for a Docker Engine to answer on the socket $1.

@@ -41,8 +41,13 @@ SANDSTREAM_OCI_RUNTIME=crun cargo nextest run --locked --no-fail-fast -p sandstr
 log "running the oci backend's tests on cgroup v2, in a virtual machine"
 oci_tests="$(cargo test --locked --no-run --message-format=json -p sandstream-runtime --test oci 2>/dev/null |
   python3 -c 'import json, sys; print(*[m["executable"] for m in map(json.loads, sys.stdin) if m.get("executable")])')"
+# The machine is emulated (no nested KVM), about ten times slower than the host, so it
+# runs what differs between cgroup versions (limits, OOM, cgroup creation and removal,
+# recovery, isolation from the host) and skips the network-policy tests, whose iptables
+# and routing code is the same on both and ran on the host above.
 "$ROOT/scripts/cgroup2-vm.sh" CI=true SANDSTREAM_STATIC_AGENT="$SANDSTREAM_STATIC_AGENT" \
-  SANDSTREAM_CACHE_DIR="$SANDSTREAM_CACHE_DIR" "$oci_tests" || status=$?
+  SANDSTREAM_CACHE_DIR="$SANDSTREAM_CACHE_DIR" "$oci_tests" \
+  --skip egress_follows_the_policy --skip link_local_metadata_is_unreachable_even_when_routed || status=$?
 cargo build --locked -p sandstream
 "$ROOT/scripts/build-web.sh"
 for suite in tests/server sdk/typescript web; do
