@@ -46,7 +46,7 @@ mod say;
 #[path = "../../sandstream-runtime/tests/support/mod.rs"]
 mod support;
 
-use sandstream_runner::api::{CreateSandbox, DEFAULT_CPU_MILLIS, DEFAULT_MEMORY_MB, DEFAULT_TEMPLATE};
+use sandstream_runner_protocol::{CreateSandbox, DEFAULT_CPU_MILLIS, DEFAULT_MEMORY_MB, DEFAULT_TEMPLATE};
 use sandstream_runner::{Backend, Runner, RunnerConfig};
 
 /// A number from the environment, or `default` when unset.
@@ -134,8 +134,8 @@ impl BenchRunner {
             heartbeat_interval: Duration::from_secs(2),
             warm_pool,
             private_egress: Vec::new(),
-            default_disk_mb: sandstream_runner::api::DEFAULT_DISK_MB,
-            max_disk_mb: sandstream_runner::api::DEFAULT_MAX_DISK_MB,
+            default_disk_mb: sandstream_runner_protocol::DEFAULT_DISK_MB,
+            max_disk_mb: sandstream_runner_protocol::DEFAULT_MAX_DISK_MB,
         };
         let runner = Arc::new(Runner::new(cfg).expect("set the runner up (needs root and the default template)"));
         let filler = (warm_pool > 0).then(|| {

@@ -11,22 +11,29 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use sandstream_proto::secret::constant_time_eq;
 
-use crate::api::{CreateSandbox, RunnerError as ErrorBody, RunnerSandbox, SetTimeout};
+use sandstream_runner_protocol::{CreateSandbox, ErrorBody, ErrorCode, RunnerSandbox, SetTimeout};
 use crate::runner::{Runner, RunnerError};
 
 impl IntoResponse for RunnerError {
     fn into_response(self) -> Response {
-        let (status, code) = match &self {
-            RunnerError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
-            RunnerError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
-            RunnerError::Full(_) => (StatusCode::SERVICE_UNAVAILABLE, "no_capacity"),
-            RunnerError::Runtime(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        let code = match &self {
+            RunnerError::BadRequest(_) => ErrorCode::BadRequest,
+            RunnerError::NotFound(_) => ErrorCode::NotFound,
+            RunnerError::Full(_) => ErrorCode::NoCapacity,
+            RunnerError::Runtime(_) => ErrorCode::Internal,
         };
-        if status.is_server_error() {
-            tracing::warn!(error = %self, "runner call failed");
-        }
-        (status, Json(ErrorBody { code: code.into(), message: self.to_string() })).into_response()
+        respond(code, self.to_string())
     }
+}
+
+/// An error answer: the status is the protocol's for `code` (`ErrorCode::status`), so
+/// the server reads it back as the same code.
+fn respond(code: ErrorCode, message: String) -> Response {
+    let status = StatusCode::from_u16(code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    if status.is_server_error() {
+        tracing::warn!(error = %message, "runner call failed");
+    }
+    (status, Json(ErrorBody::new(code, message))).into_response()
 }
 
 pub(crate) fn app(runner: Arc<Runner>) -> Router {
@@ -46,8 +53,7 @@ async fn auth(State(runner): State<Arc<Runner>>, req: Request, next: Next) -> Re
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
     if !constant_time_eq(presented.as_bytes(), runner.cfg.secret.as_bytes()) {
-        let body = ErrorBody { code: "unauthorized".into(), message: "wrong or missing runner secret".into() };
-        return (StatusCode::UNAUTHORIZED, Json(body)).into_response();
+        return respond(ErrorCode::Unauthorized, "wrong or missing runner secret".into());
     }
     next.run(req).await
 }

@@ -5,7 +5,6 @@
 //! the one thing it keeps of its own is a small record per sandbox (deadline and
 //! metadata), so that a time to live outlives the runner process.
 
-pub mod api;
 mod config;
 mod control;
 mod link;

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::api::{Heartbeat, HeartbeatReply, Register, Registered};
+use sandstream_runner_protocol::{Heartbeat, HeartbeatReply, Register, Registered};
 use crate::runner::Runner;
 
 pub(crate) async fn run(runner: Arc<Runner>, control_url: String) {

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use crate::api::RunnerSandbox;
+use sandstream_runner_protocol::RunnerSandbox;
 
 /// Now, in milliseconds since the Unix epoch: the clock records and deadlines use.
 pub(crate) fn now_ms() -> i64 {

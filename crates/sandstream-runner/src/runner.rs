@@ -16,7 +16,7 @@ use sandstream_runtime::{
     TemplateError, TemplateLease,
 };
 
-use crate::api::{
+use sandstream_runner_protocol::{
     CreateSandbox, DEFAULT_PIDS, RunnerSandbox, check_disk_mb, check_envs, check_metadata, check_pids, check_timeout_ms,
 };
 use crate::config::{Backend, RunnerConfig};

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 mod support;
 
 use axum::routing::post;
-use sandstream_runner::api::{CreateSandbox, Heartbeat, HeartbeatReply, Registered};
+use sandstream_runner_protocol::{CreateSandbox, Heartbeat, HeartbeatReply, Registered};
 use sandstream_runner::{Backend, RunnerConfig, start};
 
 /// Every heartbeat the fake server got: when, and the sandboxes it listed.

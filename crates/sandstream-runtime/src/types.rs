@@ -25,23 +25,14 @@ pub struct Limits {
     pub disk_inodes: u64,
 }
 
-/// A sandbox's disk when the caller does not say: 10 GiB, as E2B's default sandbox has.
-pub const DEFAULT_DISK_MB: u32 = 10 * 1024;
-/// The smallest disk a sandbox may have (the filesystem's own metadata takes about 1 MiB).
-pub const MIN_DISK_MB: u32 = 16;
+/// The defaults and name rules are the runner protocol's, so the server (which links no
+/// runtime) and the runtime agree on them.
+pub use sandstream_runner_protocol::{
+    DEFAULT_CPU_MILLIS, DEFAULT_DISK_MB, DEFAULT_MEMORY_MB, DEFAULT_PIDS, MIN_DISK_MB, is_env_name,
+};
 /// Inodes per MiB of disk: 64, one per 16 KiB (ext4's default ratio for small
 /// filesystems is one per 4-16 KiB); 655,360 for the default 10 GiB.
 pub const DISK_INODES_PER_MB: u64 = 64;
-
-/// A sandbox's CPU when the caller does not say: 2 cores, as E2B's default sandbox has.
-/// A limit of 1 core throttled the agent and its shell in bursts of back-to-back short
-/// commands (BENCHMARKS.md, issue 4); cores beyond the host's are shared fairly anyway.
-pub const DEFAULT_CPU_MILLIS: u32 = 2000;
-/// A sandbox's memory when the caller does not say (E2B's default too).
-pub const DEFAULT_MEMORY_MB: u32 = 512;
-/// A sandbox's process limit (processes and threads, the agent's included) when the
-/// caller does not say.
-pub const DEFAULT_PIDS: u32 = 256;
 
 impl Default for Limits {
     fn default() -> Self {
@@ -175,13 +166,6 @@ impl SandboxSpec {
         }
         Ok(())
     }
-}
-
-/// Whether `name` is a portable environment variable name: `[A-Za-z_][A-Za-z0-9_]*`.
-pub fn is_env_name(name: &str) -> bool {
-    let mut bytes = name.bytes();
-    bytes.next().is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
-        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
 /// A running sandbox.

@@ -13,6 +13,7 @@ mod limits;
 mod listen;
 mod openapi;
 mod registry;
+mod runner_client;
 mod seal;
 mod server;
 mod store;

@@ -6,16 +6,16 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use sandstream_runner::api::{CreateSandbox, DEFAULT_TEMPLATE, RunnerSandbox, SetTimeout, is_valid_template_name};
+use sandstream_runner_protocol::{CreateSandbox, DEFAULT_TEMPLATE, ErrorCode, RunnerSandbox, is_valid_template_name};
 
 use crate::error::{AppError, AppResult};
+use crate::runner_client::{CallError, RunnerClient};
 use crate::server::AppState;
 use crate::store::{RunnerRow, SandboxRow};
 use crate::time::now_ms;
 
 pub(crate) struct Registry {
-    http: reqwest::Client,
-    secret: String,
+    client: RunnerClient,
     heartbeat_timeout_ms: i64,
     /// Each runner's templates, as its last registration or heartbeat reported them.
     /// Memory only: runners report them every heartbeat, so a restarted server knows
@@ -121,8 +121,7 @@ impl Registry {
         // Creating a sandbox may wait for a template build on a fresh runner.
         let http = reqwest::Client::builder().timeout(Duration::from_secs(600)).build().unwrap_or_default();
         Registry {
-            http,
-            secret,
+            client: RunnerClient::new(http, secret),
             heartbeat_timeout_ms: heartbeat_timeout.as_millis() as i64,
             templates: Mutex::new(HashMap::new()),
             placing: Mutex::new(HashMap::new()),
@@ -179,57 +178,31 @@ impl Registry {
         Ok(Placed { runner, placing: &self.placing })
     }
 
+    /// Creates a sandbox on `runner`. Its refusals the caller can act on keep their
+    /// meaning: a bad request is a 400, a full runner a 503.
     pub(crate) async fn create(&self, runner: &RunnerRow, req: &CreateSandbox) -> AppResult<RunnerSandbox> {
-        let resp = self
-            .http
-            .post(format!("{}/sandboxes", runner.control_url))
-            .bearer_auth(&self.secret)
-            .json(req)
-            .send()
-            .await
-            .map_err(|e| AppError::internal(format!("runner {} unreachable: {e}", runner.id)))?;
-        let status = resp.status();
-        if status.is_success() {
-            return resp.json().await.map_err(|e| AppError::internal(format!("runner {} answer: {e}", runner.id)));
-        }
-        let body: serde_json::Value = resp.json().await.unwrap_or_default();
-        let message = body["message"].as_str().unwrap_or("runner refused").to_string();
-        Err(match status.as_u16() {
-            400 => AppError::BadRequest(message),
-            503 => AppError::NoCapacity(message),
-            _ => AppError::internal(format!("runner {}: {status}: {message}", runner.id)),
+        self.client.create(&runner.control_url, req).await.map_err(|e| match e {
+            CallError::Refused { code: ErrorCode::BadRequest, message } => AppError::BadRequest(message),
+            CallError::Refused { code: ErrorCode::NoCapacity, message } => AppError::NoCapacity(message),
+            e => AppError::internal(format!("runner {}: create: {e}", runner.id)),
         })
     }
 
     /// Sets a sandbox's time to live on its runner.
     pub(crate) async fn set_timeout(&self, runner: &RunnerRow, id: &str, timeout_ms: u64) -> AppResult<()> {
-        let resp = self
-            .http
-            .post(format!("{}/sandboxes/{id}/timeout", runner.control_url))
-            .bearer_auth(&self.secret)
-            .json(&SetTimeout { timeout_ms })
-            .send()
-            .await
-            .map_err(|e| AppError::internal(format!("runner {} unreachable: {e}", runner.id)))?;
-        match resp.status().as_u16() {
-            200..=299 => Ok(()),
-            404 => Err(AppError::Conflict(format!("sandbox {id} no longer runs on its runner"))),
-            s => Err(AppError::internal(format!("runner {}: set timeout of {id}: {s}", runner.id))),
-        }
+        self.client.set_timeout(&runner.control_url, id, timeout_ms).await.map_err(|e| match e {
+            CallError::Refused { code: ErrorCode::NotFound, .. } => {
+                AppError::Conflict(format!("sandbox {id} no longer runs on its runner"))
+            }
+            e => AppError::internal(format!("runner {}: set timeout of {id}: {e}", runner.id)),
+        })
     }
 
     /// Kills a sandbox on its runner; one the runner no longer has counts as killed.
     pub(crate) async fn kill(&self, runner: &RunnerRow, id: &str) -> AppResult<()> {
-        let resp = self
-            .http
-            .delete(format!("{}/sandboxes/{id}", runner.control_url))
-            .bearer_auth(&self.secret)
-            .send()
-            .await
-            .map_err(|e| AppError::internal(format!("runner {} unreachable: {e}", runner.id)))?;
-        match resp.status().as_u16() {
-            200..=299 | 404 => Ok(()),
-            s => Err(AppError::internal(format!("runner {}: kill {id}: {s}", runner.id))),
+        match self.client.kill(&runner.control_url, id).await {
+            Ok(()) | Err(CallError::Refused { code: ErrorCode::NotFound, .. }) => Ok(()),
+            Err(e) => Err(AppError::internal(format!("runner {}: kill {id}: {e}", runner.id))),
         }
     }
 }

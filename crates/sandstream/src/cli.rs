@@ -150,12 +150,12 @@ pub(crate) struct HostArgs {
     /// A sandbox's disk in MiB when its create does not say (`diskMb`): what its writable
     /// layer (home, installed packages, command output) may take on this host, with 64
     /// inodes per MiB. Pooled sandboxes have it.
-    #[arg(long, env = "SANDSTREAM_DEFAULT_DISK_MB", default_value_t = sandstream_runner::api::DEFAULT_DISK_MB)]
+    #[arg(long, env = "SANDSTREAM_DEFAULT_DISK_MB", default_value_t = sandstream_runner_protocol::DEFAULT_DISK_MB)]
     default_disk_mb: u32,
     /// The largest `diskMb` a create may ask for on this host. Disks are sparse files in
     /// the state dir, so their sum may exceed the host's free space: keep this and the
     /// capacity such that it does not, or accept ENOSPC when the host fills.
-    #[arg(long, env = "SANDSTREAM_MAX_DISK_MB", default_value_t = sandstream_runner::api::DEFAULT_MAX_DISK_MB)]
+    #[arg(long, env = "SANDSTREAM_MAX_DISK_MB", default_value_t = sandstream_runner_protocol::DEFAULT_MAX_DISK_MB)]
     max_disk_mb: u32,
 }
 
@@ -296,7 +296,7 @@ fn server_config(a: &ServerArgs) -> ServerConfig {
 
 /// The host flags that can be checked alone, before anything is bound or built.
 fn check_host_args(host: &HostArgs) -> anyhow::Result<()> {
-    sandstream_runner::api::check_disk_mb(host.default_disk_mb, host.max_disk_mb)
+    sandstream_runner_protocol::check_disk_mb(host.default_disk_mb, host.max_disk_mb)
         .map_err(|e| anyhow::anyhow!("--default-disk-mb must be within --max-disk-mb: {e}"))
 }
 

@@ -33,13 +33,8 @@ const USE_LOCK: &str = ".use.lock";
 const BUILDING: &str = ".building";
 const TRASH: &str = ".trash";
 
-/// The name of the built-in template, which cannot be imported over.
-pub const DEFAULT_TEMPLATE: &str = "default";
-
-/// Whether `name` can name a template: 1 to 64 of `A-Z a-z 0-9 _ -`.
-pub fn is_valid_template_name(name: &str) -> bool {
-    !name.is_empty() && name.len() <= 64 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-}
+/// The built-in template's name and the name rule are the runner protocol's.
+pub use sandstream_runner_protocol::{DEFAULT_TEMPLATE, is_valid_template_name};
 
 fn check_name(name: &str) -> Result<(), TemplateError> {
     if !is_valid_template_name(name) {

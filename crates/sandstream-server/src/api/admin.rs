@@ -6,7 +6,7 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use sandstream_runner::api::{Heartbeat, HeartbeatReply, Register, Registered};
+use sandstream_runner_protocol::{Heartbeat, HeartbeatReply, Register, Registered};
 use serde::Deserialize;
 use serde_json::{Value, json};
 

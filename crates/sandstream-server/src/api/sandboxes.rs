@@ -6,7 +6,7 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use sandstream_runner::api::{
+use sandstream_runner_protocol::{
     CreateSandbox, DEFAULT_CPU_MILLIS, DEFAULT_MEMORY_MB, DEFAULT_TEMPLATE, DISK_MB_LIMIT, check_disk_mb, check_envs,
     check_metadata, check_timeout_ms, is_valid_template_name,
 };
