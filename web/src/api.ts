@@ -1,5 +1,6 @@
 // Same-origin REST calls. The session cookie set by `/?token=…` authenticates them, so
 // the page never handles a key.
+import type { FinalStatus, LogChunk, Phase } from "./events.ts";
 
 export class ApiError extends Error {
   constructor(
@@ -82,19 +83,12 @@ export interface ExecAccepted {
   data: { containerId: string; executionId: string; message?: string };
 }
 
-export interface LogChunk {
-  seq: number;
-  type: "stdout" | "stderr";
-  phase: "install" | "run";
-  data: string;
-}
-
 export interface ExecutionInfo {
   id: string;
   containerId: string;
   language: string;
-  status: "running" | "success" | "error" | "timeout" | "cancelled";
-  phase: "install" | "run" | null;
+  status: "running" | FinalStatus;
+  phase: Phase | null;
   exitCode: number | null;
   durationMs: number | null;
 }

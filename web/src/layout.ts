@@ -1,0 +1,101 @@
+// The page's markup and the elements the other modules drive. The `data-testid`s are the
+// hooks the browser tests use (web/README.md lists them).
+import { LANGUAGES } from "./workspace.ts";
+
+const HTML = `
+<header class="topbar">
+  <div class="brand">
+    <svg viewBox="0 0 32 32" aria-hidden="true"><rect width="32" height="32" rx="7" fill="#1f6feb"/><path d="M7 11c4-4 8 4 12 0s6-2 6-2M7 17c4-4 8 4 12 0s6-2 6-2M7 23c4-4 8 4 12 0s6-2 6-2" stroke="#fff" stroke-width="2.4" fill="none" stroke-linecap="round"/></svg>
+    <span class="name">Sandstream</span><span class="sub">playground</span>
+  </div>
+  <div class="controls">
+    <label class="field"><span>Language</span>
+      <select data-testid="language" aria-label="Language">
+        ${LANGUAGES.map((l) => `<option value="${l.id}">${l.label}</option>`).join("")}
+      </select>
+    </label>
+    <label class="field" title="Bounds the whole run, dependency install included"><span>Timeout</span>
+      <input data-testid="timeout" aria-label="Timeout in seconds" type="number" min="1" max="86400" step="1" value="120" /><span class="unit">s</span>
+    </label>
+    <button class="btn primary" data-testid="run" title="Run (Ctrl/Cmd+Enter)"><span class="icon">▶</span> Run <kbd class="kbd">⌘/Ctrl ↵</kbd></button>
+    <button class="btn danger" data-testid="stop" disabled title="Stop the running program"><span class="icon">■</span> Stop</button>
+    <button class="btn" data-testid="new-sandbox" title="Throw this sandbox away and start a fresh one">New sandbox</button>
+  </div>
+</header>
+<div class="message" data-testid="message" data-kind="" hidden role="alert">
+  <span class="text" data-testid="message-text"></span>
+  <button class="btn small" data-testid="message-action" hidden></button>
+  <button class="dismiss" aria-label="Dismiss" data-testid="message-dismiss">×</button>
+</div>
+<main class="layout">
+  <section class="pane editor-pane" aria-label="Editor">
+    <div class="tabs" role="tablist" data-testid="tabs"></div>
+    <div class="editor" data-testid="editor"></div>
+  </section>
+  <section class="pane output-pane" aria-label="Output">
+    <div class="statusbar">
+      <span class="status" data-testid="status" data-status="idle" data-exit-code="" data-phase="" data-duration-ms="" role="status" aria-live="polite">
+        <span class="dot"></span><span class="label" data-testid="status-label">Ready</span>
+      </span>
+      <span class="phase" data-testid="phase"></span>
+      <span class="exit" data-testid="exit-code"></span>
+      <span class="duration" data-testid="duration"></span>
+      <span class="spacer"></span>
+      <span class="sandbox" data-testid="sandbox-id" title="The sandbox is reused between runs"></span>
+      <span class="conn" data-testid="connection" data-state="connecting"><span class="dot"></span><span class="conn-label">connecting…</span></span>
+    </div>
+    <div class="terminal" data-testid="terminal"></div>
+    <pre data-testid="terminal-text" hidden></pre>
+  </section>
+</main>`;
+
+export interface Layout {
+  language: HTMLSelectElement;
+  timeout: HTMLInputElement;
+  run: HTMLButtonElement;
+  stop: HTMLButtonElement;
+  newSandbox: HTMLButtonElement;
+  message: HTMLElement;
+  messageText: HTMLElement;
+  messageAction: HTMLButtonElement;
+  messageDismiss: HTMLButtonElement;
+  tabs: HTMLElement;
+  editor: HTMLElement;
+  status: HTMLElement;
+  statusLabel: HTMLElement;
+  phase: HTMLElement;
+  exitCode: HTMLElement;
+  duration: HTMLElement;
+  sandbox: HTMLElement;
+  connection: HTMLElement;
+  terminal: HTMLElement;
+  terminalText: HTMLElement;
+}
+
+/** Writes the page into `app` and returns its elements. */
+export function mountLayout(app: HTMLElement): Layout {
+  app.innerHTML = HTML;
+  const $ = <T extends HTMLElement = HTMLElement>(sel: string) => app.querySelector<T>(`[data-testid="${sel}"]`)!;
+  return {
+    language: $<HTMLSelectElement>("language"),
+    timeout: $<HTMLInputElement>("timeout"),
+    run: $<HTMLButtonElement>("run"),
+    stop: $<HTMLButtonElement>("stop"),
+    newSandbox: $<HTMLButtonElement>("new-sandbox"),
+    message: $("message"),
+    messageText: $("message-text"),
+    messageAction: $<HTMLButtonElement>("message-action"),
+    messageDismiss: $<HTMLButtonElement>("message-dismiss"),
+    tabs: $("tabs"),
+    editor: $("editor"),
+    status: $("status"),
+    statusLabel: $("status-label"),
+    phase: $("phase"),
+    exitCode: $("exit-code"),
+    duration: $("duration"),
+    sandbox: $("sandbox-id"),
+    connection: $("connection"),
+    terminal: $("terminal"),
+    terminalText: $("terminal-text"),
+  };
+}
