@@ -1,11 +1,8 @@
 //! One user command: spawning it in its own process group, pumping its pipes into the
 //! spool, enforcing its deadline, and recording how it ended.
 
-use std::ffi::{OsStr, OsString};
-use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::process::ExitStatusExt;
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -19,152 +16,18 @@ use tokio::time::Instant;
 
 use crate::config::ExecConfig;
 use crate::error::{AgentError, Result};
+use crate::exit::{ExitInfo, Termination, oom_kills};
 use crate::output_log::{Channel, OutputLog};
+use crate::shell::{Shell, spawn_shell};
 use crate::spawn::Process;
+use crate::spec::CommandSpec;
 use crate::standby::StandbyShell;
 
-/// Exit code reported for a command the agent killed at its deadline (as `timeout(1)`).
-pub(crate) const TIMED_OUT_EXIT_CODE: i32 = 124;
 /// Pipe reads land in arenas of up to this size, split off as chunks without copying.
 const ARENA_MAX: usize = 1 << 20;
 const ARENA_MIN: usize = 16 * 1024;
 /// Longest the pipes are read after the shell exited, however busy they stay.
 const MAX_DRAIN_AFTER_EXIT: Duration = Duration::from_secs(2);
-/// Pipes are enlarged so a fast writer fills fewer, larger chunks.
-const PIPE_SIZE: i32 = 1 << 20;
-
-/// How a command ended.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum Termination {
-    Exited(i32),
-    Signaled(i32),
-    TimedOut { after_ms: u64 },
-    Failed(String),
-}
-
-/// The end of a command, as readers see it.
-#[derive(Clone, Debug)]
-pub(crate) struct ExitInfo {
-    pub(crate) termination: Termination,
-    pub(crate) finished_at_ms: i64,
-    /// Died of SIGKILL while the memory cgroup counted an OOM kill.
-    pub(crate) oom_killed: bool,
-    /// Its output reached the request's `output_limit_bytes` and the agent killed its
-    /// process group for it.
-    pub(crate) output_limit_reached: bool,
-}
-
-/// OOM kills counted by the memory cgroup the agent lives in: in a container,
-/// `/sys/fs/cgroup` shows the sandbox's own cgroup (`oom_kill` in cgroup v1's
-/// `memory.oom_control`, v2's `memory.events`). `None` outside a memory cgroup.
-pub(crate) fn oom_kills() -> Option<u64> {
-    ["/sys/fs/cgroup/memory/memory.oom_control", "/sys/fs/cgroup/memory.events"].iter().find_map(|p| {
-        let text = std::fs::read_to_string(p).ok()?;
-        text.lines().find_map(|l| l.strip_prefix("oom_kill ")?.trim().parse().ok())
-    })
-}
-
-impl ExitInfo {
-    pub(crate) fn exit_code(&self) -> i32 {
-        match self.termination {
-            Termination::Exited(c) => c,
-            Termination::Signaled(s) => 128 + s,
-            Termination::TimedOut { .. } => TIMED_OUT_EXIT_CODE,
-            Termination::Failed(_) => -1,
-        }
-    }
-
-    /// Died of SIGKILL, or its shell reported a child that did (137).
-    pub(crate) fn killed_by_sigkill(&self) -> bool {
-        matches!(self.termination, Termination::Signaled(9) | Termination::Exited(137))
-    }
-
-    pub(crate) fn signal(&self) -> i32 {
-        match self.termination {
-            Termination::Signaled(s) => s,
-            Termination::TimedOut { .. } => Signal::SIGKILL as i32,
-            _ => 0,
-        }
-    }
-
-    pub(crate) fn message(&self) -> String {
-        if self.output_limit_reached {
-            return "output reached its limit; the agent killed its process group".into();
-        }
-        match &self.termination {
-            Termination::Signaled(_) | Termination::Exited(137) if self.oom_killed => {
-                "killed by the out-of-memory killer: the sandbox reached its memory limit".into()
-            }
-            Termination::Exited(_) => String::new(),
-            Termination::Signaled(s) => {
-                let name = Signal::try_from(*s).map(|s| s.as_str()).unwrap_or("unknown signal");
-                format!("killed by signal {s} ({name})")
-            }
-            Termination::TimedOut { after_ms } => {
-                format!("timed out after {after_ms} ms; the agent killed its process group")
-            }
-            Termination::Failed(why) => why.clone(),
-        }
-    }
-}
-
-/// What a client asked to run, validated.
-#[derive(Debug)]
-pub(crate) struct CommandSpec {
-    pub(crate) command: String,
-    pub(crate) cwd: PathBuf,
-    pub(crate) env: Vec<(String, String)>,
-    pub(crate) timeout: Option<Duration>,
-    pub(crate) stdin: Vec<u8>,
-    pub(crate) keep_stdin_open: bool,
-    /// The request's `output_limit_bytes`: at this much output the command is killed.
-    pub(crate) output_limit: Option<u64>,
-}
-
-impl CommandSpec {
-    /// Checks a request's fields; every error names what was wrong.
-    pub(crate) fn parse(req: sandstream_proto::v1::ExecuteRequest, default_cwd: &Path) -> Result<CommandSpec> {
-        let sandstream_proto::v1::ExecuteRequest {
-            command,
-            cwd,
-            env,
-            timeout: timeout_ms,
-            stdin,
-            keep_stdin_open,
-            output_limit_bytes,
-            encoding: _,
-        } = req;
-        if command.trim().is_empty() {
-            return Err(AgentError::InvalidArgument("command is empty".into()));
-        }
-        if command.contains('\0') {
-            return Err(AgentError::InvalidArgument("command contains a NUL byte".into()));
-        }
-        if timeout_ms < 0 {
-            return Err(AgentError::InvalidArgument(format!(
-                "timeout must be 0 (none) or a positive number of milliseconds, got {timeout_ms}"
-            )));
-        }
-        let mut env: Vec<(String, String)> = env.into_iter().collect();
-        env.sort();
-        for (k, v) in &env {
-            if k.is_empty() || k.contains('=') || k.contains('\0') || v.contains('\0') {
-                return Err(AgentError::InvalidArgument(format!(
-                    "env name {k:?} is not valid (it must be non-empty without '=' or NUL, and its value without NUL)"
-                )));
-            }
-        }
-        let cwd = if cwd.is_empty() { default_cwd.to_path_buf() } else { default_cwd.join(cwd) };
-        match std::fs::metadata(&cwd) {
-            Err(_) => return Err(AgentError::CwdMissing(cwd)),
-            Ok(m) if !m.is_dir() => return Err(AgentError::CwdNotDirectory(cwd)),
-            Ok(_) => {}
-        }
-        let timeout = (timeout_ms > 0).then(|| Duration::from_millis(timeout_ms as u64));
-        let output_limit = (output_limit_bytes > 0).then_some(output_limit_bytes);
-        Ok(CommandSpec { command, cwd, env, timeout, stdin, keep_stdin_open, output_limit })
-    }
-}
 
 enum StdinOp {
     Write(Vec<u8>, oneshot::Sender<std::io::Result<()>>),
@@ -320,96 +183,6 @@ async fn pump_stdin(mut pipe: pipe::Sender, mut rx: mpsc::Receiver<StdinOp>) {
         }
     }
     // Dropping the pipe closes the command's stdin.
-}
-
-/// A started shell and its pipes.
-pub(crate) struct Shell {
-    pub(crate) child: Process,
-    pub(crate) stdin: Option<pipe::Sender>,
-    pub(crate) stdout: Option<pipe::Receiver>,
-    pub(crate) stderr: Option<pipe::Receiver>,
-}
-
-/// Starts `SHELL -c script` the way every command's shell starts, whether it runs the
-/// command itself or waits as the standby shell: in `cwd`, in a new process group, with
-/// the agent's environment less its secrets plus `env`, as the `run_as` user, with
-/// piped stdio. Without a fork where the kernel allows (`spawn.rs`).
-pub(crate) fn spawn_shell(cfg: &ExecConfig, script: &str, cwd: &Path, env: &[(String, String)]) -> Result<Shell> {
-    let spawn_error = |source| AgentError::Spawn { shell: cfg.shell.clone(), source };
-    let shell = if crate::spawn::available() && cfg.shell.is_absolute() {
-        let mut vars: Vec<(OsString, OsString)> =
-            cfg.base_env.iter().filter(|(k, _)| !env.iter().any(|(e, _)| OsStr::new(e) == k)).cloned().collect();
-        vars.extend(env.iter().map(|(k, v)| (k.into(), v.into())));
-        let args = [OsStr::new("-c"), OsStr::new(script)];
-        let (child, pipes) = crate::spawn::spawn(&cfg.shell, &args, cwd, &vars, cfg.run_as).map_err(spawn_error)?;
-        let stdin = pipe::Sender::from_owned_fd(pipes.stdin).map_err(spawn_error)?;
-        let stdout = pipe::Receiver::from_owned_fd(pipes.stdout).map_err(spawn_error)?;
-        let stderr = pipe::Receiver::from_owned_fd(pipes.stderr).map_err(spawn_error)?;
-        Shell { child: Process::Spawned(child), stdin: Some(stdin), stdout: Some(stdout), stderr: Some(stderr) }
-    } else {
-        spawn_shell_with_fork(cfg, script, cwd, env)?
-    };
-    if let Some(s) = &shell.stdout {
-        grow_pipe(s.as_fd());
-    }
-    if let Some(s) = &shell.stderr {
-        grow_pipe(s.as_fd());
-    }
-    Ok(shell)
-}
-
-/// [`spawn_shell`] through `tokio::process::Command`, which forks.
-fn spawn_shell_with_fork(cfg: &ExecConfig, script: &str, cwd: &Path, env: &[(String, String)]) -> Result<Shell> {
-    let spawn_error = |source| AgentError::Spawn { shell: cfg.shell.clone(), source };
-    let mut cmd = tokio::process::Command::new(&cfg.shell);
-    cmd.arg("-c")
-        .arg(script)
-        .current_dir(cwd)
-        .env_clear()
-        .envs(cfg.base_env.iter().map(|(k, v)| (k, v)))
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        // Its own process group, so a timeout or kill reaches grandchildren too.
-        .process_group(0)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(false);
-    // Always a pipe, closed at once when there is nothing to send: the command reads
-    // end-of-file just as from /dev/null, which a bare rootfs may not have.
-    cmd.stdin(Stdio::piped());
-    let run_as = cfg.run_as;
-    let cwd_c = std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(cwd.as_os_str()))
-        .map_err(|e| spawn_error(std::io::Error::new(std::io::ErrorKind::InvalidInput, e)))?;
-    // SAFETY: in the forked child, before exec; system calls only.
-    unsafe {
-        cmd.pre_exec(move || {
-            crate::spawn::default_all_signals();
-            // While still root: once the user, /proc/self is no longer its to write.
-            crate::spawn::raise_oom_score();
-            if let Some((uid, gid)) = run_as {
-                crate::spawn::become_user(uid, gid)?;
-                // The standard library entered `cwd` as root; the user must be able to.
-                if nix::libc::chdir(cwd_c.as_ptr()) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            }
-            Ok(())
-        });
-    }
-    let mut child = cmd.spawn().map_err(spawn_error)?;
-    let stdin = child.stdin.take().map(|p| p.into_owned_fd().and_then(pipe::Sender::from_owned_fd)).transpose();
-    let stdout = child.stdout.take().map(|p| p.into_owned_fd().and_then(pipe::Receiver::from_owned_fd)).transpose();
-    let stderr = child.stderr.take().map(|p| p.into_owned_fd().and_then(pipe::Receiver::from_owned_fd)).transpose();
-    Ok(Shell {
-        child: Process::Tokio(child),
-        stdin: stdin.map_err(spawn_error)?,
-        stdout: stdout.map_err(spawn_error)?,
-        stderr: stderr.map_err(spawn_error)?,
-    })
-}
-
-fn grow_pipe(fd: BorrowedFd<'_>) {
-    // Best effort: the kernel caps it at /proc/sys/fs/pipe-max-size for unprivileged users.
-    let _ = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETPIPE_SZ(PIPE_SIZE));
 }
 
 /// Where one pipe's reads land. Each chunk is split off the arena as `Bytes`, so the

@@ -8,7 +8,8 @@ use std::time::Duration;
 use sandstream_proto::v1::{CommandOutput, EventKind, ExitStatus, OutputChannel, OutputEncoding};
 use tokio_stream::Stream;
 
-use crate::command::{Command, ExitInfo, Termination};
+use crate::command::Command;
+use crate::exit::{ExitInfo, Termination};
 use crate::output_log::{Channel, Next, Totals};
 use sandstream_proto::utf8::Utf8Carry;
 

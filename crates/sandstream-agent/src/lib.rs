@@ -9,12 +9,15 @@ mod conns;
 mod deadline;
 mod error;
 mod events;
+mod exit;
 pub mod init;
 mod output_log;
 mod registry;
 mod server;
 mod service;
+mod shell;
 mod spawn;
+mod spec;
 mod standby;
 
 pub use config::{AgentArgs, AgentConfig};
@@ -22,8 +25,9 @@ pub use error::{AgentError, Result};
 pub use server::{bind, run, serve};
 
 /// Entry point shared by `sandstream-agent` and `sandstream agent`: validates the
-/// config before anything is bound, takes PID 1 duty if needed, logs to stderr, serves.
-pub fn main(args: AgentArgs) -> std::process::ExitCode {
+/// config before anything is bound, takes PID 1 duty if needed, has the binary set up
+/// its logging (`init_logging`, to stderr; a library sets no subscriber), serves.
+pub fn main(args: AgentArgs, init_logging: impl FnOnce()) -> std::process::ExitCode {
     use std::process::ExitCode;
     let cfg = match args.into_config() {
         Ok(cfg) => cfg,
@@ -37,16 +41,7 @@ pub fn main(args: AgentArgs) -> std::process::ExitCode {
         return ExitCode::FAILURE;
     }
     server::raise_fd_limit();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        // A closed stderr must not panic the thread that logs (say, mid-create).
-        .log_internal_errors(false)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("SANDSTREAM_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+    init_logging();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(cfg.worker_threads)
         .max_blocking_threads(4)

@@ -20,7 +20,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::watch;
 
-use crate::command::ExitInfo;
+use crate::exit::ExitInfo;
 
 const HEADER: usize = 5;
 const CHECKPOINT_EVERY: u64 = 1 << 20;
@@ -382,7 +382,7 @@ impl Cursor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::command::Termination;
+    use crate::exit::Termination;
 
     fn exit() -> ExitInfo {
         ExitInfo {

@@ -10,7 +10,8 @@ use nix::sys::signal::Signal;
 use tokio::sync::broadcast;
 use tracing::Instrument;
 
-use crate::command::{Command, CommandSpec};
+use crate::command::Command;
+use crate::spec::CommandSpec;
 use crate::config::ExecConfig;
 use crate::error::{AgentError, Result};
 use crate::standby::StandbyShell;

@@ -15,7 +15,9 @@ use tokio::sync::{broadcast, watch};
 use tonic::{Request, Response, Status};
 
 use crate::auth::Auth;
-use crate::command::{Command, CommandSpec, ExitInfo};
+use crate::command::Command;
+use crate::exit::ExitInfo;
+use crate::spec::CommandSpec;
 use crate::conns::ConnHandle;
 use crate::error::AgentError;
 use crate::events::{self, OutputStream};

@@ -35,7 +35,8 @@ use nix::errno::Errno;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 
-use crate::command::{CommandSpec, Shell, spawn_shell};
+use crate::shell::{Shell, spawn_shell};
+use crate::spec::CommandSpec;
 use crate::config::ExecConfig;
 use crate::error::{AgentError, Result};
 

@@ -10,6 +10,8 @@ mod control;
 mod link;
 mod record;
 mod runner;
+mod start;
 
 pub use config::{Backend, RunnerConfig, default_advertise_host};
-pub use runner::{Runner, RunnerError, RunnerHandle, start};
+pub use runner::{Runner, RunnerError};
+pub use start::{RunnerHandle, start};

@@ -6,21 +6,26 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// Logs to stderr, filtered by `SANDSTREAM_LOG` (`default_filter` when unset).
+fn init_logging(default_filter: &str) {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        // A closed stderr must not panic the thread that logs (say, mid-create).
+        .log_internal_errors(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SANDSTREAM_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
+        )
+        .init();
+}
+
 fn main() -> ExitCode {
     let args = cli::Cli::parse();
     match args.command {
-        cli::Command::Agent(a) => sandstream_agent::main(a),
+        cli::Command::Agent(a) => sandstream_agent::main(a, || init_logging("info")),
         command => {
-            tracing_subscriber::fmt()
-                .with_writer(std::io::stderr)
-                // A closed stderr must not panic the thread that logs (say, mid-create).
-                .log_internal_errors(false)
-                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-                .with_env_filter(
-                    tracing_subscriber::EnvFilter::try_from_env("SANDSTREAM_LOG")
-                        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,tower_http=warn")),
-                )
-                .init();
+            init_logging("info,tower_http=warn");
             let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
                 Ok(rt) => rt,
                 Err(e) => {

@@ -1,0 +1,64 @@
+//! What a client asked to run, checked before anything starts.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::error::{AgentError, Result};
+
+/// What a client asked to run, validated.
+#[derive(Debug)]
+pub(crate) struct CommandSpec {
+    pub(crate) command: String,
+    pub(crate) cwd: PathBuf,
+    pub(crate) env: Vec<(String, String)>,
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) stdin: Vec<u8>,
+    pub(crate) keep_stdin_open: bool,
+    /// The request's `output_limit_bytes`: at this much output the command is killed.
+    pub(crate) output_limit: Option<u64>,
+}
+
+impl CommandSpec {
+    /// Checks a request's fields; every error names what was wrong.
+    pub(crate) fn parse(req: sandstream_proto::v1::ExecuteRequest, default_cwd: &Path) -> Result<CommandSpec> {
+        let sandstream_proto::v1::ExecuteRequest {
+            command,
+            cwd,
+            env,
+            timeout: timeout_ms,
+            stdin,
+            keep_stdin_open,
+            output_limit_bytes,
+            encoding: _,
+        } = req;
+        if command.trim().is_empty() {
+            return Err(AgentError::InvalidArgument("command is empty".into()));
+        }
+        if command.contains('\0') {
+            return Err(AgentError::InvalidArgument("command contains a NUL byte".into()));
+        }
+        if timeout_ms < 0 {
+            return Err(AgentError::InvalidArgument(format!(
+                "timeout must be 0 (none) or a positive number of milliseconds, got {timeout_ms}"
+            )));
+        }
+        let mut env: Vec<(String, String)> = env.into_iter().collect();
+        env.sort();
+        for (k, v) in &env {
+            if k.is_empty() || k.contains('=') || k.contains('\0') || v.contains('\0') {
+                return Err(AgentError::InvalidArgument(format!(
+                    "env name {k:?} is not valid (it must be non-empty without '=' or NUL, and its value without NUL)"
+                )));
+            }
+        }
+        let cwd = if cwd.is_empty() { default_cwd.to_path_buf() } else { default_cwd.join(cwd) };
+        match std::fs::metadata(&cwd) {
+            Err(_) => return Err(AgentError::CwdMissing(cwd)),
+            Ok(m) if !m.is_dir() => return Err(AgentError::CwdNotDirectory(cwd)),
+            Ok(_) => {}
+        }
+        let timeout = (timeout_ms > 0).then(|| Duration::from_millis(timeout_ms as u64));
+        let output_limit = (output_limit_bytes > 0).then_some(output_limit_bytes);
+        Ok(CommandSpec { command, cwd, env, timeout, stdin, keep_stdin_open, output_limit })
+    }
+}
