@@ -1,10 +1,8 @@
 // The socket.io contract between the page and the server, in one place.
 //
-// This file mirrors the server: crates/sandstream-server/src/hub.rs (`join-container`,
-// `resume-execution`, `container-joined`, `error`, the `OutputEvent` struct and the
-// replayed `execution-complete`) and crates/sandstream-server/src/exec/ (the live
-// `execution-output`, `execution-phase` and `execution-complete`), as API.md documents
-// them. The server is Rust and the page TypeScript, so nothing is generated; instead
+// This file mirrors the server: crates/sandstream-server/src/hub/events.rs (`Event`,
+// every event the server sends, and their payload structs) and hub/mod.rs (the events it
+// listens to: `join-container`, `resume-execution`), as API.md documents them. The server is Rust and the page TypeScript, so nothing is generated; instead
 // test/unit/events.test.mjs reads the server's sources and fails when the event names or
 // the fields of `OutputEvent` and of the resume request drift from the lists below.
 // Types only, plus those lists: no DOM, no IO.
@@ -24,7 +22,7 @@ export interface LogChunk {
   data: string;
 }
 
-/** `execution-output` (hub.rs `OutputEvent`). */
+/** `execution-output` (hub/events.rs `OutputEvent`). */
 export interface OutputEvent extends LogChunk {
   executionId: string;
   containerId: string;

@@ -171,10 +171,39 @@ pub(crate) struct ExecutionRow {
     pub stdout_offset: u64,
     pub stderr_offset: u64,
     pub last_seq: u64,
-    pub target: String,
+    pub target: Receiver,
     pub created_at: i64,
     pub deadline: i64,
     pub finished_at: Option<i64>,
+}
+
+/// Who receives an execution's live events (besides sockets that resume it).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) enum Receiver {
+    /// Every socket that joined the sandbox.
+    Container(String),
+    /// One socket of the caller's (`socketSessionId`).
+    Socket(String),
+}
+
+impl Receiver {
+    /// As stored: `{"container": ID}` or `{"socket": SID}`.
+    fn to_stored(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// Reads a stored receiver. Databases from before this held a socket.io room name:
+    /// `container-ID`, or a socket id.
+    fn from_stored(text: String) -> Receiver {
+        if let Ok(r) = serde_json::from_str(&text) {
+            return r;
+        }
+        match text.strip_prefix("container-") {
+            Some(id) => Receiver::Container(id.to_string()),
+            None => Receiver::Socket(text),
+        }
+    }
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -243,7 +272,7 @@ fn exec_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ExecutionRow> {
         stdout_offset: r.get::<_, i64>(10)? as u64,
         stderr_offset: r.get::<_, i64>(11)? as u64,
         last_seq: r.get::<_, i64>(12)? as u64,
-        target: r.get(13)?,
+        target: Receiver::from_stored(r.get(13)?),
         created_at: r.get(14)?,
         deadline: r.get(15)?,
         finished_at: r.get(16)?,
@@ -657,7 +686,7 @@ impl Store {
                 e.stdout_offset as i64,
                 e.stderr_offset as i64,
                 e.last_seq as i64,
-                e.target,
+                e.target.to_stored(),
                 e.created_at,
                 e.deadline,
                 e.finished_at
@@ -793,7 +822,7 @@ mod tests {
             stdout_offset: 0,
             stderr_offset: 0,
             last_seq: 0,
-            target: "container-sb-1".into(),
+            target: Receiver::Container("sb-1".into()),
             created_at: 1,
             deadline: 2,
             finished_at: None,
@@ -981,4 +1010,15 @@ mod tests {
             std::thread::sleep(Duration::from_millis(100));
         }
     }
+
+    #[test]
+    fn a_receiver_is_stored_as_data_and_old_room_names_still_read() {
+        for r in [Receiver::Container("sb-1".into()), Receiver::Socket("AbC-12_x".into())] {
+            assert_eq!(Receiver::from_stored(r.to_stored()), r);
+        }
+        assert_eq!(Receiver::Container("sb-1".into()).to_stored(), r#"{"container":"sb-1"}"#);
+        assert_eq!(Receiver::from_stored("container-sb-9".into()), Receiver::Container("sb-9".into()));
+        assert_eq!(Receiver::from_stored("AbC-12_x".into()), Receiver::Socket("AbC-12_x".into()));
+    }
+
 }

@@ -14,7 +14,7 @@ use crate::api::sandboxes::{CreateBody, DEFAULT_TIMEOUT_MS, create_sandbox, owne
 use crate::error::{AppError, AppJson, AppResult};
 use crate::exec::{LANGUAGES, Plan};
 use crate::server::AppState;
-use crate::store::{ExecutionRow, Principal};
+use crate::store::{ExecutionRow, Principal, Receiver};
 use crate::time::{now_ms, rfc3339};
 
 /// Most `files` one exec request may carry: each is written into the sandbox by a
@@ -98,8 +98,8 @@ pub(crate) async fn exec(
     if !(1..=24 * 3600 * 1000).contains(&timeout) {
         return Err(AppError::BadRequest(format!("timeout must be between 1 and 86400000 ms, got {timeout}")));
     }
-    // A socket named as the receiver must be a connected socket of the caller's own.
-    // The name is also a room name, so anything else (another tenant's socket, or
+    // A socket named as the receiver must be a connected socket of the caller's own:
+    // anything else (another tenant's socket, or once a room name,
     // `container-<another tenant's sandbox>`) would deliver this output to others.
     if let Some(sid) = &body.socket_session_id {
         let own = socketioxide::socket::Sid::from_str(sid)
@@ -137,7 +137,10 @@ pub(crate) async fn exec(
         stdout_offset: 0,
         stderr_offset: 0,
         last_seq: 0,
-        target: body.socket_session_id.clone().unwrap_or_else(|| format!("container-{}", sandbox.id)),
+        target: match &body.socket_session_id {
+            Some(sid) => Receiver::Socket(sid.clone()),
+            None => Receiver::Container(sandbox.id.clone()),
+        },
         created_at: now,
         deadline: now + timeout as i64,
         finished_at: None,

@@ -16,8 +16,6 @@ use sandstream_proto::v1::exec_service_client::ExecServiceClient;
 #[cfg(test)]
 use sandstream_proto::v1::{CommandOutput, EventKind, OutputChannel};
 use sandstream_proto::v1::{ExecuteRequest, ExitStatus, OutputEncoding, SignalRequest};
-use serde::Serialize;
-use serde_json::json;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
@@ -25,8 +23,9 @@ mod follow;
 mod limit;
 mod plan;
 
+use crate::hub::{CompleteEvent, Event, OutputEvent, PhaseEvent};
 use crate::server::AppState;
-use crate::store::{Chunk, ExecutionRow, SandboxRow};
+use crate::store::{Chunk, ExecutionRow, Receiver, SandboxRow};
 use crate::time::{now_ms, rfc3339};
 use follow::follow;
 #[cfg(test)]
@@ -171,10 +170,9 @@ struct Emitter {
     state: Arc<AppState>,
     exec_id: String,
     container_id: String,
-    /// `container-<id>` or the socket named by `socketSessionId`.
-    target: String,
-    /// Sockets that resumed this execution.
-    room: String,
+    /// The sandbox's sockets, or the one socket named by `socketSessionId`; sockets
+    /// that resumed the execution get its events too.
+    receiver: Receiver,
     seq: u64,
     carry: [Utf8Carry; 2],
     /// Bytes received per channel of the current phase's command.
@@ -205,8 +203,7 @@ impl Emitter {
             state,
             exec_id: ex.id.clone(),
             container_id: ex.sandbox_id.clone(),
-            target: ex.target.clone(),
-            room: format!("execution-{}", ex.id),
+            receiver: ex.target.clone(),
             seq: ex.last_seq,
             carry: [Utf8Carry::default(), Utf8Carry::default()],
             offsets: [ex.stdout_offset, ex.stderr_offset],
@@ -289,29 +286,22 @@ impl Emitter {
                 }
             }
         };
-        let event = crate::hub::OutputEvent::new(&self.exec_id, &self.container_id, &chunk);
-        self.emit("execution-output", &event, LIVE_PATIENCE).await;
+        let event = Event::Output(OutputEvent::new(&self.exec_id, &self.container_id, &chunk));
+        self.emit(&event, LIVE_PATIENCE).await;
     }
 
     async fn phase(&self, phase: &str) {
-        let payload = json!({
-            "executionId": self.exec_id, "containerId": self.container_id,
-            "phase": phase, "timestamp": rfc3339(now_ms()),
-        });
-        self.emit("execution-phase", &payload, LIVE_PATIENCE).await;
+        let event = PhaseEvent {
+            execution_id: &self.exec_id,
+            container_id: &self.container_id,
+            phase,
+            timestamp: rfc3339(now_ms()),
+        };
+        self.emit(&Event::Phase(event), LIVE_PATIENCE).await;
     }
 
-    /// Sends an event once to every socket of the target room or the execution's room.
-    /// A socket whose send buffer is full gets up to `patience` to make room; past that
-    /// the event is dropped for it alone (its client sees the seq gap, or a `lastSeq` it
-    /// lacks on `execution-complete`, and resumes). So a stuck client cannot hold up the
-    /// others for long, and costs the server at most its bounded buffer.
-    async fn emit<T: Serialize + ?Sized>(&self, event: &str, payload: &T, patience: Duration) {
-        let mut sockets = self.state.io.to(self.target.clone()).sockets();
-        sockets.extend(self.state.io.to(self.room.clone()).except(self.target.clone()).sockets());
-        for s in sockets {
-            crate::hub::emit_paced(&s, event, payload, patience).await;
-        }
+    async fn emit(&self, event: &Event<'_>, patience: Duration) {
+        crate::hub::send(&self.state.io, &self.receiver, &self.exec_id, event, patience).await;
     }
 
     fn new_command(&mut self) {
@@ -335,22 +325,8 @@ pub(crate) async fn drive(state: Arc<AppState>, ex: ExecutionRow) {
         tracing::error!(execution_id = %exec_id, error = %e, "could not store the result");
     }
     tracing::info!(execution_id = %exec_id, status = fin.status, exit_code = fin.exit_code, "execution finished");
-    let mut payload = complete_payload(&ex, fin.status, fin.exit_code, fin.error.as_deref(), now);
-    payload["lastSeq"] = em.seq.into();
-    em.emit("execution-complete", &payload, Duration::from_secs(10)).await;
-}
-
-pub(crate) fn complete_payload(
-    ex: &ExecutionRow,
-    status: &str,
-    exit_code: i32,
-    error: Option<&str>,
-    finished_at: i64,
-) -> serde_json::Value {
-    json!({
-        "executionId": ex.id, "containerId": ex.sandbox_id, "exitCode": exit_code, "status": status,
-        "timestamp": rfc3339(finished_at), "durationMs": finished_at - ex.created_at, "error": error,
-    })
+    let event = CompleteEvent::new(&ex, fin.status, fin.exit_code, fin.error.as_deref(), now, em.seq);
+    em.emit(&Event::Complete(event), Duration::from_secs(10)).await;
 }
 
 async fn drive_inner(state: &Arc<AppState>, ex: &ExecutionRow, plan: &Plan, em: &mut Emitter) -> Final {

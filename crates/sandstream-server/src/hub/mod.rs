@@ -1,44 +1,32 @@
 //! socket.io: design note 000's events (`join-container` → `container-joined`,
 //! `execution-output`, `execution-complete`) plus `execution-phase` and
 //! `resume-execution` for clients that joined late or reconnected. **A socket
-//! authenticates on connect and only ever joins rooms of its own tenant.**
+//! authenticates on connect and only ever joins rooms of its own tenant.** This module
+//! owns every event sent (`events.rs`) and every room name (`rooms.rs`); the exec
+//! engine sends through [`send`].
 
 use std::sync::{Arc, Weak};
 
-use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde::Deserialize;
+use serde_json::Value;
 use socketioxide::SocketIo;
 use socketioxide::extract::{Data, SocketRef, TryData};
 use socketioxide::handler::ConnectHandler;
 
+mod events;
+pub(crate) mod rooms;
+
+pub(crate) use events::{CompleteEvent, Event, OutputEvent, PhaseEvent};
+use events::{ContainerJoined, ErrorEvent, emit};
+
 use crate::auth::{Credential, admit, credential};
 use crate::server::AppState;
-use crate::store::{Chunk, Principal};
+use crate::store::{Principal, Receiver};
 
 /// Chunks replayed per database read (a page is held in memory while it is sent).
 const REPLAY_PAGE: usize = 256;
 /// How long a replay waits for a socket's send buffer to make room before giving up.
 const REPLAY_STALL: std::time::Duration = std::time::Duration::from_secs(30);
-
-/// An `execution-output` event (API.md), borrowed from the stored chunk: serialized
-/// straight into the socket.io packet, with no intermediate JSON value.
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub(crate) struct OutputEvent<'a> {
-    execution_id: &'a str,
-    container_id: &'a str,
-    #[serde(rename = "type")]
-    kind: &'a str,
-    data: &'a str,
-    seq: u64,
-    phase: &'a str,
-}
-
-impl<'a> OutputEvent<'a> {
-    pub(crate) fn new(execution_id: &'a str, container_id: &'a str, c: &'a Chunk) -> OutputEvent<'a> {
-        OutputEvent { execution_id, container_id, kind: &c.kind, data: &c.data, seq: c.seq, phase: &c.phase }
-    }
-}
 
 #[derive(Debug, Deserialize)]
 struct HandshakeAuth {
@@ -54,7 +42,7 @@ struct Resume {
 }
 
 fn refuse(s: &SocketRef, code: &str, message: String) {
-    let _ = s.emit("error", &json!({"code": code, "message": message}));
+    let _ = emit(s, &Event::Error(ErrorEvent { code, message: &message }));
 }
 
 /// Registers the namespace handlers. The state is held weakly: it owns the `SocketIo`.
@@ -80,7 +68,7 @@ pub(crate) fn setup(io: &SocketIo, state: Weak<AppState>) {
         let state = state.clone();
         async move {
             // socket.io clients address a socket by its id: make it a room.
-            s.join(s.id.to_string());
+            s.join(rooms::socket(s.id));
             let st = state.clone();
             s.on("join-container", move |s: SocketRef, Data(v): Data<Value>| {
                 let st = st.clone();
@@ -134,8 +122,8 @@ fn join(state: &AppState, s: &SocketRef, v: Value) {
     let Some(p) = principal(s) else { return };
     match state.store.sandbox(&id) {
         Ok(Some(sb)) if sb.tenant == p.tenant() => {
-            s.join(format!("container-{id}"));
-            let _ = s.emit("container-joined", &json!({"containerId": id}));
+            s.join(rooms::container(&id));
+            let _ = emit(s, &Event::ContainerJoined(ContainerJoined { container_id: &id }));
         }
         Ok(_) => refuse(s, "not_found", format!("container {id:?} not found")),
         Err(e) => refuse(s, "internal", e.public_message()),
@@ -155,7 +143,7 @@ async fn resume(state: &Arc<AppState>, s: &SocketRef, v: Value) {
     };
     // Join first, replay second: a chunk stored meanwhile arrives twice (the client
     // drops it by seq), never zero times.
-    s.join(format!("execution-{}", ex.id));
+    s.join(rooms::execution(&ex.id));
     let mut after = req.after_seq;
     loop {
         let chunks = match state.store.chunks(&ex.id, after, REPLAY_PAGE) {
@@ -165,8 +153,8 @@ async fn resume(state: &Arc<AppState>, s: &SocketRef, v: Value) {
         let Some(last) = chunks.last() else { break };
         after = last.seq;
         for c in &chunks {
-            let event = OutputEvent::new(&ex.id, &ex.sandbox_id, c);
-            if !emit_paced(s, "execution-output", &event, REPLAY_STALL).await {
+            let event = Event::Output(OutputEvent::new(&ex.id, &ex.sandbox_id, c));
+            if !emit_paced(s, &event, REPLAY_STALL).await {
                 return;
             }
         }
@@ -178,31 +166,19 @@ async fn resume(state: &Arc<AppState>, s: &SocketRef, v: Value) {
         && done.status != "running"
     {
         let fin = done.finished_at.unwrap_or(done.created_at);
-        let payload = crate::exec::complete_payload(
-            &done,
-            &done.status,
-            done.exit_code.unwrap_or(-1),
-            done.error.as_deref(),
-            fin,
-        );
-        let mut payload = payload;
-        payload["lastSeq"] = done.last_seq.into();
-        emit_paced(s, "execution-complete", &payload, REPLAY_STALL).await;
+        let code = done.exit_code.unwrap_or(-1);
+        let event = CompleteEvent::new(&done, &done.status, code, done.error.as_deref(), fin, done.last_seq);
+        emit_paced(s, &Event::Complete(event), REPLAY_STALL).await;
     }
 }
 
 /// Emits to one socket, waiting while its send buffer is full; false when the socket
 /// closed or stayed full for `patience`.
-pub(crate) async fn emit_paced<T: Serialize + ?Sized>(
-    s: &SocketRef,
-    event: &str,
-    payload: &T,
-    patience: std::time::Duration,
-) -> bool {
+async fn emit_paced(s: &SocketRef, event: &Event<'_>, patience: std::time::Duration) -> bool {
     use socketioxide::{SendError, SocketError};
     let started = tokio::time::Instant::now();
     loop {
-        match s.emit(event, payload) {
+        match emit(s, event) {
             Ok(()) => return true,
             Err(SendError::Socket(SocketError::InternalChannelFull)) if started.elapsed() < patience => {
                 tokio::time::sleep(std::time::Duration::from_millis(5)).await;
@@ -212,5 +188,25 @@ pub(crate) async fn emit_paced<T: Serialize + ?Sized>(
                 return false;
             }
         }
+    }
+}
+
+/// Sends `event` once to every socket of an execution: its receiver's room and the
+/// sockets that resumed it. A socket whose send buffer is full gets up to `patience` to
+/// make room; past that the event is dropped for it alone (its client sees the seq gap,
+/// or a `lastSeq` it lacks on `execution-complete`, and resumes). So a stuck client
+/// cannot hold up the others for long, and costs the server at most its bounded buffer.
+pub(crate) async fn send(
+    io: &SocketIo,
+    receiver: &Receiver,
+    execution_id: &str,
+    event: &Event<'_>,
+    patience: std::time::Duration,
+) {
+    let target = rooms::of(receiver);
+    let mut sockets = io.to(target.clone()).sockets();
+    sockets.extend(io.to(rooms::execution(execution_id)).except(target).sockets());
+    for s in sockets {
+        emit_paced(&s, event, patience).await;
     }
 }
