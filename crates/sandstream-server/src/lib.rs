@@ -21,4 +21,4 @@ mod time;
 
 pub use config::ServerConfig;
 pub use limits::Limits;
-pub use server::{Server, app_for_tests};
+pub use server::Server;

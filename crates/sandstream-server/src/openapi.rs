@@ -4,6 +4,8 @@
 
 use serde_json::{Map, Value, json};
 
+use crate::api::Access;
+
 pub(crate) fn document() -> Value {
     let mut paths = Map::new();
     for route in crate::api::routes() {
@@ -13,16 +15,16 @@ pub(crate) fn document() -> Value {
             .filter_map(|seg| seg.strip_prefix('{')?.strip_suffix('}').map(String::from))
             .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
             .collect();
-        let security = match route.auth {
-            "none" => json!([]),
-            "runner" => json!([{"runnerSecret": []}]),
-            _ => json!([{"bearer": []}, {"apiKeyHeader": []}, {"session": []}]),
+        let security = match route.access {
+            Access::Public => json!([]),
+            Access::Runner => json!([{"runnerSecret": []}]),
+            Access::Key | Access::Admin => json!([{"bearer": []}, {"apiKeyHeader": []}, {"session": []}]),
         };
         let op = json!({
             "summary": route.summary,
             "parameters": params,
             "security": security,
-            "x-sandstream-auth": route.auth,
+            "x-sandstream-auth": route.access.as_str(),
             "responses": {
                 "default": {"description": "see API.md; errors are {status: \"error\", code, message}"}
             }

@@ -99,71 +99,24 @@ fn secret_file(path: &Path, make: impl FnOnce() -> String) -> anyhow::Result<(St
     Ok((value, true))
 }
 
+/// What [`Server::bind`] makes before it binds: the state, the router over it, and the
+/// admin key when one was just created.
+struct Built {
+    state: Arc<AppState>,
+    router: axum::Router,
+    created_admin_key: Option<String>,
+}
+
 impl Server {
     /// Opens the state, makes sure an admin key and the runner secret exist, and binds
     /// the port. `wait_for_runner` keeps `/healthz` at 503 until a runner registers.
     pub async fn bind(cfg: ServerConfig, wait_for_runner: bool) -> anyhow::Result<Server> {
-        make_private_dir(&cfg.data_dir)?;
-        let store = Store::open(&cfg.data_dir.join("sandstream.db")).context("open the database")?;
-        let mut created_admin_key = None;
-        match &cfg.api_key {
-            Some(key) => {
-                if store.key_by_hash(&hash(key)).map_err(|e| anyhow::anyhow!("{e}"))?.is_none() {
-                    store
-                        .insert_key(
-                            &format!("key_{}", random_hex(8)),
-                            "admin (SANDSTREAM_API_KEY)",
-                            &hash(key),
-                            true,
-                            now_ms(),
-                        )
-                        .map_err(|e| anyhow::anyhow!("{e}"))?;
-                }
-            }
-            None => {
-                let path = cfg.data_dir.join("admin-key");
-                let exists = store.admin_key_exists().map_err(|e| anyhow::anyhow!("{e}"))?;
-                if !exists {
-                    let key = new_key();
-                    let _ = std::fs::remove_file(&path);
-                    secret_file(&path, || key.clone())?;
-                    store
-                        .insert_key(&format!("key_{}", random_hex(8)), "admin", &hash(&key), true, now_ms())
-                        .map_err(|e| anyhow::anyhow!("{e}"))?;
-                    created_admin_key = Some(key);
-                }
-            }
-        }
-        let runner_secret = match &cfg.runner_secret {
-            Some(s) => s.clone(),
-            None => secret_file(&cfg.data_dir.join("runner-secret"), || random_hex(24))?.0,
-        };
-        let listener =
-            tokio::net::TcpListener::bind(cfg.listen).await.with_context(|| format!("bind {}", cfg.listen))?;
-        let (io_layer, io) = SocketIo::builder()
-            .max_payload(16 << 20)
-            // Packets queued per socket; a live burst past this is dropped for that socket
-            // only (its client sees a seq gap and resumes), replays wait for room.
-            .max_buffer_size(1024)
-            .build_layer();
-        let registry = Registry::new(runner_secret.clone(), cfg.heartbeat_timeout);
-        let throttle = Throttle::new(cfg.limits.clone());
-        let state = Arc::new(AppState {
-            throttle,
-            cfg,
-            store,
-            io: io.clone(),
-            registry,
-            exec: Engine::default(),
-            runner_secret,
-            unknown_since: Mutex::new(HashMap::new()),
-            wait_for_runner: AtomicBool::new(wait_for_runner),
-        });
-        crate::hub::setup(&io, Arc::downgrade(&state));
-        let router =
-            crate::api::router(state.clone()).layer(io_layer).layer(tower_http::trace::TraceLayer::new_for_http());
+        let listen = cfg.listen;
+        let Built { state, router, created_admin_key } = build(cfg, wait_for_runner)?;
+        let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("bind {listen}"))?;
         Ok(Server { state, listener, router, created_admin_key })
     }
+
 
     pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
         self.listener.local_addr()
@@ -213,9 +166,102 @@ impl Server {
     }
 }
 
-/// The router over a fresh state in `data_dir`, for tests that call it without a socket.
-pub async fn app_for_tests(data_dir: &Path, api_key: &str) -> anyhow::Result<axum::Router> {
+/// The state and router of a server, without a port: [`Server::bind`] binds one, and
+/// tests call the router directly (`tower::ServiceExt::oneshot`).
+fn build(cfg: ServerConfig, wait_for_runner: bool) -> anyhow::Result<Built> {
+    make_private_dir(&cfg.data_dir)?;
+    let store = Store::open(&cfg.data_dir.join("sandstream.db")).context("open the database")?;
+    let mut created_admin_key = None;
+    match &cfg.api_key {
+        Some(key) => {
+            if store.key_by_hash(&hash(key)).map_err(|e| anyhow::anyhow!("{e}"))?.is_none() {
+                store
+                    .insert_key(
+                        &format!("key_{}", random_hex(8)),
+                        "admin (SANDSTREAM_API_KEY)",
+                        &hash(key),
+                        true,
+                        now_ms(),
+                    )
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+            }
+        }
+        None => {
+            let path = cfg.data_dir.join("admin-key");
+            let exists = store.admin_key_exists().map_err(|e| anyhow::anyhow!("{e}"))?;
+            if !exists {
+                let key = new_key();
+                let _ = std::fs::remove_file(&path);
+                secret_file(&path, || key.clone())?;
+                store
+                    .insert_key(&format!("key_{}", random_hex(8)), "admin", &hash(&key), true, now_ms())
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                created_admin_key = Some(key);
+            }
+        }
+    }
+    let runner_secret = match &cfg.runner_secret {
+        Some(s) => s.clone(),
+        None => secret_file(&cfg.data_dir.join("runner-secret"), || random_hex(24))?.0,
+    };
+    let (io_layer, io) = SocketIo::builder()
+        .max_payload(16 << 20)
+        // Packets queued per socket; a live burst past this is dropped for that socket
+        // only (its client sees a seq gap and resumes), replays wait for room.
+        .max_buffer_size(1024)
+        .build_layer();
+    let registry = Registry::new(runner_secret.clone(), cfg.heartbeat_timeout);
+    let throttle = Throttle::new(cfg.limits.clone());
+    let state = Arc::new(AppState {
+        throttle,
+        cfg,
+        store,
+        io: io.clone(),
+        registry,
+        exec: Engine::default(),
+        runner_secret,
+        unknown_since: Mutex::new(HashMap::new()),
+        wait_for_runner: AtomicBool::new(wait_for_runner),
+    });
+    crate::hub::setup(&io, Arc::downgrade(&state));
+    let router =
+        crate::api::router(state.clone()).layer(io_layer).layer(tower_http::trace::TraceLayer::new_for_http());
+    Ok(Built { state, router, created_admin_key })
+}
+
+/// The router over a fresh state in `data_dir` with `api_key` as its admin key, bound to
+/// no port: tests call it with `tower::ServiceExt::oneshot`.
+#[cfg(test)]
+pub(crate) fn app_for_tests(data_dir: &Path, api_key: &str) -> anyhow::Result<axum::Router> {
     let mut cfg = ServerConfig::new(([127, 0, 0, 1], 0).into(), data_dir.to_path_buf());
     cfg.api_key = Some(api_key.to_string());
-    Ok(Server::bind(cfg, false).await?.router)
+    Ok(build(cfg, false)?.router)
+}
+
+/// One request to `app` (`method` on `path`, with `bearer` as the key when given and a
+/// JSON `body`): the status and the JSON answer (`Null` when it is not JSON).
+#[cfg(test)]
+pub(crate) async fn call_for_tests(
+    app: &axum::Router,
+    method: &str,
+    path: &str,
+    bearer: Option<&str>,
+    body: Option<serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    use tower::ServiceExt;
+    let mut req = axum::http::Request::builder().method(method).uri(path);
+    if let Some(key) = bearer {
+        req = req.header("authorization", format!("Bearer {key}"));
+    }
+    let body = match body {
+        Some(b) => {
+            req = req.header("content-type", "application/json");
+            axum::body::Body::from(b.to_string())
+        }
+        None => axum::body::Body::empty(),
+    };
+    let resp = app.clone().oneshot(req.body(body).expect("request")).await.expect("infallible");
+    let status = resp.status().as_u16();
+    let bytes = axum::body::to_bytes(resp.into_body(), 16 << 20).await.expect("body");
+    (status, serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null))
 }

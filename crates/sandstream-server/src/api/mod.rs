@@ -16,71 +16,96 @@ use axum::routing::{MethodRouter, delete, get, post};
 
 use crate::server::AppState;
 
+/// Who may call a route. The handler's extractor enforces it (`Principal`, `Admin`,
+/// `RunnerAuth`); this says it in the OpenAPI document, and a test checks that each
+/// route refuses a call without credentials exactly when this says it should.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Access {
+    /// Any live API key (or a web session of one).
+    Key,
+    /// An admin key.
+    Admin,
+    /// A runner, with the runner secret.
+    Runner,
+    /// Anyone.
+    Public,
+}
+
+impl Access {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Access::Key => "key",
+            Access::Admin => "admin",
+            Access::Runner => "runner",
+            Access::Public => "none",
+        }
+    }
+}
+
 /// One method on one path.
 pub(crate) struct Route {
     pub method: &'static str,
     pub path: &'static str,
     pub summary: &'static str,
-    /// Who may call it: `key`, `admin`, `runner` or `none`.
-    pub auth: &'static str,
+    pub access: Access,
     pub handler: MethodRouter<Arc<AppState>>,
 }
 
 fn r(
     method: &'static str,
     path: &'static str,
-    auth: &'static str,
+    access: Access,
     summary: &'static str,
     handler: MethodRouter<Arc<AppState>>,
 ) -> Route {
-    Route { method, path, summary, auth, handler }
+    Route { method, path, summary, access, handler }
 }
 
 pub(crate) fn routes() -> Vec<Route> {
     vec![
-        r("post", "/api/v1/sandboxes", "key", "Create a sandbox", post(sandboxes::create)),
-        r("get", "/api/v1/sandboxes", "key", "List this key's sandboxes", get(sandboxes::list)),
-        r("get", "/api/v1/sandboxes/{id}", "key", "Get a sandbox", get(sandboxes::get)),
-        r("delete", "/api/v1/sandboxes/{id}", "key", "Kill a sandbox", delete(sandboxes::kill)),
+        r("post", "/api/v1/sandboxes", Access::Key, "Create a sandbox", post(sandboxes::create)),
+        r("get", "/api/v1/sandboxes", Access::Key, "List this key's sandboxes", get(sandboxes::list)),
+        r("get", "/api/v1/sandboxes/{id}", Access::Key, "Get a sandbox", get(sandboxes::get)),
+        r("delete", "/api/v1/sandboxes/{id}", Access::Key, "Kill a sandbox", delete(sandboxes::kill)),
         r(
             "post",
             "/api/v1/sandboxes/{id}/timeout",
-            "key",
+            Access::Key,
             "Set a sandbox's timeout from now",
             post(sandboxes::set_timeout),
         ),
         r(
             "get",
             "/api/v1/sandboxes/{id}/connection",
-            "key",
+            Access::Key,
             "Where and how to reach the sandbox's agent: {host, port, token}",
             get(sandboxes::connection),
         ),
         r(
             "get",
             "/api/v1/templates",
-            "key",
+            Access::Key,
             "The templates sandboxes can be created from, and the live runners that have each",
             get(templates::list),
         ),
-        r("post", "/api/sandbox/exec", "key", "Run code with live logs over socket.io (202 at once)", post(exec::exec)),
-        r("get", "/api/v1/executions/{id}", "key", "Get an execution", get(exec::get)),
-        r("get", "/api/v1/executions/{id}/logs", "key", "An execution's stored output from a seq", get(exec::logs)),
-        r("post", "/api/v1/executions/{id}/cancel", "key", "Cancel a running execution", post(exec::cancel)),
-        r("post", "/api/v1/keys", "admin", "Create a tenant key", post(admin::create_key)),
-        r("get", "/api/v1/keys", "admin", "List keys", get(admin::list_keys)),
-        r("delete", "/api/v1/keys/{id}", "admin", "Revoke a key", delete(admin::revoke_key)),
-        r("get", "/api/v1/runners", "admin", "List runners", get(admin::list_runners)),
-        r("post", "/api/v1/runners", "runner", "Register a runner", post(admin::register_runner)),
+        r("post", "/api/sandbox/exec", Access::Key, "Run code with live logs over socket.io (202 at once)", post(exec::exec)),
+        r("get", "/api/v1/executions/{id}", Access::Key, "Get an execution", get(exec::get)),
+        r("get", "/api/v1/executions/{id}/logs", Access::Key, "An execution's stored output from a seq", get(exec::logs)),
+        r("post", "/api/v1/executions/{id}/cancel", Access::Key, "Cancel a running execution", post(exec::cancel)),
+        r("post", "/api/v1/keys", Access::Admin, "Create a tenant key", post(admin::create_key)),
+        r("get", "/api/v1/keys", Access::Admin, "List keys", get(admin::list_keys)),
+        r("delete", "/api/v1/keys/{id}", Access::Admin, "Revoke a key", delete(admin::revoke_key)),
+        r("get", "/api/v1/runners", Access::Admin, "List runners", get(admin::list_runners)),
+        r("post", "/api/v1/runners", Access::Runner, "Register a runner", post(admin::register_runner)),
         r(
             "post",
             "/api/v1/runners/{id}/heartbeat",
-            "runner",
+            Access::Runner,
             "A runner's heartbeat with its sandboxes",
             post(admin::heartbeat),
         ),
-        r("get", "/api/openapi.json", "none", "This document", get(web::openapi)),
-        r("get", "/healthz", "none", "200 once the server (and under `up`, its runner) is ready", get(web::healthz)),
+        r("get", "/api/openapi.json", Access::Public, "This document", get(web::openapi)),
+        r("get", "/healthz", Access::Public, "200 once the server (and under `up`, its runner) is ready", get(web::healthz)),
     ]
 }
 
@@ -97,4 +122,44 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .method_not_allowed_fallback(web::method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(limit))
         .with_state(state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Access, routes};
+    use crate::server::{app_for_tests, call_for_tests};
+
+    const KEY: &str = "ss_routes_test_admin_key";
+
+    /// Each route's `access` is what its handler enforces: without credentials every
+    /// route but the public ones is a 401; with a tenant's key, admin routes are a 403
+    /// and runner routes a 401, while key routes get past authentication.
+    #[tokio::test]
+    async fn every_route_enforces_the_access_it_declares() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let app = app_for_tests(dir.path(), KEY).expect("app");
+        let (status, made) =
+            call_for_tests(&app, "POST", "/api/v1/keys", Some(KEY), Some(serde_json::json!({"name": "t"}))).await;
+        assert_eq!(status, 201, "{made}");
+        let tenant = made["key"].as_str().expect("key").to_string();
+        for route in routes() {
+            let path = route.path.replace("{id}", "x");
+            let method = route.method.to_uppercase();
+            let body = (method == "POST").then(|| serde_json::json!({}));
+            let what = format!("{method} {}", route.path);
+            let (anonymous, answer) = call_for_tests(&app, &method, &path, None, body.clone()).await;
+            let (as_tenant, tenant_answer) = call_for_tests(&app, &method, &path, Some(&tenant), body).await;
+            match route.access {
+                Access::Public => assert_ne!(anonymous, 401, "{what}: {answer}"),
+                _ => assert_eq!(anonymous, 401, "{what}: {answer}"),
+            }
+            match route.access {
+                Access::Admin => assert_eq!(as_tenant, 403, "{what}: {tenant_answer}"),
+                Access::Runner => assert_eq!(as_tenant, 401, "{what}: {tenant_answer}"),
+                Access::Key | Access::Public => {
+                    assert!(![401, 403].contains(&as_tenant), "{what}: {as_tenant} {tenant_answer}")
+                }
+            }
+        }
+    }
 }

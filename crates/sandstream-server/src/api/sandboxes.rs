@@ -225,19 +225,8 @@ mod tests {
     /// POST /api/v1/sandboxes with `body` to a fresh server without runners.
     async fn create(body: Value) -> (u16, Value) {
         let dir = tempfile::tempdir().expect("tempdir");
-        let app = crate::server::app_for_tests(dir.path(), KEY).await.expect("app");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let base = format!("http://{}", listener.local_addr().expect("addr"));
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        let resp = reqwest::Client::new()
-            .post(format!("{base}/api/v1/sandboxes"))
-            .bearer_auth(KEY)
-            .json(&body)
-            .send()
-            .await
-            .expect("request");
-        let status = resp.status().as_u16();
-        (status, resp.json().await.unwrap_or(Value::Null))
+        let app = crate::server::app_for_tests(dir.path(), KEY).expect("app");
+        crate::server::call_for_tests(&app, "POST", "/api/v1/sandboxes", Some(KEY), Some(body)).await
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -27,31 +27,21 @@ mod tests {
     const KEY: &str = "ss_templates_test_admin_key";
 
     struct Api {
-        base: String,
+        app: axum::Router,
         secret: String,
-        http: reqwest::Client,
         _dir: tempfile::TempDir,
     }
 
     impl Api {
         async fn start() -> Api {
             let dir = tempfile::tempdir().expect("tempdir");
-            let app = crate::server::app_for_tests(dir.path(), KEY).await.expect("app");
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-            let base = format!("http://{}", listener.local_addr().expect("addr"));
-            tokio::spawn(async move { axum::serve(listener, app).await });
+            let app = crate::server::app_for_tests(dir.path(), KEY).expect("app");
             let secret = std::fs::read_to_string(dir.path().join("runner-secret")).expect("secret").trim().to_string();
-            Api { base, secret, http: reqwest::Client::new(), _dir: dir }
+            Api { app, secret, _dir: dir }
         }
 
         async fn call(&self, method: reqwest::Method, path: &str, bearer: &str, body: Option<Value>) -> (u16, Value) {
-            let mut req = self.http.request(method, format!("{}{path}", self.base)).bearer_auth(bearer);
-            if let Some(b) = body {
-                req = req.json(&b);
-            }
-            let resp = req.send().await.expect("request");
-            let status = resp.status().as_u16();
-            (status, resp.json().await.unwrap_or(Value::Null))
+            crate::server::call_for_tests(&self.app, method.as_str(), path, Some(bearer), body).await
         }
 
         async fn register(&self, body: Value) -> String {
