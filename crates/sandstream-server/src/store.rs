@@ -23,7 +23,11 @@ use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::oneshot;
 
 use crate::error::{AppError, AppResult};
+use crate::limits::Usage;
 use crate::seal::Sealer;
+
+mod migrate;
+mod prune;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS keys (
@@ -154,6 +158,8 @@ pub(crate) struct SandboxRow {
     pub token: String,
     pub created_at: i64,
     pub expires_at: i64,
+    /// What the key's disk quota counts (MiB): its `diskMb`, or the default it got.
+    pub disk_mb: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -186,7 +192,7 @@ pub(crate) struct Chunk {
     pub data: String,
 }
 
-const SANDBOX_COLS: &str = "id, tenant, runner_id, template, cpu_millis, memory_mb, envs, metadata, state, host, port, token, created_at, expires_at";
+const SANDBOX_COLS: &str = "id, tenant, runner_id, template, cpu_millis, memory_mb, envs, metadata, state, host, port, token, created_at, expires_at, disk_mb";
 const EXEC_COLS: &str = "id, tenant, sandbox_id, language, status, phase, exit_code, error, plan, command_id, \
      stdout_offset, stderr_offset, last_seq, target, created_at, deadline, finished_at";
 /// `EXEC_COLS` of `executions e`, with a running execution's progress from `progress p`.
@@ -225,6 +231,7 @@ fn sandbox_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SandboxRow> {
         token: r.get(11)?,
         created_at: r.get(12)?,
         expires_at: r.get(13)?,
+        disk_mb: r.get(14)?,
     })
 }
 
@@ -264,8 +271,10 @@ fn runner_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunnerRow> {
 
 fn connect(path: &Path) -> rusqlite::Result<Connection> {
     let conn = Connection::open(path)?;
+    // auto_vacuum first: once in WAL mode a new database has its first page and the
+    // setting no longer applies (`migrate.rs` switches older databases).
     conn.execute_batch(&format!(
-        "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=5000; \
+        "PRAGMA auto_vacuum=INCREMENTAL; PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=5000; \
          PRAGMA journal_size_limit={WAL_SIZE_LIMIT};"
     ))?;
     conn.set_prepared_statement_cache_capacity(64);
@@ -398,7 +407,7 @@ impl Store {
         }
         let sealer = Sealer::from_key_file(&path.with_file_name("token-key"))?;
         let conn = connect(path)?;
-        conn.execute_batch(SCHEMA)?;
+        migrate::schema(&conn)?;
         seal_plain_tokens(&conn, &sealer)?;
         // Checkpoints (and their fsyncs) belong to the checkpointer thread, not to commits.
         conn.execute_batch("PRAGMA wal_autocheckpoint=0;")?;
@@ -523,16 +532,23 @@ impl Store {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
-    /// Sandboxes counted against each runner's capacity.
-    /// How many sandboxes tenant `tenant` has (running or lost) and their memory in MiB.
-    pub(crate) fn usage_of(&self, tenant: &str) -> AppResult<(u32, u64)> {
+    /// What tenant `tenant`'s sandboxes (running or lost) take.
+    pub(crate) fn usage_of(&self, tenant: &str) -> AppResult<Usage> {
         Ok(self.db().query_row(
-            "SELECT COUNT(*), COALESCE(SUM(memory_mb), 0) FROM sandboxes WHERE tenant = ?1 AND state IN ('running', 'lost')",
+            "SELECT COUNT(*), COALESCE(SUM(memory_mb), 0), COALESCE(SUM(disk_mb), 0) FROM sandboxes \
+             WHERE tenant = ?1 AND state IN ('running', 'lost')",
             [tenant],
-            |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)),
+            |r| {
+                Ok(Usage {
+                    count: r.get(0)?,
+                    memory_mb: r.get::<_, i64>(1)? as u64,
+                    disk_mb: r.get::<_, i64>(2)? as u64,
+                })
+            },
         )?)
     }
 
+    /// Sandboxes counted against runner `runner_id`'s capacity.
     pub(crate) fn live_count(&self, runner_id: &str) -> AppResult<u32> {
         Ok(self.db().query_row(
             "SELECT COUNT(*) FROM sandboxes WHERE runner_id = ?1 AND state IN ('running', 'lost')",
@@ -546,7 +562,7 @@ impl Store {
     pub(crate) fn insert_sandbox(&self, s: &SandboxRow) -> AppResult<()> {
         let token = self.sealer.seal(&s.id, &s.token).map_err(AppError::internal)?;
         self.db().execute(
-            &format!("INSERT INTO sandboxes ({SANDBOX_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"),
+            &format!("INSERT INTO sandboxes ({SANDBOX_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"),
             params![
                 s.id,
                 s.tenant,
@@ -561,7 +577,8 @@ impl Store {
                 s.port,
                 token,
                 s.created_at,
-                s.expires_at
+                s.expires_at,
+                s.disk_mb
             ],
         )?;
         Ok(())
