@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::limits::Limits;
+use crate::retention::Retention;
 
 /// Everything the server needs; parsed once by the binary.
 #[derive(Debug, Clone)]
@@ -27,6 +28,9 @@ pub struct ServerConfig {
     pub heartbeat_timeout: Duration,
     /// What one sandbox and one key may cost (`limits.rs`).
     pub limits: Limits,
+    /// How long finished executions and ended sandboxes are kept, and the database's
+    /// size budget (`retention.rs`).
+    pub retention: Retention,
 }
 
 impl ServerConfig {
@@ -41,6 +45,7 @@ impl ServerConfig {
             max_output_bytes: 16 << 20,
             heartbeat_timeout: Duration::from_secs(10),
             limits: Limits::default(),
+            retention: Retention::default(),
         }
     }
 }

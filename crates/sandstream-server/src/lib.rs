@@ -13,6 +13,7 @@ mod limits;
 mod listen;
 mod openapi;
 mod registry;
+mod retention;
 mod runner_client;
 mod seal;
 mod server;
@@ -20,5 +21,6 @@ mod store;
 mod time;
 
 pub use config::ServerConfig;
-pub use limits::Limits;
+pub use limits::{DEFAULT_DISK_MB_PER_KEY, Limits};
+pub use retention::{DEFAULT_RETENTION_DAYS, DEFAULT_RETENTION_MB, Retention};
 pub use server::Server;

@@ -1,6 +1,7 @@
 //! What one caller may cost: a slow-down for wrong keys (per source address), a request
 //! rate per key, and the configured bounds a sandbox request and a tenant's sandboxes
-//! must stay within. Each refusal is a 429 with `Retry-After` or a 400 naming the limit.
+//! (count, memory, disk) must stay within. Each refusal is a 429 with `Retry-After` or a
+//! 400 naming the limit.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -22,6 +23,11 @@ pub struct Limits {
     pub max_sandboxes_per_key: u32,
     /// Most memory one key's sandboxes have together, in MiB.
     pub max_memory_mb_per_key: u64,
+    /// Most disk (`diskMb`) one key's sandboxes have together, in MiB.
+    pub max_disk_mb_per_key: u64,
+    /// What a create without `diskMb` counts against [`Limits::max_disk_mb_per_key`]:
+    /// the runners' `--default-disk-mb` (under `up`, the local runner's).
+    pub default_disk_mb: u32,
     /// Requests per second one key may make, sustained; `burst` more at once.
     pub requests_per_sec: f64,
     pub burst: f64,
@@ -38,10 +44,47 @@ impl Default for Limits {
             max_lifetime_ms: 24 * 3600 * 1000,
             max_sandboxes_per_key: 50,
             max_memory_mb_per_key: u64::from(host_memory_mb().unwrap_or(8192)),
+            max_disk_mb_per_key: DEFAULT_DISK_MB_PER_KEY,
+            default_disk_mb: sandstream_runner_protocol::DEFAULT_DISK_MB,
             requests_per_sec: 100.0,
             burst: 400.0,
             auth_failures: 20,
         }
+    }
+}
+
+/// [`Limits::max_disk_mb_per_key`] when not configured: 500 GiB, fifty sandboxes of the
+/// default 10 GiB disk. At the default sizes a key meets its count limit (50) first; the
+/// disk quota stops it from promising itself more by asking for large disks (ten at the
+/// runners' default 50 GiB maximum). Disks are sparse, so this bounds what a key may
+/// fill, not what it uses.
+pub const DEFAULT_DISK_MB_PER_KEY: u64 = 50 * 10 * 1024;
+
+/// What a key's sandboxes take (or a create would add): how many, and their memory and
+/// disk in MiB.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Usage {
+    pub count: u32,
+    pub memory_mb: u64,
+    pub disk_mb: u64,
+}
+
+impl Usage {
+    /// One sandbox of this size.
+    pub(crate) fn one(memory_mb: u32, disk_mb: u32) -> Usage {
+        Usage { count: 1, memory_mb: u64::from(memory_mb), disk_mb: u64::from(disk_mb) }
+    }
+
+    fn add(&mut self, other: Usage) {
+        self.count = self.count.saturating_add(other.count);
+        self.memory_mb = self.memory_mb.saturating_add(other.memory_mb);
+        self.disk_mb = self.disk_mb.saturating_add(other.disk_mb);
+    }
+
+    fn sub(&mut self, other: Usage) {
+        self.count = self.count.saturating_sub(other.count);
+        self.memory_mb = self.memory_mb.saturating_sub(other.memory_mb);
+        self.disk_mb = self.disk_mb.saturating_sub(other.disk_mb);
     }
 }
 
@@ -74,25 +117,24 @@ pub(crate) struct Throttle {
     limits: Limits,
     buckets: Mutex<HashMap<String, Bucket>>,
     failures: Mutex<HashMap<IpAddr, Failures>>,
-    /// Each tenant's creates under way (count, MiB), counted with its stored sandboxes.
-    creating: Mutex<HashMap<String, (u32, u64)>>,
+    /// Each tenant's creates under way, counted with its stored sandboxes.
+    creating: Mutex<HashMap<String, Usage>>,
 }
 
 /// A tenant's create under way, counted against its quota until dropped (after the
 /// sandbox is stored, or the create failed).
 pub(crate) struct TenantSlot<'a> {
     tenant: String,
-    memory_mb: u64,
-    creating: &'a Mutex<HashMap<String, (u32, u64)>>,
+    ask: Usage,
+    creating: &'a Mutex<HashMap<String, Usage>>,
 }
 
 impl Drop for TenantSlot<'_> {
     fn drop(&mut self) {
         let mut creating = self.creating.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((n, mb)) = creating.get_mut(&self.tenant) {
-            *n = n.saturating_sub(1);
-            *mb = mb.saturating_sub(self.memory_mb);
-            if *n == 0 {
+        if let Some(pending) = creating.get_mut(&self.tenant) {
+            pending.sub(self.ask);
+            if pending.count == 0 {
                 creating.remove(&self.tenant);
             }
         }
@@ -197,43 +239,66 @@ impl Throttle {
         Ok(())
     }
 
-    /// Holds room in `tenant`'s quota for one more sandbox of `more_mb`, or refuses.
-    /// `stored` reads what its stored sandboxes use (count, MiB); it is called under the
+    /// Holds room in `tenant`'s quota for one more sandbox of `memory_mb` and `disk_mb`,
+    /// or refuses. `stored` reads what its stored sandboxes use; it is called under the
     /// lock that counts creates under way, so concurrent creates cannot pass together.
     pub(crate) fn reserve_tenant<E: From<AppError>>(
         &self,
         tenant: &str,
-        more_mb: u32,
-        stored: impl FnOnce() -> Result<(u32, u64), E>,
+        memory_mb: u32,
+        disk_mb: u32,
+        stored: impl FnOnce() -> Result<Usage, E>,
     ) -> Result<TenantSlot<'_>, E> {
+        let ask = Usage::one(memory_mb, disk_mb);
+        self.check_fits(ask)?;
         let mut creating = self.creating.lock().unwrap_or_else(|p| p.into_inner());
-        let (count, mb) = stored()?;
-        let (n, pending_mb) = creating.get(tenant).copied().unwrap_or((0, 0));
-        self.check_tenant(count + n, mb + pending_mb, more_mb)?;
-        let e = creating.entry(tenant.to_string()).or_insert((0, 0));
-        e.0 += 1;
-        e.1 += u64::from(more_mb);
-        Ok(TenantSlot { tenant: tenant.to_string(), memory_mb: u64::from(more_mb), creating: &self.creating })
+        let mut used = stored()?;
+        used.add(creating.get(tenant).copied().unwrap_or_default());
+        self.check_tenant(used, ask)?;
+        creating.entry(tenant.to_string()).or_default().add(ask);
+        Ok(TenantSlot { tenant: tenant.to_string(), ask, creating: &self.creating })
     }
 
-    /// Whether a key that has `count` sandboxes using `memory_mb` together may add one
-    /// of `more_mb`.
-    pub(crate) fn check_tenant(&self, count: u32, memory_mb: u64, more_mb: u32) -> Result<(), AppError> {
+    /// A sandbox bigger than a key's whole quota never fits: a 400, not a 429 to retry.
+    fn check_fits(&self, ask: Usage) -> Result<(), AppError> {
         let l = &self.limits;
+        if ask.memory_mb > l.max_memory_mb_per_key {
+            return Err(AppError::BadRequest(format!(
+                "memoryMb {} is more than one key may have in all on this server ({} MiB)",
+                ask.memory_mb, l.max_memory_mb_per_key
+            )));
+        }
+        if ask.disk_mb > l.max_disk_mb_per_key {
+            return Err(AppError::BadRequest(format!(
+                "diskMb {} is more than one key may have in all on this server ({} MiB)",
+                ask.disk_mb, l.max_disk_mb_per_key
+            )));
+        }
+        Ok(())
+    }
+
+    /// Whether a key whose sandboxes take `used` may add `ask`.
+    pub(crate) fn check_tenant(&self, used: Usage, ask: Usage) -> Result<(), AppError> {
+        let l = &self.limits;
+        let count = used.count;
         if count >= l.max_sandboxes_per_key {
             return Err(too_many(
                 format!("this key has {count} sandboxes, its limit; kill one or wait for one to end"),
                 Duration::from_secs(5),
             ));
         }
-        if memory_mb + u64::from(more_mb) > l.max_memory_mb_per_key {
-            return Err(too_many(
-                format!(
-                    "this key's sandboxes have {memory_mb} MiB of memory; another {more_mb} MiB would pass its limit of {} MiB",
-                    l.max_memory_mb_per_key
-                ),
-                Duration::from_secs(5),
-            ));
+        for (what, have, more, limit) in [
+            ("memory", used.memory_mb, ask.memory_mb, l.max_memory_mb_per_key),
+            ("disk", used.disk_mb, ask.disk_mb, l.max_disk_mb_per_key),
+        ] {
+            if have.saturating_add(more) > limit {
+                return Err(too_many(
+                    format!(
+                        "this key's sandboxes have {have} MiB of {what}; another {more} MiB would pass its limit of {limit} MiB"
+                    ),
+                    Duration::from_secs(5),
+                ));
+            }
         }
         Ok(())
     }
@@ -293,6 +358,7 @@ mod tests {
             l.max_lifetime_ms = 3_600_000;
             l.max_sandboxes_per_key = 2;
             l.max_memory_mb_per_key = 1536;
+            l.max_disk_mb_per_key = 1000;
         });
         t.check_sandbox(2.0, 1024, 3_600_000).expect("at the bounds");
         let msg = |e: AppError| e.to_string();
@@ -302,14 +368,67 @@ mod tests {
         // Extending: the lifetime counts from the creation.
         t.check_lifetime(3_000_000, 600_000).expect("within the lifetime");
         assert!(t.check_lifetime(3_000_000, 600_001).is_err());
-        t.check_tenant(1, 512, 1024).expect("within the tenant's limits");
+        let used = |count, memory_mb, disk_mb| Usage { count, memory_mb, disk_mb };
+        t.check_tenant(used(1, 512, 0), Usage::one(1024, 1000)).expect("within the tenant's limits");
         // Creates under way count: the second of two concurrent ones is refused.
-        let first = t.reserve_tenant::<AppError>("key_a", 512, || Ok((1, 512))).expect("first");
-        assert!(t.reserve_tenant::<AppError>("key_a", 512, || Ok((1, 512))).is_err());
-        t.reserve_tenant::<AppError>("key_b", 512, || Ok((0, 0))).expect("another tenant");
+        let first = t.reserve_tenant::<AppError>("key_a", 512, 16, || Ok(used(1, 512, 16))).expect("first");
+        assert!(t.reserve_tenant::<AppError>("key_a", 512, 16, || Ok(used(1, 512, 16))).is_err());
+        t.reserve_tenant::<AppError>("key_b", 512, 16, || Ok(Usage::default())).expect("another tenant");
         drop(first);
-        t.reserve_tenant::<AppError>("key_a", 512, || Ok((1, 512))).expect("room again");
-        assert!(retry_after(t.check_tenant(2, 0, 16).expect_err("count")) >= 1);
-        assert!(msg(t.check_tenant(1, 1024, 1024).expect_err("memory")).contains("1536 MiB"));
+        t.reserve_tenant::<AppError>("key_a", 512, 16, || Ok(used(1, 512, 16))).expect("room again");
+        assert!(retry_after(t.check_tenant(used(2, 0, 0), Usage::one(16, 16)).expect_err("count")) >= 1);
+        assert!(msg(t.check_tenant(used(1, 1024, 0), Usage::one(1024, 16)).expect_err("memory")).contains("1536 MiB"));
+    }
+
+    #[test]
+    fn a_keys_disk_quota_counts_stored_sandboxes_and_creates_under_way() {
+        let t = throttle(|l| {
+            l.max_sandboxes_per_key = 10;
+            l.max_disk_mb_per_key = 1000;
+        });
+        let stored = || Ok::<_, AppError>(Usage { count: 1, memory_mb: 0, disk_mb: 300 });
+        // 300 stored + 600 under way: another 200 passes 1000, 100 fits (at the limit).
+        let first = t.reserve_tenant("key_a", 16, 600, stored).expect("900 of 1000");
+        let over = t.reserve_tenant("key_a", 16, 200, stored).err().expect("1100 of 1000");
+        assert!(retry_after(over) >= 1);
+        let e = t.reserve_tenant("key_a", 16, 200, stored).err().expect("still over").to_string();
+        assert_eq!(e, "this key's sandboxes have 900 MiB of disk; another 200 MiB would pass its limit of 1000 MiB");
+        let at_limit = t.reserve_tenant("key_a", 16, 100, stored).expect("exactly 1000");
+        // Another key has its own quota; a failed or finished create gives its room back.
+        t.reserve_tenant("key_b", 16, 1000, || Ok::<_, AppError>(Usage::default())).expect("another key");
+        drop(first);
+        drop(at_limit);
+        t.reserve_tenant("key_a", 16, 700, stored).expect("room again");
+        // More than the whole quota can never fit: a 400 naming it, not a 429.
+        let e = t.reserve_tenant("key_c", 16, 1001, || Ok::<_, AppError>(Usage::default())).err().expect("too big");
+        assert!(matches!(e, AppError::BadRequest(_)), "{e:?}");
+        assert_eq!(e.to_string(), "diskMb 1001 is more than one key may have in all on this server (1000 MiB)");
+    }
+
+    #[test]
+    fn parallel_reservations_never_pass_the_disk_quota_together() {
+        let t = std::sync::Arc::new(throttle(|l| {
+            l.max_sandboxes_per_key = 1000;
+            l.max_disk_mb_per_key = 1000;
+        }));
+        // 40 threads each try to hold 100 MiB at once; each holds its slot until all
+        // have tried, so nothing is given back in between.
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(40));
+        let held: Vec<bool> = (0..40)
+            .map(|_| {
+                let (t, barrier) = (t.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    let slot = t.reserve_tenant("key_a", 16, 100, || Ok::<_, AppError>(Usage::default()));
+                    let ok = slot.is_ok();
+                    barrier.wait();
+                    ok
+                })
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|h| h.join().expect("thread"))
+            .collect();
+        assert_eq!(held.iter().filter(|ok| **ok).count(), 10, "1000 MiB holds ten of 100 MiB");
     }
 }

@@ -151,7 +151,8 @@ impl Server {
     }
 
     /// Serves until `shutdown` resolves. Executions a previous run left running are
-    /// resumed from their agents first.
+    /// resumed from their agents first; the database is pruned now and then
+    /// (`retention.rs`).
     pub async fn serve(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let running = self.state.store.running_executions().map_err(|e| anyhow::anyhow!("{e}"))?;
         for ex in running {
@@ -159,6 +160,7 @@ impl Server {
             tokio::spawn(crate::exec::drive(self.state.clone(), ex));
         }
         tokio::spawn(crate::registry::monitor(self.state.clone()));
+        tokio::spawn(crate::retention::run(self.state.clone()));
         // Each request carries its peer's address (ConnectInfo): wrong keys are counted
         // per address.
         crate::listen::serve(self.listener, self.router, shutdown).await?;
@@ -171,6 +173,7 @@ impl Server {
 fn build(cfg: ServerConfig, wait_for_runner: bool) -> anyhow::Result<Built> {
     make_private_dir(&cfg.data_dir)?;
     let store = Store::open(&cfg.data_dir.join("sandstream.db")).context("open the database")?;
+    crate::retention::prepare(&store, &cfg.retention);
     let mut created_admin_key = None;
     match &cfg.api_key {
         Some(key) => {

@@ -74,6 +74,11 @@ pub(crate) struct ServerArgs {
     /// Most memory one API key's sandboxes have together, in MiB (default: this host's memory).
     #[arg(long)]
     max_memory_mb_per_key: Option<u64>,
+    /// Most disk one API key's sandboxes have together (their `diskMb`; a create without it
+    /// counts as the runners' default disk), in MiB; past it creates answer 429. The default
+    /// is fifty sandboxes of the default 10 GiB disk.
+    #[arg(long, default_value_t = sandstream_server::DEFAULT_DISK_MB_PER_KEY)]
+    max_disk_mb_per_key: u64,
     /// Requests per second one API key may make, sustained (0: no limit); past it, 429.
     #[arg(long, default_value_t = 100.0)]
     requests_per_second: f64,
@@ -84,6 +89,16 @@ pub(crate) struct ServerArgs {
     /// minute ends.
     #[arg(long, default_value_t = 20)]
     auth_failures_per_minute: u32,
+    /// Days a finished execution (with its output) and an ended sandbox are kept in the
+    /// database; then a GET of it answers 404 (0: no age limit). Running executions and
+    /// live sandboxes are never deleted.
+    #[arg(long, default_value_t = sandstream_server::DEFAULT_RETENTION_DAYS)]
+    retention_days: u32,
+    /// Most MiB the database may use: past it the oldest finished executions and their
+    /// output are deleted first, whatever their age, and the space goes back to the file
+    /// system (0: no size limit). Checked every 10 s.
+    #[arg(long, default_value_t = sandstream_server::DEFAULT_RETENTION_MB)]
+    retention_mb: u64,
 }
 
 impl ServerArgs {
@@ -98,6 +113,7 @@ impl ServerArgs {
         if let Some(mb) = self.max_memory_mb_per_key {
             l.max_memory_mb_per_key = mb;
         }
+        l.max_disk_mb_per_key = self.max_disk_mb_per_key;
         l.max_lifetime_ms = self.max_sandbox_lifetime_ms;
         l.max_sandboxes_per_key = self.max_sandboxes_per_key;
         l.requests_per_sec = self.requests_per_second;
@@ -291,6 +307,7 @@ fn server_config(a: &ServerArgs) -> ServerConfig {
     cfg.max_output_bytes = a.max_output_bytes;
     cfg.heartbeat_timeout = Duration::from_millis(a.heartbeat_timeout_ms);
     cfg.limits = a.limits();
+    cfg.retention = sandstream_server::Retention::from_flags(a.retention_days, a.retention_mb);
     cfg
 }
 
@@ -371,7 +388,9 @@ fn announce(server: &Server, base: &str) -> anyhow::Result<()> {
 
 async fn up(a: UpArgs) -> anyhow::Result<()> {
     check_host_args(&a.host)?;
-    let cfg = server_config(&a.server);
+    let mut cfg = server_config(&a.server);
+    // The local runner's default disk is what a create without `diskMb` gets.
+    cfg.limits.default_disk_mb = a.host.default_disk_mb;
     let data_dir = cfg.data_dir.clone();
     let server = Server::bind(cfg, true).await?;
     let addr = server.local_addr()?;

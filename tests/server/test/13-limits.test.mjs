@@ -1,5 +1,6 @@
-// What one caller may cost: bounds on a sandbox's size and life, per-key quotas and
-// request rate, and the slow-down after wrong keys. Each with its positive control.
+// What one caller may cost: bounds on a sandbox's size and life, per-key quotas (count,
+// disk) and request rate, and the slow-down after wrong keys. Each with its positive
+// control.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
@@ -10,6 +11,9 @@ const server = await fileServer(after, {
     '--max-sandbox-memory-mb', '1024', '--max-sandbox-cpu', '2', '--max-sandbox-lifetime-ms', '600000',
     '--max-sandboxes-per-key', '2', '--requests-per-second', '20', '--request-burst', '40',
     '--auth-failures-per-minute', '5',
+    // Small disks, so the disk quota is reached long before the host's disk: a create
+    // without diskMb gets (and counts) 256 MiB.
+    '--max-disk-mb-per-key', '1000', '--default-disk-mb', '256',
   ],
 });
 
@@ -73,6 +77,42 @@ test('one key cannot take every slot: past its quota a create is a 429 with Retr
     for (const id of made) {
       await api(server, 'DELETE', `/api/v1/sandboxes/${id}`, { key: A.key });
     }
+  }
+});
+
+test('a key past its disk quota gets 429 naming the limit, even from parallel creates; nothing is half-created', async () => {
+  const T = await createTenant(server, 'disk-quota');
+  const made = [];
+  const create = async (body) => {
+    const r = await api(server, 'POST', '/api/v1/sandboxes', { key: T.key, body });
+    if (r.status === 201) made.push(r.body.id);
+    return r;
+  };
+  try {
+    // Six parallel creates of 600 MiB against 1000 MiB: one fits (the count quota, 2,
+    // would let two through).
+    const tries = await Promise.all(Array.from({ length: 6 }, () => create({ diskMb: 600 })));
+    assert.equal(made.length, 1, `${made.length} sandboxes of 600 MiB created within a 1000 MiB quota`);
+    for (const r of tries.filter((r) => r.status !== 201)) {
+      assertError(r, 429, 'rate_limited', /this key's sandboxes have \d+ MiB of disk; another 600 MiB would pass its limit of 1000 MiB/);
+      assert.ok(Number(r.headers.get('retry-after')) >= 1, 'Retry-After');
+    }
+    assertError(await create({ diskMb: 500 }), 429, 'rate_limited', /have 600 MiB of disk; another 500 MiB would pass its limit of 1000 MiB/);
+    // Larger than the whole quota: it can never fit, so a 400, not a 429 to retry.
+    assertError(await create({ diskMb: 2000 }), 400, 'bad_request', /diskMb 2000 is more than one key may have in all on this server \(1000 MiB\)/);
+    const listed = (await api(server, 'GET', '/api/v1/sandboxes', { key: T.key })).body.map((s) => s.id);
+    assert.deepEqual(listed, made, 'a refused create left a sandbox');
+
+    // Positive control: what fits is created. Without diskMb a sandbox counts as the
+    // runner's default disk (256 MiB): 600 + 256 fit.
+    assert.equal((await create({})).status, 201);
+    assert.equal((await api(server, 'DELETE', `/api/v1/sandboxes/${made.shift()}`, { key: T.key })).status, 204);
+    // Its 600 MiB are free again; the default-disk sandbox still counts its 256.
+    assertError(await create({ diskMb: 800 }), 429, 'rate_limited', /have 256 MiB of disk; another 800 MiB/);
+    const full = await create({ diskMb: 744 });
+    assert.equal(full.status, 201, `exactly at the quota: ${full.text}`);
+  } finally {
+    for (const id of made) await api(server, 'DELETE', `/api/v1/sandboxes/${id}`, { key: T.key });
   }
 });
 

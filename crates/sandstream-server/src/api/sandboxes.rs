@@ -89,8 +89,10 @@ pub(crate) async fn create_sandbox(state: &AppState, p: &Principal, body: Create
     let metadata = body.metadata.unwrap_or_default();
     check_metadata(&metadata).map_err(AppError::BadRequest)?;
     state.throttle.check_sandbox(cpu, memory_mb, timeout_ms)?;
+    // What the key's disk quota counts; absent, the runner gives its default.
+    let disk_mb = body.disk_mb.unwrap_or(state.cfg.limits.default_disk_mb);
     // Held until the row is stored, like the runner's slot below.
-    let _quota = state.throttle.reserve_tenant(p.tenant(), memory_mb, || state.store.usage_of(p.tenant()))?;
+    let _quota = state.throttle.reserve_tenant(p.tenant(), memory_mb, disk_mb, || state.store.usage_of(p.tenant()))?;
     // Held until the row is stored: until then the store does not count it.
     let placed = state.registry.place(state, &template)?;
     let runner = &placed.runner;
@@ -123,6 +125,7 @@ pub(crate) async fn create_sandbox(state: &AppState, p: &Principal, body: Create
         token: created.token,
         created_at: now,
         expires_at: now + timeout_ms as i64,
+        disk_mb,
     };
     if let Err(e) = state.store.insert_sandbox(&row) {
         let _ = state.registry.kill(runner, &row.id).await;
