@@ -16,6 +16,7 @@ mod registry;
 mod retention;
 mod runner_client;
 mod seal;
+mod state;
 mod server;
 mod store;
 mod time;

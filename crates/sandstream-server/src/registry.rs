@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use sandstream_runner_protocol::{CreateSandbox, DEFAULT_TEMPLATE, ErrorCode, RunnerSandbox, is_valid_template_name};
 
+use crate::state::SandboxState;
 use crate::error::{AppError, AppResult};
 use crate::runner_client::{CallError, RunnerClient};
 use crate::server::AppState;
@@ -215,7 +216,7 @@ pub(crate) async fn kill_sandbox(state: &AppState, sb: &SandboxRow) -> AppResult
         // The runner's next heartbeat lists it; the server then tells it to go.
         tracing::warn!(sandbox_id = %sb.id, error = %e, "runner did not confirm the kill");
     }
-    state.store.set_sandbox_state(&sb.id, "killed")?;
+    state.store.set_sandbox_state(&sb.id, SandboxState::Killed)?;
     state.exec.forget_sandbox(&sb.id);
     Ok(())
 }

@@ -23,6 +23,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::oneshot;
 
 use crate::error::{AppError, AppResult};
+use crate::state::{ExecStatus, Phase, SandboxState};
 use crate::limits::Usage;
 use crate::seal::Sealer;
 
@@ -152,7 +153,7 @@ pub(crate) struct SandboxRow {
     pub memory_mb: u32,
     pub envs: String,
     pub metadata: String,
-    pub state: String,
+    pub state: SandboxState,
     pub host: String,
     pub port: u16,
     pub token: String,
@@ -168,8 +169,8 @@ pub(crate) struct ExecutionRow {
     pub tenant: String,
     pub sandbox_id: String,
     pub language: String,
-    pub status: String,
-    pub phase: String,
+    pub status: ExecStatus,
+    pub phase: Phase,
     pub exit_code: Option<i32>,
     pub error: Option<String>,
     pub plan: String,
@@ -217,7 +218,7 @@ pub(crate) struct Chunk {
     pub seq: u64,
     #[serde(rename = "type")]
     pub kind: String,
-    pub phase: String,
+    pub phase: Phase,
     pub data: String,
 }
 
@@ -656,7 +657,7 @@ impl Store {
         rows.into_iter().map(|r| self.unseal(r)).collect()
     }
 
-    pub(crate) fn set_sandbox_state(&self, id: &str, state: &str) -> AppResult<()> {
+    pub(crate) fn set_sandbox_state(&self, id: &str, state: SandboxState) -> AppResult<()> {
         self.db().execute("UPDATE sandboxes SET state = ?2 WHERE id = ?1", params![id, state])?;
         Ok(())
     }
@@ -725,7 +726,7 @@ impl Store {
 
     /// A phase's command started: later output resumes from offsets 0 of this command.
     /// `last_seq`: the execution's last chunk so far.
-    pub(crate) fn set_command(&self, id: &str, phase: &str, command_id: &str, last_seq: u64) -> AppResult<()> {
+    pub(crate) fn set_command(&self, id: &str, phase: Phase, command_id: &str, last_seq: u64) -> AppResult<()> {
         let mut db = self.db();
         let tx = db.transaction()?;
         tx.prepare_cached("UPDATE executions SET phase = ?2, command_id = ?3 WHERE id = ?1")?
@@ -773,7 +774,7 @@ impl Store {
     pub(crate) fn finish_execution(
         &self,
         id: &str,
-        status: &str,
+        status: ExecStatus,
         exit_code: i32,
         error: Option<&str>,
         now: i64,

@@ -10,6 +10,7 @@ use sandstream_runner_protocol::{Heartbeat, HeartbeatReply, Register, Registered
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::state::SandboxState;
 use crate::auth::{Admin, RunnerAuth, hash, new_key, random_hex};
 use crate::error::{AppError, AppJson, AppResult};
 use crate::server::AppState;
@@ -164,9 +165,9 @@ pub(crate) async fn heartbeat(
     let mut unknown = state.unknown_since.lock().unwrap_or_else(|p| p.into_inner());
     for s in &body.sandboxes {
         match state.store.sandbox(&s.id)? {
-            Some(sb) if sb.runner_id == id && sb.state != "killed" => {
+            Some(sb) if sb.runner_id == id && sb.state != SandboxState::Killed => {
                 unknown.remove(&s.id);
-                if sb.state != "running" || sb.host != s.host || sb.port != s.port || sb.token != s.token {
+                if sb.state != SandboxState::Running || sb.host != s.host || sb.port != s.port || sb.token != s.token {
                     tracing::info!(sandbox_id = %s.id, runner_id = %id, "sandbox reachable again");
                     state.store.set_sandbox_conn(&s.id, &s.host, s.port, &s.token)?;
                     state.exec.forget_sandbox(&s.id);
@@ -185,7 +186,7 @@ pub(crate) async fn heartbeat(
     for sb in state.store.sandboxes_on(&id)? {
         if !reported.contains(sb.id.as_str()) && gone(sb.created_at, body.taken_at, now) {
             tracing::warn!(sandbox_id = %sb.id, runner_id = %id, "runner no longer has this sandbox");
-            state.store.set_sandbox_state(&sb.id, "killed")?;
+            state.store.set_sandbox_state(&sb.id, SandboxState::Killed)?;
             state.exec.forget_sandbox(&sb.id);
         }
     }

@@ -10,6 +10,7 @@ use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::state::{ExecStatus, Phase, SandboxState};
 use crate::api::sandboxes::{CreateBody, DEFAULT_TIMEOUT_MS, create_sandbox, owned};
 use crate::error::{AppError, AppJson, AppResult};
 use crate::exec::{LANGUAGES, Plan};
@@ -54,7 +55,7 @@ pub(crate) fn execution_json(ex: &ExecutionRow) -> Value {
         "containerId": ex.sandbox_id,
         "language": ex.language,
         "status": ex.status,
-        "phase": if ex.phase == "prepare" { "install" } else { ex.phase.as_str() },
+        "phase": if ex.phase == Phase::Prepare { Phase::Install } else { ex.phase },
         "exitCode": ex.exit_code,
         "error": ex.error,
         "createdAt": rfc3339(ex.created_at),
@@ -114,7 +115,7 @@ pub(crate) async fn exec(
     let sandbox = match &body.container_id {
         Some(id) => {
             let sb = owned(&state, &p, id).map_err(|_| AppError::NotFound(format!("container {id} not found")))?;
-            if sb.state != "running" {
+            if sb.state != SandboxState::Running {
                 return Err(AppError::Conflict(format!("container {id} is {}; start a new one", sb.state)));
             }
             sb
@@ -128,8 +129,8 @@ pub(crate) async fn exec(
         tenant: p.tenant().to_string(),
         sandbox_id: sandbox.id.clone(),
         language,
-        status: "running".into(),
-        phase: "prepare".into(),
+        status: ExecStatus::Running,
+        phase: Phase::Prepare,
         exit_code: None,
         error: None,
         plan: serde_json::to_string(&plan).map_err(AppError::internal)?,
@@ -188,7 +189,7 @@ pub(crate) async fn logs(
     let ex = owned_execution(&state, &p, &id)?;
     let limit = q.limit.unwrap_or(10_000).clamp(1, 10_000);
     let chunks = state.store.chunks(&id, q.after_seq.unwrap_or(0), limit)?;
-    let complete = ex.status != "running" && chunks.len() < limit;
+    let complete = ex.status != ExecStatus::Running && chunks.len() < limit;
     Ok(Json(json!({"chunks": chunks, "complete": complete})))
 }
 
@@ -198,11 +199,11 @@ pub(crate) async fn cancel(
     Path(id): Path<String>,
 ) -> AppResult<(StatusCode, Json<Value>)> {
     let ex = owned_execution(&state, &p, &id)?;
-    if ex.status != "running" {
+    if ex.status != ExecStatus::Running {
         return Err(AppError::Conflict(format!("execution {id} already finished: {}", ex.status)));
     }
     if !state.exec.cancel(&state, &id).await {
-        state.store.finish_execution(&id, "cancelled", crate::exec::CANCEL_EXIT, None, now_ms())?;
+        state.store.finish_execution(&id, ExecStatus::Cancelled, crate::exec::CANCEL_EXIT, None, now_ms())?;
     }
     tracing::info!(execution_id = %id, "execution cancelled by its owner");
     Ok((StatusCode::ACCEPTED, Json(execution_json(&owned_execution(&state, &p, &id)?))))

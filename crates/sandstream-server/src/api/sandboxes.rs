@@ -13,6 +13,7 @@ use sandstream_runner_protocol::{
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::state::SandboxState;
 use crate::error::{AppError, AppJson, AppResult};
 use crate::registry::kill_sandbox;
 use crate::server::AppState;
@@ -119,7 +120,7 @@ pub(crate) async fn create_sandbox(state: &AppState, p: &Principal, body: Create
         memory_mb,
         envs: serde_json::to_string(&req.envs).unwrap_or_default(),
         metadata: serde_json::to_string(&req.metadata).unwrap_or_default(),
-        state: "running".into(),
+        state: SandboxState::Running,
         host: created.host,
         port: created.port,
         token: created.token,
@@ -177,7 +178,7 @@ pub(crate) async fn kill(
     Path(id): Path<String>,
 ) -> AppResult<StatusCode> {
     let sb = owned(&state, &p, &id)?;
-    if sb.state != "killed" {
+    if sb.state != SandboxState::Killed {
         kill_sandbox(&state, &sb).await?;
         tracing::info!(sandbox_id = %id, "sandbox killed by its owner");
     }
@@ -192,7 +193,7 @@ pub(crate) async fn set_timeout(
 ) -> AppResult<Json<Value>> {
     check_timeout(body.timeout_ms)?;
     let sb = owned(&state, &p, &id)?;
-    if sb.state == "killed" {
+    if sb.state == SandboxState::Killed {
         return Err(AppError::Conflict(format!("sandbox {id} was killed")));
     }
     // However often it is extended, a sandbox lives at most the configured lifetime.
@@ -213,7 +214,7 @@ pub(crate) async fn connection(
     Path(id): Path<String>,
 ) -> AppResult<Json<Value>> {
     let sb = owned(&state, &p, &id)?;
-    if sb.state != "running" {
+    if sb.state != SandboxState::Running {
         return Err(AppError::Conflict(format!("sandbox {id} is {}", sb.state)));
     }
     Ok(Json(json!({"host": sb.host, "port": sb.port, "token": sb.token})))

@@ -6,6 +6,7 @@ use std::time::Duration;
 use sandstream_proto::v1::{AttachRequest, CommandOutput, EventKind, OutputChannel, OutputEncoding};
 
 use super::{AGENT_GIVE_UP, AgentClient, Emitter, kill};
+use crate::state::Phase;
 
 /// Most bytes merged into one chunk from agent messages that had already arrived: the
 /// size of a pipe's buffer, which bounds most agent messages anyway, so chunks (and the
@@ -112,7 +113,7 @@ pub(super) fn reattachable(code: tonic::Code) -> bool {
 pub(super) async fn follow(
     client: &mut AgentClient,
     cid: &str,
-    phase: &str,
+    phase: Phase,
     em: &mut Emitter,
 ) -> Result<CommandOutput, String> {
     let mut failing_since: Option<tokio::time::Instant> = None;

@@ -25,6 +25,7 @@ mod plan;
 
 use crate::hub::{CompleteEvent, Event, OutputEvent, PhaseEvent};
 use crate::server::AppState;
+use crate::state::{ExecStatus, Phase, SandboxState};
 use crate::store::{Chunk, ExecutionRow, Receiver, SandboxRow};
 use crate::time::{now_ms, rfc3339};
 use follow::follow;
@@ -52,7 +53,7 @@ const AGENT_GIVE_UP: Duration = Duration::from_secs(30);
 /// How an execution ended.
 #[derive(Debug, Clone)]
 pub(crate) struct Final {
-    pub status: &'static str,
+    pub status: ExecStatus,
     pub exit_code: i32,
     pub error: Option<String>,
 }
@@ -227,7 +228,7 @@ impl Emitter {
         self.carry[channel].decode(data)
     }
 
-    async fn flush(&mut self, phase: &str) {
+    async fn flush(&mut self, phase: Phase) {
         for channel in 0..2 {
             let text = self.carry[channel].flush();
             self.push(channel, phase, text).await;
@@ -239,7 +240,7 @@ impl Emitter {
     /// it by itself, possibly before the runner and this server have marked it).
     fn sandbox_killed(&self) -> bool {
         matches!(self.state.store.sandbox(&self.container_id),
-            Ok(Some(sb)) if sb.state == "killed" || sb.expires_at <= now_ms())
+            Ok(Some(sb)) if sb.state == SandboxState::Killed || sb.expires_at <= now_ms())
     }
 
     /// Counts bytes received on `channel` after the output was cut: they are not kept.
@@ -249,7 +250,7 @@ impl Emitter {
 
     /// Stores and emits a chunk, or the part of it within the output limit followed by
     /// a note on stderr that the output was cut; nothing after that.
-    async fn push(&mut self, channel: usize, phase: &str, data: String) {
+    async fn push(&mut self, channel: usize, phase: Phase, data: String) {
         if data.is_empty() || self.cut {
             return;
         }
@@ -266,14 +267,14 @@ impl Emitter {
         self.store_and_emit(1, phase, note).await;
     }
 
-    async fn store_and_emit(&mut self, channel: usize, phase: &str, data: String) {
+    async fn store_and_emit(&mut self, channel: usize, phase: Phase, data: String) {
         if data.is_empty() {
             return;
         }
         self.stored += data.len() as u64;
         self.seq += 1;
         let kind = if channel == 0 { "stdout" } else { "stderr" };
-        let chunk = Chunk { seq: self.seq, kind: kind.into(), phase: phase.into(), data };
+        let chunk = Chunk { seq: self.seq, kind: kind.into(), phase, data };
         // Stored (committed) first, emitted second: a replay can never miss what a live
         // client was shown.
         let chunk = match self.state.store.append_chunk(&self.exec_id, chunk, self.stored_offsets()).await {
@@ -290,7 +291,7 @@ impl Emitter {
         self.emit(&event, LIVE_PATIENCE).await;
     }
 
-    async fn phase(&self, phase: &str) {
+    async fn phase(&self, phase: Phase) {
         let event = PhaseEvent {
             execution_id: &self.exec_id,
             container_id: &self.container_id,
@@ -317,20 +318,20 @@ pub(crate) async fn drive(state: Arc<AppState>, ex: ExecutionRow) {
     let mut em = Emitter::new(state.clone(), &ex);
     let fin = match serde_json::from_str::<Plan>(&ex.plan) {
         Ok(plan) => drive_inner(&state, &ex, &plan, &mut em).await,
-        Err(e) => Final { status: "error", exit_code: -1, error: Some(format!("stored plan unreadable: {e}")) },
+        Err(e) => Final { status: ExecStatus::Error, exit_code: -1, error: Some(format!("stored plan unreadable: {e}")) },
     };
     state.exec.lock().remove(&exec_id);
     let now = now_ms();
     if let Err(e) = state.store.finish_execution(&exec_id, fin.status, fin.exit_code, fin.error.as_deref(), now) {
         tracing::error!(execution_id = %exec_id, error = %e, "could not store the result");
     }
-    tracing::info!(execution_id = %exec_id, status = fin.status, exit_code = fin.exit_code, "execution finished");
+    tracing::info!(execution_id = %exec_id, status = %fin.status, exit_code = fin.exit_code, "execution finished");
     let event = CompleteEvent::new(&ex, fin.status, fin.exit_code, fin.error.as_deref(), now, em.seq);
     em.emit(&Event::Complete(event), Duration::from_secs(10)).await;
 }
 
 async fn drive_inner(state: &Arc<AppState>, ex: &ExecutionRow, plan: &Plan, em: &mut Emitter) -> Final {
-    let fail = |msg: String| Final { status: "error", exit_code: -1, error: Some(msg) };
+    let fail = |msg: String| Final { status: ExecStatus::Error, exit_code: -1, error: Some(msg) };
     let sb = match state.store.sandbox(&ex.sandbox_id) {
         Ok(Some(sb)) => sb,
         _ => return fail(format!("sandbox {} is gone", ex.sandbox_id)),
@@ -339,32 +340,32 @@ async fn drive_inner(state: &Arc<AppState>, ex: &ExecutionRow, plan: &Plan, em: 
         Ok(c) => c,
         Err(e) => return fail(e),
     };
-    let mut phase = ex.phase.clone();
+    let mut phase = ex.phase;
     let mut command = ex.command_id.clone();
-    if phase == "prepare" {
+    if phase == Phase::Prepare {
         if let Err(e) = write_files(&mut client, plan, ex.deadline).await {
             if now_ms() >= ex.deadline {
-                return Final { status: "timeout", exit_code: TIMEOUT_EXIT, error: None };
+                return Final { status: ExecStatus::Timeout, exit_code: TIMEOUT_EXIT, error: None };
             }
             return fail(format!("could not write the program into sandbox {}: {e}", sb.id));
         }
-        phase = if plan.install.is_some() { "install" } else { "run" }.into();
+        phase = if plan.install.is_some() { Phase::Install } else { Phase::Run };
         command = None;
     }
     loop {
         if state.exec.cancelled(&ex.id) {
-            return Final { status: "cancelled", exit_code: CANCEL_EXIT, error: None };
+            return Final { status: ExecStatus::Cancelled, exit_code: CANCEL_EXIT, error: None };
         }
         let cid = match command.take() {
             Some(cid) => cid,
             None => {
                 let remaining = ex.deadline - now_ms();
                 if remaining <= 0 {
-                    return Final { status: "timeout", exit_code: TIMEOUT_EXIT, error: None };
+                    return Final { status: ExecStatus::Timeout, exit_code: TIMEOUT_EXIT, error: None };
                 }
-                let cmd = if phase == "install" { plan.install.clone().unwrap_or_default() } else { plan.run.clone() };
-                let stdin = if phase == "run" { plan.stdin.clone().unwrap_or_default() } else { String::new() };
-                em.phase(&phase).await;
+                let cmd = if phase == Phase::Install { plan.install.clone().unwrap_or_default() } else { plan.run.clone() };
+                let stdin = if phase == Phase::Run { plan.stdin.clone().unwrap_or_default() } else { String::new() };
+                em.phase(phase).await;
                 let req = ExecuteRequest {
                     command: cmd,
                     cwd: WORKDIR.into(),
@@ -384,7 +385,7 @@ async fn drive_inner(state: &Arc<AppState>, ex: &ExecutionRow, plan: &Plan, em: 
                     Err(e) => return fail(format!("agent refused to start the {phase} command: {}", e.message())),
                 };
                 em.new_command();
-                if let Err(e) = state.store.set_command(&ex.id, &phase, &started.command_id, em.seq) {
+                if let Err(e) = state.store.set_command(&ex.id, phase, &started.command_id, em.seq) {
                     tracing::error!(execution_id = %ex.id, error = %e, "could not store the command id");
                 }
                 started.command_id
@@ -394,28 +395,28 @@ async fn drive_inner(state: &Arc<AppState>, ex: &ExecutionRow, plan: &Plan, em: 
         if state.exec.set_command(&ex.id, &cid) {
             kill_command(state, &sb.id, &cid).await;
         }
-        let end = match follow(&mut client, &cid, &phase, em).await {
+        let end = match follow(&mut client, &cid, phase, em).await {
             Ok(end) => end,
             Err(e) => return fail(e),
         };
-        em.flush(&phase).await;
+        em.flush(phase).await;
         if let Err(e) = state.store.set_offsets(&ex.id, em.seq, em.stored_offsets()) {
             tracing::warn!(execution_id = %ex.id, error = %e, "could not store offsets");
         }
         if state.exec.cancelled(&ex.id) {
-            return Final { status: "cancelled", exit_code: CANCEL_EXIT, error: None };
+            return Final { status: ExecStatus::Cancelled, exit_code: CANCEL_EXIT, error: None };
         }
         if end.output_limit_reached && !em.cut {
             // The agent's count (raw bytes) reached the limit before the server's (text).
             em.cut = true;
             let note = format!("\n[sandstream: output cut: {}]\n", limit_reached(em.limit));
-            em.store_and_emit(1, &phase, note).await;
+            em.store_and_emit(1, phase, note).await;
         }
         if em.cut {
-            return Final { status: "error", exit_code: end.exit_code, error: Some(limit_reached(em.limit)) };
+            return Final { status: ExecStatus::Error, exit_code: end.exit_code, error: Some(limit_reached(em.limit)) };
         }
         match ExitStatus::try_from(end.status).unwrap_or(ExitStatus::Unspecified) {
-            ExitStatus::TimedOut => return Final { status: "timeout", exit_code: TIMEOUT_EXIT, error: None },
+            ExitStatus::TimedOut => return Final { status: ExecStatus::Timeout, exit_code: TIMEOUT_EXIT, error: None },
             // Killed with its sandbox: at its time to live the agent itself stops every
             // command before it ends the sandbox, so the end can arrive first.
             ExitStatus::Signaled if em.sandbox_killed() => {
@@ -424,15 +425,15 @@ async fn drive_inner(state: &Arc<AppState>, ex: &ExecutionRow, plan: &Plan, em: 
             ExitStatus::Failed => return fail(format!("the {phase} command could not start: {}", end.error)),
             _ => {}
         }
-        if phase == "install" {
+        if phase == Phase::Install {
             if end.exit_code != 0 {
                 let msg = format!("dependency installation failed with exit code {}", end.exit_code);
-                return Final { status: "error", exit_code: end.exit_code, error: Some(msg) };
+                return Final { status: ExecStatus::Error, exit_code: end.exit_code, error: Some(msg) };
             }
-            phase = "run".into();
+            phase = Phase::Run;
             continue;
         }
-        let status = if end.exit_code == 0 { "success" } else { "error" };
+        let status = if end.exit_code == 0 { ExecStatus::Success } else { ExecStatus::Error };
         return Final { status, exit_code: end.exit_code, error: None };
     }
 }

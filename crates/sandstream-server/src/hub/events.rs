@@ -6,6 +6,7 @@
 use serde::Serialize;
 use socketioxide::extract::SocketRef;
 
+use crate::state::{ExecStatus, Phase};
 use crate::store::{Chunk, ExecutionRow};
 use crate::time::rfc3339;
 
@@ -55,12 +56,12 @@ pub(crate) struct OutputEvent<'a> {
     kind: &'a str,
     data: &'a str,
     seq: u64,
-    phase: &'a str,
+    phase: Phase,
 }
 
 impl<'a> OutputEvent<'a> {
     pub(crate) fn new(execution_id: &'a str, container_id: &'a str, c: &'a Chunk) -> OutputEvent<'a> {
-        OutputEvent { execution_id, container_id, kind: &c.kind, data: &c.data, seq: c.seq, phase: &c.phase }
+        OutputEvent { execution_id, container_id, kind: &c.kind, data: &c.data, seq: c.seq, phase: c.phase }
     }
 }
 
@@ -69,7 +70,7 @@ impl<'a> OutputEvent<'a> {
 pub(crate) struct PhaseEvent<'a> {
     pub execution_id: &'a str,
     pub container_id: &'a str,
-    pub phase: &'a str,
+    pub phase: Phase,
     pub timestamp: String,
 }
 
@@ -79,7 +80,7 @@ pub(crate) struct CompleteEvent<'a> {
     execution_id: &'a str,
     container_id: &'a str,
     exit_code: i32,
-    status: &'a str,
+    status: ExecStatus,
     timestamp: String,
     duration_ms: i64,
     error: Option<&'a str>,
@@ -90,7 +91,7 @@ impl<'a> CompleteEvent<'a> {
     /// The end of `ex`: how it ended, when, and its last chunk's number.
     pub(crate) fn new(
         ex: &'a ExecutionRow,
-        status: &'a str,
+        status: ExecStatus,
         exit_code: i32,
         error: Option<&'a str>,
         finished_at: i64,
@@ -126,7 +127,7 @@ mod tests {
 
     #[test]
     fn payloads_carry_the_fields_api_md_names() {
-        let chunk = Chunk { seq: 3, kind: "stderr".into(), phase: "run".into(), data: "x".into() };
+        let chunk = Chunk { seq: 3, kind: "stderr".into(), phase: Phase::Run, data: "x".into() };
         let out = serde_json::to_value(Event::Output(OutputEvent::new("exec_1", "sb-1", &chunk))).expect("json");
         assert_eq!(
             out,

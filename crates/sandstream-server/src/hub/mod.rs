@@ -19,6 +19,7 @@ pub(crate) mod rooms;
 pub(crate) use events::{CompleteEvent, Event, OutputEvent, PhaseEvent};
 use events::{ContainerJoined, ErrorEvent, emit};
 
+use crate::state::ExecStatus;
 use crate::auth::{Credential, admit, credential};
 use crate::server::AppState;
 use crate::store::{Principal, Receiver};
@@ -163,11 +164,11 @@ async fn resume(state: &Arc<AppState>, s: &SocketRef, v: Value) {
         }
     }
     if let Ok(Some(done)) = state.store.execution(&ex.id)
-        && done.status != "running"
+        && done.status != ExecStatus::Running
     {
         let fin = done.finished_at.unwrap_or(done.created_at);
         let code = done.exit_code.unwrap_or(-1);
-        let event = CompleteEvent::new(&done, &done.status, code, done.error.as_deref(), fin, done.last_seq);
+        let event = CompleteEvent::new(&done, done.status, code, done.error.as_deref(), fin, done.last_seq);
         emit_paced(s, &Event::Complete(event), REPLAY_STALL).await;
     }
 }

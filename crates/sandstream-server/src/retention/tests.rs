@@ -7,6 +7,7 @@ use std::sync::Arc;
 use rusqlite::Connection;
 
 use super::*;
+use crate::state::{ExecStatus, Phase, SandboxState};
 use crate::store::{Chunk, ExecutionRow, Receiver, SandboxRow};
 
 const DAY: i64 = 86_400_000;
@@ -22,8 +23,8 @@ fn execution(id: &str, tenant: &str, created_at: i64) -> ExecutionRow {
         tenant: tenant.into(),
         sandbox_id: "sb-1".into(),
         language: "python".into(),
-        status: "running".into(),
-        phase: "run".into(),
+        status: ExecStatus::Running,
+        phase: Phase::Run,
         exit_code: None,
         error: None,
         plan: "{}".into(),
@@ -43,15 +44,15 @@ fn execution(id: &str, tenant: &str, created_at: i64) -> ExecutionRow {
 async fn fill(store: &Store, id: &str, created_at: i64, finished_at: Option<i64>, chunks: u64, size: usize) {
     store.insert_execution(&execution(id, "t", created_at)).expect("insert");
     for seq in 1..=chunks {
-        let chunk = Chunk { seq, kind: "stdout".into(), phase: "run".into(), data: "y".repeat(size) };
+        let chunk = Chunk { seq, kind: "stdout".into(), phase: Phase::Run, data: "y".repeat(size) };
         store.append_chunk(id, chunk, (seq * size as u64, 0)).await.expect("append");
     }
     if let Some(at) = finished_at {
-        store.finish_execution(id, "success", 0, None, at).expect("finish");
+        store.finish_execution(id, ExecStatus::Success, 0, None, at).expect("finish");
     }
 }
 
-fn sandbox(id: &str, tenant: &str, state: &str, expires_at: i64) -> SandboxRow {
+fn sandbox(id: &str, tenant: &str, state: SandboxState, expires_at: i64) -> SandboxRow {
     SandboxRow {
         id: id.into(),
         tenant: tenant.into(),
@@ -61,7 +62,7 @@ fn sandbox(id: &str, tenant: &str, state: &str, expires_at: i64) -> SandboxRow {
         memory_mb: 512,
         envs: "{}".into(),
         metadata: "{}".into(),
-        state: state.into(),
+        state,
         host: "127.0.0.1".into(),
         port: 1,
         token: "tok".into(),
@@ -101,10 +102,10 @@ async fn old_finished_executions_and_ended_sandboxes_go_with_their_output_runnin
     fill(&store, "old-done", now - 10 * DAY, Some(now - 10 * DAY + 5000), 20, 100).await;
     fill(&store, "old-running", now - 10 * DAY, None, 20, 100).await;
     fill(&store, "new-done", now - DAY, Some(now - DAY), 20, 100).await;
-    store.insert_sandbox(&sandbox("sb-old-killed", "t", "killed", now - 8 * DAY)).expect("sandbox");
-    store.insert_sandbox(&sandbox("sb-new-killed", "t", "killed", now - DAY)).expect("sandbox");
+    store.insert_sandbox(&sandbox("sb-old-killed", "t", SandboxState::Killed, now - 8 * DAY)).expect("sandbox");
+    store.insert_sandbox(&sandbox("sb-new-killed", "t", SandboxState::Killed, now - DAY)).expect("sandbox");
     // Lost (its runner went silent), not ended: it still counts against quotas.
-    store.insert_sandbox(&sandbox("sb-old-lost", "t", "lost", now - 8 * DAY)).expect("sandbox");
+    store.insert_sandbox(&sandbox("sb-old-lost", "t", SandboxState::Lost, now - 8 * DAY)).expect("sandbox");
     store.insert_session("expired", "key_1", "session", now - 1).expect("session");
     store.insert_session("live", "key_1", "session", now + DAY).expect("session");
     let policy = Retention::from_flags(7, 0);
@@ -195,7 +196,7 @@ async fn output_keeps_being_stored_while_a_pass_deletes() {
         let store = store.clone();
         tokio::spawn(async move {
             for seq in 1..=400u64 {
-                let chunk = Chunk { seq, kind: "stdout".into(), phase: "run".into(), data: format!("{seq}\n") };
+                let chunk = Chunk { seq, kind: "stdout".into(), phase: Phase::Run, data: format!("{seq}\n") };
                 store.append_chunk("live", chunk, (seq, 0)).await.expect("an append failed during a prune");
             }
         })
@@ -222,13 +223,13 @@ async fn a_pruned_execution_or_sandbox_answers_404_through_the_api() {
     let now = now_ms();
     store.insert_execution(&execution("old", &tenant, now - 9 * DAY)).expect("insert");
     store
-        .append_chunk("old", Chunk { seq: 1, kind: "stdout".into(), phase: "run".into(), data: "hi\n".into() }, (3, 0))
+        .append_chunk("old", Chunk { seq: 1, kind: "stdout".into(), phase: Phase::Run, data: "hi\n".into() }, (3, 0))
         .await
         .expect("append");
-    store.finish_execution("old", "success", 0, None, now - 9 * DAY).expect("finish");
+    store.finish_execution("old", ExecStatus::Success, 0, None, now - 9 * DAY).expect("finish");
     store.insert_execution(&execution("recent", &tenant, now)).expect("insert");
-    store.finish_execution("recent", "success", 0, None, now).expect("finish");
-    store.insert_sandbox(&sandbox("sb-old", &tenant, "killed", now - 8 * DAY)).expect("sandbox");
+    store.finish_execution("recent", ExecStatus::Success, 0, None, now).expect("finish");
+    store.insert_sandbox(&sandbox("sb-old", &tenant, SandboxState::Killed, now - 8 * DAY)).expect("sandbox");
     let get = |path: String| {
         let app = app.clone();
         async move { crate::server::call_for_tests(&app, "GET", &path, Some(KEY), None).await }

@@ -67,6 +67,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::SandboxState;
     use crate::store::SandboxRow;
 
     fn sandbox(id: &str, disk_mb: u32) -> SandboxRow {
@@ -79,7 +80,7 @@ mod tests {
             memory_mb: 512,
             envs: "{}".into(),
             metadata: "{}".into(),
-            state: "running".into(),
+            state: SandboxState::Running,
             host: "127.0.0.1".into(),
             port: 1,
             token: "tok".into(),

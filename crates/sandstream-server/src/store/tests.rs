@@ -8,8 +8,8 @@ fn execution(id: &str) -> ExecutionRow {
         tenant: "t".into(),
         sandbox_id: "sb-1".into(),
         language: "python".into(),
-        status: "running".into(),
-        phase: "prepare".into(),
+        status: ExecStatus::Running,
+        phase: Phase::Prepare,
         exit_code: None,
         error: None,
         plan: "x".repeat(100_000),
@@ -25,7 +25,7 @@ fn execution(id: &str) -> ExecutionRow {
 }
 
 fn chunk(seq: u64, data: &str) -> Chunk {
-    Chunk { seq, kind: "stdout".into(), phase: "run".into(), data: data.into() }
+    Chunk { seq, kind: "stdout".into(), phase: Phase::Run, data: data.into() }
 }
 
 fn open() -> (tempfile::TempDir, Store) {
@@ -122,11 +122,11 @@ async fn progress_survives_commands_finishing_and_reopening() {
     {
         let store = Store::open(&path).expect("open");
         store.insert_execution(&execution("e1")).expect("insert");
-        store.set_command("e1", "install", "c1", 0).expect("set command");
+        store.set_command("e1", Phase::Install, "c1", 0).expect("set command");
         store.append_chunk("e1", chunk(1, "a"), (1, 0)).await.expect("append");
         store.append_chunk("e1", chunk(2, "bb"), (1, 2)).await.expect("append");
         // The next phase's command starts from offsets 0; seq carries on.
-        store.set_command("e1", "run", "c2", 2).expect("set command");
+        store.set_command("e1", Phase::Run, "c2", 2).expect("set command");
         let ex = store.execution("e1").expect("read").expect("exists");
         assert_eq!((ex.phase.as_str(), ex.command_id.as_deref()), ("run", Some("c2")));
         assert_eq!((ex.last_seq, ex.stdout_offset, ex.stderr_offset), (2, 0, 0));
@@ -140,8 +140,8 @@ async fn progress_survives_commands_finishing_and_reopening() {
     let store = Store::open(&path).expect("reopen");
     let ex = store.execution("e1").expect("read").expect("exists");
     assert_eq!((ex.last_seq, ex.stdout_offset, ex.stderr_offset), (3, 4, 1));
-    store.finish_execution("e1", "success", 0, None, 9).expect("finish");
-    store.finish_execution("e1", "error", 1, None, 10).expect("finishing twice changes nothing");
+    store.finish_execution("e1", ExecStatus::Success, 0, None, 9).expect("finish");
+    store.finish_execution("e1", ExecStatus::Error, 1, None, 10).expect("finishing twice changes nothing");
     let ex = store.execution("e1").expect("read").expect("exists");
     assert_eq!((ex.status.as_str(), ex.exit_code, ex.finished_at), ("success", Some(0), Some(9)));
     assert_eq!((ex.last_seq, ex.stdout_offset, ex.stderr_offset), (3, 4, 1));
@@ -177,7 +177,7 @@ fn a_database_from_before_the_progress_table_reads_the_same() {
     let store = Store::open(&path).expect("open");
     let ex = store.execution("e1").expect("read").expect("exists");
     assert_eq!((ex.last_seq, ex.stdout_offset, ex.stderr_offset), (12, 7, 3));
-    store.finish_execution("e1", "cancelled", 130, None, 5).expect("finish");
+    store.finish_execution("e1", ExecStatus::Cancelled, 130, None, 5).expect("finish");
     let ex = store.execution("e1").expect("read").expect("exists");
     assert_eq!((ex.status.as_str(), ex.last_seq, ex.stdout_offset), ("cancelled", 12, 7));
 }
