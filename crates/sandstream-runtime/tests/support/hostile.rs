@@ -22,7 +22,10 @@ pub fn install(dir: &Path, template: &Path) -> PathBuf {
 }
 
 /// What `hostile seccomp` prints once the filter refuses io_uring, AF_VSOCK and every
-/// personality value but those Docker's default profile allows.
+/// personality value but those Docker's default profile allows, while AF_INET sockets
+/// and the allowed personality values (0xffffffff only asks) still work.
 pub const SECCOMP_REFUSED: &str = "io_uring_setup EPERM\nio_uring_enter EPERM\nio_uring_register EPERM\nvsock EPERM\n\
+inet ok\n\
 personality 0x0 ok\npersonality 0x8 ok\npersonality 0x20000 ok\npersonality 0x20008 ok\npersonality 0xffffffff ok\n\
 personality 0x40000 EPERM\npersonality 0x400000 EPERM\npersonality 0x1 EPERM\npersonality 0x100000008 EPERM\n";
+
