@@ -1,7 +1,8 @@
 //! The `docker` backend against sandboxes that attack the host's handling of them (as
 //! oci_hostile.rs does for the `oci` backend): the tenant's env aimed at the agent, the
-//! deadline file, a killed agent, the syscalls the seccomp filter refuses. Needs what
-//! docker.rs needs, and gcc with a static libc (scripts/setup.sh).
+//! deadline file, a killed agent, the syscalls the seccomp filter refuses, a memory full
+//! of `/tmp` files. Needs what docker.rs needs, and gcc with a static libc
+//! (scripts/setup.sh).
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -166,4 +167,22 @@ async fn seccomp_refuses_io_uring_vsock_and_personality_flags() {
     let out = exec(&sb, "hostile seccomp").await;
     f.runtime.kill(&sb.id).expect("kill");
     assert_eq!(out.stdout, hostile::SECCOMP_REFUSED, "{out:?}");
+}
+
+/// Issue: a sandbox whose memory was full of tmpfs files spun the host (the agent
+/// restarted its OOM-killed standby shell after every command). On the default template
+/// (bash, so the agent keeps a standby shell), at 128 MiB and half a CPU: see
+/// `hostile::a_sandbox_full_of_tmp_files_costs_the_host_little`. Ignored until the agent
+/// survives a full memory: it is OOM-killed in most runs (when it clones a command's
+/// shell, no user process is left to kill), which ends the sandbox.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "the agent of a sandbox whose memory is full of tmpfs files is OOM-killed (ends the sandbox)"]
+async fn a_sandbox_full_of_tmp_files_costs_the_host_little() {
+    let Some(f) = fixture() else { return };
+    let limits = Limits { memory_bytes: 128 << 20, cpu_millis: 500, ..Limits::default() };
+    let spec = SandboxSpec { template: support::default_template(), limits, env: Vec::new(), egress: Egress::Allow };
+    let sb = f.runtime.create(&spec).expect("create sandbox");
+    let init = u32::try_from(f.init_pid(&sb.id)).expect("a pid");
+    hostile::a_sandbox_full_of_tmp_files_costs_the_host_little(&sb, init, limits.memory_bytes, 0.5).await;
+    f.runtime.kill(&sb.id).expect("kill");
 }
