@@ -16,6 +16,7 @@ mod oci;
 mod private_nets;
 mod remove;
 mod sandbox;
+mod seccomp;
 mod template;
 mod types;
 mod undo;

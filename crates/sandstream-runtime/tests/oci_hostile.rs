@@ -1,8 +1,9 @@
 //! The `oci` backend against sandboxes that attack the host's handling of them, rather
 //! than their own isolation (oci.rs has that): a tree made to crash its removal, the
 //! tenant's env aimed at the agent, a deadline the sandbox enforces, a killed agent, the
-//! syscalls the seccomp filter refuses. Needs what oci.rs needs, and gcc with a static
-//! libc (scripts/setup.sh). Every test holds the sandbox tests' lock shared.
+//! syscalls the seccomp filter refuses, a memory full of `/tmp` files. Needs what oci.rs
+//! needs, and gcc with a static libc (scripts/setup.sh). Every test holds the sandbox
+//! tests' lock shared.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -310,4 +311,21 @@ async fn private_networks_are_closed_unless_the_operator_opens_them() {
     }
     assert!(results[0].is_err(), "a private address was reached by default: {:?}", results[0]);
     assert!(results[1].is_ok(), "the operator opened {private}'s network: {:?}", results[1]);
+}
+
+/// Issue: a sandbox whose memory was full of tmpfs files spun the host (the agent
+/// restarted its OOM-killed standby shell after every command). On the default template
+/// (bash, so the agent keeps a standby shell), at 128 MiB and half a CPU: see
+/// `hostile::a_sandbox_full_of_tmp_files_costs_the_host_little`. Ignored until the agent
+/// survives a full memory: it is OOM-killed in most runs (when it clones a command's
+/// shell, no user process is left to kill), which ends the sandbox.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "the agent of a sandbox whose memory is full of tmpfs files is OOM-killed (ends the sandbox)"]
+async fn a_sandbox_full_of_tmp_files_costs_the_host_little() {
+    let Some(f) = fixture() else { return };
+    let limits = Limits { memory_bytes: 128 << 20, cpu_millis: 500, ..Limits::default() };
+    let spec = SandboxSpec { template: support::default_template(), limits, env: Vec::new(), egress: Egress::Allow };
+    let sb = Guard { runtime: &f.runtime, sandbox: f.runtime.create(&spec).expect("create sandbox") };
+    let init = u32::try_from(f.init_pid(&sb.id)).expect("a pid");
+    hostile::a_sandbox_full_of_tmp_files_costs_the_host_little(&sb, init, limits.memory_bytes, 0.5).await;
 }

@@ -11,12 +11,12 @@
 //! `sb-XXXXXXXXXX/token` (0400), bound read-only into the container.
 //!
 //! Isolation is Docker's as far as it goes, tightened like the `oci` backend's: own
-//! namespaces, Docker's default seccomp profile (an allow-list; never disabled here) and
-//! AppArmor profile where the host has AppArmor, `no-new-privileges`, every capability
-//! dropped but SETUID, SETGID and KILL (the agent's, to start commands as uid 1000 and
-//! signal them), memory (swap included), CPU, pids and disk limits (the disk through the
-//! storage driver's `size` option: see `ensure_storage`), the agent binary, token,
-//! CA bundle and resolv.conf bound read-only, a tmpfs /tmp.
+//! namespaces, the `oci` backend's seccomp filter (`seccomp.rs`, sent as a profile),
+//! Docker's AppArmor profile where the host has AppArmor, `no-new-privileges`, every
+//! capability dropped but SETUID, SETGID and KILL (the agent's, to start commands as uid
+//! 1000 and signal them), memory (swap included), CPU, pids and disk limits (the disk
+//! through the storage driver's `size` option: see `ensure_storage`), the agent binary,
+//! token, CA bundle and resolv.conf bound read-only, a tmpfs /tmp.
 
 mod firewall;
 mod image;

@@ -1,6 +1,6 @@
 //! A sandbox container as the Docker Engine is asked for it: the agent and its token
-//! bound read-only as PID 1, limits, capabilities, the published agent port, labels
-//! (the `docker` backend's counterpart of `oci/bundle.rs`).
+//! bound read-only as PID 1, limits, capabilities, the seccomp filter, the published
+//! agent port, labels (the `docker` backend's counterpart of `oci/bundle.rs`).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -73,11 +73,18 @@ impl DockerRuntime {
             ulimits: Some(vec![ResourcesUlimits { name: Some("nofile".into()), soft: Some(4096), hard: Some(4096) }]),
             // The agent runs as root inside with only what it needs to start commands
             // as the sandbox user and to signal them; no-new-privileges keeps setuid
-            // binaries inert. Docker's default seccomp and AppArmor profiles stay on
-            // (no `seccomp=unconfined`, never privileged).
+            // binaries inert. The seccomp filter is the `oci` backend's (`seccomp.rs`),
+            // not the Engine's default profile, which before Engine 25.0 lets io_uring
+            // (a kernel surface seccomp cannot look into) and AF_VSOCK sockets (not
+            // network-namespaced: a way to the host's or hypervisor's services) through.
+            // Docker's AppArmor profile stays on where the host has AppArmor; never
+            // privileged.
             cap_drop: Some(vec!["ALL".into()]),
             cap_add: Some(vec!["SETUID".into(), "SETGID".into(), "KILL".into()]),
-            security_opt: Some(vec!["no-new-privileges:true".into()]),
+            security_opt: Some(vec![
+                "no-new-privileges:true".into(),
+                format!("seccomp={}", crate::seccomp::docker_profile()),
+            ]),
             privileged: Some(false),
             network_mode: Some(self.cfg.network.clone()),
             port_bindings: Some(

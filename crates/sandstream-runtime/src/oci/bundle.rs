@@ -8,10 +8,9 @@ use std::collections::HashSet;
 use std::path::Path;
 
 use oci_spec::runtime::{
-    Arch, Capability, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxMemoryBuilder, LinuxNamespace,
-    LinuxNamespaceBuilder, LinuxNamespaceType, LinuxPidsBuilder, LinuxSeccomp, LinuxSeccompAction,
-    LinuxSeccompArgBuilder, LinuxSeccompBuilder, LinuxSeccompOperator, LinuxSyscall, LinuxSyscallBuilder, Mount,
-    MountBuilder, PosixRlimitBuilder, PosixRlimitType, ProcessBuilder, RootBuilder, Spec, UserBuilder,
+    Capability, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxMemoryBuilder, LinuxNamespace, LinuxNamespaceBuilder,
+    LinuxNamespaceType, LinuxPidsBuilder, Mount, MountBuilder, PosixRlimitBuilder, PosixRlimitType, ProcessBuilder,
+    RootBuilder, Spec, UserBuilder,
 };
 
 use crate::error::{Error, Result};
@@ -40,189 +39,6 @@ fn bind(source: &Path, destination: &str) -> Result<Mount> {
         .typ("bind")
         .source(source)
         .options(vec!["bind".into(), "ro".into(), "nosuid".into(), "nodev".into()])
-        .build()
-        .map_err(spec_err)
-}
-
-/// Syscalls refused with EPERM. These are the ones Docker's default profile refuses to a
-/// container without extra capabilities: namespace creation and entry (the way into most
-/// of the kernel's recent privilege escalations once user namespaces are unprivileged,
-/// as on this kernel), kernel keyrings, module loading, BPF, perf, userfaultfd (a common
-/// exploit primitive), mounting, clock and swap control, reboot, kexec, handle-based opens
-/// (CVE-2014-3519, "shocker"), and NUMA policy. ptrace stays allowed, as in Docker: the
-/// pid namespace already hides every process outside the sandbox.
-/// TODO(issue 6): Docker's profile is an allow-list; this deny-list is narrower.
-const DENIED_SYSCALLS: &[&str] = &[
-    "acct",
-    "add_key",
-    "bpf",
-    "clock_adjtime",
-    "clock_settime",
-    "create_module",
-    "delete_module",
-    "finit_module",
-    "fsconfig",
-    "fsmount",
-    "fsopen",
-    "fspick",
-    "get_kernel_syms",
-    "get_mempolicy",
-    "init_module",
-    // io_uring: a large kernel surface behind many recent privilege escalations, which
-    // seccomp cannot look into (its operations are not syscalls); Docker refuses it too.
-    "io_uring_enter",
-    "io_uring_register",
-    "io_uring_setup",
-    "ioperm",
-    "iopl",
-    "kcmp",
-    "kexec_file_load",
-    "kexec_load",
-    "keyctl",
-    "lookup_dcookie",
-    "mbind",
-    "mount",
-    "mount_setattr",
-    "move_mount",
-    "move_pages",
-    "name_to_handle_at",
-    "nfsservctl",
-    "open_by_handle_at",
-    "open_tree",
-    "perf_event_open",
-    "pivot_root",
-    "query_module",
-    "quotactl",
-    "quotactl_fd",
-    "reboot",
-    "request_key",
-    "set_mempolicy",
-    "setns",
-    "settimeofday",
-    "swapoff",
-    "swapon",
-    "syslog",
-    "sysfs",
-    "umount2",
-    "unshare",
-    "uselib",
-    "userfaultfd",
-    "ustat",
-];
-
-/// `clone` flags that create namespaces (CLONE_NEWNS … CLONE_NEWNET).
-const NAMESPACE_FLAGS: &[u64] =
-    &[0x0002_0000, 0x0200_0000, 0x0400_0000, 0x0800_0000, 0x1000_0000, 0x2000_0000, 0x4000_0000];
-const EPERM: u32 = 1;
-const ENOSYS: u32 = 38;
-/// `socket`'s AF_VSOCK: host-guest sockets, a way to a hypervisor's or host's services
-/// that no sandbox needs (CVE-2021-26708 was in this code); Docker refuses it too.
-const AF_VSOCK: u64 = 40;
-/// The `personality` values Docker's default profile allows: PER_LINUX, PER_LINUX32,
-/// UNAME26, both, and 0xffffffff (which only asks). Any other flag is refused; some
-/// weaken the sandbox's own defences (ADDR_NO_RANDOMIZE turns ASLR off,
-/// READ_IMPLIES_EXEC makes readable memory executable).
-const PERSONALITY_ALLOWED: [u64; 5] = [0x0, 0x8, 0x2_0000, 0x2_0008, 0xffff_ffff];
-
-/// The 64-bit values from `lo` to `hi` as aligned power-of-two blocks, each a `(mask,
-/// value)` that exactly its members meet (`x & mask == value`).
-fn aligned_blocks(lo: u64, hi: u64, out: &mut Vec<(u64, u64)>) {
-    let (mut lo, hi) = (u128::from(lo), u128::from(hi));
-    while lo <= hi {
-        let mut size: u128 = if lo == 0 { 1 << 64 } else { 1 << lo.trailing_zeros() };
-        while lo + size - 1 > hi {
-            size >>= 1;
-        }
-        out.push((!((size - 1) as u64), lo as u64));
-        lo += size;
-    }
-}
-
-/// The comparisons on `personality`'s argument that refuse every value but
-/// [`PERSONALITY_ALLOWED`]. The filter's default is to allow, and one rule cannot
-/// compare the same argument twice (libseccomp), so the refused values are the gaps
-/// between the allowed ones: above the largest, one `>`; below, aligned blocks, one
-/// masked `==` each (about 80 rules, all on this one syscall).
-fn personality_refusals() -> Vec<(LinuxSeccompOperator, u64, u64)> {
-    let mut blocks = Vec::new();
-    let mut lo = 0u64;
-    for allowed in PERSONALITY_ALLOWED {
-        if allowed > lo {
-            aligned_blocks(lo, allowed - 1, &mut blocks);
-        }
-        lo = allowed + 1;
-    }
-    let mut rules: Vec<_> =
-        blocks.into_iter().map(|(mask, value)| (LinuxSeccompOperator::ScmpCmpMaskedEq, value, mask)).collect();
-    rules.push((LinuxSeccompOperator::ScmpCmpGt, lo - 1, 0));
-    rules
-}
-
-fn seccomp() -> Result<LinuxSeccomp> {
-    let deny = |names: Vec<String>, errno: u32| -> Result<LinuxSyscall> {
-        LinuxSyscallBuilder::default()
-            .names(names)
-            .action(LinuxSeccompAction::ScmpActErrno)
-            .errno_ret(errno)
-            .build()
-            .map_err(spec_err)
-    };
-    let mut rules = vec![
-        deny(DENIED_SYSCALLS.iter().map(|s| s.to_string()).collect(), EPERM)?,
-        // clone3 passes its flags in memory, where seccomp cannot look: refuse it as
-        // unknown, and libc falls back to clone, whose flags are checked below.
-        deny(vec!["clone3".into()], ENOSYS)?,
-    ];
-    for flag in NAMESPACE_FLAGS {
-        let arg = LinuxSeccompArgBuilder::default()
-            .index(0usize)
-            .value(*flag)
-            .value_two(*flag)
-            .op(LinuxSeccompOperator::ScmpCmpMaskedEq)
-            .build()
-            .map_err(spec_err)?;
-        rules.push(
-            LinuxSyscallBuilder::default()
-                .names(vec!["clone".to_string()])
-                .action(LinuxSeccompAction::ScmpActErrno)
-                .errno_ret(EPERM)
-                .args(vec![arg])
-                .build()
-                .map_err(spec_err)?,
-        );
-    }
-    let refuse_when = |name: &str, op: LinuxSeccompOperator, value: u64, value_two: u64| -> Result<LinuxSyscall> {
-        let arg = LinuxSeccompArgBuilder::default()
-            .index(0usize)
-            .value(value)
-            .value_two(value_two)
-            .op(op)
-            .build()
-            .map_err(spec_err)?;
-        LinuxSyscallBuilder::default()
-            .names(vec![name.to_string()])
-            .action(LinuxSeccompAction::ScmpActErrno)
-            .errno_ret(EPERM)
-            .args(vec![arg])
-            .build()
-            .map_err(spec_err)
-    };
-    rules.push(refuse_when("socket", LinuxSeccompOperator::ScmpCmpEq, AF_VSOCK, 0)?);
-    for (op, value, mask) in personality_refusals() {
-        // For a masked comparison the OCI spec's `value` is the mask, `valueTwo` the value.
-        let (v1, v2) = if op == LinuxSeccompOperator::ScmpCmpMaskedEq { (mask, value) } else { (value, 0) };
-        rules.push(refuse_when("personality", op, v1, v2)?);
-    }
-    // Only the native ABI is listed: calls through any other (32-bit int 0x80, x32) hit
-    // the filter's bad-architecture action and kill the caller, so they cannot slip by.
-    let arch = match std::env::consts::ARCH {
-        "aarch64" => Arch::ScmpArchAarch64,
-        _ => Arch::ScmpArchX86_64,
-    };
-    LinuxSeccompBuilder::default()
-        .default_action(LinuxSeccompAction::ScmpActAllow)
-        .architectures(vec![arch])
-        .syscalls(rules)
         .build()
         .map_err(spec_err)
 }
@@ -324,7 +140,8 @@ pub(crate) fn build(input: &BundleInput<'_>) -> Result<Spec> {
             .map_err(spec_err)?,
     ));
     linux.set_resources(Some(resources));
-    linux.set_seccomp(Some(seccomp()?));
+    // The filter both backends share (`seccomp.rs`).
+    linux.set_seccomp(Some(crate::seccomp::oci_filter()?));
     spec.set_linux(Some(linux));
     Ok(spec)
 }
@@ -388,32 +205,6 @@ mod tests {
             .collect();
         for s in ["unshare", "setns", "keyctl", "bpf", "userfaultfd", "mount", "open_by_handle_at", "io_uring_setup"] {
             assert!(denied.contains(&s), "{s} must be denied");
-        }
-    }
-
-    #[test]
-    fn personality_refusals_cover_exactly_the_values_not_allowed() {
-        let rules = personality_refusals();
-        assert!(rules.len() < 100, "{} rules", rules.len());
-        let refused = |x: u64| {
-            rules.iter().any(|&(op, value, mask)| match op {
-                LinuxSeccompOperator::ScmpCmpMaskedEq => x & mask == value,
-                LinuxSeccompOperator::ScmpCmpGt => x > value,
-                _ => unreachable!("only these two are made"),
-            })
-        };
-        let mut samples: Vec<u64> = vec![1, 7, 9, 0x1_ffff, 0x2_0001, 0x2_0007, 0x2_0009, 0x4_0000, 0x40_0000];
-        samples.extend([0xffff_fffe, 0x1_0000_0000, 0x1_0000_0008, u64::MAX, 1 << 63]);
-        for a in PERSONALITY_ALLOWED {
-            assert!(!refused(a), "{a:#x} is allowed");
-            samples.extend([a.wrapping_sub(1), a + 1]);
-        }
-        for bit in 0..64 {
-            samples.push(1 << bit);
-            samples.push((1 << bit) | 8);
-        }
-        for x in samples {
-            assert_eq!(refused(x), !PERSONALITY_ALLOWED.contains(&x), "{x:#x}");
         }
     }
 }

@@ -42,7 +42,7 @@ const SETTLE: Duration = Duration::from_millis(100);
 const PHASE: Duration = Duration::from_millis(600);
 
 /// CPU time of one cgroup, from the host.
-struct CpuUsage {
+pub struct CpuUsage {
     file: PathBuf,
     /// cgroup v2 `cpu.stat` (microseconds) rather than v1 `cpuacct.usage` (nanoseconds).
     v2: bool,
@@ -50,7 +50,7 @@ struct CpuUsage {
 
 impl CpuUsage {
     /// The CPU accounting of the cgroup of host process `pid`.
-    fn of_pid(pid: u32) -> CpuUsage {
+    pub fn of_pid(pid: u32) -> CpuUsage {
         let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).expect("the process's cgroups");
         for line in cgroups.lines() {
             let mut parts = line.splitn(3, ':');
@@ -64,7 +64,7 @@ impl CpuUsage {
         CpuUsage { file: PathBuf::from(format!("/sys/fs/cgroup{path}/cpu.stat")), v2: true }
     }
 
-    fn read(&self) -> Duration {
+    pub fn read(&self) -> Duration {
         let text = std::fs::read_to_string(&self.file).unwrap_or_else(|e| panic!("{}: {e}", self.file.display()));
         if self.v2 {
             let usec = text.lines().find_map(|l| l.strip_prefix("usage_usec ")).expect("usage_usec");

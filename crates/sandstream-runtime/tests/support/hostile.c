@@ -5,8 +5,9 @@
  *                          through directory fds (past PATH_MAX), with, half-way down and
  *                          at the bottom, a symlink to TARGET (a host path) and a
  *                          directory with a file in it, mode 000
- *   hostile seccomp        tries io_uring, AF_VSOCK and personality() values and prints
- *                          one line per attempt: its name and "ok" or the errno name
+ *   hostile seccomp        tries io_uring, AF_VSOCK and AF_INET sockets and personality()
+ *                          values and prints one line per attempt: its name and "ok" or
+ *                          the errno name
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -75,6 +76,9 @@ static int try_seccomp(void) {
     printf("io_uring_register %s\n", result(syscall(427, -1, 0, NULL, 0)));
     int s = socket(AF_VSOCK, SOCK_STREAM, 0);
     printf("vsock %s\n", result(s));
+    if (s >= 0) close(s);
+    s = socket(AF_INET, SOCK_STREAM, 0);
+    printf("inet %s\n", result(s));
     if (s >= 0) close(s);
     unsigned long values[] = {0x0, 0x8, 0x20000, 0x20008, 0xffffffff,
                               0x40000 /* ADDR_NO_RANDOMIZE */, 0x400000 /* READ_IMPLIES_EXEC */, 0x1,

@@ -1,7 +1,14 @@
 //! `hostile.c`, built static and put in a busybox template: the attacks busybox cannot
-//! make (directories nested past PATH_MAX, io_uring, AF_VSOCK, personality flags).
+//! make (directories nested past PATH_MAX, io_uring, AF_VSOCK, personality flags); and a
+//! sandbox whose memory is full of `/tmp` files, watched from the host.
 
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use sandstream_runtime::Sandbox;
+
+use super::cpu::CpuUsage;
+use super::{client, run};
 
 /// Builds `hostile.c` with `gcc -static` into `dir` and copies it to `template`'s
 /// `/bin/hostile`; returns the copy's path on the host.
@@ -22,7 +29,99 @@ pub fn install(dir: &Path, template: &Path) -> PathBuf {
 }
 
 /// What `hostile seccomp` prints once the filter refuses io_uring, AF_VSOCK and every
-/// personality value but those Docker's default profile allows.
+/// personality value but those Docker's default profile allows, while AF_INET sockets
+/// and the allowed personality values (0xffffffff only asks) still work.
 pub const SECCOMP_REFUSED: &str = "io_uring_setup EPERM\nio_uring_enter EPERM\nio_uring_register EPERM\nvsock EPERM\n\
+inet ok\n\
 personality 0x0 ok\npersonality 0x8 ok\npersonality 0x20000 ok\npersonality 0x20008 ok\npersonality 0xffffffff ok\n\
 personality 0x40000 EPERM\npersonality 0x400000 EPERM\npersonality 0x1 EPERM\npersonality 0x100000008 EPERM\n";
+
+/// OOM kills counted by the memory cgroup of host process `pid` (a sandbox's init), read
+/// from the host: `oom_kill` in cgroup v1's `memory.oom_control` (this host: v1, with a
+/// hybrid v2 mount that has no memory controller) or v2's `memory.events`.
+pub struct OomKills(PathBuf);
+
+impl OomKills {
+    pub fn of_pid(pid: u32) -> OomKills {
+        let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).expect("the process's cgroups");
+        for line in cgroups.lines() {
+            let mut parts = line.splitn(3, ':');
+            let (_, controllers, path) = (parts.next(), parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+            if controllers.split(',').any(|c| c == "memory") {
+                return OomKills(PathBuf::from(format!("/sys/fs/cgroup/memory{path}/memory.oom_control")));
+            }
+        }
+        let path = cgroups.lines().find_map(|l| l.strip_prefix("0::")).expect("a memory or a v2 cgroup");
+        OomKills(PathBuf::from(format!("/sys/fs/cgroup{path}/memory.events")))
+    }
+
+    pub fn read(&self) -> u64 {
+        let text = std::fs::read_to_string(&self.0).unwrap_or_else(|e| panic!("{}: {e}", self.0.display()));
+        let count = text.lines().find_map(|l| l.strip_prefix("oom_kill ")).expect("an oom_kill line (Linux 4.13+)");
+        count.trim().parse().expect("a count")
+    }
+}
+
+/// How long the sandbox is watched while its memory is full, and how often a client sends
+/// it a command meanwhile (as a user or a program retrying one that failed).
+const FULL_WINDOW: Duration = Duration::from_secs(10);
+const RETRY_EVERY: Duration = Duration::from_millis(200);
+/// Standby shells the agent may start in [`FULL_WINDOW`] when each dies at once: its
+/// backoff (50 ms doubling to 5 s) allows about nine; without it, one followed every
+/// command.
+const STANDBY_STARTS: u64 = 10;
+
+/// Issue: in a sandbox whose memory cgroup was full of tmpfs files plus a memory hog, the
+/// agent restarted its standby shell after every command, each one OOM-killed at once
+/// (37,000 OOM kills in one sandbox, a host load near 200). `sb` (a template with bash,
+/// so the agent keeps a standby shell; host process `init_pid` its init) has
+/// `memory_bytes` of memory and `cpus` CPUs: its `/tmp` is filled until the OOM killer
+/// stops the writer, a hog (`tail /dev/zero`) is killed at once, and for 10 s a client
+/// sends `echo ok` every 200 ms, each of whose shells the OOM killer takes too. The
+/// sandbox's cgroup, read from the host, counts no more OOM kills than those commands'
+/// shells and a backed-off standby's, and its CPU time stays within its quota. Positive
+/// control: once its `/tmp` file is gone (removed from the host: no shell can start in
+/// the sandbox to do it), the same sandbox answers `echo ok`.
+pub async fn a_sandbox_full_of_tmp_files_costs_the_host_little(
+    sb: &Sandbox,
+    init_pid: u32,
+    memory_bytes: u64,
+    cpus: f64,
+) {
+    let (oom, cpu) = (OomKills::of_pid(init_pid), CpuUsage::of_pid(init_pid));
+    let mut c = client(sb.agent_addr, &sb.token).await.expect("connect to the sandbox's agent");
+    let before = oom.read();
+    let fill = run(&mut c, &format!("head -c {memory_bytes} /dev/zero > /tmp/fill"), 60_000).await.expect("fill /tmp");
+    assert_eq!(fill.exit_code, 137, "writing /tmp past the memory limit is killed: {fill:?}");
+    let hog = run(&mut c, "tail /dev/zero", 60_000).await.expect("the memory hog");
+    assert_eq!(hog.exit_code, 137, "a memory hog in a full sandbox is killed: {hog:?}");
+    assert!(oom.read() > before, "the OOM killer killed them");
+
+    let (oom0, cpu0, t0) = (oom.read(), cpu.read(), Instant::now());
+    let mut outcomes = std::collections::BTreeMap::new();
+    let mut commands = 0u64;
+    while t0.elapsed() < FULL_WINDOW {
+        let out = tokio::time::timeout(Duration::from_secs(30), run(&mut c, "echo ok", 10_000))
+            .await
+            .expect("the agent answers within 30 s")
+            .expect("the agent of a full sandbox still runs commands");
+        assert!(out.stdout == "ok\n" && out.exit_code == 0 || out.exit_code == 137, "{out:?}");
+        *outcomes.entry(format!("exit {} {:?}", out.exit_code, out.error)).or_insert(0) += 1;
+        commands += 1;
+        tokio::time::sleep(RETRY_EVERY).await;
+    }
+    let window = t0.elapsed().as_secs_f64();
+    let (kills, used) = (oom.read() - oom0, (cpu.read() - cpu0).as_secs_f64() / window);
+    println!("memory full for {window:.1} s: {commands} commands ({outcomes:?}), {kills} OOM kills, {used:.2} CPUs");
+
+    let fill = PathBuf::from(format!("/proc/{init_pid}/root/tmp/fill"));
+    std::fs::remove_file(&fill).unwrap_or_else(|e| panic!("remove {}: {e}", fill.display()));
+    let out = run(&mut c, "echo ok", 60_000).await.expect("a command once /tmp is freed");
+    assert_eq!((out.stdout.as_str(), out.exit_code), ("ok\n", 0), "{out:?}");
+
+    assert!(
+        kills <= commands + STANDBY_STARTS,
+        "{kills} OOM kills in {window:.1} s for {commands} commands: the agent restarts what the OOM killer kills"
+    );
+    assert!(used < cpus + 0.1, "the full sandbox used {used:.2} CPUs, over its limit of {cpus}");
+}
