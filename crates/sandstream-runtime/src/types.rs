@@ -47,6 +47,20 @@ impl Default for Limits {
 }
 
 impl Limits {
+    /// The size of the sandbox's `/tmp` tmpfs: 256 MiB, or half its memory if less.
+    /// tmpfs pages count against the memory limit and nothing can reclaim them: a /tmp
+    /// as large as the memory let a sandbox fill it until the OOM killer, having killed
+    /// every user process, killed the agent (and so the sandbox).
+    pub fn tmp_bytes(&self) -> u64 {
+        (256u64 << 20).min(self.memory_bytes / 2)
+    }
+
+    /// The size of `/dev/shm`: 64 MiB (runc's and Docker's default), or an eighth of
+    /// the memory if less, so `/tmp` and `/dev/shm` together leave the agent room.
+    pub fn shm_bytes(&self) -> u64 {
+        (64u64 << 20).min(self.memory_bytes / 8)
+    }
+
     /// These limits with a disk of `mb` MiB and its inodes ([`DISK_INODES_PER_MB`]).
     pub fn with_disk_mb(self, mb: u32) -> Limits {
         Limits { disk_bytes: u64::from(mb) << 20, disk_inodes: u64::from(mb) * DISK_INODES_PER_MB, ..self }

@@ -316,11 +316,8 @@ async fn private_networks_are_closed_unless_the_operator_opens_them() {
 /// Issue: a sandbox whose memory was full of tmpfs files spun the host (the agent
 /// restarted its OOM-killed standby shell after every command). On the default template
 /// (bash, so the agent keeps a standby shell), at 128 MiB and half a CPU: see
-/// `hostile::a_sandbox_full_of_tmp_files_costs_the_host_little`. Ignored until the agent
-/// survives a full memory: it is OOM-killed in most runs (when it clones a command's
-/// shell, no user process is left to kill), which ends the sandbox.
+/// `hostile::a_sandbox_full_of_tmp_files_costs_the_host_little`.
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "the agent of a sandbox whose memory is full of tmpfs files is OOM-killed (ends the sandbox)"]
 async fn a_sandbox_full_of_tmp_files_costs_the_host_little() {
     let Some(f) = fixture() else { return };
     let limits = Limits { memory_bytes: 128 << 20, cpu_millis: 500, ..Limits::default() };

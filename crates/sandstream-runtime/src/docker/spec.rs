@@ -59,7 +59,12 @@ impl DockerRuntime {
         let host_config = HostConfig {
             binds: Some(binds),
             // Docker's tmpfs default is noexec; /tmp holds venvs and build outputs.
-            tmpfs: Some([("/tmp".to_string(), "rw,exec,nosuid,nodev,size=256m,mode=1777".to_string())].into()),
+            // Its size: `Limits::tmp_bytes`, with /dev/shm's (`shm_size`), so the agent
+            // keeps room when they are full.
+            tmpfs: Some(
+                [("/tmp".to_string(), format!("rw,exec,nosuid,nodev,size={},mode=1777", l.tmp_bytes()))].into(),
+            ),
+            shm_size: Some(l.shm_bytes() as i64),
             // The writable layer's size (`DockerRuntime::new` checked that the Engine's
             // storage can limit it). Docker limits bytes only: inodes are bounded by the
             // bytes their metadata takes, and cost the host none (one image file holds

@@ -101,10 +101,24 @@ pub(crate) fn build(input: &BundleInput<'_>) -> Result<Spec> {
             .destination("/tmp")
             .typ("tmpfs")
             .source("tmpfs")
-            .options(vec!["nosuid".into(), "nodev".into(), "mode=1777".into(), "size=256m".into()])
+            .options(vec![
+                "nosuid".into(),
+                "nodev".into(),
+                "mode=1777".into(),
+                format!("size={}", input.limits.tmp_bytes()),
+            ])
             .build()
             .map_err(spec_err)?,
     );
+    // runc's default /dev/shm is 64 MiB whatever the memory (`Limits::shm_bytes`).
+    for m in &mut mounts {
+        if m.destination() == Path::new("/dev/shm") {
+            let mut options: Vec<String> =
+                m.options().clone().unwrap_or_default().into_iter().filter(|o| !o.starts_with("size=")).collect();
+            options.push(format!("size={}", input.limits.shm_bytes()));
+            m.set_options(Some(options));
+        }
+    }
     spec.set_mounts(Some(mounts));
 
     let mut linux = spec.linux().clone().ok_or_else(|| Error::Spec("default spec has no linux section".into()))?;

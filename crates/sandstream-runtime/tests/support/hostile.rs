@@ -73,15 +73,16 @@ const STANDBY_STARTS: u64 = 10;
 
 /// Issue: in a sandbox whose memory cgroup was full of tmpfs files plus a memory hog, the
 /// agent restarted its standby shell after every command, each one OOM-killed at once
-/// (37,000 OOM kills in one sandbox, a host load near 200). `sb` (a template with bash,
-/// so the agent keeps a standby shell; host process `init_pid` its init) has
-/// `memory_bytes` of memory and `cpus` CPUs: its `/tmp` is filled until the OOM killer
-/// stops the writer, a hog (`tail /dev/zero`) is killed at once, and for 10 s a client
-/// sends `echo ok` every 200 ms, each of whose shells the OOM killer takes too. The
-/// sandbox's cgroup, read from the host, counts no more OOM kills than those commands'
-/// shells and a backed-off standby's, and its CPU time stays within its quota. Positive
-/// control: once its `/tmp` file is gone (removed from the host: no shell can start in
-/// the sandbox to do it), the same sandbox answers `echo ok`.
+/// (37,000 OOM kills in one sandbox, a host load near 200); and with `/tmp` as large as
+/// the memory, the OOM killer, once no user process was left, killed the agent. `sb` (a
+/// template with bash, so the agent keeps a standby shell; host process `init_pid` its
+/// init) has `memory_bytes` of memory and `cpus` CPUs: its `/tmp` and `/dev/shm` are
+/// filled to their caps (`Limits::tmp_bytes`, `shm_bytes`: ENOSPC, not an OOM kill), a
+/// hog (`tail /dev/zero`) is killed, and for 10 s a client sends `echo ok` every 200 ms:
+/// every one runs, the sandbox's cgroup, read from the host, counts no more OOM kills
+/// than those commands' shells and a backed-off standby's, and its CPU time stays within
+/// its quota. Positive control: once the files are gone (removed from the host), the
+/// same sandbox answers `echo ok`.
 pub async fn a_sandbox_full_of_tmp_files_costs_the_host_little(
     sb: &Sandbox,
     init_pid: u32,
@@ -91,8 +92,12 @@ pub async fn a_sandbox_full_of_tmp_files_costs_the_host_little(
     let (oom, cpu) = (OomKills::of_pid(init_pid), CpuUsage::of_pid(init_pid));
     let mut c = client(sb.agent_addr, &sb.token).await.expect("connect to the sandbox's agent");
     let before = oom.read();
-    let fill = run(&mut c, &format!("head -c {memory_bytes} /dev/zero > /tmp/fill"), 60_000).await.expect("fill /tmp");
-    assert_eq!(fill.exit_code, 137, "writing /tmp past the memory limit is killed: {fill:?}");
+    let fill = format!(
+        "head -c {memory_bytes} /dev/zero > /tmp/fill 2>/dev/null; echo tmp=$?; \
+         head -c {memory_bytes} /dev/zero > /dev/shm/fill 2>/dev/null; echo shm=$?"
+    );
+    let fill = run(&mut c, &fill, 60_000).await.expect("fill /tmp and /dev/shm");
+    assert_eq!(fill.stdout, "tmp=1\nshm=1\n", "tmpfs stops at its cap, below the memory limit: {fill:?}");
     let hog = run(&mut c, "tail /dev/zero", 60_000).await.expect("the memory hog");
     assert_eq!(hog.exit_code, 137, "a memory hog in a full sandbox is killed: {hog:?}");
     assert!(oom.read() > before, "the OOM killer killed them");
@@ -105,7 +110,7 @@ pub async fn a_sandbox_full_of_tmp_files_costs_the_host_little(
             .await
             .expect("the agent answers within 30 s")
             .expect("the agent of a full sandbox still runs commands");
-        assert!(out.stdout == "ok\n" && out.exit_code == 0 || out.exit_code == 137, "{out:?}");
+        assert_eq!((out.stdout.as_str(), out.exit_code), ("ok\n", 0), "{out:?}");
         *outcomes.entry(format!("exit {} {:?}", out.exit_code, out.error)).or_insert(0) += 1;
         commands += 1;
         tokio::time::sleep(RETRY_EVERY).await;
@@ -114,8 +119,10 @@ pub async fn a_sandbox_full_of_tmp_files_costs_the_host_little(
     let (kills, used) = (oom.read() - oom0, (cpu.read() - cpu0).as_secs_f64() / window);
     println!("memory full for {window:.1} s: {commands} commands ({outcomes:?}), {kills} OOM kills, {used:.2} CPUs");
 
-    let fill = PathBuf::from(format!("/proc/{init_pid}/root/tmp/fill"));
-    std::fs::remove_file(&fill).unwrap_or_else(|e| panic!("remove {}: {e}", fill.display()));
+    for file in ["tmp/fill", "dev/shm/fill"] {
+        let fill = PathBuf::from(format!("/proc/{init_pid}/root/{file}"));
+        std::fs::remove_file(&fill).unwrap_or_else(|e| panic!("remove {}: {e}", fill.display()));
+    }
     let out = run(&mut c, "echo ok", 60_000).await.expect("a command once /tmp is freed");
     assert_eq!((out.stdout.as_str(), out.exit_code), ("ok\n", 0), "{out:?}");
 
