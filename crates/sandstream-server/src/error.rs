@@ -5,6 +5,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use crate::store::StoreError;
+
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum AppError {
     #[error("{0}")]
@@ -62,9 +64,10 @@ impl AppError {
     }
 }
 
-impl From<rusqlite::Error> for AppError {
-    fn from(e: rusqlite::Error) -> AppError {
-        AppError::Internal(format!("database: {e}"))
+/// A store error at the HTTP edge: a 500 whose details are logged, not shown.
+impl From<StoreError> for AppError {
+    fn from(e: StoreError) -> AppError {
+        AppError::Internal(e.to_string())
     }
 }
 

@@ -8,6 +8,7 @@ mod auth;
 mod config;
 mod error;
 mod exec;
+mod heartbeat;
 mod hub;
 mod limits;
 mod listen;
@@ -19,6 +20,7 @@ mod seal;
 mod state;
 mod server;
 mod store;
+mod tenant;
 mod time;
 
 pub use config::ServerConfig;

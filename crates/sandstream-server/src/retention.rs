@@ -15,9 +15,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::error::AppResult;
 use crate::server::AppState;
-use crate::store::Store;
+use crate::store::{PruneStore, Result, StateStore, Store};
 use crate::time::now_ms;
 
 /// `--retention-days` when not given: a week, long enough to come back to a run after a
@@ -92,7 +91,7 @@ impl Pruned {
 
 /// One pass of `policy` at time `now` (ms since the epoch). Blocking: call it from a
 /// blocking thread.
-pub(crate) fn prune(store: &Store, policy: &Retention, now: i64) -> AppResult<Pruned> {
+pub(crate) fn prune(store: &dyn StateStore, policy: &Retention, now: i64) -> Result<Pruned> {
     let mut done = Pruned::default();
     // What an interrupted pass left.
     drain(store, &mut done)?;
@@ -146,7 +145,7 @@ pub(crate) fn prune(store: &Store, policy: &Retention, now: i64) -> AppResult<Pr
 }
 
 /// Deletes the chunks of executions already deleted, step by step.
-fn drain(store: &Store, done: &mut Pruned) -> AppResult<()> {
+fn drain(store: &dyn StateStore, done: &mut Pruned) -> Result<()> {
     loop {
         let (n, left) = store.drop_pruned_chunks()?;
         done.chunks += n as u64;
@@ -237,7 +236,7 @@ pub(crate) async fn run(state: Arc<AppState>) {
             last_pass = Some(Instant::now());
         }
         let (s, p) = (state.clone(), policy.clone());
-        match tokio::task::spawn_blocking(move || prune(&s.store, &p, now_ms())).await {
+        match tokio::task::spawn_blocking(move || prune(s.store.as_ref(), &p, now_ms())).await {
             Ok(Ok(done)) => {
                 log(&done, &policy);
                 stuck = done.over_budget;

@@ -14,12 +14,12 @@ use crate::config::ServerConfig;
 use crate::exec::Engine;
 use crate::limits::Throttle;
 use crate::registry::Registry;
-use crate::store::Store;
+use crate::store::{StateStore, Store};
 use crate::time::now_ms;
 
 pub(crate) struct AppState {
     pub cfg: ServerConfig,
-    pub store: Store,
+    pub store: Arc<dyn StateStore>,
     pub io: SocketIo,
     pub registry: Registry,
     pub exec: Engine,
@@ -174,6 +174,7 @@ fn build(cfg: ServerConfig, wait_for_runner: bool) -> anyhow::Result<Built> {
     make_private_dir(&cfg.data_dir)?;
     let store = Store::open(&cfg.data_dir.join("sandstream.db")).context("open the database")?;
     crate::retention::prepare(&store, &cfg.retention);
+    let store: Arc<dyn StateStore> = Arc::new(store);
     let mut created_admin_key = None;
     match &cfg.api_key {
         Some(key) => {

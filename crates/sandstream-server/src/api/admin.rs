@@ -1,6 +1,5 @@
 //! Admin routes (keys, runners list) and the runner link (register, heartbeat).
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
 use axum::Json;
@@ -10,16 +9,11 @@ use sandstream_runner_protocol::{Heartbeat, HeartbeatReply, Register, Registered
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::state::SandboxState;
 use crate::auth::{Admin, RunnerAuth, hash, new_key, random_hex};
 use crate::error::{AppError, AppJson, AppResult};
 use crate::server::AppState;
 use crate::store::RunnerRow;
 use crate::time::{now_ms, rfc3339};
-
-/// A sandbox a runner reports but the server does not know is removed only after this
-/// long: its creation may still be on its way back to the server.
-const UNKNOWN_GRACE_MS: i64 = 30_000;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -62,29 +56,9 @@ pub(crate) async fn revoke_key(
     if id == me.key_id {
         return Err(AppError::BadRequest("the admin key cannot revoke itself".into()));
     }
-    if !state.store.revoke_key(&id)? {
+    if !crate::tenant::revoke(&state, &id).await? {
         return Err(AppError::NotFound(format!("key {id} not found")));
     }
-    let closed = crate::hub::disconnect_key(&state.io, &id);
-    // A key is a tenant: no other key can reach its sandboxes, so none would be left to
-    // stop the ones it made (and whoever holds their agents' tokens could go on using
-    // them until their timeout). They go with it.
-    let mut kills = tokio::task::JoinSet::new();
-    for sb in state.store.sandboxes_of(&id)? {
-        let state = state.clone();
-        kills.spawn(async move { (crate::registry::kill_sandbox(&state, &sb).await, sb.id) });
-    }
-    let mut killed = 0;
-    while let Some(done) = kills.join_next().await {
-        match done {
-            Ok((Ok(()), _)) => killed += 1,
-            Ok((Err(e), sandbox_id)) => {
-                tracing::error!(%sandbox_id, error = %e, "could not kill a revoked key's sandbox")
-            }
-            Err(e) => tracing::error!(error = %e, "a kill of a revoked key's sandbox failed"),
-        }
-    }
-    tracing::info!(key_id = %id, sockets_closed = closed, sandboxes_killed = killed, "key revoked");
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -132,81 +106,14 @@ pub(crate) async fn register_runner(
     Ok((StatusCode::CREATED, Json(Registered { id })))
 }
 
-/// Clock difference allowed between a runner and this server when a heartbeat's list is
-/// compared with creation times.
-const CLOCK_SLACK_MS: i64 = 1_000;
-
-/// Whether a sandbox created (on this server's clock) at `created_at` and missing from a
-/// heartbeat is gone. A list read after the sandbox was created would have it, so it is
-/// gone at once (a dead agent shows within a heartbeat, not 30 s later). A list read
-/// before could simply predate it; a runner that does not say when it read its list
-/// gets the old grace.
-fn gone(created_at: i64, taken_at: Option<i64>, now: i64) -> bool {
-    match taken_at {
-        Some(t) => created_at + CLOCK_SLACK_MS < t,
-        None => now - created_at > UNKNOWN_GRACE_MS,
-    }
-}
-
 pub(crate) async fn heartbeat(
     State(state): State<Arc<AppState>>,
     _: RunnerAuth,
     Path(id): Path<String>,
     AppJson(body): AppJson<Heartbeat>,
 ) -> AppResult<Json<HeartbeatReply>> {
-    let now = now_ms();
-    if !state.store.touch_runner(&id, now)? {
-        return Err(AppError::NotFound(format!("runner {id} not found; register again")));
-    }
-    state.runner_seen();
-    state.registry.set_templates(&id, body.templates.clone());
-    let reported: HashSet<&str> = body.sandboxes.iter().map(|s| s.id.as_str()).collect();
-    let mut reply = HeartbeatReply::default();
-    let mut unknown = state.unknown_since.lock().unwrap_or_else(|p| p.into_inner());
-    for s in &body.sandboxes {
-        match state.store.sandbox(&s.id)? {
-            Some(sb) if sb.runner_id == id && sb.state != SandboxState::Killed => {
-                unknown.remove(&s.id);
-                if sb.state != SandboxState::Running || sb.host != s.host || sb.port != s.port || sb.token != s.token {
-                    tracing::info!(sandbox_id = %s.id, runner_id = %id, "sandbox reachable again");
-                    state.store.set_sandbox_conn(&s.id, &s.host, s.port, &s.token)?;
-                    state.exec.forget_sandbox(&s.id);
-                }
-            }
-            _ => {
-                let since = *unknown.entry(s.id.clone()).or_insert(now);
-                if now - since >= UNKNOWN_GRACE_MS {
-                    reply.kill.push(s.id.clone());
-                    unknown.remove(&s.id);
-                }
-            }
-        }
-    }
-    drop(unknown);
-    for sb in state.store.sandboxes_on(&id)? {
-        if !reported.contains(sb.id.as_str()) && gone(sb.created_at, body.taken_at, now) {
-            tracing::warn!(sandbox_id = %sb.id, runner_id = %id, "runner no longer has this sandbox");
-            state.store.set_sandbox_state(&sb.id, SandboxState::Killed)?;
-            state.exec.forget_sandbox(&sb.id);
-        }
-    }
-    Ok(Json(reply))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::gone;
-
-    #[test]
-    fn a_sandbox_missing_from_a_list_read_after_its_creation_is_gone_at_once() {
-        let created = 1_000_000;
-        // Read 5 s after the creation: gone, however young the sandbox.
-        assert!(gone(created, Some(created + 5_000), created + 5_010));
-        // Read before it (or within the clock slack): the list may predate it.
-        assert!(!gone(created, Some(created - 100), created + 50));
-        assert!(!gone(created, Some(created + 900), created + 950));
-        // A runner that does not say when: the old 30 s grace.
-        assert!(!gone(created, None, created + 29_000));
-        assert!(gone(created, None, created + 31_000));
+    match crate::heartbeat::reconcile(&state, &id, &body, now_ms())? {
+        Some(reply) => Ok(Json(reply)),
+        None => Err(AppError::NotFound(format!("runner {id} not found; register again"))),
     }
 }

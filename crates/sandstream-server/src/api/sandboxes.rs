@@ -93,7 +93,9 @@ pub(crate) async fn create_sandbox(state: &AppState, p: &Principal, body: Create
     // What the key's disk quota counts; absent, the runner gives its default.
     let disk_mb = body.disk_mb.unwrap_or(state.cfg.limits.default_disk_mb);
     // Held until the row is stored, like the runner's slot below.
-    let _quota = state.throttle.reserve_tenant(p.tenant(), memory_mb, disk_mb, || state.store.usage_of(p.tenant()))?;
+    let _quota = state
+        .throttle
+        .reserve_tenant(p.tenant(), memory_mb, disk_mb, || state.store.usage_of(p.tenant()).map_err(AppError::from))?;
     // Held until the row is stored: until then the store does not count it.
     let placed = state.registry.place(state, &template)?;
     let runner = &placed.runner;
@@ -130,7 +132,7 @@ pub(crate) async fn create_sandbox(state: &AppState, p: &Principal, body: Create
     };
     if let Err(e) = state.store.insert_sandbox(&row) {
         let _ = state.registry.kill(runner, &row.id).await;
-        return Err(e);
+        return Err(e.into());
     }
     tracing::info!(sandbox_id = %row.id, runner_id = %runner.id, tenant = %row.tenant, "sandbox created");
     Ok(row)

@@ -42,7 +42,7 @@ pub(crate) async fn page(State(state): State<Arc<AppState>>, req: Request) -> Re
             Ok(Some(p)) => {
                 let session = random_hex(32);
                 if let Err(e) = state.store.insert_session(&hash(&session), &p.key_id, "session", now_ms() + SESSION_MS) {
-                    return e.into_response();
+                    return AppError::from(e).into_response();
                 }
                 let cookie = format!(
                     "{SESSION_COOKIE}={session}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}",
@@ -55,7 +55,7 @@ pub(crate) async fn page(State(state): State<Arc<AppState>>, req: Request) -> Re
                 Html("<h1>This login link was already used or has expired</h1><p>Ask <code>sandstream login-link</code> for a new one.</p>"),
             )
                 .into_response(),
-            Err(e) => e.into_response(),
+            Err(e) => AppError::from(e).into_response(),
         };
     }
     let Some(dir) = state.cfg.web_dir.clone().filter(|d| d.join("index.html").is_file()) else {

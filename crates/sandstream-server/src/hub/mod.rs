@@ -21,6 +21,7 @@ use events::{ContainerJoined, ErrorEvent, emit};
 
 use crate::state::ExecStatus;
 use crate::auth::{Credential, admit, credential};
+use crate::error::AppError;
 use crate::server::AppState;
 use crate::store::{Principal, Receiver};
 
@@ -127,7 +128,7 @@ fn join(state: &AppState, s: &SocketRef, v: Value) {
             let _ = emit(s, &Event::ContainerJoined(ContainerJoined { container_id: &id }));
         }
         Ok(_) => refuse(s, "not_found", format!("container {id:?} not found")),
-        Err(e) => refuse(s, "internal", e.public_message()),
+        Err(e) => refuse(s, "internal", AppError::from(e).public_message()),
     }
 }
 
@@ -140,7 +141,7 @@ async fn resume(state: &Arc<AppState>, s: &SocketRef, v: Value) {
     let ex = match state.store.execution(&req.execution_id) {
         Ok(Some(ex)) if ex.tenant == p.tenant() => ex,
         Ok(_) => return refuse(s, "not_found", format!("execution {:?} not found", req.execution_id)),
-        Err(e) => return refuse(s, "internal", e.public_message()),
+        Err(e) => return refuse(s, "internal", AppError::from(e).public_message()),
     };
     // Join first, replay second: a chunk stored meanwhile arrives twice (the client
     // drops it by seq), never zero times.
@@ -149,7 +150,7 @@ async fn resume(state: &Arc<AppState>, s: &SocketRef, v: Value) {
     loop {
         let chunks = match state.store.chunks(&ex.id, after, REPLAY_PAGE) {
             Ok(c) => c,
-            Err(e) => return refuse(s, "internal", e.public_message()),
+            Err(e) => return refuse(s, "internal", AppError::from(e).public_message()),
         };
         let Some(last) = chunks.last() else { break };
         after = last.seq;

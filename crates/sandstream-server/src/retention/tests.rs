@@ -8,7 +8,7 @@ use rusqlite::Connection;
 
 use super::*;
 use crate::state::{ExecStatus, Phase, SandboxState};
-use crate::store::{Chunk, ExecutionRow, Receiver, SandboxRow};
+use crate::store::{Chunk, ExecutionRow, ExecutionStore, KeyStore, PruneStore, Receiver, SandboxRow, SandboxStore};
 
 const DAY: i64 = 86_400_000;
 const MIB: u64 = 1 << 20;
@@ -202,7 +202,7 @@ async fn output_keeps_being_stored_while_a_pass_deletes() {
         })
     };
     let s = store.clone();
-    let done = tokio::task::spawn_blocking(move || prune(&s, &Retention::from_flags(1, 0), 2 * DAY))
+    let done = tokio::task::spawn_blocking(move || prune(&*s, &Retention::from_flags(1, 0), 2 * DAY))
         .await
         .expect("task")
         .expect("prune");

@@ -4,13 +4,18 @@
 //! prune; the caller pauses between steps so that the writer gets its turn. Going through
 //! the same lock rather than a connection of its own also means SQLite never answers
 //! "busy" to either side.
+//!
+//! Also the one-time switch of a database made before retention to giving freed pages
+//! back (`VACUUM`, SQLite's alone: it is not part of the interface), made at start.
 
 use std::time::{Duration, Instant};
 
 use rusqlite::{OptionalExtension, params};
 
-use super::{Store, lock};
-use crate::error::AppResult;
+use super::Store;
+use super::error::Result;
+use super::interface::PruneStore;
+use super::schema::lock;
 
 /// Longest one step holds the store: past it, the step ends after the row at hand.
 const STEP: Duration = Duration::from_millis(5);
@@ -18,24 +23,34 @@ const STEP: Duration = Duration::from_millis(5);
 const STEP_ROWS: usize = 256;
 
 impl Store {
-    /// The database's size in pages, its free pages and its page size.
-    pub(crate) fn pages(&self) -> AppResult<(u64, u64, u64)> {
+    /// Whether freed pages can be given back to the file system bit by bit
+    /// (`PRAGMA incremental_vacuum`): true for every database made since retention.
+    pub(crate) fn incremental_vacuum(&self) -> Result<bool> {
+        Ok(lock(&self.conn).query_row("PRAGMA auto_vacuum", [], |r| r.get::<_, i64>(0))? == 2)
+    }
+
+    /// Rewrites the whole database once (`VACUUM`) so that it gives freed pages back from
+    /// then on. Holds the store for as long as that takes, and needs free disk of about
+    /// twice the database's size (a copy, and the write-ahead log of it); on failure the
+    /// database is as it was.
+    pub(crate) fn switch_to_incremental_vacuum(&self) -> Result<()> {
+        lock(&self.conn).execute_batch("PRAGMA auto_vacuum=INCREMENTAL; VACUUM;")?;
+        Ok(())
+    }
+}
+
+impl PruneStore for Store {
+    fn pages(&self) -> Result<(u64, u64, u64)> {
         let db = lock(&self.conn);
         let get = |pragma: &str| db.query_row(pragma, [], |r| r.get::<_, i64>(0)).map(|n| n.max(0) as u64);
         Ok((get("PRAGMA page_count")?, get("PRAGMA freelist_count")?, get("PRAGMA page_size")?))
     }
 
-    /// Bytes in the database's pages that are not free: what `--retention-mb` bounds.
-    pub(crate) fn used_bytes(&self) -> AppResult<u64> {
-        let (pages, free, size) = self.pages()?;
-        Ok(pages.saturating_sub(free) * size)
-    }
-
     /// One step: deletes finished executions that finished before `before` (ms since the
     /// epoch), oldest first, at most `max`. A running execution is never touched. From
     /// the commit on, a GET of one answers 404; its chunks are listed in `pruning` for
-    /// [`Store::drop_pruned_chunks`]. Returns how many went.
-    pub(crate) fn prune_executions(&self, before: i64, max: usize) -> AppResult<usize> {
+    /// `drop_pruned_chunks`. Returns how many went.
+    fn prune_executions(&self, before: i64, max: usize) -> Result<usize> {
         let mut db = lock(&self.conn);
         let started = Instant::now();
         let tx = db.transaction()?;
@@ -65,7 +80,7 @@ impl Store {
     /// One step: deletes chunks of executions listed in `pruning`, oldest seq first, and
     /// an execution's entry once it has none left. Returns how many chunks went and
     /// whether any are left.
-    pub(crate) fn drop_pruned_chunks(&self) -> AppResult<(usize, bool)> {
+    fn drop_pruned_chunks(&self) -> Result<(usize, bool)> {
         let mut db = lock(&self.conn);
         let started = Instant::now();
         let tx = db.transaction()?;
@@ -108,7 +123,7 @@ impl Store {
     /// One step: deletes the rows of killed sandboxes that expired before `before` (a kill
     /// ends a sandbox at its expiry or sooner, so each of these ended before then).
     /// Returns how many went.
-    pub(crate) fn prune_sandboxes(&self, before: i64) -> AppResult<usize> {
+    fn prune_sandboxes(&self, before: i64) -> Result<usize> {
         // The partial index `sandboxes_ended` (migrate.rs) serves the inner select.
         Ok(lock(&self.conn)
             .prepare_cached(
@@ -119,7 +134,7 @@ impl Store {
     }
 
     /// Deletes sessions that expired by `now`; returns how many.
-    pub(crate) fn prune_sessions(&self, now: i64) -> AppResult<usize> {
+    fn prune_sessions(&self, now: i64) -> Result<usize> {
         Ok(lock(&self.conn).prepare_cached("DELETE FROM sessions WHERE expires_at <= ?1")?.execute([now])?)
     }
 
@@ -127,7 +142,7 @@ impl Store {
     /// system (`PRAGMA incremental_vacuum`: pages at the end of the file move into free
     /// ones; the file is cut when the checkpointer next copies the log back). Returns the
     /// free pages left. Does nothing on a database that is not in incremental mode.
-    pub(crate) fn vacuum_step(&self, max: u64) -> AppResult<u64> {
+    fn vacuum_step(&self, max: u64) -> Result<u64> {
         let db = lock(&self.conn);
         // `incremental_vacuum(0)` would give back every free page in one go.
         if max > 0 {
