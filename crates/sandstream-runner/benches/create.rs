@@ -134,6 +134,7 @@ impl BenchRunner {
             heartbeat_interval: Duration::from_secs(2),
             warm_pool,
             private_egress: Vec::new(),
+            max_flows_per_sandbox: sandstream_runtime::DEFAULT_MAX_FLOWS,
             default_disk_mb: sandstream_runner_protocol::DEFAULT_DISK_MB,
             max_disk_mb: sandstream_runner_protocol::DEFAULT_MAX_DISK_MB,
         };

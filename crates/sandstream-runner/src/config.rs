@@ -42,6 +42,9 @@ pub struct RunnerConfig {
     pub default_disk_mb: u32,
     /// The largest disk a create may ask for (MiB).
     pub max_disk_mb: u32,
+    /// The flows (connection-tracking entries) one sandbox may hold open on this host
+    /// (`--max-flows-per-sandbox`); see [`sandstream_runtime::DEFAULT_MAX_FLOWS`].
+    pub max_flows_per_sandbox: u32,
 }
 
 /// The runtime backend that creates this host's sandboxes.

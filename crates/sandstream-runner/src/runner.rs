@@ -94,12 +94,14 @@ impl Runner {
                 oci.runtime = cfg.oci_runtime.clone();
                 oci.favor_dynamic_cgroups = cfg.cgroup_favordynmods;
                 oci.private_egress = cfg.private_egress.clone();
+                oci.max_flows_per_sandbox = cfg.max_flows_per_sandbox;
                 Arc::new(OciRuntime::new(oci).context("set up the oci runtime")?)
             }
             Backend::Docker { socket } => {
                 let mut docker = DockerConfig::new(cfg.state_dir.join("docker-sandboxes"), cfg.agent_binary.clone());
                 docker.socket = socket.clone();
                 docker.private_egress = cfg.private_egress.clone();
+                docker.max_flows_per_sandbox = cfg.max_flows_per_sandbox;
                 Arc::new(
                     DockerRuntime::new(docker)
                         .with_context(|| format!("set up the docker runtime on {}", socket.display()))?,

@@ -86,6 +86,7 @@ async fn dead_agents_are_reported_at_once_and_deadlines_follow_the_time_to_live(
         heartbeat_interval: Duration::from_secs(2),
         warm_pool: 1,
         private_egress: Vec::new(),
+        max_flows_per_sandbox: sandstream_runtime::DEFAULT_MAX_FLOWS,
         default_disk_mb: 256,
         max_disk_mb: 1024,
     };

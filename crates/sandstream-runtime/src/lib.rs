@@ -7,6 +7,7 @@ mod busy;
 mod cgroupfs;
 mod disk;
 mod docker;
+mod egress;
 mod error;
 mod host;
 mod net;
@@ -22,6 +23,7 @@ mod types;
 mod undo;
 
 pub use docker::{DockerConfig, DockerRuntime};
+pub use egress::{DEFAULT_MAX_FLOWS, MAX_FLOWS_LIMIT};
 pub use error::{Error, Result};
 pub use oci::{OciConfig, OciRuntime};
 pub use template::{

@@ -5,8 +5,9 @@
 //! dropped by the INPUT chain unless they belong to a connection the host opened (the
 //! host connecting to the agent). Packets it sends elsewhere go through its own chain
 //! `SS-<suffix>`: replies pass, link-local (169.254.0.0/16: cloud metadata), loopback and
-//! every sandbox's network are dropped, then its egress policy decides, then DROP.
-//! Allowed traffic is masqueraded behind the host. The agent's port is published on a
+//! every sandbox's network are dropped, then new flows past its bound are refused (the
+//! host's connection-tracking table is shared: see `egress.rs`), then its egress policy
+//! decides, then DROP. Allowed traffic is masqueraded behind the host. The agent's port is published on a
 //! host port with DNAT. The firewall is IPv4 only, so **the host end of every sandbox
 //! link has IPv6 disabled** (see [`disable_ipv6`]).
 //!
@@ -16,13 +17,14 @@
 
 use std::net::Ipv4Addr;
 
+use crate::egress::egress_chain;
 use crate::error::{Error, Result};
 use crate::host::{run, run_quiet, run_quiet_with_input, run_with_input};
 use crate::netlink::{LOOPBACK_INDEX, Netlink};
 use crate::netns::remove_namespace;
 pub(crate) use crate::netns::{claim_slot, create_namespace, netns_path, release_slot};
 pub(crate) use crate::private_nets::PrivateNets;
-use crate::types::{Cidr, Egress};
+use crate::types::Egress;
 
 /// Host-side veth names all start with this, so one iptables rule covers them all.
 pub(crate) const HOST_LINK_PREFIX: &str = "vs";
@@ -141,20 +143,23 @@ pub(crate) fn enable_forwarding() -> Result<()> {
 }
 
 /// Joins the namespace made by [`create_namespace`] to the host (the veth pair, its
-/// addresses and routes) and installs the sandbox's firewall rules. On error, the
-/// caller undoes everything with [`destroy`].
+/// addresses and routes) and installs the sandbox's firewall rules, its flows bounded by
+/// `max_flows` ([`crate::egress::DEFAULT_MAX_FLOWS`]). On error, the caller undoes
+/// everything with [`destroy`].
 pub(crate) fn connect(
     suffix: &str,
     slot: u32,
     egress: &Egress,
     private: &PrivateNets,
+    max_flows: u32,
     published_port: u16,
     agent_port: u16,
 ) -> Result<()> {
     let started = std::time::Instant::now();
     create_link(suffix, slot)?;
     let linked = started.elapsed();
-    create_rules(suffix, slot, egress, private, published_port, agent_port)?;
+    let input = add_rules_input(suffix, slot, egress, private, max_flows, published_port, agent_port)?;
+    run_with_input("iptables-restore", &["-w", "--noflush"], Some(&input))?;
     let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
     tracing::debug!(
         netns = %names(suffix).0,
@@ -167,57 +172,6 @@ pub(crate) fn connect(
 
 fn sandbox_chain(suffix: &str) -> String {
     format!("SS-{suffix}")
-}
-
-/// A sandbox's own egress chain, rule by rule (each the words after `-A CHAIN`): replies
-/// accepted (ACCEPT, not RETURN: a RETURN would resume in the shared chain, at its final
-/// DROP), then each of `drops` dropped (never reachable), then what the operator opened
-/// of the private networks and the host's resolvers, as far as the policy allows, then
-/// the private networks dropped, then its policy, then DROP. Both backends write their
-/// chains from this one definition.
-pub(crate) fn egress_chain(drops: Vec<Vec<String>>, egress: &Egress, private: &PrivateNets) -> Vec<Vec<String>> {
-    let words = |w: &[&str]| w.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-    let mut rules = vec![words(&["-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT"])];
-    for mut d in drops {
-        d.extend(words(&["-j", "DROP"]));
-        rules.push(d);
-    }
-    // What of `net` the policy lets through: all of it, none, or the allow-listed parts.
-    let allowed_of = |net: Cidr| -> Vec<Cidr> {
-        match egress {
-            Egress::Allow => vec![net],
-            Egress::Deny => vec![],
-            Egress::AllowList(nets) => nets
-                .iter()
-                .filter_map(|n| if net.contains(n) { Some(*n) } else { n.contains(&net).then_some(net) })
-                .collect(),
-        }
-    };
-    for opened in &private.opened {
-        for net in allowed_of(*opened) {
-            rules.push(words(&["-d", &net.to_string(), "-j", "ACCEPT"]));
-        }
-    }
-    for resolver in &private.resolvers {
-        let host = Cidr { addr: *resolver, prefix: 32 };
-        if !allowed_of(host).is_empty() {
-            for proto in ["udp", "tcp"] {
-                rules.push(words(&["-d", &host.to_string(), "-p", proto, "--dport", "53", "-j", "ACCEPT"]));
-            }
-        }
-    }
-    for closed in &private.closed {
-        rules.push(words(&["-d", &closed.to_string(), "-j", "DROP"]));
-    }
-    match egress {
-        Egress::Allow => rules.push(words(&["-j", "ACCEPT"])),
-        Egress::Deny => {}
-        Egress::AllowList(nets) => {
-            rules.extend(nets.iter().map(|n| words(&["-d", &n.to_string(), "-j", "ACCEPT"])));
-        }
-    }
-    rules.push(words(&["-j", "DROP"]));
-    rules
 }
 
 /// One line of `iptables-restore` input. Every word comes from this module or a parsed
@@ -242,13 +196,14 @@ fn add_rules_input(
     slot: u32,
     egress: &Egress,
     private: &PrivateNets,
+    max_flows: u32,
     published_port: u16,
     agent_port: u16,
 ) -> Result<String> {
     let chain = sandbox_chain(suffix);
     let mut filter = format!(":{chain} - [0:0]\n");
     let drops = NEVER_REACHABLE.iter().chain([&SANDBOX_NET]).map(|net| vec!["-d".into(), net.to_string()]).collect();
-    for rule in egress_chain(drops, egress, private) {
+    for rule in egress_chain(&chain, drops, max_flows, egress, private) {
         filter += &restore_line(["-A", chain.as_str()].into_iter().chain(rule.iter().map(String::as_str)))?;
     }
     let mut nat = String::new();
@@ -273,18 +228,6 @@ fn delete_rules_input(suffix: &str, slot: u32, published_port: u16, agent_port: 
     filter += &restore_line(["-F", chain.as_str()])?;
     filter += &restore_line(["-X", chain.as_str()])?;
     Ok((format!("*filter\n{filter}COMMIT\n"), format!("*nat\n{nat}COMMIT\n")))
-}
-
-fn create_rules(
-    suffix: &str,
-    slot: u32,
-    egress: &Egress,
-    private: &PrivateNets,
-    published_port: u16,
-    agent_port: u16,
-) -> Result<()> {
-    let input = add_rules_input(suffix, slot, egress, private, published_port, agent_port)?;
-    run_with_input("iptables-restore", &["-w", "--noflush"], Some(&input)).map(drop)
 }
 
 /// The per-sandbox rules outside its own chain, each as `(table, chain, match…)`:
@@ -440,58 +383,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn an_egress_chain_accepts_replies_drops_the_blocked_then_applies_its_policy() {
-        let rules = |egress| {
-            egress_chain(vec![vec!["-d".into(), "169.254.0.0/16".into()]], &egress, &PrivateNets::default())
-                .into_iter()
-                .map(|r| r.join(" "))
-                .collect::<Vec<_>>()
-        };
-        let head = ["-m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT", "-d 169.254.0.0/16 -j DROP"];
-        let list = Egress::AllowList(vec!["203.0.113.0/24".parse().expect("cidr")]);
-        assert_eq!(rules(list), [&head[..], &["-d 203.0.113.0/24 -j ACCEPT", "-j DROP"]].concat());
-        assert_eq!(rules(Egress::Allow), [&head[..], &["-j ACCEPT", "-j DROP"]].concat());
-        assert_eq!(rules(Egress::Deny), [&head[..], &["-j DROP"]].concat());
-    }
-
-    #[test]
-    fn private_networks_are_dropped_unless_opened_and_openings_follow_the_policy() {
-        let cidr = |s: &str| s.parse::<Cidr>().expect("cidr");
-        let private = PrivateNets {
-            closed: vec![cidr("10.0.0.0/8"), cidr("192.0.2.0/24")],
-            opened: vec![cidr("10.1.0.0/16")],
-            resolvers: vec![Ipv4Addr::new(10, 255, 255, 53)],
-        };
-        let rules = |egress| {
-            egress_chain(vec![], &egress, &private).into_iter().skip(1).map(|r| r.join(" ")).collect::<Vec<_>>()
-        };
-        let closed = ["-d 10.0.0.0/8 -j DROP", "-d 192.0.2.0/24 -j DROP"];
-        let dns =
-            ["-d 10.255.255.53/32 -p udp --dport 53 -j ACCEPT", "-d 10.255.255.53/32 -p tcp --dport 53 -j ACCEPT"];
-        assert_eq!(
-            rules(Egress::Allow),
-            [&["-d 10.1.0.0/16 -j ACCEPT"][..], &dns, &closed, &["-j ACCEPT", "-j DROP"]].concat()
-        );
-        assert_eq!(rules(Egress::Deny), [&closed[..], &["-j DROP"]].concat());
-        // An allow-list opens only its own part of an opening, and a private network
-        // it names stays closed unless the operator opened it.
-        let list = Egress::AllowList(vec![cidr("10.1.2.0/24"), cidr("10.2.0.0/16"), cidr("203.0.113.0/24")]);
-        assert_eq!(
-            rules(list),
-            [
-                &["-d 10.1.2.0/24 -j ACCEPT"][..],
-                &closed,
-                &["-d 10.1.2.0/24 -j ACCEPT", "-d 10.2.0.0/16 -j ACCEPT"],
-                &["-d 203.0.113.0/24 -j ACCEPT", "-j DROP"]
-            ]
-            .concat()
-        );
-    }
-
-    #[test]
     fn one_restore_adds_the_chain_with_its_jumps_and_deleting_mirrors_it() {
         let input =
-            add_rules_input("0123456789", 1, &Egress::Deny, &PrivateNets::default(), 40001, 50052).expect("input");
+            add_rules_input("0123456789", 1, &Egress::Deny, &PrivateNets::default(), 64, 40001, 50052).expect("input");
         let chain = "-A SS-0123456789";
         let expected = [
             "*filter",
@@ -500,6 +394,15 @@ mod tests {
             &format!("{chain} -d 169.254.0.0/16 -j DROP"),
             &format!("{chain} -d 127.0.0.0/8 -j DROP"),
             &format!("{chain} -d 10.88.0.0/16 -j DROP"),
+            &format!(
+                "{chain} -m hashlimit --hashlimit-above 16/minute --hashlimit-burst 64 \
+                 --hashlimit-htable-expire 240000 --hashlimit-name SS-0123456789 \
+                 -j REJECT --reject-with icmp-admin-prohibited"
+            ),
+            &format!(
+                "{chain} -m connlimit --connlimit-above 64 --connlimit-mask 32 --connlimit-saddr \
+                 -j REJECT --reject-with icmp-admin-prohibited"
+            ),
             &format!("{chain} -j DROP"),
             // Ahead of the shared chains' final DROPs.
             "-I SANDSTREAM-FWD 1 -i vs0123456789 -j SS-0123456789",

@@ -1,6 +1,6 @@
 //! The private networks sandboxes reach only where the operator opened them: RFC 1918's
 //! ranges, carrier-grade NAT and the host's LAN, read from the host when a sandbox is
-//! connected. `net::egress_chain` turns them into rules for both backends.
+//! connected. `egress::egress_chain` turns them into rules for both backends.
 
 use std::net::Ipv4Addr;
 

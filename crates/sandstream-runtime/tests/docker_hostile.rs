@@ -183,3 +183,48 @@ async fn a_sandbox_full_of_tmp_files_costs_the_host_little() {
     hostile::a_sandbox_full_of_tmp_files_costs_the_host_little(&sb, init, limits.memory_bytes, 0.5).await;
     f.runtime.kill(&sb.id).expect("kill");
 }
+
+// The flow bound (`egress.rs`), as on the oci backend (oci_hostile.rs).
+use support::flows;
+use support::netns::{TestHost, fetch};
+
+/// Issue: one sandbox's 10,000 UDP datagrams to distinct ports added 9,995 entries to the
+/// host's connection-tracking table in 0.13 s. A container holds at most its bound
+/// (`DEFAULT_MAX_FLOWS`): past it its own new flows are refused, another container's are
+/// not, and once its flows expire it connects again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sandbox_holds_at_most_its_flow_bound_in_the_hosts_conntrack_table() {
+    let Some(f) = fixture() else { return };
+    flows::install(f._dir.path(), &f.template);
+    let mut peer = TestHost::new();
+    let p = peer.ip;
+    peer.serve(&p.to_string(), 80);
+    let _echo = flows::udp_echo(&peer, 7);
+    let (sb, other) = (f.create_with_env(&[]), f.create_with_env(&[]));
+    let std::net::IpAddr::V4(ip) = sb.agent_addr.ip() else { panic!("not IPv4") };
+    let max = sandstream_runtime::DEFAULT_MAX_FLOWS as usize;
+    for s in [&sb, &other] {
+        assert_eq!(exec(s, &format!("flows echo {p} 7")).await.stdout, "reply ping\n");
+    }
+    fetch(&other, p, 80).await.expect("a TCP exchange with the peer");
+    let before = flows::host_entries();
+    let out = exec(&sb, &format!("flows udp {p} 20000 10000")).await;
+    assert_eq!(out.stdout, "sent 10000\n", "{out:?}");
+    let (held, rise) = (flows::held_by(ip, before), flows::host_entries().saturating_sub(before));
+    eprintln!("10,000 UDP flows from one container: it holds {held} entries; the host's table rose by {rise}");
+    assert!(held <= max && held + 100 > max, "the container holds {held} entries, its bound is {max}");
+    assert!(rise < max + 2000, "the host's table rose by {rise}");
+    let out = exec(&sb, &format!("flows connect {p} 80")).await;
+    assert_ne!(out.stdout, "connected\n", "a TCP connection past the bound");
+    assert_eq!(exec(&other, &format!("flows echo {p} 7")).await.stdout, "reply ping\n", "another container's UDP");
+    fetch(&other, p, 80).await.expect("another container's TCP");
+    let back = flows::within(Duration::from_secs(90), || async {
+        exec(&sb, &format!("flows echo {p} 7")).await.stdout == "reply ping\n" && fetch(&sb, p, 80).await.is_ok()
+    })
+    .await;
+    eprintln!("the container's UDP and TCP worked again after {back:?}");
+    assert!(back.is_some(), "the container's flows never worked again");
+    for s in [&sb, &other] {
+        f.runtime.kill(&s.id).expect("kill");
+    }
+}

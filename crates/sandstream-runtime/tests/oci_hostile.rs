@@ -326,3 +326,125 @@ async fn a_sandbox_full_of_tmp_files_costs_the_host_little() {
     let init = u32::try_from(f.init_pid(&sb.id)).expect("a pid");
     hostile::a_sandbox_full_of_tmp_files_costs_the_host_little(&sb, init, limits.memory_bytes, 0.5).await;
 }
+
+// The flow bound (`egress.rs`).
+use support::flows;
+
+fn v4(sb: &Sandbox) -> std::net::Ipv4Addr {
+    match sb.agent_addr.ip() {
+        std::net::IpAddr::V4(ip) => ip,
+        other => panic!("not IPv4: {other}"),
+    }
+}
+
+/// Issue: one sandbox's 10,000 UDP datagrams to distinct ports added 9,995 entries to the
+/// host's connection-tracking table in 0.13 s; the table, which every sandbox and the
+/// host share, fills in seconds and then new connections fail host-wide. Now a sandbox
+/// holds at most its bound (`DEFAULT_MAX_FLOWS`): past it its own new flows are refused,
+/// another sandbox's are not, and once its flows expire it connects again. Flows to the
+/// host itself get no entry at all.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sandbox_holds_at_most_its_flow_bound_in_the_hosts_conntrack_table() {
+    let Some(f) = fixture() else { return };
+    flows::install(f.dir.path(), &f.template);
+    let mut peer = TestHost::new();
+    let p = peer.ip;
+    peer.serve(&p.to_string(), 80);
+    let _echo = flows::udp_echo(&peer, 7);
+    let (sb, other) = (f.create(), f.create());
+    let max = sandstream_runtime::DEFAULT_MAX_FLOWS as usize;
+    // Below the bound, UDP and TCP work (TCP from `other` only: a closed connection
+    // stays in the table, and the count below is of open flows).
+    for s in [&sb, &other] {
+        assert_eq!(exec(s, &format!("flows echo {p} 7")).await.stdout, "reply ping\n");
+    }
+    fetch(&other, p, 80).await.expect("a TCP exchange with the peer");
+    let before = flows::host_entries();
+    let out = exec(&sb, &format!("flows udp {p} 20000 10000")).await;
+    assert_eq!(out.stdout, "sent 10000\n", "{out:?}");
+    let (held, rise) = (flows::held_by(v4(&sb), before), flows::host_entries().saturating_sub(before));
+    eprintln!("10,000 UDP flows from one sandbox: it holds {held} entries; the host's table rose by {rise}");
+    assert!(held <= max && held + 100 > max, "the sandbox holds {held} entries, its bound is {max}");
+    // Other processes on this host (other tests) may add some of their own.
+    assert!(rise < max + 2000, "the host's table rose by {rise}");
+
+    // At its bound the sandbox's new flows are refused, another sandbox's are not.
+    let out = exec(&sb, &format!("flows connect {p} 80")).await;
+    eprintln!("a connect past the bound: {}", out.stdout.trim());
+    assert_ne!(out.stdout, "connected\n", "a TCP connection past the bound: {}", flows::chain(&sb));
+    assert_eq!(exec(&other, &format!("flows echo {p} 7")).await.stdout, "reply ping\n", "another sandbox's UDP");
+    fetch(&other, p, 80).await.expect("another sandbox's TCP");
+
+    // Flows to the host itself (its end of the sandbox's link, its own address) get no
+    // entry: INPUT accepts none.
+    let host = support::netns::host_address();
+    let gateway = "$(ip route | awk '/^default/ {print $3}')";
+    let before = flows::host_entries();
+    let held_before = flows::held_by(v4(&other), before);
+    let out = exec(&other, &format!("flows udp {gateway} 20000 5000; flows udp {host} 20000 5000")).await;
+    assert_eq!(out.stdout, "sent 5000\nsent 5000\n", "{out:?}");
+    let held_after = flows::held_by(v4(&other), before);
+    assert!(held_after <= held_before + 5, "flows to the host: {held_before} entries before, {held_after} after");
+
+    // Later, with its rate refilled, the sandbox still holds no more than its bound while
+    // its first flows live (UDP: 30 s unanswered)...
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let out = exec(&sb, &format!("flows udp {p} 40000 150")).await;
+    assert_eq!(out.stdout, "sent 150\n", "{out:?}");
+    let held = flows::held_by(v4(&sb), before);
+    assert!(held <= max, "the sandbox holds {held} entries 10 s later, its bound is {max}");
+    let out = exec(&sb, &format!("flows echo {p} 7")).await;
+    assert_ne!(out.stdout, "reply ping\n", "a new flow 10 s later: {}", flows::chain(&sb));
+    // ...and once they expire it connects again.
+    let back = flows::within(Duration::from_secs(90), || async {
+        exec(&sb, &format!("flows echo {p} 7")).await.stdout == "reply ping\n" && fetch(&sb, p, 80).await.is_ok()
+    })
+    .await;
+    eprintln!("the sandbox's UDP and TCP worked again after {back:?}");
+    assert!(back.is_some(), "the sandbox's flows never worked again: {}", flows::chain(&sb));
+}
+
+/// A closed TCP connection stays in the table for two minutes (TIME_WAIT) where the
+/// count of open flows does not see it, so a sandbox connecting and closing as fast as it
+/// can (thousands a second) would fill the table with them: its rate of new flows
+/// bounds them too. And connections from outside to its published agent port take
+/// nothing from its budget, so nobody can cut a sandbox off by connecting to it.
+#[tokio::test(flavor = "multi_thread")]
+async fn closed_connections_stay_bounded_and_connections_to_the_sandbox_take_nothing_from_it() {
+    let Some(f) = fixture() else { return };
+    flows::install(f.dir.path(), &f.template);
+    let max = 256;
+    let cfg = OciConfig {
+        max_flows_per_sandbox: max,
+        ..oci_config(f.dir.path().join("state-bounded"), static_agent().expect("agent"))
+    };
+    let runtime = OciRuntime::new(cfg).expect("runtime");
+    let spec =
+        SandboxSpec { template: f.template.clone(), limits: Limits::default(), env: vec![], egress: Egress::Allow };
+    let sb = Guard { runtime: &runtime, sandbox: runtime.create(&spec).expect("create") };
+    let mut peer = TestHost::new();
+    let p = peer.ip;
+    peer.serve(&p.to_string(), 80);
+    let _closer = flows::accept_and_close(&peer, 81);
+
+    let outside = 2 * max as usize;
+    let held = flows::hold_connections(&peer, peer.host_ip, sb.published_port, outside);
+    let theirs = flows::entries_from(p);
+    fetch(&sb, p, 80).await.expect("the sandbox reaches out while outsiders hold connections to it");
+    drop(held);
+    eprintln!("{outside} connections to the published port: {theirs:?} entries of the outsider's");
+    if let Some(theirs) = theirs {
+        assert!(theirs >= outside, "the outsider's connections are in the table: {theirs}");
+    }
+
+    let before = flows::host_entries();
+    let out = exec(&sb, &format!("flows churn {p} 81 3")).await;
+    let held = flows::held_by(v4(&sb), before);
+    eprintln!(
+        "3 s of connect-and-close from a sandbox bounded at {max}: {}, it holds {held} entries",
+        out.stdout.trim()
+    );
+    assert!(out.stdout.starts_with("connected "), "{out:?}");
+    // At most its bound at once plus a minute's refill (a quarter of it).
+    assert!(held <= max as usize * 5 / 4, "the sandbox holds {held} entries, its bound is {max}");
+}

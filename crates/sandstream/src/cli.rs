@@ -173,6 +173,18 @@ pub(crate) struct HostArgs {
     /// capacity such that it does not, or accept ENOSPC when the host fills.
     #[arg(long, env = "SANDSTREAM_MAX_DISK_MB", default_value_t = sandstream_runner_protocol::DEFAULT_MAX_DISK_MB)]
     max_disk_mb: u32,
+    /// Flows one sandbox may hold open on this host (entries in its connection-tracking
+    /// table, which every sandbox and the host share); new ones past it are refused. It
+    /// may open as many at once and a quarter as many a minute after, so connections it
+    /// closed count too. Keep it times the sandboxes this host runs below the table's
+    /// size (/proc/sys/net/netfilter/nf_conntrack_max).
+    #[arg(
+        long,
+        env = "SANDSTREAM_MAX_FLOWS_PER_SANDBOX",
+        default_value_t = sandstream_runtime::DEFAULT_MAX_FLOWS,
+        value_parser = clap::value_parser!(u32).range(1..=i64::from(sandstream_runtime::MAX_FLOWS_LIMIT))
+    )]
+    max_flows_per_sandbox: u32,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -358,6 +370,7 @@ fn runner_config(
         private_egress: host.allow_private_egress,
         default_disk_mb: host.default_disk_mb,
         max_disk_mb: host.max_disk_mb,
+        max_flows_per_sandbox: host.max_flows_per_sandbox,
     })
 }
 

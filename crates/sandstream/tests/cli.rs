@@ -57,3 +57,21 @@ fn bad_agent_config_exits_2_before_binding_anything() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("invalid value 'not-an-address'"));
 }
+
+#[test]
+fn runner_flow_bound_is_listed_and_checked_before_anything_starts() {
+    let out = sandstream().args(["runner", "--help"]).output().expect("run");
+    let text = String::from_utf8_lossy(&out.stdout);
+    for flag in ["--max-flows-per-sandbox", "[default: 4096]"] {
+        assert!(text.contains(flag), "runner --help lacks {flag}: {text}");
+    }
+    for value in ["0", "1000001"] {
+        let out = sandstream()
+            .args(["up", "--max-flows-per-sandbox", value, "--listen", "127.0.0.1:1"])
+            .output()
+            .expect("run");
+        assert_eq!(out.status.code(), Some(2), "{value}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("--max-flows-per-sandbox") && err.contains("1..=1000000"), "{value}: {err}");
+    }
+}

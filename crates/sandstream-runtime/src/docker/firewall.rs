@@ -12,7 +12,8 @@
 //! `SSD-<suffix>` and drops packets from any address without one (a container between
 //! its start and its rules, or one this runtime does not know). A sandbox's chain ends
 //! every packet's trip through FORWARD: replies and what its policy allows are accepted
-//! (Docker's POSTROUTING rule masquerades them), the rest dropped. It also drops
+//! (Docker's POSTROUTING rule masquerades them), the rest dropped; new flows past its
+//! bound are refused, as on the `oci` backend (`egress.rs`). It also drops
 //! packets for the `oci` backend's sandbox links (`vs+`), whose addresses Docker's rules
 //! would otherwise forward to.
 //!
@@ -112,7 +113,8 @@ fn jump(bridge: &str, ip: Ipv4Addr, suffix: &str) -> Vec<String> {
     v.iter().map(|s| s.to_string()).collect()
 }
 
-/// Creates `SSD-<suffix>` for the sandbox at `ip` and jumps to it. On error, undoes it.
+/// Creates `SSD-<suffix>` for the sandbox at `ip`, its flows bounded by `max_flows`, and
+/// jumps to it. On error, undoes it.
 pub(crate) fn add_sandbox(
     bridge: &str,
     subnet: Cidr,
@@ -120,8 +122,9 @@ pub(crate) fn add_sandbox(
     ip: Ipv4Addr,
     egress: &Egress,
     private: &PrivateNets,
+    max_flows: u32,
 ) -> Result<()> {
-    let r = add_sandbox_inner(bridge, subnet, suffix, ip, egress, private);
+    let r = add_sandbox_inner(bridge, subnet, suffix, ip, egress, private, max_flows);
     if r.is_err() {
         remove_sandbox(suffix);
     }
@@ -135,6 +138,7 @@ fn add_sandbox_inner(
     ip: Ipv4Addr,
     egress: &Egress,
     private: &PrivateNets,
+    max_flows: u32,
 ) -> Result<()> {
     let chain = sandbox_chain(suffix);
     ipt(&["-N", &chain])?;
@@ -146,7 +150,7 @@ fn add_sandbox_inner(
         .collect();
     // oci sandboxes' links: the two backends' sandboxes never reach each other.
     drops.push(vec!["-o".into(), format!("{}+", crate::net::HOST_LINK_PREFIX)]);
-    for rule in crate::net::egress_chain(drops, egress, private) {
+    for rule in crate::egress::egress_chain(&chain, drops, max_flows, egress, private) {
         let mut args = vec!["-A", chain.as_str()];
         args.extend(rule.iter().map(String::as_str));
         ipt(&args)?;

@@ -70,6 +70,9 @@ pub struct DockerConfig {
     pub subnet: Cidr,
     /// The private networks sandboxes may reach, as `OciConfig::private_egress`.
     pub private_egress: Vec<Cidr>,
+    /// The flows one sandbox may hold open on the host, as
+    /// `OciConfig::max_flows_per_sandbox`.
+    pub max_flows_per_sandbox: u32,
 }
 
 impl DockerConfig {
@@ -87,6 +90,7 @@ impl DockerConfig {
             bridge: "sandstream0".into(),
             subnet: Cidr { addr: Ipv4Addr::new(10, 89, 0, 0), prefix: 16 },
             private_egress: Vec::new(),
+            max_flows_per_sandbox: crate::DEFAULT_MAX_FLOWS,
         }
     }
 }
@@ -363,7 +367,8 @@ impl DockerRuntime {
         };
         // Until this, the catch-all DROP holds every packet the container sends.
         let private = crate::net::PrivateNets::of_host(&self.cfg.private_egress);
-        firewall::add_sandbox(&self.cfg.bridge, self.cfg.subnet, suffix, ip, &spec.egress, &private)?;
+        let max_flows = self.cfg.max_flows_per_sandbox;
+        firewall::add_sandbox(&self.cfg.bridge, self.cfg.subnet, suffix, ip, &spec.egress, &private, max_flows)?;
 
         let agent_addr = SocketAddr::from((ip, AGENT_PORT));
         let started = Instant::now();

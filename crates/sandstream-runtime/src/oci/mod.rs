@@ -69,6 +69,9 @@ pub struct OciConfig {
     /// reach, subject to their egress policy; all others are closed to them. Default
     /// none (the host's resolvers stay reachable on port 53 anyway).
     pub private_egress: Vec<Cidr>,
+    /// The flows (connection-tracking entries) one sandbox may hold open on the host;
+    /// see [`crate::DEFAULT_MAX_FLOWS`], the default.
+    pub max_flows_per_sandbox: u32,
 }
 
 impl OciConfig {
@@ -84,6 +87,7 @@ impl OciConfig {
             ca_bundle: ca.is_file().then_some(ca),
             favor_dynamic_cgroups: true,
             private_egress: Vec::new(),
+            max_flows_per_sandbox: crate::DEFAULT_MAX_FLOWS,
         }
     }
 }
@@ -189,7 +193,8 @@ impl OciRuntime {
             let network = s.spawn(|| {
                 let t = Instant::now();
                 let private = net::PrivateNets::of_host(&self.cfg.private_egress);
-                net::connect(suffix, slot, &spec.egress, &private, published_port, bundle::AGENT_PORT)
+                let max_flows = self.cfg.max_flows_per_sandbox;
+                net::connect(suffix, slot, &spec.egress, &private, max_flows, published_port, bundle::AGENT_PORT)
                     .map(|()| t.elapsed())
             });
             let t = Instant::now();

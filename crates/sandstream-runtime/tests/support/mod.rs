@@ -1,12 +1,13 @@
 //! Shared by the runtime's integration tests and benchmark: the static agent's path,
 //! a busybox template, gRPC calls to a sandbox's agent, test peers in network namespaces
 //! (`netns`), the host-wide lock of every test that creates sandboxes (`lock`), host
-//! snapshots for leak tests (`host_state`), the CPU-hog check (`cpu`) and the disk-limit
-//! checks (`disk`).
+//! snapshots for leak tests (`host_state`), the CPU-hog check (`cpu`), the disk-limit
+//! checks (`disk`) and the flow-bound checks (`flows`).
 #![allow(dead_code)]
 
 pub mod cpu;
 pub mod disk;
+pub mod flows;
 pub mod host_state;
 pub mod hostile;
 pub mod lock;
