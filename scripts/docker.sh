@@ -52,4 +52,19 @@ if ! docker_answers "$SOCKET"; then
     --data-root "$DATA_ROOT" --storage-driver btrfs --log-level=warn </dev/null >>"$LOG" 2>&1 &
   wait_for_docker "$SOCKET" || { echo "scripts/docker.sh: dockerd did not answer on $SOCKET within 30 s; see $LOG" >&2; tail -n 20 "$LOG" >&2; exit 1; }
 fi
+# Each sandbox's disk limit is a btrfs qgroup limit. Removing a subvolume whose tree is
+# deeper than the kernel's drop_subtree_threshold (3 by default) marks every qgroup's
+# accounting inconsistent instead of tracing it, and inconsistent qgroups enforce no
+# limit until a rescan: after a sandbox that built a deep tree was removed, another
+# wrote 200 MiB past its 64 MiB limit. The threshold at its maximum (8, BTRFS_MAX_LEVEL)
+# keeps the accounting exact; quotas already inconsistent are rescanned.
+if mountpoint -q "$DATA_ROOT"; then
+  btrfs quota enable "$DATA_ROOT"
+  uuid="$(findmnt -no UUID "$DATA_ROOT")"
+  echo 8 > "/sys/fs/btrfs/$uuid/qgroups/drop_subtree_threshold"
+  if [ "$(cat "/sys/fs/btrfs/$uuid/qgroups/inconsistent")" != 0 ]; then
+    log "rescanning the btrfs quotas of $DATA_ROOT (their accounting is inconsistent)"
+    btrfs quota rescan -w "$DATA_ROOT" >/dev/null
+  fi
+fi
 echo "$SOCKET"
