@@ -60,9 +60,13 @@ fi
 # keeps the accounting exact; quotas already inconsistent are rescanned.
 if mountpoint -q "$DATA_ROOT"; then
   btrfs quota enable "$DATA_ROOT"
-  uuid="$(findmnt -no UUID "$DATA_ROOT")"
-  echo 8 > "/sys/fs/btrfs/$uuid/qgroups/drop_subtree_threshold"
-  if [ "$(cat "/sys/fs/btrfs/$uuid/qgroups/inconsistent")" != 0 ]; then
+  qgroups="/sys/fs/btrfs/$(findmnt -no UUID "$DATA_ROOT")/qgroups"
+  if [ -w "$qgroups/drop_subtree_threshold" ]; then
+    echo 8 > "$qgroups/drop_subtree_threshold"
+  else
+    log "warning: this kernel has no $qgroups/drop_subtree_threshold; removing a deep sandbox may suspend disk limits until a rescan"
+  fi
+  if [ "$(cat "$qgroups/inconsistent" 2>/dev/null || echo 0)" != 0 ]; then
     log "rescanning the btrfs quotas of $DATA_ROOT (their accounting is inconsistent)"
     btrfs quota rescan -w "$DATA_ROOT" >/dev/null
   fi
