@@ -210,10 +210,11 @@ async fn a_sandbox_holds_at_most_its_flow_bound_in_the_hosts_conntrack_table() {
     let before = flows::host_entries();
     let out = exec(&sb, &format!("flows udp {p} 20000 10000")).await;
     assert_eq!(out.stdout, "sent 10000\n", "{out:?}");
+    // Its own entries where the kernel lists them (the host-wide rise, printed, also
+    // counts what other processes open meanwhile).
     let (held, rise) = (flows::held_by(ip, before), flows::host_entries().saturating_sub(before));
     eprintln!("10,000 UDP flows from one container: it holds {held} entries; the host's table rose by {rise}");
     assert!(held <= max && held + 100 > max, "the container holds {held} entries, its bound is {max}");
-    assert!(rise < max + 2000, "the host's table rose by {rise}");
     let out = exec(&sb, &format!("flows connect {p} 80")).await;
     assert_ne!(out.stdout, "connected\n", "a TCP connection past the bound");
     assert_eq!(exec(&other, &format!("flows echo {p} 7")).await.stdout, "reply ping\n", "another container's UDP");
