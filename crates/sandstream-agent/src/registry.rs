@@ -11,9 +11,9 @@ use tokio::sync::broadcast;
 use tracing::Instrument;
 
 use crate::command::Command;
-use crate::spec::CommandSpec;
 use crate::config::ExecConfig;
 use crate::error::{AgentError, Result};
+use crate::spec::CommandSpec;
 use crate::standby::StandbyShell;
 
 /// A command started or ended; fed to `OpenSession` streams.

@@ -16,12 +16,12 @@ use tonic::{Request, Response, Status};
 
 use crate::auth::Auth;
 use crate::command::Command;
-use crate::exit::ExitInfo;
-use crate::spec::CommandSpec;
 use crate::conns::ConnHandle;
 use crate::error::AgentError;
 use crate::events::{self, OutputStream};
+use crate::exit::ExitInfo;
 use crate::registry::{Lifecycle, Registry};
+use crate::spec::CommandSpec;
 
 /// The `ExecService` implementation.
 #[derive(Debug, Clone)]

@@ -105,4 +105,3 @@ fn grow_pipe(fd: BorrowedFd<'_>) {
     // Best effort: the kernel caps it at /proc/sys/fs/pipe-max-size for unprivileged users.
     let _ = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETPIPE_SZ(PIPE_SIZE));
 }
-

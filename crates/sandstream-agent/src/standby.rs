@@ -35,10 +35,10 @@ use nix::errno::Errno;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 
-use crate::shell::{Shell, spawn_shell};
-use crate::spec::CommandSpec;
 use crate::config::ExecConfig;
 use crate::error::{AgentError, Result};
+use crate::shell::{Shell, spawn_shell};
+use crate::spec::CommandSpec;
 
 /// The standby's `-c` script. It must stay one line: the command's line numbers (in
 /// `$LINENO` and error messages) count from the line of the `eval`.

@@ -21,8 +21,13 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
-    const ALL: [ErrorCode; 5] =
-        [ErrorCode::BadRequest, ErrorCode::NotFound, ErrorCode::NoCapacity, ErrorCode::Unauthorized, ErrorCode::Internal];
+    const ALL: [ErrorCode; 5] = [
+        ErrorCode::BadRequest,
+        ErrorCode::NotFound,
+        ErrorCode::NoCapacity,
+        ErrorCode::Unauthorized,
+        ErrorCode::Internal,
+    ];
 
     /// The HTTP status a runner answers with.
     pub fn status(self) -> u16 {

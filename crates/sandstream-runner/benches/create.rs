@@ -46,8 +46,8 @@ mod say;
 #[path = "../../sandstream-runtime/tests/support/mod.rs"]
 mod support;
 
-use sandstream_runner_protocol::{CreateSandbox, DEFAULT_CPU_MILLIS, DEFAULT_MEMORY_MB, DEFAULT_TEMPLATE};
 use sandstream_runner::{Backend, Runner, RunnerConfig};
+use sandstream_runner_protocol::{CreateSandbox, DEFAULT_CPU_MILLIS, DEFAULT_MEMORY_MB, DEFAULT_TEMPLATE};
 
 /// A number from the environment, or `default` when unset.
 fn env_num<T: std::str::FromStr>(name: &str, default: T) -> T {

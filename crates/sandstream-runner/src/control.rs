@@ -11,8 +11,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use sandstream_proto::secret::constant_time_eq;
 
-use sandstream_runner_protocol::{CreateSandbox, ErrorBody, ErrorCode, RunnerSandbox, SetTimeout};
 use crate::runner::{Runner, RunnerError};
+use sandstream_runner_protocol::{CreateSandbox, ErrorBody, ErrorCode, RunnerSandbox, SetTimeout};
 
 impl IntoResponse for RunnerError {
     fn into_response(self) -> Response {

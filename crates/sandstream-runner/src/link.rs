@@ -4,8 +4,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use sandstream_runner_protocol::{Heartbeat, HeartbeatReply, Register, Registered};
 use crate::runner::Runner;
+use sandstream_runner_protocol::{Heartbeat, HeartbeatReply, Register, Registered};
 
 pub(crate) async fn run(runner: Arc<Runner>, control_url: String) {
     let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap_or_default();

@@ -16,11 +16,11 @@ use sandstream_runtime::{
     TemplateError, TemplateLease,
 };
 
+use crate::config::{Backend, RunnerConfig};
+use crate::record::{Record, now_ms};
 use sandstream_runner_protocol::{
     CreateSandbox, DEFAULT_PIDS, RunnerSandbox, check_disk_mb, check_envs, check_metadata, check_pids, check_timeout_ms,
 };
-use crate::config::{Backend, RunnerConfig};
-use crate::record::{Record, now_ms};
 
 /// How far ahead a pooled sandbox's deadline is set, refreshed every minute: pooled
 /// sandboxes have no time to live, and this ends them if the runner is gone for good.

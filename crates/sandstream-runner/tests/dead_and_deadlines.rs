@@ -13,8 +13,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 mod support;
 
 use axum::routing::post;
-use sandstream_runner_protocol::{CreateSandbox, Heartbeat, HeartbeatReply, Registered};
 use sandstream_runner::{Backend, RunnerConfig, start};
+use sandstream_runner_protocol::{CreateSandbox, Heartbeat, HeartbeatReply, Registered};
 
 /// Every heartbeat the fake server got: when, and the sandboxes it listed.
 type Beats = Arc<Mutex<Vec<(Instant, Vec<String>)>>>;

@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use sandstream_runner_protocol::{CreateSandbox, DEFAULT_TEMPLATE, ErrorCode, RunnerSandbox, is_valid_template_name};
 
-use crate::state::SandboxState;
 use crate::error::{AppError, AppResult};
 use crate::runner_client::{CallError, RunnerClient};
 use crate::server::AppState;
+use crate::state::SandboxState;
 use crate::store::{RunnerRow, SandboxRow};
 use crate::time::now_ms;
 

@@ -48,8 +48,7 @@ impl RunnerClient {
     }
 
     async fn send(&self, req: reqwest::RequestBuilder) -> Result<reqwest::Response, CallError> {
-        let resp =
-            req.bearer_auth(&self.secret).send().await.map_err(|e| CallError::Unreachable(e.to_string()))?;
+        let resp = req.bearer_auth(&self.secret).send().await.map_err(|e| CallError::Unreachable(e.to_string()))?;
         let status = resp.status();
         if status.is_success() {
             return Ok(resp);

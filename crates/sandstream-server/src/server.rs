@@ -117,7 +117,6 @@ impl Server {
         Ok(Server { state, listener, router, created_admin_key })
     }
 
-
     pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
         self.listener.local_addr()
     }
@@ -228,8 +227,7 @@ fn build(cfg: ServerConfig, wait_for_runner: bool) -> anyhow::Result<Built> {
         wait_for_runner: AtomicBool::new(wait_for_runner),
     });
     crate::hub::setup(&io, Arc::downgrade(&state));
-    let router =
-        crate::api::router(state.clone()).layer(io_layer).layer(tower_http::trace::TraceLayer::new_for_http());
+    let router = crate::api::router(state.clone()).layer(io_layer).layer(tower_http::trace::TraceLayer::new_for_http());
     Ok(Built { state, router, created_admin_key })
 }
 

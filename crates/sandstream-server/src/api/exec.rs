@@ -10,11 +10,11 @@ use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::state::{ExecStatus, Phase, SandboxState};
 use crate::api::sandboxes::{CreateBody, DEFAULT_TIMEOUT_MS, create_sandbox, owned};
 use crate::error::{AppError, AppJson, AppResult};
 use crate::exec::{LANGUAGES, Plan};
 use crate::server::AppState;
+use crate::state::{ExecStatus, Phase, SandboxState};
 use crate::store::{ExecutionRow, Principal, Receiver};
 use crate::time::{now_ms, rfc3339};
 

@@ -88,9 +88,21 @@ pub(crate) fn routes() -> Vec<Route> {
             "The templates sandboxes can be created from, and the live runners that have each",
             get(templates::list),
         ),
-        r("post", "/api/sandbox/exec", Access::Key, "Run code with live logs over socket.io (202 at once)", post(exec::exec)),
+        r(
+            "post",
+            "/api/sandbox/exec",
+            Access::Key,
+            "Run code with live logs over socket.io (202 at once)",
+            post(exec::exec),
+        ),
         r("get", "/api/v1/executions/{id}", Access::Key, "Get an execution", get(exec::get)),
-        r("get", "/api/v1/executions/{id}/logs", Access::Key, "An execution's stored output from a seq", get(exec::logs)),
+        r(
+            "get",
+            "/api/v1/executions/{id}/logs",
+            Access::Key,
+            "An execution's stored output from a seq",
+            get(exec::logs),
+        ),
         r("post", "/api/v1/executions/{id}/cancel", Access::Key, "Cancel a running execution", post(exec::cancel)),
         r("post", "/api/v1/keys", Access::Admin, "Create a tenant key", post(admin::create_key)),
         r("get", "/api/v1/keys", Access::Admin, "List keys", get(admin::list_keys)),
@@ -105,7 +117,13 @@ pub(crate) fn routes() -> Vec<Route> {
             post(admin::heartbeat),
         ),
         r("get", "/api/openapi.json", Access::Public, "This document", get(web::openapi)),
-        r("get", "/healthz", Access::Public, "200 once the server (and under `up`, its runner) is ready", get(web::healthz)),
+        r(
+            "get",
+            "/healthz",
+            Access::Public,
+            "200 once the server (and under `up`, its runner) is ready",
+            get(web::healthz),
+        ),
     ]
 }
 

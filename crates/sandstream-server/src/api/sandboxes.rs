@@ -13,10 +13,10 @@ use sandstream_runner_protocol::{
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::state::SandboxState;
 use crate::error::{AppError, AppJson, AppResult};
 use crate::registry::kill_sandbox;
 use crate::server::AppState;
+use crate::state::SandboxState;
 use crate::store::{Principal, SandboxRow};
 use crate::time::{now_ms, rfc3339};
 

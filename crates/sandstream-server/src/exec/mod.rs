@@ -318,7 +318,9 @@ pub(crate) async fn drive(state: Arc<AppState>, ex: ExecutionRow) {
     let mut em = Emitter::new(state.clone(), &ex);
     let fin = match serde_json::from_str::<Plan>(&ex.plan) {
         Ok(plan) => drive_inner(&state, &ex, &plan, &mut em).await,
-        Err(e) => Final { status: ExecStatus::Error, exit_code: -1, error: Some(format!("stored plan unreadable: {e}")) },
+        Err(e) => {
+            Final { status: ExecStatus::Error, exit_code: -1, error: Some(format!("stored plan unreadable: {e}")) }
+        }
     };
     state.exec.lock().remove(&exec_id);
     let now = now_ms();
@@ -363,7 +365,8 @@ async fn drive_inner(state: &Arc<AppState>, ex: &ExecutionRow, plan: &Plan, em: 
                 if remaining <= 0 {
                     return Final { status: ExecStatus::Timeout, exit_code: TIMEOUT_EXIT, error: None };
                 }
-                let cmd = if phase == Phase::Install { plan.install.clone().unwrap_or_default() } else { plan.run.clone() };
+                let cmd =
+                    if phase == Phase::Install { plan.install.clone().unwrap_or_default() } else { plan.run.clone() };
                 let stdin = if phase == Phase::Run { plan.stdin.clone().unwrap_or_default() } else { String::new() };
                 em.phase(phase).await;
                 let req = ExecuteRequest {

@@ -19,10 +19,10 @@ pub(crate) mod rooms;
 pub(crate) use events::{CompleteEvent, Event, OutputEvent, PhaseEvent};
 use events::{ContainerJoined, ErrorEvent, emit};
 
-use crate::state::ExecStatus;
 use crate::auth::{Credential, admit, credential};
 use crate::error::AppError;
 use crate::server::AppState;
+use crate::state::ExecStatus;
 use crate::store::{Principal, Receiver};
 
 /// Chunks replayed per database read (a page is held in memory while it is sent).
