@@ -11,19 +11,7 @@ use super::netns::TestHost;
 /// Builds `flows.c` with `gcc -static` into `dir` and copies it to `template`'s
 /// `/bin/flows`.
 pub fn install(dir: &Path, template: &Path) -> PathBuf {
-    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/flows.c");
-    let built = dir.join("flows");
-    let out = std::process::Command::new("gcc")
-        .args(["-static", "-O1", "-o"])
-        .arg(&built)
-        .arg(&source)
-        .output()
-        .expect("gcc runs (scripts/setup.sh installs it)");
-    assert!(out.status.success(), "gcc -static flows.c: {}", String::from_utf8_lossy(&out.stderr));
-    let installed = template.join("bin/flows");
-    std::fs::copy(&built, &installed).expect("copy flows into the template");
-    std::fs::set_permissions(&installed, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
-    installed
+    super::install_static_c("flows", dir, template)
 }
 
 /// Entries in the host's connection-tracking table.

@@ -13,19 +13,7 @@ use super::{client, run};
 /// Builds `hostile.c` with `gcc -static` into `dir` and copies it to `template`'s
 /// `/bin/hostile`; returns the copy's path on the host.
 pub fn install(dir: &Path, template: &Path) -> PathBuf {
-    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/hostile.c");
-    let built = dir.join("hostile");
-    let out = std::process::Command::new("gcc")
-        .args(["-static", "-O1", "-o"])
-        .arg(&built)
-        .arg(&source)
-        .output()
-        .expect("gcc runs (scripts/setup.sh installs it)");
-    assert!(out.status.success(), "gcc -static hostile.c: {}", String::from_utf8_lossy(&out.stderr));
-    let installed = template.join("bin/hostile");
-    std::fs::copy(&built, &installed).expect("copy hostile into the template");
-    std::fs::set_permissions(&installed, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
-    installed
+    super::install_static_c("hostile", dir, template)
 }
 
 /// What `hostile seccomp` prints once the filter refuses io_uring, AF_VSOCK and every

@@ -207,3 +207,21 @@ pub async fn running_follows_the_agent(runtime: &dyn sandstream_runtime::Runtime
     assert!(!runtime.running(id), "a removed sandbox");
     assert_eq!(runtime.not_running(&both), both, "of a removed sandbox and an unknown id");
 }
+
+/// Builds `tests/support/NAME.c` with `gcc -static` into `dir` and copies it to
+/// `template`'s `/bin/NAME`; returns the copy's path on the host.
+pub fn install_static_c(name: &str, dir: &std::path::Path, template: &std::path::Path) -> std::path::PathBuf {
+    let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/support/{name}.c"));
+    let built = dir.join(name);
+    let out = std::process::Command::new("gcc")
+        .args(["-static", "-O1", "-o"])
+        .arg(&built)
+        .arg(&source)
+        .output()
+        .expect("gcc runs (scripts/setup.sh installs it)");
+    assert!(out.status.success(), "gcc -static {name}.c: {}", String::from_utf8_lossy(&out.stderr));
+    let installed = template.join("bin").join(name);
+    std::fs::copy(&built, &installed).unwrap_or_else(|e| panic!("copy {name} into the template: {e}"));
+    std::fs::set_permissions(&installed, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+    installed
+}
