@@ -210,3 +210,36 @@ pub(crate) fn release(state_dir: &Path, id: &str) {
         Err(e) => tracing::warn!(error = %e, dir = %root.display(), "could not unmount the bind sources' tmpfs"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A host file replaced after its copy was made (a new agent build, a new
+    /// resolv.conf) is copied again, by rename: a sandbox holding the old copy keeps its
+    /// bytes, the next one gets the new ones. An unchanged file is not copied again.
+    #[test]
+    fn a_copy_follows_its_source_by_rename_and_only_when_it_changed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (src, root) = (dir.path().join("agent"), dir.path().join("binds"));
+        std::fs::create_dir(&root).expect("mkdir");
+        std::fs::write(&src, "v1").expect("write");
+        std::fs::set_permissions(&src, std::fs::Permissions::from_mode(0o4777)).expect("chmod");
+        let copy = copy_of(&root, &src, "agent").expect("copy");
+        assert_eq!(std::fs::read_to_string(&copy).expect("read"), "v1");
+        let first = std::fs::metadata(&copy).expect("stat");
+        assert_eq!(first.mode() & 0o7777, 0o755, "no set-id bit, no group or other write");
+        assert_eq!(copy_of(&root, &src, "agent").expect("copy"), copy);
+        assert_eq!(std::fs::metadata(&copy).expect("stat").ino(), first.ino(), "unchanged: not copied again");
+
+        let held = File::open(&copy).expect("open");
+        std::fs::write(dir.path().join("new"), "v2, longer").expect("write");
+        std::fs::rename(dir.path().join("new"), &src).expect("replace");
+        copy_of(&root, &src, "agent").expect("copy");
+        assert_eq!(std::fs::read_to_string(&copy).expect("read"), "v2, longer");
+        let old = std::io::read_to_string(held).expect("read held");
+        assert_eq!(old, "v1", "the copy a sandbox holds is never rewritten in place");
+        let names: Vec<_> = std::fs::read_dir(&root).expect("ls").flatten().map(|e| e.file_name()).collect();
+        assert_eq!(names, ["agent"], "no temporary file left");
+    }
+}
