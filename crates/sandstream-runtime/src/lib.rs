@@ -3,6 +3,7 @@
 //! A sandbox is a container whose PID 1 is the static Sandstream agent; callers reach
 //! it at the returned address with the returned token.
 
+mod binds;
 mod busy;
 mod cgroupfs;
 mod disk;

@@ -12,10 +12,11 @@ use crate::types::Sandbox;
 /// the agent is never baked into templates and the sandbox cannot replace it).
 pub(crate) const AGENT_PATH: &str = "/.sandstream/agent";
 pub(crate) const TOKEN_PATH: &str = "/.sandstream/token";
-/// The sandbox's control directory: a per-sandbox host directory (`STATE/ID/ctl`, 0700,
-/// root's) bound read-only into the sandbox as a directory, so that a file the runtime
-/// replaces by rename there is seen inside at once (a file bind would pin the old inode).
-/// Only the runtime writes it; only the agent (root inside) can read it.
+/// The sandbox's control directory: a per-sandbox directory (0700, root's, in the
+/// runtime's tmpfs: `crate::binds`; `STATE/ID/ctl` links to it) bound read-only into the
+/// sandbox as a directory, so that a file the runtime replaces by rename there is seen
+/// inside at once (a file bind would pin the old inode). Only the runtime writes it;
+/// only the agent (root inside) can read it.
 pub(crate) const CTL_DIR: &str = "/.sandstream/ctl";
 /// In [`CTL_DIR`]: the tenant's environment for every command, `KEY=VALUE` entries each
 /// ended by a NUL (as /proc/PID/environ). The agent adds them to its commands'
@@ -72,8 +73,9 @@ pub(crate) fn agent_env(host_ca_bound: bool) -> Vec<String> {
     env
 }
 
-/// Makes sandbox directory `dir`'s control directory (`dir/ctl`, 0700) with the
-/// tenant's environment in it; returns its path, for the read-only bind at [`CTL_DIR`].
+/// Makes the control directory `dir/ctl` (0700) with the tenant's environment in it;
+/// returns its path, for the read-only bind at [`CTL_DIR`]. `dir` is the sandbox's
+/// directory in the runtime's tmpfs (`crate::binds::prepare`).
 pub(crate) fn make_ctl_dir(dir: &Path, env: &[(String, String)]) -> Result<PathBuf> {
     let ctl = dir.join("ctl");
     std::fs::DirBuilder::new()
@@ -92,7 +94,7 @@ pub(crate) fn make_ctl_dir(dir: &Path, env: &[(String, String)]) -> Result<PathB
 }
 
 /// Writes sandbox directory `dir`'s deadline file (milliseconds since the Unix epoch),
-/// or removes it for no deadline. Replaced by rename, so the agent reads the old value
+/// or removes it for no deadline (`dir/ctl` is a link to the control directory). Replaced by rename, so the agent reads the old value
 /// or the new one, never half of one. [`Error::NotFound`] when the sandbox has no
 /// control directory.
 pub(crate) fn write_deadline(id: &str, dir: &Path, deadline_ms: Option<i64>) -> Result<()> {

@@ -612,3 +612,63 @@ async fn the_image_of_a_template_version_that_is_gone_is_removed_once_unused() {
     assert!(!removed.contains(&current_tag), "{removed:?}");
     assert_eq!(exec(&current, "echo ok").await.stdout, "ok\n");
 }
+
+/// Issue 19: a sandbox's /proc/self/mountinfo named our host paths (the state dir,
+/// where the agent binary and the token live on the host, the checkout), and
+/// /proc/cmdline showed the host kernel's command line. Now every bind of ours comes
+/// from the runtime's own tmpfs and /proc/cmdline is masked. Docker's own lines (its
+/// data root's hostname, hosts and root filesystem) are the Engine's and stay. Positive
+/// controls: the agent starts with its token and the tenant's env, resolv.conf and the
+/// CA bundle read as the host's, a deadline written by rename still reaches the agent
+/// and ends the sandbox, and once the last sandbox is gone the runtime's tmpfs is too.
+#[tokio::test]
+async fn the_sandbox_sees_no_host_path_of_ours_in_its_mounts_and_no_host_command_line() {
+    let Some(f) = fixture() else { return };
+    let state = f.dir.path().join("state");
+    let sb = f.create(Limits::default());
+    let out = exec(&sb, "cat /proc/self/mountinfo; echo ---; wc -c < /proc/cmdline").await;
+    let (mounts, cmdline) = out.stdout.split_once("---\n").unwrap_or_else(|| panic!("{out:?}"));
+    for bound in ["/.sandstream/agent", "/.sandstream/token", "/.sandstream/ctl"] {
+        assert!(mounts.contains(&format!(" {bound} ")), "no mount at {bound}: {mounts}");
+    }
+    let agent = static_agent().expect("agent");
+    let host_paths = [
+        state.display().to_string(),
+        f.dir.path().display().to_string(),
+        agent.display().to_string(),
+        std::fs::canonicalize(&agent).expect("agent").display().to_string(),
+        state.join(&sb.id).join("token").display().to_string(),
+        env!("CARGO_MANIFEST_DIR").to_string(),
+    ];
+    for path in &host_paths {
+        let named: Vec<&str> = mounts.lines().filter(|l| l.contains(path.as_str())).collect();
+        assert!(named.is_empty(), "the sandbox's mount table names the host path {path}: {named:#?}");
+    }
+    let host_cmdline = std::fs::read_to_string("/proc/cmdline").expect("host cmdline");
+    assert!(!host_cmdline.trim().is_empty(), "the host's command line must be something to hide");
+    assert_eq!(cmdline.trim(), "0", "/proc/cmdline shows {} bytes of the host's command line", cmdline.trim());
+
+    let out = exec(&sb, "stat -c '%a %u' /.sandstream/token; echo $GREETING").await;
+    assert_eq!(out.stdout, "400 0\nhi\n", "{out:?}");
+    // The host's resolv.conf is bound when its resolvers are reachable from a container.
+    let resolv = std::fs::read_to_string("/etc/resolv.conf").expect("host resolv.conf");
+    if resolv.contains("nameserver") && !resolv.contains("nameserver 127.") {
+        let out = exec(&sb, "cat /etc/resolv.conf").await;
+        assert_eq!(out.stdout, resolv, "{out:?}");
+    }
+    if let Ok(ca) = std::fs::read_to_string("/etc/ssl/certs/ca-certificates.crt") {
+        let out = exec(&sb, "cat /etc/ssl/certs/ca-certificates.crt").await;
+        assert!(out.stdout == ca, "the CA bundle inside differs from the host's ({} bytes)", out.stdout.len());
+    }
+    let past = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis() as i64;
+    f.runtime.set_deadline(&sb.id, Some(past - 1000)).expect("set deadline");
+    let set = Instant::now();
+    while f.runtime.running(&sb.id) {
+        assert!(set.elapsed() < Duration::from_secs(30), "the sandbox outlived its deadline");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    f.runtime.kill(&sb.id).expect("kill");
+    let host_mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    let left: Vec<&str> = host_mounts.lines().filter(|l| l.contains(&state.display().to_string())).collect();
+    assert!(left.is_empty(), "mounts left under the state dir: {left:#?}");
+}

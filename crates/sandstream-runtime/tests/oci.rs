@@ -659,3 +659,70 @@ fn legacy_dnat(sandbox: &Sandbox) -> String {
 fn nat_rules() -> String {
     String::from_utf8_lossy(&sh(&["iptables-save", "-t", "nat"]).stdout).into_owned()
 }
+
+/// What of the host a sandbox's mount table and /proc/cmdline show, read inside: the
+/// mount table, a separator, /proc/cmdline's byte count.
+async fn mounts_and_cmdline(sb: &Sandbox) -> (String, String) {
+    let out = exec(sb, "cat /proc/self/mountinfo; echo ---; wc -c < /proc/cmdline").await;
+    let (mounts, cmdline) = out.stdout.split_once("---\n").unwrap_or_else(|| panic!("{out:?}"));
+    (mounts.to_string(), cmdline.trim().to_string())
+}
+
+/// Issue 19: a sandbox's /proc/self/mountinfo named host paths (the state dir, where the
+/// agent binary and the token live on the host, the checkout), and /proc/cmdline showed
+/// the host kernel's command line. Now every bind's source is in the runtime's own
+/// tmpfs, the overlay's layers are named without their host paths, and /proc/cmdline is
+/// masked. Positive controls: the agent starts with its token and the tenant's env,
+/// resolv.conf and the CA bundle read as the host's, a deadline written by rename
+/// still reaches the agent and ends the sandbox, and once the last sandbox is gone the
+/// runtime's tmpfs is too.
+#[tokio::test]
+async fn the_sandbox_sees_no_host_path_in_its_mounts_and_no_host_command_line() {
+    let Some(f) = fixture() else { return };
+    let state = f._dir.path().join("state");
+    let sb = f.create(Limits::default());
+    let (mounts, cmdline) = mounts_and_cmdline(&sb).await;
+    // The probe reads the sandbox's own table, binds included.
+    for bound in ["/.sandstream/agent", "/.sandstream/token", "/.sandstream/ctl", "/etc/resolv.conf"] {
+        assert!(mounts.contains(&format!(" {bound} ")), "no mount at {bound}: {mounts}");
+    }
+    let agent = static_agent().expect("agent");
+    let host_paths = [
+        state.display().to_string(),
+        f._dir.path().display().to_string(),
+        agent.display().to_string(),
+        std::fs::canonicalize(&agent).expect("agent").display().to_string(),
+        state.join(&sb.id).join("token").display().to_string(),
+        env!("CARGO_MANIFEST_DIR").to_string(),
+    ];
+    for path in &host_paths {
+        let named: Vec<&str> = mounts.lines().filter(|l| l.contains(path.as_str())).collect();
+        assert!(named.is_empty(), "the sandbox's mount table names the host path {path}: {named:#?}");
+    }
+    let host_cmdline = std::fs::read_to_string("/proc/cmdline").expect("host cmdline");
+    assert!(!host_cmdline.trim().is_empty(), "the host's command line must be something to hide");
+    assert_eq!(cmdline, "0", "/proc/cmdline shows {cmdline} bytes of the host's command line");
+
+    // The agent runs behind its token, which only root inside can read; the tenant's
+    // env reached its commands through the control directory.
+    let out = exec(&sb, "stat -c '%a %u' /.sandstream/token; echo $GREETING").await;
+    assert_eq!(out.stdout, "400 0\nhi\n", "{out:?}");
+    let out = exec(&sb, "cat /etc/resolv.conf").await;
+    assert_eq!(out.stdout, std::fs::read_to_string("/etc/resolv.conf").expect("host resolv.conf"), "{out:?}");
+    if let Ok(ca) = std::fs::read_to_string("/etc/ssl/certs/ca-certificates.crt") {
+        let out = exec(&sb, "cat /etc/ssl/certs/ca-certificates.crt").await;
+        assert!(out.stdout == ca, "the CA bundle inside differs from the host's ({} bytes)", out.stdout.len());
+    }
+    // A deadline already passed, written by rename: the agent sees it and ends the sandbox.
+    let past = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis() as i64;
+    f.runtime.set_deadline(&sb.id, Some(past - 1000)).expect("set deadline");
+    let set = Instant::now();
+    while f.runtime.running(&sb.id) {
+        assert!(set.elapsed() < Duration::from_secs(30), "the sandbox outlived its deadline");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    f.runtime.kill(&sb.id).expect("kill");
+    let host_mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    let left: Vec<&str> = host_mounts.lines().filter(|l| l.contains(&state.display().to_string())).collect();
+    assert!(left.is_empty(), "mounts left under the state dir: {left:#?}");
+}

@@ -8,7 +8,9 @@
 //! with the agent as PID 1 and its port 50052 published on a host port Docker picks.
 //! The host firewall (`firewall.rs`) keeps it away from the host, other sandboxes and
 //! link-local addresses and applies its egress policy. Per sandbox the state dir holds
-//! `sb-XXXXXXXXXX/token` (0400), bound read-only into the container.
+//! `sb-XXXXXXXXXX/` with links `token` and `ctl` to its token (0400) and control
+//! directory in the runtime's tmpfs `STATE/.binds`, where every bind's source is
+//! (`crate::binds`: the container's mount table names no host path of ours).
 //!
 //! Isolation is Docker's as far as it goes, tightened like the `oci` backend's: own
 //! namespaces, the `oci` backend's seccomp filter (`seccomp.rs`, sent as a profile),
@@ -38,7 +40,7 @@ use bollard::query_parameters::{
 };
 
 use crate::error::{Error, Result};
-use crate::sandbox::{make_ctl_dir, random_hex, suffix_of, write_deadline, write_token};
+use crate::sandbox::{random_hex, suffix_of, write_deadline};
 use crate::types::{Cidr, Runtime, Sandbox, SandboxSpec};
 use crate::undo::Undo;
 
@@ -348,10 +350,14 @@ impl DockerRuntime {
             .mode(0o700)
             .create(&dir)
             .map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
-        let (token, token_file) = write_token(&dir)?;
-        let ctl_dir = make_ctl_dir(&dir, &spec.env)?;
+        let shared = crate::binds::Shared {
+            agent: &self.cfg.agent_binary,
+            resolv_conf: spec::usable_resolv_conf(),
+            ca_bundle: self.cfg.ca_bundle.as_deref(),
+        };
+        let binds = crate::binds::prepare(&self.cfg.state_dir, id, &dir, &spec.env, &shared)?;
 
-        let body = self.container_body(id, image, &token_file, &ctl_dir, spec);
+        let body = self.container_body(id, image, &binds, spec);
         let docker = &self.docker;
         self.block(async {
             let options = CreateContainerOptions { name: Some(id.to_string()), ..Default::default() };
@@ -383,7 +389,7 @@ impl DockerRuntime {
             }
             std::thread::sleep(Duration::from_millis(2));
         }
-        Ok(Sandbox { id: id.to_string(), agent_addr, token, published_port })
+        Ok(Sandbox { id: id.to_string(), agent_addr, token: binds.token, published_port })
     }
 
     /// The container's own output (the agent's log), for error messages.
@@ -428,6 +434,7 @@ impl DockerRuntime {
         if let Err(e) = crate::remove::remove_tree(&dir) {
             tracing::warn!(sandbox_id = id, error = %e, "could not remove sandbox dir");
         }
+        crate::binds::release(&self.cfg.state_dir, id);
     }
 
     /// Ids of this runtime's containers, sorted: only the running ones unless `all`.

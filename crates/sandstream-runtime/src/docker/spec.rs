@@ -10,6 +10,7 @@ use bollard::models::{ContainerCreateBody, HostConfig, HostConfigLogConfig, Port
 use super::{
     AGENT_PATH, AGENT_PORT, CA_BUNDLE_PATH, CTL_DIR, DockerRuntime, RUNTIME_LABEL, SANDBOX_LABEL, TOKEN_PATH, api_err,
 };
+use crate::binds::Binds;
 use crate::error::{Error, Result};
 use crate::types::SandboxSpec;
 
@@ -17,7 +18,7 @@ use crate::types::SandboxSpec;
 /// local stub such as systemd-resolved's) is useless inside, and Docker's own then
 /// serves instead. Bound read-only, queries go straight to the host's resolvers and so
 /// are subject to the sandbox's egress policy, as in the `oci` backend.
-fn usable_resolv_conf() -> Option<&'static Path> {
+pub(super) fn usable_resolv_conf() -> Option<&'static Path> {
     let text = std::fs::read_to_string("/etc/resolv.conf").ok()?;
     let mut servers = text.lines().filter_map(|l| l.trim().strip_prefix("nameserver")).map(str::trim).peekable();
     servers.peek()?;
@@ -26,28 +27,48 @@ fn usable_resolv_conf() -> Option<&'static Path> {
         .then_some(Path::new("/etc/resolv.conf"))
 }
 
+/// Paths the container reads as empty: Docker's own default list as recent Engines have
+/// it (given whole, since a list replaces the Engine's; older Engines mask a subset), and
+/// the host kernel's command line, which no sandbox needs (issue 19).
+const MASKED_PATHS: &[&str] = &[
+    "/proc/acpi",
+    "/proc/asound",
+    "/proc/cmdline",
+    "/proc/interrupts",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/sys/devices/virtual/powercap",
+    "/sys/firmware",
+];
+
 impl DockerRuntime {
     pub(super) fn container_body(
         &self,
         id: &str,
         image: String,
-        token_file: &Path,
-        ctl_dir: &Path,
+        sources: &Binds,
         spec: &SandboxSpec,
     ) -> ContainerCreateBody {
         let l = spec.limits;
-        let env = crate::sandbox::agent_env(self.cfg.ca_bundle.is_some());
+        let env = crate::sandbox::agent_env(sources.ca_bundle.is_some());
+        // Every source is in the runtime's tmpfs (`crate::binds`), so the container's
+        // mount table shows `/agent`, `/sb-…/token`… there, not our host paths.
         let mut binds = vec![
-            format!("{}:{AGENT_PATH}:ro", self.cfg.agent_binary.display()),
-            format!("{}:{TOKEN_PATH}:ro", token_file.display()),
+            format!("{}:{AGENT_PATH}:ro", sources.agent.display()),
+            format!("{}:{TOKEN_PATH}:ro", sources.token_file.display()),
             // A directory, read-only: files the runtime replaces by rename there (the
             // deadline) are seen inside; nothing inside can write there.
-            format!("{}:{CTL_DIR}:ro", ctl_dir.display()),
+            format!("{}:{CTL_DIR}:ro", sources.ctl_dir.display()),
         ];
-        if let Some(ca) = &self.cfg.ca_bundle {
+        if let Some(ca) = &sources.ca_bundle {
             binds.push(format!("{}:{CA_BUNDLE_PATH}:ro", ca.display()));
         }
-        if let Some(resolv) = usable_resolv_conf() {
+        if let Some(resolv) = &sources.resolv_conf {
             binds.push(format!("{}:/etc/resolv.conf:ro", resolv.display()));
         }
         let port = format!("{AGENT_PORT}/tcp");
@@ -58,6 +79,7 @@ impl DockerRuntime {
         .into();
         let host_config = HostConfig {
             binds: Some(binds),
+            masked_paths: Some(MASKED_PATHS.iter().map(|p| p.to_string()).collect()),
             // Docker's tmpfs default is noexec; /tmp holds venvs and build outputs.
             // Its size: `Limits::tmp_bytes`, with /dev/shm's (`shm_size`), so the agent
             // keeps room when they are full.

@@ -18,14 +18,19 @@ use crate::types::Limits;
 
 pub(crate) use crate::sandbox::{AGENT_PATH, AGENT_PORT, CA_BUNDLE_PATH, CTL_DIR, TOKEN_PATH, USER_ID, WORKDIR};
 
+/// What the sandbox is made of. The bind sources (the agent, the token, the control
+/// directory, resolv.conf, the CA bundle) are in the runtime's tmpfs (`crate::binds`),
+/// so the sandbox's mount table names no host path.
 pub(crate) struct BundleInput<'a> {
     pub(crate) id: &'a str,
     pub(crate) netns_path: &'a str,
     pub(crate) agent_binary: &'a Path,
     pub(crate) token_file: &'a Path,
     pub(crate) limits: Limits,
-    /// The sandbox's control directory on the host (`crate::sandbox::make_ctl_dir`).
+    /// The sandbox's control directory (`crate::sandbox::make_ctl_dir`).
     pub(crate) ctl_dir: &'a Path,
+    /// A copy of the host's resolv.conf, when it has one.
+    pub(crate) resolv_conf: Option<&'a Path>,
     pub(crate) ca_bundle: Option<&'a Path>,
 }
 
@@ -88,8 +93,8 @@ pub(crate) fn build(input: &BundleInput<'_>) -> Result<Spec> {
     // and the sandbox sees each new one; nothing inside can write there.
     mounts.push(bind(input.ctl_dir, CTL_DIR)?);
     // The host's resolver configuration, so egress by name works.
-    if Path::new("/etc/resolv.conf").exists() {
-        mounts.push(bind(Path::new("/etc/resolv.conf"), "/etc/resolv.conf")?);
+    if let Some(resolv_conf) = input.resolv_conf {
+        mounts.push(bind(resolv_conf, "/etc/resolv.conf")?);
     }
     // The CAs the host trusts (a TLS-inspecting egress proxy's among them), where
     // Debian-style tools look for them.
@@ -141,6 +146,11 @@ pub(crate) fn build(input: &BundleInput<'_>) -> Result<Spec> {
         .collect::<Result<_>>()?;
     linux.set_namespaces(Some(namespaces));
     linux.set_cgroups_path(Some(format!("/sandstream/{}", input.id).into()));
+    // The host kernel's command line (root device, boot options, sometimes secrets a
+    // boot loader passed) is nothing a sandbox needs: read as empty (issue 19).
+    let mut masked = linux.masked_paths().clone().unwrap_or_default();
+    masked.push("/proc/cmdline".into());
+    linux.set_masked_paths(Some(masked));
     let mut resources = linux.resources().clone().unwrap_or_default();
     let memory = i64::try_from(input.limits.memory_bytes).map_err(spec_err)?;
     resources.set_memory(Some(LinuxMemoryBuilder::default().limit(memory).swap(memory).build().map_err(spec_err)?));
@@ -173,6 +183,7 @@ mod tests {
             token_file: Path::new("/state/token"),
             limits: Limits { memory_bytes: 64 << 20, cpu_millis: 500, pids: 64, ..Limits::default() },
             ctl_dir: Path::new("/state/ctl"),
+            resolv_conf: None,
             ca_bundle: None,
         };
         let json = serde_json::to_value(build(&input).expect("spec")).expect("json");
@@ -186,6 +197,7 @@ mod tests {
             assert!(ns.contains(&t), "namespace {t} missing: {ns:?}");
         }
         assert!(linux["maskedPaths"].as_array().expect("masked").iter().any(|p| p == "/proc/kcore"));
+        assert!(linux["maskedPaths"].as_array().expect("masked").iter().any(|p| p == "/proc/cmdline"));
         assert!(linux["readonlyPaths"].as_array().expect("ro").iter().any(|p| p == "/proc/sys"));
         let process = &json["process"];
         assert_eq!(process["noNewPrivileges"], true);

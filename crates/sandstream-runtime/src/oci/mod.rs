@@ -6,9 +6,10 @@
 //! (where that is mounted, holding `upper/` and `work/`, its private overlay layers),
 //! `rootfs/` (where the overlay of the read-only template and `upper/` is mounted; both
 //! mounts are in the container's mount namespace only: the host's mount table does not
-//! grow with the sandboxes), `token` (0400),
-//! `slot` (its network slot), `config.json`, `agent.log`, `pid` (the container's init
-//! on the host, from runc).
+//! grow with the sandboxes), `token` and `ctl` (links to the sandbox's token and control
+//! directory in the runtime's tmpfs `STATE/.binds`, where every bind's source is:
+//! `crate::binds`), `slot` (its network slot), `config.json`, `agent.log`, `pid` (the
+//! container's init on the host, from runc).
 //!
 //! A create, timed on a 2-core VM (tracing's `sandbox create timings` event has the
 //! phases): the namespace (in-process, well under 1 ms), then side by side the link
@@ -24,7 +25,7 @@ use std::collections::HashMap;
 use std::fs::File;
 
 use std::net::{SocketAddr, TcpStream};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Component, Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -36,11 +37,12 @@ use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
 use nix::mount::{MntFlags, MsFlags};
 use nix::sys::stat::Mode;
 
+use crate::binds::Binds;
 use crate::busy::Busy;
 use crate::error::{Error, Result};
 use crate::host::{run, run_quiet};
 use crate::net;
-use crate::sandbox::{make_ctl_dir, random_hex, suffix_of, write_deadline, write_token};
+use crate::sandbox::{random_hex, suffix_of, write_deadline};
 use crate::types::{Cidr, Runtime, Sandbox, SandboxSpec};
 use crate::undo::Undo;
 
@@ -178,8 +180,13 @@ impl OciRuntime {
                 .create(dir.join(sub))
                 .map_err(|e| Error::io(format!("create {}", dir.join(sub).display()), e))?;
         }
-        let (token, token_file) = write_token(&dir)?;
-        let ctl_dir = make_ctl_dir(&dir, &spec.env)?;
+        let resolv_conf = Path::new("/etc/resolv.conf");
+        let shared = crate::binds::Shared {
+            agent: &self.cfg.agent_binary,
+            resolv_conf: resolv_conf.exists().then_some(resolv_conf),
+            ca_bundle: self.cfg.ca_bundle.as_deref(),
+        };
+        let binds = crate::binds::prepare(&self.cfg.state_dir, id, &dir, &spec.env, &shared)?;
 
         let prepared = started.elapsed();
 
@@ -199,7 +206,7 @@ impl OciRuntime {
             });
             let t = Instant::now();
             let container = s
-                .spawn(|| in_private_mounts(|| self.start_container(id, &dir, &token_file, &ctl_dir, spec)))
+                .spawn(|| in_private_mounts(|| self.start_container(id, &dir, &binds, spec)))
                 .join()
                 .unwrap_or_else(|p| std::panic::resume_unwind(p))
                 .map(|oci_run| (t.elapsed(), oci_run));
@@ -235,7 +242,7 @@ impl OciRuntime {
             total_ms = ms(started.elapsed()),
             "sandbox create timings"
         );
-        Ok(Sandbox { id: id.to_string(), agent_addr, token, published_port })
+        Ok(Sandbox { id: id.to_string(), agent_addr, token: binds.token, published_port })
     }
 
     /// Mounts the sandbox's root (the template under its private upper layer), prepares
@@ -249,14 +256,7 @@ impl OciRuntime {
     /// times per container, so every mount the host holds per sandbox makes every later
     /// create slower (about +20 ms per 800 mounts here).
     /// Returns how long the OCI runtime's `run` took.
-    fn start_container(
-        &self,
-        id: &str,
-        dir: &Path,
-        token_file: &Path,
-        ctl_dir: &Path,
-        spec: &SandboxSpec,
-    ) -> Result<Duration> {
+    fn start_container(&self, id: &str, dir: &Path, binds: &Binds, spec: &SandboxSpec) -> Result<Duration> {
         // The writable layer lives in the sandbox's own filesystem (`disk.rs`), mounted
         // here in this thread's private namespace: its size and inode count are the
         // sandbox's disk limits, enforced by the kernel.
@@ -275,8 +275,13 @@ impl OciRuntime {
                 .map_err(|e| Error::io(format!("create {}", sub.display()), e))?;
         }
         let rootfs = dir.join("rootfs");
-        let options =
-            format!("lowerdir={},upperdir={},workdir={}", spec.template.display(), upper.display(), work.display());
+        // The layers are named by descriptors (`/proc/self/fd/N`), not by path: the kernel
+        // shows the options as given in the sandbox's own /proc/self/mountinfo, where the
+        // paths told every tenant the state dir and the template's place on the host.
+        let open = |p: &Path| File::open(p).map_err(|e| Error::io(format!("open {}", p.display()), e));
+        let (lower, upper, work) = (open(&spec.template)?, open(&upper)?, open(&work)?);
+        let fd = |f: &File| format!("/proc/self/fd/{}", f.as_raw_fd());
+        let options = format!("lowerdir={},upperdir={},workdir={}", fd(&lower), fd(&upper), fd(&work));
         nix::mount::mount(
             Some("overlay"),
             &rootfs,
@@ -285,6 +290,7 @@ impl OciRuntime {
             Some(options.as_str()),
         )
         .map_err(|e| Error::io(format!("mount overlay on {}", rootfs.display()), e.into()))?;
+        drop((lower, upper, work));
         // The template is someone else's image, and its /home, /home/user or /tmp may be
         // a symlink: each is resolved in the sandbox's root, as the sandbox will see it,
         // never on the host (where `home -> /etc` would have the host's /etc chowned).
@@ -304,11 +310,12 @@ impl OciRuntime {
         let oci = bundle::build(&bundle::BundleInput {
             id,
             netns_path: &netns,
-            agent_binary: &self.cfg.agent_binary,
-            token_file,
+            agent_binary: &binds.agent,
+            token_file: &binds.token_file,
             limits: spec.limits,
-            ctl_dir,
-            ca_bundle: self.cfg.ca_bundle.as_deref(),
+            ctl_dir: &binds.ctl_dir,
+            resolv_conf: binds.resolv_conf.as_deref(),
+            ca_bundle: binds.ca_bundle.as_deref(),
         })?;
         oci.save(dir.join("config.json")).map_err(|e| Error::Spec(e.to_string()))?;
         let log = File::create(dir.join("agent.log")).map_err(|e| Error::io("create agent.log", e))?;
@@ -370,10 +377,11 @@ impl OciRuntime {
             // still runs on it.
             if !stopped {
                 tracing::warn!(sandbox_id = id, "container still runs; its files are kept");
-            } else if !is_mount_point(&rootfs)
-                && let Err(e) = crate::remove::remove_tree(&dir)
-            {
-                tracing::warn!(sandbox_id = id, error = %e, "could not remove sandbox dir");
+            } else if !is_mount_point(&rootfs) {
+                if let Err(e) = crate::remove::remove_tree(&dir) {
+                    tracing::warn!(sandbox_id = id, error = %e, "could not remove sandbox dir");
+                }
+                crate::binds::release(&self.cfg.state_dir, id);
             }
             (network.map(|n| n.join().unwrap_or_else(|p| std::panic::resume_unwind(p))), (container, unmounted))
         });
