@@ -125,7 +125,11 @@ impl OciRuntime {
     /// Checks the configuration, installs the host firewall rules for sandbox links and,
     /// unless told not to, has the cgroup filesystem mounted with `favordynmods` (see
     /// `cgroupfs.rs`).
-    pub fn new(cfg: OciConfig) -> Result<OciRuntime> {
+    pub fn new(mut cfg: OciConfig) -> Result<OciRuntime> {
+        // Absolute, so nothing depends on the working directory (a create changes its
+        // thread's own: `start_container`).
+        cfg.state_dir = std::path::absolute(&cfg.state_dir)
+            .map_err(|e| Error::io(format!("resolve state dir {}", cfg.state_dir.display()), e))?;
         if !cfg.agent_binary.is_file() {
             return Err(Error::InvalidSpec(format!("agent binary {} does not exist", cfg.agent_binary.display())));
         }
@@ -275,13 +279,26 @@ impl OciRuntime {
                 .map_err(|e| Error::io(format!("create {}", sub.display()), e))?;
         }
         let rootfs = dir.join("rootfs");
-        // The layers are named by descriptors (`/proc/self/fd/N`), not by path: the kernel
-        // shows the options as given in the sandbox's own /proc/self/mountinfo, where the
-        // paths told every tenant the state dir and the template's place on the host.
+        // The kernel shows the options as given in the sandbox's own /proc/self/mountinfo,
+        // where host paths told every tenant the state dir and the template's place on the
+        // host. So the private layers are named by descriptors (`/proc/self/fd/N`), and the
+        // template by its directory's name alone, relative to its parent as this thread's
+        // working directory (private to it: see `in_private_mounts`). That name (the
+        // template's name and version, nothing of the host) is also how the catalog finds
+        // the versions still in use (`template::mounts`).
         let open = |p: &Path| File::open(p).map_err(|e| Error::io(format!("open {}", p.display()), e));
-        let (lower, upper, work) = (open(&spec.template)?, open(&upper)?, open(&work)?);
+        let (upper, work) = (open(&upper)?, open(&work)?);
         let fd = |f: &File| format!("/proc/self/fd/{}", f.as_raw_fd());
-        let options = format!("lowerdir={},upperdir={},workdir={}", fd(&lower), fd(&upper), fd(&work));
+        let template = std::path::absolute(&spec.template)
+            .map_err(|e| Error::io(format!("resolve {}", spec.template.display()), e))?;
+        let (Some(parent), Some(leaf)) = (template.parent(), template.file_name()) else {
+            return Err(Error::Spec(format!("template path {} has no parent", spec.template.display())));
+        };
+        let leaf = leaf.to_str().filter(|l| !l.contains([',', ':', '=', '\\'])).ok_or_else(|| {
+            Error::Spec(format!("template directory {} cannot be named in overlay options", spec.template.display()))
+        })?;
+        std::env::set_current_dir(parent).map_err(|e| Error::io(format!("enter {}", parent.display()), e))?;
+        let options = format!("lowerdir={leaf},upperdir={},workdir={}", fd(&upper), fd(&work));
         nix::mount::mount(
             Some("overlay"),
             &rootfs,
@@ -290,7 +307,8 @@ impl OciRuntime {
             Some(options.as_str()),
         )
         .map_err(|e| Error::io(format!("mount overlay on {}", rootfs.display()), e.into()))?;
-        drop((lower, upper, work));
+        drop((upper, work));
+        std::env::set_current_dir("/").map_err(|e| Error::io("leave the template's directory", e))?;
         // The template is someone else's image, and its /home, /home/user or /tmp may be
         // a symlink: each is resolved in the sandbox's root, as the sandbox will see it,
         // never on the host (where `home -> /etc` would have the host's /etc chowned).

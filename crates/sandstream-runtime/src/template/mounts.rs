@@ -6,11 +6,20 @@ use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 
 /// For each of `paths`, whether some mount on this host (in any mount namespace that has
-/// a process: the runner's, every sandbox's own) names it, as an overlay's lower
-/// directory or otherwise. When the mount table cannot be read, everything counts as
-/// mounted.
+/// a process: the runner's, every sandbox's own) names it: by its whole path, or as an
+/// overlay's lower directory by its directory name alone, which is how the oci backend
+/// mounts a template (so a sandbox's mount table names no host path). Two template
+/// directories of the same name under different caches count for each other: a version
+/// is kept longer, never deleted in use. When the mount table cannot be read, everything
+/// counts as mounted.
 pub(super) fn mounted_anywhere(paths: &[PathBuf]) -> Vec<bool> {
-    let needles: Vec<String> = paths.iter().map(|p| mangle(p.as_os_str())).collect();
+    let needles: Vec<[String; 2]> = paths
+        .iter()
+        .map(|p| {
+            let leaf = p.file_name().map(|l| mangle(l)).unwrap_or_else(|| mangle(p.as_os_str()));
+            [mangle(p.as_os_str()), format!("lowerdir={leaf}")]
+        })
+        .collect();
     let mut found = vec![false; paths.len()];
     let mut seen = std::collections::HashSet::new();
     let mut tables = 0;
@@ -27,8 +36,8 @@ pub(super) fn mounted_anywhere(paths: &[PathBuf]) -> Vec<bool> {
         }
         let Ok(table) = std::fs::read_to_string(pid.join("mountinfo")) else { continue };
         tables += 1;
-        for (i, needle) in needles.iter().enumerate() {
-            found[i] |= names(&table, needle);
+        for (i, [path, lower]) in needles.iter().enumerate() {
+            found[i] |= names(&table, path) || names(&table, lower);
         }
     }
     if tables == 0 {
@@ -68,5 +77,9 @@ mod tests {
         assert!(names(t, "/c/templates/.versions/a@1-ab"));
         assert!(!names(t, "/c/templates/.versions/a@1-a"));
         assert!(names("... lowerdir=/c/x\\040y,upperdir", &mangle(OsStr::new("/c/x y"))));
+        let t = "40 1 0:40 / / rw - overlay overlay rw,lowerdir=a@1-ab,upperdir=/proc/self/fd/7\n";
+        assert!(names(t, "lowerdir=a@1-ab"));
+        assert!(!names(t, "lowerdir=a@1-a"));
+        assert!(!names(t, "lowerdir=b@1-ab"));
     }
 }
