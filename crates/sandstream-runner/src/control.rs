@@ -95,3 +95,6 @@ async fn set_timeout(
 async fn list(State(runner): State<Arc<Runner>>) -> Json<Vec<RunnerSandbox>> {
     Json(runner.list())
 }
+
+#[cfg(test)]
+mod tests;

@@ -7,6 +7,8 @@
 
 mod config;
 mod control;
+#[cfg(test)]
+mod fake_runtime;
 mod link;
 mod record;
 mod runner;

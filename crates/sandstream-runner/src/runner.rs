@@ -80,14 +80,21 @@ fn listed(cfg: &RunnerConfig, sb: sandstream_runtime::Sandbox) -> RunnerSandbox 
     }
 }
 
+/// What a runner checks of its config before anything is set up.
+fn check_config(cfg: &RunnerConfig) -> anyhow::Result<()> {
+    check_disk_mb(cfg.default_disk_mb, cfg.max_disk_mb)
+        .map_err(|e| anyhow::anyhow!("--default-disk-mb and --max-disk-mb: {e}"))
+}
+
 impl Runner {
     /// Sets the runner up (runtime, default template, sandboxes left by a previous run)
     /// and nothing more: no control API, no server link, no template collection and no
     /// warm-pool filler, which [`start`] adds. For driving a runner in-process (the
-    /// benchmarks). Blocks while the default template builds on first use.
+    /// benchmarks). Blocks while the default template builds on first use. The one place
+    /// that builds the real runtime; the rest is `Runner::with_runtime`.
     pub fn new(cfg: RunnerConfig) -> anyhow::Result<Runner> {
-        check_disk_mb(cfg.default_disk_mb, cfg.max_disk_mb)
-            .map_err(|e| anyhow::anyhow!("--default-disk-mb and --max-disk-mb: {e}"))?;
+        // A bad config fails before the runtime or the template is set up.
+        check_config(&cfg)?;
         let runtime: Arc<dyn Runtime> = match &cfg.backend {
             Backend::Oci => {
                 let mut oci = OciConfig::new(cfg.state_dir.join("sandboxes"), cfg.agent_binary.clone());
@@ -112,6 +119,20 @@ impl Runner {
             tracing::info!(target: "sandstream::template", "{line}");
         })
         .context("build the default template")?;
+        Runner::with_runtime(cfg, runtime, default_template)
+    }
+
+    /// A runner on `runtime`, whose default template is the directory `default_template`
+    /// (`cfg.backend`, `oci_runtime` and `agent_binary` are not read: they are the
+    /// runtime's): finds the sandboxes a previous run left (`Runtime::recover`) and gives
+    /// them back their records; drops the records of the sandboxes that did not survive.
+    /// [`Runner::new`] calls it with the real runtime; unit tests with a fake one.
+    pub(crate) fn with_runtime(
+        cfg: RunnerConfig,
+        runtime: Arc<dyn Runtime>,
+        default_template: PathBuf,
+    ) -> anyhow::Result<Runner> {
+        check_config(&cfg)?;
         let found = runtime.recover().context("find sandboxes left by a previous run")?;
         let records_dir = cfg.state_dir.join("records");
         std::fs::create_dir_all(&records_dir).with_context(|| format!("create {}", records_dir.display()))?;
@@ -501,3 +522,6 @@ impl Drop for Reservation<'_> {
         *creating = creating.saturating_sub(1);
     }
 }
+
+#[cfg(test)]
+mod tests;
