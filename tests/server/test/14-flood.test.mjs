@@ -1,12 +1,11 @@
 // Output floods through /api/sandbox/exec while another sandbox hogs the CPU: every run
 // ends at the output limit with its message, never as an error while its program runs,
 // and leaves no program behind.
-import { test, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { fileServer, api, exec, waitExecution, logs, agentExecute } from '../lib/harness.mjs';
 
 const LIMIT = 1 << 20;
-const server = await fileServer(after, { args: ['--max-output-bytes', String(LIMIT)] });
 
 /** The command lines of the sandbox's processes that run main.py. */
 async function programsLeft(conn) {
@@ -14,7 +13,17 @@ async function programsLeft(conn) {
   return out.stdout.split('\n').filter(Boolean);
 }
 
-test('ten floods in a row, with a CPU hog beside them: each ends at the limit and leaves nothing running', async () => {
+// The same on both backends: the output cap is the agent's and the server's, but how a
+// program's processes are found and killed, and how the agent's port is reached, are not.
+for (const backend of ['oci', 'docker']) {
+  test(`${backend}: ten floods in a row, with a CPU hog beside them: each ends at the limit and leaves nothing running`, async (t) => {
+    // Stopped (its sandboxes removed first) when this test ends, before the next backend's.
+    const server = await fileServer((fn) => t.after(fn), { args: ['--backend', backend, '--max-output-bytes', String(LIMIT)] });
+    await floods(server);
+  });
+}
+
+async function floods(server) {
   const hogBox = (await api(server, 'POST', '/api/v1/sandboxes', { body: { timeoutMs: 600000 } })).body;
   const box = (await api(server, 'POST', '/api/v1/sandboxes', { body: { timeoutMs: 600000 } })).body;
   try {
@@ -51,4 +60,4 @@ test('ten floods in a row, with a CPU hog beside them: each ends at the limit an
     await api(server, 'DELETE', `/api/v1/sandboxes/${hogBox.id}`);
     await api(server, 'DELETE', `/api/v1/sandboxes/${box.id}`);
   }
-});
+}
