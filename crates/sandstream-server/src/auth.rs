@@ -3,15 +3,15 @@
 
 use std::sync::Arc;
 
-use axum::extract::FromRequestParts;
+use axum::extract::{FromRef, FromRequestParts};
 use axum::http::HeaderMap;
 use axum::http::request::Parts;
 use sandstream_proto::secret::constant_time_eq;
 use sha2::{Digest, Sha256};
 
 use crate::error::AppError;
-use crate::server::AppState;
-use crate::store::Principal;
+use crate::limits::Throttle;
+use crate::store::{Principal, StateStore};
 use crate::time::now_ms;
 
 pub(crate) const SESSION_COOKIE: &str = "sandstream_session";
@@ -62,15 +62,53 @@ pub(crate) fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
     })
 }
 
-pub(crate) fn resolve(state: &AppState, cred: &Credential) -> Result<Principal, AppError> {
-    let found = match cred {
-        Credential::Key(k) => state.store.key_by_hash(&hash(k))?,
-        Credential::Session(s) => state.store.session(&hash(s), "session", now_ms())?,
-    };
-    found.ok_or_else(|| match cred {
-        Credential::Key(_) => AppError::Unauthorized("unknown or revoked API key".into()),
-        Credential::Session(_) => AppError::Unauthorized("session expired; open the login link again".into()),
-    })
+/// What checks who is calling: keys and sessions (in the store), the throttle around
+/// every key check, and the runner secret. Cheap to clone (handles only); the extractors
+/// below take it from the router's state (`FromRef`).
+#[derive(Clone)]
+pub(crate) struct Gate {
+    store: Arc<dyn StateStore>,
+    throttle: Arc<Throttle>,
+    runner_secret: Arc<str>,
+}
+
+impl Gate {
+    pub(crate) fn new(store: Arc<dyn StateStore>, throttle: Arc<Throttle>, runner_secret: &str) -> Gate {
+        Gate { store, throttle, runner_secret: runner_secret.into() }
+    }
+
+    pub(crate) fn runner_secret(&self) -> &str {
+        &self.runner_secret
+    }
+
+    fn resolve(&self, cred: &Credential) -> Result<Principal, AppError> {
+        let found = match cred {
+            Credential::Key(k) => self.store.key_by_hash(&hash(k))?,
+            Credential::Session(s) => self.store.session(&hash(s), "session", now_ms())?,
+        };
+        found.ok_or_else(|| match cred {
+            Credential::Key(_) => AppError::Unauthorized("unknown or revoked API key".into()),
+            Credential::Session(_) => AppError::Unauthorized("session expired; open the login link again".into()),
+        })
+    }
+
+    /// `resolve`, with the throttle around it: an address that sent too many wrong keys
+    /// is refused before its key is looked at, a wrong key counts against its address,
+    /// and a right one takes a request from its key's rate.
+    pub(crate) fn admit(&self, cred: &Credential, ip: Option<std::net::IpAddr>) -> Result<Principal, AppError> {
+        self.throttle.check_address(ip)?;
+        match self.resolve(cred) {
+            Ok(p) => {
+                self.throttle.request(&p.key_id)?;
+                Ok(p)
+            }
+            Err(e @ AppError::Unauthorized(_)) => {
+                self.throttle.failed(ip);
+                Err(e)
+            }
+            Err(e) => Err(e),
+        }
+    }
 }
 
 /// The peer address of a request, when the server was started with it (not in tests
@@ -79,42 +117,30 @@ pub(crate) fn peer(parts: &Parts) -> Option<std::net::IpAddr> {
     parts.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip())
 }
 
-/// `resolve`, with the throttle around it: an address that sent too many wrong keys is
-/// refused before its key is looked at, a wrong key counts against its address, and a
-/// right one takes a request from its key's rate.
-pub(crate) fn admit(state: &AppState, cred: &Credential, ip: Option<std::net::IpAddr>) -> Result<Principal, AppError> {
-    state.throttle.check_address(ip)?;
-    match resolve(state, cred) {
-        Ok(p) => {
-            state.throttle.request(&p.key_id)?;
-            Ok(p)
-        }
-        Err(e @ AppError::Unauthorized(_)) => {
-            state.throttle.failed(ip);
-            Err(e)
-        }
-        Err(e) => Err(e),
-    }
-}
-
-impl FromRequestParts<Arc<AppState>> for Principal {
+impl<S: Send + Sync> FromRequestParts<S> for Principal
+where
+    Gate: FromRef<S>,
+{
     type Rejection = AppError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let cred = credential(&parts.headers).ok_or_else(|| {
             AppError::Unauthorized("missing API key: send Authorization: Bearer KEY or X-API-Key: KEY".into())
         })?;
-        admit(state, &cred, peer(parts))
+        Gate::from_ref(state).admit(&cred, peer(parts))
     }
 }
 
 /// A principal that must hold the admin key.
 pub(crate) struct Admin(pub Principal);
 
-impl FromRequestParts<Arc<AppState>> for Admin {
+impl<S: Send + Sync> FromRequestParts<S> for Admin
+where
+    Gate: FromRef<S>,
+{
     type Rejection = AppError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let p = Principal::from_request_parts(parts, state).await?;
         if !p.admin {
             return Err(AppError::Forbidden("this route needs the admin key".into()));
@@ -126,14 +152,16 @@ impl FromRequestParts<Arc<AppState>> for Admin {
 /// A runner, holding the runner secret.
 pub(crate) struct RunnerAuth;
 
-impl FromRequestParts<Arc<AppState>> for RunnerAuth {
+impl<S: Send + Sync> FromRequestParts<S> for RunnerAuth
+where
+    Gate: FromRef<S>,
+{
     type Rejection = AppError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let gate = Gate::from_ref(state);
         match credential(&parts.headers) {
-            Some(Credential::Key(k)) if constant_time_eq(k.as_bytes(), state.runner_secret.as_bytes()) => {
-                Ok(RunnerAuth)
-            }
+            Some(Credential::Key(k)) if constant_time_eq(k.as_bytes(), gate.runner_secret.as_bytes()) => Ok(RunnerAuth),
             _ => Err(AppError::Unauthorized("runner routes need the runner secret".into())),
         }
     }

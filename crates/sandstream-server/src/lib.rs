@@ -12,7 +12,6 @@ mod heartbeat;
 mod hub;
 mod limits;
 mod listen;
-mod openapi;
 mod registry;
 mod retention;
 mod runner_client;

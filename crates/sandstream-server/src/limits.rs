@@ -9,6 +9,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::error::AppError;
+use crate::store::Usage;
 
 /// Limits an operator sets (flags of `sandstream server` and `up`).
 #[derive(Debug, Clone)]
@@ -59,34 +60,6 @@ impl Default for Limits {
 /// runners' default 50 GiB maximum). Disks are sparse, so this bounds what a key may
 /// fill, not what it uses.
 pub const DEFAULT_DISK_MB_PER_KEY: u64 = 50 * 10 * 1024;
-
-/// What a key's sandboxes take (or a create would add): how many, and their memory and
-/// disk in MiB.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) struct Usage {
-    pub count: u32,
-    pub memory_mb: u64,
-    pub disk_mb: u64,
-}
-
-impl Usage {
-    /// One sandbox of this size.
-    pub(crate) fn one(memory_mb: u32, disk_mb: u32) -> Usage {
-        Usage { count: 1, memory_mb: u64::from(memory_mb), disk_mb: u64::from(disk_mb) }
-    }
-
-    fn add(&mut self, other: Usage) {
-        self.count = self.count.saturating_add(other.count);
-        self.memory_mb = self.memory_mb.saturating_add(other.memory_mb);
-        self.disk_mb = self.disk_mb.saturating_add(other.disk_mb);
-    }
-
-    fn sub(&mut self, other: Usage) {
-        self.count = self.count.saturating_sub(other.count);
-        self.memory_mb = self.memory_mb.saturating_sub(other.memory_mb);
-        self.disk_mb = self.disk_mb.saturating_sub(other.disk_mb);
-    }
-}
 
 /// The host's memory (MemTotal), in MiB.
 fn host_memory_mb() -> Option<u32> {

@@ -9,13 +9,16 @@ use std::time::Duration;
 use sandstream_runner_protocol::{CreateSandbox, DEFAULT_TEMPLATE, ErrorCode, RunnerSandbox, is_valid_template_name};
 
 use crate::error::{AppError, AppResult};
+use crate::exec::Agents;
 use crate::runner_client::{CallError, RunnerClient};
-use crate::server::AppState;
 use crate::state::SandboxState;
-use crate::store::{RunnerRow, SandboxRow};
+use crate::store::{RunnerRow, SandboxRow, StateStore};
 use crate::time::now_ms;
 
 pub(crate) struct Registry {
+    store: Arc<dyn StateStore>,
+    /// A killed sandbox's agent connection is dropped.
+    agents: Arc<Agents>,
     client: RunnerClient,
     heartbeat_timeout_ms: i64,
     /// Each runner's templates, as its last registration or heartbeat reported them.
@@ -118,10 +121,19 @@ pub(crate) fn available(candidates: &[Candidate]) -> BTreeMap<String, BTreeSet<S
 }
 
 impl Registry {
-    pub(crate) fn new(secret: String, heartbeat_timeout: Duration) -> Registry {
+    /// `secret` is the runner secret, sent with every call to a runner's control API; a
+    /// runner silent for `heartbeat_timeout` is not alive.
+    pub(crate) fn new(
+        store: Arc<dyn StateStore>,
+        agents: Arc<Agents>,
+        secret: String,
+        heartbeat_timeout: Duration,
+    ) -> Registry {
         // Creating a sandbox may wait for a template build on a fresh runner.
         let http = reqwest::Client::builder().timeout(Duration::from_secs(600)).build().unwrap_or_default();
         Registry {
+            store,
+            agents,
             client: RunnerClient::new(http, secret),
             heartbeat_timeout_ms: heartbeat_timeout.as_millis() as i64,
             templates: Mutex::new(HashMap::new()),
@@ -151,12 +163,12 @@ impl Registry {
     }
 
     /// The live runners, with their load and templates.
-    pub(crate) fn candidates(&self, state: &AppState) -> AppResult<Vec<Candidate>> {
+    pub(crate) fn candidates(&self) -> AppResult<Vec<Candidate>> {
         let now = now_ms();
         let mut out = Vec::new();
-        for r in state.store.runners()? {
+        for r in self.store.runners()? {
             if self.alive(&r, now) {
-                let live = state.store.live_count(&r.id)?;
+                let live = self.store.live_count(&r.id)?;
                 let templates = self.templates_of(&r.id);
                 out.push(Candidate { row: r, live, templates });
             }
@@ -168,9 +180,9 @@ impl Registry {
     /// with a slot on it held until the returned guard drops. Counting and placing
     /// happen under one lock: checking the count and creating after it let 40 parallel
     /// creates make 27 sandboxes on a runner with room for 12.
-    pub(crate) fn place(&self, state: &AppState, template: &str) -> AppResult<Placed<'_>> {
+    pub(crate) fn place(&self, template: &str) -> AppResult<Placed<'_>> {
         let mut placing = self.placing.lock().unwrap_or_else(|p| p.into_inner());
-        let mut candidates = self.candidates(state)?;
+        let mut candidates = self.candidates()?;
         for c in &mut candidates {
             c.live += placing.get(&c.row.id).copied().unwrap_or(0);
         }
@@ -206,48 +218,48 @@ impl Registry {
             Err(e) => Err(AppError::internal(format!("runner {}: kill {id}: {e}", runner.id))),
         }
     }
-}
 
-/// Kills a sandbox everywhere: on its runner (when reachable) and in the state.
-pub(crate) async fn kill_sandbox(state: &AppState, sb: &SandboxRow) -> AppResult<()> {
-    if let Some(runner) = state.store.runner(&sb.runner_id)?
-        && let Err(e) = state.registry.kill(&runner, &sb.id).await
-    {
-        // The runner's next heartbeat lists it; the server then tells it to go.
-        tracing::warn!(sandbox_id = %sb.id, error = %e, "runner did not confirm the kill");
-    }
-    state.store.set_sandbox_state(&sb.id, SandboxState::Killed)?;
-    state.exec.forget_sandbox(&sb.id);
-    Ok(())
-}
-
-/// Once a second: runners that went silent have their sandboxes marked lost; sandboxes
-/// past their TTL are killed.
-pub(crate) async fn monitor(state: Arc<AppState>) {
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    loop {
-        tick.tick().await;
-        if let Err(e) = monitor_once(&state).await {
-            tracing::warn!(error = %e, "monitor pass failed");
+    /// Kills a sandbox everywhere: on its runner (when reachable) and in the state.
+    pub(crate) async fn kill_sandbox(&self, sb: &SandboxRow) -> AppResult<()> {
+        if let Some(runner) = self.store.runner(&sb.runner_id)?
+            && let Err(e) = self.kill(&runner, &sb.id).await
+        {
+            // The runner's next heartbeat lists it; the server then tells it to go.
+            tracing::warn!(sandbox_id = %sb.id, error = %e, "runner did not confirm the kill");
         }
+        self.store.set_sandbox_state(&sb.id, SandboxState::Killed)?;
+        self.agents.forget(&sb.id);
+        Ok(())
     }
-}
 
-async fn monitor_once(state: &AppState) -> AppResult<()> {
-    let now = now_ms();
-    for r in state.store.runners()? {
-        if !state.registry.alive(&r, now) {
-            let n = state.store.mark_runner_lost(&r.id)?;
-            if n > 0 {
-                tracing::warn!(runner_id = %r.id, sandboxes = n, "runner stopped sending heartbeats; its sandboxes are lost");
+    /// Once a second: runners that went silent have their sandboxes marked lost;
+    /// sandboxes past their TTL are killed.
+    pub(crate) async fn monitor(self: Arc<Registry>) {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            if let Err(e) = self.monitor_once().await {
+                tracing::warn!(error = %e, "monitor pass failed");
             }
         }
     }
-    for sb in state.store.expired_sandboxes(now)? {
-        tracing::info!(sandbox_id = %sb.id, "sandbox reached its timeout; killing it");
-        kill_sandbox(state, &sb).await?;
+
+    async fn monitor_once(&self) -> AppResult<()> {
+        let now = now_ms();
+        for r in self.store.runners()? {
+            if !self.alive(&r, now) {
+                let n = self.store.mark_runner_lost(&r.id)?;
+                if n > 0 {
+                    tracing::warn!(runner_id = %r.id, sandboxes = n, "runner stopped sending heartbeats; its sandboxes are lost");
+                }
+            }
+        }
+        for sb in self.store.expired_sandboxes(now)? {
+            tracing::info!(sandbox_id = %sb.id, "sandbox reached its timeout; killing it");
+            self.kill_sandbox(&sb).await?;
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -309,7 +321,9 @@ mod tests {
 
     #[test]
     fn reported_names_are_cleaned_and_old_runners_have_default() {
-        let reg = Registry::new("s".into(), Duration::from_secs(10));
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = crate::store::Store::open(&dir.path().join("db")).expect("store");
+        let reg = Registry::new(Arc::new(store), Arc::default(), "s".into(), Duration::from_secs(10));
         reg.set_templates("rn-a", Some(vec!["py".into(), "../x".into(), "default".into(), "py".into()]));
         assert_eq!(reg.templates_of("rn-a").expect("reported"), ["default", "py"]);
         reg.set_templates("rn-old", None);

@@ -15,7 +15,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::server::AppState;
 use crate::store::{PruneStore, Result, StateStore, Store};
 use crate::time::now_ms;
 
@@ -216,9 +215,8 @@ fn log(done: &Pruned, policy: &Retention) {
     }
 }
 
-/// Runs passes for as long as the server serves.
-pub(crate) async fn run(state: Arc<AppState>) {
-    let policy = state.cfg.retention.clone();
+/// Runs passes of `policy` over `store` for as long as the server serves.
+pub(crate) async fn run(store: Arc<dyn StateStore>, policy: Retention) {
     let mut tick = tokio::time::interval(CHECK_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_pass: Option<Instant> = None;
@@ -228,15 +226,15 @@ pub(crate) async fn run(state: Arc<AppState>) {
     loop {
         tick.tick().await;
         let due = last_pass.is_none_or(|t| t.elapsed() >= PASS_EVERY);
-        let over = !stuck && policy.max_bytes.is_some_and(|max| state.store.used_bytes().is_ok_and(|used| used > max));
+        let over = !stuck && policy.max_bytes.is_some_and(|max| store.used_bytes().is_ok_and(|used| used > max));
         if !due && !over {
             continue;
         }
         if due {
             last_pass = Some(Instant::now());
         }
-        let (s, p) = (state.clone(), policy.clone());
-        match tokio::task::spawn_blocking(move || prune(s.store.as_ref(), &p, now_ms())).await {
+        let (s, p) = (store.clone(), policy.clone());
+        match tokio::task::spawn_blocking(move || prune(s.as_ref(), &p, now_ms())).await {
             Ok(Ok(done)) => {
                 log(&done, &policy);
                 stuck = done.over_budget;

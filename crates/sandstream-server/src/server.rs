@@ -1,45 +1,24 @@
-//! The server as a whole: state, startup (keys, secret, executions to resume) and serving.
+//! The server as a whole, and **the one composition root**: startup (keys, secret,
+//! executions to resume), the parts built from the configuration, each given the handles
+//! it uses, and serving.
 
-use std::collections::HashMap;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 use anyhow::Context;
 use socketioxide::SocketIo;
 
-use crate::auth::{hash, new_key, random_hex};
+use crate::api::AppState;
+use crate::auth::{Gate, hash, new_key, random_hex};
 use crate::config::ServerConfig;
-use crate::exec::Engine;
+use crate::exec::{Agents, Engine};
+use crate::heartbeat::Heartbeats;
 use crate::limits::Throttle;
 use crate::registry::Registry;
 use crate::store::{StateStore, Store};
 use crate::time::now_ms;
-
-pub(crate) struct AppState {
-    pub cfg: ServerConfig,
-    pub store: Arc<dyn StateStore>,
-    pub io: SocketIo,
-    pub registry: Registry,
-    pub exec: Engine,
-    pub throttle: Throttle,
-    pub runner_secret: String,
-    /// Sandboxes runners report that the server does not know, since when (ms).
-    pub unknown_since: Mutex<HashMap<String, i64>>,
-    /// Under `up`: false until the local runner has registered.
-    wait_for_runner: AtomicBool,
-}
-
-impl AppState {
-    pub(crate) fn ready(&self) -> bool {
-        !self.wait_for_runner.load(Ordering::Acquire)
-    }
-
-    pub(crate) fn runner_seen(&self) {
-        self.wait_for_runner.store(false, Ordering::Release);
-    }
-}
 
 /// A server bound to its port, not yet serving.
 pub struct Server {
@@ -122,7 +101,7 @@ impl Server {
     }
 
     pub fn runner_secret(&self) -> &str {
-        &self.state.runner_secret
+        self.state.gate.runner_secret()
     }
 
     /// A one-time link that logs a browser in with the admin key.
@@ -156,10 +135,10 @@ impl Server {
         let running = self.state.store.running_executions().map_err(|e| anyhow::anyhow!("{e}"))?;
         for ex in running {
             tracing::info!(execution_id = %ex.id, "resuming an execution a previous run left running");
-            tokio::spawn(crate::exec::drive(self.state.clone(), ex));
+            tokio::spawn(crate::exec::drive(self.state.exec.clone(), ex));
         }
-        tokio::spawn(crate::registry::monitor(self.state.clone()));
-        tokio::spawn(crate::retention::run(self.state.clone()));
+        tokio::spawn(self.state.registry.clone().monitor());
+        tokio::spawn(crate::retention::run(self.state.store.clone(), self.state.cfg.retention.clone()));
         // Each request carries its peer's address (ConnectInfo): wrong keys are counted
         // per address.
         crate::listen::serve(self.listener, self.router, shutdown).await?;
@@ -213,20 +192,22 @@ fn build(cfg: ServerConfig, wait_for_runner: bool) -> anyhow::Result<Built> {
         // only (its client sees a seq gap and resumes), replays wait for room.
         .max_buffer_size(1024)
         .build_layer();
-    let registry = Registry::new(runner_secret.clone(), cfg.heartbeat_timeout);
-    let throttle = Throttle::new(cfg.limits.clone());
+    let agents = Arc::new(Agents::default());
+    let registry = Arc::new(Registry::new(store.clone(), agents.clone(), runner_secret.clone(), cfg.heartbeat_timeout));
+    let throttle = Arc::new(Throttle::new(cfg.limits.clone()));
+    let gate = Gate::new(store.clone(), throttle.clone(), &runner_secret);
+    crate::hub::setup(&io, store.clone(), gate.clone());
     let state = Arc::new(AppState {
-        throttle,
+        exec: Arc::new(Engine::new(store.clone(), io.clone(), agents.clone(), cfg.max_output_bytes)),
+        heartbeats: Heartbeats::new(store.clone(), registry.clone(), agents),
         cfg,
         store,
-        io: io.clone(),
+        io,
+        gate,
+        throttle,
         registry,
-        exec: Engine::default(),
-        runner_secret,
-        unknown_since: Mutex::new(HashMap::new()),
         wait_for_runner: AtomicBool::new(wait_for_runner),
     });
-    crate::hub::setup(&io, Arc::downgrade(&state));
     let router = crate::api::router(state.clone()).layer(io_layer).layer(tower_http::trace::TraceLayer::new_for_http());
     Ok(Built { state, router, created_admin_key })
 }

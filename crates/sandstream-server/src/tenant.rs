@@ -5,21 +5,28 @@
 
 use std::sync::Arc;
 
-use crate::server::AppState;
-use crate::store::Result;
+use socketioxide::SocketIo;
+
+use crate::registry::Registry;
+use crate::store::{Result, StateStore};
 
 /// Revokes key `key_id` and tears its tenant down: its sessions, its sockets, its
 /// sandboxes (each killed on its runner, in parallel; one that fails is logged). False
 /// when there was no live key `key_id`.
-pub(crate) async fn revoke(state: &Arc<AppState>, key_id: &str) -> Result<bool> {
-    if !state.store.revoke_key(key_id)? {
+pub(crate) async fn revoke(
+    store: &dyn StateStore,
+    io: &SocketIo,
+    registry: &Arc<Registry>,
+    key_id: &str,
+) -> Result<bool> {
+    if !store.revoke_key(key_id)? {
         return Ok(false);
     }
-    let closed = crate::hub::disconnect_key(&state.io, key_id);
+    let closed = crate::hub::disconnect_key(io, key_id);
     let mut kills = tokio::task::JoinSet::new();
-    for sb in state.store.sandboxes_of(key_id)? {
-        let state = state.clone();
-        kills.spawn(async move { (crate::registry::kill_sandbox(&state, &sb).await, sb.id) });
+    for sb in store.sandboxes_of(key_id)? {
+        let registry = registry.clone();
+        kills.spawn(async move { (registry.kill_sandbox(&sb).await, sb.id) });
     }
     let mut killed = 0;
     while let Some(done) = kills.join_next().await {

@@ -9,9 +9,9 @@ use sandstream_runner_protocol::{Heartbeat, HeartbeatReply, Register, Registered
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::AppState;
 use crate::auth::{Admin, RunnerAuth, hash, new_key, random_hex};
 use crate::error::{AppError, AppJson, AppResult};
-use crate::server::AppState;
 use crate::store::RunnerRow;
 use crate::time::{now_ms, rfc3339};
 
@@ -56,7 +56,7 @@ pub(crate) async fn revoke_key(
     if id == me.key_id {
         return Err(AppError::BadRequest("the admin key cannot revoke itself".into()));
     }
-    if !crate::tenant::revoke(&state, &id).await? {
+    if !crate::tenant::revoke(state.store.as_ref(), &state.io, &state.registry, &id).await? {
         return Err(AppError::NotFound(format!("key {id} not found")));
     }
     Ok(StatusCode::NO_CONTENT)
@@ -112,8 +112,11 @@ pub(crate) async fn heartbeat(
     Path(id): Path<String>,
     AppJson(body): AppJson<Heartbeat>,
 ) -> AppResult<Json<HeartbeatReply>> {
-    match crate::heartbeat::reconcile(&state, &id, &body, now_ms())? {
-        Some(reply) => Ok(Json(reply)),
+    match state.heartbeats.reconcile(&id, &body, now_ms())? {
+        Some(reply) => {
+            state.runner_seen();
+            Ok(Json(reply))
+        }
         None => Err(AppError::NotFound(format!("runner {id} not found; register again"))),
     }
 }

@@ -10,10 +10,10 @@ use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::api::sandboxes::{CreateBody, DEFAULT_TIMEOUT_MS, create_sandbox, owned};
+use super::AppState;
+use super::sandboxes::{CreateBody, DEFAULT_TIMEOUT_MS, create_sandbox, owned};
 use crate::error::{AppError, AppJson, AppResult};
 use crate::exec::{LANGUAGES, Plan};
-use crate::server::AppState;
 use crate::state::{ExecStatus, Phase, SandboxState};
 use crate::store::{ExecutionRow, Principal, Receiver};
 use crate::time::{now_ms, rfc3339};
@@ -153,7 +153,7 @@ pub(crate) async fn exec(
         "executionId": ex.id,
         "message": "Execution started. Connect to WebSocket for real-time logs.",
     });
-    tokio::spawn(crate::exec::drive(state.clone(), ex));
+    tokio::spawn(crate::exec::drive(state.exec.clone(), ex));
     Ok((StatusCode::ACCEPTED, Json(json!({"status": "accepted", "data": data}))))
 }
 
@@ -202,7 +202,7 @@ pub(crate) async fn cancel(
     if ex.status != ExecStatus::Running {
         return Err(AppError::Conflict(format!("execution {id} already finished: {}", ex.status)));
     }
-    if !state.exec.cancel(&state, &id).await {
+    if !state.exec.cancel(&id).await {
         state.store.finish_execution(&id, ExecStatus::Cancelled, crate::exec::CANCEL_EXIT, None, now_ms())?;
     }
     tracing::info!(execution_id = %id, "execution cancelled by its owner");

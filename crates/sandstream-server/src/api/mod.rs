@@ -2,19 +2,20 @@
 //! document cannot miss a route.
 
 mod admin;
+mod app_state;
 mod exec;
+mod openapi;
 mod sandboxes;
 mod templates;
 mod web;
 
+pub(crate) use app_state::AppState;
 pub(crate) use web::login_token;
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::routing::{MethodRouter, delete, get, post};
-
-use crate::server::AppState;
 
 /// Who may call a route. The handler's extractor enforces it (`Principal`, `Admin`,
 /// `RunnerAuth`); this says it in the OpenAPI document, and a test checks that each

@@ -13,9 +13,8 @@ use sandstream_runner_protocol::{
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::AppState;
 use crate::error::{AppError, AppJson, AppResult};
-use crate::registry::kill_sandbox;
-use crate::server::AppState;
 use crate::state::SandboxState;
 use crate::store::{Principal, SandboxRow};
 use crate::time::{now_ms, rfc3339};
@@ -97,7 +96,7 @@ pub(crate) async fn create_sandbox(state: &AppState, p: &Principal, body: Create
         .throttle
         .reserve_tenant(p.tenant(), memory_mb, disk_mb, || state.store.usage_of(p.tenant()).map_err(AppError::from))?;
     // Held until the row is stored: until then the store does not count it.
-    let placed = state.registry.place(state, &template)?;
+    let placed = state.registry.place(&template)?;
     let runner = &placed.runner;
     let req = CreateSandbox {
         template: template.clone(),
@@ -181,7 +180,7 @@ pub(crate) async fn kill(
 ) -> AppResult<StatusCode> {
     let sb = owned(&state, &p, &id)?;
     if sb.state != SandboxState::Killed {
-        kill_sandbox(&state, &sb).await?;
+        state.registry.kill_sandbox(&sb).await?;
         tracing::info!(sandbox_id = %id, "sandbox killed by its owner");
     }
     Ok(StatusCode::NO_CONTENT)

@@ -8,13 +8,13 @@ use axum::Json;
 use axum::extract::State;
 use serde_json::{Value, json};
 
+use super::AppState;
 use crate::error::AppResult;
 use crate::registry::available;
-use crate::server::AppState;
 use crate::store::Principal;
 
 pub(crate) async fn list(State(state): State<Arc<AppState>>, _: Principal) -> AppResult<Json<Value>> {
-    let candidates = state.registry.candidates(&state)?;
+    let candidates = state.registry.candidates()?;
     let out: Vec<Value> =
         available(&candidates).into_iter().map(|(name, runners)| json!({"name": name, "runners": runners})).collect();
     Ok(Json(Value::Array(out)))

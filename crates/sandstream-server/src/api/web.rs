@@ -8,9 +8,9 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use serde_json::Value;
 use tower::ServiceExt;
 
+use super::AppState;
 use crate::auth::{LOGIN_MS, SESSION_COOKIE, SESSION_MS, hash, random_hex};
 use crate::error::AppError;
-use crate::server::AppState;
 use crate::time::now_ms;
 
 pub(crate) async fn healthz(State(state): State<Arc<AppState>>) -> Response {
@@ -22,7 +22,7 @@ pub(crate) async fn healthz(State(state): State<Arc<AppState>>) -> Response {
 }
 
 pub(crate) async fn openapi(State(_): State<Arc<AppState>>) -> axum::Json<Value> {
-    axum::Json(crate::openapi::document())
+    axum::Json(super::openapi::document())
 }
 
 pub(crate) async fn api_not_found(req: Request) -> AppError {

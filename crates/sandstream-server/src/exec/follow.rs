@@ -5,21 +5,22 @@ use std::time::Duration;
 
 use sandstream_proto::v1::{AttachRequest, CommandOutput, EventKind, OutputChannel, OutputEncoding};
 
-use super::{AGENT_GIVE_UP, AgentClient, Emitter, kill};
+use super::agents::AgentClient;
+use super::{AGENT_GIVE_UP, Emitter, kill};
 use crate::state::Phase;
 
 /// Most bytes merged into one chunk from agent messages that had already arrived: the
 /// size of a pipe's buffer, which bounds most agent messages anyway, so chunks (and the
 /// memory each holds in flight) stay as large as they were without merging.
-pub(super) const COALESCE_MAX: usize = 64 << 10;
+const COALESCE_MAX: usize = 64 << 10;
 
-pub(super) fn is_end(m: &CommandOutput) -> bool {
+fn is_end(m: &CommandOutput) -> bool {
     m.end || m.kind == EventKind::End as i32
 }
 
 /// The channel of an output message and its bytes past `have` (the offsets already
 /// forwarded: the agent resends around a reconnect); `None` when it brings nothing new.
-pub(super) fn fresh<'m>(m: &'m CommandOutput, have: &[u64; 2]) -> Option<(usize, &'m [u8])> {
+fn fresh<'m>(m: &'m CommandOutput, have: &[u64; 2]) -> Option<(usize, &'m [u8])> {
     if m.kind != EventKind::Output as i32 || m.data.is_empty() {
         return None;
     }
@@ -34,9 +35,7 @@ pub(super) fn fresh<'m>(m: &'m CommandOutput, have: &[u64; 2]) -> Option<(usize,
 
 /// The stream's next message if it has already arrived; `None` when it would wait.
 /// (`Streaming::message` is `poll_next` underneath, so this loses nothing.)
-pub(super) fn ready_message(
-    stream: &mut tonic::Streaming<CommandOutput>,
-) -> Option<Result<Option<CommandOutput>, tonic::Status>> {
+fn ready_message(stream: &mut tonic::Streaming<CommandOutput>) -> Option<Result<Option<CommandOutput>, tonic::Status>> {
     use tokio_stream::Stream;
     let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
     match std::pin::Pin::new(stream).poll_next(&mut cx) {
@@ -47,13 +46,13 @@ pub(super) fn ready_message(
 }
 
 /// A message of the agent's stream, as `Streaming::message` returns it.
-pub(super) type Message = Result<Option<CommandOutput>, tonic::Status>;
+type Message = Result<Option<CommandOutput>, tonic::Status>;
 
 /// Merges into `first` (new output of channel `ch`, which starts at `have[ch]`) the
 /// messages already waiting on `stream` that continue it, up to [`COALESCE_MAX`] bytes.
 /// Returns the merged bytes (`None` when nothing joined `first`) and the message that
 /// ended the merge, if one was taken off the stream: it is the next to handle.
-pub(super) fn merge_waiting(
+fn merge_waiting(
     stream: &mut tonic::Streaming<CommandOutput>,
     mut have: [u64; 2],
     ch: usize,
@@ -90,7 +89,7 @@ pub(super) fn merge_waiting(
 /// protocol error under a flood, a GOAWAY, a deadline): each is a reason to attach
 /// again, never to end the execution. Only answers that say the request itself is wrong
 /// (the command is unknown, the token refused, the offsets out of range) end it.
-pub(super) fn reattachable(code: tonic::Code) -> bool {
+fn reattachable(code: tonic::Code) -> bool {
     !matches!(
         code,
         tonic::Code::NotFound
@@ -184,5 +183,117 @@ pub(super) async fn follow(
         }
         tracing::debug!(command_id = cid, error = %err, "agent stream broke; attaching again from the stored offsets");
         tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn out(channel: OutputChannel, offset: u64, data: &str) -> CommandOutput {
+        CommandOutput {
+            kind: EventKind::Output as i32,
+            channel: channel as i32,
+            offset,
+            data: data.as_bytes().to_vec().into(),
+            ..Default::default()
+        }
+    }
+
+    /// Decodes each gRPC frame of the body as the next of the given messages.
+    struct Canned(std::collections::VecDeque<CommandOutput>);
+
+    impl tonic::codec::Decoder for Canned {
+        type Item = CommandOutput;
+        type Error = tonic::Status;
+        fn decode(&mut self, buf: &mut tonic::codec::DecodeBuf<'_>) -> Result<Option<CommandOutput>, tonic::Status> {
+            use bytes::Buf;
+            buf.advance(buf.remaining());
+            Ok(self.0.pop_front())
+        }
+    }
+
+    /// A stream whose messages have all arrived already.
+    fn arrived(messages: Vec<CommandOutput>) -> tonic::Streaming<CommandOutput> {
+        let mut body = Vec::new();
+        for _ in &messages {
+            body.extend_from_slice(&[0, 0, 0, 0, 1, 0]);
+        }
+        tonic::Streaming::new_response(
+            Canned(messages.into()),
+            axum::body::Body::from(body),
+            tonic::codegen::http::StatusCode::OK,
+            None,
+            None,
+        )
+    }
+
+    async fn first(stream: &mut tonic::Streaming<CommandOutput>) -> CommandOutput {
+        stream.message().await.expect("message").expect("not the end")
+    }
+
+    #[tokio::test]
+    async fn waiting_messages_of_one_channel_merge_in_order() {
+        let end = CommandOutput { kind: EventKind::End as i32, end: true, ..Default::default() };
+        let keepalive = CommandOutput { kind: EventKind::Keepalive as i32, ..Default::default() };
+        let mut stream = arrived(vec![
+            out(OutputChannel::Stdout, 0, "a"),
+            out(OutputChannel::Stdout, 1, "bc"),
+            keepalive,
+            // Resent around a reconnect: only "d" is new.
+            out(OutputChannel::Stdout, 2, "cd"),
+            out(OutputChannel::Stderr, 0, "x"),
+            out(OutputChannel::Stdout, 4, "e"),
+            end,
+        ]);
+        let m = first(&mut stream).await;
+        let (merged, next) = merge_waiting(&mut stream, [0, 0], 0, &m.data);
+        assert_eq!(merged.as_deref(), Some(&b"abcd"[..]));
+        // The other channel ends the merge and is handled next, alone: "e" came after it.
+        let x = next.expect("a message was taken").expect("ok").expect("not the end");
+        assert_eq!((x.channel, &x.data[..]), (OutputChannel::Stderr as i32, &b"x"[..]));
+        let (merged, next) = merge_waiting(&mut stream, [4, 0], 1, &x.data);
+        assert_eq!(merged, None);
+        let e = next.expect("a message was taken").expect("ok").expect("not the end");
+        assert_eq!(&e.data[..], b"e");
+        // The end is never merged away.
+        let (merged, next) = merge_waiting(&mut stream, [4, 1], 0, &e.data);
+        assert_eq!(merged, None);
+        assert!(is_end(&next.expect("a message was taken").expect("ok").expect("not the stream's end")));
+    }
+
+    #[tokio::test]
+    async fn merging_stops_at_the_size_limit() {
+        let big = "y".repeat(COALESCE_MAX / 2 - 10);
+        let step = big.len() as u64;
+        let mut stream = arrived(vec![
+            out(OutputChannel::Stdout, 0, &big),
+            out(OutputChannel::Stdout, step, &big),
+            out(OutputChannel::Stdout, 2 * step, &big),
+        ]);
+        let m = first(&mut stream).await;
+        let (merged, next) = merge_waiting(&mut stream, [0, 0], 0, &m.data);
+        assert_eq!(merged.map(|v| v.len()), Some(2 * big.len()));
+        let third = next.expect("the third waits for the next chunk").expect("ok").expect("not the end");
+        assert_eq!(third.offset, 2 * step);
+        // Nothing else comes (the body ends): no merge, and no message.
+        let (merged, next) = merge_waiting(&mut stream, [2 * step, 0], 0, &third.data);
+        assert!(merged.is_none());
+        assert!(!matches!(next, Some(Ok(Some(_)))), "{next:?}");
+    }
+
+    #[test]
+    fn fresh_keeps_only_bytes_not_yet_forwarded() {
+        let have = [5, 2];
+        // Wholly new, on each channel.
+        assert_eq!(fresh(&out(OutputChannel::Stdout, 5, "abc"), &have), Some((0, &b"abc"[..])));
+        assert_eq!(fresh(&out(OutputChannel::Stderr, 2, "e"), &have), Some((1, &b"e"[..])));
+        // Resent around a reconnect: wholly old, or old then new.
+        assert_eq!(fresh(&out(OutputChannel::Stdout, 0, "hello"), &have), None);
+        assert_eq!(fresh(&out(OutputChannel::Stdout, 3, "lo world"), &have), Some((0, &b" world"[..])));
+        // Not output at all.
+        let keepalive = CommandOutput { kind: EventKind::Keepalive as i32, ..Default::default() };
+        assert_eq!(fresh(&keepalive, &have), None);
+        assert_eq!(fresh(&out(OutputChannel::Stdout, 5, ""), &have), None);
     }
 }

@@ -22,3 +22,23 @@ pub(super) fn limit_reached(limit: u64) -> String {
         "the execution's output reached the server's limit of {limit} bytes (--max-output-bytes), so the program was stopped"
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_is_kept_up_to_the_limit_and_cut_on_a_character_boundary() {
+        // Room for all of it, exactly to the limit: nothing is cut.
+        assert_eq!(within_limit("abcd", 6, 10), ("abcd", false));
+        assert_eq!(within_limit("", 10, 10), ("", false));
+        // Past it: the bytes up to the limit.
+        assert_eq!(within_limit("abcdef", 6, 10), ("abcd", true));
+        assert_eq!(within_limit("a", 10, 10), ("", true));
+        assert_eq!(within_limit("a", 11, 10), ("", true));
+        // "é" is two bytes and "€" three: a limit inside one keeps the text before it.
+        assert_eq!(within_limit("aé", 8, 10), ("a", true));
+        assert_eq!(within_limit("a€b", 7, 10), ("a", true));
+        assert_eq!(within_limit("a€b", 6, 10), ("a€", true));
+    }
+}

@@ -12,25 +12,21 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sandstream_proto::utf8::Utf8Carry;
-use sandstream_proto::v1::exec_service_client::ExecServiceClient;
-#[cfg(test)]
-use sandstream_proto::v1::{CommandOutput, EventKind, OutputChannel};
 use sandstream_proto::v1::{ExecuteRequest, ExitStatus, OutputEncoding, SignalRequest};
-use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use socketioxide::SocketIo;
 
+mod agents;
 mod follow;
 mod limit;
 mod plan;
 
 use crate::hub::{CompleteEvent, Event, OutputEvent, PhaseEvent};
-use crate::server::AppState;
 use crate::state::{ExecStatus, Phase, SandboxState};
-use crate::store::{Chunk, ExecutionRow, Receiver, SandboxRow};
+use crate::store::{Chunk, ExecutionRow, Receiver, StateStore};
 use crate::time::{now_ms, rfc3339};
+use agents::AgentClient;
+pub(crate) use agents::Agents;
 use follow::follow;
-#[cfg(test)]
-use follow::{COALESCE_MAX, fresh, is_end, merge_waiting};
 use limit::{limit_reached, within_limit};
 pub(crate) use plan::{LANGUAGES, Plan};
 use plan::{run_env, write_files};
@@ -44,9 +40,6 @@ pub(crate) const CANCEL_EXIT: i32 = 130;
 /// How long a live event waits for room in a socket's send buffer before that socket
 /// misses it (and resumes later).
 const LIVE_PATIENCE: Duration = Duration::from_millis(250);
-/// HTTP/2 flow-control windows of the connection to each agent, and of each stream on it.
-const AGENT_CONNECTION_WINDOW: u32 = 2 << 20;
-const AGENT_STREAM_WINDOW: u32 = 1 << 20;
 /// Continuous failure to reach a sandbox's agent for this long ends the execution.
 const AGENT_GIVE_UP: Duration = Duration::from_secs(30);
 
@@ -58,18 +51,6 @@ pub(crate) struct Final {
     pub error: Option<String>,
 }
 
-#[derive(Clone)]
-pub(crate) struct Bearer(tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
-
-impl tonic::service::Interceptor for Bearer {
-    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        req.metadata_mut().insert("authorization", self.0.clone());
-        Ok(req)
-    }
-}
-
-pub(crate) type AgentClient = ExecServiceClient<InterceptedService<Channel, Bearer>>;
-
 #[derive(Default)]
 struct Running {
     sandbox_id: String,
@@ -77,44 +58,21 @@ struct Running {
     cancelled: bool,
 }
 
-/// Connections to agents and the executions in flight.
-#[derive(Default)]
+/// The executions in flight, and what running them takes: the store (every chunk is
+/// committed there first), the socket.io server (then emitted), the connections to the
+/// agents, and the output limit.
 pub(crate) struct Engine {
-    channels: Mutex<HashMap<String, (String, Channel)>>,
+    store: Arc<dyn StateStore>,
+    io: SocketIo,
+    agents: Arc<Agents>,
+    /// Bytes of output one execution keeps at most (`--max-output-bytes`).
+    max_output_bytes: u64,
     running: Mutex<HashMap<String, Running>>,
 }
 
 impl Engine {
-    /// One HTTP/2 connection per sandbox, shared by all its executions.
-    pub(crate) fn client(&self, sb: &SandboxRow) -> Result<AgentClient, String> {
-        let endpoint = format!("http://{}:{}", sb.host, sb.port);
-        let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
-        let channel = match channels.get(&sb.id) {
-            Some((e, ch)) if *e == endpoint => ch.clone(),
-            _ => {
-                let ch = Endpoint::from_shared(endpoint.clone())
-                    .map_err(|e| format!("agent address {endpoint}: {e}"))?
-                    .connect_timeout(Duration::from_secs(5))
-                    .http2_keep_alive_interval(Duration::from_secs(20))
-                    .keep_alive_timeout(Duration::from_secs(10))
-                    .keep_alive_while_idle(true)
-                    // Output the server has not taken yet waits in the agent's spool, not
-                    // here: these windows bound what a sandbox's connection can buffer in
-                    // the server's memory (2 MiB), and on a local network they still
-                    // carry far more than the server can store and emit.
-                    .initial_connection_window_size(Some(AGENT_CONNECTION_WINDOW))
-                    .initial_stream_window_size(Some(AGENT_STREAM_WINDOW))
-                    .connect_lazy();
-                channels.insert(sb.id.clone(), (endpoint, ch.clone()));
-                ch
-            }
-        };
-        let token = format!("Bearer {}", sb.token).parse().map_err(|_| "sandbox token is not ASCII".to_string())?;
-        Ok(ExecServiceClient::with_interceptor(channel, Bearer(token)).max_decoding_message_size(16 << 20))
-    }
-
-    pub(crate) fn forget_sandbox(&self, id: &str) {
-        self.channels.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+    pub(crate) fn new(store: Arc<dyn StateStore>, io: SocketIo, agents: Arc<Agents>, max_output_bytes: u64) -> Engine {
+        Engine { store, io, agents, max_output_bytes, running: Mutex::new(HashMap::new()) }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Running>> {
@@ -135,7 +93,7 @@ impl Engine {
 
     /// Marks an execution cancelled and kills its current command's process group.
     /// False when it is not running on this server.
-    pub(crate) async fn cancel(&self, state: &AppState, exec_id: &str) -> bool {
+    pub(crate) async fn cancel(&self, exec_id: &str) -> bool {
         let (sandbox_id, command_id) = {
             let mut running = self.lock();
             let Some(r) = running.get_mut(exec_id) else { return false };
@@ -143,16 +101,16 @@ impl Engine {
             (r.sandbox_id.clone(), r.command_id.clone())
         };
         if let Some(cid) = command_id {
-            kill_command(state, &sandbox_id, &cid).await;
+            self.kill_command(&sandbox_id, &cid).await;
         }
         true
     }
-}
 
-async fn kill_command(state: &AppState, sandbox_id: &str, command_id: &str) {
-    let Ok(Some(sb)) = state.store.sandbox(sandbox_id) else { return };
-    let Ok(mut client) = state.exec.client(&sb) else { return };
-    kill(&mut client, command_id, "a cancelled command").await;
+    async fn kill_command(&self, sandbox_id: &str, command_id: &str) {
+        let Ok(Some(sb)) = self.store.sandbox(sandbox_id) else { return };
+        let Ok(mut client) = self.agents.client(&sb) else { return };
+        kill(&mut client, command_id, "a cancelled command").await;
+    }
 }
 
 /// Kills a command's process group; `what` names it in the log.
@@ -168,7 +126,7 @@ async fn kill(client: &mut AgentClient, command_id: &str, what: &str) {
 
 /// Numbers, stores and emits one execution's output.
 struct Emitter {
-    state: Arc<AppState>,
+    engine: Arc<Engine>,
     exec_id: String,
     container_id: String,
     /// The sandbox's sockets, or the one socket named by `socketSessionId`; sockets
@@ -189,19 +147,19 @@ struct Emitter {
 }
 
 impl Emitter {
-    fn new(state: Arc<AppState>, ex: &ExecutionRow) -> Emitter {
-        let limit = state.cfg.max_output_bytes;
+    fn new(engine: Arc<Engine>, ex: &ExecutionRow) -> Emitter {
+        let limit = engine.max_output_bytes;
         // A restarted server counts what the execution stored before.
         let stored = if ex.last_seq == 0 {
             0
         } else {
-            state.store.output_bytes(&ex.id).unwrap_or_else(|e| {
+            engine.store.output_bytes(&ex.id).unwrap_or_else(|e| {
                 tracing::error!(execution_id = %ex.id, error = %e, "could not count stored output");
                 0
             })
         };
         Emitter {
-            state,
+            engine,
             exec_id: ex.id.clone(),
             container_id: ex.sandbox_id.clone(),
             receiver: ex.target.clone(),
@@ -239,7 +197,7 @@ impl Emitter {
     /// Whether the sandbox was killed, or reached its time to live (its agent then ends
     /// it by itself, possibly before the runner and this server have marked it).
     fn sandbox_killed(&self) -> bool {
-        matches!(self.state.store.sandbox(&self.container_id),
+        matches!(self.engine.store.sandbox(&self.container_id),
             Ok(Some(sb)) if sb.state == SandboxState::Killed || sb.expires_at <= now_ms())
     }
 
@@ -277,7 +235,7 @@ impl Emitter {
         let chunk = Chunk { seq: self.seq, kind: kind.into(), phase, data };
         // Stored (committed) first, emitted second: a replay can never miss what a live
         // client was shown.
-        let chunk = match self.state.store.append_chunk(&self.exec_id, chunk, self.stored_offsets()).await {
+        let chunk = match self.engine.store.append_chunk(&self.exec_id, chunk, self.stored_offsets()).await {
             Ok(chunk) => chunk,
             Err((e, chunk)) => {
                 tracing::error!(execution_id = %self.exec_id, error = %e, "could not store output");
@@ -302,7 +260,7 @@ impl Emitter {
     }
 
     async fn emit(&self, event: &Event<'_>, patience: Duration) {
-        crate::hub::send(&self.state.io, &self.receiver, &self.exec_id, event, patience).await;
+        crate::hub::send(&self.engine.io, &self.receiver, &self.exec_id, event, patience).await;
     }
 
     fn new_command(&mut self) {
@@ -312,19 +270,19 @@ impl Emitter {
 }
 
 /// Runs (or, after a restart, carries on) an execution to its end.
-pub(crate) async fn drive(state: Arc<AppState>, ex: ExecutionRow) {
+pub(crate) async fn drive(engine: Arc<Engine>, ex: ExecutionRow) {
     let exec_id = ex.id.clone();
-    state.exec.lock().entry(exec_id.clone()).or_default().sandbox_id = ex.sandbox_id.clone();
-    let mut em = Emitter::new(state.clone(), &ex);
+    engine.lock().entry(exec_id.clone()).or_default().sandbox_id = ex.sandbox_id.clone();
+    let mut em = Emitter::new(engine.clone(), &ex);
     let fin = match serde_json::from_str::<Plan>(&ex.plan) {
-        Ok(plan) => drive_inner(&state, &ex, &plan, &mut em).await,
+        Ok(plan) => drive_inner(&engine, &ex, &plan, &mut em).await,
         Err(e) => {
             Final { status: ExecStatus::Error, exit_code: -1, error: Some(format!("stored plan unreadable: {e}")) }
         }
     };
-    state.exec.lock().remove(&exec_id);
+    engine.lock().remove(&exec_id);
     let now = now_ms();
-    if let Err(e) = state.store.finish_execution(&exec_id, fin.status, fin.exit_code, fin.error.as_deref(), now) {
+    if let Err(e) = engine.store.finish_execution(&exec_id, fin.status, fin.exit_code, fin.error.as_deref(), now) {
         tracing::error!(execution_id = %exec_id, error = %e, "could not store the result");
     }
     tracing::info!(execution_id = %exec_id, status = %fin.status, exit_code = fin.exit_code, "execution finished");
@@ -332,13 +290,13 @@ pub(crate) async fn drive(state: Arc<AppState>, ex: ExecutionRow) {
     em.emit(&Event::Complete(event), Duration::from_secs(10)).await;
 }
 
-async fn drive_inner(state: &Arc<AppState>, ex: &ExecutionRow, plan: &Plan, em: &mut Emitter) -> Final {
+async fn drive_inner(engine: &Engine, ex: &ExecutionRow, plan: &Plan, em: &mut Emitter) -> Final {
     let fail = |msg: String| Final { status: ExecStatus::Error, exit_code: -1, error: Some(msg) };
-    let sb = match state.store.sandbox(&ex.sandbox_id) {
+    let sb = match engine.store.sandbox(&ex.sandbox_id) {
         Ok(Some(sb)) => sb,
         _ => return fail(format!("sandbox {} is gone", ex.sandbox_id)),
     };
-    let mut client = match state.exec.client(&sb) {
+    let mut client = match engine.agents.client(&sb) {
         Ok(c) => c,
         Err(e) => return fail(e),
     };
@@ -355,7 +313,7 @@ async fn drive_inner(state: &Arc<AppState>, ex: &ExecutionRow, plan: &Plan, em: 
         command = None;
     }
     loop {
-        if state.exec.cancelled(&ex.id) {
+        if engine.cancelled(&ex.id) {
             return Final { status: ExecStatus::Cancelled, exit_code: CANCEL_EXIT, error: None };
         }
         let cid = match command.take() {
@@ -388,25 +346,25 @@ async fn drive_inner(state: &Arc<AppState>, ex: &ExecutionRow, plan: &Plan, em: 
                     Err(e) => return fail(format!("agent refused to start the {phase} command: {}", e.message())),
                 };
                 em.new_command();
-                if let Err(e) = state.store.set_command(&ex.id, phase, &started.command_id, em.seq) {
+                if let Err(e) = engine.store.set_command(&ex.id, phase, &started.command_id, em.seq) {
                     tracing::error!(execution_id = %ex.id, error = %e, "could not store the command id");
                 }
                 started.command_id
             }
         };
         // A cancel that came before the command was known takes effect now.
-        if state.exec.set_command(&ex.id, &cid) {
-            kill_command(state, &sb.id, &cid).await;
+        if engine.set_command(&ex.id, &cid) {
+            engine.kill_command(&sb.id, &cid).await;
         }
         let end = match follow(&mut client, &cid, phase, em).await {
             Ok(end) => end,
             Err(e) => return fail(e),
         };
         em.flush(phase).await;
-        if let Err(e) = state.store.set_offsets(&ex.id, em.seq, em.stored_offsets()) {
+        if let Err(e) = engine.store.set_offsets(&ex.id, em.seq, em.stored_offsets()) {
             tracing::warn!(execution_id = %ex.id, error = %e, "could not store offsets");
         }
-        if state.exec.cancelled(&ex.id) {
+        if engine.cancelled(&ex.id) {
             return Final { status: ExecStatus::Cancelled, exit_code: CANCEL_EXIT, error: None };
         }
         if end.output_limit_reached && !em.cut {
@@ -438,132 +396,5 @@ async fn drive_inner(state: &Arc<AppState>, ex: &ExecutionRow, plan: &Plan, em: 
         }
         let status = if end.exit_code == 0 { ExecStatus::Success } else { ExecStatus::Error };
         return Final { status, exit_code: end.exit_code, error: None };
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn out(channel: OutputChannel, offset: u64, data: &str) -> CommandOutput {
-        CommandOutput {
-            kind: EventKind::Output as i32,
-            channel: channel as i32,
-            offset,
-            data: data.as_bytes().to_vec().into(),
-            ..Default::default()
-        }
-    }
-
-    /// Decodes each gRPC frame of the body as the next of the given messages.
-    struct Canned(std::collections::VecDeque<CommandOutput>);
-
-    impl tonic::codec::Decoder for Canned {
-        type Item = CommandOutput;
-        type Error = tonic::Status;
-        fn decode(&mut self, buf: &mut tonic::codec::DecodeBuf<'_>) -> Result<Option<CommandOutput>, tonic::Status> {
-            use bytes::Buf;
-            buf.advance(buf.remaining());
-            Ok(self.0.pop_front())
-        }
-    }
-
-    /// A stream whose messages have all arrived already.
-    fn arrived(messages: Vec<CommandOutput>) -> tonic::Streaming<CommandOutput> {
-        let mut body = Vec::new();
-        for _ in &messages {
-            body.extend_from_slice(&[0, 0, 0, 0, 1, 0]);
-        }
-        tonic::Streaming::new_response(
-            Canned(messages.into()),
-            axum::body::Body::from(body),
-            tonic::codegen::http::StatusCode::OK,
-            None,
-            None,
-        )
-    }
-
-    async fn first(stream: &mut tonic::Streaming<CommandOutput>) -> CommandOutput {
-        stream.message().await.expect("message").expect("not the end")
-    }
-
-    #[tokio::test]
-    async fn waiting_messages_of_one_channel_merge_in_order() {
-        let end = CommandOutput { kind: EventKind::End as i32, end: true, ..Default::default() };
-        let keepalive = CommandOutput { kind: EventKind::Keepalive as i32, ..Default::default() };
-        let mut stream = arrived(vec![
-            out(OutputChannel::Stdout, 0, "a"),
-            out(OutputChannel::Stdout, 1, "bc"),
-            keepalive,
-            // Resent around a reconnect: only "d" is new.
-            out(OutputChannel::Stdout, 2, "cd"),
-            out(OutputChannel::Stderr, 0, "x"),
-            out(OutputChannel::Stdout, 4, "e"),
-            end,
-        ]);
-        let m = first(&mut stream).await;
-        let (merged, next) = merge_waiting(&mut stream, [0, 0], 0, &m.data);
-        assert_eq!(merged.as_deref(), Some(&b"abcd"[..]));
-        // The other channel ends the merge and is handled next, alone: "e" came after it.
-        let x = next.expect("a message was taken").expect("ok").expect("not the end");
-        assert_eq!((x.channel, &x.data[..]), (OutputChannel::Stderr as i32, &b"x"[..]));
-        let (merged, next) = merge_waiting(&mut stream, [4, 0], 1, &x.data);
-        assert_eq!(merged, None);
-        let e = next.expect("a message was taken").expect("ok").expect("not the end");
-        assert_eq!(&e.data[..], b"e");
-        // The end is never merged away.
-        let (merged, next) = merge_waiting(&mut stream, [4, 1], 0, &e.data);
-        assert_eq!(merged, None);
-        assert!(is_end(&next.expect("a message was taken").expect("ok").expect("not the stream's end")));
-    }
-
-    #[tokio::test]
-    async fn merging_stops_at_the_size_limit() {
-        let big = "y".repeat(COALESCE_MAX / 2 - 10);
-        let step = big.len() as u64;
-        let mut stream = arrived(vec![
-            out(OutputChannel::Stdout, 0, &big),
-            out(OutputChannel::Stdout, step, &big),
-            out(OutputChannel::Stdout, 2 * step, &big),
-        ]);
-        let m = first(&mut stream).await;
-        let (merged, next) = merge_waiting(&mut stream, [0, 0], 0, &m.data);
-        assert_eq!(merged.map(|v| v.len()), Some(2 * big.len()));
-        let third = next.expect("the third waits for the next chunk").expect("ok").expect("not the end");
-        assert_eq!(third.offset, 2 * step);
-        // Nothing else comes (the body ends): no merge, and no message.
-        let (merged, next) = merge_waiting(&mut stream, [2 * step, 0], 0, &third.data);
-        assert!(merged.is_none());
-        assert!(!matches!(next, Some(Ok(Some(_)))), "{next:?}");
-    }
-
-    #[test]
-    fn output_is_kept_up_to_the_limit_and_cut_on_a_character_boundary() {
-        // Room for all of it, exactly to the limit: nothing is cut.
-        assert_eq!(within_limit("abcd", 6, 10), ("abcd", false));
-        assert_eq!(within_limit("", 10, 10), ("", false));
-        // Past it: the bytes up to the limit.
-        assert_eq!(within_limit("abcdef", 6, 10), ("abcd", true));
-        assert_eq!(within_limit("a", 10, 10), ("", true));
-        assert_eq!(within_limit("a", 11, 10), ("", true));
-        // "é" is two bytes and "€" three: a limit inside one keeps the text before it.
-        assert_eq!(within_limit("aé", 8, 10), ("a", true));
-        assert_eq!(within_limit("a€b", 7, 10), ("a", true));
-        assert_eq!(within_limit("a€b", 6, 10), ("a€", true));
-    }
-
-    #[test]
-    fn fresh_keeps_only_bytes_not_yet_forwarded() {
-        let have = [5, 2];
-        // Wholly new, on each channel.
-        assert_eq!(fresh(&out(OutputChannel::Stdout, 5, "abc"), &have), Some((0, &b"abc"[..])));
-        assert_eq!(fresh(&out(OutputChannel::Stderr, 2, "e"), &have), Some((1, &b"e"[..])));
-        // Resent around a reconnect: wholly old, or old then new.
-        assert_eq!(fresh(&out(OutputChannel::Stdout, 0, "hello"), &have), None);
-        assert_eq!(fresh(&out(OutputChannel::Stdout, 3, "lo world"), &have), Some((0, &b" world"[..])));
-        // Not output at all.
-        let keepalive = CommandOutput { kind: EventKind::Keepalive as i32, ..Default::default() };
-        assert_eq!(fresh(&keepalive, &have), None);
-        assert_eq!(fresh(&out(OutputChannel::Stdout, 5, ""), &have), None);
     }
 }

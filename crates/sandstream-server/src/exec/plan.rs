@@ -6,7 +6,8 @@ use std::collections::{BTreeMap, HashMap};
 use sandstream_proto::v1::{EventKind, ExecuteRequest, OutputChannel, OutputEncoding};
 use serde::{Deserialize, Serialize};
 
-use super::{AgentClient, WORKDIR};
+use super::WORKDIR;
+use super::agents::AgentClient;
 use crate::time::now_ms;
 
 /// Languages `/api/sandbox/exec` runs.

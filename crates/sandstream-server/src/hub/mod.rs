@@ -5,7 +5,7 @@
 //! owns every event sent (`events.rs`) and every room name (`rooms.rs`); the exec
 //! engine sends through [`send`].
 
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -19,11 +19,10 @@ pub(crate) mod rooms;
 pub(crate) use events::{CompleteEvent, Event, OutputEvent, PhaseEvent};
 use events::{ContainerJoined, ErrorEvent, emit};
 
-use crate::auth::{Credential, admit, credential};
+use crate::auth::{Credential, Gate, credential, peer};
 use crate::error::AppError;
-use crate::server::AppState;
 use crate::state::ExecStatus;
-use crate::store::{Principal, Receiver};
+use crate::store::{Principal, Receiver, StateStore};
 
 /// Chunks replayed per database read (a page is held in memory while it is sent).
 const REPLAY_PAGE: usize = 256;
@@ -47,45 +46,36 @@ fn refuse(s: &SocketRef, code: &str, message: String) {
     let _ = emit(s, &Event::Error(ErrorEvent { code, message: &message }));
 }
 
-/// Registers the namespace handlers. The state is held weakly: it owns the `SocketIo`.
-pub(crate) fn setup(io: &SocketIo, state: Weak<AppState>) {
-    let auth_state = state.clone();
+/// Registers the namespace handlers: `gate` checks each handshake's key, and the
+/// sandboxes and executions a socket asks for are read from `store`. (Neither holds the
+/// `SocketIo`, so the handlers it keeps make no reference cycle.)
+pub(crate) fn setup(io: &SocketIo, store: Arc<dyn StateStore>, gate: Gate) {
     let authenticate = move |s: SocketRef, TryData(auth): TryData<HandshakeAuth>| {
-        let state = auth_state.clone();
+        let gate = gate.clone();
         async move {
-            let state = state.upgrade().ok_or("server is shutting down")?;
             let cred = match auth.ok().and_then(|a| a.token).filter(|t| !t.is_empty()) {
                 Some(t) => Some(Credential::Key(t)),
                 None => credential(&s.req_parts().headers),
             };
             let cred = cred.ok_or("missing API key: pass auth {token: KEY} or log in through the web page")?;
-            let parts = s.req_parts();
-            let ip = parts.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip());
-            let principal = admit(&state, &cred, ip).map_err(|e| e.public_message())?;
+            let principal = gate.admit(&cred, peer(s.req_parts())).map_err(|e| e.public_message())?;
             s.extensions.insert(principal);
             Ok::<(), String>(())
         }
     };
     let on_connect = move |s: SocketRef| {
-        let state = state.clone();
+        let store = store.clone();
         async move {
             // socket.io clients address a socket by its id: make it a room.
             s.join(rooms::socket(s.id));
-            let st = state.clone();
+            let st = store.clone();
             s.on("join-container", move |s: SocketRef, Data(v): Data<Value>| {
                 let st = st.clone();
-                async move {
-                    let Some(state) = st.upgrade() else { return };
-                    join(&state, &s, v);
-                }
+                async move { join(st.as_ref(), &s, v) }
             });
-            let st = state.clone();
             s.on("resume-execution", move |s: SocketRef, Data(v): Data<Value>| {
-                let st = st.clone();
-                async move {
-                    let Some(state) = st.upgrade() else { return };
-                    resume(&state, &s, v).await;
-                }
+                let st = store.clone();
+                async move { resume(st.as_ref(), &s, v).await }
             });
         }
     };
@@ -115,14 +105,14 @@ fn principal(s: &SocketRef) -> Option<Principal> {
     s.extensions.get::<Principal>()
 }
 
-fn join(state: &AppState, s: &SocketRef, v: Value) {
+fn join(store: &dyn StateStore, s: &SocketRef, v: Value) {
     // Note 000 sends the id as a bare string; an object {containerId} is accepted too.
     let id = match &v {
         Value::String(id) => id.clone(),
         v => v.get("containerId").and_then(Value::as_str).unwrap_or_default().to_string(),
     };
     let Some(p) = principal(s) else { return };
-    match state.store.sandbox(&id) {
+    match store.sandbox(&id) {
         Ok(Some(sb)) if sb.tenant == p.tenant() => {
             s.join(rooms::container(&id));
             let _ = emit(s, &Event::ContainerJoined(ContainerJoined { container_id: &id }));
@@ -132,13 +122,13 @@ fn join(state: &AppState, s: &SocketRef, v: Value) {
     }
 }
 
-async fn resume(state: &Arc<AppState>, s: &SocketRef, v: Value) {
+async fn resume(store: &dyn StateStore, s: &SocketRef, v: Value) {
     let Some(p) = principal(s) else { return };
     let req: Resume = match serde_json::from_value(v) {
         Ok(r) => r,
         Err(e) => return refuse(s, "bad_request", format!("resume-execution needs {{executionId, afterSeq}}: {e}")),
     };
-    let ex = match state.store.execution(&req.execution_id) {
+    let ex = match store.execution(&req.execution_id) {
         Ok(Some(ex)) if ex.tenant == p.tenant() => ex,
         Ok(_) => return refuse(s, "not_found", format!("execution {:?} not found", req.execution_id)),
         Err(e) => return refuse(s, "internal", AppError::from(e).public_message()),
@@ -148,7 +138,7 @@ async fn resume(state: &Arc<AppState>, s: &SocketRef, v: Value) {
     s.join(rooms::execution(&ex.id));
     let mut after = req.after_seq;
     loop {
-        let chunks = match state.store.chunks(&ex.id, after, REPLAY_PAGE) {
+        let chunks = match store.chunks(&ex.id, after, REPLAY_PAGE) {
             Ok(c) => c,
             Err(e) => return refuse(s, "internal", AppError::from(e).public_message()),
         };
@@ -164,7 +154,7 @@ async fn resume(state: &Arc<AppState>, s: &SocketRef, v: Value) {
             break;
         }
     }
-    if let Ok(Some(done)) = state.store.execution(&ex.id)
+    if let Ok(Some(done)) = store.execution(&ex.id)
         && done.status != ExecStatus::Running
     {
         let fin = done.finished_at.unwrap_or(done.created_at);

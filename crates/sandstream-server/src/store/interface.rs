@@ -14,8 +14,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 use super::error::{AppendError, Result};
-use super::rows::{Chunk, ExecutionRow, KeyRow, Principal, RunnerRow, SandboxRow};
-use crate::limits::Usage;
+use super::rows::{Chunk, ExecutionRow, KeyRow, Principal, RunnerRow, SandboxRow, Usage};
 use crate::state::{ExecStatus, Phase, SandboxState};
 
 /// A future that may move between threads, borrowing for `'a`.

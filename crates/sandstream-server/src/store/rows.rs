@@ -117,6 +117,34 @@ pub(crate) struct Chunk {
     pub data: String,
 }
 
+/// What a key's sandboxes take (or a create would add): how many, and their memory and
+/// disk in MiB.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Usage {
+    pub count: u32,
+    pub memory_mb: u64,
+    pub disk_mb: u64,
+}
+
+impl Usage {
+    /// One sandbox of this size.
+    pub(crate) fn one(memory_mb: u32, disk_mb: u32) -> Usage {
+        Usage { count: 1, memory_mb: u64::from(memory_mb), disk_mb: u64::from(disk_mb) }
+    }
+
+    pub(crate) fn add(&mut self, other: Usage) {
+        self.count = self.count.saturating_add(other.count);
+        self.memory_mb = self.memory_mb.saturating_add(other.memory_mb);
+        self.disk_mb = self.disk_mb.saturating_add(other.disk_mb);
+    }
+
+    pub(crate) fn sub(&mut self, other: Usage) {
+        self.count = self.count.saturating_sub(other.count);
+        self.memory_mb = self.memory_mb.saturating_sub(other.memory_mb);
+        self.disk_mb = self.disk_mb.saturating_sub(other.disk_mb);
+    }
+}
+
 pub(super) const RUNNER_COLS: &str = "id, name, control_url, advertise_host, capacity, backend, last_heartbeat";
 pub(super) const SANDBOX_COLS: &str = "id, tenant, runner_id, template, cpu_millis, memory_mb, envs, metadata, state, host, port, token, created_at, expires_at, disk_mb";
 pub(super) const EXEC_COLS: &str = "id, tenant, sandbox_id, language, status, phase, exit_code, error, plan, command_id, \

@@ -6,8 +6,7 @@ use rusqlite::{OptionalExtension, params};
 use super::Store;
 use super::error::Result;
 use super::interface::SandboxStore;
-use super::rows::{SANDBOX_COLS, SandboxRow, sandbox_row};
-use crate::limits::Usage;
+use super::rows::{SANDBOX_COLS, SandboxRow, Usage, sandbox_row};
 use crate::state::SandboxState;
 
 impl Store {

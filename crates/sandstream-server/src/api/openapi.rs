@@ -4,11 +4,11 @@
 
 use serde_json::{Map, Value, json};
 
-use crate::api::Access;
+use super::Access;
 
 pub(crate) fn document() -> Value {
     let mut paths = Map::new();
-    for route in crate::api::routes() {
+    for route in super::routes() {
         let params: Vec<Value> = route
             .path
             .split('/')
