@@ -191,7 +191,7 @@ fn every_failure_point_of_a_create_is_undone_and_leaves_nothing() {
         }
         let calls = s.rec.calls();
         let is_undo = |c: &&str| DESTROY_CHAIN.contains(c) || *c == "disconnect";
-        let (undone, made): (Vec<&str>, Vec<&str>) = calls.iter().copied().partition(|c| is_undo(&c));
+        let (undone, made): (Vec<&str>, Vec<&str>) = calls.iter().copied().partition(|c| is_undo(c));
         let last_made = calls.iter().rposition(|c| !is_undo(c));
         let first_undo = calls.iter().position(is_undo);
         assert!(last_made < first_undo, "{case}: the cleanup began before the create ended: {calls:?}");
