@@ -149,24 +149,25 @@ fn kill_undoes_every_step_in_the_destroy_order() {
 
 #[test]
 fn every_failure_point_of_a_create_is_undone_and_leaves_nothing() {
-    let before_network = ["claim_slot", "prepare_binds", "create_namespace"];
+    // What a create has made when `call` fails: the network and the container are made
+    // side by side once the namespace is there, so either one's failure lets the other
+    // finish its way first.
+    let namespace = ["claim_slot", "prepare_binds", "create_namespace"];
     let container = ["enter_private_mounts", "make_disk", "mount_root", "run"];
-    // The failing call, how, and the create steps made by then: the network and the
-    // container are made side by side, so either one's failure lets the other finish.
-    let cases: Vec<(&str, Failure, usize, bool)> = vec![
-        // (call, how, how many of `container` ran, whether `connect` ran)
-        ("prepare_binds", Failure::Error, 0, false),
-        ("create_namespace", Failure::Error, 0, false),
-        ("connect", Failure::Error, 4, true),
-        ("enter_private_mounts", Failure::Error, 1, true),
-        ("make_disk", Failure::Error, 2, true),
-        ("mount_root", Failure::Error, 3, true),
-        ("run", Failure::Error, 4, true),
-        ("wait_for_agent", Failure::Error, 4, true),
-        ("mount_root", Failure::Panic, 3, true),
-        ("connect", Failure::Panic, 4, true),
+    let side_by_side = |container_steps: usize| [&namespace[..], &["connect"], &container[..container_steps]].concat();
+    let cases: Vec<(&str, Failure, Vec<&str>)> = vec![
+        ("prepare_binds", Failure::Error, vec!["claim_slot", "prepare_binds"]),
+        ("create_namespace", Failure::Error, namespace.to_vec()),
+        ("connect", Failure::Error, side_by_side(4)),
+        ("enter_private_mounts", Failure::Error, side_by_side(1)),
+        ("make_disk", Failure::Error, side_by_side(2)),
+        ("mount_root", Failure::Error, side_by_side(3)),
+        ("run", Failure::Error, side_by_side(4)),
+        ("wait_for_agent", Failure::Error, [side_by_side(4), vec!["wait_for_agent"]].concat()),
+        ("mount_root", Failure::Panic, side_by_side(3)),
+        ("connect", Failure::Panic, side_by_side(4)),
     ];
-    for (call, how, ran, connected) in cases {
+    for (call, how, want) in cases {
         let s = setup(Recorder::failing(call, how));
         let spec = s.spec();
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| s.rt.create(&spec)));
@@ -195,15 +196,6 @@ fn every_failure_point_of_a_create_is_undone_and_leaves_nothing() {
         let last_made = calls.iter().rposition(|c| !is_undo(c));
         let first_undo = calls.iter().position(is_undo);
         assert!(last_made < first_undo, "{case}: the cleanup began before the create ended: {calls:?}");
-        let mut want: Vec<&str> =
-            before_network[..before_network.iter().position(|c| *c == call).map_or(3, |i| i + 1)].to_vec();
-        want.extend(&container[..ran]);
-        if connected {
-            want.push("connect");
-        }
-        if call == "wait_for_agent" {
-            want.push("wait_for_agent");
-        }
         assert_eq!(sorted(&made), sorted(&want), "{case}: steps made before the cleanup: {calls:?}");
         assert_one_destroy(&undone);
         assert_eq!(s.rec.live(), Vec::<String>::new(), "{case}: something left");
