@@ -58,14 +58,7 @@ pub(crate) fn names(suffix: &str) -> (String, String) {
 pub(crate) fn ensure_firewall() -> Result<()> {
     // Check-then-add is not atomic: runtimes in other processes take turns.
     std::fs::create_dir_all("/run/sandstream").map_err(|e| Error::io("create /run/sandstream", e))?;
-    let lock_file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open("/run/sandstream/firewall.lock")
-        .map_err(|e| Error::io("open /run/sandstream/firewall.lock", e))?;
-    let _lock = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusive)
-        .map_err(|(_, e)| Error::io("lock /run/sandstream/firewall.lock", e.into()))?;
+    let _lock = crate::lockfile::lock_exclusive(std::path::Path::new("/run/sandstream/firewall.lock"))?;
     let link = format!("{HOST_LINK_PREFIX}+");
     let local = ["-m", "addrtype", "--dst-type", "LOCAL"];
     let established = ["-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT"];

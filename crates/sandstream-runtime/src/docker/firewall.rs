@@ -71,14 +71,7 @@ pub(crate) fn ensure(bridge: &str) -> Result<()> {
     // but a host tool may have turned it off since (clean-host.sh restores what it found).
     std::fs::create_dir_all("/run/sandstream").map_err(|e| Error::io("create /run/sandstream", e))?;
     crate::net::enable_forwarding()?;
-    let lock_file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open("/run/sandstream/docker-firewall.lock")
-        .map_err(|e| Error::io("open /run/sandstream/docker-firewall.lock", e))?;
-    let _lock = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusive)
-        .map_err(|(_, e)| Error::io("lock /run/sandstream/docker-firewall.lock", e.into()))?;
+    let _lock = crate::lockfile::lock_exclusive(std::path::Path::new("/run/sandstream/docker-firewall.lock"))?;
     if ipt(&["-n", "-L", DOCKER_USER]).is_err() {
         return Err(Error::Command {
             command: format!("iptables -L {DOCKER_USER}"),

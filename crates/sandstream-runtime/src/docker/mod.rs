@@ -27,7 +27,7 @@ mod spec;
 use std::collections::HashMap;
 use std::future::Future;
 
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -377,17 +377,13 @@ impl DockerRuntime {
         firewall::add_sandbox(&self.cfg.bridge, self.cfg.subnet, suffix, ip, &spec.egress, &private, max_flows)?;
 
         let agent_addr = SocketAddr::from((ip, AGENT_PORT));
-        let started = Instant::now();
-        while TcpStream::connect_timeout(&agent_addr, Duration::from_millis(200)).is_err() {
-            if started.elapsed() > self.cfg.ready_timeout {
-                return Err(Error::AgentNotReady {
-                    id: id.into(),
-                    addr: agent_addr.to_string(),
-                    waited_ms: started.elapsed().as_millis() as u64,
-                    log: self.logs(id),
-                });
-            }
-            std::thread::sleep(Duration::from_millis(2));
+        if let Err(waited) = crate::ready::wait(agent_addr, self.cfg.ready_timeout, Duration::from_millis(2)) {
+            return Err(Error::AgentNotReady {
+                id: id.into(),
+                addr: agent_addr.to_string(),
+                waited_ms: waited.as_millis() as u64,
+                log: self.logs(id),
+            });
         }
         Ok(Sandbox { id: id.to_string(), agent_addr, token: binds.token, published_port })
     }
@@ -473,7 +469,9 @@ impl DockerRuntime {
         }
         let token = std::fs::read_to_string(self.cfg.state_dir.join(id).join("token")).ok()?.trim().to_string();
         let agent_addr = SocketAddr::from((found.ip?, AGENT_PORT));
-        TcpStream::connect_timeout(&agent_addr, Duration::from_secs(1)).ok()?;
+        if !crate::ready::answers(agent_addr, Duration::from_secs(1)) {
+            return None;
+        }
         Some(Sandbox { id: id.to_string(), agent_addr, token, published_port: found.published_port? })
     }
 }
