@@ -24,7 +24,7 @@
 //! its own memory cgroup, not a second time in the host's page cache on its behalf); the
 //! filesystem is mounted with `discard`, so deleting files inside gives the blocks back
 //! to the host. It is mounted only in the private mount namespace of the thread that
-//! starts the container (`oci::in_private_mounts`), never on the host: it goes when the
+//! starts the container (`oci::rootfs::enter_private_mounts`), never on the host: it goes when the
 //! container does, and the loop device with it.
 //!
 //! **The host never reads the filesystem a sandbox wrote**: it only creates the image

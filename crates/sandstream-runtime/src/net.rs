@@ -21,13 +21,11 @@ use crate::egress::egress_chain;
 use crate::error::{Error, Result};
 use crate::host::{run, run_quiet, run_quiet_with_input, run_with_input};
 use crate::netlink::{LOOPBACK_INDEX, Netlink};
-use crate::netns::remove_namespace;
+use crate::netns::{HOST_LINK_PREFIX, MAX_SLOT, names, remove_namespace};
 pub(crate) use crate::netns::{claim_slot, create_namespace, netns_path, release_slot};
 pub(crate) use crate::private_nets::PrivateNets;
 use crate::types::Egress;
 
-/// Host-side veth names all start with this, so one iptables rule covers them all.
-pub(crate) const HOST_LINK_PREFIX: &str = "vs";
 const INPUT_CHAIN: &str = "SANDSTREAM-IN";
 const FORWARD_CHAIN: &str = "SANDSTREAM-FWD";
 const PUBLISH_CHAIN: &str = "SANDSTREAM-PUB";
@@ -38,19 +36,11 @@ const SANDBOX_NET: &str = "10.88.0.0/16";
 /// (where cloud metadata services live) and loopback. Each backend adds its own
 /// sandbox network.
 pub(crate) const NEVER_REACHABLE: [&str; 2] = ["169.254.0.0/16", "127.0.0.0/8"];
-/// Sandbox slots: 10.88.0.0/16 in /30s, slot 0 unused.
-pub(crate) const MAX_SLOT: u32 = (1 << 14) - 1;
 
 /// The addresses of one slot: (host side, sandbox side).
 pub(crate) fn slot_addrs(slot: u32) -> (Ipv4Addr, Ipv4Addr) {
     let base = u32::from(Ipv4Addr::new(10, 88, 0, 0)) + slot * 4;
     (Ipv4Addr::from(base + 1), Ipv4Addr::from(base + 2))
-}
-
-/// Names derived from a sandbox's random suffix: (netns, host link). The sandbox end of
-/// the link is `eth0` inside the namespace.
-pub(crate) fn names(suffix: &str) -> (String, String) {
-    (format!("sb-{suffix}"), format!("{HOST_LINK_PREFIX}{suffix}"))
 }
 
 /// Installs the host firewall chains (idempotent and safe to run concurrently: rules

@@ -3,7 +3,17 @@
 //! `net::destroy`.
 
 use crate::error::{Error, Result};
-use crate::net::{MAX_SLOT, names};
+
+/// Host-side veth names all start with this, so one iptables rule covers them all.
+pub(crate) const HOST_LINK_PREFIX: &str = "vs";
+/// Sandbox slots: 10.88.0.0/16 in /30s, slot 0 unused.
+pub(crate) const MAX_SLOT: u32 = (1 << 14) - 1;
+
+/// Names derived from a sandbox's random suffix: (netns, host link). The sandbox end of
+/// the link is `eth0` inside the namespace.
+pub(crate) fn names(suffix: &str) -> (String, String) {
+    (format!("sb-{suffix}"), format!("{HOST_LINK_PREFIX}{suffix}"))
+}
 
 /// Slots are claimed host-wide with a lock file each, so runtimes in different
 /// processes never hand out the same addresses.

@@ -95,7 +95,7 @@ pub(crate) fn ensure(bridge: &str) -> Result<()> {
     ensure_rule(DOCKER_USER, &["-i", bridge, "-j", FORWARD_CHAIN], true)?;
     // Docker's own rules accept connections to a published container port from any
     // other interface: not from the `oci` backend's sandbox links.
-    let oci_links = format!("{}+", crate::net::HOST_LINK_PREFIX);
+    let oci_links = format!("{}+", crate::netns::HOST_LINK_PREFIX);
     ensure_rule(DOCKER_USER, &["-i", &oci_links, "-o", bridge, "-j", "DROP"], true)
 }
 
@@ -142,7 +142,7 @@ fn add_sandbox_inner(
         .map(|n| vec!["-d".into(), n.to_string()])
         .collect();
     // oci sandboxes' links: the two backends' sandboxes never reach each other.
-    drops.push(vec!["-o".into(), format!("{}+", crate::net::HOST_LINK_PREFIX)]);
+    drops.push(vec!["-o".into(), format!("{}+", crate::netns::HOST_LINK_PREFIX)]);
     for rule in crate::egress::egress_chain(&chain, drops, max_flows, egress, private) {
         let mut args = vec!["-A", chain.as_str()];
         args.extend(rule.iter().map(String::as_str));

@@ -16,7 +16,7 @@ pub(super) fn mounted_anywhere(paths: &[PathBuf]) -> Vec<bool> {
     let needles: Vec<[String; 2]> = paths
         .iter()
         .map(|p| {
-            let leaf = p.file_name().map(|l| mangle(l)).unwrap_or_else(|| mangle(p.as_os_str()));
+            let leaf = p.file_name().map(mangle).unwrap_or_else(|| mangle(p.as_os_str()));
             [mangle(p.as_os_str()), format!("lowerdir={leaf}")]
         })
         .collect();
