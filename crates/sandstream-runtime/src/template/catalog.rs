@@ -175,9 +175,9 @@ fn now_secs() -> u64 {
 }
 
 fn new_version() -> Result<String, TemplateError> {
-    let mut r = [0u8; 3];
-    getrandom::fill(&mut r).map_err(|e| io("random version id")(std::io::Error::other(e.to_string())))?;
-    Ok(format!("{}-{}", now_secs(), hex::encode(r)))
+    let random =
+        crate::sandbox::random_hex(3).map_err(|e| io("random version id")(std::io::Error::other(e.to_string())))?;
+    Ok(format!("{}-{random}", now_secs()))
 }
 
 /// What a name points to now.
