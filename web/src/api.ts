@@ -91,6 +91,8 @@ export interface ExecutionInfo {
   phase: Phase | null;
   exitCode: number | null;
   durationMs: number | null;
+  error?: string | null;
+  oomKilled?: boolean;
 }
 
 export interface LogsPage {

@@ -4,7 +4,8 @@
 // every event the server sends, and their payload structs) and hub/mod.rs (the events it
 // listens to: `join-container`, `resume-execution`), as API.md documents them. The server is Rust and the page TypeScript, so nothing is generated; instead
 // test/unit/events.test.mjs reads the server's sources and fails when the event names or
-// the fields of `OutputEvent` and of the resume request drift from the lists below.
+// the fields of `OutputEvent`, `CompleteEvent` and the resume request drift from the
+// lists below.
 // Types only, plus those lists: no DOM, no IO.
 
 export type Phase = "install" | "run";
@@ -45,7 +46,10 @@ export interface CompleteEvent {
   status: FinalStatus;
   timestamp?: string;
   durationMs?: number | null;
+  /** Why, in words (an out-of-memory kill, a failed install, …). */
   error?: string | null;
+  /** The kernel's out-of-memory killer ended the program: the sandbox reached its memory limit. */
+  oomKilled?: boolean;
   lastSeq?: number;
 }
 
@@ -97,6 +101,18 @@ export const CLIENT_EVENTS = ["join-container", "resume-execution"] as const sat
 
 export const OUTPUT_EVENT_FIELDS = ["executionId", "containerId", "type", "data", "seq", "phase"] as const satisfies readonly (keyof OutputEvent)[];
 
+export const COMPLETE_EVENT_FIELDS = [
+  "executionId",
+  "containerId",
+  "exitCode",
+  "status",
+  "timestamp",
+  "durationMs",
+  "error",
+  "oomKilled",
+  "lastSeq",
+] as const satisfies readonly (keyof CompleteEvent)[];
+
 export const RESUME_FIELDS = ["executionId", "afterSeq"] as const satisfies readonly (keyof ResumeRequest)[];
 
 type Exact<List extends readonly string[], Keys extends string> = [Exclude<Keys, List[number]>] extends [never] ? true : Exclude<Keys, List[number]>;
@@ -104,6 +120,7 @@ const exact: [
   Exact<typeof SERVER_EVENTS, keyof ServerToClientEvents>,
   Exact<typeof CLIENT_EVENTS, keyof ClientToServerEvents>,
   Exact<typeof OUTPUT_EVENT_FIELDS, keyof OutputEvent>,
+  Exact<typeof COMPLETE_EVENT_FIELDS, keyof CompleteEvent>,
   Exact<typeof RESUME_FIELDS, keyof ResumeRequest>,
-] = [true, true, true, true];
+] = [true, true, true, true, true];
 void exact;

@@ -29,6 +29,8 @@ export interface RunEnd {
   exitCode: number | null;
   durationMs: number;
   error: string | null;
+  /** The kernel's out-of-memory killer ended it: the sandbox reached its memory limit. */
+  oomKilled: boolean;
   /** The phase the run reached (an install that failed is told apart from the program). */
   phase: Phase | null;
 }
@@ -38,6 +40,8 @@ export interface ExecutionState {
   status: "running" | FinalStatus;
   exitCode: number | null;
   durationMs: number | null;
+  error?: string | null;
+  oomKilled?: boolean;
 }
 
 export type TimerHandle = unknown;
@@ -167,6 +171,8 @@ export class ExecutionStream {
       exitCode: state.exitCode,
       status: state.status,
       durationMs: state.durationMs,
+      error: state.error,
+      oomKilled: state.oomKilled,
     });
   }
 
@@ -253,7 +259,7 @@ export class ExecutionStream {
     this.flush(ok);
   }
 
-  private end(ev: { exitCode: number | null; status: string; durationMs?: number | null; error?: string | null }) {
+  private end(ev: { exitCode: number | null; status: string; durationMs?: number | null; error?: string | null; oomKilled?: boolean }) {
     if (this.done) return;
     this.ended = true;
     this.stopGapTimer();
@@ -264,6 +270,7 @@ export class ExecutionStream {
         exitCode: typeof ev.exitCode === "number" ? ev.exitCode : null,
         durationMs: typeof ev.durationMs === "number" ? ev.durationMs : this.ports.now() - this.startedAt,
         error: ev.error ?? null,
+        oomKilled: ev.oomKilled === true,
         phase: this.reached,
       },
     });

@@ -7,7 +7,8 @@ import type { CompleteEvent, ContainerJoinedEvent, ErrorEvent, LogChunk, OutputE
 import type { Messages } from "./messages.ts";
 import { ExecutionStream, pollDue, Render, RoomLink, RunEnd, Send, socketErrorAction, StreamStats } from "./protocol.ts";
 import type { Sandbox } from "./sandbox.ts";
-import { fmtDuration, StatusLine } from "./status.ts";
+import { describeEnd } from "./ending.ts";
+import type { StatusLine } from "./status.ts";
 import type { Tabs } from "./tabs.ts";
 import type { LogTerminal } from "./terminal.ts";
 import type { Language } from "./workspace.ts";
@@ -297,27 +298,11 @@ export class Runs implements ConnectionHandlers {
   private showEnd(run: Run, end: RunEnd) {
     const { term, status, messages } = this.d;
     this.stopWatch();
-    const st = end.status;
-    const code = end.exitCode;
-    status.set(st, { exitCode: code, durationMs: end.durationMs });
-    status.setEndPhase(st !== "success" && end.phase === "install" ? "while installing dependencies" : "");
-    const codeText = code === null ? "" : ` · exit code ${code}`;
-    const dur = ` · ${fmtDuration(end.durationMs)}`;
-    switch (st) {
-      case "success":
-        term.system(`✔ Finished${codeText}${dur}`, "32");
-        break;
-      case "error":
-        term.system(`✘ ${end.phase === "install" ? "Dependency install failed" : "Failed"}${codeText}${dur}${end.error ? ` · ${end.error}` : ""}`, "31");
-        break;
-      case "timeout":
-        term.system(`⏱ Timed out after ${fmtDuration(run.timeoutMs)} (the limit)${codeText}`, "33");
-        messages.show("warn", `The program ran past its timeout of ${fmtDuration(run.timeoutMs)} and was stopped. Raise the timeout if it needs longer.`);
-        break;
-      case "cancelled":
-        term.system(`■ Stopped${codeText}${dur}`, "33");
-        break;
-    }
+    const words = describeEnd(end, run.timeoutMs);
+    status.set(end.status, { exitCode: end.exitCode, exitNote: words.exitNote, durationMs: end.durationMs });
+    status.setEndPhase(words.phase);
+    term.system(words.line, words.color);
+    if (words.message) messages.show(words.message.kind, words.message.text);
   }
 
   private failStart(err: unknown): null {

@@ -1,5 +1,6 @@
 // The status line: the run's status, phase, exit code and duration, the sandbox in use,
 // and the controls a run locks (Run, Stop, New sandbox, the language).
+import { fmtDuration } from "./ending.ts";
 import type { Phase } from "./events.ts";
 import type { Layout } from "./layout.ts";
 
@@ -16,12 +17,6 @@ const STATUS_LABEL: Record<Status, string> = {
   failed: "Could not start",
 };
 
-export function fmtDuration(ms: number): string {
-  if (ms < 1000) return `${Math.round(ms)} ms`;
-  if (ms < 60000) return `${(ms / 1000).toFixed(ms < 10000 ? 2 : 1)} s`;
-  const m = Math.floor(ms / 60000);
-  return `${m} min ${Math.round((ms % 60000) / 1000)} s`;
-}
 
 type StatusElements = Pick<
   Layout,
@@ -42,7 +37,8 @@ export class StatusLine {
     return this.current === "starting" || this.current === "running";
   }
 
-  set(s: Status, extra: { exitCode?: number | null; durationMs?: number | null } = {}) {
+  /** `exitNote` follows the exit code in words (e.g. "out of memory"). */
+  set(s: Status, extra: { exitCode?: number | null; exitNote?: string; durationMs?: number | null } = {}) {
     const el = this.el;
     this.current = s;
     el.status.dataset.status = s;
@@ -56,7 +52,8 @@ export class StatusLine {
     if ("exitCode" in extra) {
       const c = extra.exitCode;
       el.status.dataset.exitCode = c === null || c === undefined ? "" : String(c);
-      el.exitCode.textContent = c === null || c === undefined ? "" : `exit code ${c}`;
+      const note = extra.exitNote ? ` (${extra.exitNote})` : "";
+      el.exitCode.textContent = c === null || c === undefined ? "" : `exit code ${c}${note}`;
     }
     if ("durationMs" in extra) {
       const d = extra.durationMs;

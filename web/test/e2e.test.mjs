@@ -183,6 +183,8 @@ describe("Sandstream playground (real server, headless Chromium)", { timeout: 60
     assert.match(join(log, "stderr"), /this goes to stderr/);
     assert.doesNotMatch(join(log, "stdout"), /this goes to stderr/);
     await assertExitShown(page, "error", 3);
+    assert.equal(await page.textContent('[data-testid="exit-code"]'), "exit code 3");
+    assert.doesNotMatch(await page.textContent('[data-testid="terminal-text"]'), /memory/i);
     // stderr is drawn in red on the terminal, stdout in the default colour.
     const colours = await page.evaluate(() => {
       const rows = [...document.querySelectorAll(".xterm-rows > div")];
@@ -192,6 +194,23 @@ describe("Sandstream playground (real server, headless Chromium)", { timeout: 60
     });
     assert.match(colours.err ?? "", /xterm-fg-9\b/, "the stderr line is red");
     assert.doesNotMatch(colours.out ?? "", /xterm-fg-9\b/, "the stdout line is not red");
+  });
+
+  pageTest("a program that runs out of memory is told so in words", {}, async (page) => {
+    // The playground's sandboxes have the default memory limit (512 MiB); this takes more.
+    const program = ["print('allocating', flush=True)", "kept = []", "while True:", "    kept.append(b'x' * (8 << 20))"].join("\n");
+    await setWorkspace(page, "python", { "main.py": program, "requirements.txt": "" }, 120);
+    await run(page);
+    const st = await waitDone(page);
+    assert.equal(st.status, "error", `status ${st.status}`);
+    assert.equal(st.exitCode, 137);
+    await assertExitShown(page, "error", 137);
+    const words = /the program was killed by the out-of-memory killer: the sandbox reached its memory limit of 512 MiB/i;
+    assert.match(await page.textContent('[data-testid="exit-code"]'), /exit code 137 \(out of memory\)/);
+    assert.match(await page.textContent('[data-testid="terminal-text"]'), /✘ Out of memory · exit code 137 · /);
+    assert.match(await page.textContent('[data-testid="terminal-text"]'), words);
+    assert.match(await page.textContent('[data-testid="message-text"]'), words);
+    assert.equal(await page.isVisible('[data-testid="message"]'), true);
   });
 
   pageTest("extra files added with the plus tab", {}, async (page) => {

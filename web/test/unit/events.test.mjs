@@ -1,14 +1,14 @@
 // The page's copy of the socket.io contract (src/events.ts) against the server's source:
 // fails when the server emits or listens to an event the page does not know, when the
-// page knows one the server no longer has, or when the fields of `execution-output` or
-// `resume-execution` change. SERVER_SRC points at another copy of the server's sources
+// page knows one the server no longer has, or when the fields of `execution-output`,
+// `execution-complete` or `resume-execution` change. SERVER_SRC points at another copy of the server's sources
 // (to see this test fail on a changed one).
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import fs from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { CLIENT_EVENTS, OUTPUT_EVENT_FIELDS, RESUME_FIELDS, SERVER_EVENTS } from "../../build/unit/events.js";
+import { CLIENT_EVENTS, COMPLETE_EVENT_FIELDS, OUTPUT_EVENT_FIELDS, RESUME_FIELDS, SERVER_EVENTS } from "../../build/unit/events.js";
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..", "..");
 const SERVER_SRC = process.env.SERVER_SRC || path.join(REPO, "crates", "sandstream-server", "src");
@@ -70,6 +70,10 @@ test("every event the server listens to is one the page sends, and the other way
 
 test("execution-output carries the fields the page reads", () => {
   assert.deepEqual(sorted(wireFields("OutputEvent")), sorted(OUTPUT_EVENT_FIELDS), HINT);
+});
+
+test("execution-complete carries the fields the page reads", () => {
+  assert.deepEqual(sorted(wireFields("CompleteEvent")), sorted(COMPLETE_EVENT_FIELDS), HINT);
 });
 
 test("resume-execution takes the fields the page sends", () => {

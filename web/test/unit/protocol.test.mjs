@@ -198,7 +198,7 @@ describe("completion", () => {
     req.resolve([chunk(3), chunk(4)]);
     await done;
     assert.deepEqual(w.shown(), ["phase:run", 1, 2, 3, 4, "end:success"]);
-    assert.deepEqual(w.rendered.at(-1).end, { status: "success", exitCode: 0, durationMs: 1234, error: null, phase: "run" });
+    assert.deepEqual(w.rendered.at(-1).end, { status: "success", exitCode: 0, durationMs: 1234, error: null, oomKilled: false, phase: "run" });
     assert.equal(w.stream.done, true);
     // The same completion again (a replay after a resume) and late chunks change nothing.
     await w.stream.complete({ executionId: EX, containerId: SB, exitCode: 0, status: "success", durationMs: 1234, lastSeq: 4 });
@@ -220,12 +220,21 @@ describe("completion", () => {
     assert.equal(w.timers.size, 0, "the gap timer went with the run");
   });
 
+  test("an out-of-memory kill keeps its words and its flag to the end", async () => {
+    const w = world();
+    const error = "the program was killed by the out-of-memory killer: the sandbox reached its memory limit of 64 MiB";
+    const done = w.stream.complete({ executionId: EX, containerId: SB, exitCode: 137, status: "error", durationMs: 80, error, oomKilled: true });
+    w.next("logs").resolve([]);
+    await done;
+    assert.deepEqual(w.rendered.at(-1).end, { status: "error", exitCode: 137, durationMs: 80, error, oomKilled: true, phase: null });
+  });
+
   test("an unknown status ends as an error, and a missing duration is measured from the start", async () => {
     const w = world();
     const done = w.stream.complete({ executionId: EX, containerId: SB, exitCode: null, status: "exploded" });
     w.next("logs").resolve([]);
     await done;
-    assert.deepEqual(w.rendered.at(-1).end, { status: "error", exitCode: null, durationMs: 6_000, error: null, phase: null });
+    assert.deepEqual(w.rendered.at(-1).end, { status: "error", exitCode: null, durationMs: 6_000, error: null, oomKilled: false, phase: null });
   });
 });
 
@@ -292,8 +301,21 @@ describe("polling over REST", () => {
     w.next("logs").resolve([]);
     await p;
     assert.deepEqual(w.shown(), ["phase:run", 1, 2, 3, 4, "end:timeout"]);
-    assert.deepEqual(w.rendered.at(-1).end, { status: "timeout", exitCode: 124, durationMs: 5000, error: null, phase: "run" });
+    assert.deepEqual(w.rendered.at(-1).end, { status: "timeout", exitCode: 124, durationMs: 5000, error: null, oomKilled: false, phase: "run" });
     assert.equal(w.stats.restChunks, 3);
+  });
+
+  test("a poll that finds an out-of-memory kill shows its words", async () => {
+    const w = world();
+    const p = w.stream.poll();
+    w.next("logs").resolve([]);
+    await settle();
+    const error = "the program was killed by the out-of-memory killer: the sandbox reached its memory limit of 64 MiB";
+    w.next("state").resolve({ status: "error", exitCode: 137, durationMs: 90, error, oomKilled: true });
+    await settle();
+    w.next("logs").resolve([]);
+    await p;
+    assert.deepEqual(w.rendered.at(-1).end, { status: "error", exitCode: 137, durationMs: 90, error, oomKilled: true, phase: null });
   });
 
   test("an execution the server no longer knows ends the run with an error", async () => {
@@ -305,7 +327,7 @@ describe("polling over REST", () => {
     await p;
     assert.deepEqual(w.rendered.at(-1), {
       kind: "end",
-      end: { status: "error", exitCode: null, durationMs: 6_000, error: "the server no longer knows this execution", phase: null },
+      end: { status: "error", exitCode: null, durationMs: 6_000, error: "the server no longer knows this execution", oomKilled: false, phase: null },
     });
   });
 

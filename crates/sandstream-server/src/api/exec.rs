@@ -58,6 +58,7 @@ pub(crate) fn execution_json(ex: &ExecutionRow) -> Value {
         "phase": if ex.phase == Phase::Prepare { Phase::Install } else { ex.phase },
         "exitCode": ex.exit_code,
         "error": ex.error,
+        "oomKilled": ex.oom_killed,
         "createdAt": rfc3339(ex.created_at),
         "finishedAt": ex.finished_at.map(rfc3339),
         "durationMs": ex.finished_at.map(|f| f - ex.created_at),
@@ -145,6 +146,7 @@ pub(crate) async fn exec(
         created_at: now,
         deadline: now + timeout as i64,
         finished_at: None,
+        oom_killed: false,
     };
     state.store.insert_execution(&ex)?;
     tracing::info!(execution_id = %ex.id, sandbox_id = %sandbox.id, language = %ex.language, "execution accepted");
@@ -203,7 +205,7 @@ pub(crate) async fn cancel(
         return Err(AppError::Conflict(format!("execution {id} already finished: {}", ex.status)));
     }
     if !state.exec.cancel(&id).await {
-        state.store.finish_execution(&id, ExecStatus::Cancelled, crate::exec::CANCEL_EXIT, None, now_ms())?;
+        state.store.finish_execution(&id, &crate::exec::cancelled(), now_ms())?;
     }
     tracing::info!(execution_id = %id, "execution cancelled by its owner");
     Ok((StatusCode::ACCEPTED, Json(execution_json(&owned_execution(&state, &p, &id)?))))

@@ -22,7 +22,7 @@ mod plan;
 
 use crate::hub::{CompleteEvent, Event, OutputEvent, PhaseEvent};
 use crate::state::{ExecStatus, Phase, SandboxState};
-use crate::store::{Chunk, ExecutionRow, Receiver, StateStore};
+use crate::store::{Chunk, ExecutionRow, Outcome, Receiver, StateStore};
 use crate::time::{now_ms, rfc3339};
 use agents::AgentClient;
 pub(crate) use agents::Agents;
@@ -43,12 +43,33 @@ const LIVE_PATIENCE: Duration = Duration::from_millis(250);
 /// Continuous failure to reach a sandbox's agent for this long ends the execution.
 const AGENT_GIVE_UP: Duration = Duration::from_secs(30);
 
-/// How an execution ended.
-#[derive(Debug, Clone)]
-pub(crate) struct Final {
-    pub status: ExecStatus,
-    pub exit_code: i32,
-    pub error: Option<String>,
+/// An execution that could not run to its program's end, for `why`.
+fn failed(why: String) -> Outcome {
+    Outcome { status: ExecStatus::Error, exit_code: -1, error: Some(why), oom_killed: false }
+}
+
+fn timed_out() -> Outcome {
+    Outcome { status: ExecStatus::Timeout, exit_code: TIMEOUT_EXIT, error: None, oom_killed: false }
+}
+
+/// A cancelled execution (`POST …/cancel`).
+pub(crate) fn cancelled() -> Outcome {
+    Outcome { status: ExecStatus::Cancelled, exit_code: CANCEL_EXIT, error: None, oom_killed: false }
+}
+
+/// A command of `phase` that the kernel's out-of-memory killer ended (the agent's
+/// `oom_killed`): an error, with its exit code (137), and words that name the sandbox's
+/// memory limit, so that a bare 137 is never all a user sees.
+fn out_of_memory(phase: Phase, exit_code: i32, memory_mb: u32) -> Outcome {
+    let what = if phase == Phase::Install { "the dependency installation was" } else { "the program was" };
+    Outcome {
+        status: ExecStatus::Error,
+        exit_code,
+        error: Some(format!(
+            "{what} killed by the out-of-memory killer: the sandbox reached its memory limit of {memory_mb} MiB"
+        )),
+        oom_killed: true,
+    }
 }
 
 #[derive(Default)]
@@ -276,52 +297,50 @@ pub(crate) async fn drive(engine: Arc<Engine>, ex: ExecutionRow) {
     let mut em = Emitter::new(engine.clone(), &ex);
     let fin = match serde_json::from_str::<Plan>(&ex.plan) {
         Ok(plan) => drive_inner(&engine, &ex, &plan, &mut em).await,
-        Err(e) => {
-            Final { status: ExecStatus::Error, exit_code: -1, error: Some(format!("stored plan unreadable: {e}")) }
-        }
+        Err(e) => failed(format!("stored plan unreadable: {e}")),
     };
     engine.lock().remove(&exec_id);
     let now = now_ms();
-    if let Err(e) = engine.store.finish_execution(&exec_id, fin.status, fin.exit_code, fin.error.as_deref(), now) {
+    if let Err(e) = engine.store.finish_execution(&exec_id, &fin, now) {
         tracing::error!(execution_id = %exec_id, error = %e, "could not store the result");
     }
-    tracing::info!(execution_id = %exec_id, status = %fin.status, exit_code = fin.exit_code, "execution finished");
-    let event = CompleteEvent::new(&ex, fin.status, fin.exit_code, fin.error.as_deref(), now, em.seq);
+    tracing::info!(execution_id = %exec_id, status = %fin.status, exit_code = fin.exit_code, oom_killed = fin.oom_killed,
+        "execution finished");
+    let event = CompleteEvent::new(&ex, &fin, now, em.seq);
     em.emit(&Event::Complete(event), Duration::from_secs(10)).await;
 }
 
-async fn drive_inner(engine: &Engine, ex: &ExecutionRow, plan: &Plan, em: &mut Emitter) -> Final {
-    let fail = |msg: String| Final { status: ExecStatus::Error, exit_code: -1, error: Some(msg) };
+async fn drive_inner(engine: &Engine, ex: &ExecutionRow, plan: &Plan, em: &mut Emitter) -> Outcome {
     let sb = match engine.store.sandbox(&ex.sandbox_id) {
         Ok(Some(sb)) => sb,
-        _ => return fail(format!("sandbox {} is gone", ex.sandbox_id)),
+        _ => return failed(format!("sandbox {} is gone", ex.sandbox_id)),
     };
     let mut client = match engine.agents.client(&sb) {
         Ok(c) => c,
-        Err(e) => return fail(e),
+        Err(e) => return failed(e),
     };
     let mut phase = ex.phase;
     let mut command = ex.command_id.clone();
     if phase == Phase::Prepare {
         if let Err(e) = write_files(&mut client, plan, ex.deadline).await {
             if now_ms() >= ex.deadline {
-                return Final { status: ExecStatus::Timeout, exit_code: TIMEOUT_EXIT, error: None };
+                return timed_out();
             }
-            return fail(format!("could not write the program into sandbox {}: {e}", sb.id));
+            return failed(format!("could not write the program into sandbox {}: {e}", sb.id));
         }
         phase = if plan.install.is_some() { Phase::Install } else { Phase::Run };
         command = None;
     }
     loop {
         if engine.cancelled(&ex.id) {
-            return Final { status: ExecStatus::Cancelled, exit_code: CANCEL_EXIT, error: None };
+            return cancelled();
         }
         let cid = match command.take() {
             Some(cid) => cid,
             None => {
                 let remaining = ex.deadline - now_ms();
                 if remaining <= 0 {
-                    return Final { status: ExecStatus::Timeout, exit_code: TIMEOUT_EXIT, error: None };
+                    return timed_out();
                 }
                 let cmd =
                     if phase == Phase::Install { plan.install.clone().unwrap_or_default() } else { plan.run.clone() };
@@ -343,7 +362,7 @@ async fn drive_inner(engine: &Engine, ex: &ExecutionRow, plan: &Plan, em: &mut E
                 };
                 let started = match client.start(req).await {
                     Ok(r) => r.into_inner(),
-                    Err(e) => return fail(format!("agent refused to start the {phase} command: {}", e.message())),
+                    Err(e) => return failed(format!("agent refused to start the {phase} command: {}", e.message())),
                 };
                 em.new_command();
                 if let Err(e) = engine.store.set_command(&ex.id, phase, &started.command_id, em.seq) {
@@ -358,14 +377,14 @@ async fn drive_inner(engine: &Engine, ex: &ExecutionRow, plan: &Plan, em: &mut E
         }
         let end = match follow(&mut client, &cid, phase, em).await {
             Ok(end) => end,
-            Err(e) => return fail(e),
+            Err(e) => return failed(e),
         };
         em.flush(phase).await;
         if let Err(e) = engine.store.set_offsets(&ex.id, em.seq, em.stored_offsets()) {
             tracing::warn!(execution_id = %ex.id, error = %e, "could not store offsets");
         }
         if engine.cancelled(&ex.id) {
-            return Final { status: ExecStatus::Cancelled, exit_code: CANCEL_EXIT, error: None };
+            return cancelled();
         }
         if end.output_limit_reached && !em.cut {
             // The agent's count (raw bytes) reached the limit before the server's (text).
@@ -374,27 +393,31 @@ async fn drive_inner(engine: &Engine, ex: &ExecutionRow, plan: &Plan, em: &mut E
             em.store_and_emit(1, phase, note).await;
         }
         if em.cut {
-            return Final { status: ExecStatus::Error, exit_code: end.exit_code, error: Some(limit_reached(em.limit)) };
+            let error = Some(limit_reached(em.limit));
+            return Outcome { status: ExecStatus::Error, exit_code: end.exit_code, error, oom_killed: false };
         }
         match ExitStatus::try_from(end.status).unwrap_or(ExitStatus::Unspecified) {
-            ExitStatus::TimedOut => return Final { status: ExecStatus::Timeout, exit_code: TIMEOUT_EXIT, error: None },
+            ExitStatus::TimedOut => return timed_out(),
             // Killed with its sandbox: at its time to live the agent itself stops every
             // command before it ends the sandbox, so the end can arrive first.
             ExitStatus::Signaled if em.sandbox_killed() => {
-                return fail(format!("sandbox {} was killed while the execution ran", sb.id));
+                return failed(format!("sandbox {} was killed while the execution ran", sb.id));
             }
-            ExitStatus::Failed => return fail(format!("the {phase} command could not start: {}", end.error)),
+            ExitStatus::Failed => return failed(format!("the {phase} command could not start: {}", end.error)),
             _ => {}
+        }
+        if end.oom_killed {
+            return out_of_memory(phase, end.exit_code, sb.memory_mb);
         }
         if phase == Phase::Install {
             if end.exit_code != 0 {
-                let msg = format!("dependency installation failed with exit code {}", end.exit_code);
-                return Final { status: ExecStatus::Error, exit_code: end.exit_code, error: Some(msg) };
+                let error = Some(format!("dependency installation failed with exit code {}", end.exit_code));
+                return Outcome { status: ExecStatus::Error, exit_code: end.exit_code, error, oom_killed: false };
             }
             phase = Phase::Run;
             continue;
         }
         let status = if end.exit_code == 0 { ExecStatus::Success } else { ExecStatus::Error };
-        return Final { status, exit_code: end.exit_code, error: None };
+        return Outcome { status, exit_code: end.exit_code, error: None, oom_killed: false };
     }
 }

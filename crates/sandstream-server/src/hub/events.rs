@@ -7,7 +7,7 @@ use serde::Serialize;
 use socketioxide::extract::SocketRef;
 
 use crate::state::{ExecStatus, Phase};
-use crate::store::{Chunk, ExecutionRow};
+use crate::store::{Chunk, ExecutionRow, Outcome};
 use crate::time::rfc3339;
 
 /// One event and its payload.
@@ -74,6 +74,7 @@ pub(crate) struct PhaseEvent<'a> {
     pub timestamp: String,
 }
 
+/// An `execution-complete` event: how the execution ended (as its row keeps it).
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct CompleteEvent<'a> {
@@ -83,28 +84,25 @@ pub(crate) struct CompleteEvent<'a> {
     status: ExecStatus,
     timestamp: String,
     duration_ms: i64,
+    /// Why, in words (an out-of-memory kill, a failed install, a lost sandbox, …).
     error: Option<&'a str>,
+    /// The kernel's out-of-memory killer ended the program: the sandbox reached its memory limit.
+    oom_killed: bool,
     last_seq: u64,
 }
 
 impl<'a> CompleteEvent<'a> {
     /// The end of `ex`: how it ended, when, and its last chunk's number.
-    pub(crate) fn new(
-        ex: &'a ExecutionRow,
-        status: ExecStatus,
-        exit_code: i32,
-        error: Option<&'a str>,
-        finished_at: i64,
-        last_seq: u64,
-    ) -> Self {
+    pub(crate) fn new(ex: &'a ExecutionRow, outcome: &'a Outcome, finished_at: i64, last_seq: u64) -> Self {
         CompleteEvent {
             execution_id: &ex.id,
             container_id: &ex.sandbox_id,
-            exit_code,
-            status,
+            exit_code: outcome.exit_code,
+            status: outcome.status,
             timestamp: rfc3339(finished_at),
             duration_ms: finished_at - ex.created_at,
-            error,
+            error: outcome.error.as_deref(),
+            oom_killed: outcome.oom_killed,
             last_seq,
         }
     }
@@ -133,6 +131,35 @@ mod tests {
             out,
             serde_json::json!({"executionId": "exec_1", "containerId": "sb-1", "type": "stderr", "data": "x",
                 "seq": 3, "phase": "run"})
+        );
+        let ex = ExecutionRow {
+            id: "exec_1".into(),
+            tenant: "t".into(),
+            sandbox_id: "sb-1".into(),
+            language: "python".into(),
+            status: ExecStatus::Running,
+            phase: Phase::Run,
+            exit_code: None,
+            error: None,
+            plan: "{}".into(),
+            command_id: None,
+            stdout_offset: 0,
+            stderr_offset: 0,
+            last_seq: 0,
+            target: crate::store::Receiver::Container("sb-1".into()),
+            created_at: 1_000,
+            deadline: 9_000,
+            finished_at: None,
+            oom_killed: false,
+        };
+        let words = "killed by the out-of-memory killer: the sandbox reached its memory limit of 64 MiB";
+        let oom = Outcome { status: ExecStatus::Error, exit_code: 137, error: Some(words.into()), oom_killed: true };
+        let complete = Event::Complete(CompleteEvent::new(&ex, &oom, 3_500, 4));
+        assert_eq!(complete.name(), "execution-complete");
+        assert_eq!(
+            serde_json::to_value(complete).expect("json"),
+            serde_json::json!({"executionId": "exec_1", "containerId": "sb-1", "exitCode": 137, "status": "error",
+                "timestamp": rfc3339(3_500), "durationMs": 2_500, "error": words, "oomKilled": true, "lastSeq": 4})
         );
         let joined = Event::ContainerJoined(ContainerJoined { container_id: "sb-1" });
         assert_eq!(joined.name(), "container-joined");

@@ -21,7 +21,6 @@ use events::{ContainerJoined, ErrorEvent, emit};
 
 use crate::auth::{Credential, Gate, credential, peer};
 use crate::error::AppError;
-use crate::state::ExecStatus;
 use crate::store::{Principal, Receiver, StateStore};
 
 /// Chunks replayed per database read (a page is held in memory while it is sent).
@@ -155,11 +154,10 @@ async fn resume(store: &dyn StateStore, s: &SocketRef, v: Value) {
         }
     }
     if let Ok(Some(done)) = store.execution(&ex.id)
-        && done.status != ExecStatus::Running
+        && let Some(outcome) = done.outcome()
     {
         let fin = done.finished_at.unwrap_or(done.created_at);
-        let code = done.exit_code.unwrap_or(-1);
-        let event = CompleteEvent::new(&done, done.status, code, done.error.as_deref(), fin, done.last_seq);
+        let event = CompleteEvent::new(&done, &outcome, fin, done.last_seq);
         emit_paced(s, &Event::Complete(event), REPLAY_STALL).await;
     }
 }

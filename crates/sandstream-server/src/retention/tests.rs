@@ -8,7 +8,9 @@ use rusqlite::Connection;
 
 use super::*;
 use crate::state::{ExecStatus, Phase, SandboxState};
-use crate::store::{Chunk, ExecutionRow, ExecutionStore, KeyStore, PruneStore, Receiver, SandboxRow, SandboxStore};
+use crate::store::{
+    Chunk, ExecutionRow, ExecutionStore, KeyStore, Outcome, PruneStore, Receiver, SandboxRow, SandboxStore,
+};
 
 const DAY: i64 = 86_400_000;
 const MIB: u64 = 1 << 20;
@@ -36,7 +38,12 @@ fn execution(id: &str, tenant: &str, created_at: i64) -> ExecutionRow {
         created_at,
         deadline: created_at + 1000,
         finished_at: None,
+        oom_killed: false,
     }
+}
+
+fn ended(status: ExecStatus, exit_code: i32, error: Option<&str>) -> Outcome {
+    Outcome { status, exit_code, error: error.map(String::from), oom_killed: false }
 }
 
 /// Stores execution `id` with `chunks` chunks of `size` bytes; finished at `finished_at`
@@ -48,7 +55,7 @@ async fn fill(store: &Store, id: &str, created_at: i64, finished_at: Option<i64>
         store.append_chunk(id, chunk, (seq * size as u64, 0)).await.expect("append");
     }
     if let Some(at) = finished_at {
-        store.finish_execution(id, ExecStatus::Success, 0, None, at).expect("finish");
+        store.finish_execution(id, &ended(ExecStatus::Success, 0, None), at).expect("finish");
     }
 }
 
@@ -226,9 +233,9 @@ async fn a_pruned_execution_or_sandbox_answers_404_through_the_api() {
         .append_chunk("old", Chunk { seq: 1, kind: "stdout".into(), phase: Phase::Run, data: "hi\n".into() }, (3, 0))
         .await
         .expect("append");
-    store.finish_execution("old", ExecStatus::Success, 0, None, now - 9 * DAY).expect("finish");
+    store.finish_execution("old", &ended(ExecStatus::Success, 0, None), now - 9 * DAY).expect("finish");
     store.insert_execution(&execution("recent", &tenant, now)).expect("insert");
-    store.finish_execution("recent", ExecStatus::Success, 0, None, now).expect("finish");
+    store.finish_execution("recent", &ended(ExecStatus::Success, 0, None), now).expect("finish");
     store.insert_sandbox(&sandbox("sb-old", &tenant, SandboxState::Killed, now - 8 * DAY)).expect("sandbox");
     let get = |path: String| {
         let app = app.clone();

@@ -10,7 +10,7 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use super::{Chunk, ExecutionRow, Principal, Receiver, RunnerRow, SandboxRow, StateStore};
+use super::{Chunk, ExecutionRow, Outcome, Principal, Receiver, RunnerRow, SandboxRow, StateStore};
 use crate::state::{ExecStatus, Phase, SandboxState};
 
 /// A backend under test: where its database lives (a temp dir, a scratch schema), made
@@ -72,7 +72,13 @@ pub(crate) fn execution(id: &str) -> ExecutionRow {
         created_at: 1,
         deadline: 2,
         finished_at: None,
+        oom_killed: false,
     }
+}
+
+/// An end that was not an out-of-memory kill.
+pub(crate) fn ended(status: ExecStatus, exit_code: i32, error: Option<&str>) -> Outcome {
+    Outcome { status, exit_code, error: error.map(String::from), oom_killed: false }
 }
 
 pub(crate) fn chunk(seq: u64, data: &str) -> Chunk {
@@ -282,12 +288,15 @@ pub(crate) async fn executions_round_trip(s: Arc<dyn StateStore>) {
     assert!(s.execution("e-nobody").expect("read").is_none());
     let running: BTreeSet<String> = s.running_executions().expect("running").into_iter().map(|e| e.id).collect();
     assert_eq!(running, BTreeSet::from(["e1".to_string(), "e2".to_string()]));
-    s.finish_execution("e2", ExecStatus::Error, 3, Some("it broke"), 7).expect("finish");
+    assert!(!got.oom_killed);
+    let oom = Outcome { oom_killed: true, ..ended(ExecStatus::Error, 137, Some("out of memory")) };
+    s.finish_execution("e2", &oom, 7).expect("finish");
     let e2 = s.execution("e2").expect("read").expect("stored");
     assert_eq!(
-        (e2.status, e2.exit_code, e2.error.as_deref(), e2.finished_at),
-        (ExecStatus::Error, Some(3), Some("it broke"), Some(7))
+        (e2.status, e2.exit_code, e2.error.as_deref(), e2.finished_at, e2.oom_killed),
+        (ExecStatus::Error, Some(137), Some("out of memory"), Some(7), true)
     );
+    assert_eq!(e2.outcome(), Some(oom), "the row tells how it ended, as it was stored");
     let running: Vec<String> = s.running_executions().expect("running").into_iter().map(|e| e.id).collect();
     assert_eq!(running, ["e1"]);
 }
@@ -407,8 +416,8 @@ pub(crate) async fn progress_survives_a_restart_and_the_first_finish_stays(open:
         (Phase::Run, Some("c2"), 3, 4, 1)
     );
     assert_eq!(s.chunks("e1", 0, 10).expect("chunks").len(), 3);
-    s.finish_execution("e1", ExecStatus::Success, 0, None, 9).expect("finish");
-    s.finish_execution("e1", ExecStatus::Error, 1, Some("late"), 10).expect("finishing twice changes nothing");
+    s.finish_execution("e1", &ended(ExecStatus::Success, 0, None), 9).expect("finish");
+    s.finish_execution("e1", &ended(ExecStatus::Error, 1, Some("late")), 10).expect("finishing twice changes nothing");
     let ex = s.execution("e1").expect("read").expect("exists");
     assert_eq!((ex.status, ex.exit_code, ex.error, ex.finished_at), (ExecStatus::Success, Some(0), None, Some(9)));
     assert_eq!((ex.last_seq, ex.stdout_offset, ex.stderr_offset), (3, 4, 1));
@@ -422,7 +431,7 @@ pub(crate) async fn pruning_deletes_only_what_ended_before(s: Arc<dyn StateStore
             s.append_chunk(id, chunk(seq, "x"), (seq, 0)).await.expect("append");
         }
         if let Some(at) = finished {
-            s.finish_execution(id, ExecStatus::Success, 0, None, at).expect("finish");
+            s.finish_execution(id, &ended(ExecStatus::Success, 0, None), at).expect("finish");
         }
     }
     assert_eq!(s.prune_executions(20, usize::MAX).expect("prune"), 1);

@@ -8,16 +8,16 @@ use tokio::sync::oneshot;
 use super::Store;
 use super::error::{AppendError, Result, StoreError};
 use super::interface::{BoxFuture, ExecutionStore};
-use super::rows::{Chunk, EXEC_COLS, EXEC_SELECT, ExecutionRow, chunk_row, exec_row};
+use super::rows::{Chunk, EXEC_COLS, EXEC_SELECT, ExecutionRow, Outcome, chunk_row, exec_row};
 use super::schema::lock;
 use super::writer::{Append, SET_PROGRESS};
-use crate::state::{ExecStatus, Phase};
+use crate::state::Phase;
 
 impl ExecutionStore for Store {
     fn insert_execution(&self, e: &ExecutionRow) -> Result<()> {
         self.db().execute(
             &format!(
-                "INSERT INTO executions ({EXEC_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)"
+                "INSERT INTO executions ({EXEC_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)"
             ),
             params![
                 e.id,
@@ -36,7 +36,8 @@ impl ExecutionStore for Store {
                 e.target.to_stored(),
                 e.created_at,
                 e.deadline,
-                e.finished_at
+                e.finished_at,
+                e.oom_killed
             ],
         )?;
         Ok(())
@@ -98,25 +99,18 @@ impl ExecutionStore for Store {
     }
 
     /// Folds the execution's `progress` row into its row, and deletes it.
-    fn finish_execution(
-        &self,
-        id: &str,
-        status: ExecStatus,
-        exit_code: i32,
-        error: Option<&str>,
-        now: i64,
-    ) -> Result<()> {
+    fn finish_execution(&self, id: &str, outcome: &Outcome, now: i64) -> Result<()> {
         let mut db = self.db();
         let tx = db.transaction()?;
         let n = tx
             .prepare_cached(
-                "UPDATE executions SET status = ?2, exit_code = ?3, error = ?4, finished_at = ?5,
+                "UPDATE executions SET status = ?2, exit_code = ?3, error = ?4, finished_at = ?5, oom_killed = ?6,
                      last_seq = COALESCE((SELECT last_seq FROM progress WHERE execution_id = ?1), last_seq),
                      stdout_offset = COALESCE((SELECT stdout_offset FROM progress WHERE execution_id = ?1), stdout_offset),
                      stderr_offset = COALESCE((SELECT stderr_offset FROM progress WHERE execution_id = ?1), stderr_offset)
                  WHERE id = ?1 AND status = 'running'",
             )?
-            .execute(params![id, status, exit_code, error, now])?;
+            .execute(params![id, outcome.status, outcome.exit_code, outcome.error, now, outcome.oom_killed])?;
         if n > 0 {
             tx.prepare_cached("DELETE FROM progress WHERE execution_id = ?1")?.execute([id])?;
         }

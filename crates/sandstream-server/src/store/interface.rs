@@ -14,8 +14,8 @@ use std::future::Future;
 use std::pin::Pin;
 
 use super::error::{AppendError, Result};
-use super::rows::{Chunk, ExecutionRow, KeyRow, Principal, RunnerRow, SandboxRow, Usage};
-use crate::state::{ExecStatus, Phase, SandboxState};
+use super::rows::{Chunk, ExecutionRow, KeyRow, Outcome, Principal, RunnerRow, SandboxRow, Usage};
+use crate::state::{Phase, SandboxState};
 
 /// A future that may move between threads, borrowing for `'a`.
 pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -137,14 +137,7 @@ pub(crate) trait ExecutionStore {
 
     /// Records how an execution ended, unless it already has (the first end stays),
     /// keeping its progress (last seq, offsets) in its row.
-    fn finish_execution(
-        &self,
-        id: &str,
-        status: ExecStatus,
-        exit_code: i32,
-        error: Option<&str>,
-        now: i64,
-    ) -> Result<()>;
+    fn finish_execution(&self, id: &str, outcome: &Outcome, now: i64) -> Result<()>;
 
     /// Bytes of output (UTF-8) an execution has stored so far, over all its chunks: what
     /// a restarted server counts against the output limit.

@@ -49,7 +49,7 @@ pub(crate) use error::{Result, StoreError};
 #[cfg(test)]
 pub(crate) use interface::{ExecutionStore, KeyStore, SandboxStore};
 pub(crate) use interface::{PruneStore, StateStore};
-pub(crate) use rows::{Chunk, ExecutionRow, Principal, Receiver, RunnerRow, SandboxRow, Usage};
+pub(crate) use rows::{Chunk, ExecutionRow, Outcome, Principal, Receiver, RunnerRow, SandboxRow, Usage};
 
 /// The SQLite store.
 pub(crate) struct Store {

@@ -77,6 +77,32 @@ pub(crate) struct ExecutionRow {
     pub created_at: i64,
     pub deadline: i64,
     pub finished_at: Option<i64>,
+    /// The kernel's out-of-memory killer ended the program: the sandbox reached its
+    /// memory limit (`error` says so in words).
+    pub oom_killed: bool,
+}
+
+impl ExecutionRow {
+    /// How it ended; `None` while it runs.
+    pub(crate) fn outcome(&self) -> Option<Outcome> {
+        (self.status != ExecStatus::Running).then(|| Outcome {
+            status: self.status,
+            exit_code: self.exit_code.unwrap_or(-1),
+            error: self.error.clone(),
+            oom_killed: self.oom_killed,
+        })
+    }
+}
+
+/// How an execution ended: what its row keeps and its `execution-complete` event says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Outcome {
+    pub status: ExecStatus,
+    pub exit_code: i32,
+    /// Why, in words, when the status and the exit code do not say it all.
+    pub error: Option<String>,
+    /// The kernel's out-of-memory killer ended the program.
+    pub oom_killed: bool,
 }
 
 /// Who receives an execution's live events (besides sockets that resume it).
@@ -148,12 +174,12 @@ impl Usage {
 pub(super) const RUNNER_COLS: &str = "id, name, control_url, advertise_host, capacity, backend, last_heartbeat";
 pub(super) const SANDBOX_COLS: &str = "id, tenant, runner_id, template, cpu_millis, memory_mb, envs, metadata, state, host, port, token, created_at, expires_at, disk_mb";
 pub(super) const EXEC_COLS: &str = "id, tenant, sandbox_id, language, status, phase, exit_code, error, plan, command_id, \
-     stdout_offset, stderr_offset, last_seq, target, created_at, deadline, finished_at";
+     stdout_offset, stderr_offset, last_seq, target, created_at, deadline, finished_at, oom_killed";
 /// `EXEC_COLS` of `executions e`, with a running execution's progress from `progress p`.
 pub(super) const EXEC_SELECT: &str = "SELECT e.id, e.tenant, e.sandbox_id, e.language, e.status, e.phase, e.exit_code, \
      e.error, e.plan, e.command_id, COALESCE(p.stdout_offset, e.stdout_offset), \
      COALESCE(p.stderr_offset, e.stderr_offset), COALESCE(p.last_seq, e.last_seq), e.target, e.created_at, \
-     e.deadline, e.finished_at FROM executions e LEFT JOIN progress p ON p.execution_id = e.id";
+     e.deadline, e.finished_at, e.oom_killed FROM executions e LEFT JOIN progress p ON p.execution_id = e.id";
 
 /// A row of `SANDBOX_COLS`, its token still sealed.
 pub(super) fn sandbox_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SandboxRow> {
@@ -196,6 +222,7 @@ pub(super) fn exec_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ExecutionRow> 
         created_at: r.get(14)?,
         deadline: r.get(15)?,
         finished_at: r.get(16)?,
+        oom_killed: r.get(17)?,
     })
 }
 

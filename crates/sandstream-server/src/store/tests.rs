@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use rusqlite::Connection;
 use sandstream_runner_protocol::DEFAULT_DISK_MB;
 
-use super::contract::{chunk, execution, sandbox};
+use super::contract::{chunk, ended, execution, sandbox};
 use super::migrate::has_column;
 use super::rows::EXEC_COLS;
 use super::schema::SCHEMA;
@@ -25,7 +25,7 @@ async fn a_finished_execution_keeps_its_progress_in_its_row_and_no_progress_row(
     let progress =
         |db: &Connection| -> i64 { db.query_row("SELECT COUNT(*) FROM progress", [], |r| r.get(0)).expect("count") };
     assert_eq!(progress(&store.db()), 1, "a running execution's progress is not in its own table");
-    store.finish_execution("e1", ExecStatus::Success, 0, None, 9).expect("finish");
+    store.finish_execution("e1", &ended(ExecStatus::Success, 0, None), 9).expect("finish");
     let db = store.db();
     assert_eq!(progress(&db), 0, "a finished execution keeps a progress row");
     let row: (i64, i64, i64) = db
@@ -37,17 +37,19 @@ async fn a_finished_execution_keeps_its_progress_in_its_row_and_no_progress_row(
 }
 
 #[test]
-fn a_database_from_before_the_progress_table_reads_the_same() {
+fn a_database_from_before_the_progress_table_and_the_oom_column_reads_the_same() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("db");
     {
-        // The schema as it was: progress lived in `executions`.
+        // The schema as it was: progress lived in `executions`, and no `oom_killed`.
         let old = Connection::open(&path).expect("open");
         old.execute_batch(&SCHEMA.replace("CREATE TABLE IF NOT EXISTS progress", "CREATE TABLE IF NOT EXISTS unused"))
             .expect("old schema");
+        assert!(!has_column(&old, "executions", "oom_killed").expect("columns"));
+        let cols = EXEC_COLS.replace(", oom_killed", "");
         old.execute(
             &format!(
-                "INSERT INTO executions ({EXEC_COLS}) VALUES ('e1', 't', 'sb', 'python', 'running', 'run', \
+                "INSERT INTO executions ({cols}) VALUES ('e1', 't', 'sb', 'python', 'running', 'run', \
                  NULL, NULL, '{{}}', 'c1', 7, 3, 12, 'container-sb', 1, 2, NULL)"
             ),
             [],
@@ -56,10 +58,10 @@ fn a_database_from_before_the_progress_table_reads_the_same() {
     }
     let store = Store::open(&path).expect("open");
     let ex = store.execution("e1").expect("read").expect("exists");
-    assert_eq!((ex.last_seq, ex.stdout_offset, ex.stderr_offset), (12, 7, 3));
-    store.finish_execution("e1", ExecStatus::Cancelled, 130, None, 5).expect("finish");
+    assert_eq!((ex.last_seq, ex.stdout_offset, ex.stderr_offset, ex.oom_killed), (12, 7, 3, false));
+    store.finish_execution("e1", &ended(ExecStatus::Cancelled, 130, None), 5).expect("finish");
     let ex = store.execution("e1").expect("read").expect("exists");
-    assert_eq!((ex.status.as_str(), ex.last_seq, ex.stdout_offset), ("cancelled", 12, 7));
+    assert_eq!((ex.status.as_str(), ex.last_seq, ex.stdout_offset, ex.oom_killed), ("cancelled", 12, 7, false));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

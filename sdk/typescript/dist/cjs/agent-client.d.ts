@@ -1,0 +1,20 @@
+/** Talk to a sandbox agent directly, given its {host, port, token}, without the server. */
+import { AgentConnection, type AgentConnectionOptions, type ConnectionSource } from './agent.js';
+import { Commands } from './commands.js';
+/**
+ * A client for one agent, without the Sandstream server: useful when you already have the
+ * connection info (or a function that fetches it).
+ *
+ * ```ts
+ * const agent = new AgentClient({ host: '127.0.0.1', port: 50052, token })
+ * const { stdout } = await agent.commands.run('echo hi')
+ * agent.close()
+ * ```
+ */
+export declare class AgentClient {
+    readonly connection: AgentConnection;
+    readonly commands: Commands;
+    constructor(source: ConnectionSource, options?: AgentConnectionOptions);
+    /** Closes the HTTP/2 connection; commands keep running on the agent. */
+    close(): void;
+}

@@ -1,0 +1,296 @@
+"use strict";
+Object.defineProperty(exports, "__esModule", { value: true });
+exports.CommandFollower = exports.ChannelSink = exports.STATUS = void 0;
+const node_string_decoder_1 = require("node:string_decoder");
+const agent_js_1 = require("./agent.js");
+const errors_js_1 = require("./errors.js");
+exports.STATUS = {
+    [agent_js_1.ExitStatus.EXITED]: 'exited',
+    [agent_js_1.ExitStatus.SIGNALED]: 'signaled',
+    [agent_js_1.ExitStatus.TIMED_OUT]: 'timed_out',
+    [agent_js_1.ExitStatus.FAILED]: 'failed',
+};
+const TEXT_PIECE = 64 * 1024;
+/**
+ * One channel's receiving end: drops bytes already seen (offsets make resumes exact),
+ * decodes UTF-8 with a streaming decoder, collects if asked.
+ */
+class ChannelSink {
+    constructor(name, onText, onBytes, collect, start = 0) {
+        this.name = name;
+        this.onText = onText;
+        this.onBytes = onBytes;
+        this.collected = 0;
+        this.next = start;
+        if (onText)
+            this.decoder = new node_string_decoder_1.StringDecoder('utf8');
+        if (collect)
+            this.chunks = [];
+    }
+    /** Delivers `data` found at `offset`, minus any prefix already delivered. */
+    push(offset, data) {
+        const end = offset + data.length;
+        if (end <= this.next)
+            return;
+        if (offset > this.next) {
+            throw new errors_js_1.SandboxError(`${this.name} jumped from byte ${this.next} to byte ${offset}: the agent skipped output. This is a bug; please report it.`);
+        }
+        const fresh = offset < this.next ? data.subarray(this.next - offset) : data;
+        this.next = end;
+        if (this.chunks) {
+            this.chunks.push(fresh);
+            this.collected += fresh.length;
+        }
+        if (this.onBytes)
+            this.onBytes(fresh);
+        if (this.decoder) {
+            // Decode in pieces of at most 64 KiB: V8 allocates strings of that size several times
+            // faster than 1 MiB ones (the agent sends up to 1 MiB per message).
+            for (let at = 0; at < fresh.length; at += TEXT_PIECE) {
+                const text = this.decoder.write(at === 0 && fresh.length <= TEXT_PIECE ? fresh : fresh.subarray(at, at + TEXT_PIECE));
+                if (text)
+                    this.onText(text);
+            }
+        }
+    }
+    /** Flushes the decoder: an incomplete character at the very end becomes U+FFFD. */
+    finish() {
+        if (this.decoder) {
+            const text = this.decoder.end();
+            if (text)
+                this.onText(text);
+        }
+    }
+    /** Everything collected so far, as text. */
+    text() {
+        if (!this.chunks)
+            return '';
+        if (this.chunks.length > 1) {
+            const all = Buffer.concat(this.chunks, this.collected);
+            this.chunks.length = 0;
+            this.chunks.push(all);
+        }
+        return this.chunks.length ? this.chunks[0].toString('utf8') : '';
+    }
+}
+exports.ChannelSink = ChannelSink;
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+/**
+ * Follows one command's output to its end, over `Execute` (a new command) or `Attach`
+ * (an existing one), and re-attaches from the last offsets after a dropped connection.
+ */
+class CommandFollower {
+    constructor(conn, start, sinks, requestTimeoutMs) {
+        this.conn = conn;
+        this.requestTimeoutMs = requestTimeoutMs;
+        this.truncated = false;
+        this.isReady = false;
+        this.stopped = false;
+        this.stdout = sinks.stdout;
+        this.stderr = sinks.stderr;
+        this.ready = new Promise((res, rej) => {
+            this.readyResolve = res;
+            this.readyReject = rej;
+        });
+        this.ready.catch(() => { });
+        if ('attach' in start) {
+            this.commandId = start.attach;
+            this.pid = start.pid;
+        }
+        this.done = this.follow('execute' in start ? start.execute : undefined);
+        this.done.then(() => this.markReady(), (e) => this.readyReject(e));
+    }
+    markReady() {
+        if (!this.isReady) {
+            this.isReady = true;
+            this.readyResolve();
+        }
+    }
+    /** Stops following (the command keeps running in the sandbox). */
+    stop() {
+        this.stopped = true;
+        this.call?.cancel();
+    }
+    async follow(execute) {
+        const o = this.conn.options;
+        let recoveryStart;
+        let attempt = 0;
+        let lastError;
+        for (;;) {
+            let outcome;
+            let sent = false;
+            try {
+                // While recovering, each attempt waits for the connection only briefly, so that
+                // the connection info can be fetched again between attempts.
+                const readyWithin = recoveryStart === undefined
+                    ? this.requestTimeoutMs
+                    : Math.max(1, Math.min(2_000, recoveryStart + o.recoveryTimeoutMs - Date.now()));
+                const call = execute && !this.commandId
+                    ? await this.conn.stream('Execute', execute, readyWithin)
+                    : await this.conn.stream('Attach', {
+                        commandId: this.commandId,
+                        stdoutOffset: this.stdout.next,
+                        stderrOffset: this.stderr.next,
+                        encoding: agent_js_1.OutputEncoding.BYTES,
+                    }, readyWithin);
+                sent = true;
+                outcome = await this.consume(call);
+            }
+            catch (e) {
+                outcome = { kind: 'error', error: e, progressed: false };
+            }
+            if (outcome.kind === 'end') {
+                this.stdout.finish();
+                this.stderr.finish();
+                return outcome.end;
+            }
+            if (outcome.kind === 'fatal')
+                throw outcome.error;
+            const err = outcome.error;
+            if (this.stopped) {
+                throw new errors_js_1.SandboxError(`stopped following command ${this.commandId ?? '(not started)'}; it keeps running in the sandbox (commands.connect() follows it again)`, { code: 'disconnected' });
+            }
+            if (!(0, agent_js_1.isTransient)(err))
+                throw this.conn.mapError(err, this.what());
+            if (!this.commandId) {
+                if (err instanceof errors_js_1.TimeoutError)
+                    throw err;
+                // Never sent: nothing runs, say why we could not send it.
+                if (!sent)
+                    throw this.conn.mapError(err, 'running the command');
+                const cause = this.conn.mapError(err, 'starting the command');
+                throw new errors_js_1.ConnectionError(`lost the connection to the sandbox agent at ${this.conn.address} before it confirmed that the command started, ` +
+                    `so it may or may not be running (commands.list() shows what runs). ${cause.message}`, { code: cause.code, cause: err });
+            }
+            lastError = err;
+            if (outcome.progressed) {
+                recoveryStart = undefined;
+                attempt = 0;
+            }
+            recoveryStart ??= Date.now();
+            if (Date.now() - recoveryStart >= o.recoveryTimeoutMs) {
+                const last = this.conn.mapError(lastError, 'last attempt').message;
+                throw new errors_js_1.ConnectionError(`lost the connection to the sandbox agent at ${this.conn.address} while following command ${this.commandId} ` +
+                    `and could not resume within recoveryTimeoutMs (${o.recoveryTimeoutMs} ms); ${last}. ` +
+                    `The command keeps running in the sandbox: commands.connect('${this.commandId}') resumes its output once the sandbox is reachable again.`, { code: 'connection_lost', cause: lastError });
+            }
+            // The first retry reuses the address we had; after that, ask where the agent is now.
+            if (attempt >= 1) {
+                try {
+                    await this.conn.refresh();
+                }
+                catch (e) {
+                    // The sandbox is gone or we may no longer see it: resuming cannot succeed.
+                    if (e instanceof errors_js_1.NotFoundError || e instanceof errors_js_1.AuthenticationError) {
+                        throw new errors_js_1.ConnectionError(`lost the connection to the sandbox agent while following command ${this.commandId}, and fetching its connection info again failed: ${e.message}`, { code: e.code, cause: e });
+                    }
+                    /* the server may be unreachable too: keep trying until the recovery window ends */
+                }
+            }
+            await sleep(Math.min(50 * 2 ** attempt, 1_000));
+            attempt++;
+        }
+    }
+    what() {
+        return this.commandId ? `following command ${this.commandId}` : 'running the command';
+    }
+    consume(call) {
+        this.call = call;
+        if (this.stopped)
+            call.cancel();
+        return new Promise((resolve) => {
+            let finished = false;
+            let progressed = false;
+            let endMsg;
+            const idleLimit = () => (this.commandId ? this.conn.options.streamIdleTimeoutMs : this.requestTimeoutMs);
+            const finish = (o) => {
+                if (finished)
+                    return;
+                finished = true;
+                clearTimeout(timer);
+                resolve(o);
+            };
+            const onIdle = () => {
+                const limit = idleLimit();
+                const err = this.commandId
+                    ? new errors_js_1.ConnectionError(`no message from the sandbox agent at ${this.conn.address} for ${limit} ms`)
+                    : new errors_js_1.TimeoutError(`the sandbox agent at ${this.conn.address} did not confirm that the command started within requestTimeoutMs (${limit} ms); ` +
+                        'this is the request timeout, not the command timeout. Check that the sandbox is reachable, or raise requestTimeoutMs.', 'request');
+                finish({ kind: 'error', error: err, progressed });
+                call.cancel();
+            };
+            let armedFor = idleLimit();
+            let timer = setTimeout(onIdle, armedFor);
+            call.on('data', (m) => {
+                if (finished)
+                    return;
+                progressed = true;
+                if (m.commandId && !this.commandId)
+                    this.commandId = m.commandId;
+                try {
+                    switch (m.kind) {
+                        case agent_js_1.EventKind.OUTPUT:
+                            if (m.data.length)
+                                (m.channel === agent_js_1.OutputChannel.STDERR ? this.stderr : this.stdout).push(m.offset, m.data);
+                            break;
+                        case agent_js_1.EventKind.STARTED:
+                            if (m.pid)
+                                this.pid = m.pid;
+                            break;
+                        case agent_js_1.EventKind.TRUNCATED:
+                            this.truncated = true;
+                            break;
+                        case agent_js_1.EventKind.END:
+                            endMsg = {
+                                exitCode: m.exitCode,
+                                status: exports.STATUS[m.status] ?? 'unknown',
+                                truncated: m.truncated || this.truncated,
+                                ...(m.signal ? { signal: m.signal } : {}),
+                                ...(m.error ? { error: m.error } : {}),
+                                ...(m.oomKilled ? { oomKilled: true } : {}),
+                                ...(m.outputLimitReached ? { outputLimitReached: true } : {}),
+                            };
+                            break;
+                        default:
+                            break;
+                    }
+                }
+                catch (e) {
+                    finish({ kind: 'fatal', error: e });
+                    call.cancel();
+                    return;
+                }
+                this.markReady();
+                if (m.end || endMsg) {
+                    finish({ kind: 'end', end: endMsg ?? { exitCode: m.exitCode, status: 'unknown', truncated: this.truncated } });
+                    return;
+                }
+                const limit = idleLimit();
+                if (limit === armedFor)
+                    timer.refresh();
+                else {
+                    clearTimeout(timer);
+                    armedFor = limit;
+                    timer = setTimeout(onIdle, limit);
+                }
+            });
+            call.on('error', (e) => finish({ kind: 'error', error: e, progressed }));
+            call.on('end', () => {
+                if (endMsg)
+                    finish({ kind: 'end', end: endMsg });
+                else
+                    finish({
+                        kind: 'error',
+                        error: new errors_js_1.ConnectionError(`the stream from the sandbox agent at ${this.conn.address} ended before the command's end`),
+                        progressed,
+                    });
+            });
+        });
+    }
+}
+exports.CommandFollower = CommandFollower;
+/**
+ * A command in progress (from `run(..., {background: true})` or `commands.connect()`).
+ * Its output keeps flowing to the callbacks; `wait()` gives the result.
+ */
+//# sourceMappingURL=follow.js.map

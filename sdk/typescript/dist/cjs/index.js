@@ -1,0 +1,24 @@
+"use strict";
+Object.defineProperty(exports, "__esModule", { value: true });
+exports.CommandExitError = exports.TimeoutError = exports.ConnectionError = exports.InvalidArgumentError = exports.NotFoundError = exports.AuthenticationError = exports.SandboxError = exports.AgentClient = exports.AgentConnection = exports.ChannelSink = exports.CommandHandle = exports.Commands = exports.DEFAULT_API_URL = exports.Sandbox = void 0;
+var sandbox_js_1 = require("./sandbox.js");
+Object.defineProperty(exports, "Sandbox", { enumerable: true, get: function () { return sandbox_js_1.Sandbox; } });
+var api_js_1 = require("./api.js");
+Object.defineProperty(exports, "DEFAULT_API_URL", { enumerable: true, get: function () { return api_js_1.DEFAULT_API_URL; } });
+var commands_js_1 = require("./commands.js");
+Object.defineProperty(exports, "Commands", { enumerable: true, get: function () { return commands_js_1.Commands; } });
+Object.defineProperty(exports, "CommandHandle", { enumerable: true, get: function () { return commands_js_1.CommandHandle; } });
+Object.defineProperty(exports, "ChannelSink", { enumerable: true, get: function () { return commands_js_1.ChannelSink; } });
+var agent_js_1 = require("./agent.js");
+Object.defineProperty(exports, "AgentConnection", { enumerable: true, get: function () { return agent_js_1.AgentConnection; } });
+var agent_client_js_1 = require("./agent-client.js");
+Object.defineProperty(exports, "AgentClient", { enumerable: true, get: function () { return agent_client_js_1.AgentClient; } });
+var errors_js_1 = require("./errors.js");
+Object.defineProperty(exports, "SandboxError", { enumerable: true, get: function () { return errors_js_1.SandboxError; } });
+Object.defineProperty(exports, "AuthenticationError", { enumerable: true, get: function () { return errors_js_1.AuthenticationError; } });
+Object.defineProperty(exports, "NotFoundError", { enumerable: true, get: function () { return errors_js_1.NotFoundError; } });
+Object.defineProperty(exports, "InvalidArgumentError", { enumerable: true, get: function () { return errors_js_1.InvalidArgumentError; } });
+Object.defineProperty(exports, "ConnectionError", { enumerable: true, get: function () { return errors_js_1.ConnectionError; } });
+Object.defineProperty(exports, "TimeoutError", { enumerable: true, get: function () { return errors_js_1.TimeoutError; } });
+Object.defineProperty(exports, "CommandExitError", { enumerable: true, get: function () { return errors_js_1.CommandExitError; } });
+//# sourceMappingURL=index.js.map

@@ -1,0 +1,1 @@
+export declare const AGENT_PROTO_JSON: Record<string, unknown>;
