@@ -12,6 +12,7 @@ mod heartbeat;
 mod hub;
 mod limits;
 mod listen;
+mod metrics;
 mod registry;
 mod retention;
 mod runner_client;

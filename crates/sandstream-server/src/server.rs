@@ -16,6 +16,7 @@ use crate::config::ServerConfig;
 use crate::exec::{Agents, Engine};
 use crate::heartbeat::Heartbeats;
 use crate::limits::Throttle;
+use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::store::{StateStore, Store};
 use crate::time::now_ms;
@@ -197,8 +198,9 @@ fn build(cfg: ServerConfig, wait_for_runner: bool) -> anyhow::Result<Built> {
     let throttle = Arc::new(Throttle::new(cfg.limits.clone()));
     let gate = Gate::new(store.clone(), throttle.clone(), &runner_secret);
     crate::hub::setup(&io, store.clone(), gate.clone());
+    let metrics = Arc::new(Metrics::new(crate::api::route_templates()));
     let state = Arc::new(AppState {
-        exec: Arc::new(Engine::new(store.clone(), io.clone(), agents.clone(), cfg.max_output_bytes)),
+        exec: Arc::new(Engine::new(store.clone(), io.clone(), agents.clone(), cfg.max_output_bytes, metrics.clone())),
         heartbeats: Heartbeats::new(store.clone(), registry.clone(), agents),
         cfg,
         store,
@@ -206,6 +208,7 @@ fn build(cfg: ServerConfig, wait_for_runner: bool) -> anyhow::Result<Built> {
         gate,
         throttle,
         registry,
+        metrics,
         wait_for_runner: AtomicBool::new(wait_for_runner),
     });
     let router = crate::api::router(state.clone()).layer(io_layer).layer(tower_http::trace::TraceLayer::new_for_http());
@@ -216,8 +219,19 @@ fn build(cfg: ServerConfig, wait_for_runner: bool) -> anyhow::Result<Built> {
 /// no port: tests call it with `tower::ServiceExt::oneshot`.
 #[cfg(test)]
 pub(crate) fn app_for_tests(data_dir: &Path, api_key: &str) -> anyhow::Result<axum::Router> {
+    app_for_tests_with(data_dir, api_key, |_| {})
+}
+
+/// [`app_for_tests`], with the configuration changed by `change` first.
+#[cfg(test)]
+pub(crate) fn app_for_tests_with(
+    data_dir: &Path,
+    api_key: &str,
+    change: impl FnOnce(&mut ServerConfig),
+) -> anyhow::Result<axum::Router> {
     let mut cfg = ServerConfig::new(([127, 0, 0, 1], 0).into(), data_dir.to_path_buf());
     cfg.api_key = Some(api_key.to_string());
+    change(&mut cfg);
     Ok(build(cfg, false)?.router)
 }
 

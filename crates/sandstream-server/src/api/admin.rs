@@ -115,6 +115,7 @@ pub(crate) async fn heartbeat(
     match state.heartbeats.reconcile(&id, &body, now_ms())? {
         Some(reply) => {
             state.runner_seen();
+            state.metrics.heartbeat();
             Ok(Json(reply))
         }
         None => Err(AppError::NotFound(format!("runner {id} not found; register again"))),

@@ -12,6 +12,7 @@ use crate::config::ServerConfig;
 use crate::exec::Engine;
 use crate::heartbeat::Heartbeats;
 use crate::limits::Throttle;
+use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::store::StateStore;
 
@@ -25,6 +26,8 @@ pub(crate) struct AppState {
     pub registry: Arc<Registry>,
     pub exec: Arc<Engine>,
     pub heartbeats: Heartbeats,
+    /// What `/metrics` reports (`metrics.rs`).
+    pub metrics: Arc<Metrics>,
     /// Under `up`: true until the local runner has registered.
     pub wait_for_runner: AtomicBool,
 }

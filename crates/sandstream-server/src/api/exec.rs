@@ -206,6 +206,7 @@ pub(crate) async fn cancel(
     }
     if !state.exec.cancel(&id).await {
         state.store.finish_execution(&id, &crate::exec::cancelled(), now_ms())?;
+        state.metrics.execution_finished(ExecStatus::Cancelled);
     }
     tracing::info!(execution_id = %id, "execution cancelled by its owner");
     Ok((StatusCode::ACCEPTED, Json(execution_json(&owned_execution(&state, &p, &id)?))))

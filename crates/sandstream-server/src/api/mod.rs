@@ -5,6 +5,8 @@ mod admin;
 mod app_state;
 mod exec;
 mod openapi;
+mod page;
+mod probes;
 mod sandboxes;
 mod templates;
 mod web;
@@ -125,7 +127,16 @@ pub(crate) fn routes() -> Vec<Route> {
             "200 once the server (and under `up`, its runner) is ready",
             get(web::healthz),
         ),
+        r("get", "/readyz", Access::Public, "200 when the database answers and a runner is alive", get(probes::readyz)),
+        r("get", "/metrics", Access::Public, "Prometheus metrics (text format 0.0.4)", get(probes::metrics)),
+        r("get", "/version", Access::Public, "The server's version and build commit", get(probes::version)),
     ]
+}
+
+/// The route table's path templates: the only `route` labels of `/metrics` besides the
+/// page and unmatched requests.
+pub(crate) fn route_templates() -> Vec<&'static str> {
+    routes().into_iter().map(|r| r.path).collect()
 }
 
 /// The router for every route, the web page and JSON 404s.
@@ -139,6 +150,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route("/api/{*rest}", axum::routing::any(web::api_not_found))
         .fallback(web::page)
         .method_not_allowed_fallback(web::method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), probes::track))
         .layer(axum::extract::DefaultBodyLimit::max(limit))
         .with_state(state)
 }

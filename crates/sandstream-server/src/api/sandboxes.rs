@@ -61,8 +61,18 @@ fn check_timeout(ms: u64) -> AppResult<()> {
 
 /// Creates a sandbox for `p` on the runner with the most room among those that have its
 /// template (an unknown template is refused before any runner is asked). On any error
-/// nothing of it remains.
+/// nothing of it remains. Counted in `/metrics` by outcome, with its time when it worked.
 pub(crate) async fn create_sandbox(state: &AppState, p: &Principal, body: CreateBody) -> AppResult<SandboxRow> {
+    let started = std::time::Instant::now();
+    let made = try_create_sandbox(state, p, body).await;
+    match &made {
+        Ok(_) => state.metrics.sandbox_created(started.elapsed()),
+        Err(e) => state.metrics.sandbox_create_failed(e.parts().1),
+    }
+    made
+}
+
+async fn try_create_sandbox(state: &AppState, p: &Principal, body: CreateBody) -> AppResult<SandboxRow> {
     let template = body.template.unwrap_or_else(|| DEFAULT_TEMPLATE.into());
     if !is_valid_template_name(&template) {
         return Err(AppError::BadRequest(format!(

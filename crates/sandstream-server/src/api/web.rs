@@ -6,7 +6,6 @@ use axum::extract::{Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use serde_json::Value;
-use tower::ServiceExt;
 
 use super::AppState;
 use crate::auth::{LOGIN_MS, SESSION_COOKIE, SESSION_MS, hash, random_hex};
@@ -34,7 +33,7 @@ pub(crate) async fn method_not_allowed(req: Request) -> AppError {
 }
 
 /// `/?token=ONE_TIME` trades a login token for a session cookie; everything else is the
-/// built page (index.html for unknown paths, so client-side routes work).
+/// built page, or a JSON 404 for a path it does not have (`page.rs`).
 pub(crate) async fn page(State(state): State<Arc<AppState>>, req: Request) -> Response {
     let token = req.uri().query().and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("token=").map(String::from)));
     if let Some(token) = token {
@@ -58,19 +57,7 @@ pub(crate) async fn page(State(state): State<Arc<AppState>>, req: Request) -> Re
             Err(e) => AppError::from(e).into_response(),
         };
     }
-    let Some(dir) = state.cfg.web_dir.clone().filter(|d| d.join("index.html").is_file()) else {
-        return Html(
-            "<h1>Sandstream</h1><p>The web page is not built. Run <code>scripts/build-web.sh</code> \
-             (or <code>scripts/start.sh</code>, which builds it) and restart.</p>",
-        )
-        .into_response();
-    };
-    let index = dir.join("index.html");
-    let svc = tower_http::services::ServeDir::new(&dir).fallback(tower_http::services::ServeFile::new(index));
-    match svc.oneshot(req).await {
-        Ok(r) => r.into_response(),
-        Err(e) => AppError::internal(e).into_response(),
-    }
+    super::page::serve(&state, req).await
 }
 
 /// A new one-time login link for the key `key_id`.

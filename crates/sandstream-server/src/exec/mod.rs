@@ -21,6 +21,7 @@ mod limit;
 mod plan;
 
 use crate::hub::{CompleteEvent, Event, OutputEvent, PhaseEvent};
+use crate::metrics::{Metrics, Stream};
 use crate::state::{ExecStatus, Phase, SandboxState};
 use crate::store::{Chunk, ExecutionRow, Outcome, Receiver, StateStore};
 use crate::time::{now_ms, rfc3339};
@@ -89,11 +90,19 @@ pub(crate) struct Engine {
     /// Bytes of output one execution keeps at most (`--max-output-bytes`).
     max_output_bytes: u64,
     running: Mutex<HashMap<String, Running>>,
+    /// Counts ended executions and streamed bytes.
+    metrics: Arc<Metrics>,
 }
 
 impl Engine {
-    pub(crate) fn new(store: Arc<dyn StateStore>, io: SocketIo, agents: Arc<Agents>, max_output_bytes: u64) -> Engine {
-        Engine { store, io, agents, max_output_bytes, running: Mutex::new(HashMap::new()) }
+    pub(crate) fn new(
+        store: Arc<dyn StateStore>,
+        io: SocketIo,
+        agents: Arc<Agents>,
+        max_output_bytes: u64,
+        metrics: Arc<Metrics>,
+    ) -> Engine {
+        Engine { store, io, agents, max_output_bytes, running: Mutex::new(HashMap::new()), metrics }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Running>> {
@@ -266,6 +275,7 @@ impl Emitter {
                 }
             }
         };
+        self.engine.metrics.streamed(if channel == 0 { Stream::Stdout } else { Stream::Stderr }, chunk.data.len());
         let event = Event::Output(OutputEvent::new(&self.exec_id, &self.container_id, &chunk));
         self.emit(&event, LIVE_PATIENCE).await;
     }
@@ -306,6 +316,7 @@ pub(crate) async fn drive(engine: Arc<Engine>, ex: ExecutionRow) {
     }
     tracing::info!(execution_id = %exec_id, status = %fin.status, exit_code = fin.exit_code, oom_killed = fin.oom_killed,
         "execution finished");
+    engine.metrics.execution_finished(fin.status);
     let event = CompleteEvent::new(&ex, &fin, now, em.seq);
     em.emit(&Event::Complete(event), Duration::from_secs(10)).await;
 }

@@ -230,11 +230,15 @@ pub(crate) async fn sandboxes_read_back_their_tokens_in_the_clear(s: Arc<dyn Sta
 }
 
 pub(crate) async fn sandbox_states_and_what_they_count(s: Arc<dyn StateStore>) {
+    use SandboxState::{Killed, Lost, Running};
+    let by_state = |s: &Arc<dyn StateStore>| -> Vec<(SandboxState, u64)> { s.count_by_state().expect("count") };
+    assert_eq!(by_state(&s), [(Running, 0), (Lost, 0), (Killed, 0)], "every state, zero ones too");
     for (id, tenant, runner, created) in
         [("sb-1", "t1", "rn-a", 1), ("sb-2", "t1", "rn-a", 2), ("sb-3", "t1", "rn-b", 3), ("sb-4", "t2", "rn-a", 4)]
     {
         s.insert_sandbox(&sandbox(id, tenant, runner, created)).expect("insert");
     }
+    assert_eq!(by_state(&s), [(Running, 4), (Lost, 0), (Killed, 0)]);
     let usage = s.usage_of("t1").expect("usage");
     assert_eq!((usage.count, usage.memory_mb, usage.disk_mb), (3, 768, 192));
     assert_eq!(s.usage_of("t-nobody").expect("usage").count, 0);
@@ -266,6 +270,8 @@ pub(crate) async fn sandbox_states_and_what_they_count(s: Arc<dyn StateStore>) {
     assert!(!ids(&s.sandboxes_on("rn-a").expect("on")).contains(&"sb-2"));
     assert!(!ids(&s.expired_sandboxes(i64::MAX).expect("expired")).contains(&"sb-2"));
     assert!(s.sandbox("sb-2").expect("read").is_some(), "a killed sandbox is still readable");
+    // sb-1 lost (its runner went silent again), sb-2 killed, sb-3 running, sb-4 lost.
+    assert_eq!(by_state(&s), [(Running, 1), (Lost, 2), (Killed, 1)]);
 }
 
 pub(crate) async fn executions_round_trip(s: Arc<dyn StateStore>) {

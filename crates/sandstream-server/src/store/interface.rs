@@ -102,6 +102,10 @@ pub(crate) trait SandboxStore {
 
     /// Sandboxes counted against runner `runner_id`'s capacity (running or lost).
     fn live_count(&self, runner_id: &str) -> Result<u32>;
+
+    /// How many sandboxes the store holds in each state, every state listed (zero ones
+    /// too) in `SandboxState::ALL` order: what `/metrics` reports.
+    fn count_by_state(&self) -> Result<Vec<(SandboxState, u64)>>;
 }
 
 /// Executions and every chunk of their output.

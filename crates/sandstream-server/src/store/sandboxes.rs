@@ -121,4 +121,20 @@ impl SandboxStore for Store {
             |r| r.get(0),
         )?)
     }
+
+    fn count_by_state(&self) -> Result<Vec<(SandboxState, u64)>> {
+        let counted: Vec<(SandboxState, i64)> = {
+            let db = self.db();
+            let mut st = db.prepare("SELECT state, COUNT(*) FROM sandboxes GROUP BY state")?;
+            let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect::<rusqlite::Result<_>>()?
+        };
+        Ok(SandboxState::ALL
+            .iter()
+            .map(|state| {
+                let n = counted.iter().find(|(s, _)| s == state).map_or(0, |(_, n)| *n);
+                (*state, u64::try_from(n).unwrap_or(0))
+            })
+            .collect())
+    }
 }
