@@ -1,5 +1,5 @@
-// Same-origin REST calls. The session cookie set by `/?token=…` authenticates them, so
-// the page never handles a key.
+// Same-origin REST calls. The session cookie (set by a `/?token=…` login link or by
+// signing in with a key, signin.ts) authenticates them; the page keeps no key.
 import type { FinalStatus, LogChunk, Phase } from "./events.ts";
 
 export class ApiError extends Error {
@@ -23,7 +23,7 @@ export function describeError(status: number, code: string, message: string): st
     case 400:
       return `The server rejected the request: ${message}`;
     case 401:
-      return "Not signed in (or the session expired). Open the login link printed by `sandstream up` (http://…/?token=…).";
+      return "Not signed in (or the session expired). Reload the page to sign in with an API key, or open a link from `sandstream login-link`.";
     case 403:
       return `Not allowed: ${message}`;
     case 404:
@@ -45,7 +45,7 @@ export async function api<T = unknown>(
   method: string,
   path: string,
   body?: unknown,
-  opts: { timeoutMs?: number } = {},
+  opts: { timeoutMs?: number; headers?: Record<string, string> } = {},
 ): Promise<T> {
   const ctrl = new AbortController();
   const timer = opts.timeoutMs ? setTimeout(() => ctrl.abort(), opts.timeoutMs) : undefined;
@@ -54,7 +54,11 @@ export async function api<T = unknown>(
     res = await fetch(path, {
       method,
       credentials: "same-origin",
-      headers: body === undefined ? { accept: "application/json" } : { "content-type": "application/json", accept: "application/json" },
+      headers: {
+        accept: "application/json",
+        ...(body === undefined ? {} : { "content-type": "application/json" }),
+        ...opts.headers,
+      },
       body: body === undefined ? undefined : JSON.stringify(body),
       signal: ctrl.signal,
     });
@@ -98,4 +102,13 @@ export interface ExecutionInfo {
 export interface LogsPage {
   chunks: LogChunk[];
   complete: boolean;
+}
+
+/** A sandbox as `GET /api/v1/sandboxes` lists it (the fields the page shows). */
+export interface SandboxInfo {
+  id: string;
+  template: string;
+  state: string;
+  createdAt: string;
+  expiresAt: string;
 }

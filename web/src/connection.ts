@@ -75,7 +75,10 @@ export class Connection {
       const msg = String(err?.message ?? err);
       if (UNAUTHORIZED.test(msg) || err?.data?.code === "unauthorized") {
         this.set("unauthorized", msg);
-        messages.show("error", "Not signed in (or the session expired). Open the login link printed by `sandstream up` (http://…/?token=…).");
+        messages.show("error", "Not signed in (or the session expired, or was signed out).", {
+          label: "Sign in",
+          run: () => location.reload(),
+        });
         messages.aboutConnection = true;
       } else {
         this.set(this.everConnected ? "reconnecting" : "connecting", `cannot connect: ${msg}`);

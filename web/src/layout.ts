@@ -20,6 +20,11 @@ const HTML = `
     <button class="btn primary" data-testid="run" title="Run (Ctrl/Cmd+Enter)"><span class="icon">▶</span> Run <kbd class="kbd">⌘/Ctrl ↵</kbd></button>
     <button class="btn danger" data-testid="stop" disabled title="Stop the running program"><span class="icon">■</span> Stop</button>
     <button class="btn" data-testid="new-sandbox" title="Throw this sandbox away and start a fresh one">New sandbox</button>
+    <div class="menu">
+      <button class="btn" data-testid="sandboxes-toggle" aria-haspopup="menu" aria-expanded="false" title="This key's sandboxes">Sandboxes <span class="badge" data-testid="sandboxes-count"></span></button>
+      <div class="menu-panel" data-testid="sandbox-list" role="menu" aria-label="This key's sandboxes" hidden></div>
+    </div>
+    <button class="btn" data-testid="sign-out" title="End this browser's session">Sign out</button>
   </div>
 </header>
 <div class="message" data-testid="message" data-kind="" hidden role="alert">
@@ -55,6 +60,10 @@ export interface Layout {
   run: HTMLButtonElement;
   stop: HTMLButtonElement;
   newSandbox: HTMLButtonElement;
+  sandboxesToggle: HTMLButtonElement;
+  sandboxesCount: HTMLElement;
+  sandboxList: HTMLElement;
+  signOut: HTMLButtonElement;
   message: HTMLElement;
   messageText: HTMLElement;
   messageAction: HTMLButtonElement;
@@ -82,6 +91,10 @@ export function mountLayout(app: HTMLElement): Layout {
     run: $<HTMLButtonElement>("run"),
     stop: $<HTMLButtonElement>("stop"),
     newSandbox: $<HTMLButtonElement>("new-sandbox"),
+    sandboxesToggle: $<HTMLButtonElement>("sandboxes-toggle"),
+    sandboxesCount: $("sandboxes-count"),
+    sandboxList: $("sandbox-list"),
+    signOut: $<HTMLButtonElement>("sign-out"),
     message: $("message"),
     messageText: $("message-text"),
     messageAction: $<HTMLButtonElement>("message-action"),

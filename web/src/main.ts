@@ -3,103 +3,145 @@
 // It speaks the same contract a third-party frontend (design note 000's CodeEditor.tsx)
 // would: `POST /api/sandbox/exec`, then socket.io `join-container` and the
 // `execution-*` events, with `resume-execution` after a reconnect. This file only wires
-// the parts together: layout.ts (the markup), tabs.ts (editor and files), status.ts (the
-// status line), sandbox.ts (the sandbox reused between runs), connection.ts (socket.io),
-// runs.ts (starting, following and stopping runs) and protocol.ts (keeping a run's
-// output in `seq` order, each chunk once; no DOM, unit-tested under Node).
+// the parts together: signin.ts (the sign-in screen when the API answers 401, and
+// signing out), layout.ts (the markup), tabs.ts (editor and files), status.ts (the
+// status line), sandbox.ts (the sandbox reused between runs), sandboxes.ts (the key's
+// sandboxes), connection.ts (socket.io), runs.ts (starting, following and stopping runs)
+// and protocol.ts (keeping a run's output in `seq` order, each chunk once; no DOM,
+// unit-tested under Node).
 import "./style.css";
+import { api, ApiError, type SandboxInfo } from "./api.ts";
 import { Connection } from "./connection.ts";
 import { mountLayout } from "./layout.ts";
 import { Messages } from "./messages.ts";
 import { Runs } from "./runs.ts";
 import { Sandbox } from "./sandbox.ts";
+import { SandboxList } from "./sandboxes.ts";
+import { mountSignIn, signOut } from "./signin.ts";
 import { StatusLine } from "./status.ts";
 import { Tabs } from "./tabs.ts";
 import { LogTerminal } from "./terminal.ts";
 import type { Language } from "./workspace.ts";
 
-const el = mountLayout(document.getElementById("app")!);
-const stats = { socketChunks: 0, restChunks: 0, duplicatesDropped: 0, reconnects: 0, resumes: 0, disconnects: 0 };
+const app = document.getElementById("app")!;
+void start();
 
-const term = new LogTerminal(el.terminal, el.terminalText);
-const messages = new Messages(el);
-const status = new StatusLine(el);
-const tabs = new Tabs(el, messages, () => void runs.run());
-const sandbox = new Sandbox(status, messages, el.newSandbox);
-const runs = new Runs({
-  tabs,
-  term,
-  status,
-  messages,
-  sandbox,
-  stopButton: el.stop,
-  timeoutMs: () => {
-    const s = Number(el.timeout.value);
-    return Number.isFinite(s) && s > 0 ? Math.round(s * 1000) : 120000;
-  },
-  stats,
-});
-const conn = new Connection(el.connection, messages, stats, runs);
-runs.useConnection(conn);
-
-el.run.addEventListener("click", () => void runs.run());
-el.stop.addEventListener("click", () => void runs.stop());
-el.newSandbox.addEventListener("click", () => void sandbox.renew());
-document.addEventListener("keydown", (e) => {
-  if ((e.ctrlKey || e.metaKey) && e.key === "Enter" && !e.defaultPrevented) {
-    e.preventDefault();
-    void runs.run();
+/** Signed in (the API answers) → the playground; 401 → the sign-in screen. Any other
+ * failure (the server is down) still shows the playground, which says what is wrong. */
+async function start() {
+  let list: SandboxInfo[] | null = null;
+  try {
+    list = await api<SandboxInfo[]>("GET", "/api/v1/sandboxes", undefined, { timeoutMs: 10000 });
+  } catch (err) {
+    if (err instanceof ApiError && err.status === 401) return mountSignIn(app);
   }
-});
-el.timeout.value = localStorage.getItem("sandstream.timeoutSec") ?? el.timeout.value;
-el.timeout.addEventListener("change", () => localStorage.setItem("sandstream.timeoutSec", el.timeout.value));
+  playground(list);
+}
 
-status.set("idle", { exitCode: null, durationMs: null });
-term.system("Write a program, then press Run (Ctrl/Cmd+Enter). Output appears here, live.");
-sandbox.check();
-void runs.reattach();
+/** The playground, for a signed-in browser; `list`: the key's sandboxes, when known. */
+function playground(list: SandboxInfo[] | null) {
+  document.body.dataset.auth = list ? "signed-in" : "unknown";
+  const el = mountLayout(app);
+  const stats = { socketChunks: 0, restChunks: 0, duplicatesDropped: 0, reconnects: 0, resumes: 0, disconnects: 0 };
 
-// Hooks for tests and automation (the UI stays the primary way in).
-(window as any).__sandstreamLog = runs.kept;
-(window as any).__sandstream = {
-  setLanguage: (l: Language) => tabs.setLanguage(l),
-  getLanguage: () => tabs.language,
-  /** Sets a file of the current language (the program is "main.py"/"main.js"/"main.ts"; "code" is an alias). */
-  setFile: (name: string, content: string) => tabs.setFile(name, content),
-  /** Text given to the program on stdin ("" for none). */
-  setStdin: (text: string) => tabs.setStdin(text),
-  getFile: (name: string) => tabs.getFile(name),
-  files: () => tabs.files(),
-  removeFile: (name: string) => tabs.removeFile(name),
-  selectTab: (name: string) => tabs.selectTab(name),
-  setTimeoutSeconds(s: number) {
-    el.timeout.value = String(s);
-    el.timeout.dispatchEvent(new Event("change"));
-  },
-  run: () => runs.run(),
-  stop: () => runs.stop(),
-  newSandbox: () => sandbox.renew(),
-  /** Points the page at a sandbox id (e.g. one that no longer exists). */
-  setContainerId: (id: string | null) => sandbox.set(id),
-  state: () => {
-    const run = runs.current?.stream;
-    return {
-      status: status.status,
-      phase: run?.phase ?? null,
-      exitCode: status.exitCode,
-      durationMs: status.durationMs,
-      containerId: sandbox.id,
-      executionId: run?.id ?? null,
-      lastSeq: run?.lastSeq ?? 0,
-      connection: conn.state,
-      error: runs.startError,
-      message: messages.text,
-    };
-  },
-  stats,
-  /** Text of the whole log as kept (every chunk once, in seq order). */
-  text: () => runs.kept.map((c) => c.data).join(""),
-  /** Forcibly closes the transport, as a network drop does; socket.io reconnects. */
-  dropConnection: () => conn.drop(),
-  socket: conn.socket,
-};
+  const term = new LogTerminal(el.terminal, el.terminalText);
+  const messages = new Messages(el);
+  const status = new StatusLine(el);
+  const tabs = new Tabs(el, messages, () => void runs.run());
+  const sandbox = new Sandbox(status, messages, el.newSandbox);
+  const runs = new Runs({
+    tabs,
+    term,
+    status,
+    messages,
+    sandbox,
+    stopButton: el.stop,
+    timeoutMs: () => {
+      const s = Number(el.timeout.value);
+      return Number.isFinite(s) && s > 0 ? Math.round(s * 1000) : 120000;
+    },
+    stats,
+  });
+  const conn = new Connection(el.connection, messages, stats, runs);
+  runs.useConnection(conn);
+
+  el.run.addEventListener("click", () => void runs.run());
+  el.stop.addEventListener("click", () => void runs.stop());
+  const sandboxes = new SandboxList(el, sandbox);
+  if (list) sandboxes.show(list);
+  el.newSandbox.addEventListener("click", () => void sandbox.renew().then(() => sandboxes.refresh()));
+  el.signOut.addEventListener("click", async () => {
+    el.signOut.disabled = true;
+    try {
+      await signOut();
+    } catch (err) {
+      messages.show("error", err instanceof ApiError ? err.message : String(err));
+      el.signOut.disabled = false;
+      return;
+    }
+    // What this page remembered belongs to the key that signed out.
+    sandbox.set(null);
+    sessionStorage.clear();
+    location.replace("/");
+  });
+  document.addEventListener("keydown", (e) => {
+    if ((e.ctrlKey || e.metaKey) && e.key === "Enter" && !e.defaultPrevented) {
+      e.preventDefault();
+      void runs.run();
+    }
+  });
+  el.timeout.value = localStorage.getItem("sandstream.timeoutSec") ?? el.timeout.value;
+  el.timeout.addEventListener("change", () => localStorage.setItem("sandstream.timeoutSec", el.timeout.value));
+
+  status.set("idle", { exitCode: null, durationMs: null });
+  term.system("Write a program, then press Run (Ctrl/Cmd+Enter). Output appears here, live.");
+  sandbox.check(list);
+  void runs.reattach();
+
+  // Hooks for tests and automation (the UI stays the primary way in).
+  (window as any).__sandstreamLog = runs.kept;
+  (window as any).__sandstream = {
+    setLanguage: (l: Language) => tabs.setLanguage(l),
+    getLanguage: () => tabs.language,
+    /** Sets a file of the current language (the program is "main.py"/"main.js"/"main.ts"; "code" is an alias). */
+    setFile: (name: string, content: string) => tabs.setFile(name, content),
+    /** Text given to the program on stdin ("" for none). */
+    setStdin: (text: string) => tabs.setStdin(text),
+    getFile: (name: string) => tabs.getFile(name),
+    files: () => tabs.files(),
+    removeFile: (name: string) => tabs.removeFile(name),
+    selectTab: (name: string) => tabs.selectTab(name),
+    setTimeoutSeconds(s: number) {
+      el.timeout.value = String(s);
+      el.timeout.dispatchEvent(new Event("change"));
+    },
+    run: () => runs.run(),
+    stop: () => runs.stop(),
+    newSandbox: () => sandbox.renew(),
+    /** The ids of the key's sandboxes, as the Sandboxes menu last listed them. */
+    sandboxes: () => sandboxes.ids,
+    /** Points the page at a sandbox id (e.g. one that no longer exists). */
+    setContainerId: (id: string | null) => sandbox.set(id),
+    state: () => {
+      const run = runs.current?.stream;
+      return {
+        status: status.status,
+        phase: run?.phase ?? null,
+        exitCode: status.exitCode,
+        durationMs: status.durationMs,
+        containerId: sandbox.id,
+        executionId: run?.id ?? null,
+        lastSeq: run?.lastSeq ?? 0,
+        connection: conn.state,
+        error: runs.startError,
+        message: messages.text,
+      };
+    },
+    stats,
+    /** Text of the whole log as kept (every chunk once, in seq order). */
+    text: () => runs.kept.map((c) => c.data).join(""),
+    /** Forcibly closes the transport, as a network drop does; socket.io reconnects. */
+    dropConnection: () => conn.drop(),
+    socket: conn.socket,
+  };
+}

@@ -29,6 +29,17 @@ export class Sandbox {
     this.status.showSandbox(id);
   }
 
+  /** Sends the next runs to sandbox `id` (not while a run goes on); false when refused. */
+  use(id: string): boolean {
+    if (this.status.busy) {
+      this.messages.show("warn", "A run is going on: stop it or wait for its end before switching sandboxes.");
+      return false;
+    }
+    this.set(id);
+    this.messages.show("info", `Runs now go to sandbox ${id}.`);
+    return true;
+  }
+
   /** Deletes the sandbox in use and starts a fresh one (not while a run goes on). */
   async renew() {
     if (this.status.busy) return;
@@ -51,11 +62,15 @@ export class Sandbox {
     }
   }
 
-  /** At load: forgets a remembered sandbox that expired meanwhile, and tells the user
-   * early when the server is down or the session is missing. */
-  check() {
+  /** At load: forgets a remembered sandbox that expired meanwhile (or that is not this
+   * key's: a 404 too), and tells the user early when the server is down or the session
+   * is missing. `list`: the key's sandboxes, when the page already fetched them. */
+  check(list: { id: string; state: string }[] | null) {
     const id = this.current;
-    if (id) {
+    if (list) {
+      const sb = list.find((s) => s.id === id);
+      if (id && (!sb || sb.state === "killed")) this.set(null);
+    } else if (id) {
       api<{ state?: string }>("GET", `/api/v1/sandboxes/${encodeURIComponent(id)}`, undefined, { timeoutMs: 10000 })
         .then((sb) => {
           if (sb?.state === "killed" && this.current === id) this.set(null);

@@ -42,13 +42,14 @@ export function checkPrerequisites() {
 
 /**
  * Starts `sandstream up --listen 127.0.0.1:0 --data-dir <tmp>` and waits for its
- * "Sandstream ready at http://…" line and its one-time login URL.
+ * "Sandstream ready at http://…" line and its one-time login URL. Its output goes to
+ * test-results/`logName` (one per test file: node --test may run files at once).
  */
-export async function startServer() {
+export async function startServer({ logName = "server.log" } = {}) {
   fs.mkdirSync(RESULTS, { recursive: true });
   const dataDir = process.env.SANDSTREAM_TEST_DATA_DIR || fs.mkdtempSync(path.join(os.tmpdir(), "sandstream-web-test-"));
   const ownDataDir = !process.env.SANDSTREAM_TEST_DATA_DIR;
-  const logPath = path.join(RESULTS, "server.log");
+  const logPath = path.join(RESULTS, logName);
   const log = fs.createWriteStream(logPath);
   const child = spawn(BIN, ["up", "--listen", "127.0.0.1:0", "--data-dir", dataDir], {
     cwd: REPO,

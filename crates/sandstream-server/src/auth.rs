@@ -88,7 +88,10 @@ impl Gate {
         };
         found.ok_or_else(|| match cred {
             Credential::Key(_) => AppError::Unauthorized("unknown or revoked API key".into()),
-            Credential::Session(_) => AppError::Unauthorized("session expired; open the login link again".into()),
+            Credential::Session(_) => AppError::Unauthorized(
+                "session expired or signed out; sign in again with an API key or a link from `sandstream login-link`"
+                    .into(),
+            ),
         })
     }
 
@@ -147,6 +150,41 @@ where
         }
         Ok(Admin(p))
     }
+}
+
+/// A principal that sent an API key itself, not a browser session. Making a login link
+/// or a session needs one: if a session could be traded for a new session (or for a
+/// link to one), a stolen cookie would renew itself for as long as its key lives
+/// instead of dying after `SESSION_MS`.
+pub(crate) struct KeyHolder(pub Principal);
+
+impl<S: Send + Sync> FromRequestParts<S> for KeyHolder
+where
+    Gate: FromRef<S>,
+{
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let p = Principal::from_request_parts(parts, state).await?;
+        match credential(&parts.headers) {
+            Some(Credential::Key(_)) => Ok(KeyHolder(p)),
+            _ => Err(AppError::Forbidden(
+                "this route needs an API key (Authorization: Bearer KEY), not a browser session".into(),
+            )),
+        }
+    }
+}
+
+/// The `Set-Cookie` value of a new browser session `token`. `HttpOnly`: the page's
+/// scripts never see it (an injected script cannot carry it away); `SameSite=Strict`:
+/// another site's page cannot make the browser send it (CSRF).
+pub(crate) fn session_cookie(token: &str) -> String {
+    format!("{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}", SESSION_MS / 1000)
+}
+
+/// The `Set-Cookie` value that makes the browser forget its session (signing out).
+pub(crate) fn cleared_session_cookie() -> String {
+    format!("{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0")
 }
 
 /// A runner, holding the runner secret.

@@ -94,7 +94,14 @@ impl Server {
         let listen = cfg.listen;
         let Built { state, router, created_admin_key } = build(cfg, wait_for_runner)?;
         let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("bind {listen}"))?;
+        let _ = state.base_url.set(base_url(listener.local_addr()?));
         Ok(Server { state, listener, router, created_admin_key })
+    }
+
+    /// `http://HOST:PORT` of the bound port, which the server prints and makes login
+    /// links on.
+    pub fn base_url(&self) -> &str {
+        self.state.base_url.get().map_or("", String::as_str)
     }
 
     pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
@@ -105,8 +112,9 @@ impl Server {
         self.state.gate.runner_secret()
     }
 
-    /// A one-time link that logs a browser in with the admin key.
-    pub fn login_url(&self, base: &str) -> anyhow::Result<String> {
+    /// A one-time link that logs a browser in with the admin key (`sandstream
+    /// login-link` asks a running server for more, for any key).
+    pub fn login_url(&self) -> anyhow::Result<String> {
         let admin = self
             .state
             .store
@@ -115,8 +123,8 @@ impl Server {
             .into_iter()
             .find(|k| k.admin && !k.revoked)
             .context("no admin key")?;
-        let token = crate::api::login_token(&self.state, &admin.id).map_err(|e| anyhow::anyhow!("{e}"))?;
-        Ok(format!("{base}/?token={token}"))
+        let link = crate::api::login_link(self.state.store.as_ref(), &admin.id).map_err(|e| anyhow::anyhow!("{e}"))?;
+        Ok(format!("{}{}", self.base_url(), link.path))
     }
 
     pub fn is_ready(&self) -> bool {
@@ -145,6 +153,18 @@ impl Server {
         crate::listen::serve(self.listener, self.router, shutdown).await?;
         Ok(())
     }
+}
+
+/// The base URL of a server bound to `addr`. An unspecified address (0.0.0.0, ::) is
+/// reached on loopback from this host; an IPv6 one is bracketed.
+fn base_url(addr: std::net::SocketAddr) -> String {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+    let ip = match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    format!("http://{}", std::net::SocketAddr::new(ip, addr.port()))
 }
 
 /// The state and router of a server, without a port: [`Server::bind`] binds one, and
@@ -203,6 +223,7 @@ fn build(cfg: ServerConfig, wait_for_runner: bool) -> anyhow::Result<Built> {
         exec: Arc::new(Engine::new(store.clone(), io.clone(), agents.clone(), cfg.max_output_bytes, metrics.clone())),
         heartbeats: Heartbeats::new(store.clone(), registry.clone(), agents),
         cfg,
+        base_url: std::sync::OnceLock::new(),
         store,
         io,
         gate,

@@ -27,7 +27,13 @@ pub(crate) enum Command {
     /// Run a runner that offers this host's sandboxes to a server.
     Runner(RunnerArgs),
     /// Create, list and revoke tenant API keys (needs the admin key).
-    Keys(KeysArgs),
+    Keys(crate::client::KeysArgs),
+    /// Print a one-time link that signs a browser in to the playground as an API key.
+    ///
+    /// Asks a running server (--server) with the key in SANDSTREAM_API_KEY or --api-key
+    /// for a link for that key; an admin key may ask for another key's (--key-id). The
+    /// link works once, within 24 hours; stdout has the link alone.
+    LoginLink(crate::client::LoginLinkArgs),
     /// Add, list and remove this host's sandbox templates: root filesystems imported from
     /// a directory or a tarball (such as `docker export` writes).
     Template(TemplateArgs),
@@ -223,30 +229,6 @@ pub(crate) struct RunnerArgs {
 }
 
 #[derive(Args)]
-pub(crate) struct KeysArgs {
-    /// The server.
-    #[arg(long, env = "SANDSTREAM_API_URL", default_value = "http://127.0.0.1:3000")]
-    url: String,
-    /// The admin key (default: read from --data-dir/admin-key).
-    #[arg(long, env = "SANDSTREAM_API_KEY", hide_env_values = true)]
-    api_key: Option<String>,
-    #[arg(long, env = "SANDSTREAM_DATA_DIR", default_value = "/var/lib/sandstream")]
-    data_dir: PathBuf,
-    #[command(subcommand)]
-    action: KeysAction,
-}
-
-#[derive(Subcommand)]
-pub(crate) enum KeysAction {
-    /// Create a tenant key; prints it once.
-    Create { name: String },
-    /// List keys.
-    List,
-    /// Revoke a key by id.
-    Revoke { id: String },
-}
-
-#[derive(Args)]
 pub(crate) struct TemplateArgs {
     /// The template cache of this host's runner (its --cache-dir).
     #[arg(long, env = "SANDSTREAM_CACHE_DIR", default_value = "/var/cache/sandstream", global = true)]
@@ -286,7 +268,8 @@ pub(crate) async fn run(command: Command) -> anyhow::Result<()> {
         Command::Up(a) => up(a).await,
         Command::Server(a) => server(a).await,
         Command::Runner(a) => runner(a).await,
-        Command::Keys(a) => keys(a).await,
+        Command::Keys(a) => crate::client::keys(a).await,
+        Command::LoginLink(a) => crate::client::login_link(a).await,
         Command::Template(a) => tokio::task::spawn_blocking(move || template(a)).await?,
         Command::Agent(_) => unreachable!("handled before the runtime starts"),
     }
@@ -386,16 +369,11 @@ async fn shutdown_signal() {
     tracing::info!("shutting down");
 }
 
-fn base_url(addr: SocketAddr) -> String {
-    let host = if addr.ip().is_unspecified() { "127.0.0.1".to_string() } else { addr.ip().to_string() };
-    format!("http://{host}:{}", addr.port())
-}
-
-fn announce(server: &Server, base: &str) -> anyhow::Result<()> {
+fn announce(server: &Server) -> anyhow::Result<()> {
     if let Some(key) = &server.created_admin_key {
         println!("Admin API key (shown once; also in the data dir's admin-key file): {key}");
     }
-    println!("Open the playground: {}", server.login_url(base)?);
+    println!("Open the playground: {}", server.login_url()?);
     Ok(())
 }
 
@@ -406,8 +384,7 @@ async fn up(a: UpArgs) -> anyhow::Result<()> {
     cfg.limits.default_disk_mb = a.host.default_disk_mb;
     let data_dir = cfg.data_dir.clone();
     let server = Server::bind(cfg, true).await?;
-    let addr = server.local_addr()?;
-    let base = base_url(addr);
+    let base = server.base_url().to_string();
     let runner_cfg = runner_config(
         a.host,
         base.clone(),
@@ -417,7 +394,7 @@ async fn up(a: UpArgs) -> anyhow::Result<()> {
         data_dir.join("runner"),
     )?;
     let ready = server.ready_probe();
-    let serving = tokio::spawn(server_task(server, base.clone()));
+    let serving = tokio::spawn(server_task(server));
     tracing::info!("starting the local runner (the first start builds the default template, which takes minutes)");
     let handle = sandstream_runner::start(runner_cfg).await?;
     while !ready() {
@@ -435,15 +412,15 @@ async fn up(a: UpArgs) -> anyhow::Result<()> {
     result
 }
 
-async fn server_task(server: Server, base: String) -> anyhow::Result<()> {
-    announce(&server, &base)?;
+async fn server_task(server: Server) -> anyhow::Result<()> {
+    announce(&server)?;
     server.serve(shutdown_signal()).await
 }
 
 async fn server(a: ServerArgs) -> anyhow::Result<()> {
     let server = Server::bind(server_config(&a), false).await?;
-    let base = base_url(server.local_addr()?);
-    announce(&server, &base)?;
+    let base = server.base_url().to_string();
+    announce(&server)?;
     println!("Runner secret for `sandstream runner --secret`: in {}", a.data_dir.join("runner-secret").display());
     println!("Sandstream ready at {base}");
     server.serve(shutdown_signal()).await
@@ -456,36 +433,6 @@ async fn runner(a: RunnerArgs) -> anyhow::Result<()> {
     shutdown_signal().await;
     let runner = handle.runner.clone();
     tokio::task::spawn_blocking(move || runner.drain_pool()).await?;
-    Ok(())
-}
-
-async fn keys(a: KeysArgs) -> anyhow::Result<()> {
-    let key = match a.api_key {
-        Some(k) => k,
-        None => std::fs::read_to_string(a.data_dir.join("admin-key"))
-            .with_context(|| format!("no --api-key and no {}", a.data_dir.join("admin-key").display()))?
-            .trim()
-            .to_string(),
-    };
-    let http = reqwest::Client::new();
-    let url = a.url.trim_end_matches('/');
-    let req = match &a.action {
-        KeysAction::Create { name } => http.post(format!("{url}/api/v1/keys")).json(&serde_json::json!({"name": name})),
-        KeysAction::List => http.get(format!("{url}/api/v1/keys")),
-        KeysAction::Revoke { id } => http.delete(format!("{url}/api/v1/keys/{id}")),
-    };
-    let resp = req.bearer_auth(key).send().await.with_context(|| format!("reach {url}"))?;
-    let status = resp.status();
-    let text = resp.text().await.unwrap_or_default();
-    if !status.is_success() {
-        anyhow::bail!("{status}: {text}");
-    }
-    if !text.is_empty() {
-        let v: serde_json::Value = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
-        println!("{}", serde_json::to_string_pretty(&v)?);
-    } else {
-        println!("done");
-    }
     Ok(())
 }
 

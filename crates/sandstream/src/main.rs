@@ -1,6 +1,7 @@
 //! `sandstream`: one binary whose subcommands run the parts of the system.
 
 mod cli;
+mod client;
 
 use std::process::ExitCode;
 

@@ -1,8 +1,8 @@
 //! `AppState`: what the route handlers hold (axum's router state). It only gathers the
 //! handles `server.rs` made; each library module got its own handles, not this.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use axum::extract::FromRef;
 use socketioxide::SocketIo;
@@ -18,6 +18,9 @@ use crate::store::StateStore;
 
 pub(crate) struct AppState {
     pub cfg: ServerConfig,
+    /// `http://HOST:PORT` of the bound port (`Server::bind` sets it): the address login
+    /// links are made on. Unset in tests that call the router without a port.
+    pub base_url: OnceLock<String>,
     pub store: Arc<dyn StateStore>,
     pub io: SocketIo,
     /// Checks keys, sessions and the runner secret (the extractors in `auth.rs`).

@@ -4,6 +4,7 @@
 mod admin;
 mod app_state;
 mod exec;
+mod login;
 mod openapi;
 mod page;
 mod probes;
@@ -12,7 +13,7 @@ mod templates;
 mod web;
 
 pub(crate) use app_state::AppState;
-pub(crate) use web::login_token;
+pub(crate) use login::mint as login_link;
 
 use std::sync::Arc;
 
@@ -110,6 +111,21 @@ pub(crate) fn routes() -> Vec<Route> {
         r("post", "/api/v1/keys", Access::Admin, "Create a tenant key", post(admin::create_key)),
         r("get", "/api/v1/keys", Access::Admin, "List keys", get(admin::list_keys)),
         r("delete", "/api/v1/keys/{id}", Access::Admin, "Revoke a key", delete(admin::revoke_key)),
+        r(
+            "post",
+            "/api/v1/login-links",
+            Access::Key,
+            "A one-time login link for the caller's key (an admin key: for any key `keyId`)",
+            post(login::create_link),
+        ),
+        r(
+            "post",
+            "/api/v1/session",
+            Access::Key,
+            "Sign in: trade an API key for a session cookie",
+            post(login::sign_in),
+        ),
+        r("delete", "/api/v1/session", Access::Public, "Sign out: end this browser's session", delete(login::sign_out)),
         r("get", "/api/v1/runners", Access::Admin, "List runners", get(admin::list_runners)),
         r("post", "/api/v1/runners", Access::Runner, "Register a runner", post(admin::register_runner)),
         r(

@@ -149,6 +149,15 @@ pub(crate) async fn keys_and_sessions(s: Arc<dyn StateStore>) {
     s.insert_session("h-login", "key_t", "login", 100).expect("login");
     assert_eq!(s.session("h-login", "login", 50).expect("read"), t);
     assert_eq!(s.session("h-login", "login", 50).expect("read"), None, "a login link worked twice");
+    // Signing out deletes a session, and only a session.
+    s.insert_session("h-gone", "key_t", "session", 100).expect("session");
+    s.insert_session("h-link", "key_t", "login", 100).expect("login");
+    assert!(!s.delete_session("h-link").expect("delete"), "signing out deleted a login link");
+    assert!(s.delete_session("h-gone").expect("delete"));
+    assert!(!s.delete_session("h-gone").expect("delete again"), "deleted twice");
+    assert_eq!(s.session("h-gone", "session", 50).expect("read"), None, "a signed-out session still works");
+    assert_eq!(s.session("h-session", "session", 50).expect("read"), t, "signing out ended another session");
+    assert_eq!(s.session("h-link", "login", 50).expect("read"), t);
 
     // Revoking: once, with the key's sessions.
     assert!(s.revoke_key("key_t").expect("revoke"));

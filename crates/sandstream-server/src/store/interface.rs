@@ -53,6 +53,10 @@ pub(crate) trait KeyStore {
     /// A live session of `kind` of a live key; a `login` one is deleted as it is read (it
     /// works once).
     fn session(&self, hash: &str, kind: &str, now: i64) -> Result<Option<Principal>>;
+
+    /// Deletes the browser session (kind `session`) whose hash is `hash`: signing out.
+    /// True when one was deleted.
+    fn delete_session(&self, hash: &str) -> Result<bool>;
 }
 
 /// The runners that registered.

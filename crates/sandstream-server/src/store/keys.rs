@@ -63,8 +63,13 @@ impl KeyStore for Store {
             )
             .optional()?;
         if kind == "login" {
-            db.execute("DELETE FROM sessions WHERE hash = ?1", [hash])?;
+            // Only the login link: a session read as a login link must not end.
+            db.execute("DELETE FROM sessions WHERE hash = ?1 AND kind = 'login'", [hash])?;
         }
         Ok(found)
+    }
+
+    fn delete_session(&self, hash: &str) -> Result<bool> {
+        Ok(self.db().execute("DELETE FROM sessions WHERE hash = ?1 AND kind = 'session'", [hash])? > 0)
     }
 }
