@@ -108,7 +108,10 @@ describe("Sandstream playground (real server, headless Chromium)", { timeout: 60
     });
   }
 
-  pageTest("python seed 000 numpy pandas matplotlib", { alsoSaveAs: path.join(WEB_DIR, "screenshot.png") }, async (page) => {
+  // README's picture (web/screenshot.png, tracked) is replaced only when asked for:
+  // SANDSTREAM_UPDATE_SCREENSHOT=1 npm test.
+  const readmePicture = process.env.SANDSTREAM_UPDATE_SCREENSHOT === "1" ? path.join(WEB_DIR, "screenshot.png") : undefined;
+  pageTest("python seed 000 numpy pandas matplotlib", { alsoSaveAs: readmePicture }, async (page) => {
     await setWorkspace(page, "python", { "main.py": SEED_PROGRAM, "requirements.txt": SEED_REQUIREMENTS }, 600);
     await run(page);
     await waitForLog(page, (log) => log.some((c) => c.phase === "install"), 120_000, "install output");
