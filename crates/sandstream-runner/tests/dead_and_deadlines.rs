@@ -42,11 +42,7 @@ async fn fake_server() -> (String, Beats) {
 /// A busybox root where the runtime looks for the default template, marked ready;
 /// returns its path.
 fn fake_default_template(cache: &Path) -> PathBuf {
-    let fnv = sandstream_runtime::DEFAULT_PACKAGES
-        .join(",")
-        .bytes()
-        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
-    let target = cache.join(format!("default-{:08x}", fnv as u32));
+    let target = cache.join(sandstream_runtime::default_template_name());
     let built = support::busybox_template(cache);
     std::fs::rename(built, &target).expect("place the fake default template");
     std::fs::write(target.join(".sandstream-template"), "").expect("ready mark");

@@ -282,17 +282,7 @@ fn print_idle_cpu(what: &str, cgroup_paths: &[String], window: Duration) {
 fn cached_default_template() -> Option<PathBuf> {
     let cache: PathBuf =
         std::env::var_os("SANDSTREAM_CACHE_DIR").map_or_else(|| "/var/cache/sandstream".into(), PathBuf::from);
-    let mut found: Vec<PathBuf> = std::fs::read_dir(cache)
-        .ok()?
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| {
-            p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("default-") && !n.contains('.'))
-                && p.join(".sandstream-template").exists()
-        })
-        .collect();
-    found.sort();
-    found.pop()
+    sandstream_runtime::default_template_dir(&cache)
 }
 
 /// Every sandbox in the state dir is killed when this goes: after a panic, an error or

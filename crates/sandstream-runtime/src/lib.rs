@@ -31,8 +31,8 @@ pub use error::{Error, Result};
 pub use oci::{OciConfig, OciRuntime};
 pub use template::{
     DEFAULT_PACKAGES, DEFAULT_TEMPLATE, GcReport, ImportOptions, ImportReport, RemoveReport, TemplateError,
-    TemplateInfo, TemplateLease, collect_template_garbage, default_template_dir, ensure_default_template,
-    import_template, is_valid_template_name, lease_template, list_templates, remove_template,
+    TemplateInfo, TemplateLease, collect_template_garbage, default_template_dir, default_template_name,
+    ensure_default_template, import_template, is_valid_template_name, lease_template, list_templates, remove_template,
 };
 pub use types::{
     Cidr, DEFAULT_CPU_MILLIS, DEFAULT_DISK_MB, DEFAULT_MEMORY_MB, DEFAULT_PIDS, DISK_INODES_PER_MB, Egress, Limits,

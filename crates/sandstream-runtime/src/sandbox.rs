@@ -28,6 +28,8 @@ const ENV_FILE: &str = "env";
 const DEADLINE_FILE: &str = "deadline";
 /// User code runs as this uid/gid, never as root.
 pub(crate) const USER_ID: u32 = 1000;
+/// Its name (the default template has its passwd entry: `template/machine.rs`).
+pub(crate) const USER_NAME: &str = "user";
 pub(crate) const WORKDIR: &str = "/home/user";
 pub(crate) const AGENT_PORT: u16 = 50052;
 /// Where the host's CA bundle is bound, when it is.
@@ -62,7 +64,8 @@ pub(crate) fn agent_env(host_ca_bound: bool) -> Vec<String> {
     let mut env = vec![
         "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string(),
         format!("HOME={WORKDIR}"),
-        "USER=user".into(),
+        format!("USER={USER_NAME}"),
+        format!("LOGNAME={USER_NAME}"),
         "LANG=C.UTF-8".into(),
         "SANDSTREAM_LOG=info".into(),
     ];

@@ -1,23 +1,40 @@
-//! The default template: Debian (or Ubuntu) with python3, pip, venv, nodejs, npm and CA
-//! certificates, built on first use by mmdebstrap from **the host's own apt sources** (no
-//! mirror is ever named here), then cached in `CACHE/default-<hash of the package list>`.
+//! The default template: Debian (or Ubuntu) as a machine to work in: the sandbox user
+//! `user` (uid 1000, home /home/user), Python 3 with pip and venv, Node.js
+//! [`NODE_VERSION`] with npm and TypeScript, git, curl, wget, a C toolchain and the usual
+//! tools (`machine.rs`). Built on first use by mmdebstrap from **the host's own apt
+//! sources**, Node.js by the host's npm from its own registry configuration (no mirror or
+//! registry is ever named here), then cached in `CACHE/default-<hash of the recipe>`.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use super::READY_MARK;
+use super::machine::{self, NODE_VERSION, NodeSource};
 use crate::error::{Error, Result};
 
-/// Packages of the default template.
-pub const DEFAULT_PACKAGES: &[&str] =
-    &["python3", "python3-pip", "python3-venv", "nodejs", "npm", "node-typescript", "ca-certificates"];
+/// Debian packages of the default template, whatever its Node.js comes from.
+pub const DEFAULT_PACKAGES: &[&str] = &[
+    "python3",
+    "python3-pip",
+    "python3-venv",
+    "python-is-python3",
+    "ca-certificates",
+    "git",
+    "curl",
+    "wget",
+    "build-essential",
+    "procps",
+    "less",
+    "unzip",
+    "jq",
+];
 
 /// Returns the default template under `cache_dir`, building it first if needed. Each
-/// line mmdebstrap prints goes to `progress`. Concurrent callers (threads or processes)
+/// line the build prints goes to `progress`. Concurrent callers (threads or processes)
 /// wait for one build; a half-built template is never returned.
 pub fn ensure_default_template(cache_dir: &Path, mut progress: impl FnMut(&str)) -> Result<PathBuf> {
-    let name = dir_name();
+    let node = NodeSource::for_host();
+    let name = dir_name(&node);
     let target = cache_dir.join(&name);
     if target.join(READY_MARK).exists() {
         progress(&format!("using the cached default template at {}", target.display()));
@@ -39,72 +56,94 @@ pub fn ensure_default_template(cache_dir: &Path, mut progress: impl FnMut(&str))
     let suite = host_codename()?;
     let sources = host_apt_sources()?;
     let building = cache_dir.join(format!("{name}.building"));
-    if building.exists() {
-        std::fs::remove_dir_all(&building).map_err(|e| Error::io("remove an interrupted build", e))?;
-    }
-    progress(&format!("building the default template ({suite}: {}) with mmdebstrap", DEFAULT_PACKAGES.join(", ")));
-    let mut cmd = Command::new("mmdebstrap");
-    cmd.args(["--variant=apt", "--mode=root"])
-        .arg(format!("--include={}", DEFAULT_PACKAGES.join(",")))
-        // The sandbox gets no apt sources of its own: packages come from its users' own
-        // pip and npm, not from the host's mirrors.
-        .arg("--customize-hook=rm -f \"$1\"/etc/apt/sources.list \"$1\"/etc/apt/sources.list.d/*")
-        .arg(&suite)
-        .arg(&building)
-        .args(&sources)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().map_err(|e| Error::Command { command: "mmdebstrap".into(), detail: e.to_string() })?;
-    // mmdebstrap reports on stderr; stdout is drained on a thread so neither pipe fills.
-    let stdout = child.stdout.take();
-    let drain = std::thread::spawn(move || {
-        let mut lines = Vec::new();
-        if let Some(out) = stdout {
-            lines.extend(BufReader::new(out).lines().map_while(std::result::Result::ok));
-        }
-        lines
-    });
-    let mut tail = std::collections::VecDeque::new();
-    if let Some(err) = child.stderr.take() {
-        for line in BufReader::new(err).lines().map_while(std::result::Result::ok) {
-            progress(&line);
-            tail.push_back(line);
-            if tail.len() > 20 {
-                tail.pop_front();
-            }
+    let node_prefix = cache_dir.join(format!("{name}.node"));
+    for stale in [&building, &node_prefix] {
+        if stale.exists() {
+            std::fs::remove_dir_all(stale).map_err(|e| Error::io("remove an interrupted build", e))?;
         }
     }
-    for line in drain.join().unwrap_or_default() {
-        progress(&line);
-    }
-    let status = child.wait().map_err(|e| Error::Command { command: "mmdebstrap".into(), detail: e.to_string() })?;
-    if !status.success() {
+    let built = build(&node, &suite, &sources, &building, &node_prefix, &mut progress);
+    if built.is_err() {
         let _ = std::fs::remove_dir_all(&building);
-        return Err(Error::Command {
-            command: "mmdebstrap".into(),
-            detail: format!("{status}: {}", tail.into_iter().collect::<Vec<_>>().join("\n")),
-        });
+        let _ = std::fs::remove_dir_all(&node_prefix);
     }
-    std::fs::set_permissions(&building, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-        .map_err(|e| Error::io("chmod template", e))?;
-    std::fs::write(building.join(READY_MARK), DEFAULT_PACKAGES.join("\n"))
-        .map_err(|e| Error::io("mark template", e))?;
+    built?;
     std::fs::rename(&building, &target).map_err(|e| Error::io(format!("move template to {}", target.display()), e))?;
     progress(&format!("default template ready at {}", target.display()));
     Ok(target)
 }
 
+/// Builds the template into `building` (Node.js first into `node_prefix`, when it comes
+/// from the registry) and marks it ready.
+fn build(
+    node: &NodeSource,
+    suite: &str,
+    sources: &[PathBuf],
+    building: &Path,
+    node_prefix: &Path,
+    progress: &mut dyn FnMut(&str),
+) -> Result<()> {
+    let prefix = match node {
+        NodeSource::Registry { npm, package } => {
+            machine::fetch_node(npm, package, node_prefix, progress)?;
+            Some(node_prefix)
+        }
+        NodeSource::Debian { why } => {
+            progress(&format!(
+                "the default template gets Debian's Node.js ({}), not Node.js {NODE_VERSION}: {why}",
+                node.packages().join(", ")
+            ));
+            None
+        }
+    };
+    let packages = packages(node);
+    progress(&format!("building the default template ({suite}: {}) with mmdebstrap", packages.join(", ")));
+    machine::run(
+        Command::new("mmdebstrap")
+            .args(["--variant=apt", "--mode=root"])
+            .arg(format!("--include={}", packages.join(",")))
+            // The sandbox gets no apt sources of its own: packages come from its users'
+            // own pip and npm, not from the host's mirrors.
+            .arg("--customize-hook=rm -f \"$1\"/etc/apt/sources.list \"$1\"/etc/apt/sources.list.d/*")
+            .arg(format!("--customize-hook={}", machine::user_hook()))
+            .arg(suite)
+            .arg(building)
+            .args(sources),
+        "mmdebstrap",
+        progress,
+    )?;
+    machine::finish_root(building, prefix)?;
+    std::fs::set_permissions(building, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .map_err(|e| Error::io("chmod template", e))?;
+    std::fs::write(building.join(READY_MARK), recipe(node)).map_err(|e| Error::io("mark template", e))
+}
+
 /// The default template's directory under `cache_dir`, when it has been built.
 pub fn default_template_dir(cache_dir: &Path) -> Option<PathBuf> {
-    let target = cache_dir.join(dir_name());
+    let target = cache_dir.join(default_template_name());
     target.join(READY_MARK).exists().then_some(target)
 }
 
-/// Named after the package list, so a changed list builds afresh while sandboxes still
-/// running on the old template keep their lower layer.
-fn dir_name() -> String {
-    format!("default-{:08x}", fnv1a(DEFAULT_PACKAGES.join(",").as_bytes()) as u32)
+/// The name of the default template's directory in the cache on this host (it depends on
+/// whether the host has npm: see `machine::NodeSource`).
+pub fn default_template_name() -> String {
+    dir_name(&NodeSource::for_host())
+}
+
+/// Named after the recipe, so a changed package list or Node.js version builds afresh
+/// while sandboxes still running on the old template keep their lower layer.
+fn dir_name(node: &NodeSource) -> String {
+    format!("default-{:08x}", fnv1a(recipe(node).as_bytes()) as u32)
+}
+
+fn packages(node: &NodeSource) -> Vec<&'static str> {
+    DEFAULT_PACKAGES.iter().chain(node.packages()).copied().collect()
+}
+
+/// Everything the template is made of: its packages, its Node.js and the revision of
+/// what `machine::finish_root` does (raise it when that changes).
+fn recipe(node: &NodeSource) -> String {
+    format!("{}\n{}\nmachine 1", packages(node).join(","), node.recipe())
 }
 
 fn fnv1a(bytes: &[u8]) -> u64 {

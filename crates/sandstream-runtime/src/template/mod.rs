@@ -1,11 +1,13 @@
 //! Root filesystem templates: the built-in `default` one (`default.rs`, built by
-//! mmdebstrap), and the ones users import by name from a directory or a tarball such as
-//! `docker export` writes (`catalog.rs` keeps the names and versions, `extract.rs` writes
-//! the files without ever writing outside the template).
+//! mmdebstrap; `machine.rs` gives it its user, Node.js and a /usr/local the user owns),
+//! and the ones users import by name from a directory or a tarball such as `docker
+//! export` writes (`catalog.rs` keeps the names and versions, `extract.rs` writes the
+//! files without ever writing outside the template).
 
 mod catalog;
 mod default;
 mod extract;
+mod machine;
 mod mounts;
 
 use std::path::PathBuf;
@@ -14,7 +16,7 @@ pub use catalog::{
     DEFAULT_TEMPLATE, GcReport, ImportOptions, ImportReport, RemoveReport, TemplateInfo, TemplateLease,
     collect_template_garbage, import_template, is_valid_template_name, lease_template, list_templates, remove_template,
 };
-pub use default::{DEFAULT_PACKAGES, default_template_dir, ensure_default_template};
+pub use default::{DEFAULT_PACKAGES, default_template_dir, default_template_name, ensure_default_template};
 
 /// The file whose presence makes a template directory complete.
 pub(crate) const READY_MARK: &str = ".sandstream-template";
