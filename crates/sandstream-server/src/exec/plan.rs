@@ -13,7 +13,8 @@ use crate::time::now_ms;
 /// Languages `/api/sandbox/exec` runs.
 pub(crate) const LANGUAGES: &[&str] = &["python", "javascript", "typescript"];
 
-/// Transpiles `main.ts` with the template's TypeScript (Debian's node-typescript) and
+/// Transpiles `main.ts` with the template's TypeScript (TypeScript 5 in /usr/local, or
+/// Debian's node-typescript on a host without npm) and
 /// runs it in-process, resolving modules from the working directory.
 const TS_RUNNER: &str = r#"const ts = require('typescript');
 const fs = require('fs');
