@@ -5,19 +5,16 @@
 //! needs, and gcc with a static libc (scripts/setup.sh). Every test holds the sandbox
 //! tests' lock shared.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 mod support;
 
 use sandstream_runtime::{Egress, Error, Limits, OciConfig, OciRuntime, Runtime, Sandbox, SandboxSpec};
+use support::hostile::{assert_host_target_intact, host_target, on_a_worker_sized_stack, plant_hostile_tree};
 use support::lock::sandbox_tests_lock;
 use support::netns::{TestHost, fetch, sh};
 use support::{Out, busybox_template, exec_with_token, hostile, static_agent};
-
-/// How deep the hostile tree goes: std's recursive `remove_dir_all` overflowed a 2 MiB
-/// stack (a tokio worker's) at about a third of this.
-const DEPTH: u32 = 20_000;
 
 struct Fixture {
     // Dropped in this order, the lock last.
@@ -92,43 +89,6 @@ impl Drop for Guard<'_> {
 
 async fn exec(sb: &Sandbox, command: &str) -> Out {
     exec_with_token(sb.agent_addr, &sb.token, command, 120_000).await.expect("execute in sandbox")
-}
-
-/// Runs `f` on a thread with a 2 MiB stack, a tokio worker's, as `sandstream up` runs
-/// a sandbox's removal; a stack overflow there aborts this whole test process.
-fn on_a_worker_sized_stack<T: Send>(f: impl FnOnce() -> T + Send) -> T {
-    std::thread::scope(|s| {
-        std::thread::Builder::new().stack_size(2 << 20).spawn_scoped(s, f).expect("spawn").join().expect("no panic")
-    })
-}
-
-/// A host directory with a file in it, which the sandbox's symlinks point at.
-fn host_target(dir: &Path) -> PathBuf {
-    let target = dir.join("host-target");
-    std::fs::create_dir(&target).expect("mkdir");
-    std::fs::write(target.join("keep"), "host data").expect("write");
-    target
-}
-
-fn assert_host_target_intact(target: &Path) {
-    assert_eq!(std::fs::read_to_string(target.join("keep")).expect("the host's file survives"), "host data");
-}
-
-/// Fills the sandbox's home with what a hostile user leaves: a tree `DEPTH` levels deep
-/// (with symlinks to `target` and mode-000 directories half-way and at the bottom), a
-/// wide directory, names with newlines, control bytes and invalid UTF-8, mode-000
-/// directories, symlinks to host paths.
-async fn plant_hostile_tree(sb: &Sandbox, target: &Path) {
-    let t = target.display();
-    let script = format!(
-        "set -e; cd /home/user; hostile deep {DEPTH} {t}; mkdir wide; cd wide; i=0; \
-         while [ $i -lt 3000 ]; do : > f$i; i=$((i+1)); done; cd ..; \
-         mkdir \"$(printf 'odd\\n\\001\\377name')\"; : > \"$(printf 'odd\\n\\001\\377name')/x\"; \
-         mkdir -p locked/inner; : > locked/inner/f; chmod 000 locked/inner locked; \
-         ln -s {t} to-host; ln -s {t}/keep to-host-file; ln -s / to-root; echo planted"
-    );
-    let out = exec(sb, &script).await;
-    assert_eq!(out.stdout, format!("deep {DEPTH}\nplanted\n"), "{out:?}");
 }
 
 /// Issue: `sandstream up` aborted with a stack overflow when a sandbox holding a deep

@@ -16,6 +16,47 @@ pub fn install(dir: &Path, template: &Path) -> PathBuf {
     super::install_static_c("hostile", dir, template)
 }
 
+/// How deep the hostile tree goes: std's recursive `remove_dir_all` overflowed a 2 MiB
+/// stack (a tokio worker's) at about a third of this.
+pub const DEPTH: u32 = 20_000;
+
+/// Runs `f` on a thread with a 2 MiB stack, a tokio worker's, as `sandstream up` runs
+/// a sandbox's removal; a stack overflow there aborts this whole test process.
+pub fn on_a_worker_sized_stack<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|s| {
+        std::thread::Builder::new().stack_size(2 << 20).spawn_scoped(s, f).expect("spawn").join().expect("no panic")
+    })
+}
+
+/// A host directory with a file in it, which the sandbox's symlinks point at.
+pub fn host_target(dir: &Path) -> PathBuf {
+    let target = dir.join("host-target");
+    std::fs::create_dir(&target).expect("mkdir");
+    std::fs::write(target.join("keep"), "host data").expect("write");
+    target
+}
+
+pub fn assert_host_target_intact(target: &Path) {
+    assert_eq!(std::fs::read_to_string(target.join("keep")).expect("the host's file survives"), "host data");
+}
+
+/// Fills the sandbox's home with what a hostile user leaves: a tree `DEPTH` levels deep
+/// (with symlinks to `target` and mode-000 directories half-way and at the bottom), a
+/// wide directory, names with newlines, control bytes and invalid UTF-8, mode-000
+/// directories, symlinks to host paths.
+pub async fn plant_hostile_tree(sb: &Sandbox, target: &Path) {
+    let t = target.display();
+    let script = format!(
+        "set -e; cd /home/user; hostile deep {DEPTH} {t}; mkdir wide; cd wide; i=0; \
+         while [ $i -lt 3000 ]; do : > f$i; i=$((i+1)); done; cd ..; \
+         mkdir \"$(printf 'odd\\n\\001\\377name')\"; : > \"$(printf 'odd\\n\\001\\377name')/x\"; \
+         mkdir -p locked/inner; : > locked/inner/f; chmod 000 locked/inner locked; \
+         ln -s {t} to-host; ln -s {t}/keep to-host-file; ln -s / to-root; echo planted"
+    );
+    let out = super::exec_with_token(sb.agent_addr, &sb.token, &script, 60_000).await.expect("execute in sandbox");
+    assert_eq!(out.stdout, format!("deep {DEPTH}\nplanted\n"), "{out:?}");
+}
+
 /// What `hostile seccomp` prints once the filter refuses io_uring, AF_VSOCK and every
 /// personality value but those Docker's default profile allows, while AF_INET sockets
 /// and the allowed personality values (0xffffffff only asks) still work.
