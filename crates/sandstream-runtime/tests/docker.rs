@@ -626,27 +626,8 @@ async fn the_sandbox_sees_no_host_path_of_ours_in_its_mounts_and_no_host_command
     let Some(f) = fixture() else { return };
     let state = f.dir.path().join("state");
     let sb = f.create(Limits::default());
-    let out = exec(&sb, "cat /proc/self/mountinfo; echo ---; wc -c < /proc/cmdline").await;
-    let (mounts, cmdline) = out.stdout.split_once("---\n").unwrap_or_else(|| panic!("{out:?}"));
-    for bound in ["/.sandstream/agent", "/.sandstream/token", "/.sandstream/ctl"] {
-        assert!(mounts.contains(&format!(" {bound} ")), "no mount at {bound}: {mounts}");
-    }
-    let agent = static_agent().expect("agent");
-    let host_paths = [
-        state.display().to_string(),
-        f.dir.path().display().to_string(),
-        agent.display().to_string(),
-        std::fs::canonicalize(&agent).expect("agent").display().to_string(),
-        state.join(&sb.id).join("token").display().to_string(),
-        env!("CARGO_MANIFEST_DIR").to_string(),
-    ];
-    for path in &host_paths {
-        let named: Vec<&str> = mounts.lines().filter(|l| l.contains(path.as_str())).collect();
-        assert!(named.is_empty(), "the sandbox's mount table names the host path {path}: {named:#?}");
-    }
-    let host_cmdline = std::fs::read_to_string("/proc/cmdline").expect("host cmdline");
-    assert!(!host_cmdline.trim().is_empty(), "the host's command line must be something to hide");
-    assert_eq!(cmdline.trim(), "0", "/proc/cmdline shows {} bytes of the host's command line", cmdline.trim());
+    let bound = ["/.sandstream/agent", "/.sandstream/token", "/.sandstream/ctl"];
+    support::assert_mounts_and_cmdline_hide_the_host(&sb, &state, f.dir.path(), &bound).await;
 
     let out = exec(&sb, "stat -c '%a %u' /.sandstream/token; echo $GREETING").await;
     assert_eq!(out.stdout, "400 0\nhi\n", "{out:?}");

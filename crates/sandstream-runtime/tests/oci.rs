@@ -660,14 +660,6 @@ fn nat_rules() -> String {
     String::from_utf8_lossy(&sh(&["iptables-save", "-t", "nat"]).stdout).into_owned()
 }
 
-/// What of the host a sandbox's mount table and /proc/cmdline show, read inside: the
-/// mount table, a separator, /proc/cmdline's byte count.
-async fn mounts_and_cmdline(sb: &Sandbox) -> (String, String) {
-    let out = exec(sb, "cat /proc/self/mountinfo; echo ---; wc -c < /proc/cmdline").await;
-    let (mounts, cmdline) = out.stdout.split_once("---\n").unwrap_or_else(|| panic!("{out:?}"));
-    (mounts.to_string(), cmdline.trim().to_string())
-}
-
 /// Issue 19: a sandbox's /proc/self/mountinfo named host paths (the state dir, where the
 /// agent binary and the token live on the host, the checkout), and /proc/cmdline showed
 /// the host kernel's command line. Now every bind's source is in the runtime's own
@@ -681,27 +673,8 @@ async fn the_sandbox_sees_no_host_path_in_its_mounts_and_no_host_command_line() 
     let Some(f) = fixture() else { return };
     let state = f._dir.path().join("state");
     let sb = f.create(Limits::default());
-    let (mounts, cmdline) = mounts_and_cmdline(&sb).await;
-    // The probe reads the sandbox's own table, binds included.
-    for bound in ["/.sandstream/agent", "/.sandstream/token", "/.sandstream/ctl", "/etc/resolv.conf"] {
-        assert!(mounts.contains(&format!(" {bound} ")), "no mount at {bound}: {mounts}");
-    }
-    let agent = static_agent().expect("agent");
-    let host_paths = [
-        state.display().to_string(),
-        f._dir.path().display().to_string(),
-        agent.display().to_string(),
-        std::fs::canonicalize(&agent).expect("agent").display().to_string(),
-        state.join(&sb.id).join("token").display().to_string(),
-        env!("CARGO_MANIFEST_DIR").to_string(),
-    ];
-    for path in &host_paths {
-        let named: Vec<&str> = mounts.lines().filter(|l| l.contains(path.as_str())).collect();
-        assert!(named.is_empty(), "the sandbox's mount table names the host path {path}: {named:#?}");
-    }
-    let host_cmdline = std::fs::read_to_string("/proc/cmdline").expect("host cmdline");
-    assert!(!host_cmdline.trim().is_empty(), "the host's command line must be something to hide");
-    assert_eq!(cmdline, "0", "/proc/cmdline shows {cmdline} bytes of the host's command line");
+    let bound = ["/.sandstream/agent", "/.sandstream/token", "/.sandstream/ctl", "/etc/resolv.conf"];
+    support::assert_mounts_and_cmdline_hide_the_host(&sb, &state, f._dir.path(), &bound).await;
 
     // The agent runs behind its token, which only root inside can read; the tenant's
     // env reached its commands through the control directory.

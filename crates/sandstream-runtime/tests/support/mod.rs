@@ -225,3 +225,41 @@ pub fn install_static_c(name: &str, dir: &std::path::Path, template: &std::path:
     std::fs::set_permissions(&installed, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
     installed
 }
+
+/// Issue 19: what a sandbox's `/proc/self/mountinfo` and `/proc/cmdline` show of the host,
+/// read inside. Asserts a mount at each of `bound` (the probe reads the sandbox's own
+/// table, binds included), that no line names the runtime's `state` dir, the test's
+/// `test_dir`, the agent's host path or the checkout, and that `/proc/cmdline` reads
+/// empty while the host's is not.
+pub async fn assert_mounts_and_cmdline_hide_the_host(
+    sb: &sandstream_runtime::Sandbox,
+    state: &Path,
+    test_dir: &Path,
+    bound: &[&str],
+) {
+    let out =
+        exec_with_token(sb.agent_addr, &sb.token, "cat /proc/self/mountinfo; echo ---; wc -c < /proc/cmdline", 60_000)
+            .await
+            .expect("execute in sandbox");
+    let (mounts, cmdline) = out.stdout.split_once("---\n").unwrap_or_else(|| panic!("{out:?}"));
+    for bound in bound {
+        assert!(mounts.contains(&format!(" {bound} ")), "no mount at {bound}: {mounts}");
+    }
+    let agent = static_agent().expect("agent");
+    let host_paths = [
+        state.display().to_string(),
+        test_dir.display().to_string(),
+        agent.display().to_string(),
+        std::fs::canonicalize(&agent).expect("agent").display().to_string(),
+        state.join(&sb.id).join("token").display().to_string(),
+        env!("CARGO_MANIFEST_DIR").to_string(),
+    ];
+    for path in &host_paths {
+        let named: Vec<&str> = mounts.lines().filter(|l| l.contains(path.as_str())).collect();
+        assert!(named.is_empty(), "the sandbox's mount table names the host path {path}: {named:#?}");
+    }
+    let host_cmdline = std::fs::read_to_string("/proc/cmdline").expect("host cmdline");
+    assert!(!host_cmdline.trim().is_empty(), "the host's command line must be something to hide");
+    let cmdline = cmdline.trim();
+    assert_eq!(cmdline, "0", "/proc/cmdline shows {cmdline} bytes of the host's command line");
+}
