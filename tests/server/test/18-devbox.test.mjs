@@ -5,42 +5,13 @@
 // through its agent, as the SDK does. SANDSTREAM_BACKEND=docker runs it on that backend.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import grpc from '@grpc/grpc-js';
-import protoLoader from '@grpc/proto-loader';
-import { fileServer, api, createTenant, PROTO } from '../lib/harness.mjs';
+import { fileServer, api, createTenant, agentExecute } from '../lib/harness.mjs';
 
 const server = await fileServer(after);
 const { key } = await createTenant(server, 'devbox');
 
-const agentProto = protoLoader.loadSync(PROTO, { keepCase: true, longs: Number, enums: String, defaults: true, oneofs: true });
-const { ExecService } = grpc.loadPackageDefinition(agentProto).sandstream.agent.v1;
-
-/**
- * Runs `command` in the sandbox whose connection is `conn`, to its end; resolves
- * {stdout, stderr, exitCode}. Installs from a registry take longer than the harness's
- * `agentExecute` allows, hence this one with `timeoutMs`.
- */
-function sh(conn, command, timeoutMs = 30_000) {
-  const client = new ExecService(`${conn.host}:${conn.port}`, grpc.credentials.createInsecure());
-  const md = new grpc.Metadata();
-  md.set('authorization', `Bearer ${conn.token}`);
-  return new Promise((resolve, reject) => {
-    const out = { stdout: '', stderr: '', exitCode: null };
-    const call = client.Execute({ command, cwd: '', env: {}, timeout: timeoutMs }, md, { deadline: Date.now() + timeoutMs + 10_000 });
-    call.on('data', (m) => {
-      if (m.line) out[m.channel === 'STDERR' ? 'stderr' : 'stdout'] += m.line;
-      if (m.end) out.exitCode = m.exit_code;
-    });
-    call.on('error', (e) => {
-      client.close();
-      reject(e);
-    });
-    call.on('end', () => {
-      client.close();
-      resolve(out);
-    });
-  });
-}
+/** Runs `command` in the sandbox whose connection is `conn`, to its end (installs from a registry get longer). */
+const sh = (conn, command, timeoutMs = 30_000) => agentExecute(conn, command, {}, { timeoutMs });
 
 /** A fresh default-template sandbox and its agent connection; deleted after the test. */
 async function sandbox(t) {
@@ -60,6 +31,7 @@ test('commands run as `user`, uid 1000, with a passwd entry, a home and its vari
     stdout: 'user\n1000\nuser\n/home/user user user\n/home/user\nuser:x:1000:1000::/home/user:/bin/bash\nuser\n',
     stderr: '',
     exitCode: 0,
+    ended: true,
   });
 });
 
