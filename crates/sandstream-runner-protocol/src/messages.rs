@@ -99,6 +99,24 @@ pub struct CreateSandbox {
     pub metadata: BTreeMap<String, String>,
 }
 
+impl CreateSandbox {
+    /// What the server sends for a create without options (the default template, CPU and
+    /// memory; no env, pids, disk or metadata of its own): the request a runner's warm
+    /// pool serves.
+    pub fn with_defaults(timeout_ms: Option<u64>) -> CreateSandbox {
+        CreateSandbox {
+            template: crate::DEFAULT_TEMPLATE.into(),
+            cpu_millis: crate::DEFAULT_CPU_MILLIS,
+            memory_mb: crate::DEFAULT_MEMORY_MB,
+            envs: BTreeMap::new(),
+            pids: None,
+            disk_mb: None,
+            timeout_ms,
+            metadata: BTreeMap::new(),
+        }
+    }
+}
+
 /// `POST /sandboxes/{id}/timeout` on a runner's control API: the sandbox now dies this
 /// long from now.
 #[derive(Debug, Clone, Serialize, Deserialize)]

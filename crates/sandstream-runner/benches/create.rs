@@ -47,7 +47,7 @@ mod say;
 mod support;
 
 use sandstream_runner::{Backend, Runner, RunnerConfig};
-use sandstream_runner_protocol::{CreateSandbox, DEFAULT_CPU_MILLIS, DEFAULT_MEMORY_MB, DEFAULT_TEMPLATE};
+use sandstream_runner_protocol::CreateSandbox;
 
 /// A number from the environment, or `default` when unset.
 fn env_num<T: std::str::FromStr>(name: &str, default: T) -> T {
@@ -87,16 +87,7 @@ fn report(name: &str, v: &[Duration]) -> Option<f64> {
 /// What the server sends a runner for a create without options
 /// (crates/sandstream-server/src/api/sandboxes.rs): the request the warm pool serves.
 fn default_request() -> CreateSandbox {
-    CreateSandbox {
-        template: DEFAULT_TEMPLATE.into(),
-        cpu_millis: DEFAULT_CPU_MILLIS,
-        memory_mb: DEFAULT_MEMORY_MB,
-        envs: BTreeMap::new(),
-        pids: None,
-        disk_mb: None,
-        timeout_ms: Some(300_000),
-        metadata: BTreeMap::new(),
-    }
+    CreateSandbox::with_defaults(Some(300_000))
 }
 
 /// Where the benchmark's runners keep their state and find their templates.

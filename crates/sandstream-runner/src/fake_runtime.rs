@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use sandstream_runner_protocol::{CreateSandbox, DEFAULT_CPU_MILLIS, DEFAULT_MEMORY_MB, DEFAULT_TEMPLATE};
+use sandstream_runner_protocol::CreateSandbox;
 use sandstream_runtime::{Error, Limits, Result, Runtime, Sandbox, SandboxSpec};
 
 use crate::config::{Backend, RunnerConfig};
@@ -263,16 +263,7 @@ pub(crate) fn wait_for(what: &str, done: impl Fn() -> bool) {
 
 /// A create the warm pool can serve: the default template and limits, no env.
 pub(crate) fn default_request(timeout_ms: Option<u64>) -> CreateSandbox {
-    CreateSandbox {
-        template: DEFAULT_TEMPLATE.into(),
-        cpu_millis: DEFAULT_CPU_MILLIS,
-        memory_mb: DEFAULT_MEMORY_MB,
-        envs: BTreeMap::new(),
-        pids: None,
-        disk_mb: None,
-        timeout_ms,
-        metadata: BTreeMap::new(),
-    }
+    CreateSandbox::with_defaults(timeout_ms)
 }
 
 /// A runner's config for unit tests: state and cache dirs under `dir`, loopback
