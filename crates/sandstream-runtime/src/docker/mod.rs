@@ -22,6 +22,7 @@
 
 mod firewall;
 mod image;
+mod removal;
 mod spec;
 
 use std::collections::HashMap;
@@ -36,7 +37,7 @@ use std::time::{Duration, Instant};
 use bollard::Docker;
 use bollard::models::{EndpointSettings, Ipam, IpamConfig, NetworkCreateRequest};
 use bollard::query_parameters::{
-    CreateContainerOptions, InspectNetworkOptions, ListContainersOptions, ListImagesOptions, RemoveContainerOptions,
+    CreateContainerOptions, InspectNetworkOptions, ListContainersOptions, ListImagesOptions,
 };
 
 use crate::error::{Error, Result};
@@ -408,29 +409,28 @@ impl DockerRuntime {
         })
     }
 
-    /// Removes every trace of `id`; best effort and idempotent. The firewall rules go
-    /// first: once the container is gone its address can be handed to a new one, which
-    /// must never pass through this one's rules.
-    fn destroy(&self, id: &str) {
-        let Some(suffix) = suffix_of(id) else { return };
+    /// Removes every trace of `id`; idempotent. The firewall rules go first: once the
+    /// container is gone its address can be handed to a new one, which must never pass
+    /// through this one's rules. When the container cannot be removed, the error is
+    /// returned and its state dir (the token) stays, so a later kill or recovery finds
+    /// the sandbox and tries again.
+    fn destroy(&self, id: &str) -> Result<()> {
+        let Some(suffix) = suffix_of(id) else { return Ok(()) };
         firewall::remove_sandbox(suffix);
-        let docker = &self.docker;
-        let removed = self.block(async {
-            let options = RemoveContainerOptions { force: true, v: true, ..Default::default() };
-            match docker.remove_container(id, Some(options)).await {
-                Ok(()) => Ok(()),
-                Err(e) if is_not_found(&e) => Ok(()),
-                Err(e) => Err(e),
-            }
-        });
-        if let Err(e) = removed {
-            tracing::warn!(sandbox_id = id, error = %e, "could not remove container");
-        }
+        self.remove_container(id)?;
         let dir = self.cfg.state_dir.join(id);
         if let Err(e) = crate::remove::remove_tree(&dir) {
             tracing::warn!(sandbox_id = id, error = %e, "could not remove sandbox dir");
         }
         crate::binds::release(&self.cfg.state_dir, id);
+        Ok(())
+    }
+
+    /// [`Self::destroy`] where nobody waits for the answer: its failure is logged.
+    fn destroy_logged(&self, id: &str) {
+        if let Err(e) = self.destroy(id) {
+            tracing::warn!(sandbox_id = id, error = %e, "could not remove the sandbox; kept for a later attempt");
+        }
     }
 
     /// Ids of this runtime's containers, sorted: only the running ones unless `all`.
@@ -490,7 +490,7 @@ impl Runtime for DockerRuntime {
         spec.validate()?;
         let suffix = random_hex(5)?;
         let id = format!("sb-{suffix}");
-        let undo = Undo::new(|| self.destroy(&id));
+        let undo = Undo::new(|| self.destroy_logged(&id));
         let r = self.create_inner(&id, &suffix, spec);
         match &r {
             Ok(s) => {
@@ -509,7 +509,7 @@ impl Runtime for DockerRuntime {
         if self.inspect(id)?.is_none() && !self.cfg.state_dir.join(id).exists() {
             return Err(Error::NotFound(id.to_string()));
         }
-        self.destroy(id);
+        self.destroy(id)?;
         tracing::info!(sandbox_id = %id, "sandbox killed");
         Ok(())
     }
@@ -527,7 +527,7 @@ impl Runtime for DockerRuntime {
         ids.retain(|n| suffix_of(n).is_some());
         ids.sort();
         ids.dedup();
-        Ok(crate::sandbox::recover_each(ids, |id| self.adopt(id), |id| self.destroy(id)))
+        Ok(crate::sandbox::recover_each(ids, |id| self.adopt(id), |id| self.destroy_logged(id)))
     }
 
     fn running(&self, id: &str) -> bool {
