@@ -78,6 +78,12 @@ test("Node.js's globals and modules type-check, with ES module syntax and top-le
   assert.equal(text(r.chunks, { type: 'stderr' }), 'to stderr\n');
 });
 
+test("runs start from the default template's TypeScript snapshot", async (t) => {
+  const r = await runTs(t, { code: "console.log(process.execArgv.join(' '));\n" });
+  assert.equal(r.execution.status, 'success', JSON.stringify(r));
+  assert.equal(text(r.chunks, { type: 'stdout' }), '--snapshot-blob /usr/local/lib/sandstream/typescript.blob\n');
+});
+
 test('top-level await is refused with a clear word, not a crash', async (t) => {
   const r = await runTs(t, { code: "export {};\nawait Promise.resolve(1);\nconsole.log('ran');\n" });
   assert.equal(r.execution.exitCode, 2, JSON.stringify(r));

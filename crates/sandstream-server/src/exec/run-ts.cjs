@@ -27,9 +27,16 @@ try {
   Module.enableCompileCache?.(path.join(require('os').tmpdir(), 'sandstream-node-compile-cache'));
 } catch {}
 
+// The default template's startup snapshot (runtime template/typescript-snapshot.cjs),
+// when the run was started from it: its TypeScript loaded and the declaration files of
+// Node.js and ES2023 parsed. Used only when `typescript` resolves to that same compiler
+// (a program's own node_modules/typescript wins, as under plain `node`).
+let warm = globalThis.__sandstreamTypeScript;
+delete globalThis.__sandstreamTypeScript;
 let ts;
 try {
-  ts = require('typescript');
+  const resolved = require.resolve('typescript', { paths: [__dirname] });
+  ts = warm && warm.file === resolved ? warm.ts : require(resolved);
 } catch {
   refuse("TypeScript cannot run in this sandbox: its template has no TypeScript compiler (the npm package 'typescript')");
 }
@@ -64,7 +71,19 @@ const options = {
 /** JavaScript per TypeScript file, by absolute path. */
 const outputs = new Map();
 if (nodeTypes) {
-  const program = ts.createProgram({ rootNames: roots, options, host: ts.createCompilerHost(options) });
+  const host = ts.createCompilerHost(options);
+  if (warm && ts === warm.ts) {
+    // A parsed declaration file from the snapshot stands for the file only while its
+    // text is the file's text (/usr/local is the user's to change).
+    const parse = host.getSourceFile;
+    host.getSourceFile = (fileName, target, ...rest) => {
+      const cached = warm.sourceFiles.get(fileName);
+      const version = typeof target === 'object' ? target.languageVersion : target;
+      if (cached && cached.languageVersion === version && cached.text === host.readFile(fileName)) return cached;
+      return parse.call(host, fileName, target, ...rest);
+    };
+  }
+  const program = ts.createProgram({ rootNames: roots, options, host });
   const diagnostics = ts.getPreEmitDiagnostics(program);
   if (diagnostics.length > 0) {
     const cwd = process.cwd();
@@ -81,6 +100,8 @@ if (nodeTypes) {
   program.emit(undefined, (_name, text, _bom, _onError, sources) => {
     for (const source of sources ?? []) outputs.set(path.resolve(source.fileName), text);
   });
+  // The parsed declarations are the program's no more: its memory is the program's.
+  warm = null;
 } else {
   process.stderr.write(
     'sandstream: type checking is off: this template has no @types/node (Node.js type declarations), so TypeScript is only transpiled\n',
