@@ -153,7 +153,9 @@ mod tests {
         let args = r".sandstream/run-ts.cjs main.ts 'lib/it'\''s.d.ts' 'util.ts'";
         assert_eq!(
             plan.run,
-            format!("if [ -r {TS_SNAPSHOT} ]; then exec node --snapshot-blob {TS_SNAPSHOT} {args}; else exec node {args}; fi")
+            format!(
+                "if [ -r {TS_SNAPSHOT} ]; then exec node --snapshot-blob {TS_SNAPSHOT} {args}; else exec node {args}; fi"
+            )
         );
         assert_eq!(plan.files["main.ts"], "console.log(1);");
         assert_eq!(plan.files[".sandstream/run-ts.cjs"], TS_RUNNER);
