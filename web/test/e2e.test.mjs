@@ -241,6 +241,25 @@ describe("Sandstream playground (real server, headless Chromium)", { timeout: 60
     assert.deepEqual(await page.evaluate(() => window.__sandstream.files()), ["main.py", "requirements.txt"]);
   });
 
+  pageTest("typescript in two files, and a type error as tsc prints it", {}, async (page) => {
+    const util = "export function shout(s: string): string {\n  return s.toUpperCase() + '!';\n}\n";
+    const program = "import { shout } from './util';\nconsole.log(shout('two files'));\n";
+    await setWorkspace(page, "typescript", { "main.ts": program, "package.json": "", "util.ts": util }, 120);
+    await run(page);
+    let st = await waitDone(page);
+    assert.equal(st.status, "success", `status ${st.status}; ${join(await getLog(page), "stderr")}`);
+    assert.equal(join(await getLog(page), "stdout"), "TWO FILES!\n");
+    // The same program breaking util.ts's type: tsc's message, exit code 2, nothing run.
+    await setWorkspace(page, "typescript", { "main.ts": program.replace("'two files'", "2"), "package.json": "", "util.ts": util }, 120);
+    await run(page);
+    st = await waitDone(page);
+    await assertExitShown(page, "error", 2);
+    const log = await getLog(page);
+    assert.equal(join(log, "stderr"), "main.ts(2,19): error TS2345: Argument of type 'number' is not assignable to parameter of type 'string'.\n");
+    assert.equal(join(log, "stdout"), "");
+    assert.match(await page.textContent('[data-testid="terminal-text"]'), /main\.ts\(2,19\): error TS2345/);
+  });
+
   pageTest("stdin tab", {}, async (page) => {
     const program = ["import sys", "first = input()", "rest = sys.stdin.read().split()", "print(f'Hello, {first} {\" \".join(rest)}!')"].join("\n");
     await setWorkspace(page, "python", { "main.py": program, "requirements.txt": "" }, 60);

@@ -113,6 +113,9 @@ fn build(
         progress,
     )?;
     machine::finish_root(building, prefix)?;
+    if prefix.is_some() {
+        machine::build_typescript_snapshot(building, progress)?;
+    }
     std::fs::set_permissions(building, std::os::unix::fs::PermissionsExt::from_mode(0o755))
         .map_err(|e| Error::io("chmod template", e))?;
     std::fs::write(building.join(READY_MARK), recipe(node)).map_err(|e| Error::io("mark template", e))
@@ -143,7 +146,7 @@ fn packages(node: &NodeSource) -> Vec<&'static str> {
 /// Everything the template is made of: its packages, its Node.js and the revision of
 /// what `machine::finish_root` does (raise it when that changes).
 fn recipe(node: &NodeSource) -> String {
-    format!("{}\n{}\nmachine 1", packages(node).join(","), node.recipe())
+    format!("{}\n{}\nmachine 2", packages(node).join(","), node.recipe())
 }
 
 fn fnv1a(bytes: &[u8]) -> u64 {

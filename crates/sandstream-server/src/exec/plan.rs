@@ -13,23 +13,11 @@ use crate::time::now_ms;
 /// Languages `/api/sandbox/exec` runs.
 pub(crate) const LANGUAGES: &[&str] = &["python", "javascript", "typescript"];
 
-/// Transpiles `main.ts` with the template's TypeScript (TypeScript 5 in /usr/local, or
-/// Debian's node-typescript on a host without npm) and
-/// runs it in-process, resolving modules from the working directory.
-const TS_RUNNER: &str = r#"const ts = require('typescript');
-const fs = require('fs');
-const path = require('path');
-const Module = require('module');
-const file = path.resolve(process.argv[2]);
-const out = ts.transpileModule(fs.readFileSync(file, 'utf8'), {
-  fileName: file,
-  compilerOptions: { module: ts.ModuleKind.CommonJS, target: ts.ScriptTarget.ES2020, esModuleInterop: true },
-});
-const m = new Module(file, null);
-m.filename = file;
-m.paths = Module._nodeModulePaths(path.dirname(file));
-m._compile(out.outputText, file);
-"#;
+/// Runs `main.ts` as `tsc && node` would (`run-ts.cjs`, with the template's TypeScript
+/// and `@types/node`): the request's `.ts` files are type-checked as one program, tsc's
+/// diagnostics end the run with tsc's exit code (2), else each file is emitted as
+/// CommonJS in memory and main.ts runs.
+const TS_RUNNER: &str = include_str!("run-ts.cjs");
 
 /// What an execution runs, stored with it so a restarted server can carry it on.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -48,6 +36,7 @@ impl Plan {
         mut files: BTreeMap<String, String>,
         stdin: Option<String>,
     ) -> Plan {
+        let ts_command;
         let (main, install, run) = match language {
             "python" => (
                 "main.py",
@@ -59,16 +48,29 @@ impl Plan {
             "javascript" => ("main.js", files.contains_key("package.json").then_some("exec npm install"), "exec node main.js"),
             _ => {
                 files.insert(".sandstream/run-ts.cjs".into(), TS_RUNNER.into());
-                (
-                    "main.ts",
-                    files.contains_key("package.json").then_some("exec npm install"),
-                    "exec node .sandstream/run-ts.cjs main.ts",
-                )
+                ts_command = ts_run(&files);
+                ("main.ts", files.contains_key("package.json").then_some("exec npm install"), ts_command.as_str())
             }
         };
         files.insert(main.into(), code);
         Plan { files, install: install.map(String::from), run: run.into(), stdin }
     }
+}
+
+/// The default template's TypeScript startup snapshot (runtime `template/machine.rs`):
+/// TypeScript loaded and Node.js's declarations parsed, so the check starts warm.
+const TS_SNAPSHOT: &str = "/usr/local/lib/sandstream/typescript.blob";
+
+/// The TypeScript run command: main.ts first, then every other `.ts` file of the
+/// request (declaration files included), the roots of the program tsc would check;
+/// started from the template's snapshot when it has one.
+fn ts_run(files: &BTreeMap<String, String>) -> String {
+    let mut args = String::from(".sandstream/run-ts.cjs main.ts");
+    for name in files.keys().filter(|name| name.ends_with(".ts") && name.as_str() != "main.ts") {
+        args.push(' ');
+        args.push_str(&quote(name));
+    }
+    format!("if [ -r {TS_SNAPSHOT} ]; then exec node --snapshot-blob {TS_SNAPSHOT} {args}; else exec node {args}; fi")
 }
 
 pub(super) fn run_env() -> HashMap<String, String> {
@@ -133,4 +135,30 @@ pub(super) async fn write_files(client: &mut AgentClient, plan: &Plan, deadline:
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn typescript_checks_main_with_every_other_ts_file_of_the_request() {
+        let files = BTreeMap::from([
+            ("util.ts".to_string(), "export const a = 1;".to_string()),
+            ("lib/it's.d.ts".to_string(), "declare const b: number;".to_string()),
+            ("data.json".to_string(), "{}".to_string()),
+            ("main.ts".to_string(), "replaced by the code".to_string()),
+        ]);
+        let plan = Plan::new("typescript", "console.log(1);".into(), files, None);
+        let args = r".sandstream/run-ts.cjs main.ts 'lib/it'\''s.d.ts' 'util.ts'";
+        assert_eq!(
+            plan.run,
+            format!(
+                "if [ -r {TS_SNAPSHOT} ]; then exec node --snapshot-blob {TS_SNAPSHOT} {args}; else exec node {args}; fi"
+            )
+        );
+        assert_eq!(plan.files["main.ts"], "console.log(1);");
+        assert_eq!(plan.files[".sandstream/run-ts.cjs"], TS_RUNNER);
+        assert_eq!(plan.install, None);
+    }
 }
