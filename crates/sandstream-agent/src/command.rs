@@ -39,6 +39,8 @@ pub(crate) struct Command {
     pub(crate) id: String,
     pub(crate) command: String,
     pub(crate) cwd: PathBuf,
+    /// The user it runs as, as List reports it: empty for the default user.
+    pub(crate) user: String,
     pub(crate) pid: u32,
     pub(crate) started_at_ms: i64,
     pub(crate) log: Arc<OutputLog>,
@@ -71,7 +73,7 @@ impl Command {
         let qualifies = standby.qualifies(&spec);
         let (shell, unsent) = match standby.take(&spec) {
             Some(taken) => taken,
-            None => (spawn_shell(cfg, &spec.command, &spec.cwd, &spec.env)?, Vec::new()),
+            None => (spawn_shell(cfg, &spec.command, &spec.cwd, &spec.env, spec.user.as_ref())?, Vec::new()),
         };
         let Shell { child, stdin, stdout, stderr } = shell;
         let pid = child.id().unwrap_or(0);
@@ -104,6 +106,7 @@ impl Command {
             id,
             command: spec.command,
             cwd: spec.cwd,
+            user: spec.user.as_ref().map(|u| u.display_name()).unwrap_or_default(),
             pid,
             started_at_ms: now_ms(),
             log,

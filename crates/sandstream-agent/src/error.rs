@@ -17,6 +17,10 @@ pub enum AgentError {
     CwdMissing(PathBuf),
     #[error("cwd {0} is not a directory")]
     CwdNotDirectory(PathBuf),
+    #[error("unknown user {}", .0.escape_debug())]
+    UnknownUser(String),
+    #[error("cannot look up user {}: {reason}", .user.escape_debug())]
+    UserLookup { user: String, reason: String },
     #[error("command {0} not found")]
     CommandNotFound(String),
     #[error("command {0} has already exited")]
@@ -52,9 +56,12 @@ impl From<AgentError> for tonic::Status {
         let code = match &e {
             AgentError::MissingToken | AgentError::BadToken => Code::Unauthenticated,
             AgentError::WrongSandbox { .. } => Code::PermissionDenied,
-            AgentError::InvalidArgument(_) | AgentError::CwdMissing(_) | AgentError::CwdNotDirectory(_) => {
-                Code::InvalidArgument
-            }
+            AgentError::InvalidArgument(_)
+            | AgentError::UnknownUser(_)
+            | AgentError::CwdMissing(_)
+            | AgentError::CwdNotDirectory(_) => Code::InvalidArgument,
+            // The sandbox's own /etc/passwd or /etc/group is unusable (not a file, too large).
+            AgentError::UserLookup { .. } => Code::FailedPrecondition,
             AgentError::CommandNotFound(_) => Code::NotFound,
             AgentError::AlreadyExited(_) | AgentError::StdinClosed(_) | AgentError::StdinGone(_) => {
                 Code::FailedPrecondition

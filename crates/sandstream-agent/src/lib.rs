@@ -19,6 +19,7 @@ mod shell;
 mod spawn;
 mod spec;
 mod standby;
+mod user;
 
 pub use config::{AgentArgs, AgentConfig};
 pub use error::{AgentError, Result};

@@ -255,6 +255,7 @@ mod tests {
             stdin: vec![],
             keep_stdin_open: false,
             output_limit: None,
+            user: None,
         };
         let id = registry.start(spec).expect("start").id.clone();
         loop {

@@ -68,6 +68,7 @@ fn info(c: &Command) -> CommandInfo {
         command_id: c.id.clone(),
         command: c.command.clone(),
         cwd: c.cwd.display().to_string(),
+        user: c.user.clone(),
         pid: c.pid,
         running: exit.is_none(),
         status: ended.as_ref().map_or(ExitStatus::Unspecified as i32, |e| e.status),

@@ -11,7 +11,8 @@ use tokio::net::unix::pipe;
 
 use crate::config::ExecConfig;
 use crate::error::{AgentError, Result};
-use crate::spawn::Process;
+use crate::spawn::{Process, RunAs};
+use crate::user::Identity;
 
 /// Pipes are enlarged so a fast writer fills fewer, larger chunks.
 const PIPE_SIZE: i32 = 1 << 20;
@@ -26,22 +27,28 @@ pub(crate) struct Shell {
 
 /// Starts `SHELL -c script` the way every command's shell starts, whether it runs the
 /// command itself or waits as the standby shell: in `cwd`, in a new process group, with
-/// the agent's environment less its secrets plus `env`, as the `run_as` user, with
-/// piped stdio. Without a fork where the kernel allows (`spawn.rs`).
-pub(crate) fn spawn_shell(cfg: &ExecConfig, script: &str, cwd: &Path, env: &[(String, String)]) -> Result<Shell> {
+/// the agent's environment less its secrets plus `env`, as `user` (`None`: the
+/// `--run-as` default), with piped stdio. Without a fork where the kernel allows
+/// (`spawn.rs`).
+pub(crate) fn spawn_shell(
+    cfg: &ExecConfig,
+    script: &str,
+    cwd: &Path,
+    env: &[(String, String)],
+    user: Option<&Identity>,
+) -> Result<Shell> {
     let spawn_error = |source| AgentError::Spawn { shell: cfg.shell.clone(), source };
+    let vars = command_env(&cfg.base_env, user, env);
+    let run_as = run_as(cfg, user);
     let shell = if crate::spawn::available() && cfg.shell.is_absolute() {
-        let mut vars: Vec<(OsString, OsString)> =
-            cfg.base_env.iter().filter(|(k, _)| !env.iter().any(|(e, _)| OsStr::new(e) == k)).cloned().collect();
-        vars.extend(env.iter().map(|(k, v)| (k.into(), v.into())));
         let args = [OsStr::new("-c"), OsStr::new(script)];
-        let (child, pipes) = crate::spawn::spawn(&cfg.shell, &args, cwd, &vars, cfg.run_as).map_err(spawn_error)?;
+        let (child, pipes) = crate::spawn::spawn(&cfg.shell, &args, cwd, &vars, run_as).map_err(spawn_error)?;
         let stdin = pipe::Sender::from_owned_fd(pipes.stdin).map_err(spawn_error)?;
         let stdout = pipe::Receiver::from_owned_fd(pipes.stdout).map_err(spawn_error)?;
         let stderr = pipe::Receiver::from_owned_fd(pipes.stderr).map_err(spawn_error)?;
         Shell { child: Process::Spawned(child), stdin: Some(stdin), stdout: Some(stdout), stderr: Some(stderr) }
     } else {
-        spawn_shell_with_fork(cfg, script, cwd, env)?
+        spawn_shell_with_fork(cfg, script, cwd, &vars, run_as)?
     };
     if let Some(s) = &shell.stdout {
         grow_pipe(s.as_fd());
@@ -52,16 +59,53 @@ pub(crate) fn spawn_shell(cfg: &ExecConfig, script: &str, cwd: &Path, env: &[(St
     Ok(shell)
 }
 
+/// Who the shell runs as: a named user's credentials, the `--run-as` default's (no
+/// supplementary groups) when the request named none, or unchanged (`None`) for root
+/// when the agent is root already: in a sandbox it is root of the sandbox's own user
+/// namespace, and keeps no more than that.
+fn run_as<'a>(cfg: &ExecConfig, user: Option<&'a Identity>) -> Option<RunAs<'a>> {
+    match user {
+        Some(u) if u.uid == 0 && u.gid == 0 && nix::unistd::geteuid().is_root() => None,
+        Some(u) => Some(RunAs { uid: u.uid, gid: u.gid, groups: &u.groups }),
+        None => cfg.run_as.map(|(uid, gid)| RunAs { uid, gid, groups: &[] }),
+    }
+}
+
+/// A command's whole environment: the agent's base environment, then the variables that
+/// follow its user (`HOME`, `USER`, `LOGNAME`; see `Identity::env`), then the request's
+/// `env`, each later one replacing an earlier one of the same name.
+fn command_env(
+    base: &[(OsString, OsString)],
+    user: Option<&Identity>,
+    env: &[(String, String)],
+) -> Vec<(OsString, OsString)> {
+    let user_env = user.map(|u| u.env().to_vec()).unwrap_or_default();
+    let in_request = |k: &OsStr| env.iter().any(|(e, _)| OsStr::new(e) == k);
+    let for_user = |k: &OsStr| user_env.iter().any(|(u, _)| OsStr::new(u) == k);
+    let mut vars: Vec<(OsString, OsString)> =
+        base.iter().filter(|(k, _)| !in_request(k) && !for_user(k)).cloned().collect();
+    vars.extend(
+        user_env.into_iter().filter(|(k, _)| !in_request(OsStr::new(k))).filter_map(|(k, v)| Some((k.into(), v?))),
+    );
+    vars.extend(env.iter().map(|(k, v)| (k.into(), v.into())));
+    vars
+}
+
 /// [`spawn_shell`] through `tokio::process::Command`, which forks.
-fn spawn_shell_with_fork(cfg: &ExecConfig, script: &str, cwd: &Path, env: &[(String, String)]) -> Result<Shell> {
+fn spawn_shell_with_fork(
+    cfg: &ExecConfig,
+    script: &str,
+    cwd: &Path,
+    vars: &[(OsString, OsString)],
+    run_as: Option<RunAs<'_>>,
+) -> Result<Shell> {
     let spawn_error = |source| AgentError::Spawn { shell: cfg.shell.clone(), source };
     let mut cmd = tokio::process::Command::new(&cfg.shell);
     cmd.arg("-c")
         .arg(script)
         .current_dir(cwd)
         .env_clear()
-        .envs(cfg.base_env.iter().map(|(k, v)| (k, v)))
-        .envs(env.iter().map(|(k, v)| (k, v)))
+        .envs(vars.iter().map(|(k, v)| (k, v)))
         // Its own process group, so a timeout or kill reaches grandchildren too.
         .process_group(0)
         .stdout(Stdio::piped())
@@ -70,7 +114,8 @@ fn spawn_shell_with_fork(cfg: &ExecConfig, script: &str, cwd: &Path, env: &[(Str
     // Always a pipe, closed at once when there is nothing to send: the command reads
     // end-of-file just as from /dev/null, which a bare rootfs may not have.
     cmd.stdin(Stdio::piped());
-    let run_as = cfg.run_as;
+    // Owned by the closure, which runs in the forked child: nothing is allocated there.
+    let run_as = run_as.map(|r| (r.uid, r.gid, r.groups.to_vec()));
     let cwd_c = std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(cwd.as_os_str()))
         .map_err(|e| spawn_error(std::io::Error::new(std::io::ErrorKind::InvalidInput, e)))?;
     // SAFETY: in the forked child, before exec; system calls only.
@@ -79,8 +124,8 @@ fn spawn_shell_with_fork(cfg: &ExecConfig, script: &str, cwd: &Path, env: &[(Str
             crate::spawn::default_all_signals();
             // While still root: once the user, /proc/self is no longer its to write.
             crate::spawn::raise_oom_score();
-            if let Some((uid, gid)) = run_as {
-                crate::spawn::become_user(uid, gid)?;
+            if let Some((uid, gid, groups)) = &run_as {
+                crate::spawn::become_user(RunAs { uid: *uid, gid: *gid, groups })?;
                 // The standard library entered `cwd` as root; the user must be able to.
                 if nix::libc::chdir(cwd_c.as_ptr()) != 0 {
                     return Err(std::io::Error::last_os_error());
@@ -104,4 +149,43 @@ fn spawn_shell_with_fork(cfg: &ExecConfig, script: &str, cwd: &Path, env: &[(Str
 fn grow_pipe(fd: BorrowedFd<'_>) {
     // Best effort: the kernel caps it at /proc/sys/fs/pipe-max-size for unprivileged users.
     let _ = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETPIPE_SZ(PIPE_SIZE));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pairs(vars: &[(OsString, OsString)]) -> Vec<(String, String)> {
+        vars.iter().map(|(k, v)| (k.to_string_lossy().into_owned(), v.to_string_lossy().into_owned())).collect()
+    }
+
+    #[test]
+    fn home_user_and_logname_follow_the_user_and_the_request_env_wins() {
+        let base: Vec<(OsString, OsString)> =
+            [("PATH", "/bin"), ("HOME", "/home/user"), ("USER", "user"), ("LOGNAME", "user"), ("LANG", "C.UTF-8")]
+                .map(|(k, v)| (k.into(), v.into()))
+                .to_vec();
+        let own = |k: &str, v: &str| vec![(k.to_string(), v.to_string())];
+        let s = |v: &[(&str, &str)]| v.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<Vec<_>>();
+        // The default user: the base environment as it is, the request's on top.
+        assert_eq!(
+            pairs(&command_env(&base, None, &own("LANG", "x"))),
+            s(&[("PATH", "/bin"), ("HOME", "/home/user"), ("USER", "user"), ("LOGNAME", "user"), ("LANG", "x")])
+        );
+        let root = crate::user::resolve("root", None, None).expect("root");
+        assert_eq!(
+            pairs(&command_env(&base, Some(&root), &[])),
+            s(&[("PATH", "/bin"), ("LANG", "C.UTF-8"), ("HOME", "/root"), ("USER", "root"), ("LOGNAME", "root")])
+        );
+        assert_eq!(
+            pairs(&command_env(&base, Some(&root), &own("HOME", "/tmp"))),
+            s(&[("PATH", "/bin"), ("LANG", "C.UTF-8"), ("USER", "root"), ("LOGNAME", "root"), ("HOME", "/tmp")])
+        );
+        // A uid without a name: no USER or LOGNAME saying someone else's.
+        let stranger = crate::user::resolve("4242", None, None).expect("uid");
+        assert_eq!(
+            pairs(&command_env(&base, Some(&stranger), &[])),
+            s(&[("PATH", "/bin"), ("LANG", "C.UTF-8"), ("HOME", "/")])
+        );
+    }
 }

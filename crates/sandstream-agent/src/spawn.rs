@@ -174,17 +174,26 @@ fn pidfd_open(pid: libc::pid_t) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
 
+/// The credentials a shell takes before it execs: `uid`, `gid` and exactly the
+/// supplementary groups `groups` (none: an empty list).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RunAs<'a> {
+    pub(crate) uid: libc::uid_t,
+    pub(crate) gid: libc::gid_t,
+    pub(crate) groups: &'a [libc::gid_t],
+}
+
 /// What the child needs, prepared by the parent: pointers into the parent's memory,
 /// which the child shares and the parent does not touch until the child has exec'd.
-struct ChildPlan {
+struct ChildPlan<'a> {
     program: *const libc::c_char,
     argv: *const *const libc::c_char,
     envp: *const *const libc::c_char,
     cwd: *const libc::c_char,
     /// The child's ends of its stdin, stdout and stderr pipes (all >= 3).
     stdio: [RawFd; 3],
-    /// (uid, gid) to run as.
-    run_as: Option<(u32, u32)>,
+    /// Who to run as; `None`: as the agent.
+    run_as: Option<RunAs<'a>>,
     /// The errno of the step that failed, written by the child before it exits.
     error: AtomicI32,
 }
@@ -206,7 +215,7 @@ pub(crate) fn spawn(
     args: &[&OsStr],
     cwd: &Path,
     env: &[(OsString, OsString)],
-    run_as: Option<(u32, u32)>,
+    run_as: Option<RunAs<'_>>,
 ) -> io::Result<(SpawnedChild, Pipes)> {
     let c = |s: &OsStr| CString::new(s.as_bytes()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput));
     let program_c = c(program.as_os_str())?;
@@ -327,15 +336,19 @@ pub(crate) fn raise_oom_score() {
     }
 }
 
-/// Gives up root for `uid`:`gid`, with no supplementary groups (as `Command::uid`
-/// leaves a process started by root). Raw system calls: glibc's wrappers would act on
-/// all of the agent's threads (with vfork, the child shares them).
-pub(crate) fn become_user(uid: libc::uid_t, gid: libc::gid_t) -> io::Result<()> {
-    // SAFETY: system calls with plain integer arguments and a null list.
+/// Gives up root for `run_as`: its supplementary groups exactly (none for the
+/// `--run-as` default, as `Command::uid` leaves a process started by root; a named
+/// user's from /etc/group, as `initgroups` would), then its gid, then its uid. Groups
+/// first: once the uid is not root, the process may no longer change them, and a group
+/// kept from the agent (root's) would let the command into what that group owns.
+/// Raw system calls: glibc's wrappers would act on all of the agent's threads (with
+/// vfork, the child shares them). Allocates nothing, so safe between vfork and exec.
+pub(crate) fn become_user(run_as: RunAs<'_>) -> io::Result<()> {
+    // SAFETY: system calls with plain integer arguments and a list valid for its length.
     let failed = unsafe {
-        libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>()) != 0
-            || libc::syscall(libc::SYS_setgid, gid) != 0
-            || libc::syscall(libc::SYS_setuid, uid) != 0
+        libc::syscall(libc::SYS_setgroups, run_as.groups.len(), run_as.groups.as_ptr()) != 0
+            || libc::syscall(libc::SYS_setgid, run_as.gid) != 0
+            || libc::syscall(libc::SYS_setuid, run_as.uid) != 0
     };
     if failed { Err(io::Error::last_os_error()) } else { Ok(()) }
 }
@@ -364,8 +377,8 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
             return fail(errno());
         }
         raise_oom_score();
-        if let Some((uid, gid)) = plan.run_as
-            && become_user(uid, gid).is_err()
+        if let Some(run_as) = plan.run_as
+            && become_user(run_as).is_err()
         {
             return fail(errno());
         }

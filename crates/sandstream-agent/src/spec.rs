@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::error::{AgentError, Result};
+use crate::user::Identity;
 
 /// What a client asked to run, validated.
 #[derive(Debug)]
@@ -16,6 +17,8 @@ pub(crate) struct CommandSpec {
     pub(crate) keep_stdin_open: bool,
     /// The request's `output_limit_bytes`: at this much output the command is killed.
     pub(crate) output_limit: Option<u64>,
+    /// The request's `user`, resolved; `None`: the agent's default (`--run-as`).
+    pub(crate) user: Option<Identity>,
 }
 
 impl CommandSpec {
@@ -29,6 +32,7 @@ impl CommandSpec {
             stdin,
             keep_stdin_open,
             output_limit_bytes,
+            user,
             encoding: _,
         } = req;
         if command.trim().is_empty() {
@@ -51,7 +55,11 @@ impl CommandSpec {
                 )));
             }
         }
-        let cwd = if cwd.is_empty() { default_cwd.to_path_buf() } else { default_cwd.join(cwd) };
+        // Resolved before anything else touches the filesystem: an unknown user runs nothing.
+        let user = if user.is_empty() { None } else { Some(crate::user::lookup(&user)?) };
+        // The user's home, for a user the request names; the agent's workdir otherwise.
+        let base = user.as_ref().map_or_else(|| default_cwd.to_path_buf(), Identity::default_cwd);
+        let cwd = if cwd.is_empty() { base } else { base.join(cwd) };
         match std::fs::metadata(&cwd) {
             Err(_) => return Err(AgentError::CwdMissing(cwd)),
             Ok(m) if !m.is_dir() => return Err(AgentError::CwdNotDirectory(cwd)),
@@ -59,6 +67,6 @@ impl CommandSpec {
         }
         let timeout = (timeout_ms > 0).then(|| Duration::from_millis(timeout_ms as u64));
         let output_limit = (output_limit_bytes > 0).then_some(output_limit_bytes);
-        Ok(CommandSpec { command, cwd, env, timeout, stdin, keep_stdin_open, output_limit })
+        Ok(CommandSpec { command, cwd, env, timeout, stdin, keep_stdin_open, output_limit, user })
     }
 }

@@ -4,8 +4,8 @@
 //! it the next command that qualifies, then starts the next standby in the background.
 //!
 //! The standby is started exactly as a command's own shell (`spawn_shell`), in the
-//! default cwd with no extra environment, so only commands that ask for nothing else
-//! qualify. Its `-c` script (`BOOTSTRAP`) reads the command from stdin up to a NUL byte
+//! default cwd with no extra environment, as the default user, so only commands that ask
+//! for nothing else qualify. Its `-c` script (`BOOTSTRAP`) reads the command from stdin up to a NUL byte
 //! and evals it; bash's `read` takes a pipe one byte at a time, so the user's stdin data,
 //! written after the NUL, is left for the command. If the agent dies, the standby reads
 //! end-of-file and exits (125) by itself.
@@ -169,11 +169,12 @@ impl StandbyShell {
         self.slot.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The standby started in the default cwd with the agent's environment, so it can
-    /// run only a command that asks for nothing else.
+    /// The standby started in the default cwd with the agent's environment, as the
+    /// default user, so it can run only a command that asks for nothing else.
     pub(crate) fn qualifies(&self, spec: &CommandSpec) -> bool {
         self.enabled
             && spec.env.is_empty()
+            && spec.user.is_none()
             && spec.cwd == self.cfg.default_cwd
             && spec.command.len() < MAX_COMMAND_BYTES
     }
@@ -327,7 +328,7 @@ impl Standby {
         // check at hand-over finds another inode and discards the shell, never the reverse.
         let cwd = dir_id(&cfg.default_cwd)
             .map_err(|e| AgentError::io(format!("stat workdir {}", cfg.default_cwd.display()), e))?;
-        let shell = spawn_shell(cfg, BOOTSTRAP, &cfg.default_cwd, &[])?;
+        let shell = spawn_shell(cfg, BOOTSTRAP, &cfg.default_cwd, &[], None)?;
         Ok(Standby { shell, cwd, started: tokio::time::Instant::now() })
     }
 

@@ -117,6 +117,7 @@ export interface WireExecuteRequest {
   stdin?: Uint8Array;
   keepStdinOpen?: boolean;
   outputLimitBytes?: number;
+  user?: string;
 }
 
 export interface WireCommandInfo {
@@ -135,6 +136,7 @@ export interface WireCommandInfo {
   truncated: boolean;
   error: string;
   oomKilled: boolean;
+  user: string;
 }
 
 type AnyClient = grpc.Client & Record<string, (...args: unknown[]) => unknown>;

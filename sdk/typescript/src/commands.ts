@@ -45,7 +45,15 @@ export interface CommandStartOptions {
   timeout?: number;
   /** Same as `timeout` (E2B's name). */
   timeoutMs?: number;
-  /** Working directory; relative paths resolve against the agent's workdir. */
+  /**
+   * Who the command runs as (E2B's option): `'root'`, `'user'` (the sandbox's default user),
+   * any other name from the sandbox's /etc/passwd, or a numeric uid. `HOME`, `USER`,
+   * `LOGNAME` and the default `cwd` (the user's home) follow it. Unset: the sandbox's default
+   * user, `user`. An unknown name rejects with {@link InvalidArgumentError}
+   * ("unknown user NAME") and nothing runs. Root inside a sandbox is never root on its host.
+   */
+  user?: 'root' | 'user' | (string & {});
+  /** Working directory; relative paths resolve against the agent's workdir (the `user`'s home when one is given). */
   cwd?: string;
   /** Environment variables added for this command. */
   envs?: Record<string, string>;
@@ -101,6 +109,8 @@ export interface ProcessInfo {
   cwd: string;
   pid: number;
   running: boolean;
+  /** The user it runs as, when the command was started with `user` (unset: the sandbox's default user). */
+  user?: string;
   /** Unset while running. */
   status?: CommandStatus;
   exitCode?: number;
@@ -254,6 +264,9 @@ export class Commands {
     if (!Number.isSafeInteger(maxOutputBytes) || maxOutputBytes < 0) {
       throw new InvalidArgumentError(`maxOutputBytes must be a whole number of bytes >= 0 (0 means the agent's own cap), got ${maxOutputBytes}`);
     }
+    if (options.user !== undefined && (typeof options.user !== 'string' || options.user === '')) {
+      throw new InvalidArgumentError(`user must be a non-empty user name or uid (or unset for the sandbox's default user), got ${JSON.stringify(options.user)}`);
+    }
     const request: WireExecuteRequest = {
       command,
       cwd: options.cwd ?? '',
@@ -262,6 +275,7 @@ export class Commands {
       encoding: OutputEncoding.BYTES,
       keepStdinOpen: keepOpen,
       ...(maxOutputBytes ? { outputLimitBytes: maxOutputBytes } : {}),
+      ...(options.user ? { user: options.user } : {}),
       ...(typeof options.stdin === 'string' || options.stdin instanceof Uint8Array ? { stdin: toBytes(options.stdin) } : {}),
     };
     const sinks = this.sinks(options);
@@ -304,6 +318,7 @@ export class Commands {
       cwd: c.cwd,
       pid: c.pid,
       running: c.running,
+      ...(c.user ? { user: c.user } : {}),
       stdoutBytes: c.stdoutBytes,
       stderrBytes: c.stderrBytes,
       startedAt: new Date(c.startedAtMs),

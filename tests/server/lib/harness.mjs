@@ -28,15 +28,16 @@ const { ExecService } = grpc.loadPackageDefinition(agentProto).sandstream.agent.
 /**
  * Runs ExecService.Execute on a sandbox's agent over a connection of its own (closed at
  * the end); resolves {stdout, stderr, exitCode, ended} or rejects with the gRPC error.
- * `timeoutMs` is the command's timeout (the call's deadline is 10 s later).
+ * `timeoutMs` is the command's timeout (the call's deadline is 10 s later); `user` who it
+ * runs as (the request's `user`; unset: the sandbox's default user).
  */
-export function agentExecute({ host, port, token }, command, env = {}, { timeoutMs = 20_000 } = {}) {
+export function agentExecute({ host, port, token }, command, env = {}, { timeoutMs = 20_000, user = '' } = {}) {
   const client = new ExecService(`${host}:${port}`, grpc.credentials.createInsecure());
   const md = new grpc.Metadata();
   md.set('authorization', `Bearer ${token}`);
   return new Promise((resolve, reject) => {
     const out = { stdout: '', stderr: '', exitCode: null, ended: false };
-    const call = client.Execute({ command, cwd: '', env, timeout: timeoutMs }, md, { deadline: Date.now() + timeoutMs + 10_000 });
+    const call = client.Execute({ command, cwd: '', env, timeout: timeoutMs, user }, md, { deadline: Date.now() + timeoutMs + 10_000 });
     call.on('data', (m) => {
       if (m.line) out[m.channel === 'STDERR' ? 'stderr' : 'stdout'] += m.line;
       if (m.end) {

@@ -370,6 +370,8 @@ async fn drive_inner(engine: &Engine, ex: &ExecutionRow, plan: &Plan, em: &mut E
                     // still keep, so the Emitter cuts and notes it as usual; and it does so
                     // whether or not this server is following.
                     output_limit_bytes: em.limit.saturating_sub(em.stored).saturating_add(1),
+                    // The sandbox's default user, as before the field existed.
+                    user: String::new(),
                 };
                 let started = match client.start(req).await {
                     Ok(r) => r.into_inner(),

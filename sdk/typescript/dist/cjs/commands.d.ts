@@ -24,7 +24,15 @@ export interface CommandStartOptions {
     timeout?: number;
     /** Same as `timeout` (E2B's name). */
     timeoutMs?: number;
-    /** Working directory; relative paths resolve against the agent's workdir. */
+    /**
+     * Who the command runs as (E2B's option): `'root'`, `'user'` (the sandbox's default user),
+     * any other name from the sandbox's /etc/passwd, or a numeric uid. `HOME`, `USER`,
+     * `LOGNAME` and the default `cwd` (the user's home) follow it. Unset: the sandbox's default
+     * user, `user`. An unknown name rejects with {@link InvalidArgumentError}
+     * ("unknown user NAME") and nothing runs. Root inside a sandbox is never root on its host.
+     */
+    user?: 'root' | 'user' | (string & {});
+    /** Working directory; relative paths resolve against the agent's workdir (the `user`'s home when one is given). */
     cwd?: string;
     /** Environment variables added for this command. */
     envs?: Record<string, string>;
@@ -78,6 +86,8 @@ export interface ProcessInfo {
     cwd: string;
     pid: number;
     running: boolean;
+    /** The user it runs as, when the command was started with `user` (unset: the sandbox's default user). */
+    user?: string;
     /** Unset while running. */
     status?: CommandStatus;
     exitCode?: number;

@@ -120,6 +120,9 @@ class Commands {
         if (!Number.isSafeInteger(maxOutputBytes) || maxOutputBytes < 0) {
             throw new errors_js_1.InvalidArgumentError(`maxOutputBytes must be a whole number of bytes >= 0 (0 means the agent's own cap), got ${maxOutputBytes}`);
         }
+        if (options.user !== undefined && (typeof options.user !== 'string' || options.user === '')) {
+            throw new errors_js_1.InvalidArgumentError(`user must be a non-empty user name or uid (or unset for the sandbox's default user), got ${JSON.stringify(options.user)}`);
+        }
         const request = {
             command,
             cwd: options.cwd ?? '',
@@ -128,6 +131,7 @@ class Commands {
             encoding: agent_js_1.OutputEncoding.BYTES,
             keepStdinOpen: keepOpen,
             ...(maxOutputBytes ? { outputLimitBytes: maxOutputBytes } : {}),
+            ...(options.user ? { user: options.user } : {}),
             ...(typeof options.stdin === 'string' || options.stdin instanceof Uint8Array ? { stdin: toBytes(options.stdin) } : {}),
         };
         const sinks = this.sinks(options);
@@ -163,6 +167,7 @@ class Commands {
             cwd: c.cwd,
             pid: c.pid,
             running: c.running,
+            ...(c.user ? { user: c.user } : {}),
             stdoutBytes: c.stdoutBytes,
             stderrBytes: c.stderrBytes,
             startedAt: new Date(c.startedAtMs),

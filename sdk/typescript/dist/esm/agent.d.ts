@@ -100,6 +100,7 @@ export interface WireExecuteRequest {
     stdin?: Uint8Array;
     keepStdinOpen?: boolean;
     outputLimitBytes?: number;
+    user?: string;
 }
 export interface WireCommandInfo {
     commandId: string;
@@ -117,6 +118,7 @@ export interface WireCommandInfo {
     truncated: boolean;
     error: string;
     oomKilled: boolean;
+    user: string;
 }
 /** Where the connection gets its {host, port, token}: fixed, or fetched (and fetched again after a failure). */
 export type ConnectionSource = ConnectionInfo | (() => Promise<ConnectionInfo>);

@@ -116,6 +116,9 @@ export class Commands {
         if (!Number.isSafeInteger(maxOutputBytes) || maxOutputBytes < 0) {
             throw new InvalidArgumentError(`maxOutputBytes must be a whole number of bytes >= 0 (0 means the agent's own cap), got ${maxOutputBytes}`);
         }
+        if (options.user !== undefined && (typeof options.user !== 'string' || options.user === '')) {
+            throw new InvalidArgumentError(`user must be a non-empty user name or uid (or unset for the sandbox's default user), got ${JSON.stringify(options.user)}`);
+        }
         const request = {
             command,
             cwd: options.cwd ?? '',
@@ -124,6 +127,7 @@ export class Commands {
             encoding: OutputEncoding.BYTES,
             keepStdinOpen: keepOpen,
             ...(maxOutputBytes ? { outputLimitBytes: maxOutputBytes } : {}),
+            ...(options.user ? { user: options.user } : {}),
             ...(typeof options.stdin === 'string' || options.stdin instanceof Uint8Array ? { stdin: toBytes(options.stdin) } : {}),
         };
         const sinks = this.sinks(options);
@@ -159,6 +163,7 @@ export class Commands {
             cwd: c.cwd,
             pid: c.pid,
             running: c.running,
+            ...(c.user ? { user: c.user } : {}),
             stdoutBytes: c.stdoutBytes,
             stderrBytes: c.stderrBytes,
             startedAt: new Date(c.startedAtMs),

@@ -93,6 +93,10 @@ export const AGENT_PROTO_JSON: Record<string, unknown> = {
                     "outputLimitBytes": {
                       "type": "uint64",
                       "id": 8
+                    },
+                    "user": {
+                      "type": "string",
+                      "id": 9
                     }
                   }
                 },
@@ -308,6 +312,10 @@ export const AGENT_PROTO_JSON: Record<string, unknown> = {
                     "outputLimitReached": {
                       "type": "bool",
                       "id": 16
+                    },
+                    "user": {
+                      "type": "string",
+                      "id": 17
                     }
                   }
                 },

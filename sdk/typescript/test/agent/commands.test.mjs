@@ -63,6 +63,24 @@ describe('commands.run', () => {
     });
   });
 
+  it('runs as the user it names; an unknown user is an InvalidArgumentError and runs nothing', async () => {
+    await assert.rejects(client.commands.run(`touch ${agent.dir}/ran`, { user: 'no-such-user-xyz' }), (e) => {
+      assert.ok(e instanceof InvalidArgumentError, `${e}`);
+      assert.equal(e.code, 'INVALID_ARGUMENT');
+      assert.equal(e.message, 'running the command: unknown user no-such-user-xyz');
+      return true;
+    });
+    assert.equal((await client.commands.run(`test -e ${agent.dir}/ran || echo not-run`)).stdout, 'not-run\n');
+    // Switching users needs the agent to be root, as it is in a sandbox.
+    if (process.getuid?.() !== 0) return;
+    const root = await client.commands.run('whoami; id -u; echo "$HOME $USER"', { user: 'root' });
+    assert.equal(root.stdout, 'root\n0\n/root root\n');
+    // nobody's home (/nonexistent) is no directory: it starts in /.
+    const nobody = await client.commands.run('whoami; id -u; pwd', { user: 'nobody' });
+    assert.equal(nobody.stdout, 'nobody\n65534\n/\n');
+    assert.equal((await client.commands.run('id -u', { user: '65534' })).stdout, '65534\n');
+  });
+
   it('throws CommandExitError with exitCode, stdout and stderr on a non-zero exit', async () => {
     await assert.rejects(client.commands.run('echo out; echo err >&2; exit 3'), (e) => {
       assert.ok(e instanceof CommandExitError);

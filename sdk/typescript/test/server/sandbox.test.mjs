@@ -7,6 +7,7 @@ import {
   Sandbox,
   AuthenticationError,
   CommandExitError,
+  InvalidArgumentError,
   NotFoundError,
   TimeoutError,
 } from '@sandstream/sdk';
@@ -82,6 +83,29 @@ describe('Sandbox lifecycle', () => {
     assert.equal(r.stdout, '/tmp\nxy\n');
     await assert.rejects(sandbox.commands.run('echo bad >&2; exit 7'), (e) => e instanceof CommandExitError && e.exitCode === 7 && e.stderr === 'bad\n');
     await assert.rejects(sandbox.commands.run('sleep 10', { timeoutMs: 300 }), (e) => e instanceof TimeoutError && e.kind === 'command' && e.exitCode === 124);
+  });
+
+  it("runs as `user` by default and as root with user: 'root'; an unknown user is an InvalidArgumentError", async () => {
+    const def = await sandbox.commands.run('whoami; id -u; echo "$HOME $USER"; pwd');
+    assert.equal(def.stdout, 'user\n1000\n/home/user user\n/home/user\n');
+    assert.equal((await sandbox.commands.run('whoami', { user: 'user' })).stdout, 'user\n');
+    const root = await sandbox.commands.run('whoami; id -u; echo "$HOME $USER $LOGNAME"; pwd', { user: 'root' });
+    assert.equal(root.stdout, 'root\n0\n/root root root\n/root\n');
+    const bg = await sandbox.commands.run('whoami', { user: 'root', background: true });
+    assert.equal((await bg.wait()).stdout, 'root\n');
+    const listed = await sandbox.commands.list();
+    assert.equal(listed.find((p) => p.id === bg.id)?.user, 'root');
+    assert.equal(listed.find((p) => p.id === def.commandId)?.user, undefined);
+    await assert.rejects(sandbox.commands.run('touch /tmp/ran-as-nobody-known', { user: 'nosuchuser' }), (e) => {
+      assert.ok(e instanceof InvalidArgumentError, `${e}`);
+      assert.equal(e.code, 'INVALID_ARGUMENT');
+      assert.match(e.message, /unknown user nosuchuser/);
+      return true;
+    });
+    await assert.rejects(sandbox.commands.run('true', { user: 'nosuchuser', background: true }), InvalidArgumentError);
+    await assert.rejects(sandbox.commands.run('true', { user: '' }), (e) => e instanceof InvalidArgumentError && /user must be a non-empty/.test(e.message));
+    const ran = await sandbox.commands.run('test -e /tmp/ran-as-nobody-known && echo ran || echo not-run');
+    assert.equal(ran.stdout, 'not-run\n');
   });
 
   it('runs 10 concurrent commands', async () => {

@@ -21,7 +21,10 @@ export async function examples(): Promise<void> {
     timeout: 60_000,
     cwd: '/tmp',
     envs: { A: 'b' },
+    user: 'root',
   });
+  await sandbox.commands.run('whoami', { user: 'user' });
+  await sandbox.commands.run('whoami', { user: 'www-data', background: true });
   const code: number = result.exitCode;
   const handle: CommandHandle = await sandbox.commands.run('sleep 10', { background: true, stdin: true });
   await handle.sendStdin('x');

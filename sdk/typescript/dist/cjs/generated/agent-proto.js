@@ -96,6 +96,10 @@ exports.AGENT_PROTO_JSON = {
                                         "outputLimitBytes": {
                                             "type": "uint64",
                                             "id": 8
+                                        },
+                                        "user": {
+                                            "type": "string",
+                                            "id": 9
                                         }
                                     }
                                 },
@@ -311,6 +315,10 @@ exports.AGENT_PROTO_JSON = {
                                         "outputLimitReached": {
                                             "type": "bool",
                                             "id": 16
+                                        },
+                                        "user": {
+                                            "type": "string",
+                                            "id": 17
                                         }
                                     }
                                 },
