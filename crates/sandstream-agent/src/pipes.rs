@@ -16,7 +16,8 @@
 //!   readiness, as fast as before. When the other stream writes again, the grown pipe
 //!   goes back in step at once if it holds a page at most, else as soon as it is drained
 //!   (a pipe cannot shrink below what it holds); and so does a grown pipe that was found
-//!   empty and then stayed silent for [`ALONE_IDLE`].
+//!   empty and then stayed silent for [`ALONE_IDLE`] (long enough that a writer the
+//!   scheduler set aside for a moment does not lose its grown pipe).
 //!
 //! **The guarantee**: the spool holds a command's writes in the order the program made
 //! them (for one thread, program order; for several, the order the kernel took them),
@@ -55,7 +56,7 @@ const IN_STEP_SIZE: i32 = 4096;
 /// Writes in a row to one stream, the other silent, after which its pipe grows.
 pub(crate) const ALONE_AFTER: u32 = 16;
 /// A grown pipe found empty and then silent this long goes back in step.
-const ALONE_IDLE: Duration = Duration::from_millis(1);
+const ALONE_IDLE: Duration = Duration::from_millis(20);
 
 /// A close-on-exec output pipe in packet mode whose pipe holds one page (in step);
 /// `(read end, write end)`. `above_stdio` moves an end off fds 0 to 2.
