@@ -168,6 +168,33 @@ describe("Sandstream playground (real server, headless Chromium)", { timeout: 60
     await assertExitShown(page, "success", 0);
   });
 
+  pageTest("1,000 alternating flushed stdout and stderr lines show in program order", {}, async (page) => {
+    const program = [
+      "import sys",
+      "for i in range(1000):",
+      "    sys.stdout.write(f'out {i}\\n'); sys.stdout.flush()",
+      "    sys.stderr.write(f'err {i}\\n'); sys.stderr.flush()",
+    ].join("\n");
+    await setWorkspace(page, "python", { "main.py": program, "requirements.txt": "" }, 120);
+    await run(page);
+    const st = await waitDone(page);
+    assert.equal(st.status, "success");
+    const want = Array.from({ length: 1000 }, (_, i) => [`out ${i}`, `err ${i}`]).flat();
+    // What the terminal shows (its text mirror), and the chunks the page kept.
+    const shown = (await page.textContent('[data-testid="terminal-text"]')).split("\n").filter((l) => /^(out|err) \d+$/.test(l));
+    const kept = (await getLog(page)).filter((c) => c.phase === "run").map((c) => c.data).join("").split("\n").filter(Boolean);
+    for (const [what, got] of [["the terminal", shown], ["the page's chunks", kept]]) {
+      const at = got.findIndex((l, i) => l !== want[i]);
+      assert.ok(at === -1 && got.length === want.length, `${what}: line ${at} is ${JSON.stringify(got.slice(at - 1, at + 3))}, want ${JSON.stringify(want.slice(at - 1, at + 3))} (${got.length} lines)`);
+    }
+    // Positive control: stderr is still told apart (drawn in red).
+    const red = await page.evaluate(() => {
+      const row = [...document.querySelectorAll(".xterm-rows > div")].find((r) => /^err \d+/.test(r.textContent.trim()));
+      return row ? [...row.querySelectorAll("span")].map((s) => s.className).join(" ") : null;
+    });
+    assert.match(red ?? "", /xterm-fg-9\b/, "a visible stderr line is red");
+  });
+
   pageTest("stderr and exit code 3", {}, async (page) => {
     const program = [
       "import sys",

@@ -6,10 +6,9 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bytes::{Bytes, BytesMut};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::unix::pipe;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -17,15 +16,13 @@ use tokio::time::Instant;
 use crate::config::ExecConfig;
 use crate::error::{AgentError, Result};
 use crate::exit::{ExitInfo, Termination, oom_kills};
-use crate::output_log::{Channel, OutputLog};
+use crate::output_log::OutputLog;
+use crate::pipes::{OutputPipes, Read};
 use crate::shell::{Shell, spawn_shell};
 use crate::spawn::Process;
 use crate::spec::CommandSpec;
 use crate::standby::StandbyShell;
 
-/// Pipe reads land in arenas of up to this size, split off as chunks without copying.
-const ARENA_MAX: usize = 1 << 20;
-const ARENA_MIN: usize = 16 * 1024;
 /// Longest the pipes are read after the shell exited, however busy they stay.
 const MAX_DRAIN_AFTER_EXIT: Duration = Duration::from_secs(2);
 
@@ -77,6 +74,11 @@ impl Command {
         };
         let Shell { child, stdin, stdout, stderr } = shell;
         let pid = child.id().unwrap_or(0);
+        let pipes = OutputPipes::new(stdout, stderr).map_err(|e| {
+            // Nothing would read its output: it must not run on unseen.
+            let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
+            AgentError::io(format!("watch the output of command {id}"), e)
+        })?;
 
         let stdin_tx = stdin.map(|pipe| {
             let (tx, rx) = mpsc::channel(16);
@@ -114,7 +116,7 @@ impl Command {
         });
         let deadline = spec.timeout.map(|t| (Instant::now() + t, t));
         let limits = Limits { deadline, kill_at_cap, drain_grace: cfg.exit_drain_grace };
-        let supervise = supervise(command.clone(), child, stdout, stderr, limits);
+        let supervise = supervise(command.clone(), child, pipes, limits);
         // A command that could use the standby (took it, or found none) starts the next one.
         let standby = qualifies.then(|| standby.clone());
         let supervise_of = command.clone();
@@ -188,43 +190,6 @@ async fn pump_stdin(mut pipe: pipe::Sender, mut rx: mpsc::Receiver<StdinOp>) {
     // Dropping the pipe closes the command's stdin.
 }
 
-/// Where one pipe's reads land. Each chunk is split off the arena as `Bytes`, so the
-/// spool, the live window and every reader share it without copying. Arenas start
-/// small (a quiet command holds little memory) and grow while reads keep filling them.
-struct Arena {
-    buf: BytesMut,
-    next: usize,
-}
-
-impl Arena {
-    fn new() -> Arena {
-        Arena { buf: BytesMut::new(), next: ARENA_MIN }
-    }
-
-    fn room(&mut self) -> &mut BytesMut {
-        if self.buf.capacity() - self.buf.len() < ARENA_MIN {
-            self.buf = BytesMut::with_capacity(self.next);
-        }
-        &mut self.buf
-    }
-
-    fn take(&mut self) -> Bytes {
-        let chunk = self.buf.split().freeze();
-        if self.buf.capacity() < ARENA_MIN {
-            // The read filled the arena: the command is loud, give it a bigger one.
-            self.next = (self.next * 4).min(ARENA_MAX);
-        }
-        chunk
-    }
-}
-
-async fn read_some<R: AsyncRead + Unpin>(pipe: &mut Option<R>, arena: &mut Arena) -> std::io::Result<usize> {
-    match pipe {
-        Some(p) => p.read_buf(arena.room()).await,
-        None => std::future::pending().await,
-    }
-}
-
 /// What ends a command besides its own exit.
 struct Limits {
     /// When the command is killed, and its timeout.
@@ -235,16 +200,10 @@ struct Limits {
     drain_grace: Duration,
 }
 
-/// Pumps both pipes into the spool until the command has exited and its pipes are
-/// drained, killing its process group at the deadline or when its output reached the
-/// request's limit.
-async fn supervise(
-    command: Arc<Command>,
-    mut child: Process,
-    mut stdout: Option<pipe::Receiver>,
-    mut stderr: Option<pipe::Receiver>,
-    limits: Limits,
-) {
+/// Pumps both pipes into the spool, in the order the program wrote them (`pipes.rs`),
+/// until the command has exited and its pipes are drained, killing its process group at
+/// the deadline or when its output reached the request's limit.
+async fn supervise(command: Arc<Command>, mut child: Process, mut pipes: OutputPipes, limits: Limits) {
     let Limits { deadline, kill_at_cap, drain_grace } = limits;
     let mut output_limit_reached = false;
     // The limit exists so that output nobody reads cannot fill the sandbox's disk or keep
@@ -256,8 +215,6 @@ async fn supervise(
             output_limit_reached = !status_known;
         }
     };
-    let mut out_arena = Arena::new();
-    let mut err_arena = Arena::new();
     let mut status: Option<std::io::Result<std::process::ExitStatus>> = None;
     let mut timed_out: Option<Duration> = None;
     // After the leader exits, background children may keep the pipes open; we drain
@@ -268,18 +225,14 @@ async fn supervise(
     let mut deadline_fired = false;
     let oom_before = oom_kills();
     loop {
-        if stdout.is_none() && stderr.is_none() && status.is_some() {
+        if !pipes.is_open() && status.is_some() {
             break;
         }
         let deadline_at = deadline.map(|(at, _)| at).unwrap_or_else(Instant::now);
         tokio::select! {
-            r = read_some(&mut stdout, &mut out_arena) => match r {
-                Ok(n) if n > 0 => { on_append(command.log.append(Channel::Stdout, out_arena.take()), status.is_some()); drain_deadline = (Instant::now() + drain_grace).min(drain_cap); }
-                _ => stdout = None,
-            },
-            r = read_some(&mut stderr, &mut err_arena) => match r {
-                Ok(n) if n > 0 => { on_append(command.log.append(Channel::Stderr, err_arena.take()), status.is_some()); drain_deadline = (Instant::now() + drain_grace).min(drain_cap); }
-                _ => stderr = None,
+            r = pipes.next() => if let Read::Data(channel, data) = r {
+                on_append(command.log.append(channel, data), status.is_some());
+                drain_deadline = (Instant::now() + drain_grace).min(drain_cap);
             },
             s = child.wait(), if status.is_none() => {
                 status = Some(s);

@@ -12,6 +12,7 @@ mod events;
 mod exit;
 pub mod init;
 mod output_log;
+mod pipes;
 mod registry;
 mod server;
 mod service;

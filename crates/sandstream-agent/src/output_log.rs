@@ -26,6 +26,10 @@ const HEADER: usize = 5;
 const CHECKPOINT_EVERY: u64 = 1 << 20;
 /// Memory a command's live window may hold; readers further behind read the file.
 const RECENT_BYTES: usize = 4 << 20;
+/// What one record of the live window costs besides its bytes (its entry, the `Bytes`
+/// handle): counted against [`RECENT_BYTES`], so a program that writes a byte at a time
+/// (one record per write, `pipes.rs`) cannot make millions of entries.
+const RECORD_COST: usize = 64;
 
 /// Which pipe a chunk came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -175,11 +179,11 @@ impl OutputLog {
             let cp = Checkpoint { pos: st.len, out: st.out, err: st.err };
             st.checkpoints.push(cp);
         }
-        st.recent_bytes += data.len();
+        st.recent_bytes += data.len() + RECORD_COST;
         st.recent.push_back((pos, channel, data));
         while st.recent_bytes > RECENT_BYTES && st.recent.len() > 1 {
             if let Some((_, _, old)) = st.recent.pop_front() {
-                st.recent_bytes -= old.len();
+                st.recent_bytes -= old.len() + RECORD_COST;
             }
         }
         Ok(())

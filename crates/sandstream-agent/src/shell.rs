@@ -3,7 +3,7 @@
 //! shell.
 
 use std::ffi::{OsStr, OsString};
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::process::Stdio;
 
@@ -14,15 +14,13 @@ use crate::error::{AgentError, Result};
 use crate::spawn::{Process, RunAs};
 use crate::user::Identity;
 
-/// Pipes are enlarged so a fast writer fills fewer, larger chunks.
-const PIPE_SIZE: i32 = 1 << 20;
-
 /// A started shell and its pipes.
 pub(crate) struct Shell {
     pub(crate) child: Process,
     pub(crate) stdin: Option<pipe::Sender>,
-    pub(crate) stdout: Option<pipe::Receiver>,
-    pub(crate) stderr: Option<pipe::Receiver>,
+    /// The read ends of the output pipes (`pipes.rs`: packet mode, one page, in step).
+    pub(crate) stdout: Option<OwnedFd>,
+    pub(crate) stderr: Option<OwnedFd>,
 }
 
 /// Starts `SHELL -c script` the way every command's shell starts, whether it runs the
@@ -44,18 +42,15 @@ pub(crate) fn spawn_shell(
         let args = [OsStr::new("-c"), OsStr::new(script)];
         let (child, pipes) = crate::spawn::spawn(&cfg.shell, &args, cwd, &vars, run_as).map_err(spawn_error)?;
         let stdin = pipe::Sender::from_owned_fd(pipes.stdin).map_err(spawn_error)?;
-        let stdout = pipe::Receiver::from_owned_fd(pipes.stdout).map_err(spawn_error)?;
-        let stderr = pipe::Receiver::from_owned_fd(pipes.stderr).map_err(spawn_error)?;
-        Shell { child: Process::Spawned(child), stdin: Some(stdin), stdout: Some(stdout), stderr: Some(stderr) }
+        Shell {
+            child: Process::Spawned(child),
+            stdin: Some(stdin),
+            stdout: Some(pipes.stdout),
+            stderr: Some(pipes.stderr),
+        }
     } else {
         spawn_shell_with_fork(cfg, script, cwd, &vars, run_as)?
     };
-    if let Some(s) = &shell.stdout {
-        grow_pipe(s.as_fd());
-    }
-    if let Some(s) = &shell.stderr {
-        grow_pipe(s.as_fd());
-    }
     Ok(shell)
 }
 
@@ -100,6 +95,10 @@ fn spawn_shell_with_fork(
     run_as: Option<RunAs<'_>>,
 ) -> Result<Shell> {
     let spawn_error = |source| AgentError::Spawn { shell: cfg.shell.clone(), source };
+    // The same output pipes as `spawn` makes (`pipes.rs`); the standard library moves
+    // the child's ends to 1 and 2.
+    let (out_r, out_w) = crate::pipes::output_pipe(Ok).map_err(spawn_error)?;
+    let (err_r, err_w) = crate::pipes::output_pipe(Ok).map_err(spawn_error)?;
     let mut cmd = tokio::process::Command::new(&cfg.shell);
     cmd.arg("-c")
         .arg(script)
@@ -108,8 +107,8 @@ fn spawn_shell_with_fork(
         .envs(vars.iter().map(|(k, v)| (k, v)))
         // Its own process group, so a timeout or kill reaches grandchildren too.
         .process_group(0)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stdout(Stdio::from(out_w))
+        .stderr(Stdio::from(err_w))
         .kill_on_drop(false);
     // Always a pipe, closed at once when there is nothing to send: the command reads
     // end-of-file just as from /dev/null, which a bare rootfs may not have.
@@ -136,19 +135,14 @@ fn spawn_shell_with_fork(
     }
     let mut child = cmd.spawn().map_err(spawn_error)?;
     let stdin = child.stdin.take().map(|p| p.into_owned_fd().and_then(pipe::Sender::from_owned_fd)).transpose();
-    let stdout = child.stdout.take().map(|p| p.into_owned_fd().and_then(pipe::Receiver::from_owned_fd)).transpose();
-    let stderr = child.stderr.take().map(|p| p.into_owned_fd().and_then(pipe::Receiver::from_owned_fd)).transpose();
+    // `cmd` holds the child's ends until dropped: the pipes must reach end of file.
+    drop(cmd);
     Ok(Shell {
         child: Process::Tokio(child),
         stdin: stdin.map_err(spawn_error)?,
-        stdout: stdout.map_err(spawn_error)?,
-        stderr: stderr.map_err(spawn_error)?,
+        stdout: Some(out_r),
+        stderr: Some(err_r),
     })
-}
-
-fn grow_pipe(fd: BorrowedFd<'_>) {
-    // Best effort: the kernel caps it at /proc/sys/fs/pipe-max-size for unprivileged users.
-    let _ = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETPIPE_SZ(PIPE_SIZE));
 }
 
 #[cfg(test)]

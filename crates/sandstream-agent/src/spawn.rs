@@ -237,8 +237,9 @@ pub(crate) fn spawn(
         envp_c.iter().map(|s| s.as_ptr()).chain(std::iter::once(std::ptr::null())).collect();
 
     let (in_r, in_w) = pipe()?;
-    let (out_r, out_w) = pipe()?;
-    let (err_r, err_w) = pipe()?;
+    // Output pipes keep the program's order between them (`pipes.rs`).
+    let (out_r, out_w) = crate::pipes::output_pipe(above_stdio)?;
+    let (err_r, err_w) = crate::pipes::output_pipe(above_stdio)?;
     let plan = ChildPlan {
         program: program_c.as_ptr(),
         argv: argv.as_ptr(),

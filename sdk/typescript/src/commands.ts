@@ -19,13 +19,15 @@ import {
 import {
   ChannelSink,
   CommandFollower,
+  MergedOutput,
   STATUS,
   type BytesCallback,
   type EndMessage,
+  type MergedCallback,
   type OutputCallback,
 } from './follow.js';
 
-export { ChannelSink, type BytesCallback, type OutputCallback };
+export { ChannelSink, type BytesCallback, type MergedCallback, type OutputCallback };
 
 /** Options of `commands.run()`. */
 export interface CommandStartOptions {
@@ -37,6 +39,12 @@ export interface CommandStartOptions {
   onStdoutBytes?: BytesCallback;
   /** Called with stderr's raw bytes as they arrive (for binary output). */
   onStderrBytes?: BytesCallback;
+  /**
+   * Called with stdout and stderr as they arrive, interleaved in the order the program wrote
+   * them (the agent's order, also after a resume): `(data, stream)`, `stream` being
+   * `'stdout'` or `'stderr'`. Decoded as UTF-8 per stream, like `onStdout` / `onStderr`.
+   */
+  onOutput?: MergedCallback;
   /**
    * Command timeout in milliseconds: when it runs longer, the agent kills its whole process
    * group and `run()` rejects with a `TimeoutError` of kind `'command'` (exit code 124).
@@ -88,6 +96,7 @@ export interface CommandStartOptions {
 export interface CommandConnectOptions {
   onStdout?: OutputCallback;
   onStderr?: OutputCallback;
+  onOutput?: MergedCallback;
   onStdoutBytes?: BytesCallback;
   onStderrBytes?: BytesCallback;
   collectOutput?: boolean;
@@ -172,6 +181,11 @@ export class CommandHandle {
     return this.follower.stderr.text();
   }
 
+  /** Stdout and stderr received so far, interleaved in the agent's order ('' with `collectOutput: false`). */
+  get output(): string {
+    return mergedText(this.follower);
+  }
+
   /**
    * Waits for the command to end. Resolves to the result on exit code 0; rejects with
    * {@link CommandExitError} on another exit code or a signal (after `kill()` too), and with
@@ -208,8 +222,12 @@ export class CommandHandle {
   }
 }
 
+function mergedText(f: CommandFollower): string {
+  return f.merged.text(f.stdout.bytes(), f.stderr.bytes());
+}
+
 function finishResult(f: CommandFollower, end: EndMessage, timeoutMs: number): CommandResult {
-  const result: CommandResult = {
+  const result = {
     exitCode: end.exitCode,
     stdout: f.stdout.text(),
     stderr: f.stderr.text(),
@@ -220,7 +238,10 @@ function finishResult(f: CommandFollower, end: EndMessage, timeoutMs: number): C
     ...(end.signal ? { signal: end.signal } : {}),
     ...(end.oomKilled ? { oomKilled: true } : {}),
     ...(end.outputLimitReached ? { outputLimitReached: true } : {}),
-  };
+  } as CommandResult;
+  // Built when read, once: a third copy of the output only for callers who want it.
+  let output: string | undefined;
+  Object.defineProperty(result, 'output', { get: () => (output ??= mergedText(f)), enumerable: false });
   if (end.status === 'timed_out') {
     throw new TimeoutError(
       `command ${result.commandId} ran longer than its timeout${timeoutMs ? ` of ${timeoutMs} ms` : ''} and the agent killed its process group ` +
@@ -362,14 +383,23 @@ export class Commands {
   }
 
   private sinks(
-    o: { onStdout?: OutputCallback; onStderr?: OutputCallback; onStdoutBytes?: BytesCallback; onStderrBytes?: BytesCallback; collectOutput?: boolean },
+    o: {
+      onStdout?: OutputCallback;
+      onStderr?: OutputCallback;
+      onStdoutBytes?: BytesCallback;
+      onStderrBytes?: BytesCallback;
+      onOutput?: MergedCallback;
+      collectOutput?: boolean;
+    },
     stdoutStart = 0,
     stderrStart = 0,
   ) {
     const collect = o.collectOutput ?? true;
+    const merged = new MergedOutput(o.onOutput, collect);
     return {
-      stdout: new ChannelSink('stdout', o.onStdout, o.onStdoutBytes, collect, stdoutStart),
-      stderr: new ChannelSink('stderr', o.onStderr, o.onStderrBytes, collect, stderrStart),
+      stdout: new ChannelSink('stdout', o.onStdout, o.onStdoutBytes, collect, stdoutStart, merged),
+      stderr: new ChannelSink('stderr', o.onStderr, o.onStderrBytes, collect, stderrStart, merged),
+      merged,
     };
   }
 }

@@ -85,6 +85,11 @@ export interface CommandExitFields {
   stdout: string;
   /** Everything the command wrote to stderr, decoded as UTF-8 ('' when `collectOutput: false`). */
   stderr: string;
+  /**
+   * Stdout and stderr interleaved in the order the program wrote them (the agent's order),
+   * each decoded as UTF-8 ('' when `collectOutput: false`). Built when first read.
+   */
+  readonly output: string;
   /** The agent's sentence about how it ended, when there is one. */
   error?: string;
   /** The command's id (a UUID): use it with `commands.connect()`. */
@@ -118,6 +123,7 @@ export class CommandExitError extends SandboxError implements CommandExitFields 
   readonly stderr: string;
   readonly error?: string;
   readonly commandId: string;
+  readonly #result: CommandExitFields;
   readonly status: CommandStatus;
   readonly signal?: number;
   readonly oomKilled?: boolean;
@@ -142,6 +148,8 @@ export class CommandExitError extends SandboxError implements CommandExitFields 
     this.exitCode = result.exitCode;
     this.stdout = result.stdout;
     this.stderr = result.stderr;
+    // Kept to read `output` from when asked (it is built then).
+    this.#result = result;
     if (result.error !== undefined) this.error = result.error;
     this.commandId = result.commandId;
     this.status = result.status;
@@ -149,6 +157,10 @@ export class CommandExitError extends SandboxError implements CommandExitFields 
     if (result.oomKilled) this.oomKilled = true;
     if (result.outputLimitReached) this.outputLimitReached = true;
     this.truncated = result.truncated;
+  }
+
+  get output(): string {
+    return this.#result.output;
   }
 }
 

@@ -28,6 +28,11 @@ import {
 export type OutputCallback = (data: string) => void;
 /** Receives output exactly as the command wrote it. */
 export type BytesCallback = (data: Uint8Array) => void;
+/**
+ * Receives stdout and stderr together, in the order the agent recorded them (the order the
+ * program wrote them), decoded as UTF-8 per stream: `stream` says which one `data` came from.
+ */
+export type MergedCallback = (data: string, stream: 'stdout' | 'stderr') => void;
 
 export const STATUS: Record<number, CommandStatus> = {
   [ExitStatus.EXITED]: 'exited',
@@ -37,6 +42,74 @@ export const STATUS: Record<number, CommandStatus> = {
 };
 
 const TEXT_PIECE = 64 * 1024;
+
+/** Decodes `data` with `decoder` in pieces of at most 64 KiB, giving each non-empty text to `to`. */
+function decodeInPieces(decoder: StringDecoder, data: Buffer, to: (text: string) => void): void {
+  // V8 allocates strings of 64 KiB several times faster than 1 MiB ones (the agent sends
+  // up to 1 MiB per message).
+  for (let at = 0; at < data.length; at += TEXT_PIECE) {
+    const text = decoder.write(at === 0 && data.length <= TEXT_PIECE ? data : data.subarray(at, at + TEXT_PIECE));
+    if (text) to(text);
+  }
+}
+
+/**
+ * Both channels in the order their bytes arrived, which is the agent's order (its spool's,
+ * the same for a live reader and for one that resumed): delivered to `onOutput` as it
+ * arrives, and, when collecting, remembered as runs of (channel, length) so that `text()`
+ * rebuilds the interleaved output from each channel's collected bytes without keeping a
+ * third copy of them.
+ */
+export class MergedOutput {
+  private readonly decoders?: { stdout: StringDecoder; stderr: StringDecoder };
+  /** Runs: +n is n bytes of stdout, -n n bytes of stderr. */
+  private readonly runs?: number[];
+
+  constructor(
+    private readonly onOutput: MergedCallback | undefined,
+    collect: boolean,
+  ) {
+    if (onOutput) this.decoders = { stdout: new StringDecoder('utf8'), stderr: new StringDecoder('utf8') };
+    if (collect) this.runs = [];
+  }
+
+  /** Bytes new on `stream`, in arrival order. */
+  push(stream: 'stdout' | 'stderr', data: Buffer): void {
+    if (this.runs) {
+      const n = stream === 'stdout' ? data.length : -data.length;
+      const last = this.runs.length - 1;
+      if (last >= 0 && Math.sign(this.runs[last]!) === Math.sign(n)) this.runs[last]! += n;
+      else this.runs.push(n);
+    }
+    if (this.decoders) decodeInPieces(this.decoders[stream], data, (t) => this.onOutput!(t, stream));
+  }
+
+  /** Flushes the decoders: an incomplete character at the very end becomes U+FFFD. */
+  finish(): void {
+    if (!this.decoders) return;
+    for (const stream of ['stdout', 'stderr'] as const) {
+      const text = this.decoders[stream].end();
+      if (text) this.onOutput!(text, stream);
+    }
+  }
+
+  /** The interleaved text, rebuilt from each channel's collected bytes ('' when not collecting). */
+  text(stdout: Buffer, stderr: Buffer): string {
+    if (!this.runs) return '';
+    const dec = { stdout: new StringDecoder('utf8'), stderr: new StringDecoder('utf8') };
+    const at = { stdout: 0, stderr: 0 };
+    const parts: string[] = [];
+    for (const run of this.runs) {
+      const stream = run > 0 ? 'stdout' : 'stderr';
+      const bytes = stream === 'stdout' ? stdout : stderr;
+      const n = Math.abs(run);
+      parts.push(dec[stream].write(bytes.subarray(at[stream], at[stream] + n)));
+      at[stream] += n;
+    }
+    parts.push(dec.stdout.end(), dec.stderr.end());
+    return parts.join('');
+  }
+}
 
 /**
  * One channel's receiving end: drops bytes already seen (offsets make resumes exact),
@@ -57,6 +130,7 @@ export class ChannelSink {
     private readonly onBytes: BytesCallback | undefined,
     collect: boolean,
     start = 0,
+    private readonly merged?: MergedOutput,
   ) {
     this.next = start;
     if (onText) this.decoder = new StringDecoder('utf8');
@@ -79,14 +153,8 @@ export class ChannelSink {
       this.collected += fresh.length;
     }
     if (this.onBytes) this.onBytes(fresh);
-    if (this.decoder) {
-      // Decode in pieces of at most 64 KiB: V8 allocates strings of that size several times
-      // faster than 1 MiB ones (the agent sends up to 1 MiB per message).
-      for (let at = 0; at < fresh.length; at += TEXT_PIECE) {
-        const text = this.decoder.write(at === 0 && fresh.length <= TEXT_PIECE ? fresh : fresh.subarray(at, at + TEXT_PIECE));
-        if (text) this.onText!(text);
-      }
-    }
+    if (this.decoder) decodeInPieces(this.decoder, fresh, this.onText!);
+    this.merged?.push(this.name, fresh);
   }
 
   /** Flushes the decoder: an incomplete character at the very end becomes U+FFFD. */
@@ -99,13 +167,18 @@ export class ChannelSink {
 
   /** Everything collected so far, as text. */
   text(): string {
-    if (!this.chunks) return '';
+    return this.bytes().toString('utf8');
+  }
+
+  /** Everything collected so far, as bytes (empty when not collecting). */
+  bytes(): Buffer {
+    if (!this.chunks) return Buffer.alloc(0);
     if (this.chunks.length > 1) {
       const all = Buffer.concat(this.chunks, this.collected);
       this.chunks.length = 0;
       this.chunks.push(all);
     }
-    return this.chunks.length ? this.chunks[0]!.toString('utf8') : '';
+    return this.chunks.length ? this.chunks[0]! : Buffer.alloc(0);
   }
 }
 
@@ -136,6 +209,8 @@ export class CommandFollower {
   truncated = false;
   readonly stdout: ChannelSink;
   readonly stderr: ChannelSink;
+  /** Both channels in the agent's order (`onOutput`, `output`). */
+  readonly merged: MergedOutput;
   readonly done: Promise<EndMessage>;
   /** Resolves on the first message (the command is known to run), rejects if the stream fails first. */
   readonly ready: Promise<void>;
@@ -148,11 +223,12 @@ export class CommandFollower {
   constructor(
     private readonly conn: AgentConnection,
     start: { execute: WireExecuteRequest } | { attach: string; pid?: number },
-    sinks: { stdout: ChannelSink; stderr: ChannelSink },
+    sinks: { stdout: ChannelSink; stderr: ChannelSink; merged: MergedOutput },
     private readonly requestTimeoutMs: number,
   ) {
     this.stdout = sinks.stdout;
     this.stderr = sinks.stderr;
+    this.merged = sinks.merged;
     this.ready = new Promise<void>((res, rej) => {
       this.readyResolve = res;
       this.readyReject = rej;
@@ -218,6 +294,7 @@ export class CommandFollower {
       if (outcome.kind === 'end') {
         this.stdout.finish();
         this.stderr.finish();
+        this.merged.finish();
         return outcome.end;
       }
       if (outcome.kind === 'fatal') throw outcome.error;

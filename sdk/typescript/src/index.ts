@@ -10,6 +10,7 @@ export {
   type ProcessInfo,
   type OutputCallback,
   type BytesCallback,
+  type MergedCallback,
 } from './commands.js';
 export {
   AgentConnection,

@@ -194,6 +194,8 @@ pub fn bytes_request(command: &str) -> ExecuteRequest {
 pub struct Collected {
     pub stdout: Vec<u8>,
     pub stderr: Vec<u8>,
+    /// Both channels in the order their chunks arrived.
+    pub merged: Vec<u8>,
     pub events: Vec<CommandOutput>,
     pub end: Option<CommandOutput>,
 }
@@ -211,6 +213,7 @@ impl Collected {
                 let buf = if msg.channel == OutputChannel::Stderr as i32 { &mut self.stderr } else { &mut self.stdout };
                 assert_eq!(msg.offset, buf.len() as u64, "chunk offset must continue the channel exactly");
                 buf.extend_from_slice(&msg.data);
+                self.merged.extend_from_slice(&msg.data);
             }
             EventKind::End => self.end = Some(msg),
             _ => self.events.push(msg),

@@ -4,8 +4,8 @@
  */
 import { AgentConnection } from './agent.js';
 import { type CommandExitFields, type CommandStatus } from './errors.js';
-import { ChannelSink, CommandFollower, type BytesCallback, type OutputCallback } from './follow.js';
-export { ChannelSink, type BytesCallback, type OutputCallback };
+import { ChannelSink, CommandFollower, type BytesCallback, type MergedCallback, type OutputCallback } from './follow.js';
+export { ChannelSink, type BytesCallback, type MergedCallback, type OutputCallback };
 /** Options of `commands.run()`. */
 export interface CommandStartOptions {
     /** Called with stdout as it arrives, decoded as UTF-8 (invalid bytes become U+FFFD). */
@@ -16,6 +16,12 @@ export interface CommandStartOptions {
     onStdoutBytes?: BytesCallback;
     /** Called with stderr's raw bytes as they arrive (for binary output). */
     onStderrBytes?: BytesCallback;
+    /**
+     * Called with stdout and stderr as they arrive, interleaved in the order the program wrote
+     * them (the agent's order, also after a resume): `(data, stream)`, `stream` being
+     * `'stdout'` or `'stderr'`. Decoded as UTF-8 per stream, like `onStdout` / `onStderr`.
+     */
+    onOutput?: MergedCallback;
     /**
      * Command timeout in milliseconds: when it runs longer, the agent kills its whole process
      * group and `run()` rejects with a `TimeoutError` of kind `'command'` (exit code 124).
@@ -66,6 +72,7 @@ export interface CommandStartOptions {
 export interface CommandConnectOptions {
     onStdout?: OutputCallback;
     onStderr?: OutputCallback;
+    onOutput?: MergedCallback;
     onStdoutBytes?: BytesCallback;
     onStderrBytes?: BytesCallback;
     collectOutput?: boolean;
@@ -121,6 +128,8 @@ export declare class CommandHandle {
     get stdout(): string;
     /** Stderr received so far ('' with `collectOutput: false`). */
     get stderr(): string;
+    /** Stdout and stderr received so far, interleaved in the agent's order ('' with `collectOutput: false`). */
+    get output(): string;
     /**
      * Waits for the command to end. Resolves to the result on exit code 0; rejects with
      * {@link CommandExitError} on another exit code or a signal (after `kill()` too), and with

@@ -45,6 +45,10 @@ class CommandHandle {
     get stderr() {
         return this.follower.stderr.text();
     }
+    /** Stdout and stderr received so far, interleaved in the agent's order ('' with `collectOutput: false`). */
+    get output() {
+        return mergedText(this.follower);
+    }
     /**
      * Waits for the command to end. Resolves to the result on exit code 0; rejects with
      * {@link CommandExitError} on another exit code or a signal (after `kill()` too), and with
@@ -77,6 +81,9 @@ class CommandHandle {
     }
 }
 exports.CommandHandle = CommandHandle;
+function mergedText(f) {
+    return f.merged.text(f.stdout.bytes(), f.stderr.bytes());
+}
 function finishResult(f, end, timeoutMs) {
     const result = {
         exitCode: end.exitCode,
@@ -90,6 +97,9 @@ function finishResult(f, end, timeoutMs) {
         ...(end.oomKilled ? { oomKilled: true } : {}),
         ...(end.outputLimitReached ? { outputLimitReached: true } : {}),
     };
+    // Built when read, once: a third copy of the output only for callers who want it.
+    let output;
+    Object.defineProperty(result, 'output', { get: () => (output ??= mergedText(f)), enumerable: false });
     if (end.status === 'timed_out') {
         throw new errors_js_1.TimeoutError(`command ${result.commandId} ran longer than its timeout${timeoutMs ? ` of ${timeoutMs} ms` : ''} and the agent killed its process group ` +
             `(exit code ${result.exitCode}${end.error ? `: ${end.error}` : ''}). This is the command timeout (timeoutMs); raise it, or pass 0 for no limit.`, 'command', { code: 'command_timeout', result });
@@ -211,9 +221,11 @@ class Commands {
     }
     sinks(o, stdoutStart = 0, stderrStart = 0) {
         const collect = o.collectOutput ?? true;
+        const merged = new follow_js_1.MergedOutput(o.onOutput, collect);
         return {
-            stdout: new follow_js_1.ChannelSink('stdout', o.onStdout, o.onStdoutBytes, collect, stdoutStart),
-            stderr: new follow_js_1.ChannelSink('stderr', o.onStderr, o.onStderrBytes, collect, stderrStart),
+            stdout: new follow_js_1.ChannelSink('stdout', o.onStdout, o.onStdoutBytes, collect, stdoutStart, merged),
+            stderr: new follow_js_1.ChannelSink('stderr', o.onStderr, o.onStderrBytes, collect, stderrStart, merged),
+            merged,
         };
     }
 }

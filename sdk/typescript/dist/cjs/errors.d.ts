@@ -68,6 +68,11 @@ export interface CommandExitFields {
     stdout: string;
     /** Everything the command wrote to stderr, decoded as UTF-8 ('' when `collectOutput: false`). */
     stderr: string;
+    /**
+     * Stdout and stderr interleaved in the order the program wrote them (the agent's order),
+     * each decoded as UTF-8 ('' when `collectOutput: false`). Built when first read.
+     */
+    readonly output: string;
     /** The agent's sentence about how it ended, when there is one. */
     error?: string;
     /** The command's id (a UUID): use it with `commands.connect()`. */
@@ -95,6 +100,7 @@ export interface CommandExitFields {
  * Pass nothing special to get it: `commands.run()` throws it; catch it to inspect the output.
  */
 export declare class CommandExitError extends SandboxError implements CommandExitFields {
+    #private;
     readonly exitCode: number;
     readonly stdout: string;
     readonly stderr: string;
@@ -106,4 +112,5 @@ export declare class CommandExitError extends SandboxError implements CommandExi
     readonly outputLimitReached?: boolean;
     readonly truncated: boolean;
     constructor(result: CommandExitFields);
+    get output(): string;
 }

@@ -1,6 +1,6 @@
 "use strict";
 Object.defineProperty(exports, "__esModule", { value: true });
-exports.CommandFollower = exports.ChannelSink = exports.STATUS = void 0;
+exports.CommandFollower = exports.ChannelSink = exports.MergedOutput = exports.STATUS = void 0;
 const node_string_decoder_1 = require("node:string_decoder");
 const agent_js_1 = require("./agent.js");
 const errors_js_1 = require("./errors.js");
@@ -11,15 +11,83 @@ exports.STATUS = {
     [agent_js_1.ExitStatus.FAILED]: 'failed',
 };
 const TEXT_PIECE = 64 * 1024;
+/** Decodes `data` with `decoder` in pieces of at most 64 KiB, giving each non-empty text to `to`. */
+function decodeInPieces(decoder, data, to) {
+    // V8 allocates strings of 64 KiB several times faster than 1 MiB ones (the agent sends
+    // up to 1 MiB per message).
+    for (let at = 0; at < data.length; at += TEXT_PIECE) {
+        const text = decoder.write(at === 0 && data.length <= TEXT_PIECE ? data : data.subarray(at, at + TEXT_PIECE));
+        if (text)
+            to(text);
+    }
+}
+/**
+ * Both channels in the order their bytes arrived, which is the agent's order (its spool's,
+ * the same for a live reader and for one that resumed): delivered to `onOutput` as it
+ * arrives, and, when collecting, remembered as runs of (channel, length) so that `text()`
+ * rebuilds the interleaved output from each channel's collected bytes without keeping a
+ * third copy of them.
+ */
+class MergedOutput {
+    constructor(onOutput, collect) {
+        this.onOutput = onOutput;
+        if (onOutput)
+            this.decoders = { stdout: new node_string_decoder_1.StringDecoder('utf8'), stderr: new node_string_decoder_1.StringDecoder('utf8') };
+        if (collect)
+            this.runs = [];
+    }
+    /** Bytes new on `stream`, in arrival order. */
+    push(stream, data) {
+        if (this.runs) {
+            const n = stream === 'stdout' ? data.length : -data.length;
+            const last = this.runs.length - 1;
+            if (last >= 0 && Math.sign(this.runs[last]) === Math.sign(n))
+                this.runs[last] += n;
+            else
+                this.runs.push(n);
+        }
+        if (this.decoders)
+            decodeInPieces(this.decoders[stream], data, (t) => this.onOutput(t, stream));
+    }
+    /** Flushes the decoders: an incomplete character at the very end becomes U+FFFD. */
+    finish() {
+        if (!this.decoders)
+            return;
+        for (const stream of ['stdout', 'stderr']) {
+            const text = this.decoders[stream].end();
+            if (text)
+                this.onOutput(text, stream);
+        }
+    }
+    /** The interleaved text, rebuilt from each channel's collected bytes ('' when not collecting). */
+    text(stdout, stderr) {
+        if (!this.runs)
+            return '';
+        const dec = { stdout: new node_string_decoder_1.StringDecoder('utf8'), stderr: new node_string_decoder_1.StringDecoder('utf8') };
+        const at = { stdout: 0, stderr: 0 };
+        const parts = [];
+        for (const run of this.runs) {
+            const stream = run > 0 ? 'stdout' : 'stderr';
+            const bytes = stream === 'stdout' ? stdout : stderr;
+            const n = Math.abs(run);
+            parts.push(dec[stream].write(bytes.subarray(at[stream], at[stream] + n)));
+            at[stream] += n;
+        }
+        parts.push(dec.stdout.end(), dec.stderr.end());
+        return parts.join('');
+    }
+}
+exports.MergedOutput = MergedOutput;
 /**
  * One channel's receiving end: drops bytes already seen (offsets make resumes exact),
  * decodes UTF-8 with a streaming decoder, collects if asked.
  */
 class ChannelSink {
-    constructor(name, onText, onBytes, collect, start = 0) {
+    constructor(name, onText, onBytes, collect, start = 0, merged) {
         this.name = name;
         this.onText = onText;
         this.onBytes = onBytes;
+        this.merged = merged;
         this.collected = 0;
         this.next = start;
         if (onText)
@@ -43,15 +111,9 @@ class ChannelSink {
         }
         if (this.onBytes)
             this.onBytes(fresh);
-        if (this.decoder) {
-            // Decode in pieces of at most 64 KiB: V8 allocates strings of that size several times
-            // faster than 1 MiB ones (the agent sends up to 1 MiB per message).
-            for (let at = 0; at < fresh.length; at += TEXT_PIECE) {
-                const text = this.decoder.write(at === 0 && fresh.length <= TEXT_PIECE ? fresh : fresh.subarray(at, at + TEXT_PIECE));
-                if (text)
-                    this.onText(text);
-            }
-        }
+        if (this.decoder)
+            decodeInPieces(this.decoder, fresh, this.onText);
+        this.merged?.push(this.name, fresh);
     }
     /** Flushes the decoder: an incomplete character at the very end becomes U+FFFD. */
     finish() {
@@ -63,14 +125,18 @@ class ChannelSink {
     }
     /** Everything collected so far, as text. */
     text() {
+        return this.bytes().toString('utf8');
+    }
+    /** Everything collected so far, as bytes (empty when not collecting). */
+    bytes() {
         if (!this.chunks)
-            return '';
+            return Buffer.alloc(0);
         if (this.chunks.length > 1) {
             const all = Buffer.concat(this.chunks, this.collected);
             this.chunks.length = 0;
             this.chunks.push(all);
         }
-        return this.chunks.length ? this.chunks[0].toString('utf8') : '';
+        return this.chunks.length ? this.chunks[0] : Buffer.alloc(0);
     }
 }
 exports.ChannelSink = ChannelSink;
@@ -88,6 +154,7 @@ class CommandFollower {
         this.stopped = false;
         this.stdout = sinks.stdout;
         this.stderr = sinks.stderr;
+        this.merged = sinks.merged;
         this.ready = new Promise((res, rej) => {
             this.readyResolve = res;
             this.readyReject = rej;
@@ -142,6 +209,7 @@ class CommandFollower {
             if (outcome.kind === 'end') {
                 this.stdout.finish();
                 this.stderr.finish();
+                this.merged.finish();
                 return outcome.end;
             }
             if (outcome.kind === 'fatal')

@@ -2,6 +2,18 @@
  * Errors thrown by the SDK. Every error is a {@link SandboxError}; catch the subclasses
  * to tell causes apart. Messages say what went wrong and what to do about it.
  */
+var __classPrivateFieldSet = (this && this.__classPrivateFieldSet) || function (receiver, state, value, kind, f) {
+    if (kind === "m") throw new TypeError("Private method is not writable");
+    if (kind === "a" && !f) throw new TypeError("Private accessor was defined without a setter");
+    if (typeof state === "function" ? receiver !== state || !f : !state.has(receiver)) throw new TypeError("Cannot write private member to an object whose class did not declare it");
+    return (kind === "a" ? f.call(receiver, value) : f ? f.value = value : state.set(receiver, value)), value;
+};
+var __classPrivateFieldGet = (this && this.__classPrivateFieldGet) || function (receiver, state, kind, f) {
+    if (kind === "a" && !f) throw new TypeError("Private accessor was defined without a getter");
+    if (typeof state === "function" ? receiver !== state || !f : !state.has(receiver)) throw new TypeError("Cannot read private member from an object whose class did not declare it");
+    return kind === "m" ? f : kind === "a" ? f.call(receiver) : f ? f.value : state.get(receiver);
+};
+var _CommandExitError_result;
 /** Base class of every error the SDK throws. */
 export class SandboxError extends Error {
     constructor(message, options) {
@@ -69,9 +81,12 @@ export class CommandExitError extends SandboxError {
         const detail = result.error ? `: ${result.error}` : '';
         const tail = lastLine(result.stderr);
         super(`command ${how}${detail}${tail ? `; last stderr line: ${tail}` : ''}`, { code: 'command_exit' });
+        _CommandExitError_result.set(this, void 0);
         this.exitCode = result.exitCode;
         this.stdout = result.stdout;
         this.stderr = result.stderr;
+        // Kept to read `output` from when asked (it is built then).
+        __classPrivateFieldSet(this, _CommandExitError_result, result, "f");
         if (result.error !== undefined)
             this.error = result.error;
         this.commandId = result.commandId;
@@ -84,7 +99,11 @@ export class CommandExitError extends SandboxError {
             this.outputLimitReached = true;
         this.truncated = result.truncated;
     }
+    get output() {
+        return __classPrivateFieldGet(this, _CommandExitError_result, "f").output;
+    }
 }
+_CommandExitError_result = new WeakMap();
 function lastLine(s) {
     const lines = s.split('\n').filter((l) => l.trim() !== '');
     const last = lines.length ? lines[lines.length - 1].trim() : '';

@@ -1,6 +1,6 @@
 export { Sandbox, type SandboxOpts, type SandboxConnectOptions } from './sandbox.js';
 export { type SandboxInfo, type ApiOptions, DEFAULT_API_URL } from './api.js';
-export { Commands, CommandHandle, ChannelSink, type CommandResult, type CommandStartOptions, type CommandConnectOptions, type ProcessInfo, type OutputCallback, type BytesCallback, } from './commands.js';
+export { Commands, CommandHandle, ChannelSink, type CommandResult, type CommandStartOptions, type CommandConnectOptions, type ProcessInfo, type OutputCallback, type BytesCallback, type MergedCallback, } from './commands.js';
 export { AgentConnection, type AgentConnectionOptions, type ConnectionInfo, type ConnectionSource, } from './agent.js';
 export { AgentClient } from './agent-client.js';
 export { SandboxError, AuthenticationError, NotFoundError, InvalidArgumentError, ConnectionError, TimeoutError, CommandExitError, type TimeoutKind, type CommandStatus, } from './errors.js';

@@ -342,6 +342,59 @@ describe('background commands', () => {
   });
 });
 
+describe('merged output (onOutput, output)', () => {
+  // Each echo is one write, flushed: stdout and stderr alternate 1,000 times.
+  const alternate = 'for i in $(seq 0 999); do echo "out $i"; echo "err $i" >&2; done';
+  const inOrder = Array.from({ length: 1000 }, (_, i) => `out ${i}\nerr ${i}\n`).join('');
+
+  it('gives 1,000 alternating stdout and stderr lines in the order the program wrote them', async () => {
+    const parts = [];
+    const r = await client.commands.run(alternate, { onOutput: (data, stream) => parts.push([stream, data]) });
+    assert.equal(parts.map(([, d]) => d).join(''), inOrder);
+    // Each piece is labelled with its stream.
+    for (const [stream, data] of parts) assert.match(data, stream === 'stdout' ? /^(out \d+\n)+$/ : /^(err \d+\n)+$/);
+    assert.equal(r.output, inOrder);
+    // Positive control: the separate streams are as before.
+    assert.equal(r.stdout, Array.from({ length: 1000 }, (_, i) => `out ${i}\n`).join(''));
+    assert.equal(r.stderr, Array.from({ length: 1000 }, (_, i) => `err ${i}\n`).join(''));
+    // A failed command carries it too; without collecting there is none.
+    await assert.rejects(client.commands.run('echo a; echo b >&2; echo c; exit 4'), (e) => e instanceof CommandExitError && e.output === 'a\nb\nc\n');
+    const none = await client.commands.run('echo a; echo b >&2', { collectOutput: false });
+    assert.equal(none.output, '');
+  });
+
+  it('keeps the order across a dropped connection (resumed from both offsets)', async () => {
+    const proxy1 = await startProxy({ targetPort: agent.port });
+    const c = new AgentClient({ ...agent.info, port: proxy1.port });
+    let proxy2;
+    try {
+      let merged = '';
+      let cut = false;
+      const r = await c.commands.run(`${alternate.replace('done', 'sleep 0.001; done')}`, {
+        onOutput: (d) => {
+          merged += d;
+          if (!cut && merged.includes('err 300\n')) {
+            cut = true;
+            proxy1
+              .kill()
+              .then(() => new Promise((res) => setTimeout(res, 300)))
+              .then(async () => {
+                proxy2 = await startProxy({ port: proxy1.port, targetPort: agent.port });
+              });
+          }
+        },
+      });
+      assert.ok(cut && proxy2, 'the connection was cut and came back');
+      assert.equal(merged, inOrder);
+      assert.equal(r.output, inOrder);
+    } finally {
+      c.close();
+      await proxy1.kill();
+      await proxy2?.kill();
+    }
+  });
+});
+
 describe('recovery after a dropped connection', () => {
   const script = 'for i in $(seq 1 60); do echo "line-$i"; echo "err-$i" >&2; sleep 0.05; done; seq 1 200000';
   const expectedOut = Array.from({ length: 60 }, (_, i) => `line-${i + 1}\n`).join('') +

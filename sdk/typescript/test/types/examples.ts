@@ -26,6 +26,11 @@ export async function examples(): Promise<void> {
   await sandbox.commands.run('whoami', { user: 'user' });
   await sandbox.commands.run('whoami', { user: 'www-data', background: true });
   const code: number = result.exitCode;
+  // Both streams in the program's order.
+  const merged: CommandResult = await sandbox.commands.run('echo a; echo b >&2', {
+    onOutput: (d: string, stream: 'stdout' | 'stderr') => void [d, stream],
+  });
+  const interleaved: string = merged.output;
   const handle: CommandHandle = await sandbox.commands.run('sleep 10', { background: true, stdin: true });
   await handle.sendStdin('x');
   await handle.closeStdin();
@@ -33,7 +38,7 @@ export async function examples(): Promise<void> {
   try {
     await handle.wait();
   } catch (e) {
-    if (e instanceof CommandExitError) console.log(e.exitCode, e.stdout, e.stderr);
+    if (e instanceof CommandExitError) console.log(e.exitCode, e.stdout, e.stderr, e.output);
     if (e instanceof TimeoutError && e.kind === 'command') console.log(e.exitCode);
   }
   const procs: ProcessInfo[] = await sandbox.commands.list();
