@@ -11,6 +11,7 @@ use crate::DEFAULT_PIDS;
 /// `POST /api/v1/runners` on the server.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Register {
     /// Kept by the runner across restarts, so the server knows it again.
     pub id: Option<String>,
@@ -30,6 +31,7 @@ pub struct Register {
 
 /// The server's answer to [`Register`].
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Registered {
     pub id: String,
 }
@@ -37,6 +39,7 @@ pub struct Registered {
 /// One sandbox as a runner reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RunnerSandbox {
     pub id: String,
     /// Where clients reach its agent: the runner's advertised host and the published port.
@@ -53,6 +56,7 @@ pub struct RunnerSandbox {
 
 /// `POST /api/v1/runners/{id}/heartbeat`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Heartbeat {
     pub sandboxes: Vec<RunnerSandbox>,
     /// As in [`Register`]: every heartbeat carries the current list, so a template added
@@ -69,6 +73,7 @@ pub struct Heartbeat {
 /// The server's answer to a [`Heartbeat`]: sandboxes it does not know (whose creation it
 /// never saw complete), which the runner removes.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HeartbeatReply {
     #[serde(default)]
     pub kill: Vec<String>,

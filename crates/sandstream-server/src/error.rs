@@ -3,9 +3,29 @@
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
 
 use crate::store::StoreError;
+
+/// The body of every error answer, whatever the route (the OpenAPI document's
+/// `ErrorBody`, its `default` response).
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub(crate) struct ErrorBody {
+    pub status: ErrorStatus,
+    /// What went wrong, for programs: `bad_request`, `unauthorized`, `forbidden`,
+    /// `not_found`, `method_not_allowed`, `conflict`, `too_large`, `no_capacity`,
+    /// `rate_limited` or `internal`.
+    #[schema(value_type = String)]
+    pub code: &'static str,
+    /// What went wrong, for people; never internals on a 5xx.
+    pub message: String,
+}
+
+/// `status` of an [`ErrorBody`]: always `error`.
+#[derive(Debug, Clone, Copy, serde::Serialize, utoipa::ToSchema)]
+pub(crate) enum ErrorStatus {
+    #[serde(rename = "error")]
+    Error,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum AppError {
@@ -77,7 +97,7 @@ impl IntoResponse for AppError {
         if let AppError::Internal(detail) = &self {
             tracing::error!(error = %detail, "request failed");
         }
-        let body = axum::Json(json!({"status": "error", "code": code, "message": self.public_message()}));
+        let body = axum::Json(ErrorBody { status: ErrorStatus::Error, code, message: self.public_message() });
         match &self {
             AppError::TooManyRequests { retry_after_secs, .. } => {
                 (status, [(axum::http::header::RETRY_AFTER, retry_after_secs.to_string())], body).into_response()
@@ -111,4 +131,23 @@ where
             Err(e) => Err(AppError::BadRequest(format!("malformed JSON body: {}", e.body_text()))),
         }
     }
+}
+
+/// A JSON body that may be left out (empty or only whitespace: `T::default()`), taken as
+/// `Result<Bytes, BytesRejection>` so that its rejections (a body past the limit) get
+/// the one error shape too, as [`AppJson`]'s do.
+pub(crate) fn optional_json<T>(
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
+) -> AppResult<T>
+where
+    T: serde::de::DeserializeOwned + Default,
+{
+    let body = body.map_err(|e| match e.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => AppError::TooLarge("request body is too large".into()),
+        _ => AppError::BadRequest(format!("request body: {}", e.body_text())),
+    })?;
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(&body).map_err(|e| AppError::BadRequest(format!("malformed JSON body: {e}")))
 }

@@ -9,7 +9,10 @@ use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, 
 macro_rules! named_states {
     ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident => $text:literal,)+ }) => {
         $(#[$doc])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+        // `rename_all` for utoipa, which cannot read the `rename` of a macro's literal;
+        // a test checks that the document names the same strings (`ALL`).
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+        #[serde(rename_all = "lowercase")]
         pub(crate) enum $name {
             $($(#[$vdoc])* #[serde(rename = $text)] $variant,)+
         }

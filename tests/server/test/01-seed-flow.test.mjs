@@ -31,7 +31,8 @@ test('seed 000 flow: python with requirements.txt, join after 202, resume from 0
   assert.equal(res.status, 202, res.text);
   assert.deepEqual(Object.keys(res.body).sort(), ['data', 'status']);
   assert.equal(res.body.status, 'accepted');
-  assert.deepEqual(Object.keys(res.body.data).sort(), ['containerId', 'executionId', 'message']);
+  assert.deepEqual(Object.keys(res.body.data).sort(), ['containerId', 'executionId', 'message', 'sandboxId']);
+  assert.equal(res.body.data.sandboxId, res.body.data.containerId);
   const { containerId, executionId, message } = res.body.data;
   assert.match(containerId, SB_ID);
   assert.equal(typeof executionId, 'string');

@@ -16,7 +16,7 @@ assert.equal(sb.status, 201, sb.text);
 const containerId = sb.body.id;
 // (fileServer's after hook deletes it with every other sandbox of this key.)
 
-const EXEC_KEYS = ['containerId', 'createdAt', 'durationMs', 'exitCode', 'finishedAt', 'id', 'language', 'oomKilled', 'phase', 'status'];
+const EXEC_KEYS = ['containerId', 'createdAt', 'durationMs', 'exitCode', 'finishedAt', 'id', 'language', 'oomKilled', 'phase', 'sandboxId', 'status'];
 
 test('stdout and stderr are separate streams; exit code 3 → status error', async () => {
   const code = [

@@ -11,7 +11,7 @@ import {
 const server = await fileServer(after);
 const { key } = await createTenant(server, 'sandboxes');
 
-const SANDBOX_KEYS = ['cpu', 'createdAt', 'envs', 'expiresAt', 'id', 'memoryMb', 'metadata', 'runnerId', 'state', 'template'];
+const SANDBOX_KEYS = ['cpu', 'createdAt', 'envs', 'expiresAt', 'id', 'memoryMb', 'metadata', 'runnerId', 'sandboxId', 'state', 'template'];
 
 /** The CPU quota of a sandbox's cgroup (oci backend, cgroup v1 or v2): "QUOTA per PERIOD". */
 function cpuLimit(id) {
@@ -29,6 +29,7 @@ test('create with envs/metadata/timeoutMs, list, get, connection → working age
   const sb = c.body;
   assert.deepEqual(Object.keys(sb).sort(), SANDBOX_KEYS);
   assert.match(sb.id, SB_ID);
+  assert.equal(sb.sandboxId, sb.id, '`sandboxId` is the one name; `id` is kept beside it');
   assert.equal(sb.template, 'default');
   assert.equal(sb.state, 'running');
   assert.equal(sb.cpu, 0.5);

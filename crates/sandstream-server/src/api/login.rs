@@ -10,14 +10,14 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::AppState;
 use crate::auth::{
     KeyHolder, LOGIN_MS, SESSION_COOKIE, SESSION_MS, cleared_session_cookie, cookie, hash, random_hex, session_cookie,
 };
-use crate::error::{AppError, AppResult};
+use crate::error::{AppError, AppResult, ErrorBody, optional_json};
 use crate::store::StateStore;
 use crate::time::{now_ms, rfc3339};
 
@@ -70,25 +70,59 @@ pub(crate) fn redeem(state: &AppState, token: &str) -> Response {
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// `POST /api/v1/login-links`; the body may be absent.
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct LinkBody {
+pub(crate) struct LinkBody {
     /// The key the link signs in as (admin keys only); the caller's own by default.
     key_id: Option<String>,
 }
 
+/// A one-time login link.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(as = LoginLink)]
+pub(crate) struct LoginLinkJson {
+    /// The link to open, on the server's own address (only `path` when the server does
+    /// not know it).
+    url: String,
+    /// `/?token=…`.
+    path: String,
+    /// The key it signs in as.
+    key_id: String,
+    /// After this, or after its first use, it no longer works.
+    #[schema(format = DateTime)]
+    expires_at: String,
+}
+
+/// A new browser session, whose cookie `Set-Cookie` carries.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(as = Session)]
+pub(crate) struct SessionJson {
+    /// The key it stands for.
+    key_id: String,
+    admin: bool,
+    #[schema(format = DateTime)]
+    expires_at: String,
+}
+
 /// `POST /api/v1/login-links`: a one-time login link for the caller's own key, or, for
 /// an admin key, for the live key `keyId`. The body is optional.
+#[utoipa::path(post, path = "/api/v1/login-links", operation_id = "createLoginLink", tag = "login",
+    request_body = Option<LinkBody>,
+    responses(
+        (status = 201, description = "The link", body = LoginLinkJson),
+        (status = 400, description = "A malformed body", body = ErrorBody),
+        (status = 403, description = "A tenant's key asked for another key's link", body = ErrorBody),
+        (status = 404, description = "No such live key", body = ErrorBody),
+    ))]
 pub(crate) async fn create_link(
     State(state): State<Arc<AppState>>,
     KeyHolder(me): KeyHolder,
-    body: Bytes,
-) -> AppResult<(StatusCode, Json<Value>)> {
-    let body: LinkBody = if body.iter().all(u8::is_ascii_whitespace) {
-        LinkBody::default()
-    } else {
-        serde_json::from_slice(&body).map_err(|e| AppError::BadRequest(format!("malformed JSON body: {e}")))?
-    };
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> AppResult<(StatusCode, Json<LoginLinkJson>)> {
+    let body: LinkBody = optional_json(body)?;
     let key_id = match body.key_id {
         None => me.key_id.clone(),
         Some(id) if id == me.key_id => id,
@@ -112,7 +146,7 @@ pub(crate) async fn create_link(
     };
     Ok((
         StatusCode::CREATED,
-        Json(json!({"url": url, "path": link.path, "keyId": key_id, "expiresAt": rfc3339(link.expires_at)})),
+        Json(LoginLinkJson { url, path: link.path, key_id, expires_at: rfc3339(link.expires_at) }),
     ))
 }
 
@@ -120,6 +154,11 @@ pub(crate) async fn create_link(
 /// and throttled like every key, `Gate::admit`: wrong keys count against the address);
 /// the answer sets the same session cookie a login link does. A session the browser
 /// already had is ended.
+#[utoipa::path(post, path = "/api/v1/session", operation_id = "signIn", tag = "login",
+    responses(
+        (status = 201, description = "Signed in", body = SessionJson,
+            headers(("Set-Cookie" = String, description = "The session cookie (HttpOnly, SameSite=Strict)"))),
+    ))]
 pub(crate) async fn sign_in(
     State(state): State<Arc<AppState>>,
     KeyHolder(me): KeyHolder,
@@ -130,13 +169,18 @@ pub(crate) async fn sign_in(
     }
     let (cookie, expires_at) = start_session(state.store.as_ref(), &me.key_id)?;
     tracing::info!(key_id = %me.key_id, "signed in with an API key");
-    let body = json!({"keyId": me.key_id, "admin": me.admin, "expiresAt": rfc3339(expires_at)});
+    let body = SessionJson { key_id: me.key_id, admin: me.admin, expires_at: rfc3339(expires_at) };
     Ok((StatusCode::CREATED, [(header::SET_COOKIE, cookie)], Json(body)).into_response())
 }
 
 /// `DELETE /api/v1/session`: signing out. The session is deleted on the server (a copy
 /// of the cookie stops working too) and the browser is told to forget it. Without a
 /// session it only clears the cookie, so it never fails.
+#[utoipa::path(delete, path = "/api/v1/session", operation_id = "signOut", tag = "login",
+    responses(
+        (status = 204, description = "Signed out (also without a session)",
+            headers(("Set-Cookie" = String, description = "Clears the session cookie"))),
+    ))]
 pub(crate) async fn sign_out(State(state): State<Arc<AppState>>, headers: HeaderMap) -> AppResult<Response> {
     if let Some(token) = cookie(&headers, SESSION_COOKIE) {
         state.store.delete_session(&hash(&token))?;

@@ -13,7 +13,8 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use super::AppState;
 use crate::metrics::{self, Gauges, RouteLabel};
@@ -27,6 +28,37 @@ fn runners_alive(state: &AppState) -> Result<u64, StoreError> {
     Ok(state.store.runners()?.iter().filter(|r| state.registry.alive(r, now)).count() as u64)
 }
 
+/// `/readyz` when ready.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Ready {
+    /// Always `ready`.
+    #[schema(pattern = "^ready$")]
+    status: &'static str,
+}
+
+/// `/readyz` when not ready.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct NotReady {
+    /// Always `not_ready`.
+    #[schema(pattern = "^not_ready$")]
+    status: &'static str,
+    /// What is missing: `database`, `runner`.
+    missing: Vec<&'static str>,
+    message: String,
+}
+
+/// `/version`.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Version {
+    /// The server's version (its crate's).
+    version: &'static str,
+    /// The commit it was built from; null unless the build was given one.
+    commit: Option<&'static str>,
+}
+
+#[utoipa::path(get, path = "/metrics", operation_id = "metrics", tag = "probes",
+    responses((status = 200, description = "Prometheus text format 0.0.4", body = String,
+        content_type = "text/plain; version=0.0.4; charset=utf-8")))]
 pub(crate) async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     let sandboxes = state
         .store
@@ -42,23 +74,30 @@ pub(crate) async fn metrics(State(state): State<Arc<AppState>>) -> Response {
 /// 200 `{"status": "ready"}` when the database answers and at least one runner is
 /// alive; else 503 naming what is missing (`missing`: `database`, `runner`). Runners are
 /// known from the database, so without it neither is confirmed.
+#[utoipa::path(get, path = "/readyz", operation_id = "readyz", tag = "probes",
+    responses(
+        (status = 200, description = "Ready", body = Ready),
+        (status = 503, description = "Not ready, and why", body = NotReady),
+    ))]
 pub(crate) async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     let timeout = humantime::format_duration(state.cfg.heartbeat_timeout);
     let (missing, message) = match runners_alive(&state) {
-        Ok(n) if n > 0 => return axum::Json(json!({"status": "ready"})).into_response(),
+        Ok(n) if n > 0 => return axum::Json(Ready { status: "ready" }).into_response(),
         Ok(_) => (vec!["runner"], format!("no runner has sent a heartbeat in the last {timeout}")),
         Err(e) => {
             tracing::error!(error = %e, "readyz: the database does not answer");
             (vec!["database", "runner"], "the database does not answer, so no runner can be confirmed alive".into())
         }
     };
-    let body = json!({"status": "not_ready", "missing": missing, "message": message});
+    let body = NotReady { status: "not_ready", missing, message };
     (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response()
 }
 
 /// `{"version", "commit"}`; `commit` is null unless the build was given one.
-pub(crate) async fn version() -> axum::Json<serde_json::Value> {
-    axum::Json(json!({"version": metrics::VERSION, "commit": metrics::COMMIT}))
+#[utoipa::path(get, path = "/version", operation_id = "version", tag = "probes",
+    responses((status = 200, description = "The version", body = Version)))]
+pub(crate) async fn version() -> axum::Json<Version> {
+    axum::Json(Version { version: metrics::VERSION, commit: metrics::COMMIT })
 }
 
 /// Counts a request by method, route template and status once it is answered. A

@@ -10,49 +10,92 @@ use sandstream_runner_protocol::{
     CreateSandbox, DEFAULT_CPU_MILLIS, DEFAULT_MEMORY_MB, DEFAULT_TEMPLATE, DISK_MB_LIMIT, check_disk_mb, check_envs,
     check_metadata, check_timeout_ms, is_valid_template_name,
 };
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::AppState;
-use crate::error::{AppError, AppJson, AppResult};
+use crate::error::{AppError, AppJson, AppResult, ErrorBody, optional_json};
 use crate::state::SandboxState;
 use crate::store::{Principal, SandboxRow};
 use crate::time::{now_ms, rfc3339};
 
 pub(crate) const DEFAULT_TIMEOUT_MS: u64 = 300_000;
 
-#[derive(Debug, Default, Deserialize)]
+/// `POST /api/v1/sandboxes`: every field has a default, and the body may be absent.
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub(crate) struct CreateBody {
+    /// A template some live runner has (`GET /api/v1/templates`); `default` when absent.
     pub template: Option<String>,
+    /// Cores, 0.01 to 64.
     pub cpu: Option<f64>,
+    /// Memory in MiB, 16 to 262144.
     pub memory_mb: Option<u32>,
     /// The sandbox's disk in MiB (its runner's default when absent).
     pub disk_mb: Option<u32>,
+    /// Milliseconds from now until the sandbox is killed (300000 when absent).
     pub timeout_ms: Option<u64>,
+    /// Environment variables of every command in the sandbox.
     pub envs: Option<BTreeMap<String, String>>,
+    /// Labels kept with the sandbox and shown in its answers.
     pub metadata: Option<BTreeMap<String, String>>,
 }
 
-#[derive(Debug, Deserialize)]
+/// `POST /api/v1/sandboxes/{id}/timeout`.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub(crate) struct TimeoutBody {
+    /// Milliseconds from now until the sandbox is killed.
     timeout_ms: u64,
 }
 
-pub(crate) fn sandbox_json(sb: &SandboxRow) -> Value {
-    json!({
-        "id": sb.id,
-        "template": sb.template,
-        "state": sb.state,
-        "cpu": f64::from(sb.cpu_millis) / 1000.0,
-        "memoryMb": sb.memory_mb,
-        "envs": serde_json::from_str::<Value>(&sb.envs).unwrap_or_default(),
-        "metadata": serde_json::from_str::<Value>(&sb.metadata).unwrap_or_default(),
-        "runnerId": sb.runner_id,
-        "createdAt": rfc3339(sb.created_at),
-        "expiresAt": rfc3339(sb.expires_at),
-    })
+/// A sandbox, as every sandbox route answers it.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct Sandbox {
+    /// The same as `sandboxId`, kept for clients written before it.
+    #[schema(deprecated)]
+    pub id: String,
+    /// The sandbox's id (`sb-` and 10 hex digits); the name every route gives a sandbox.
+    pub sandbox_id: String,
+    pub template: String,
+    pub state: SandboxState,
+    /// Cores.
+    pub cpu: f64,
+    pub memory_mb: u32,
+    pub envs: BTreeMap<String, String>,
+    pub metadata: BTreeMap<String, String>,
+    pub runner_id: String,
+    #[schema(format = DateTime)]
+    pub created_at: String,
+    /// When it is killed unless its timeout is set again.
+    #[schema(format = DateTime)]
+    pub expires_at: String,
+}
+
+/// `GET /api/v1/sandboxes/{id}/connection`: where and how to reach the sandbox's agent
+/// (gRPC, the token as `authorization: Bearer`).
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Connection {
+    pub host: String,
+    pub port: u16,
+    pub token: String,
+}
+
+pub(crate) fn sandbox_json(sb: &SandboxRow) -> Sandbox {
+    Sandbox {
+        id: sb.id.clone(),
+        sandbox_id: sb.id.clone(),
+        template: sb.template.clone(),
+        state: sb.state,
+        cpu: f64::from(sb.cpu_millis) / 1000.0,
+        memory_mb: sb.memory_mb,
+        envs: serde_json::from_str(&sb.envs).unwrap_or_default(),
+        metadata: serde_json::from_str(&sb.metadata).unwrap_or_default(),
+        runner_id: sb.runner_id.clone(),
+        created_at: rfc3339(sb.created_at),
+        expires_at: rfc3339(sb.expires_at),
+    }
 }
 
 fn check_timeout(ms: u64) -> AppResult<()> {
@@ -155,34 +198,50 @@ pub(crate) fn owned(state: &AppState, p: &Principal, id: &str) -> AppResult<Sand
     }
 }
 
+#[utoipa::path(post, path = "/api/v1/sandboxes", operation_id = "createSandbox", tag = "sandboxes",
+    request_body = Option<CreateBody>,
+    responses(
+        (status = 201, description = "Created and running", body = Sandbox),
+        (status = 400, description = "A field out of range, or an unknown template", body = ErrorBody),
+        (status = 429, description = "The key's quota or rate is reached", body = ErrorBody),
+        (status = 503, description = "No live runner has room", body = ErrorBody),
+    ))]
 pub(crate) async fn create(
     State(state): State<Arc<AppState>>,
     p: Principal,
-    body: axum::body::Bytes,
-) -> AppResult<(StatusCode, Json<Value>)> {
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
+) -> AppResult<(StatusCode, Json<Sandbox>)> {
     // Every field has a default, so an empty body is a valid request.
-    let body: CreateBody = if body.iter().all(u8::is_ascii_whitespace) {
-        CreateBody::default()
-    } else {
-        serde_json::from_slice(&body).map_err(|e| AppError::BadRequest(format!("malformed JSON body: {e}")))?
-    };
+    let body: CreateBody = optional_json(body)?;
     let row = create_sandbox(&state, &p, body).await?;
     Ok((StatusCode::CREATED, Json(sandbox_json(&row))))
 }
 
-pub(crate) async fn list(State(state): State<Arc<AppState>>, p: Principal) -> AppResult<Json<Value>> {
+#[utoipa::path(get, path = "/api/v1/sandboxes", operation_id = "listSandboxes", tag = "sandboxes",
+    responses((status = 200, description = "The key's sandboxes, killed ones included", body = Vec<Sandbox>)))]
+pub(crate) async fn list(State(state): State<Arc<AppState>>, p: Principal) -> AppResult<Json<Vec<Sandbox>>> {
     let rows = state.store.sandboxes_of(p.tenant())?;
-    Ok(Json(Value::Array(rows.iter().map(sandbox_json).collect())))
+    Ok(Json(rows.iter().map(sandbox_json).collect()))
 }
 
+#[utoipa::path(get, path = "/api/v1/sandboxes/{id}", operation_id = "getSandbox", tag = "sandboxes", params(SandboxPath),
+    responses(
+        (status = 200, description = "The sandbox", body = Sandbox),
+        (status = 404, description = "No such sandbox of this key", body = ErrorBody),
+    ))]
 pub(crate) async fn get(
     State(state): State<Arc<AppState>>,
     p: Principal,
     Path(id): Path<String>,
-) -> AppResult<Json<Value>> {
+) -> AppResult<Json<Sandbox>> {
     Ok(Json(sandbox_json(&owned(&state, &p, &id)?)))
 }
 
+#[utoipa::path(delete, path = "/api/v1/sandboxes/{id}", operation_id = "killSandbox", tag = "sandboxes", params(SandboxPath),
+    responses(
+        (status = 204, description = "Killed (also when it already was)"),
+        (status = 404, description = "No such sandbox of this key", body = ErrorBody),
+    ))]
 pub(crate) async fn kill(
     State(state): State<Arc<AppState>>,
     p: Principal,
@@ -196,12 +255,20 @@ pub(crate) async fn kill(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(post, path = "/api/v1/sandboxes/{id}/timeout", operation_id = "setSandboxTimeout", tag = "sandboxes", params(SandboxPath),
+    request_body = TimeoutBody,
+    responses(
+        (status = 200, description = "The sandbox with its new `expiresAt`", body = Sandbox),
+        (status = 400, description = "A timeout out of range, or past the longest lifetime a sandbox may have", body = ErrorBody),
+        (status = 404, description = "No such sandbox of this key", body = ErrorBody),
+        (status = 409, description = "The sandbox was killed", body = ErrorBody),
+    ))]
 pub(crate) async fn set_timeout(
     State(state): State<Arc<AppState>>,
     p: Principal,
     Path(id): Path<String>,
     AppJson(body): AppJson<TimeoutBody>,
-) -> AppResult<Json<Value>> {
+) -> AppResult<Json<Sandbox>> {
     check_timeout(body.timeout_ms)?;
     let sb = owned(&state, &p, &id)?;
     if sb.state == SandboxState::Killed {
@@ -219,16 +286,31 @@ pub(crate) async fn set_timeout(
     Ok(Json(sandbox_json(&owned(&state, &p, &id)?)))
 }
 
+#[utoipa::path(get, path = "/api/v1/sandboxes/{id}/connection", operation_id = "getSandboxConnection", tag = "sandboxes", params(SandboxPath),
+    responses(
+        (status = 200, description = "Where the agent listens and its token", body = Connection),
+        (status = 404, description = "No such sandbox of this key", body = ErrorBody),
+        (status = 409, description = "The sandbox is not running", body = ErrorBody),
+    ))]
 pub(crate) async fn connection(
     State(state): State<Arc<AppState>>,
     p: Principal,
     Path(id): Path<String>,
-) -> AppResult<Json<Value>> {
+) -> AppResult<Json<Connection>> {
     let sb = owned(&state, &p, &id)?;
     if sb.state != SandboxState::Running {
         return Err(AppError::Conflict(format!("sandbox {id} is {}", sb.state)));
     }
-    Ok(Json(json!({"host": sb.host, "port": sb.port, "token": sb.token})))
+    Ok(Json(Connection { host: sb.host, port: sb.port, token: sb.token }))
+}
+
+/// The `{id}` of the sandbox routes.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)] // only its schema is used
+pub(crate) struct SandboxPath {
+    /// The sandbox's `sandboxId`.
+    id: String,
 }
 
 #[cfg(test)]
@@ -261,5 +343,22 @@ mod tests {
         // In range, the request gets as far as placement (no runner here).
         let (status, err) = create(json!({"diskMb": 64})).await;
         assert_ne!(status, 400, "{err}");
+    }
+
+    /// A body past the server's body limit is refused in the JSON error shape of every
+    /// error (it was axum's plain text), here and on the other route whose body may be
+    /// absent; a body under the limit gets past it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_body_over_the_limit_is_a_json_413() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let app = crate::server::app_for_tests(dir.path(), KEY).expect("app");
+        let huge = json!({"envs": {"A": "x".repeat(4 << 20)}});
+        for path in ["/api/v1/sandboxes", "/api/v1/login-links"] {
+            let (status, err) = crate::server::call_for_tests(&app, "POST", path, Some(KEY), Some(huge.clone())).await;
+            assert_eq!(status, 413, "{path}: {err}");
+            assert_eq!(err, json!({"status": "error", "code": "too_large", "message": "request body is too large"}));
+        }
+        let (status, err) = create(json!({"envs": {"A": "x".repeat(1 << 10)}})).await;
+        assert_ne!(status, 413, "{err}");
     }
 }

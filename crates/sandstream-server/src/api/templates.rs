@@ -6,18 +6,29 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::State;
-use serde_json::{Value, json};
 
 use super::AppState;
 use crate::error::AppResult;
 use crate::registry::available;
 use crate::store::Principal;
 
-pub(crate) async fn list(State(state): State<Arc<AppState>>, _: Principal) -> AppResult<Json<Value>> {
+/// A template and the live runners that have it.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub(crate) struct Template {
+    pub name: String,
+    /// Runner ids, sorted.
+    pub runners: Vec<String>,
+}
+
+#[utoipa::path(get, path = "/api/v1/templates", operation_id = "listTemplates", tag = "sandboxes",
+    responses((status = 200, description = "Templates by name", body = Vec<Template>)))]
+pub(crate) async fn list(State(state): State<Arc<AppState>>, _: Principal) -> AppResult<Json<Vec<Template>>> {
     let candidates = state.registry.candidates()?;
-    let out: Vec<Value> =
-        available(&candidates).into_iter().map(|(name, runners)| json!({"name": name, "runners": runners})).collect();
-    Ok(Json(Value::Array(out)))
+    let out = available(&candidates)
+        .into_iter()
+        .map(|(name, runners)| Template { name, runners: runners.into_iter().collect() })
+        .collect();
+    Ok(Json(out))
 }
 
 #[cfg(test)]

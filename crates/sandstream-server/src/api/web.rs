@@ -11,6 +11,11 @@ use serde_json::Value;
 use super::AppState;
 use crate::error::AppError;
 
+#[utoipa::path(get, path = "/healthz", operation_id = "healthz", tag = "probes",
+    responses(
+        (status = 200, description = "`ok`", body = String, content_type = "text/plain; charset=utf-8"),
+        (status = 503, description = "`starting`", body = String, content_type = "text/plain; charset=utf-8"),
+    ))]
 pub(crate) async fn healthz(State(state): State<Arc<AppState>>) -> Response {
     if state.ready() {
         (StatusCode::OK, "ok\n").into_response()
@@ -19,6 +24,8 @@ pub(crate) async fn healthz(State(state): State<Arc<AppState>>) -> Response {
     }
 }
 
+#[utoipa::path(get, path = "/api/openapi.json", operation_id = "getOpenapi", tag = "probes",
+    responses((status = 200, description = "This document (OpenAPI 3.1)", body = serde_json::Value)))]
 pub(crate) async fn openapi(State(_): State<Arc<AppState>>) -> axum::Json<Value> {
     axum::Json(super::openapi::document())
 }

@@ -134,10 +134,14 @@ impl Receiver {
     }
 }
 
-#[derive(Debug, Clone, serde::Serialize)]
+/// One piece of an execution's output, as the logs route and socket.io carry it.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub(crate) struct Chunk {
+    /// From 1, one per chunk of the execution, without gaps.
     pub seq: u64,
+    /// `stdout` or `stderr`.
     #[serde(rename = "type")]
+    #[schema(pattern = "^(stdout|stderr)$")]
     pub kind: String,
     pub phase: Phase,
     pub data: String,
