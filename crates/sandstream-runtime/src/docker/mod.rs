@@ -185,10 +185,19 @@ impl DockerRuntime {
             // An older Engine refuses requests in a newer API version than its own.
             docker.negotiate_version().await.map_err(api_err(&format!("docker version at {socket}")))
         };
-        let docker = block_on(&rt, connect)?;
-        let info = block_on(&rt, docker.info()).map_err(api_err("docker info"))?;
-        spec::ensure_storage(&info, &cfg.socket)?;
-        let mapped = userns::mapped_ids(&info, &cfg.socket)?;
+        let checked = block_on(&rt, connect).and_then(|docker| {
+            let info = block_on(&rt, docker.info()).map_err(api_err("docker info"))?;
+            spec::ensure_storage(&info, &cfg.socket)?;
+            Ok((docker, userns::mapped_ids(&info, &cfg.socket)?))
+        });
+        let (docker, mapped) = match checked {
+            Ok(c) => c,
+            Err(e) => {
+                // Dropping a tokio runtime blocks, which panics inside an async context.
+                rt.shutdown_background();
+                return Err(e);
+            }
+        };
         let images = Mutex::new(HashMap::new());
         let runtime = DockerRuntime { cfg, docker, rt: Some(rt), images, importing: Mutex::new(()), mapped };
         runtime.ensure_network()?;
