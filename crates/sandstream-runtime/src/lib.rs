@@ -25,7 +25,7 @@ mod template;
 mod types;
 mod undo;
 
-pub use docker::{DockerConfig, DockerRuntime};
+pub use docker::{DockerConfig, DockerRuntime, MappedIds};
 pub use egress::{DEFAULT_MAX_FLOWS, MAX_FLOWS_LIMIT};
 pub use error::{Error, Result};
 pub use oci::{OciConfig, OciRuntime};

@@ -17,125 +17,17 @@ use std::time::{Duration, Instant};
 
 mod support;
 
-use sandstream_runtime::{DockerConfig, DockerRuntime, Egress, Error, Limits, Runtime, Sandbox, SandboxSpec};
+use sandstream_runtime::{DockerRuntime, Egress, Error, Limits, Runtime, Sandbox, SandboxSpec};
+use support::docker::{As, Guard, config, docker, fixture, fixture_with, prerequisites, socket};
 use support::host_state::{assert_unchanged, minus, set_aside, settled, snapshot};
 use support::lock::sandbox_tests_lock;
 use support::netns::{
     TestHost, assert_no_ipv6_path_to_the_host, fetch, grpc_list_from, host_address, host_listeners, sh,
 };
-use support::{Out, busybox_template, exec_with_token, fork_bomb_beside, static_agent};
-
-fn socket() -> PathBuf {
-    std::env::var_os("SANDSTREAM_DOCKER_SOCKET").map_or_else(|| "/var/run/docker.sock".into(), PathBuf::from)
-}
-
-fn docker_answers() -> bool {
-    std::process::Command::new("curl")
-        .args(["-sf", "--max-time", "3", "--unix-socket"])
-        .arg(socket())
-        .arg("http://docker/_ping")
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
-/// `None` (skip) when a prerequisite is missing outside CI; a panic under CI.
-fn prerequisites() -> Option<PathBuf> {
-    let agent = static_agent()?;
-    assert!(nix::unistd::geteuid().is_root(), "these tests need root");
-    if !docker_answers() {
-        let msg = format!("no Docker Engine answers on {} (run scripts/docker.sh)", socket().display());
-        assert!(std::env::var_os("CI").is_none(), "{msg}");
-        eprintln!("skipped: {msg}");
-        return None;
-    }
-    Some(agent)
-}
-
-struct Fixture {
-    // Dropped in this order: the runtime's sandboxes go with their guards first, then
-    // the image, then the lock.
-    runtime: DockerRuntime,
-    template: PathBuf,
-    dir: tempfile::TempDir,
-    _lock: nix::fcntl::Flock<std::fs::File>,
-}
-
-fn config(state: PathBuf, agent: PathBuf) -> DockerConfig {
-    DockerConfig { socket: socket(), ..DockerConfig::new(state, agent) }
-}
-
-fn fixture_with(exclusive: bool) -> Option<Fixture> {
-    let agent = prerequisites()?;
-    let lock = sandbox_tests_lock(exclusive);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let template = busybox_template(dir.path());
-    let runtime = DockerRuntime::new(config(dir.path().join("state"), agent)).expect("runtime");
-    Some(Fixture { runtime, template, dir, _lock: lock })
-}
-
-fn fixture() -> Option<Fixture> {
-    fixture_with(false)
-}
-
-impl Drop for Fixture {
-    fn drop(&mut self) {
-        for id in self.runtime.list().unwrap_or_default() {
-            let _ = self.runtime.kill(&id);
-        }
-        if let Err(e) = self.runtime.remove_template_image(&self.template) {
-            eprintln!("could not remove the test's template image: {e}");
-        }
-    }
-}
-
-impl Fixture {
-    fn spec(&self, limits: Limits) -> SandboxSpec {
-        SandboxSpec {
-            template: self.template.clone(),
-            limits,
-            env: vec![("GREETING".into(), "hi".into())],
-            egress: Egress::Allow,
-        }
-    }
-
-    fn create(&self, limits: Limits) -> Guard<'_> {
-        self.create_with(Egress::Allow, limits)
-    }
-
-    fn create_with(&self, egress: Egress, limits: Limits) -> Guard<'_> {
-        let spec = SandboxSpec { egress, ..self.spec(limits) };
-        Guard { runtime: &self.runtime, sandbox: self.runtime.create(&spec).expect("create sandbox") }
-    }
-}
-
-/// Kills its sandbox when dropped, so a failing assertion leaves nothing running.
-struct Guard<'a> {
-    runtime: &'a DockerRuntime,
-    sandbox: Sandbox,
-}
-
-impl std::ops::Deref for Guard<'_> {
-    type Target = Sandbox;
-    fn deref(&self) -> &Sandbox {
-        &self.sandbox
-    }
-}
-
-impl Drop for Guard<'_> {
-    fn drop(&mut self) {
-        let _ = self.runtime.kill(&self.sandbox.id);
-    }
-}
+use support::{Out, busybox_template, exec_with_token, fork_bomb_beside};
 
 async fn exec(sb: &Sandbox, command: &str) -> Out {
     exec_with_token(sb.agent_addr, &sb.token, command, 30_000).await.expect("execute in sandbox")
-}
-
-fn docker(args: &[&str]) -> String {
-    let host = format!("unix://{}", socket().display());
-    let out = std::process::Command::new("docker").arg("-H").arg(host).args(args).output().expect("docker");
-    assert!(out.status.success(), "docker {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 #[tokio::test]
@@ -169,6 +61,9 @@ async fn a_sandbox_runs_commands_as_an_unprivileged_user_behind_its_token() {
     f.runtime.kill(&other.id).expect("kill");
 }
 
+/// As the sandbox user and again as root inside (issue 21): the sandbox's own secrets
+/// (the template's shadow file, the agent's token, its home's owner) are root's inside,
+/// so those three checks are the user's alone.
 #[tokio::test]
 async fn the_sandbox_cannot_see_or_touch_the_host() {
     let Some(f) = fixture() else { return };
@@ -176,35 +71,42 @@ async fn the_sandbox_cannot_see_or_touch_the_host() {
     let checkout = env!("CARGO_MANIFEST_DIR");
     let host_pid = std::process::id();
     let checks = [
-        (format!("ls {checkout}"), "the project's checkout"),
-        ("ls /work/main".to_string(), "the project's checkout"),
-        ("cat /etc/shadow".to_string(), "the shadow file"),
-        ("cat /.sandstream/token".to_string(), "the agent's token"),
-        ("echo x > /.sandstream/agent".to_string(), "overwriting the agent"),
-        ("mkdir -p /tmp/m && mount -t tmpfs none /tmp/m".to_string(), "mounting"),
-        (format!("cat /proc/{host_pid}/cmdline"), "a host process"),
-        ("echo 1 > /proc/sys/kernel/sysrq".to_string(), "writing /proc/sys"),
-        ("[ \"$(head -c 16 /proc/kcore | wc -c)\" -gt 0 ]".to_string(), "reading kernel memory"),
-        ("chown 0 /home/user".to_string(), "chown to root"),
+        (format!("ls {checkout}"), "the project's checkout", As::BOTH),
+        ("ls /work/main".to_string(), "the project's checkout", As::BOTH),
+        ("cat /etc/shadow".to_string(), "the shadow file", [As::User; 2]),
+        ("cat /.sandstream/token".to_string(), "the agent's token", [As::User; 2]),
+        ("echo x > /.sandstream/agent".to_string(), "overwriting the agent", As::BOTH),
+        ("mkdir -p /tmp/m && mount -t tmpfs none /tmp/m".to_string(), "mounting", As::BOTH),
+        (format!("cat /proc/{host_pid}/cmdline"), "a host process", As::BOTH),
+        ("echo 1 > /proc/sys/kernel/sysrq".to_string(), "writing /proc/sys", As::BOTH),
+        ("[ \"$(head -c 16 /proc/kcore | wc -c)\" -gt 0 ]".to_string(), "reading kernel memory", As::BOTH),
+        ("chown 0 /home/user".to_string(), "chown to root", [As::User; 2]),
     ];
-    for (cmd, what) in &checks {
-        let out = exec(&sb, &format!("{cmd} 2>&1; echo \"rc=$?\"")).await;
-        assert!(!out.stdout.ends_with("rc=0\n"), "{what} should fail: {cmd} -> {out:?}");
-        assert!(!out.stdout.contains("TEMPLATE-SECRET"), "read the shadow file: {out:?}");
-    }
-    // The host's own shadow file is not the one the sandbox sees.
     let host_shadow = std::fs::read_to_string("/etc/shadow").expect("host shadow");
     let root_line = host_shadow.lines().next().expect("a line");
-    let out = exec(&sb, "cat /etc/passwd /etc/shadow 2>&1").await;
-    assert!(!out.stdout.contains(root_line), "the host's /etc/shadow is visible: {out:?}");
-    // Loading a kernel module is refused by the kernel (no CAP_SYS_MODULE, seccomp),
-    // not merely failing on a bad file.
-    let out = exec(&sb, "head -c 4096 /dev/zero > /tmp/x.ko; insmod /tmp/x.ko 2>&1; echo \"rc=$?\"").await;
-    assert!(!out.stdout.ends_with("rc=0\n"), "insmod: {out:?}");
-    assert!(out.stdout.contains("not permitted"), "insmod must fail with EPERM: {out:?}");
-    let visible = exec(&sb, "ls /proc | grep -c '^[0-9]'").await;
-    let visible: u32 = visible.stdout.trim().parse().expect("count");
-    assert!(visible < 10, "the sandbox sees {visible} processes; its pid namespace should hold only its own");
+    for who in As::BOTH {
+        for (cmd, what, _) in checks.iter().filter(|c| c.2.contains(&who)) {
+            let out = who.run(&sb, &format!("{cmd} 2>&1; echo \"rc=$?\"")).await;
+            assert!(!out.stdout.ends_with("rc=0\n"), "{what} should fail as {who:?}: {cmd} -> {out:?}");
+            if who == As::User {
+                assert!(!out.stdout.contains("TEMPLATE-SECRET"), "read the shadow file: {out:?}");
+            }
+        }
+        // The host's own shadow file is not the one the sandbox sees.
+        let out = who.run(&sb, "cat /etc/passwd /etc/shadow 2>&1").await;
+        assert!(!out.stdout.contains(root_line), "the host's /etc/shadow is visible as {who:?}: {out:?}");
+        // Loading a kernel module is refused by the kernel (no CAP_SYS_MODULE, seccomp),
+        // not merely failing on a bad file.
+        let out = who.run(&sb, "head -c 4096 /dev/zero > /tmp/x.ko; insmod /tmp/x.ko 2>&1; echo \"rc=$?\"").await;
+        assert!(!out.stdout.ends_with("rc=0\n"), "insmod as {who:?}: {out:?}");
+        assert!(out.stdout.contains("not permitted"), "insmod must fail with EPERM as {who:?}: {out:?}");
+        let visible = who.run(&sb, "ls /proc | grep -c '^[0-9]'").await;
+        let visible: u32 = visible.stdout.trim().parse().expect("count");
+        assert!(visible < 10, "the sandbox sees {visible} processes as {who:?}; its pid namespace holds its own");
+    }
+    // Positive control: root inside reads and owns the sandbox's own files.
+    let out = As::Root.run(&sb, "cat /etc/shadow && chown 0 /home/user && stat -c %u /home/user").await;
+    assert_eq!(out.stdout, "root:TEMPLATE-SECRET:19000:0:99999:7:::\n0\n", "{out:?}");
 }
 
 #[tokio::test]
@@ -227,9 +129,10 @@ async fn the_sandbox_reaches_no_host_service_and_no_other_sandbox() {
         format!("nc -w 2 {host_ip} {}", other.published_port),
         format!("nc -w 2 {gateway} {}", other.published_port),
     ];
-    for probe in &probes {
-        let out = exec(&sb, &format!("echo probe | {probe}; echo \"rc=$?\"")).await;
-        assert!(out.stdout.ends_with("rc=1\n"), "{probe} should fail: {out:?}");
+    // As the sandbox user and again as root inside (issue 21).
+    for (who, probe) in As::BOTH.iter().flat_map(|w| probes.iter().map(move |p| (w, p))) {
+        let out = who.run(&sb, &format!("echo probe | {probe}; echo \"rc=$?\"")).await;
+        assert!(out.stdout.ends_with("rc=1\n"), "{probe} should fail as {who:?}: {out:?}");
     }
     for l in &listeners {
         assert!(l.accept().is_err(), "a host listener accepted a connection from the sandbox");
@@ -334,7 +237,7 @@ async fn link_local_metadata_is_unreachable_even_when_routed() {
     meta.serve("169.254.169.254", 80);
     let sb = f.create_with(Egress::Allow, Limits::default());
     let std::net::IpAddr::V4(sb_ip) = sb.agent_addr.ip() else { panic!("v4") };
-    let bridge = DockerConfig::new(PathBuf::new(), PathBuf::new()).bridge;
+    let bridge = config(PathBuf::new(), PathBuf::new()).bridge;
     let table = (u32::from(sb_ip) % 50_000 + 1000).to_string();
     let sb_ip = sb_ip.to_string();
     let rule = ["from", sb_ip.as_str(), "iif", &bridge, "to", "169.254.169.254", "lookup", &table];
@@ -372,18 +275,21 @@ async fn the_agent_is_published_on_a_host_port_for_other_machines() {
 async fn user_code_cannot_create_or_join_namespaces() {
     let Some(f) = fixture() else { return };
     let sb = f.create(Limits::default());
-    for (cmd, what) in [
-        ("unshare -U -r id", "a user namespace"),
-        ("unshare -n true", "a network namespace"),
-        ("unshare -m true", "a mount namespace"),
-        ("unshare -p -f true", "a pid namespace"),
-        ("nsenter -t 1 -n true", "joining the agent's namespaces"),
-    ] {
-        let out = exec(&sb, &format!("{cmd} 2>&1; echo \"rc=$?\"")).await;
-        assert!(!out.stdout.ends_with("rc=0\n"), "{what} must be refused: {cmd} -> {out:?}");
+    // As the sandbox user and again as root inside (issue 21).
+    for who in As::BOTH {
+        for (cmd, what) in [
+            ("unshare -U -r id", "a user namespace"),
+            ("unshare -n true", "a network namespace"),
+            ("unshare -m true", "a mount namespace"),
+            ("unshare -p -f true", "a pid namespace"),
+            ("nsenter -t 1 -n true", "joining the agent's namespaces"),
+        ] {
+            let out = who.run(&sb, &format!("{cmd} 2>&1; echo \"rc=$?\"")).await;
+            assert!(!out.stdout.ends_with("rc=0\n"), "{what} must be refused as {who:?}: {cmd} -> {out:?}");
+        }
+        let out = who.run(&sb, "sh -c 'echo child' & wait; (echo sub)").await;
+        assert_eq!(out.stdout, "child\nsub\n");
     }
-    let out = exec(&sb, "sh -c 'echo child' & wait; (echo sub)").await;
-    assert_eq!(out.stdout, "child\nsub\n");
 }
 
 #[tokio::test]

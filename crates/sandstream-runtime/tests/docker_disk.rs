@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 mod support;
 
-use sandstream_runtime::{DockerConfig, DockerRuntime, Egress, Limits, Runtime, Sandbox, SandboxSpec};
+use sandstream_runtime::{DockerRuntime, Egress, Limits, Runtime, Sandbox, SandboxSpec};
 use support::disk::{host_free, room_comes_back_after_rm, sh, write_past_the_limit};
 use support::lock::sandbox_tests_lock;
 use support::{busybox_template, static_agent};
@@ -22,10 +22,6 @@ fn block_on<T: Send>(f: impl std::future::Future<Output = T> + Send) -> T {
             .join()
             .expect("join")
     })
-}
-
-fn socket() -> PathBuf {
-    std::env::var_os("SANDSTREAM_DOCKER_SOCKET").map_or_else(|| "/var/run/docker.sock".into(), PathBuf::from)
 }
 
 struct Fixture {
@@ -52,7 +48,7 @@ fn fixture() -> Option<Fixture> {
     let lock = sandbox_tests_lock(false);
     let dir = tempfile::tempdir().expect("tempdir");
     let template = busybox_template(dir.path());
-    let cfg = DockerConfig { socket: socket(), ..DockerConfig::new(dir.path().join("state"), agent) };
+    let cfg = support::docker::config(dir.path().join("state"), agent);
     let runtime = DockerRuntime::new(cfg).expect("runtime (scripts/docker.sh starts a suitable Engine)");
     Some(Fixture { runtime, template, _dir: dir, _lock: lock })
 }

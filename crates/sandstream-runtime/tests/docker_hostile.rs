@@ -53,8 +53,7 @@ fn fixture() -> Option<Fixture> {
     let dir = tempfile::tempdir().expect("tempdir");
     let template = busybox_template(dir.path());
     hostile::install(dir.path(), &template);
-    let cfg = DockerConfig { socket: socket(), ..DockerConfig::new(dir.path().join("state"), agent) };
-    let runtime = DockerRuntime::new(cfg).expect("runtime");
+    let runtime = DockerRuntime::new(support::docker::config(dir.path().join("state"), agent)).expect("runtime");
     Some(Fixture { runtime, template, dir, _lock: lock })
 }
 

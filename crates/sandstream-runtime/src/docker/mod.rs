@@ -13,17 +13,21 @@
 //! (`crate::binds`: the container's mount table names no host path of ours).
 //!
 //! Isolation is Docker's as far as it goes, tightened like the `oci` backend's: own
-//! namespaces, the `oci` backend's seccomp filter (`seccomp.rs`, sent as a profile),
-//! Docker's AppArmor profile where the host has AppArmor, `no-new-privileges`, every
-//! capability dropped but SETUID, SETGID and KILL (the agent's, to start commands as uid
-//! 1000 and signal them), memory (swap included), CPU, pids and disk limits (the disk
-//! through the storage driver's `size` option: see `ensure_storage`), the agent binary,
-//! token, CA bundle and resolv.conf bound read-only, a tmpfs /tmp.
+//! namespaces, a user namespace among them (the Engine must remap: root inside is an
+//! unprivileged host uid, `userns.rs`), the `oci` backend's seccomp filter (`seccomp.rs`,
+//! sent as a profile), Docker's AppArmor profile where the host has AppArmor, Docker's
+//! default capabilities but NET_RAW (`spec.rs`), which act inside the sandbox's own
+//! namespaces only (root inside installs packages; setuid `sudo` gives it to the sandbox
+//! user), memory (swap included), CPU, pids and disk limits (the disk through the
+//! storage driver's `size` option: see `ensure_storage`), the agent binary, token, CA
+//! bundle, resolv.conf and the host's apt sources bound read-only, a tmpfs /tmp.
 
 mod firewall;
 mod image;
+mod network;
 mod removal;
 mod spec;
+mod userns;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -35,15 +39,16 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use bollard::Docker;
-use bollard::models::{EndpointSettings, Ipam, IpamConfig, NetworkCreateRequest};
+use bollard::models::EndpointSettings;
 use bollard::query_parameters::{
-    CreateContainerOptions, InspectNetworkOptions, ListContainersOptions, ListImagesOptions,
+    CreateContainerOptions, ListContainersOptions, ListImagesOptions,
 };
 
 use crate::error::{Error, Result};
 use crate::sandbox::{random_hex, suffix_of, write_deadline};
 use crate::types::{Cidr, Runtime, Sandbox, SandboxSpec};
 use crate::undo::Undo;
+pub use userns::MappedIds;
 
 pub(crate) use crate::sandbox::{AGENT_PATH, AGENT_PORT, CA_BUNDLE_PATH, CTL_DIR, TOKEN_PATH, USER_ID, WORKDIR};
 /// On every sandbox container.
@@ -109,6 +114,8 @@ pub struct DockerRuntime {
     images: Mutex<HashMap<PathBuf, String>>,
     /// Held while importing, so one template is never imported twice at once.
     importing: Mutex<()>,
+    /// The host ids of root inside every sandbox (the Engine's remapping).
+    mapped: MappedIds,
 }
 
 impl std::fmt::Debug for DockerRuntime {
@@ -179,81 +186,34 @@ impl DockerRuntime {
             // An older Engine refuses requests in a newer API version than its own.
             docker.negotiate_version().await.map_err(api_err(&format!("docker version at {socket}")))
         };
-        let docker = block_on(&rt, connect)?;
-        let runtime =
-            DockerRuntime { cfg, docker, rt: Some(rt), images: Mutex::new(HashMap::new()), importing: Mutex::new(()) };
-        runtime.ensure_storage()?;
+        let checked = block_on(&rt, connect).and_then(|docker| {
+            let info = block_on(&rt, docker.info()).map_err(api_err("docker info"))?;
+            spec::ensure_storage(&info, &cfg.socket)?;
+            Ok((docker, userns::mapped_ids(&info, &cfg.socket)?))
+        });
+        let (docker, mapped) = match checked {
+            Ok(c) => c,
+            Err(e) => {
+                // Dropping a tokio runtime blocks, which panics inside an async context.
+                rt.shutdown_background();
+                return Err(e);
+            }
+        };
+        let images = Mutex::new(HashMap::new());
+        let runtime = DockerRuntime { cfg, docker, rt: Some(rt), images, importing: Mutex::new(()), mapped };
         runtime.ensure_network()?;
         firewall::ensure(&runtime.cfg.bridge)?;
         Ok(runtime)
     }
 
-    fn block<T: Send>(&self, f: impl Future<Output = T> + Send) -> T {
-        block_on(self.rt.as_ref().expect("the runtime is only taken on drop"), f)
+    /// The host ids of root inside the sandboxes: a file a sandbox's uid N owns is owned
+    /// by host uid `mapped_ids().uid + N` in the Engine's storage.
+    pub fn mapped_ids(&self) -> MappedIds {
+        self.mapped
     }
 
-    fn ensure_network(&self) -> Result<()> {
-        let c = &self.cfg;
-        let want_opts: HashMap<String, String> = [
-            ("com.docker.network.bridge.name", c.bridge.as_str()),
-            // Containers on the bridge cannot talk to each other (Docker drops
-            // bridge-to-bridge forwarding); the firewall drops it again per sandbox.
-            ("com.docker.network.bridge.enable_icc", "false"),
-            ("com.docker.network.bridge.enable_ip_masquerade", "true"),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-        let docker = &self.docker;
-        self.block(async {
-            let existing = match docker.inspect_network(&c.network, None::<InspectNetworkOptions>).await {
-                Ok(n) => Some(n),
-                Err(e) if is_not_found(&e) => None,
-                Err(e) => return Err(api_err("docker network inspect")(e)),
-            };
-            let existing = match existing {
-                Some(n) => n,
-                None => {
-                    let req = NetworkCreateRequest {
-                        name: c.network.clone(),
-                        driver: Some("bridge".into()),
-                        ipam: Some(Ipam {
-                            config: Some(vec![IpamConfig { subnet: Some(c.subnet.to_string()), ..Default::default() }]),
-                            ..Default::default()
-                        }),
-                        options: Some(want_opts.clone()),
-                        labels: Some([(SANDBOX_LABEL.to_string(), "1".to_string())].into()),
-                        ..Default::default()
-                    };
-                    match docker.create_network(req).await {
-                        Ok(_) => {}
-                        // Another runtime created it meanwhile.
-                        Err(bollard::errors::Error::DockerResponseServerError { status_code: 409, .. }) => {}
-                        Err(e) => return Err(api_err(&format!("docker network create {}", c.network))(e)),
-                    }
-                    docker
-                        .inspect_network(&c.network, None::<InspectNetworkOptions>)
-                        .await
-                        .map_err(api_err("docker network inspect"))?
-                }
-            };
-            let opts = existing.options.unwrap_or_default();
-            let subnets: Vec<String> =
-                existing.ipam.and_then(|i| i.config).unwrap_or_default().into_iter().filter_map(|c| c.subnet).collect();
-            // Options Docker left at their default are not listed (masquerading is on).
-            let opts_ok = want_opts
-                .iter()
-                .all(|(k, v)| opts.get(k) == Some(v) || (k.ends_with("enable_ip_masquerade") && !opts.contains_key(k)));
-            if !opts_ok || subnets != [c.subnet.to_string()] {
-                return Err(Error::InvalidSpec(format!(
-                    "docker network {} exists with other settings (options {opts:?}, subnets {subnets:?}); \
-                     remove it, and Sandstream creates it with bridge {}, subnet {} and \
-                     inter-container communication off",
-                    c.network, c.bridge, c.subnet
-                )));
-            }
-            Ok(())
-        })
+    fn block<T: Send>(&self, f: impl Future<Output = T> + Send) -> T {
+        block_on(self.rt.as_ref().expect("the runtime is only taken on drop"), f)
     }
 
     /// The image of `template`, imported on first use.
@@ -357,6 +317,7 @@ impl DockerRuntime {
             ca_bundle: self.cfg.ca_bundle.as_deref(),
         };
         let binds = crate::binds::prepare(&self.cfg.state_dir, id, &dir, &spec.env, &shared)?;
+        userns::hand_to_sandbox_root(&binds, self.mapped)?;
 
         let body = self.container_body(id, image, &binds, spec);
         let docker = &self.docker;
@@ -544,7 +505,9 @@ impl Runtime for DockerRuntime {
         if suffix_of(id).is_none() {
             return Err(Error::NotFound(id.to_string()));
         }
-        write_deadline(id, &self.cfg.state_dir.join(id), deadline_ms)
+        let dir = self.cfg.state_dir.join(id);
+        write_deadline(id, &dir, deadline_ms)?;
+        userns::hand_deadline_to_sandbox_root(&dir.join("ctl"), self.mapped)
     }
 
     /// One list of this runtime's running containers, not one inspect per sandbox: the

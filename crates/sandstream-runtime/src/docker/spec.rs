@@ -5,11 +5,11 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use bollard::models::{ContainerCreateBody, HostConfig, HostConfigLogConfig, PortBinding, ResourcesUlimits};
-
-use super::{
-    AGENT_PATH, AGENT_PORT, CA_BUNDLE_PATH, CTL_DIR, DockerRuntime, RUNTIME_LABEL, SANDBOX_LABEL, TOKEN_PATH, api_err,
+use bollard::models::{
+    ContainerCreateBody, HostConfig, HostConfigLogConfig, PortBinding, ResourcesUlimits, SystemInfo,
 };
+
+use super::{AGENT_PATH, AGENT_PORT, CA_BUNDLE_PATH, CTL_DIR, DockerRuntime, RUNTIME_LABEL, SANDBOX_LABEL, TOKEN_PATH};
 use crate::binds::Binds;
 use crate::error::{Error, Result};
 use crate::types::SandboxSpec;
@@ -26,6 +26,60 @@ pub(super) fn usable_resolv_conf() -> Option<&'static Path> {
         .all(|s| s.parse::<std::net::IpAddr>().is_ok_and(|ip| !ip.is_loopback()))
         .then_some(Path::new("/etc/resolv.conf"))
 }
+
+/// The host's apt sources, offered read-only so that root inside can `apt-get install`
+/// from the host's own mirror (whatever it is: no mirror is named here): the host's
+/// `/etc/apt/sources.list` if any, its `/etc/apt/sources.list.d/`, and each file of its
+/// `/etc/apt/apt.conf.d/` over the template's (a snapshot mirror needs the host's
+/// `Acquire::Check-Valid-Until "false"`; the template's other entries stay). Bound at the
+/// same paths, so the sandbox's mount table shows it nothing new of the host. Owned by
+/// host root, which is no id inside: root inside can neither write nor chmod them, and
+/// the binds are read-only besides. A path Docker's bind syntax cannot carry (`:` or `,`)
+/// is left out.
+pub(super) fn apt_sources() -> Vec<std::path::PathBuf> {
+    let mut paths = Vec::new();
+    let list = Path::new("/etc/apt/sources.list");
+    if list.is_file() {
+        paths.push(list.to_path_buf());
+    }
+    let dir = Path::new("/etc/apt/sources.list.d");
+    if dir.is_dir() {
+        paths.push(dir.to_path_buf());
+    }
+    if let Ok(entries) = std::fs::read_dir("/etc/apt/apt.conf.d") {
+        let mut conf: Vec<_> =
+            entries.flatten().filter(|e| e.file_type().is_ok_and(|t| t.is_file())).map(|e| e.path()).collect();
+        conf.sort();
+        paths.extend(conf);
+    }
+    paths.retain(|p| !p.to_string_lossy().contains([':', ',']));
+    paths
+}
+
+/// Docker's default capability set (Engine 20.10 to 27) but NET_RAW: with the Engine's
+/// user-namespace remapping each acts only on the sandbox's own namespaces and on files
+/// whose owner is mapped into it (the sandbox's own), so root inside can install
+/// packages, chown its files and start commands as any user inside, and no more. Not
+/// CAP_SYS_ADMIN (mounts), CAP_SYS_MODULE, CAP_SYS_RESOURCE (limits), CAP_NET_ADMIN,
+/// CAP_SYS_PTRACE, CAP_SYS_TIME. Not NET_RAW either: sandboxes share one bridge and the
+/// host firewall tells them apart by source address (`firewall.rs`), which a raw or
+/// packet socket could forge, sending as another sandbox past its own egress policy
+/// (ping still works: Docker lets containers open ICMP datagram sockets).
+const CAPABILITIES: &[&str] = &[
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "FSETID",
+    "FOWNER",
+    "MKNOD",
+    "SETGID",
+    "SETUID",
+    "SETFCAP",
+    "SETPCAP",
+    "NET_BIND_SERVICE",
+    "SYS_CHROOT",
+    "KILL",
+    "AUDIT_WRITE",
+];
 
 /// Paths the container reads as empty: Docker's own default list as recent Engines have
 /// it (given whole, since a list replaces the Engine's; older Engines mask a subset), and
@@ -71,6 +125,7 @@ impl DockerRuntime {
         if let Some(resolv) = &sources.resolv_conf {
             binds.push(format!("{}:/etc/resolv.conf:ro", resolv.display()));
         }
+        binds.extend(apt_sources().iter().map(|p| format!("{0}:{0}:ro", p.display())));
         let port = format!("{AGENT_PORT}/tcp");
         let labels: HashMap<String, String> = [
             (SANDBOX_LABEL.to_string(), "1".to_string()),
@@ -98,20 +153,19 @@ impl DockerRuntime {
             nano_cpus: Some(i64::from(l.cpu_millis) * 1_000_000),
             pids_limit: Some(i64::from(l.pids)),
             ulimits: Some(vec![ResourcesUlimits { name: Some("nofile".into()), soft: Some(4096), hard: Some(4096) }]),
-            // The agent runs as root inside with only what it needs to start commands
-            // as the sandbox user and to signal them; no-new-privileges keeps setuid
-            // binaries inert. The seccomp filter is the `oci` backend's (`seccomp.rs`),
+            // The agent runs as root inside, which the Engine maps to an unprivileged
+            // host uid (`userns.rs`), with Docker's default capabilities (`CAPABILITIES`).
+            // no-new-privileges is off, so that setuid `sudo` gives the sandbox user
+            // root inside, which is all it can give. The seccomp filter is the `oci`
+            // backend's (`seccomp.rs`),
             // not the Engine's default profile, which before Engine 25.0 lets io_uring
             // (a kernel surface seccomp cannot look into) and AF_VSOCK sockets (not
             // network-namespaced: a way to the host's or hypervisor's services) through.
             // Docker's AppArmor profile stays on where the host has AppArmor; never
             // privileged.
             cap_drop: Some(vec!["ALL".into()]),
-            cap_add: Some(vec!["SETUID".into(), "SETGID".into(), "KILL".into()]),
-            security_opt: Some(vec![
-                "no-new-privileges:true".into(),
-                format!("seccomp={}", crate::seccomp::docker_profile()),
-            ]),
+            cap_add: Some(CAPABILITIES.iter().map(|c| c.to_string()).collect()),
+            security_opt: Some(vec![format!("seccomp={}", crate::seccomp::docker_profile())]),
             privileged: Some(false),
             network_mode: Some(self.cfg.network.clone()),
             port_bindings: Some(
@@ -146,30 +200,29 @@ impl DockerRuntime {
             ..Default::default()
         }
     }
+}
 
-    /// Every sandbox gets a disk limit, which only some of the Engine's storage drivers
-    /// can set (`--storage-opt size`): btrfs and zfs, and overlay2 on XFS mounted with
-    /// `pquota`. Any other storage would let one sandbox fill the host's disk, so the
-    /// runtime refuses to start on it rather than create sandboxes without the limit.
-    pub(super) fn ensure_storage(&self) -> Result<()> {
-        let docker = &self.docker;
-        let info = self.block(async { docker.info().await.map_err(api_err("docker info")) })?;
-        let driver = info.driver.unwrap_or_default();
-        let backing = info
-            .driver_status
-            .unwrap_or_default()
-            .into_iter()
-            .find_map(|kv| (kv.first().map(String::as_str) == Some("Backing Filesystem")).then(|| kv.get(1).cloned()))
-            .flatten()
-            .unwrap_or_default();
-        if matches!(driver.as_str(), "btrfs" | "zfs") || (driver == "overlay2" && backing == "xfs") {
-            return Ok(());
-        }
-        Err(Error::InvalidSpec(format!(
-            "the Docker Engine at {} stores containers with {driver} on {backing}, which cannot limit a sandbox's \
+/// Every sandbox gets a disk limit, which only some of the Engine's storage drivers
+/// can set (`--storage-opt size`): btrfs and zfs, and overlay2 on XFS mounted with
+/// `pquota`. Any other storage would let one sandbox fill the host's disk, so the
+/// runtime refuses to start on it rather than create sandboxes without the limit.
+pub(super) fn ensure_storage(info: &SystemInfo, socket: &Path) -> Result<()> {
+    let driver = info.driver.clone().unwrap_or_default();
+    let backing = info
+        .driver_status
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .find_map(|kv| (kv.first().map(String::as_str) == Some("Backing Filesystem")).then(|| kv.get(1).cloned()))
+        .flatten()
+        .unwrap_or_default();
+    if matches!(driver.as_str(), "btrfs" | "zfs") || (driver == "overlay2" && backing == "xfs") {
+        return Ok(());
+    }
+    Err(Error::InvalidSpec(format!(
+        "the Docker Engine at {} stores containers with {driver} on {backing}, which cannot limit a sandbox's \
              disk (--storage-opt size needs the btrfs or zfs storage driver, or overlay2 on XFS mounted with \
              pquota); scripts/docker.sh starts dockerd with its data root on a btrfs image",
-            self.cfg.socket.display()
-        )))
-    }
+        socket.display()
+    )))
 }

@@ -2,11 +2,13 @@
 //! a busybox template, gRPC calls to a sandbox's agent, test peers in network namespaces
 //! (`netns`), the host-wide lock of every test that creates sandboxes (`lock`), host
 //! snapshots for leak tests (`host_state`), the CPU-hog check (`cpu`), the disk-limit
-//! checks (`disk`) and the flow-bound checks (`flows`).
+//! checks (`disk`), the flow-bound checks (`flows`) and the `docker` backend's fixture
+//! (`docker`).
 #![allow(dead_code)]
 
 pub mod cpu;
 pub mod disk;
+pub mod docker;
 pub mod flows;
 pub mod host_state;
 pub mod hostile;
