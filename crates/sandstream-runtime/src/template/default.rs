@@ -27,6 +27,8 @@ pub const DEFAULT_PACKAGES: &[&str] = &[
     "less",
     "unzip",
     "jq",
+    // Root inside the sandbox for `user`, without a password (`machine::finish_root`).
+    "sudo",
 ];
 
 /// Returns the default template under `cache_dir`, building it first if needed. Each
@@ -143,7 +145,7 @@ fn packages(node: &NodeSource) -> Vec<&'static str> {
 /// Everything the template is made of: its packages, its Node.js and the revision of
 /// what `machine::finish_root` does (raise it when that changes).
 fn recipe(node: &NodeSource) -> String {
-    format!("{}\n{}\nmachine 1", packages(node).join(","), node.recipe())
+    format!("{}\n{}\nmachine 2", packages(node).join(","), node.recipe())
 }
 
 fn fnv1a(bytes: &[u8]) -> u64 {
