@@ -1,6 +1,7 @@
 //! The sources of every sandbox's read-only binds (the agent, its token, the control
-//! directory, resolv.conf, the CA bundle), kept in a tmpfs of the runtime's own so that
-//! nothing inside a sandbox learns where things live on the host.
+//! directory, resolv.conf, the CA bundle, the host's apt sources), kept in a tmpfs of
+//! the runtime's own so that nothing inside a sandbox learns where things live on the
+//! host. Who may read which inside a sandbox with a user namespace: [`prepare_for`].
 //!
 //! A bind's line in the sandbox's /proc/self/mountinfo gives its source's path within the
 //! source's filesystem (the fourth field, "root"). Bound straight from the host's disk,
@@ -14,6 +15,7 @@
 //!   again (to a temporary name, then renamed over) when the host's differ in size or
 //!   modification time. A running sandbox keeps the copy it started with (a file bind
 //!   holds its inode), as it kept the host's file before.
+//! - `apt-<fingerprint>/`: copies of the host's apt sources ([`AptSources`]).
 //! - `sb-XXXXXXXXXX/` (0700): the sandbox's `token` (0400) and control directory `ctl/`
 //!   (`crate::sandbox::make_ctl_dir`; the deadline is replaced by rename there). The
 //!   sandbox's own directory `STATE/sb-XXXXXXXXXX/` links `token` and `ctl` to them, so
@@ -36,6 +38,7 @@ use nix::mount::{MntFlags, MsFlags};
 
 use crate::error::{Error, Result};
 use crate::sandbox::{make_ctl_dir, suffix_of, write_token};
+use crate::userns::MappedIds;
 
 /// The tmpfs's name in the state dir.
 const DIR: &str = ".binds";
@@ -61,6 +64,21 @@ pub(crate) struct Binds {
     pub(crate) agent: PathBuf,
     pub(crate) resolv_conf: Option<PathBuf>,
     pub(crate) ca_bundle: Option<PathBuf>,
+    /// Copies of the host's apt sources, when they are offered.
+    pub(crate) apt: Option<AptSources>,
+}
+
+/// The host's apt sources as the sandbox gets them, read-only at the same paths:
+/// `/etc/apt/sources.list` (when the host has one), `/etc/apt/sources.list.d` and
+/// `/etc/apt/apt.conf.d` (a snapshot mirror needs its `Acquire::Check-Valid-Until`).
+/// Copies in the tmpfs, shared by the sandboxes that started while the host's files
+/// were the same: `apt-<fingerprint of names, sizes, times and modes>/`, made whole
+/// under another name and renamed. A running sandbox keeps the copy it started with.
+#[derive(Debug, Clone)]
+pub(crate) struct AptSources {
+    pub(crate) sources_list: Option<PathBuf>,
+    pub(crate) sources_list_d: PathBuf,
+    pub(crate) apt_conf_d: PathBuf,
 }
 
 /// The state dir's lock, held while the tmpfs is mounted, filled, emptied or unmounted.
@@ -136,7 +154,7 @@ fn copy_of(root: &Path, src: &Path, name: &str) -> Result<PathBuf> {
 /// Makes sandbox `id`'s token and control directory (with the tenant's `env`) in the
 /// tmpfs, mounting it first if needed, and brings the shared copies up to date;
 /// `sandbox_dir` (`STATE/id`, already made) gets the links `token` and `ctl`. What a
-/// failure leaves, [`release`] removes.
+/// failure leaves, [`release`] removes. For a sandbox whose ids are not mapped.
 pub(crate) fn prepare(
     state_dir: &Path,
     id: &str,
@@ -144,11 +162,36 @@ pub(crate) fn prepare(
     env: &[(String, String)],
     shared: &Shared<'_>,
 ) -> Result<Binds> {
+    prepare_for(state_dir, id, sandbox_dir, env, shared, None, None)
+}
+
+/// [`prepare`] for a sandbox in a user namespace mapped to `ids` (when given), with
+/// copies of the apt sources of the host's `apt` directory (when given).
+///
+/// Ownership, as the sandbox sees it: the shared copies (agent, resolv.conf, CA bundle,
+/// apt sources) stay host root's, which has no id inside: everyone inside reads them
+/// (modes 0755/0644), nobody inside owns them, so not even root inside could change
+/// them on a writable mount. The token (0400) and the control directory (0700, its
+/// files 0600) become the sandbox root's (`ids.uid(0)`), because only the agent, root
+/// inside, may read them: root inside has no `CAP_DAC_OVERRIDE` over files of ids its
+/// namespace does not map, and `user` (`ids.uid(1000)`) must never read the token. All
+/// of them are bound read-only, and only the runtime writes them.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn prepare_for(
+    state_dir: &Path,
+    id: &str,
+    sandbox_dir: &Path,
+    env: &[(String, String)],
+    shared: &Shared<'_>,
+    ids: Option<MappedIds>,
+    apt: Option<&Path>,
+) -> Result<Binds> {
     let _lock = lock(state_dir)?;
     let root = mounted(state_dir)?;
     let agent = copy_of(&root, shared.agent, "agent")?;
     let resolv_conf = shared.resolv_conf.map(|p| copy_of(&root, p, "resolv.conf")).transpose()?;
     let ca_bundle = shared.ca_bundle.map(|p| copy_of(&root, p, "ca-certificates.crt")).transpose()?;
+    let apt = apt.map(|dir| apt_sources(&root, dir)).transpose()?.flatten();
     let own = root.join(id);
     std::fs::DirBuilder::new()
         .mode(0o700)
@@ -156,12 +199,78 @@ pub(crate) fn prepare(
         .map_err(|e| Error::io(format!("create {}", own.display()), e))?;
     let (token, token_file) = write_token(&own)?;
     let ctl_dir = make_ctl_dir(&own, env)?;
+    if let Some(ids) = ids {
+        let env_file = ctl_dir.join(crate::sandbox::ENV_FILE);
+        for p in [&token_file, &ctl_dir, &env_file] {
+            std::os::unix::fs::lchown(p, Some(ids.uid(0)), Some(ids.gid(0)))
+                .map_err(|e| Error::io(format!("chown {}", p.display()), e))?;
+        }
+    }
     for name in ["token", "ctl"] {
         let link = sandbox_dir.join(name);
         std::os::unix::fs::symlink(Path::new("..").join(DIR).join(id).join(name), &link)
             .map_err(|e| Error::io(format!("link {}", link.display()), e))?;
     }
-    Ok(Binds { token, token_file, ctl_dir, agent, resolv_conf, ca_bundle })
+    Ok(Binds { token, token_file, ctl_dir, agent, resolv_conf, ca_bundle, apt })
+}
+
+/// The host's apt sources under `apt` (its `sources.list`, the `.list` and `.sources`
+/// files of `sources.list.d/`, the files of `apt.conf.d/`), copied into `root` as
+/// [`AptSources`] says; None when the host has no source.
+fn apt_sources(root: &Path, apt: &Path) -> Result<Option<AptSources>> {
+    let files_of = |sub: &str, keep: &dyn Fn(&str) -> bool| -> Vec<(String, PathBuf)> {
+        let mut found: Vec<(String, PathBuf)> = std::fs::read_dir(apt.join(sub))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+            .filter_map(|e| Some((e.file_name().to_str()?.to_string(), e.path())))
+            .filter(|(n, _)| !n.starts_with('.') && keep(n))
+            .map(|(n, p)| (format!("{sub}/{n}"), p))
+            .collect();
+        found.sort();
+        found
+    };
+    let mut files = files_of("sources.list.d", &|n| n.ends_with(".list") || n.ends_with(".sources"));
+    let list = apt.join("sources.list");
+    if std::fs::metadata(&list).is_ok_and(|m| m.is_file()) {
+        files.push(("sources.list".into(), list));
+    }
+    if files.is_empty() {
+        return Ok(None);
+    }
+    files.extend(files_of("apt.conf.d", &|_| true));
+    let mut fingerprint = 0xcbf2_9ce4_8422_2325u64;
+    for (name, path) in &files {
+        let md = std::fs::metadata(path).map_err(|e| Error::io(format!("stat {}", path.display()), e))?;
+        let stamp = format!("{name}\0{}\0{}.{}\0{:o}\0", md.len(), md.mtime(), md.mtime_nsec(), md.mode());
+        fingerprint = stamp.bytes().fold(fingerprint, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+    }
+    let dir = root.join(format!("apt-{fingerprint:016x}"));
+    let sources = AptSources {
+        sources_list: files.iter().any(|(n, _)| n == "sources.list").then(|| dir.join("sources.list")),
+        sources_list_d: dir.join("sources.list.d"),
+        apt_conf_d: dir.join("apt.conf.d"),
+    };
+    if dir.is_dir() {
+        return Ok(Some(sources));
+    }
+    let tmp = root.join(".apt.tmp");
+    let fail = |p: &Path, e| Error::io(format!("copy the host's apt sources to {}", p.display()), e);
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).map_err(|e| fail(&tmp, e))?;
+    }
+    for sub in ["", "sources.list.d", "apt.conf.d"] {
+        let d = tmp.join(sub);
+        std::fs::DirBuilder::new().mode(0o755).create(&d).map_err(|e| fail(&d, e))?;
+    }
+    for (name, path) in &files {
+        let to = tmp.join(name);
+        std::fs::copy(path, &to).map_err(|e| fail(&to, e))?;
+        std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o644)).map_err(|e| fail(&to, e))?;
+    }
+    std::fs::rename(&tmp, &dir).map_err(|e| fail(&dir, e))?;
+    Ok(Some(sources))
 }
 
 /// Removes sandbox `id`'s files from the tmpfs, once nothing runs in it any more, and

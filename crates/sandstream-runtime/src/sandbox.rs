@@ -2,7 +2,7 @@
 //! user's home are inside, how the agent is started, and its base environment.
 
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
@@ -21,7 +21,7 @@ pub(crate) const CTL_DIR: &str = "/.sandstream/ctl";
 /// In [`CTL_DIR`]: the tenant's environment for every command, `KEY=VALUE` entries each
 /// ended by a NUL (as /proc/PID/environ). The agent adds them to its commands'
 /// environment, never to its own.
-const ENV_FILE: &str = "env";
+pub(crate) const ENV_FILE: &str = "env";
 /// In [`CTL_DIR`]: when the sandbox ends, decimal milliseconds since the Unix epoch
 /// (absent: never). The agent re-reads it every second and ends the sandbox once it has
 /// passed, so a sandbox whose runner is gone for good still ends.
@@ -115,13 +115,17 @@ pub(crate) fn write_deadline(id: &str, dir: &Path, deadline_ms: Option<i64>) -> 
     }
 }
 
-/// Writes `dir/name` whole (0600) through a temporary file renamed over it.
+/// Writes `dir/name` whole (0600, owned by `dir`'s owner: the sandbox's root when its
+/// ids are mapped, so that the agent reads it and the sandbox user does not) through a
+/// temporary file renamed over it.
 fn replace_file(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
     let tmp = dir.join(format!(".{name}.tmp"));
     let target = dir.join(name);
     let fail = |e| Error::io(format!("write {}", target.display()), e);
+    let owner = std::fs::metadata(dir).map_err(fail)?;
     let mut f =
         std::fs::OpenOptions::new().create(true).truncate(true).write(true).mode(0o600).open(&tmp).map_err(fail)?;
+    std::os::unix::fs::fchown(&f, Some(owner.uid()), Some(owner.gid())).map_err(fail)?;
     f.write_all(bytes).map_err(fail)?;
     drop(f);
     std::fs::rename(&tmp, &target).map_err(fail)

@@ -10,7 +10,7 @@
 //! that it counts host-wide things while no other sandbox comes or goes.
 
 use std::collections::BTreeSet;
-use std::net::Ipv4Addr;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -19,9 +19,8 @@ mod support;
 use sandstream_runtime::{Egress, Error, Limits, OciConfig, OciRuntime, Runtime, Sandbox, SandboxSpec};
 use support::host_state::{assert_unchanged, minus, set_aside, settled, snapshot};
 use support::lock::sandbox_tests_lock;
-use support::netns::{
-    TestHost, assert_no_ipv6_path_to_the_host, fetch, grpc_list_from, host_address, host_listeners, sh,
-};
+use support::isolation::{self, Who};
+use support::netns::{TestHost, fetch, grpc_list_from, sh};
 use support::{Out, busybox_template, exec_with_token, fork_bomb_beside, static_agent};
 
 struct Fixture {
@@ -59,6 +58,7 @@ fn fixture_with(exclusive: bool) -> Option<Fixture> {
     let lock = sandbox_tests_lock(exclusive);
     let dir = tempfile::tempdir().expect("tempdir");
     let template = busybox_template(dir.path());
+    support::userns::install_asroot(dir.path(), &template);
     let runtime = OciRuntime::new(oci_config(dir.path().join("state"), agent)).expect("runtime");
     Some(Fixture { _dir: dir, runtime, template, _lock: lock })
 }
@@ -132,138 +132,18 @@ async fn a_sandbox_runs_commands_as_an_unprivileged_user_behind_its_token() {
     f.runtime.kill(&other.id).expect("kill");
 }
 
+/// The isolation checks of `support::isolation`, as the sandbox user and again as root
+/// inside (issue 21): root inside is root of its own user namespace only.
 #[tokio::test]
 async fn the_sandbox_cannot_see_or_touch_the_host() {
     let Some(f) = fixture() else { return };
     let sb = f.create(Limits::default());
-    let checkout = env!("CARGO_MANIFEST_DIR");
-    let host_pid = std::process::id();
-    let checks = [
-        (format!("ls {checkout}"), "the project's checkout"),
-        ("cat /etc/shadow".to_string(), "the shadow file"),
-        ("cat /.sandstream/token".to_string(), "the agent's token"),
-        ("echo x > /.sandstream/agent".to_string(), "overwriting the agent"),
-        ("mkdir -p /tmp/m && mount -t tmpfs none /tmp/m".to_string(), "mounting"),
-        (format!("cat /proc/{host_pid}/cmdline"), "a host process"),
-        ("echo 1 > /proc/sys/kernel/sysrq".to_string(), "writing /proc/sys"),
-        ("[ \"$(head -c 16 /proc/kcore | wc -c)\" -gt 0 ]".to_string(), "reading kernel memory"),
-        ("chown 0 /home/user".to_string(), "chown to root"),
-    ];
-    for (cmd, what) in &checks {
-        let out = exec(&sb, &format!("{cmd} 2>&1; echo \"rc=$?\"")).await;
-        assert!(!out.stdout.ends_with("rc=0\n"), "{what} should fail: {cmd} -> {out:?}");
-        assert!(!out.stdout.contains("TEMPLATE-SECRET"), "read the shadow file: {out:?}");
-    }
-    // Loading a kernel module is refused by the kernel (no CAP_SYS_MODULE, seccomp),
-    // not merely failing on a bad file.
-    let out = exec(&sb, "head -c 4096 /dev/zero > /tmp/x.ko; insmod /tmp/x.ko 2>&1; echo \"rc=$?\"").await;
-    assert!(!out.stdout.ends_with("rc=0\n"), "insmod: {out:?}");
-    assert!(out.stdout.contains("not permitted"), "insmod must fail with EPERM: {out:?}");
-    let cmdline = exec(&sb, "ls /proc | grep -c '^[0-9]'").await;
-    let visible: u32 = cmdline.stdout.trim().parse().expect("count");
-    assert!(visible < 10, "the sandbox sees {visible} processes; its pid namespace should hold only its own");
-
-    // Host services on loopback, on the host's own address and on every address, and
-    // the host's side of the sandbox's link; another sandbox, directly and through its
-    // published port.
-    let host_ip = host_address();
-    let listeners = host_listeners();
-    let port = |i: usize| listeners[i].local_addr().expect("addr").port();
-    let std::net::IpAddr::V4(ip) = sb.agent_addr.ip() else { panic!("v4") };
-    let host_side = Ipv4Addr::from(u32::from(ip) - 1);
     let other = f.create(Limits::default());
-    let probes = [
-        format!("nc -w 2 127.0.0.1 {}", port(0)),
-        format!("nc -w 2 {host_side} {}", port(0)),
-        format!("nc -w 2 {host_ip} {}", port(1)),
-        format!("nc -w 2 {host_ip} {}", port(2)),
-        format!("nc -w 2 {host_side} {}", port(2)),
-        format!("nc -w 2 127.0.0.1 {}", port(2)),
-        format!("nc -w 2 {} 50052", other.agent_addr.ip()),
-        format!("nc -w 2 {host_ip} {}", other.published_port),
-        format!("nc -w 2 {host_side} {}", other.published_port),
-    ];
-    for probe in &probes {
-        let out = exec(&sb, &format!("echo probe | {probe}; echo \"rc=$?\"")).await;
-        assert!(out.stdout.ends_with("rc=1\n"), "{probe} should fail: {out:?}");
+    for who in [Who::User, Who::Root] {
+        isolation::cannot_see_or_touch_the_host(&sb, &other, who).await;
     }
-    for l in &listeners {
-        assert!(l.accept().is_err(), "a host listener accepted a connection from the sandbox");
-    }
-    // Positive control: the host itself reaches its listener and the other agent.
-    assert!(std::net::TcpStream::connect((host_ip, port(1))).is_ok());
-    assert_eq!(exec(&other, "echo ok").await.stdout, "ok\n");
-    assert_no_ipv6_path_to_the_host(&sb).await;
     f.runtime.kill(&sb.id).expect("kill");
     f.runtime.kill(&other.id).expect("kill");
-}
-
-/// A template is someone else's image, and its `/tmp`, `/home` or `/home/user` may be
-/// symlinks to host paths. The runtime makes and opens up those directories before the
-/// sandbox starts, as root: it must resolve them inside the sandbox's root, as the
-/// sandbox itself would, and never create, chown or chmod anything on the host. (The
-/// template catalog refuses such templates too; the runtime takes any path and must
-/// not depend on that.)
-#[tokio::test]
-async fn a_template_with_symlinks_to_host_paths_changes_nothing_on_the_host() {
-    use std::os::unix::fs::{MetadataExt, PermissionsExt};
-    let Some(f) = fixture() else { return };
-    // Not under /tmp, so that the links, resolved in the sandbox's root, do not pass
-    // through the template's own /tmp link.
-    let host = tempfile::tempdir_in("/var/tmp").expect("host dir");
-    let (host_tmp, host_home, host_user) =
-        (host.path().join("tmp"), host.path().join("home"), host.path().join("user"));
-    for d in [&host_tmp, &host_home, &host_user] {
-        std::fs::create_dir(d).expect("mkdir");
-        std::fs::set_permissions(d, PermissionsExt::from_mode(0o700)).expect("chmod");
-    }
-    let linked = |links: &[(&str, &Path)]| {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let root = busybox_template(dir.path());
-        for (at, to) in links {
-            let at = root.join(at);
-            if at.is_dir() {
-                std::fs::remove_dir(&at).expect("rmdir");
-            }
-            std::os::unix::fs::symlink(to, &at).expect("symlink");
-            // The same path inside the template: what the link means in the sandbox.
-            std::fs::create_dir_all(root.join(to.strip_prefix("/").expect("absolute"))).expect("mkdir");
-        }
-        (dir, root)
-    };
-    let templates = [linked(&[("tmp", &host_tmp), ("home", &host_home)]), linked(&[("home/user", &host_user)])];
-    let host_unchanged = || {
-        for d in [&host_tmp, &host_home, &host_user] {
-            let md = std::fs::metadata(d).expect("stat");
-            assert_eq!((md.mode() & 0o7777, md.uid(), md.gid()), (0o700, 0, 0), "{} was changed", d.display());
-            let entries: Vec<_> =
-                std::fs::read_dir(d).expect("readdir").map(|e| e.expect("entry").file_name()).collect();
-            assert!(entries.is_empty(), "{} gained {entries:?}", d.display());
-        }
-    };
-    for (_dir, root) in &templates {
-        let spec = SandboxSpec { template: root.clone(), ..f.spec(Limits::default()) };
-        let created = f.runtime.create(&spec);
-        host_unchanged();
-        let sb = Guard { runtime: &f.runtime, sandbox: created.expect("create sandbox") };
-        let out = exec(&sb, "echo x > ~/f && echo x > /tmp/g && echo ok; ls -a ~ /tmp | sort").await;
-        assert!(out.stdout.starts_with("ok\n"), "home and /tmp must be writable by the user: {out:?}");
-        assert!(out.stdout.contains("\nf\n") && out.stdout.contains("\ng\n"), "{out:?}");
-        f.runtime.kill(&sb.id).expect("kill");
-        host_unchanged();
-    }
-
-    // A link to nowhere in the template is refused with a message naming it, and no
-    // sandbox is left listed (`bad_specs_are_refused_and_leave_nothing` covers the
-    // traces of a failed create).
-    let (_dir, root) = linked(&[]);
-    std::fs::remove_dir(root.join("tmp")).expect("rmdir");
-    std::os::unix::fs::symlink(&host_tmp, root.join("tmp")).expect("symlink");
-    let spec = SandboxSpec { template: root.clone(), ..f.spec(Limits::default()) };
-    let err = f.runtime.create(&spec).expect_err("a dangling /tmp");
-    assert!(err.to_string().contains("/tmp is a link to a directory the template does not have"), "{err}");
-    assert_eq!(f.runtime.list().expect("list"), Vec::<String>::new());
-    host_unchanged();
 }
 
 /// ptrace from user code reaches neither a host process nor the agent, though it works
@@ -394,7 +274,16 @@ async fn create_and_kill_leave_nothing_behind() {
     let state = f._dir.path().join("state");
     let state_dir = state.display().to_string();
     let runtime_state = runtime_state_root();
-    let dirs = [(state.as_path(), 2), (Path::new("/run/sandstream"), 2), (runtime_state.as_path(), 2)];
+    // The template's copy for the sandboxes' user namespace: made by the first create,
+    // used by every one after it, never made again, never removed by a sandbox's kill.
+    let ids = f.runtime.mapped_ids();
+    let copies = f._dir.path().join(format!(".mapped-{}-{}", ids.uid_base, ids.gid_base));
+    let dirs = [
+        (state.as_path(), 2),
+        (Path::new("/run/sandstream"), 2),
+        (runtime_state.as_path(), 2),
+        (copies.as_path(), 1),
+    ];
     // Sandboxes of users of this host that take no lock are set aside (`set_aside`).
     let take = |ours: &BTreeSet<String>| set_aside(&snapshot(&dirs), ours);
     let suffix = |id: &str| id.trim_start_matches("sb-").to_string();
@@ -403,12 +292,14 @@ async fn create_and_kill_leave_nothing_behind() {
     let first = f.runtime.create(&f.spec(Limits::default())).expect("create");
     let mut ours = BTreeSet::from([suffix(&first.id)]);
     f.runtime.kill(&first.id).expect("kill");
+    let copy = std::fs::metadata(copies.join("template")).expect("the template's mapped copy");
+    assert_eq!((copy.uid(), copy.gid()), (ids.uid_base, ids.gid_base), "owned by the sandboxes' root");
     let (before, _) = take(&ours);
     let started = Instant::now();
-    let mut ids = Vec::new();
+    let mut created = Vec::new();
     for i in 0..CYCLES {
         let sb = f.runtime.create(&f.spec(Limits::default())).expect("create");
-        ids.push(sb.id.clone());
+        created.push(sb.id.clone());
         ours.insert(suffix(&sb.id));
         assert_eq!(exec(&sb, "echo ok; sleep 30 &").await.stdout, "ok\n");
         if i == 0 {
@@ -428,9 +319,11 @@ async fn create_and_kill_leave_nothing_behind() {
     let after = settled(&before, || take(&ours).0);
     println!("{CYCLES} create/exec/kill cycles took {:.1} s", cycles.as_secs_f64());
     assert_unchanged(&before, &after, &take(&ours).1);
-    for id in &ids {
+    for id in &created {
         assert_eq!(traces_of(id, &state_dir), Vec::<String>::new(), "sandbox {id} left traces");
     }
+    let again = std::fs::metadata(copies.join("template")).expect("the copy is kept with its template");
+    assert_eq!(again.ino(), copy.ino(), "the copy was made once and reused");
     assert!(f.runtime.list().expect("list").is_empty());
 }
 
@@ -564,25 +457,14 @@ async fn the_agent_is_published_on_a_host_port_for_other_machines() {
     assert!(refused.contains("grpc-status: 16"), "a wrong token must be refused (UNAUTHENTICATED): {refused}");
 }
 
+/// As the sandbox user and as root inside.
 #[tokio::test]
 async fn user_code_cannot_create_or_join_namespaces() {
     let Some(f) = fixture() else { return };
     let sb = f.create(Limits::default());
-    // On this kernel an unprivileged process may otherwise create a user namespace and
-    // be "root" inside it, which opens most of the kernel's namespace code to it.
-    for (cmd, what) in [
-        ("unshare -U -r id", "a user namespace"),
-        ("unshare -n true", "a network namespace"),
-        ("unshare -m true", "a mount namespace"),
-        ("unshare -p -f true", "a pid namespace"),
-        ("nsenter -t 1 -n true", "joining the agent's namespaces"),
-    ] {
-        let out = exec(&sb, &format!("{cmd} 2>&1; echo \"rc=$?\"")).await;
-        assert!(!out.stdout.ends_with("rc=0\n"), "{what} must be refused: {cmd} -> {out:?}");
+    for who in [Who::User, Who::Root] {
+        isolation::cannot_create_or_join_namespaces(&sb, who).await;
     }
-    // Threads and processes still start (glibc falls back from clone3 to clone).
-    let out = exec(&sb, "sh -c 'echo child' & wait; (echo sub)").await;
-    assert_eq!(out.stdout, "child\nsub\n");
 }
 
 #[tokio::test]

@@ -5,7 +5,7 @@
 //! needs, and gcc with a static libc (scripts/setup.sh). Every test holds the sandbox
 //! tests' lock shared.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 mod support;
@@ -56,6 +56,10 @@ impl Fixture {
 
     fn create(&self) -> Guard<'_> {
         self.create_with_env(&[])
+    }
+
+    fn spec(&self) -> SandboxSpec {
+        SandboxSpec { template: self.template.clone(), limits: Limits::default(), env: vec![], egress: Egress::Allow }
     }
 
     fn state(&self) -> PathBuf {
@@ -170,6 +174,74 @@ async fn tenant_envs_reach_commands_and_never_configure_the_agent() {
     // The control directory is the runtime's: the user can neither read nor write it.
     let out = exec(&sb, "ls /.sandstream/ctl; touch /.sandstream/ctl/x; echo $?").await;
     assert!(out.stderr.contains("Permission denied") && out.stdout.ends_with("1\n"), "{out:?}");
+}
+
+/// A template is someone else's image, and its `/tmp`, `/home` or `/home/user` may be
+/// symlinks to host paths. The runtime makes and opens up those directories before the
+/// sandbox starts, as root: it must resolve them inside the sandbox's root, as the
+/// sandbox itself would, and never create, chown or chmod anything on the host. (The
+/// template catalog refuses such templates too; the runtime takes any path and must
+/// not depend on that.)
+#[tokio::test(flavor = "multi_thread")]
+async fn a_template_with_symlinks_to_host_paths_changes_nothing_on_the_host() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let Some(f) = fixture() else { return };
+    // Not under /tmp, so that the links, resolved in the sandbox's root, do not pass
+    // through the template's own /tmp link.
+    let host = tempfile::tempdir_in("/var/tmp").expect("host dir");
+    let (host_tmp, host_home, host_user) =
+        (host.path().join("tmp"), host.path().join("home"), host.path().join("user"));
+    for d in [&host_tmp, &host_home, &host_user] {
+        std::fs::create_dir(d).expect("mkdir");
+        std::fs::set_permissions(d, PermissionsExt::from_mode(0o700)).expect("chmod");
+    }
+    let linked = |links: &[(&str, &Path)]| {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = busybox_template(dir.path());
+        for (at, to) in links {
+            let at = root.join(at);
+            if at.is_dir() {
+                std::fs::remove_dir(&at).expect("rmdir");
+            }
+            std::os::unix::fs::symlink(to, &at).expect("symlink");
+            // The same path inside the template: what the link means in the sandbox.
+            std::fs::create_dir_all(root.join(to.strip_prefix("/").expect("absolute"))).expect("mkdir");
+        }
+        (dir, root)
+    };
+    let templates = [linked(&[("tmp", &host_tmp), ("home", &host_home)]), linked(&[("home/user", &host_user)])];
+    let host_unchanged = || {
+        for d in [&host_tmp, &host_home, &host_user] {
+            let md = std::fs::metadata(d).expect("stat");
+            assert_eq!((md.mode() & 0o7777, md.uid(), md.gid()), (0o700, 0, 0), "{} was changed", d.display());
+            let entries: Vec<_> =
+                std::fs::read_dir(d).expect("readdir").map(|e| e.expect("entry").file_name()).collect();
+            assert!(entries.is_empty(), "{} gained {entries:?}", d.display());
+        }
+    };
+    for (_dir, root) in &templates {
+        let spec = SandboxSpec { template: root.clone(), ..f.spec() };
+        let created = f.runtime.create(&spec);
+        host_unchanged();
+        let sb = Guard { runtime: &f.runtime, sandbox: created.expect("create sandbox") };
+        let out = exec(&sb, "echo x > ~/f && echo x > /tmp/g && echo ok; ls -a ~ /tmp | sort").await;
+        assert!(out.stdout.starts_with("ok\n"), "home and /tmp must be writable by the user: {out:?}");
+        assert!(out.stdout.contains("\nf\n") && out.stdout.contains("\ng\n"), "{out:?}");
+        f.runtime.kill(&sb.id).expect("kill");
+        host_unchanged();
+    }
+
+    // A link to nowhere in the template is refused with a message naming it, and no
+    // sandbox is left listed (`bad_specs_are_refused_and_leave_nothing` covers the
+    // traces of a failed create).
+    let (_dir, root) = linked(&[]);
+    std::fs::remove_dir(root.join("tmp")).expect("rmdir");
+    std::os::unix::fs::symlink(&host_tmp, root.join("tmp")).expect("symlink");
+    let spec = SandboxSpec { template: root.clone(), ..f.spec() };
+    let err = f.runtime.create(&spec).expect_err("a dangling /tmp");
+    assert!(err.to_string().contains("/tmp is a link to a directory the template does not have"), "{err}");
+    assert_eq!(f.runtime.list().expect("list"), Vec::<String>::new());
+    host_unchanged();
 }
 
 /// `set_deadline` writes the control directory's deadline file by rename, and the

@@ -411,6 +411,13 @@ async fn an_imported_tarball_runs_and_replacing_it_keeps_running_sandboxes_on_th
     let first = import_template(&cache, "bb", &v1, &ImportOptions::default()).expect("import");
     let old = create("bb");
     assert_eq!(cat(&old).await, "first version\n1000\n");
+    // The sandbox's lower layer is the version's copy owned by the sandboxes' id range,
+    // beside it; the version itself stays host root's (the Docker backend imports it).
+    let ids = runtime.mapped_ids();
+    let copies = cache.join(format!("templates/.versions/.mapped-{}-{}", ids.uid_base, ids.gid_base));
+    let owner = |p: PathBuf| std::fs::symlink_metadata(&p).map(|m| (m.uid(), m.gid())).expect("stat");
+    assert_eq!(owner(copies.join(format!("bb@{}/marker", first.version))), (ids.uid_base, ids.gid_base));
+    assert_eq!(owner(first.path.join("marker")), (0, 0), "the template is never shifted in place");
 
     assert!(matches!(import_template(&cache, "bb", &v2, &ImportOptions::default()), Err(TemplateError::Exists(_))));
     let second = import_template(&cache, "bb", &v2, &ImportOptions { replace: true }).expect("replace");
@@ -433,6 +440,13 @@ async fn an_imported_tarball_runs_and_replacing_it_keeps_running_sandboxes_on_th
     }
     let gc = collect_template_garbage(&cache).expect("gc");
     assert!(gc.in_use.is_empty(), "{gc:?}");
-    assert_eq!(gc.removed.len(), 2, "{gc:?}");
+    // Both versions, and each one's mapped copy with it.
+    let mut removed = gc.removed.clone();
+    removed.sort();
+    let want = |v: &str| format!("bb@{v}");
+    let mut expected = vec![want(&first.version), want(&first.version), want(&second.version), want(&second.version)];
+    expected.sort();
+    assert_eq!(removed, expected, "{gc:?}");
     assert!(versions(&cache).is_empty(), "{:?}", versions(&cache));
+    assert!(!copies.exists(), "the mapped copies went with their versions");
 }

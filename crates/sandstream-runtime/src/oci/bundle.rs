@@ -8,13 +8,16 @@ use std::collections::HashSet;
 use std::path::Path;
 
 use oci_spec::runtime::{
-    Capability, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxMemoryBuilder, LinuxNamespace, LinuxNamespaceBuilder,
+    Capability, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxIdMappingBuilder, LinuxMemoryBuilder, LinuxNamespace,
+    LinuxNamespaceBuilder,
     LinuxNamespaceType, LinuxPidsBuilder, Mount, MountBuilder, PosixRlimitBuilder, PosixRlimitType, ProcessBuilder,
     RootBuilder, Spec, UserBuilder,
 };
 
+use crate::binds::AptSources;
 use crate::error::{Error, Result};
 use crate::types::Limits;
+use crate::userns::{MAPPED_IDS, MappedIds};
 
 pub(crate) use crate::sandbox::{AGENT_PATH, AGENT_PORT, CA_BUNDLE_PATH, CTL_DIR, TOKEN_PATH, USER_ID, WORKDIR};
 
@@ -32,7 +35,33 @@ pub(crate) struct BundleInput<'a> {
     /// A copy of the host's resolv.conf, when it has one.
     pub(crate) resolv_conf: Option<&'a Path>,
     pub(crate) ca_bundle: Option<&'a Path>,
+    /// The host ids the sandbox's user namespace maps its ids to.
+    pub(crate) ids: MappedIds,
+    /// Copies of the host's apt sources, when offered.
+    pub(crate) apt: Option<&'a AptSources>,
 }
+
+/// What the agent (root inside) may do: Docker's default capability set, each of which
+/// acts only inside the sandbox's own user namespace (its files, its processes), never
+/// on the host's: to start commands as `user` or as root, `sudo`, and `apt-get install`
+/// (chown, setuid, setgid, file modes and capabilities). Never CAP_SYS_ADMIN,
+/// SYS_MODULE, SYS_RESOURCE, SYS_PTRACE, NET_ADMIN, SYS_TIME, and so on.
+const CAPABILITIES: [Capability; 14] = [
+    Capability::Chown,
+    Capability::DacOverride,
+    Capability::Fsetid,
+    Capability::Fowner,
+    Capability::Mknod,
+    Capability::NetRaw,
+    Capability::Setgid,
+    Capability::Setuid,
+    Capability::Setfcap,
+    Capability::Setpcap,
+    Capability::NetBindService,
+    Capability::SysChroot,
+    Capability::Kill,
+    Capability::AuditWrite,
+];
 
 fn spec_err(e: impl std::fmt::Display) -> Error {
     Error::Spec(e.to_string())
@@ -51,9 +80,12 @@ fn bind(source: &Path, destination: &str) -> Result<Mount> {
 pub(crate) fn build(input: &BundleInput<'_>) -> Result<Spec> {
     let mut spec = Spec::default();
 
-    // The agent runs as root inside, with only what it needs to start commands as the
-    // sandbox user and to signal them; no_new_privs keeps setuid binaries inert.
-    let caps: HashSet<Capability> = [Capability::Setuid, Capability::Setgid, Capability::Kill].into();
+    // The agent runs as root inside the sandbox's user namespace (host uid
+    // `ids.uid(0)`, no capability over anything of the host's), with Docker's default
+    // capabilities (`CAPABILITIES`). no_new_privs is off so that setuid `sudo` works:
+    // it makes its caller root inside, which is what root inside already is. The
+    // seccomp filter stays (mount, unshare, setns, keyctl, bpf... refused).
+    let caps: HashSet<Capability> = CAPABILITIES.into();
     let env = crate::sandbox::agent_env(input.ca_bundle.is_some());
     let process = ProcessBuilder::default()
         .terminal(false)
@@ -61,7 +93,7 @@ pub(crate) fn build(input: &BundleInput<'_>) -> Result<Spec> {
         .args(crate::sandbox::agent_args(input.id))
         .env(env)
         .cwd("/")
-        .no_new_privileges(true)
+        .no_new_privileges(false)
         .capabilities(
             LinuxCapabilitiesBuilder::default()
                 .bounding(caps.clone())
@@ -83,10 +115,15 @@ pub(crate) fn build(input: &BundleInput<'_>) -> Result<Spec> {
         .build()
         .map_err(spec_err)?;
     spec.set_process(Some(process));
-    spec.set_root(Some(RootBuilder::default().path("rootfs").readonly(false).build().map_err(spec_err)?));
+    spec.set_root(Some(
+        RootBuilder::default().path(super::rootfs::MOUNT_POINT).readonly(false).build().map_err(spec_err)?,
+    ));
     spec.set_hostname(Some("sandbox".into()));
 
-    let mut mounts = spec.mounts().clone().unwrap_or_default();
+    // No /sys of the spec's own: the sandbox's sysfs is mounted in its root already
+    // (`rootfs::mount_sysfs` says why runc cannot).
+    let mut mounts: Vec<Mount> =
+        spec.mounts().clone().unwrap_or_default().into_iter().filter(|m| m.destination() != Path::new("/sys")).collect();
     mounts.push(bind(input.agent_binary, AGENT_PATH)?);
     mounts.push(bind(input.token_file, TOKEN_PATH)?);
     // A directory, read-only: the runtime replaces files in it by rename (the deadline)
@@ -100,6 +137,14 @@ pub(crate) fn build(input: &BundleInput<'_>) -> Result<Spec> {
     // Debian-style tools look for them.
     if let Some(ca) = input.ca_bundle {
         mounts.push(bind(ca, CA_BUNDLE_PATH)?);
+    }
+    // The host's apt sources, so that root inside can `apt-get install`.
+    if let Some(apt) = input.apt {
+        if let Some(list) = &apt.sources_list {
+            mounts.push(bind(list, "/etc/apt/sources.list")?);
+        }
+        mounts.push(bind(&apt.sources_list_d, "/etc/apt/sources.list.d")?);
+        mounts.push(bind(&apt.apt_conf_d, "/etc/apt/apt.conf.d")?);
     }
     mounts.push(
         MountBuilder::default()
@@ -144,7 +189,16 @@ pub(crate) fn build(input: &BundleInput<'_>) -> Result<Spec> {
             }
         })
         .collect::<Result<_>>()?;
+    // A user namespace of its own: root inside is host uid `ids.uid(0)`, unprivileged,
+    // and every id inside is one of the range reserved for sandboxes (`crate::userns`).
+    let mut namespaces = namespaces;
+    namespaces.push(LinuxNamespaceBuilder::default().typ(LinuxNamespaceType::User).build().map_err(spec_err)?);
     linux.set_namespaces(Some(namespaces));
+    let map = |host: u32| {
+        LinuxIdMappingBuilder::default().container_id(0u32).host_id(host).size(MAPPED_IDS).build().map_err(spec_err)
+    };
+    linux.set_uid_mappings(Some(vec![map(input.ids.uid_base)?]));
+    linux.set_gid_mappings(Some(vec![map(input.ids.gid_base)?]));
     linux.set_cgroups_path(Some(format!("/sandstream/{}", input.id).into()));
     // The host kernel's command line (root device, boot options, sometimes secrets a
     // boot loader passed) is nothing a sandbox needs: read as empty (issue 19).
@@ -185,6 +239,12 @@ mod tests {
             ctl_dir: Path::new("/state/ctl"),
             resolv_conf: None,
             ca_bundle: None,
+            ids: MappedIds { uid_base: 231_072, gid_base: 231_072 },
+            apt: Some(&AptSources {
+                sources_list: None,
+                sources_list_d: "/binds/apt-1/sources.list.d".into(),
+                apt_conf_d: "/binds/apt-1/apt.conf.d".into(),
+            }),
         };
         let json = serde_json::to_value(build(&input).expect("spec")).expect("json");
         let linux = &json["linux"];
@@ -193,15 +253,29 @@ mod tests {
         assert_eq!(linux["resources"]["cpu"]["quota"], 50_000);
         let ns: Vec<&str> =
             linux["namespaces"].as_array().expect("ns").iter().map(|n| n["type"].as_str().expect("type")).collect();
-        for t in ["pid", "network", "ipc", "uts", "mount"] {
+        for t in ["pid", "network", "ipc", "uts", "mount", "user"] {
             assert!(ns.contains(&t), "namespace {t} missing: {ns:?}");
         }
+        let want = serde_json::json!([{"containerID": 0, "hostID": 231_072, "size": 65536}]);
+        assert_eq!((&linux["uidMappings"], &linux["gidMappings"]), (&want, &want));
+        assert_eq!(json["root"]["path"], super::super::rootfs::MOUNT_POINT);
+        let mounts = json["mounts"].as_array().expect("mounts");
+        assert!(mounts.iter().all(|m| m["destination"] != "/sys"), "sysfs is mounted beforehand: {mounts:?}");
+        for d in ["/etc/apt/sources.list.d", "/etc/apt/apt.conf.d"] {
+            let m = mounts.iter().find(|m| m["destination"] == d).unwrap_or_else(|| panic!("{d} is bound"));
+            assert!(m["options"].as_array().expect("options").iter().any(|o| o == "ro"), "read-only: {m}");
+        }
+        assert!(mounts.iter().all(|m| m["destination"] != "/etc/apt/sources.list"), "the host has none");
         assert!(linux["maskedPaths"].as_array().expect("masked").iter().any(|p| p == "/proc/kcore"));
         assert!(linux["maskedPaths"].as_array().expect("masked").iter().any(|p| p == "/proc/cmdline"));
         assert!(linux["readonlyPaths"].as_array().expect("ro").iter().any(|p| p == "/proc/sys"));
         let process = &json["process"];
-        assert_eq!(process["noNewPrivileges"], true);
-        assert_eq!(process["capabilities"]["bounding"].as_array().expect("caps").len(), 3);
+        assert_eq!(process["noNewPrivileges"], false, "setuid sudo makes its caller root inside");
+        let bounding = process["capabilities"]["bounding"].as_array().expect("caps");
+        assert_eq!(bounding.len(), 14, "Docker's default set: {bounding:?}");
+        for never in ["CAP_SYS_ADMIN", "CAP_SYS_MODULE", "CAP_SYS_RESOURCE", "CAP_SYS_PTRACE", "CAP_NET_ADMIN"] {
+            assert!(!bounding.iter().any(|c| c == never), "{never} given: {bounding:?}");
+        }
         assert!(process["args"].as_array().expect("args").iter().any(|a| a == "1000:1000"));
         let args: Vec<&str> =
             process["args"].as_array().expect("args").iter().map(|a| a.as_str().expect("arg")).collect();

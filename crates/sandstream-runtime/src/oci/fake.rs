@@ -14,6 +14,7 @@ use std::time::Duration;
 use crate::binds::{Binds, Shared};
 use crate::error::{Error, Result};
 use crate::types::{Cidr, Egress, Limits};
+use crate::userns::MappedIds;
 
 use super::cli::OciCli;
 use super::layout::Layout;
@@ -145,6 +146,8 @@ impl Os for Recorder {
         dir: &Path,
         _env: &[(String, String)],
         _shared: &Shared<'_>,
+        _ids: MappedIds,
+        _apt: Option<&Path>,
     ) -> Result<Binds> {
         // What a failure leaves, release removes: recorded as made either way.
         self.add(format!("binds {id}"));
@@ -159,6 +162,7 @@ impl Os for Recorder {
             agent: state_dir.join(".binds/agent"),
             resolv_conf: None,
             ca_bundle: None,
+            apt: None,
         })
     }
 
@@ -194,7 +198,7 @@ impl Os for Recorder {
         std::fs::write(image, "").map_err(|e| Error::io("make disk", e))
     }
 
-    fn mount_root(&self, _layout: &Layout, _template: &Path) -> Result<Mounted> {
+    fn mount_root(&self, _layout: &Layout, _template: &Path, _ids: MappedIds, _netns: &Path) -> Result<Mounted> {
         self.step("mount_root")?;
         Ok(Mounted::default())
     }

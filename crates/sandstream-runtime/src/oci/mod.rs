@@ -56,8 +56,12 @@ use crate::net;
 use crate::sandbox::{random_hex, suffix_of, write_deadline};
 use crate::types::{Runtime, Sandbox, SandboxSpec};
 use crate::undo::Undo;
+use crate::userns::MappedIds;
 
 pub use config::OciConfig;
+
+/// The host's apt configuration, whose sources sandboxes get (`binds::AptSources`).
+const APT_DIR: &str = "/etc/apt";
 
 use cli::OciCli;
 use layout::Layout;
@@ -67,6 +71,8 @@ use os::Os;
 #[derive(Debug)]
 pub struct OciRuntime {
     cfg: OciConfig,
+    /// The host ids sandboxes' ids map to (`crate::userns`).
+    ids: MappedIds,
     slots: Mutex<HashMap<String, u32>>,
     busy: Busy,
     os: Arc<dyn Os>,
@@ -78,14 +84,21 @@ impl OciRuntime {
     /// unless told not to, has the cgroup filesystem mounted with `favordynmods` (see
     /// `cgroupfs.rs`).
     pub fn new(cfg: OciConfig) -> Result<OciRuntime> {
-        let cfg = preflight::check(cfg)?;
+        let (cfg, ids) = preflight::check(cfg)?;
         let cli = Arc::new(cli::Binary::new(cfg.runtime.clone()));
-        Ok(OciRuntime::with(cfg, Arc::new(os::Host), cli))
+        Ok(OciRuntime::with(cfg, Arc::new(os::Host), cli, ids))
     }
 
-    /// A runtime doing its work through `os` and `cli`, with `cfg` taken as checked.
-    fn with(cfg: OciConfig, os: Arc<dyn Os>, cli: Arc<dyn OciCli>) -> OciRuntime {
-        OciRuntime { cfg, slots: Mutex::new(HashMap::new()), busy: Busy::default(), os, cli }
+    /// A runtime doing its work through `os` and `cli`, with `cfg` taken as checked and
+    /// sandboxes' ids mapped to `ids`.
+    fn with(cfg: OciConfig, os: Arc<dyn Os>, cli: Arc<dyn OciCli>, ids: MappedIds) -> OciRuntime {
+        OciRuntime { cfg, ids, slots: Mutex::new(HashMap::new()), busy: Busy::default(), os, cli }
+    }
+
+    /// The host ids this runtime's sandboxes' ids map to: root inside is host uid
+    /// `uid_base`, `user` (1000) is `uid_base + 1000`.
+    pub fn mapped_ids(&self) -> MappedIds {
+        self.ids
     }
 
     fn published_port(&self, slot: u32) -> Result<u16> {
@@ -108,7 +121,11 @@ impl OciRuntime {
             resolv_conf: resolv_conf.exists().then_some(resolv_conf),
             ca_bundle: self.cfg.ca_bundle.as_deref(),
         };
-        let binds = self.os.prepare_binds(&self.cfg.state_dir, id, layout.dir(), &spec.env, &shared)?;
+        // The host's apt sources, for a template that has apt (`binds::AptSources`).
+        let apt = Path::new(APT_DIR);
+        let apt = (apt.is_dir() && spec.template.join("etc/apt").is_dir()).then_some(apt);
+        let binds =
+            self.os.prepare_binds(&self.cfg.state_dir, id, layout.dir(), &spec.env, &shared, self.ids, apt)?;
 
         let prepared = started.elapsed();
 
@@ -167,11 +184,13 @@ impl OciRuntime {
     /// Returns how long the OCI runtime's `run` took.
     fn start_container(&self, id: &str, layout: &Layout, binds: &Binds, spec: &SandboxSpec) -> Result<Duration> {
         self.os.make_disk(&layout.disk_image(), &spec.limits, &layout::blanks(&self.cfg.state_dir))?;
-        let mounted = self.os.mount_root(layout, &spec.template)?;
         let netns = net::netns_path(suffix_of(id).unwrap_or_default());
+        let mounted = self.os.mount_root(layout, &spec.template, self.ids, Path::new(&netns))?;
         let oci = bundle::build(&bundle::BundleInput {
             id,
             netns_path: &netns,
+            ids: self.ids,
+            apt: binds.apt.as_ref(),
             agent_binary: &binds.agent,
             token_file: &binds.token_file,
             limits: spec.limits,

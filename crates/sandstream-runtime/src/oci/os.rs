@@ -15,6 +15,7 @@ use crate::binds::{Binds, Shared};
 use crate::error::Result;
 use crate::net;
 use crate::types::{Cidr, Egress, Limits};
+use crate::userns::MappedIds;
 
 use super::bundle::AGENT_PORT;
 use super::layout::Layout;
@@ -28,8 +29,10 @@ pub(crate) trait Os: Send + Sync + Debug {
     fn claim_slot(&self) -> Result<u32>;
     /// Gives `slot` back.
     fn release_slot(&self, slot: u32);
-    /// The sandbox's token and the sources of its binds, in the runtime's tmpfs
-    /// (`binds::prepare`); `dir` gets links to them.
+    /// The sandbox's token and the sources of its binds, in the runtime's tmpfs, owned
+    /// for a sandbox whose ids map to `ids`, with the apt sources of `apt` when given
+    /// (`binds::prepare_for`); `dir` gets links to them.
+    #[allow(clippy::too_many_arguments)]
     fn prepare_binds(
         &self,
         state_dir: &Path,
@@ -37,6 +40,8 @@ pub(crate) trait Os: Send + Sync + Debug {
         dir: &Path,
         env: &[(String, String)],
         shared: &Shared<'_>,
+        ids: MappedIds,
+        apt: Option<&Path>,
     ) -> Result<Binds>;
     /// Removes what [`Os::prepare_binds`] made, once nothing runs in the sandbox.
     fn release_binds(&self, state_dir: &Path, id: &str);
@@ -59,8 +64,9 @@ pub(crate) trait Os: Send + Sync + Debug {
     fn enter_private_mounts(&self) -> Result<()>;
     /// Makes the sandbox's disk image at `image` (`disk::make`).
     fn make_disk(&self, image: &Path, limits: &Limits, blanks: &Path) -> Result<()>;
-    /// Mounts the sandbox's root (`rootfs::mount`).
-    fn mount_root(&self, layout: &Layout, template: &Path) -> Result<Mounted>;
+    /// Mounts the sandbox's root over `template`'s copy mapped to `ids`, with the sysfs
+    /// of network namespace `netns` (`rootfs::mount`).
+    fn mount_root(&self, layout: &Layout, template: &Path, ids: MappedIds, netns: &Path) -> Result<Mounted>;
     /// Detaches a rootfs an earlier version mounted on the host; Ok when nothing is
     /// mounted there afterwards (`rootfs::unmount_from_host`).
     fn unmount_host_rootfs(&self, rootfs: &Path) -> Result<()>;
@@ -96,8 +102,10 @@ impl Os for Host {
         dir: &Path,
         env: &[(String, String)],
         shared: &Shared<'_>,
+        ids: MappedIds,
+        apt: Option<&Path>,
     ) -> Result<Binds> {
-        crate::binds::prepare(state_dir, id, dir, env, shared)
+        crate::binds::prepare_for(state_dir, id, dir, env, shared, Some(ids), apt)
     }
 
     fn release_binds(&self, state_dir: &Path, id: &str) {
@@ -133,8 +141,8 @@ impl Os for Host {
         crate::disk::make(image, limits, blanks)
     }
 
-    fn mount_root(&self, layout: &Layout, template: &Path) -> Result<Mounted> {
-        rootfs::mount(layout, template)
+    fn mount_root(&self, layout: &Layout, template: &Path, ids: MappedIds, netns: &Path) -> Result<Mounted> {
+        rootfs::mount(layout, template, ids, netns)
     }
 
     fn unmount_host_rootfs(&self, rootfs: &Path) -> Result<()> {

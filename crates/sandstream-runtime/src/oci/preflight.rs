@@ -1,19 +1,22 @@
 //! What `OciRuntime::new` checks and sets up on the host before any sandbox: the state
 //! directory (absolute, 0700), the agent binary, that crun can run on this host's cgroup
-//! layout, the host firewall chains (`net::ensure_firewall`) and, unless told not to,
-//! the cgroup filesystem's `favordynmods` (`crate::cgroupfs`).
+//! layout, the host firewall chains (`net::ensure_firewall`), the host id range
+//! sandboxes' user namespaces map to (`crate::userns`, reserved in /etc/subuid and
+//! /etc/subgid when missing) and, unless told not to, the cgroup filesystem's
+//! `favordynmods` (`crate::cgroupfs`).
 
 use std::os::unix::fs::DirBuilderExt;
 
 use crate::error::{Error, Result};
 use crate::net;
+use crate::userns::MappedIds;
 
 use super::OciConfig;
 
 /// Checks `cfg` and prepares the host for it; returns it with its state dir made
 /// absolute, so nothing depends on the working directory (a create changes its
-/// container thread's own: `rootfs::mount`).
-pub(crate) fn check(mut cfg: OciConfig) -> Result<OciConfig> {
+/// container thread's own: `rootfs::mount`), and the sandboxes' id range.
+pub(crate) fn check(mut cfg: OciConfig) -> Result<(OciConfig, MappedIds)> {
     cfg.state_dir = std::path::absolute(&cfg.state_dir)
         .map_err(|e| Error::io(format!("resolve state dir {}", cfg.state_dir.display()), e))?;
     if !cfg.agent_binary.is_file() {
@@ -32,11 +35,12 @@ pub(crate) fn check(mut cfg: OciConfig) -> Result<OciConfig> {
              hierarchy has controllers ({controllers}); scripts/cgroups.sh binds them to cgroup v1"
         )));
     }
+    let ids = crate::userns::ensure_mapped_ids()?;
     net::ensure_firewall()?;
     if cfg.favor_dynamic_cgroups {
         crate::cgroupfs::favor_dynamic_changes();
     }
-    Ok(cfg)
+    Ok((cfg, ids))
 }
 
 /// On a host with the hybrid cgroup layout (v1 hierarchies, v2 at

@@ -17,6 +17,7 @@ use nix::sys::stat::Mode;
 
 use crate::disk::LoopDevice;
 use crate::error::{Error, Result};
+use crate::userns::MappedIds;
 
 use super::bundle;
 use super::layout::Layout;
@@ -47,25 +48,43 @@ pub(crate) fn enter_private_mounts() -> Result<()> {
         .map_err(|e| Error::io("make the private mount namespace a slave", e.into()))
 }
 
-/// Mounts the sandbox's root at `layout.rootfs()`: its disk image (made already:
-/// `crate::disk::make`) at `disk/`, the overlay of `template` under `disk/upper`, then
-/// the template's home (owned by the sandbox user) and `/tmp` (1777) made ready inside
-/// it. Call only after [`enter_private_mounts`].
-pub(crate) fn mount(layout: &Layout, template: &Path) -> Result<Mounted> {
+/// Where every sandbox's root is mounted, each in the private mount namespace of the
+/// thread that starts its container (so one path serves them all), and where the
+/// bundle's spec points the OCI runtime (`bundle.rs`). Not in the sandbox's state
+/// directory: runc binds the root from inside the sandbox's user namespace, as the
+/// sandbox's root, an unprivileged host uid that may not pass the state directory (nor
+/// its parents, such as a test's 0700 temporary directory); every directory on this
+/// path is 0755.
+pub(crate) const MOUNT_POINT: &str = "/run/sandstream/root";
+
+/// Mounts the sandbox's root at [`MOUNT_POINT`]: its disk image (made already:
+/// `crate::disk::make`) at `disk/`, the overlay of `template`'s mapped copy for `ids`
+/// (`crate::template::mapped`, made first if need be) under `disk/upper`, then the
+/// template's home (owned by the sandbox user) and `/tmp` (1777) made ready inside it,
+/// and the sandbox's `/sys` mounted from its network namespace `netns`
+/// ([`mount_sysfs`]). Call only after [`enter_private_mounts`].
+pub(crate) fn mount(layout: &Layout, template: &Path, ids: MappedIds, netns: &Path) -> Result<Mounted> {
+    let lower = crate::template::mapped::ensure_mapped(template, ids)?;
     // The writable layer lives in the sandbox's own filesystem (`disk.rs`): its size and
     // inode count are the sandbox's disk limits, enforced by the kernel.
     let device = crate::disk::attach(&layout.disk_image())?;
     crate::disk::mount(&device, &layout.disk())?;
     let (upper, work) = (layout.upper(), layout.work());
     // The merged root takes its owner and mode from the upper layer's root, so that
-    // one must be traversable by the sandbox user, like any root directory.
+    // one must be traversable by the sandbox user, like any root directory, and owned
+    // by the sandbox's root (mapped), as the whole writable layer is.
+    let root = (Some(ids.uid(0)), Some(ids.gid(0)));
     for (sub, mode) in [(&upper, 0o755), (&work, 0o700)] {
         std::fs::DirBuilder::new()
             .mode(mode)
             .create(sub)
             .map_err(|e| Error::io(format!("create {}", sub.display()), e))?;
     }
-    let rootfs = layout.rootfs();
+    for dir in [&layout.disk(), &upper, &work] {
+        std::os::unix::fs::chown(dir, root.0, root.1).map_err(|e| Error::io(format!("chown {}", dir.display()), e))?;
+    }
+    let rootfs = PathBuf::from(MOUNT_POINT);
+    std::fs::create_dir_all(&rootfs).map_err(|e| Error::io(format!("create {MOUNT_POINT}"), e))?;
     // The kernel shows the options as given in the sandbox's own /proc/self/mountinfo,
     // where host paths told every tenant the state dir and the template's place on the
     // host. So the private layers are named by descriptors (`/proc/self/fd/N`), and the
@@ -76,9 +95,7 @@ pub(crate) fn mount(layout: &Layout, template: &Path) -> Result<Mounted> {
     let open = |p: &Path| File::open(p).map_err(|e| Error::io(format!("open {}", p.display()), e));
     let (upper, work) = (open(&upper)?, open(&work)?);
     let fd = |f: &File| format!("/proc/self/fd/{}", f.as_raw_fd());
-    let absolute =
-        std::path::absolute(template).map_err(|e| Error::io(format!("resolve {}", template.display()), e))?;
-    let (Some(parent), Some(leaf)) = (absolute.parent(), absolute.file_name()) else {
+    let (Some(parent), Some(leaf)) = (lower.parent(), lower.file_name()) else {
         return Err(Error::Spec(format!("template path {} has no parent", template.display())));
     };
     let leaf = leaf.to_str().filter(|l| !l.contains([',', ':', '=', '\\'])).ok_or_else(|| {
@@ -86,13 +103,11 @@ pub(crate) fn mount(layout: &Layout, template: &Path) -> Result<Mounted> {
     })?;
     std::env::set_current_dir(parent).map_err(|e| Error::io(format!("enter {}", parent.display()), e))?;
     let options = format!("lowerdir={leaf},upperdir={},workdir={}", fd(&upper), fd(&work));
-    nix::mount::mount(
-        Some("overlay"),
-        &rootfs,
-        Some("overlay"),
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-        Some(options.as_str()),
-    )
+    // Not nosuid: `sudo` must work inside. Its setuid bit makes a caller the sandbox's
+    // root, an unprivileged uid of the host (the copy's owners are the mapped range),
+    // and no host user can reach the overlay (it is mounted in private mount
+    // namespaces only) nor the copy (a 0700 directory: `mapped.rs`).
+    nix::mount::mount(Some("overlay"), &rootfs, Some("overlay"), MsFlags::MS_NODEV, Some(options.as_str()))
     .map_err(|e| Error::io(format!("mount overlay on {}", rootfs.display()), e.into()))?;
     drop((upper, work));
     std::env::set_current_dir("/").map_err(|e| Error::io("leave the template's directory", e))?;
@@ -102,15 +117,50 @@ pub(crate) fn mount(layout: &Layout, template: &Path) -> Result<Mounted> {
     // The writable layer is fresh and nothing has run in the sandbox yet, so only the
     // template can have planted such links.
     let home = dir_in_root(&rootfs, Path::new(bundle::WORKDIR), template)?;
-    std::os::unix::fs::fchown(&home, Some(bundle::USER_ID), Some(bundle::USER_ID))
+    std::os::unix::fs::fchown(&home, Some(ids.uid(bundle::USER_ID)), Some(ids.gid(bundle::USER_ID)))
         .map_err(|e| Error::io(format!("template {}: chown {}", template.display(), bundle::WORKDIR), e))?;
     // runc mounts /tmp's tmpfs with the mode of the directory it covers (its `mode=`
     // option is not honoured), so the mount point must already be world-writable and
     // sticky, whatever the template has.
     let tmp = dir_in_root(&rootfs, Path::new("/tmp"), template)?;
+    std::os::unix::fs::fchown(&tmp, root.0, root.1)
+        .map_err(|e| Error::io(format!("template {}: chown /tmp", template.display()), e))?;
     nix::sys::stat::fchmod(&tmp, Mode::from_bits_truncate(0o1777))
         .map_err(|e| Error::io(format!("template {}: chmod /tmp", template.display()), e.into()))?;
+    mount_sysfs(&rootfs, netns, template)?;
     Ok(Mounted { _device: Some(device) })
+}
+
+/// Mounts a new sysfs (read-only, nosuid, nodev, noexec) on the sandbox's `/sys`, made
+/// from its network namespace `netns`: what a sandbox has always seen there (the host's
+/// devices read-only, and its own network interfaces alone under /sys/class/net).
+///
+/// Why here and not by the OCI runtime: runc mounts from inside the sandbox's new user
+/// namespace, and the kernel lets sysfs be mounted only by a holder of CAP_SYS_ADMIN
+/// over the user namespace that owns the current network namespace. The sandbox's is
+/// made on the host beforehand (`net.rs`), so runc's mount fails with EPERM and runc
+/// 1.1 then binds the host's whole /sys instead, read-only but recursively: the host's
+/// network interfaces (every sandbox's link, named after its id), and every filesystem
+/// mounted under it (the host's whole cgroup tree, securityfs, tracing, bpf). Mounted
+/// here, by host root with this thread in the sandbox's network namespace for the one
+/// call, it holds exactly the old content; carried into the container's mount namespace
+/// its read-only flag is locked, so not even a root inside with CAP_SYS_ADMIN could
+/// make it writable. The OCI spec then has no /sys mount of its own (`bundle.rs`).
+fn mount_sysfs(rootfs: &Path, netns: &Path, template: &Path) -> Result<()> {
+    let sys = dir_in_root(rootfs, Path::new("/sys"), template)?;
+    let open = |p: &Path| File::open(p).map_err(|e| Error::io(format!("open {}", p.display()), e));
+    let (own, theirs) = (open(Path::new("/proc/thread-self/ns/net"))?, open(netns)?);
+    let enter = |ns: &File, which: &Path| {
+        nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET)
+            .map_err(|e| Error::io(format!("enter the network namespace {}", which.display()), e.into()))
+    };
+    enter(&theirs, netns)?;
+    let target = format!("/proc/self/fd/{}", sys.as_raw_fd());
+    let flags = MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    let mounted = nix::mount::mount(Some("sysfs"), target.as_str(), Some("sysfs"), flags, None::<&str>)
+        .map_err(|e| Error::io(format!("mount sysfs on {}/sys", rootfs.display()), e.into()));
+    enter(&own, Path::new("/proc/thread-self/ns/net"))?;
+    mounted
 }
 
 /// Opens directory `path` of the root filesystem at `root` as a process chrooted there

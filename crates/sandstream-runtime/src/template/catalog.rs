@@ -473,13 +473,21 @@ pub fn collect_template_garbage(cache_dir: &Path) -> Result<GcReport, TemplateEr
                 }
             } else if !leaf.ends_with(TRASH)
                 && !leaf.ends_with(".lock")
+                && !super::mapped::is_copies_dir(&leaf)
                 && e.file_type().is_ok_and(|t| t.is_dir())
                 && !named.iter().any(|n| n == &path)
             {
                 unnamed.push((leaf, path));
             }
         }
-        if !unnamed.is_empty() {
+        let copies = [&versions, &dir].into_iter().any(|d| {
+            std::fs::read_dir(d)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .any(|e| e.file_name().to_str().is_some_and(super::mapped::is_copies_dir))
+        });
+        if !unnamed.is_empty() || copies {
             // No lease may be between resolving a name and mounting it while versions
             // are judged by the mount table; past a short wait, collect another time.
             match lock_within(&dir.join(USE_LOCK), FlockArg::LockExclusiveNonblock, Duration::from_secs(2))? {
@@ -496,6 +504,13 @@ pub fn collect_template_garbage(cache_dir: &Path) -> Result<GcReport, TemplateEr
                         let trash = versions.join(format!("{leaf}{TRASH}"));
                         std::fs::rename(&path, &trash).map_err(io(format!("move {}", path.display())))?;
                         report.removed.push(leaf);
+                    }
+                    // The mapped copies (`mapped.rs`) of versions gone now or earlier,
+                    // and of hand-placed templates moved away, once unused.
+                    let salt = new_version()?;
+                    for d in [&versions, &dir] {
+                        let trash = |name: &str| versions.join(format!("{name}.mapped-{salt}{TRASH}"));
+                        report.removed.extend(super::mapped::collect_orphans(d, trash));
                     }
                 }
             }

@@ -27,6 +27,8 @@ pub const DEFAULT_PACKAGES: &[&str] = &[
     "less",
     "unzip",
     "jq",
+    // Root inside the sandbox for `user`, without a password (`machine::finish_root`).
+    "sudo",
 ];
 
 /// Returns the default template under `cache_dir`, building it first if needed. Each

@@ -189,8 +189,8 @@ pub(super) fn user_hook() -> String {
 }
 
 /// Finishes the Debian root at `root`: moves the fetched Node.js `prefix` (if any) into
-/// its /usr/local, gives /usr/local and the home to the sandbox user and turns pip's
-/// PEP 668 refusal off.
+/// its /usr/local, gives /usr/local and the home to the sandbox user, turns pip's
+/// PEP 668 refusal off and lets the sandbox user `sudo` without a password.
 ///
 /// Security: /usr/local (first on PATH) becomes writable by user code. Nothing runs
 /// there as root: the agent, root inside, starts only /bin/bash (an absolute path, owned
@@ -209,6 +209,19 @@ pub(super) fn finish_root(root: &Path, prefix: Option<&Path>) -> Result<()> {
     let pip_conf = root.join("etc/pip.conf");
     std::fs::write(&pip_conf, "[global]\nbreak-system-packages = true\n")
         .map_err(|e| Error::io(format!("write {}", pip_conf.display()), e))?;
+    // `sudo` for the sandbox user, without a password: root inside the sandbox, which
+    // its user namespace makes an unprivileged uid of the host. sudo reads only files
+    // of mode 0440 or stricter there.
+    let sudoers = root.join("etc/sudoers.d").join(USER_NAME);
+    std::fs::write(&sudoers, format!("{USER_NAME} ALL=(ALL) NOPASSWD:ALL\n"))
+        .map_err(|e| Error::io(format!("write {}", sudoers.display()), e))?;
+    std::fs::set_permissions(&sudoers, std::fs::Permissions::from_mode(0o440))
+        .map_err(|e| Error::io(format!("chmod {}", sudoers.display()), e))?;
+    // The sandbox's hostname (`oci::bundle`) resolves, as sudo wants it to (else it
+    // warns on every call); nothing of the build host's /etc/hosts is kept.
+    let hosts = root.join("etc/hosts");
+    std::fs::write(&hosts, "127.0.0.1\tlocalhost\n127.0.1.1\tsandbox\n::1\tlocalhost ip6-localhost ip6-loopback\n")
+        .map_err(|e| Error::io(format!("write {}", hosts.display()), e))?;
     let home = root.join(WORKDIR.trim_start_matches('/'));
     std::fs::create_dir_all(&home).map_err(|e| Error::io(format!("create {}", home.display()), e))?;
     std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o755))

@@ -8,7 +8,9 @@ mod catalog;
 mod default;
 mod extract;
 mod machine;
+pub(crate) mod mapped;
 mod mounts;
+mod shift;
 
 use std::path::PathBuf;
 

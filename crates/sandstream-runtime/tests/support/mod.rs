@@ -12,8 +12,10 @@ pub mod docker;
 pub mod flows;
 pub mod host_state;
 pub mod hostile;
+pub mod isolation;
 pub mod lock;
 pub mod netns;
+pub mod userns;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
