@@ -26,7 +26,7 @@ mod types;
 mod undo;
 mod userns;
 
-pub use docker::{DockerConfig, DockerRuntime, MappedIds};
+pub use docker::{DockerConfig, DockerRuntime};
 pub use egress::{DEFAULT_MAX_FLOWS, MAX_FLOWS_LIMIT};
 pub use error::{Error, Result};
 pub use oci::{OciConfig, OciRuntime};
@@ -35,8 +35,8 @@ pub use template::{
     TemplateInfo, TemplateLease, collect_template_garbage, default_template_dir, default_template_name,
     ensure_default_template, import_template, is_valid_template_name, lease_template, list_templates, remove_template,
 };
-pub use userns::{MAPPED_ACCOUNT, MAPPED_IDS, MappedIds, ensure_mapped_ids, mapped_ids};
 pub use types::{
     Cidr, DEFAULT_CPU_MILLIS, DEFAULT_DISK_MB, DEFAULT_MEMORY_MB, DEFAULT_PIDS, DISK_INODES_PER_MB, Egress, Limits,
     MIN_DISK_MB, Runtime, Sandbox, SandboxSpec, is_env_name,
 };
+pub use userns::{MAPPED_ACCOUNT, MAPPED_IDS, MappedIds, ensure_mapped_ids, mapped_ids};

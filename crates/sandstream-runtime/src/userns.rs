@@ -80,7 +80,8 @@ pub fn ensure_mapped_ids() -> Result<MappedIds> {
         .write(true)
         .open(LOCK)
         .map_err(|e| Error::io(format!("open {LOCK}"), e))?;
-    let _held = Flock::lock(lock, FlockArg::LockExclusive).map_err(|(_, e)| Error::io(format!("lock {LOCK}"), e.into()))?;
+    let _held =
+        Flock::lock(lock, FlockArg::LockExclusive).map_err(|(_, e)| Error::io(format!("lock {LOCK}"), e.into()))?;
     if let Ok(ids) = mapped_ids() {
         return Ok(ids);
     }
@@ -158,7 +159,9 @@ fn free_base(taken: &[(u64, u64)]) -> Result<u32> {
         match taken.iter().filter(|(s, c)| *s < end && base < s + c).map(|(s, c)| s + c).max() {
             None => return Ok(base as u32),
             // Past the highest range in the way, rounded up to a step.
-            Some(past) => base = FIRST_BASE + (past - FIRST_BASE).div_ceil(u64::from(MAPPED_IDS)) * u64::from(MAPPED_IDS),
+            Some(past) => {
+                base = FIRST_BASE + (past - FIRST_BASE).div_ceil(u64::from(MAPPED_IDS)) * u64::from(MAPPED_IDS)
+            }
         }
     }
     Err(Error::InvalidSpec(format!("no free range of {MAPPED_IDS} ids for {MAPPED_ACCOUNT}")))

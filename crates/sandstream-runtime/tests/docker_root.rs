@@ -59,9 +59,9 @@ async fn root_inside_is_the_engines_unprivileged_uid_on_the_host() {
     let Some(f) = fixture() else { return };
     let sb = f.create(Limits::default());
     let ids = f.runtime.mapped_ids();
-    assert!(ids.uid != 0 && ids.gid != 0, "{ids:?}");
+    assert!(ids.uid_base != 0 && ids.gid_base != 0, "{ids:?}");
     if let Some(start) = subuid_start("dockremap") {
-        assert_eq!(ids.uid, start, "the Engine's range is dockremap's (userns-remap=default)");
+        assert_eq!(ids.uid_base, start, "the Engine's range is dockremap's (userns-remap=default)");
     }
     let out = root(
         &sb,
@@ -69,7 +69,7 @@ async fn root_inside_is_the_engines_unprivileged_uid_on_the_host() {
     )
     .await;
     let lines: Vec<&str> = out.stdout.lines().collect();
-    assert_eq!(lines[..2], ["0", &format!(" 0 {} 65536", ids.uid)], "{out:?}");
+    assert_eq!(lines[..2], ["0", &format!(" 0 {} 65536", ids.uid_base)], "{out:?}");
     let field = |name: &str| lines.iter().find_map(|l| l.strip_prefix(name)).map(str::trim).unwrap_or("?");
     let caps = format!("{:016x}", expected_capabilities());
     assert_eq!((field("CapEff:"), field("CapBnd:")), (caps.as_str(), caps.as_str()), "{out:?}");
@@ -81,14 +81,18 @@ async fn root_inside_is_the_engines_unprivileged_uid_on_the_host() {
     // On the host, in the container's storage: the mapped ids, never root's.
     let layer = container_layer(&sb.id);
     let by_root = std::fs::metadata(layer.join("made-by-root")).expect("root's file in the layer");
-    assert_eq!((by_root.uid(), by_root.gid()), (ids.uid, ids.gid), "root's file on the host");
+    assert_eq!((by_root.uid(), by_root.gid()), (ids.uid_base, ids.gid_base), "root's file on the host");
     let by_user = std::fs::metadata(layer.join("home/user/made-by-user")).expect("the user's file in the layer");
-    assert_eq!((by_user.uid(), by_user.gid()), (ids.uid + 1000, ids.gid + 1000), "the user's file on the host");
+    assert_eq!(
+        (by_user.uid(), by_user.gid()),
+        (ids.uid_base + 1000, ids.gid_base + 1000),
+        "the user's file on the host"
+    );
     // The agent (PID 1 inside) is the mapped uid on the host too.
     let init = support::docker::init_pid(&sb.id);
     let status = std::fs::read_to_string(format!("/proc/{init}/status")).expect("status");
     let uid = status.lines().find_map(|l| l.strip_prefix("Uid:")).expect("Uid line");
-    let want = ids.uid.to_string();
+    let want = ids.uid_base.to_string();
     assert_eq!(uid.split_whitespace().collect::<Vec<_>>(), [want.as_str(); 4], "{status}");
 }
 

@@ -18,8 +18,8 @@ mod support;
 
 use sandstream_runtime::{Egress, Error, Limits, OciConfig, OciRuntime, Runtime, Sandbox, SandboxSpec};
 use support::host_state::{assert_unchanged, minus, set_aside, settled, snapshot};
-use support::lock::sandbox_tests_lock;
 use support::isolation::{self, Who};
+use support::lock::sandbox_tests_lock;
 use support::netns::{TestHost, fetch, grpc_list_from, sh};
 use support::{Out, busybox_template, exec_with_token, fork_bomb_beside, static_agent};
 
@@ -278,12 +278,8 @@ async fn create_and_kill_leave_nothing_behind() {
     // used by every one after it, never made again, never removed by a sandbox's kill.
     let ids = f.runtime.mapped_ids();
     let copies = f._dir.path().join(format!(".mapped-{}-{}", ids.uid_base, ids.gid_base));
-    let dirs = [
-        (state.as_path(), 2),
-        (Path::new("/run/sandstream"), 2),
-        (runtime_state.as_path(), 2),
-        (copies.as_path(), 1),
-    ];
+    let dirs =
+        [(state.as_path(), 2), (Path::new("/run/sandstream"), 2), (runtime_state.as_path(), 2), (copies.as_path(), 1)];
     // Sandboxes of users of this host that take no lock are set aside (`set_aside`).
     let take = |ours: &BTreeSet<String>| set_aside(&snapshot(&dirs), ours);
     let suffix = |id: &str| id.trim_start_matches("sb-").to_string();

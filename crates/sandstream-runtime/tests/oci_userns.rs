@@ -105,7 +105,8 @@ async fn root_inside_is_the_first_uid_of_the_hosts_range_for_sandboxes() {
     assert!(ids.uid_base >= 100_000, "{ids:?}");
     let sb = f.create();
     let (rc, out) = root(&sb, "id -u; id -g; cat /proc/self/uid_map /proc/self/gid_map").await;
-    let want = format!("0\n0\n{:>10} {:>10} {:>10}\n{:>10} {:>10} {:>10}\n", 0, ids.uid_base, 65536, 0, ids.gid_base, 65536);
+    let want =
+        format!("0\n0\n{:>10} {:>10} {:>10}\n{:>10} {:>10} {:>10}\n", 0, ids.uid_base, 65536, 0, ids.gid_base, 65536);
     assert_eq!((rc, out.replace(' ', "")), (0, want.replace(' ', "")));
     let host = std::fs::read_to_string(format!("/proc/{}/status", init_pid(&sb.id))).expect("status");
     let uid_line = host.lines().find(|l| l.starts_with("Uid:")).expect("Uid");
@@ -146,7 +147,9 @@ async fn root_inside_writes_no_host_file_through_any_mount() {
         }
     }
     for p in &bound {
-        for attack in [format!("echo pwned >> {p}"), format!("chmod 777 {p}"), format!("chown 0:0 {p}"), format!("touch {p}")] {
+        for attack in
+            [format!("echo pwned >> {p}"), format!("chmod 777 {p}"), format!("chown 0:0 {p}"), format!("touch {p}")]
+        {
             let (rc, out) = root(&sb, &attack).await;
             assert_ne!(rc, 0, "root inside: {attack} -> {out}");
         }
@@ -195,7 +198,8 @@ async fn root_inside_cannot_load_modules_mount_or_raise_its_limits() {
     let sb = f.create();
     let (rc, out) = root(&sb, "head -c 4096 /dev/zero > /tmp/x.ko; insmod /tmp/x.ko").await;
     assert!(rc != 0 && out.contains("not permitted"), "insmod as root inside: {rc} {out}");
-    let (rc, out) = root(&sb, "mkdir -p /mnt/a /mnt/b /mnt/w /mnt/u && touch /root/f && chown 1000:1000 /root/f && echo ok").await;
+    let (rc, out) =
+        root(&sb, "mkdir -p /mnt/a /mnt/b /mnt/w /mnt/u && touch /root/f && chown 1000:1000 /root/f && echo ok").await;
     assert_eq!((rc, out.as_str()), (0, "ok\n"), "root inside is root of its own files");
     for attack in [
         "mount -t proc proc /mnt/a",
@@ -272,7 +276,8 @@ async fn root_inside_cannot_reach_another_sandboxs_files() {
     let Some(f) = fixture() else { return };
     let (a, b) = (f.create(), f.create());
     for (sb, secret) in [(&a, "A-SECRET"), (&b, "B-SECRET")] {
-        let (rc, out) = root(sb, &format!("echo {secret} > /root/secret && chmod 600 /root/secret && cat /root/secret")).await;
+        let (rc, out) =
+            root(sb, &format!("echo {secret} > /root/secret && chmod 600 /root/secret && cat /root/secret")).await;
         assert_eq!((rc, out), (0, format!("{secret}\n")));
     }
     let (_, found) = root(&a, "find / -xdev -type f -exec grep -l B-SECRET {} + 2>/dev/null; echo searched").await;

@@ -15,7 +15,6 @@ const { key } = await createTenant(server, 'root');
 // without it) and the template's sudo; apt-get also needs the offered apt sources. Until
 // those changes are in, these tests are reported as to-do instead of failing the run.
 // Remove this marker once they are: the tests must then pass.
-const NEEDS_USERNS = 'needs sandboxes in user namespaces and sudo in the default template (issue 21)';
 
 /** Runs `command` to its end, as `user` when given (else the sandbox's default user). */
 const sh = (conn, command, { user, timeoutMs = 30_000 } = {}) => agentExecute(conn, command, {}, { timeoutMs, user });
@@ -56,14 +55,14 @@ test('an unknown user is refused by name and runs nothing', async (t) => {
   assert.equal(ran.stdout, 'not-run\n');
 });
 
-test('sudo works for `user` without a password', { todo: NEEDS_USERNS }, async (t) => {
+test('sudo works for `user` without a password', async (t) => {
   const conn = await sandbox(t);
   const r = await sh(conn, 'sudo -n id -u');
   console.log(`# sudo -n id -u: ${JSON.stringify(r)}`);
   assert.deepEqual([r.stdout, r.exitCode], ['0\n', 0], r.stderr);
 });
 
-test('sudo apt-get installs a package that `user` then runs', { todo: NEEDS_USERNS }, async (t) => {
+test('sudo apt-get installs a package that `user` then runs', async (t) => {
   const conn = await sandbox(t);
   const before = await sh(conn, 'tree --version');
   assert.equal(before.exitCode, 127, JSON.stringify(before));

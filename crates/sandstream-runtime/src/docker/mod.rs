@@ -40,15 +40,13 @@ use std::time::{Duration, Instant};
 
 use bollard::Docker;
 use bollard::models::EndpointSettings;
-use bollard::query_parameters::{
-    CreateContainerOptions, ListContainersOptions, ListImagesOptions,
-};
+use bollard::query_parameters::{CreateContainerOptions, ListContainersOptions, ListImagesOptions};
 
 use crate::error::{Error, Result};
 use crate::sandbox::{random_hex, suffix_of, write_deadline};
 use crate::types::{Cidr, Runtime, Sandbox, SandboxSpec};
 use crate::undo::Undo;
-pub use userns::MappedIds;
+use crate::userns::MappedIds;
 
 pub(crate) use crate::sandbox::{AGENT_PATH, AGENT_PORT, CA_BUNDLE_PATH, CTL_DIR, TOKEN_PATH, USER_ID, WORKDIR};
 /// On every sandbox container.
@@ -207,7 +205,7 @@ impl DockerRuntime {
     }
 
     /// The host ids of root inside the sandboxes: a file a sandbox's uid N owns is owned
-    /// by host uid `mapped_ids().uid + N` in the Engine's storage.
+    /// by host uid `mapped_ids().uid(N)` in the Engine's storage.
     pub fn mapped_ids(&self) -> MappedIds {
         self.mapped
     }

@@ -44,14 +44,20 @@ impl DockerRuntime {
                         ..Default::default()
                     };
                     let created = docker.create_network(req).await;
-                    // Another runtime may have created it meanwhile: the Engine answers 409,
+                    // Another runtime may be creating it meanwhile: the Engine answers 409,
                     // or 403 ("Pool overlaps") when it checks the subnet first, as runtimes
-                    // starting together on a fresh Engine found. Whether it now exists decides.
-                    match docker.inspect_network(&c.network, None::<InspectNetworkOptions>).await {
-                        Ok(n) => n,
-                        Err(e) => {
-                            let e = created.err().unwrap_or(e);
-                            return Err(api_err(&format!("docker network create {}", c.network))(e));
+                    // starting together on a fresh Engine found, possibly before the other
+                    // creation is visible. Whether it exists within a second decides.
+                    let mut tries = if created.is_ok() { 1 } else { 20 };
+                    loop {
+                        tries -= 1;
+                        match docker.inspect_network(&c.network, None::<InspectNetworkOptions>).await {
+                            Ok(n) => break n,
+                            Err(e) if tries == 0 || !is_not_found(&e) => {
+                                let e = created.err().unwrap_or(e);
+                                return Err(api_err(&format!("docker network create {}", c.network))(e));
+                            }
+                            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
                         }
                     }
                 }

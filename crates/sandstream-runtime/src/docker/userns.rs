@@ -19,16 +19,7 @@ use bollard::models::SystemInfo;
 
 use crate::binds::Binds;
 use crate::error::{Error, Result};
-
-/// The host ids a sandbox's ids are mapped to: the sandbox's uid N is host uid
-/// `uid + N`, its gid N host gid `gid + N`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct MappedIds {
-    /// Host uid of root inside (the start of the Engine's subordinate uid range).
-    pub uid: u32,
-    /// Host gid of root inside.
-    pub gid: u32,
-}
+use crate::userns::MappedIds;
 
 /// The Engine's mapping, from `docker info`: remapping shows as the security option
 /// `name=userns`, and the Engine then keeps its data in `<data root>/UID.GID`, named after
@@ -47,11 +38,11 @@ pub(super) fn mapped_ids(info: &SystemInfo, socket: &Path) -> Result<MappedIds> 
     let root = info.docker_root_dir.clone().unwrap_or_default();
     let parsed = Path::new(&root).file_name().and_then(|n| n.to_str()).and_then(|n| {
         let (uid, gid) = n.split_once('.')?;
-        Some(MappedIds { uid: uid.parse().ok()?, gid: gid.parse().ok()? })
+        Some(MappedIds { uid_base: uid.parse().ok()?, gid_base: gid.parse().ok()? })
     });
     match parsed {
         // Root inside mapped to host root would be no remapping at all.
-        Some(ids) if ids.uid != 0 && ids.gid != 0 => Ok(ids),
+        Some(ids) if ids.uid_base != 0 && ids.gid_base != 0 => Ok(ids),
         _ => Err(Error::InvalidSpec(format!(
             "the Docker Engine at {} remaps user namespaces, but its data root {root:?} does not name the host ids \
              of root inside (UID.GID)",
@@ -61,8 +52,8 @@ pub(super) fn mapped_ids(info: &SystemInfo, socket: &Path) -> Result<MappedIds> 
 }
 
 fn chown(path: &Path, ids: MappedIds) -> Result<()> {
-    std::os::unix::fs::lchown(path, Some(ids.uid), Some(ids.gid))
-        .map_err(|e| Error::io(format!("chown {} to {}:{}", path.display(), ids.uid, ids.gid), e))
+    std::os::unix::fs::lchown(path, Some(ids.uid_base), Some(ids.gid_base))
+        .map_err(|e| Error::io(format!("chown {} to {}:{}", path.display(), ids.uid_base, ids.gid_base), e))
 }
 
 /// Hands the sandbox's token and control directory (and what is in it) to root inside.
@@ -85,7 +76,7 @@ pub(super) fn hand_to_sandbox_root(binds: &Binds, ids: MappedIds) -> Result<()> 
 pub(super) fn hand_deadline_to_sandbox_root(ctl: &Path, ids: MappedIds) -> Result<()> {
     let file = ctl.join("deadline");
     match std::fs::symlink_metadata(&file) {
-        Ok(m) if m.uid() == ids.uid => Ok(()),
+        Ok(m) if m.uid() == ids.uid_base => Ok(()),
         Ok(_) => chown(&file, ids),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(Error::io(format!("stat {}", file.display()), e)),
@@ -108,7 +99,7 @@ mod tests {
     fn the_mapping_is_read_from_the_engines_data_root() {
         let socket = Path::new("/run/d.sock");
         let remapped = info(&["name=seccomp,profile=default", "name=userns"], "/var/lib/d/data/100000.100000");
-        assert_eq!(mapped_ids(&remapped, socket).expect("remapped"), MappedIds { uid: 100000, gid: 100000 });
+        assert_eq!(mapped_ids(&remapped, socket).expect("remapped"), MappedIds { uid_base: 100000, gid_base: 100000 });
         let plain = info(&["name=seccomp,profile=default"], "/var/lib/d/data");
         let err = mapped_ids(&plain, socket).expect_err("not remapped").to_string();
         assert!(err.contains("does not remap user namespaces") && err.contains("--userns-remap=default"), "{err}");

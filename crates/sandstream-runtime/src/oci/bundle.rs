@@ -9,9 +9,8 @@ use std::path::Path;
 
 use oci_spec::runtime::{
     Capability, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxIdMappingBuilder, LinuxMemoryBuilder, LinuxNamespace,
-    LinuxNamespaceBuilder,
-    LinuxNamespaceType, LinuxPidsBuilder, Mount, MountBuilder, PosixRlimitBuilder, PosixRlimitType, ProcessBuilder,
-    RootBuilder, Spec, UserBuilder,
+    LinuxNamespaceBuilder, LinuxNamespaceType, LinuxPidsBuilder, Mount, MountBuilder, PosixRlimitBuilder,
+    PosixRlimitType, ProcessBuilder, RootBuilder, Spec, UserBuilder,
 };
 
 use crate::binds::AptSources;
@@ -122,8 +121,13 @@ pub(crate) fn build(input: &BundleInput<'_>) -> Result<Spec> {
 
     // No /sys of the spec's own: the sandbox's sysfs is mounted in its root already
     // (`rootfs::mount_sysfs` says why runc cannot).
-    let mut mounts: Vec<Mount> =
-        spec.mounts().clone().unwrap_or_default().into_iter().filter(|m| m.destination() != Path::new("/sys")).collect();
+    let mut mounts: Vec<Mount> = spec
+        .mounts()
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|m| m.destination() != Path::new("/sys"))
+        .collect();
     mounts.push(bind(input.agent_binary, AGENT_PATH)?);
     mounts.push(bind(input.token_file, TOKEN_PATH)?);
     // A directory, read-only: the runtime replaces files in it by rename (the deadline)

@@ -124,8 +124,7 @@ impl OciRuntime {
         // The host's apt sources, for a template that has apt (`binds::AptSources`).
         let apt = Path::new(APT_DIR);
         let apt = (apt.is_dir() && spec.template.join("etc/apt").is_dir()).then_some(apt);
-        let binds =
-            self.os.prepare_binds(&self.cfg.state_dir, id, layout.dir(), &spec.env, &shared, self.ids, apt)?;
+        let binds = self.os.prepare_binds(&self.cfg.state_dir, id, layout.dir(), &spec.env, &shared, self.ids, apt)?;
 
         let prepared = started.elapsed();
 

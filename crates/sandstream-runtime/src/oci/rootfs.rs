@@ -108,7 +108,7 @@ pub(crate) fn mount(layout: &Layout, template: &Path, ids: MappedIds, netns: &Pa
     // and no host user can reach the overlay (it is mounted in private mount
     // namespaces only) nor the copy (a 0700 directory: `mapped.rs`).
     nix::mount::mount(Some("overlay"), &rootfs, Some("overlay"), MsFlags::MS_NODEV, Some(options.as_str()))
-    .map_err(|e| Error::io(format!("mount overlay on {}", rootfs.display()), e.into()))?;
+        .map_err(|e| Error::io(format!("mount overlay on {}", rootfs.display()), e.into()))?;
     drop((upper, work));
     std::env::set_current_dir("/").map_err(|e| Error::io("leave the template's directory", e))?;
     // The template is someone else's image, and its /home, /home/user or /tmp may be

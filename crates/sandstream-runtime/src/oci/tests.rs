@@ -50,7 +50,8 @@ fn runtime(rec: &Arc<Recorder>, state: &Path) -> OciRuntime {
     let mut cfg = OciConfig::new(state.to_path_buf(), state.join("agent"));
     cfg.ca_bundle = None;
     cfg.ready_timeout = Duration::from_millis(1500);
-    let ids = crate::userns::MappedIds { uid_base: nix::unistd::getuid().as_raw(), gid_base: nix::unistd::getgid().as_raw() };
+    let ids =
+        crate::userns::MappedIds { uid_base: nix::unistd::getuid().as_raw(), gid_base: nix::unistd::getgid().as_raw() };
     OciRuntime::with(cfg, rec.clone(), rec.clone(), ids)
 }
 

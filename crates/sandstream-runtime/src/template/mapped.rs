@@ -133,7 +133,9 @@ pub(crate) fn collect_orphans(dir: &Path, trash: impl Fn(&str) -> PathBuf) -> Ve
                 if !busy.iter().any(|p| p.file_name().is_some_and(|f| f.to_string_lossy() == leaf)) {
                     let _ = std::fs::remove_file(&path);
                 }
-            } else if !busy.contains(&&path) && std::fs::rename(&path, trash(&format!("{name}{}", copies.file_name().to_string_lossy()))).is_ok() {
+            } else if !busy.contains(&&path)
+                && std::fs::rename(&path, trash(&format!("{name}{}", copies.file_name().to_string_lossy()))).is_ok()
+            {
                 removed.push(name);
             }
         }

@@ -56,7 +56,8 @@ pub(crate) fn copy_shifted(from: &Path, to: &Path, ids: MappedIds) -> Result<Cop
                 for entry in entries {
                     let entry = entry.map_err(|e| Error::io(format!("read {}", src.display()), e))?;
                     let (s, d) = (entry.path(), dst.join(entry.file_name()));
-                    let md = std::fs::symlink_metadata(&s).map_err(|e| Error::io(format!("inspect {}", s.display()), e))?;
+                    let md =
+                        std::fs::symlink_metadata(&s).map_err(|e| Error::io(format!("inspect {}", s.display()), e))?;
                     copied.entries += 1;
                     if md.is_dir() {
                         make_dir(&d)?;
@@ -148,8 +149,7 @@ fn copy_xattrs(src: &Path, dst: &Path, ids: MappedIds) {
         let Ok(cname) = CString::new(name) else { continue };
         let mut value = vec![0u8; 65536];
         // SAFETY: as above; `cname` is NUL-terminated.
-        let len =
-            unsafe { nix::libc::lgetxattr(s.as_ptr(), cname.as_ptr(), value.as_mut_ptr().cast(), value.len()) };
+        let len = unsafe { nix::libc::lgetxattr(s.as_ptr(), cname.as_ptr(), value.as_mut_ptr().cast(), value.len()) };
         let Ok(len) = usize::try_from(len) else { continue };
         value.truncate(len);
         shift_xattr(name, &mut value, ids);
@@ -208,8 +208,7 @@ mod tests {
             acl.extend_from_slice(&id.to_le_bytes());
         }
         shift_xattr(b"system.posix_acl_access", &mut acl, ids);
-        let ids_of: Vec<u32> =
-            acl[4..].chunks_exact(8).map(|e| u32::from_le_bytes([e[4], e[5], e[6], e[7]])).collect();
+        let ids_of: Vec<u32> = acl[4..].chunks_exact(8).map(|e| u32::from_le_bytes([e[4], e[5], e[6], e[7]])).collect();
         assert_eq!(ids_of, [u32::MAX, 101_000, 200_005, u32::MAX]);
 
         let mut v3 = vec![0u8; 24];
