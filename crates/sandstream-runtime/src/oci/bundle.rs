@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 use crate::types::Limits;
 use crate::userns::{MAPPED_IDS, MappedIds};
 
-pub(crate) use crate::sandbox::{AGENT_PATH, AGENT_PORT, CA_BUNDLE_PATH, CTL_DIR, TOKEN_PATH, USER_ID, WORKDIR};
+pub(crate) use crate::sandbox::{AGENT_PATH, AGENT_PORT, CA_BUNDLE_PATH, CTL_DIR, TOKEN_PATH};
 
 /// What the sandbox is made of. The bind sources (the agent, the token, the control
 /// directory, resolv.conf, the CA bundle) are in the runtime's tmpfs (`crate::binds`),

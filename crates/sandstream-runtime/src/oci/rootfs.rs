@@ -19,7 +19,7 @@ use crate::disk::LoopDevice;
 use crate::error::{Error, Result};
 use crate::userns::MappedIds;
 
-use super::bundle;
+use crate::sandbox::{USER_ID, WORKDIR};
 use super::layout::Layout;
 
 /// What holds a mounted root until the container holds it: the disk image's loop
@@ -116,9 +116,9 @@ pub(crate) fn mount(layout: &Layout, template: &Path, ids: MappedIds, netns: &Pa
     // never on the host (where `home -> /etc` would have the host's /etc chowned).
     // The writable layer is fresh and nothing has run in the sandbox yet, so only the
     // template can have planted such links.
-    let home = dir_in_root(&rootfs, Path::new(bundle::WORKDIR), template)?;
-    std::os::unix::fs::fchown(&home, Some(ids.uid(bundle::USER_ID)), Some(ids.gid(bundle::USER_ID)))
-        .map_err(|e| Error::io(format!("template {}: chown {}", template.display(), bundle::WORKDIR), e))?;
+    let home = dir_in_root(&rootfs, Path::new(WORKDIR), template)?;
+    std::os::unix::fs::fchown(&home, Some(ids.uid(USER_ID)), Some(ids.gid(USER_ID)))
+        .map_err(|e| Error::io(format!("template {}: chown {}", template.display(), WORKDIR), e))?;
     // runc mounts /tmp's tmpfs with the mode of the directory it covers (its `mode=`
     // option is not honoured), so the mount point must already be world-writable and
     // sticky, whatever the template has.

@@ -136,7 +136,7 @@ pub(crate) fn routes() -> Vec<Route> {
             "A runner's heartbeat with its sandboxes",
             post(admin::heartbeat),
         ),
-        r("get", "/api/openapi.json", Access::Public, "This document", get(web::openapi)),
+        r("get", "/api/openapi.json", Access::Public, "This document", get(openapi::serve)),
         r(
             "get",
             "/healthz",

@@ -5,12 +5,14 @@
 //! builds the router. A test fails when a route is served without its operation or an
 //! operation has no route.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
+
+use axum::extract::State;
 
 use serde_json::{Value, json};
 use utoipa::OpenApi;
 
-use super::Access;
+use super::{Access, AppState};
 use crate::error::ErrorBody;
 
 #[derive(OpenApi)]
@@ -42,7 +44,7 @@ use crate::error::ErrorBody;
         super::admin::list_runners,
         super::admin::register_runner,
         super::admin::heartbeat,
-        super::web::openapi,
+        serve,
         super::web::healthz,
         super::probes::readyz,
         super::probes::metrics,
@@ -122,6 +124,12 @@ fn optional_body_is_absent_not_null(op: &mut Value) {
     };
     media["schema"] = inner;
     body["required"] = json!(false);
+}
+
+#[utoipa::path(get, path = "/api/openapi.json", operation_id = "getOpenapi", tag = "probes",
+    responses((status = 200, description = "This document (OpenAPI 3.1)", body = serde_json::Value)))]
+pub(crate) async fn serve(State(_): State<Arc<AppState>>) -> axum::Json<Value> {
+    axum::Json(document())
 }
 
 #[cfg(test)]

@@ -1,12 +1,10 @@
-//! The web page (a `/?token=` login link is traded in `login.rs`), health and the
-//! OpenAPI document.
+//! The web page (a `/?token=` login link is traded in `login.rs`) and health.
 
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde_json::Value;
 
 use super::AppState;
 use crate::error::AppError;
@@ -22,12 +20,6 @@ pub(crate) async fn healthz(State(state): State<Arc<AppState>>) -> Response {
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "starting\n").into_response()
     }
-}
-
-#[utoipa::path(get, path = "/api/openapi.json", operation_id = "getOpenapi", tag = "probes",
-    responses((status = 200, description = "This document (OpenAPI 3.1)", body = serde_json::Value)))]
-pub(crate) async fn openapi(State(_): State<Arc<AppState>>) -> axum::Json<Value> {
-    axum::Json(super::openapi::document())
 }
 
 pub(crate) async fn api_not_found(req: Request) -> AppError {
