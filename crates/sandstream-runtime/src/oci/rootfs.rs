@@ -19,8 +19,8 @@ use crate::disk::LoopDevice;
 use crate::error::{Error, Result};
 use crate::userns::MappedIds;
 
-use crate::sandbox::{USER_ID, WORKDIR};
 use super::layout::Layout;
+use crate::sandbox::{USER_ID, WORKDIR};
 
 /// What holds a mounted root until the container holds it: the disk image's loop
 /// device (autoclearing, so it goes once the container's mounts are all that held it).
