@@ -18,6 +18,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .bytes(".sandstream.agent.v1.CommandOutput.data")
         .bytes(".sandstream.agent.v1.WriteStdinRequest.data")
+        .bytes(".sandstream.agent.v1.ReadResponse.data")
+        .bytes(".sandstream.agent.v1.WriteRequest.data")
         .compile_fds(agent)?;
 
     let seed = protox::compile(["seed/seed_agent.proto"], [&proto_root])?;
