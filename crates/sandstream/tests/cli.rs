@@ -75,3 +75,49 @@ fn runner_flow_bound_is_listed_and_checked_before_anything_starts() {
         assert!(err.contains("--max-flows-per-sandbox") && err.contains("1..=1000000"), "{value}: {err}");
     }
 }
+
+#[test]
+fn cp_help_says_both_directions_and_its_flags() {
+    let out = sandstream().args(["cp", "--help"]).output().expect("run");
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    for said in [
+        "LOCAL SANDBOX:PATH",
+        "SANDBOX:PATH LOCAL",
+        "<SRC>",
+        "<DEST>",
+        "--server",
+        "--api-key",
+        "--user",
+        "SANDSTREAM_API_URL",
+    ] {
+        assert!(text.contains(said), "cp --help lacks {said}: {text}");
+    }
+    let out = sandstream().args(["server", "--help"]).output().expect("run");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("--max-file-upload-bytes") && text.contains("[default: 4294967296]"), "{text}");
+}
+
+#[test]
+fn cp_fails_clearly_and_non_zero() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let run = |args: &[&str]| {
+        let out = sandstream()
+            .args(["cp", "--api-key", "k", "--server", "http://127.0.0.1:9"])
+            .args(args)
+            .current_dir(dir.path())
+            .output()
+            .expect("run");
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (code, err) = run(&["a", "b"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("neither a nor b names a sandbox: one must be SANDBOX:PATH"), "{err}");
+    let (code, err) = run(&["sb-0123456789:/x", "sb-0123456789:/y"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("both ends are in sandboxes"), "{err}");
+    let (code, err) = run(&["sb-0123456789:/x", "here"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("reach http://127.0.0.1:9"), "{err}");
+    assert!(!dir.path().join("here").exists());
+}
