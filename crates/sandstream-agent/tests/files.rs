@@ -534,3 +534,28 @@ async fn watch_reports_a_commands_changes_in_order() {
         assert_ne!(e.kind, WatchEventKind::Started as i32);
     }
 }
+
+#[tokio::test]
+async fn an_agent_that_is_not_root_acts_only_as_itself() {
+    assert!(nix::unistd::geteuid().is_root(), "this test needs root (to start the agent as another uid)");
+    let agent = Agent::start_customized(PathBuf::from(env!("CARGO_BIN_EXE_sandstream-agent")), &[], &[], |cmd| {
+        let args: Vec<_> = cmd.get_args().map(|a| a.to_owned()).collect();
+        let spool = args.iter().position(|a| a == "--spool-dir").map(|i| PathBuf::from(&args[i + 1])).expect("spool");
+        let dir = spool.parent().expect("the agent's dir").to_path_buf();
+        for d in [dir.clone(), dir.join("work")] {
+            std::os::unix::fs::chown(&d, Some(NOBODY), Some(NOBODY)).expect("chown");
+        }
+        std::os::unix::process::CommandExt::uid(cmd, NOBODY);
+        std::os::unix::process::CommandExt::gid(cmd, NOBODY);
+    });
+    let mut c = files(&agent).await;
+    let e = write(&mut c, "mine", "", 0, b"x", 1).await.expect("its own user");
+    assert_eq!((e.uid, e.path), (NOBODY, agent.workdir().join("mine").display().to_string()));
+    let by_uid = c.stat(StatRequest { path: agent.workdir().display().to_string(), user: NOBODY.to_string() }).await;
+    assert_eq!(by_uid.expect("its own uid by number").into_inner().entry.expect("entry").uid, NOBODY);
+    let (code, msg) = err(read(&mut c, "/etc/hostname", "root", 0, 0).await);
+    assert_eq!(
+        (code, msg.as_str()),
+        (Code::PermissionDenied, "the agent runs as uid 65534, not root, and can act only as that user, not as uid 0")
+    );
+}
