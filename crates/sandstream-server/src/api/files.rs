@@ -191,8 +191,17 @@ pub(crate) async fn list(
     if !(1..=MAX_DEPTH).contains(&depth) {
         return Err(AppError::BadRequest(format!("depth must be between 1 and {MAX_DEPTH}, got {depth}")));
     }
-    let req = ListDirRequest { path: required_path(q.path, "path")?, depth, user: q.user.unwrap_or_default() };
-    let answer = client.list_dir(req).await.map_err(|s| from_status(&id, &s))?.into_inner();
+    let path = required_path(q.path, "path")?;
+    let req = ListDirRequest { path: path.clone(), depth, user: q.user.unwrap_or_default() };
+    let answer = client.list_dir(req).await.map_err(|s| match s.code() {
+        // The agent answers a listing in one message; past what the server decodes
+        // (`exec/agents.rs`) tonic says OUT_OF_RANGE.
+        tonic::Code::OutOfRange => AppError::BadRequest(format!(
+            "{path}: the listing is larger than the server takes in one answer; list a smaller depth or a subdirectory"
+        )),
+        _ => from_status(&id, &s),
+    })?;
+    let answer = answer.into_inner();
     Ok(Json(Listing { entries: answer.entries.into_iter().map(entry_json).collect() }))
 }
 
