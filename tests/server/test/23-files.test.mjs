@@ -2,7 +2,8 @@
 // routes proxy the agent's FileService. Text and binary round trips (sha256 equal both
 // ways, also as the sandbox sees them), a large file streamed both ways with the
 // server's peak memory growing far less than the file, Range, listing with depth,
-// remove, mkdir and move, the upload limit (413, nothing left behind), the tenant check
+// remove, mkdir and move, the upload limit (413, nothing left behind), a full disk (507)
+// and a client that breaks off (nothing left either), the tenant check
 // on every route, the kernel's permission checks (403), and `sandstream cp`.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -285,6 +286,41 @@ test('an upload past the limit is a 413 and leaves nothing at the target', async
   assert.equal((await put(id, { path: 'up/kept' }, [Buffer.from('old')])).status, 201);
   assertError(await put(id, { path: 'up/kept' }, tooMuch()), 413, 'too_large');
   assert.equal((await get(id, { path: 'up/kept' })).text, 'old');
+});
+
+/** The entries of directory `dir` once no temporary file of a cancelled write is left (bounded wait). */
+async function settledListing(id, dir) {
+  let listing;
+  for (let i = 0; i < 50; i++) {
+    listing = await api(server, 'GET', route(id, '/list', { path: dir }), { key });
+    assert.equal(listing.status, 200, listing.text);
+    if (!listing.body.entries.some((e) => e.name.endsWith('.sandstream-tmp'))) break;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return listing.body.entries.map((e) => e.name);
+}
+
+test('a full disk is a 507 and a client that breaks off leaves nothing either', async (t) => {
+  const c = await api(server, 'POST', '/api/v1/sandboxes', { key, body: { diskMb: 16 } });
+  assert.equal(c.status, 201, c.text);
+  t.after(() => api(server, 'DELETE', `/api/v1/sandboxes/${c.body.id}`, { key }));
+  const id = c.body.id;
+  const chunk = randomBytes(MiB);
+  function* big() {
+    for (let i = 0; i < 64; i++) yield chunk;
+  }
+  const full = await put(id, { path: 'fill/f' }, big(), { length: 64 * MiB });
+  assertError(full, 507, 'no_space', /^\/home\/user\/fill\/f: (no space left on device|disk quota exceeded)/);
+  assert.deepEqual(await settledListing(id, 'fill'), []);
+  // Half an upload, then the client goes: the write is cancelled, not committed.
+  await new Promise((resolve) => {
+    const req = http.request(server.url + route(id, '', { path: 'fill/g' }), {
+      method: 'PUT', agent: false, headers: { authorization: `Bearer ${key}`, 'content-length': String(8 * MiB) },
+    });
+    req.on('error', () => resolve());
+    req.write(chunk, () => req.write(chunk, () => { req.destroy(); resolve(); }));
+  });
+  assert.deepEqual(await settledListing(id, 'fill'), []);
 });
 
 test("another tenant's sandbox is a 404 on every files route, whatever the query", async (t) => {
