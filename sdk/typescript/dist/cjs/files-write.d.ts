@@ -1,0 +1,16 @@
+import type { AgentConnection } from './agent.js';
+import { type EntryInfo, type WriteData } from './files-types.js';
+/** Most bytes per message (PROTOCOL.md: the agent accepts messages of up to 1 MiB of data and a header). */
+export declare const CHUNK_BYTES: number;
+/** The data as chunks of at most CHUNK_BYTES, read from the source only as they are asked for. */
+export declare function chunksOf(data: WriteData): AsyncGenerator<Buffer>;
+/**
+ * Writes `data` to `path` and resolves to the file as written. The agent writes a
+ * temporary file beside the target and renames it over the target only when the stream
+ * ended cleanly: when anything fails (the data's source too), the call is cancelled and
+ * the target stays as it was.
+ */
+export declare function writeFile(conn: AgentConnection, path: string, data: WriteData, header: {
+    user: string;
+    mode: number;
+}, timeoutMs: number): Promise<EntryInfo>;
