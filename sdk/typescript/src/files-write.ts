@@ -5,7 +5,7 @@
  */
 import type * as grpc from '@grpc/grpc-js';
 import type { AgentConnection } from './agent.js';
-import { ConnectionError, InvalidArgumentError, SandboxError, TimeoutError } from './errors.js';
+import { AuthenticationError, ConnectionError, InvalidArgumentError, NotFoundError, SandboxError, TimeoutError } from './errors.js';
 import {
   mapFileError,
   toEntryInfo,
@@ -226,5 +226,42 @@ export async function writeFile(
   } finally {
     settled = true;
     clearTimeout(timer);
+  }
+}
+
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+/**
+ * {@link writeFile}, sent again from the start after a lost connection when the data can
+ * be read again (a string, bytes or a Blob), for up to `recoveryTimeoutMs`. That is safe
+ * because a write replaces the target atomically: a repeated write leaves the same file.
+ * A stream's data is gone once sent, so its write fails with the {@link ConnectionError}.
+ */
+export async function writeFileRetrying(
+  conn: AgentConnection,
+  path: string,
+  data: WriteData,
+  header: { user: string; mode: number },
+  timeoutMs: number,
+): Promise<EntryInfo> {
+  const replayable = typeof data === 'string' || data instanceof ArrayBuffer || ArrayBuffer.isView(data) || isBlob(data);
+  let since: number | undefined;
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await writeFile(conn, path, data, header, timeoutMs);
+    } catch (e) {
+      if (!replayable || !(e instanceof ConnectionError) || conn.isClosed) throw e;
+      since ??= Date.now();
+      if (Date.now() - since >= conn.options.recoveryTimeoutMs) throw e;
+      if (attempt >= 1) {
+        try {
+          await conn.refresh();
+        } catch (r) {
+          // The sandbox is gone or no longer ours: sending again cannot succeed.
+          if (r instanceof NotFoundError || r instanceof AuthenticationError) throw e;
+        }
+      }
+      await sleep(Math.min(50 * 2 ** attempt, 1_000));
+    }
   }
 }

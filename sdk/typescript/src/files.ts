@@ -6,7 +6,7 @@
  */
 import type * as grpc from '@grpc/grpc-js';
 import type { AgentConnection } from './agent.js';
-import { FileNotFoundError, InvalidArgumentError } from './errors.js';
+import { FileNotFoundError, InvalidArgumentError, type ConnectionError } from './errors.js';
 import { FileDownload, MAX_BYTES, MAX_TEXT_BYTES, readAll, toWebStream } from './files-read.js';
 import {
   checkMode,
@@ -28,7 +28,7 @@ import {
   type WriteEntry,
 } from './files-types.js';
 import { WatchHandle } from './files-watch.js';
-import { writeFile } from './files-write.js';
+import { writeFileRetrying } from './files-write.js';
 
 /** E2B's default for how long a watch runs. */
 const DEFAULT_WATCH_TIMEOUT_MS = 60_000;
@@ -75,7 +75,9 @@ export class Filesystem {
    * Writes a file, creating its missing parent directories, and resolves to the file as
    * written. The agent writes beside the target and replaces it atomically once all the
    * data arrived: a write that fails leaves the target as it was. `data` is sent in chunks
-   * of at most 1 MiB as it is read (a stream's or Blob's data is never held whole).
+   * of at most 1 MiB as it is read (a stream's or Blob's data is never held whole). After a
+   * lost connection a string, bytes or a Blob is sent again (within `recoveryTimeoutMs`);
+   * a stream's write rejects with {@link ConnectionError}.
    */
   write(path: string, data: WriteData, opts?: FilesystemWriteOpts): Promise<EntryInfo>;
   /** Writes several files, one after the other; resolves to their entries in the same order. */
@@ -90,7 +92,7 @@ export class Filesystem {
       const header = { user: checkUser(opts.user), mode: checkMode(opts.mode) };
       pathOrFiles.forEach((f, i) => checkPath(f?.path, `files[${i}].path`));
       const out: EntryInfo[] = [];
-      for (const f of pathOrFiles) out.push(await writeFile(this.connection, f.path, f.data, header, this.timeout(opts)));
+      for (const f of pathOrFiles) out.push(await writeFileRetrying(this.connection, f.path, f.data, header, this.timeout(opts)));
       return out;
     }
     if (typeof pathOrFiles !== 'string') {
@@ -100,7 +102,7 @@ export class Filesystem {
     if (dataOrOpts === undefined || dataOrOpts === null) throw new InvalidArgumentError(`files.write(${JSON.stringify(pathOrFiles)}) needs data to write`);
     const opts = maybeOpts ?? {};
     const header = { user: checkUser(opts.user), mode: checkMode(opts.mode) };
-    return writeFile(this.connection, pathOrFiles, dataOrOpts as WriteData, header, this.timeout(opts));
+    return writeFileRetrying(this.connection, pathOrFiles, dataOrOpts as WriteData, header, this.timeout(opts));
   }
 
   /** Writes several files (E2B's `writeFiles`): the same as `write(files, opts)`. */

@@ -14,3 +14,13 @@ export declare function writeFile(conn: AgentConnection, path: string, data: Wri
     user: string;
     mode: number;
 }, timeoutMs: number): Promise<EntryInfo>;
+/**
+ * {@link writeFile}, sent again from the start after a lost connection when the data can
+ * be read again (a string, bytes or a Blob), for up to `recoveryTimeoutMs`. That is safe
+ * because a write replaces the target atomically: a repeated write leaves the same file.
+ * A stream's data is gone once sent, so its write fails with the {@link ConnectionError}.
+ */
+export declare function writeFileRetrying(conn: AgentConnection, path: string, data: WriteData, header: {
+    user: string;
+    mode: number;
+}, timeoutMs: number): Promise<EntryInfo>;

@@ -3,6 +3,7 @@ Object.defineProperty(exports, "__esModule", { value: true });
 exports.CHUNK_BYTES = void 0;
 exports.chunksOf = chunksOf;
 exports.writeFile = writeFile;
+exports.writeFileRetrying = writeFileRetrying;
 const errors_js_1 = require("./errors.js");
 const files_types_js_1 = require("./files-types.js");
 /** Most bytes per message (PROTOCOL.md: the agent accepts messages of up to 1 MiB of data and a header). */
@@ -215,6 +216,40 @@ async function writeFile(conn, path, data, header, timeoutMs) {
     finally {
         settled = true;
         clearTimeout(timer);
+    }
+}
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+/**
+ * {@link writeFile}, sent again from the start after a lost connection when the data can
+ * be read again (a string, bytes or a Blob), for up to `recoveryTimeoutMs`. That is safe
+ * because a write replaces the target atomically: a repeated write leaves the same file.
+ * A stream's data is gone once sent, so its write fails with the {@link ConnectionError}.
+ */
+async function writeFileRetrying(conn, path, data, header, timeoutMs) {
+    const replayable = typeof data === 'string' || data instanceof ArrayBuffer || ArrayBuffer.isView(data) || isBlob(data);
+    let since;
+    for (let attempt = 0;; attempt++) {
+        try {
+            return await writeFile(conn, path, data, header, timeoutMs);
+        }
+        catch (e) {
+            if (!replayable || !(e instanceof errors_js_1.ConnectionError) || conn.isClosed)
+                throw e;
+            since ??= Date.now();
+            if (Date.now() - since >= conn.options.recoveryTimeoutMs)
+                throw e;
+            if (attempt >= 1) {
+                try {
+                    await conn.refresh();
+                }
+                catch (r) {
+                    // The sandbox is gone or no longer ours: sending again cannot succeed.
+                    if (r instanceof errors_js_1.NotFoundError || r instanceof errors_js_1.AuthenticationError)
+                        throw e;
+                }
+            }
+            await sleep(Math.min(50 * 2 ** attempt, 1_000));
+        }
     }
 }
 //# sourceMappingURL=files-write.js.map

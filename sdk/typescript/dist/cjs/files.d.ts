@@ -30,7 +30,9 @@ export declare class Filesystem {
      * Writes a file, creating its missing parent directories, and resolves to the file as
      * written. The agent writes beside the target and replaces it atomically once all the
      * data arrived: a write that fails leaves the target as it was. `data` is sent in chunks
-     * of at most 1 MiB as it is read (a stream's or Blob's data is never held whole).
+     * of at most 1 MiB as it is read (a stream's or Blob's data is never held whole). After a
+     * lost connection a string, bytes or a Blob is sent again (within `recoveryTimeoutMs`);
+     * a stream's write rejects with {@link ConnectionError}.
      */
     write(path: string, data: WriteData, opts?: FilesystemWriteOpts): Promise<EntryInfo>;
     /** Writes several files, one after the other; resolves to their entries in the same order. */

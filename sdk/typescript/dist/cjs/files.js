@@ -41,7 +41,7 @@ class Filesystem {
             pathOrFiles.forEach((f, i) => (0, files_types_js_1.checkPath)(f?.path, `files[${i}].path`));
             const out = [];
             for (const f of pathOrFiles)
-                out.push(await (0, files_write_js_1.writeFile)(this.connection, f.path, f.data, header, this.timeout(opts)));
+                out.push(await (0, files_write_js_1.writeFileRetrying)(this.connection, f.path, f.data, header, this.timeout(opts)));
             return out;
         }
         if (typeof pathOrFiles !== 'string') {
@@ -52,7 +52,7 @@ class Filesystem {
             throw new errors_js_1.InvalidArgumentError(`files.write(${JSON.stringify(pathOrFiles)}) needs data to write`);
         const opts = maybeOpts ?? {};
         const header = { user: (0, files_types_js_1.checkUser)(opts.user), mode: (0, files_types_js_1.checkMode)(opts.mode) };
-        return (0, files_write_js_1.writeFile)(this.connection, pathOrFiles, dataOrOpts, header, this.timeout(opts));
+        return (0, files_write_js_1.writeFileRetrying)(this.connection, pathOrFiles, dataOrOpts, header, this.timeout(opts));
     }
     /** Writes several files (E2B's `writeFiles`): the same as `write(files, opts)`. */
     writeFiles(files, opts) {

@@ -1,4 +1,4 @@
-import { ConnectionError, InvalidArgumentError, SandboxError, TimeoutError } from './errors.js';
+import { AuthenticationError, ConnectionError, InvalidArgumentError, NotFoundError, SandboxError, TimeoutError } from './errors.js';
 import { mapFileError, toEntryInfo, } from './files-types.js';
 /** Most bytes per message (PROTOCOL.md: the agent accepts messages of up to 1 MiB of data and a header). */
 export const CHUNK_BYTES = 1024 * 1024;
@@ -210,6 +210,40 @@ export async function writeFile(conn, path, data, header, timeoutMs) {
     finally {
         settled = true;
         clearTimeout(timer);
+    }
+}
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+/**
+ * {@link writeFile}, sent again from the start after a lost connection when the data can
+ * be read again (a string, bytes or a Blob), for up to `recoveryTimeoutMs`. That is safe
+ * because a write replaces the target atomically: a repeated write leaves the same file.
+ * A stream's data is gone once sent, so its write fails with the {@link ConnectionError}.
+ */
+export async function writeFileRetrying(conn, path, data, header, timeoutMs) {
+    const replayable = typeof data === 'string' || data instanceof ArrayBuffer || ArrayBuffer.isView(data) || isBlob(data);
+    let since;
+    for (let attempt = 0;; attempt++) {
+        try {
+            return await writeFile(conn, path, data, header, timeoutMs);
+        }
+        catch (e) {
+            if (!replayable || !(e instanceof ConnectionError) || conn.isClosed)
+                throw e;
+            since ??= Date.now();
+            if (Date.now() - since >= conn.options.recoveryTimeoutMs)
+                throw e;
+            if (attempt >= 1) {
+                try {
+                    await conn.refresh();
+                }
+                catch (r) {
+                    // The sandbox is gone or no longer ours: sending again cannot succeed.
+                    if (r instanceof NotFoundError || r instanceof AuthenticationError)
+                        throw e;
+                }
+            }
+            await sleep(Math.min(50 * 2 ** attempt, 1_000));
+        }
     }
 }
 //# sourceMappingURL=files-write.js.map

@@ -2,7 +2,7 @@ import { FileNotFoundError, InvalidArgumentError } from './errors.js';
 import { FileDownload, MAX_BYTES, MAX_TEXT_BYTES, readAll, toWebStream } from './files-read.js';
 import { checkMode, checkPath, checkUser, mapFileError, toEntryInfo, } from './files-types.js';
 import { WatchHandle } from './files-watch.js';
-import { writeFile } from './files-write.js';
+import { writeFileRetrying } from './files-write.js';
 /** E2B's default for how long a watch runs. */
 const DEFAULT_WATCH_TIMEOUT_MS = 60_000;
 /** A sandbox's files (`sandbox.files`). Paths are the sandbox's; a relative one is relative to the user's home. */
@@ -38,7 +38,7 @@ export class Filesystem {
             pathOrFiles.forEach((f, i) => checkPath(f?.path, `files[${i}].path`));
             const out = [];
             for (const f of pathOrFiles)
-                out.push(await writeFile(this.connection, f.path, f.data, header, this.timeout(opts)));
+                out.push(await writeFileRetrying(this.connection, f.path, f.data, header, this.timeout(opts)));
             return out;
         }
         if (typeof pathOrFiles !== 'string') {
@@ -49,7 +49,7 @@ export class Filesystem {
             throw new InvalidArgumentError(`files.write(${JSON.stringify(pathOrFiles)}) needs data to write`);
         const opts = maybeOpts ?? {};
         const header = { user: checkUser(opts.user), mode: checkMode(opts.mode) };
-        return writeFile(this.connection, pathOrFiles, dataOrOpts, header, this.timeout(opts));
+        return writeFileRetrying(this.connection, pathOrFiles, dataOrOpts, header, this.timeout(opts));
     }
     /** Writes several files (E2B's `writeFiles`): the same as `write(files, opts)`. */
     writeFiles(files, opts) {

@@ -9,6 +9,7 @@ import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import {
   AgentClient,
+  ConnectionError,
   FileExistsError,
   FileNotFoundError,
   FileType,
@@ -84,6 +85,7 @@ describe('chunksOf', () => {
 
 // A scripted FileService: files live in a Map; a few paths answer with errors.
 const FILES = new Map();
+const FLAKED = new Set();
 const calls = { writes: [], reads: 0 };
 const entry = (path, size, type = 1, extra = {}) => ({
   name: path.split('/').pop(),
@@ -169,6 +171,11 @@ const service = {
       calls.writes.push(messages);
       const path = messages[0].path;
       if (fail(path, cb)) return;
+      // '/flaky-*' fails its first attempt as a dropped connection would.
+      if (path.startsWith('/flaky-') && !FLAKED.has(path)) {
+        FLAKED.add(path);
+        return cb({ code: grpc.status.UNAVAILABLE, details: 'connection dropped' });
+      }
       const data = Buffer.concat(messages.map((m) => m.data));
       FILES.set(path, data);
       cb(null, { entry: entry(path, data.length) });
@@ -303,6 +310,16 @@ describe('files against a scripted FileService', () => {
     await assert.rejects(client.files.write('/x', 'y', { user: '' }), InvalidArgumentError);
     await assert.rejects(client.files.write('/x'), InvalidArgumentError);
     await assert.rejects(client.files.write('/x', 42), InvalidArgumentError);
+  });
+
+  it('sends a write of bytes again after a lost connection, but not a stream\'s', async () => {
+    calls.writes = [];
+    const data = randomBytes(2 * MiB);
+    assert.equal((await client.files.write('/flaky-bytes', data)).size, data.length);
+    assert.equal(calls.writes.length, 2);
+    assert.equal(sha(FILES.get('/flaky-bytes')), sha(data));
+    await assert.rejects(client.files.write('/flaky-stream', Readable.from([data])), (e) => e instanceof ConnectionError && /connection dropped/.test(e.message));
+    assert.equal(FILES.has('/flaky-stream'), false);
   });
 
   it('leaves a write alone when its source fails, with the source\'s error', async () => {
