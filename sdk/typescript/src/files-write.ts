@@ -16,8 +16,11 @@ import {
   type WriteData,
 } from './files-types.js';
 
-/** Most bytes per message (PROTOCOL.md: the agent accepts messages of up to 1 MiB of data and a header). */
-export const CHUNK_BYTES = 1024 * 1024;
+/**
+ * Most data bytes per message: a little under 1 MiB, so that a message and its framing
+ * fit in one HTTP/2 frame of the 1 MiB the agent accepts (its reads use the same size).
+ */
+export const CHUNK_BYTES = 1024 * 1024 - 1024;
 /** Small chunks of a stream are gathered up to this many bytes per message. */
 const GATHER_BYTES = 256 * 1024;
 

@@ -6,8 +6,11 @@ exports.writeFile = writeFile;
 exports.writeFileRetrying = writeFileRetrying;
 const errors_js_1 = require("./errors.js");
 const files_types_js_1 = require("./files-types.js");
-/** Most bytes per message (PROTOCOL.md: the agent accepts messages of up to 1 MiB of data and a header). */
-exports.CHUNK_BYTES = 1024 * 1024;
+/**
+ * Most data bytes per message: a little under 1 MiB, so that a message and its framing
+ * fit in one HTTP/2 frame of the 1 MiB the agent accepts (its reads use the same size).
+ */
+exports.CHUNK_BYTES = 1024 * 1024 - 1024;
 /** Small chunks of a stream are gathered up to this many bytes per message. */
 const GATHER_BYTES = 256 * 1024;
 function isBlob(d) {

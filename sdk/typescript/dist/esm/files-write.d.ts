@@ -1,6 +1,9 @@
 import type { AgentConnection } from './agent.js';
 import { type EntryInfo, type WriteData } from './files-types.js';
-/** Most bytes per message (PROTOCOL.md: the agent accepts messages of up to 1 MiB of data and a header). */
+/**
+ * Most data bytes per message: a little under 1 MiB, so that a message and its framing
+ * fit in one HTTP/2 frame of the 1 MiB the agent accepts (its reads use the same size).
+ */
 export declare const CHUNK_BYTES: number;
 /** The data as chunks of at most CHUNK_BYTES, read from the source only as they are asked for. */
 export declare function chunksOf(data: WriteData): AsyncGenerator<Buffer>;
