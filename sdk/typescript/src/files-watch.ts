@@ -57,7 +57,7 @@ export class WatchHandle {
     call.on('end', () =>
       this.end(
         this.isStarted
-          ? new SandboxError(`files.watchDir: the sandbox agent ended the watch of ${path}`, { code: 'watch_ended' })
+          ? new SandboxError(`files.watchDir: the watch of ${path} ended: the directory was removed or moved`, { code: 'watch_ended' })
           : new SandboxError(`files.watchDir: the sandbox agent ended the watch of ${path} before it started (a broken agent?)`, { code: 'INTERNAL' }),
       ),
     );

@@ -25,7 +25,7 @@ class WatchHandle {
         call.on('data', (m) => this.onMessage(m));
         call.on('error', (e) => this.end((0, files_types_js_1.mapFileError)(conn, e, 'files.watchDir')));
         call.on('end', () => this.end(this.isStarted
-            ? new errors_js_1.SandboxError(`files.watchDir: the sandbox agent ended the watch of ${path}`, { code: 'watch_ended' })
+            ? new errors_js_1.SandboxError(`files.watchDir: the watch of ${path} ended: the directory was removed or moved`, { code: 'watch_ended' })
             : new errors_js_1.SandboxError(`files.watchDir: the sandbox agent ended the watch of ${path} before it started (a broken agent?)`, { code: 'INTERNAL' })));
     }
     /** Stops watching. `onExit` is then called with no error. */

@@ -107,7 +107,8 @@ export interface WatchOpts extends FilesystemRequestOpts {
     recursive?: boolean;
     /**
      * Called once when the watch ends: with no argument after `stop()`, with the error
-     * otherwise (the connection was lost, the directory went away, `timeoutMs`, or `onEvent` threw).
+     * otherwise: the directory was removed or moved (code `'watch_ended'`), the connection
+     * was lost, `timeoutMs` passed ({@link TimeoutError}), or `onEvent` threw (its error).
      */
     onExit?: (err?: Error) => void | Promise<void>;
 }

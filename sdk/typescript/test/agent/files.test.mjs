@@ -216,7 +216,15 @@ describe('files against a real agent', () => {
     assert.equal(events.length, before);
   });
 
-  it('watchDir of a missing directory rejects with FileNotFoundError', async () => {
+  it('watchDir of a missing directory rejects with FileNotFoundError; removing the watched one ends the watch', async () => {
     await assert.rejects(client.files.watchDir(`${dir}/no-such-dir`, () => {}), FileNotFoundError);
+    await client.files.makeDir(`${dir}/goes-away`);
+    let onExit;
+    const exit = new Promise((resolve) => (onExit = resolve));
+    await client.files.watchDir(`${dir}/goes-away`, () => {}, { onExit });
+    await client.files.remove(`${dir}/goes-away`);
+    const err = await exit;
+    assert.equal(err?.code, 'watch_ended', `${err}`);
+    assert.match(err.message, /goes-away ended: the directory was removed or moved/);
   });
 });
