@@ -15,6 +15,7 @@ import {
   PermissionError,
 } from '@sandstream/sdk';
 import { startAgent } from '../helpers/agent.mjs';
+import { startProxy } from '../helpers/proxy.mjs';
 
 const MiB = 1024 * 1024;
 const NOBODY = 65534;
@@ -117,6 +118,35 @@ describe('files against a real agent', () => {
     assert.ok(grewAb < 96, `arrayBuffers grew by ${grewAb.toFixed(1)} MiB`);
     assert.ok(grewRss < 160, `rss grew by ${grewRss.toFixed(1)} MiB`);
     await client.commands.run(`rm ${dir}/big.bin`, { user: 'root' });
+  });
+
+  it('resumes a streamed read after the connection is cut, byte-exact', { timeout: 120_000 }, async () => {
+    // Larger than what can be in flight (16 MiB HTTP/2 window, 16 messages buffered) when the cut comes.
+    const bytes = randomBytes(96 * MiB);
+    await client.files.write(`${dir}/resume.bin`, bytes);
+    const proxy1 = await startProxy({ targetHost: agent.host, targetPort: agent.port });
+    let proxy2;
+    const via = new AgentClient({ ...agent.info, port: proxy1.port });
+    try {
+      const stream = await via.files.read(`${dir}/resume.bin`, { format: 'stream' });
+      const got = [];
+      let n = 0;
+      for await (const chunk of stream) {
+        got.push(Buffer.from(chunk));
+        n += chunk.length;
+        if (!proxy2 && n >= 8 * MiB) {
+          await proxy1.kill();
+          proxy2 = await startProxy({ port: proxy1.port, targetHost: agent.host, targetPort: agent.port });
+        }
+      }
+      assert.ok(proxy2 && proxy2.connections >= 1, 'the read went on through a second connection');
+      assert.equal(n, bytes.length);
+      assert.equal(sha(Buffer.concat(got)), sha(bytes));
+    } finally {
+      via.close();
+      await proxy1.kill();
+      await proxy2?.kill();
+    }
   });
 
   it('lists to a depth, with entries as ls shows them', async () => {
