@@ -1,6 +1,7 @@
 /** Talk to a sandbox agent directly, given its {host, port, token}, without the server. */
 import { AgentConnection, type AgentConnectionOptions, type ConnectionSource } from './agent.js';
 import { Commands } from './commands.js';
+import { Filesystem } from './files.js';
 
 /**
  * A client for one agent, without the Sandstream server: useful when you already have the
@@ -15,10 +16,12 @@ import { Commands } from './commands.js';
 export class AgentClient {
   readonly connection: AgentConnection;
   readonly commands: Commands;
+  readonly files: Filesystem;
 
   constructor(source: ConnectionSource, options: AgentConnectionOptions = {}) {
     this.connection = new AgentConnection(source, options);
     this.commands = new Commands(this.connection);
+    this.files = new Filesystem(this.connection);
   }
 
   /** Closes the HTTP/2 connection; commands keep running on the agent. */

@@ -69,16 +69,19 @@ const PROTO_OPTIONS: protoLoader.Options = {
   oneofs: true,
 };
 
-let serviceCtor: grpc.ServiceClientConstructor | undefined;
-function execServiceClient(): grpc.ServiceClientConstructor {
-  if (!serviceCtor) {
+/** The agent's services: `exec` (commands) and `file` (files, protocol v1.3). */
+export type AgentService = 'exec' | 'file';
+
+let serviceCtors: Record<AgentService, grpc.ServiceClientConstructor> | undefined;
+function serviceClients(): Record<AgentService, grpc.ServiceClientConstructor> {
+  if (!serviceCtors) {
     const def = protoLoader.fromJSON(AGENT_PROTO_JSON as never, PROTO_OPTIONS);
     const pkg = grpc.loadPackageDefinition(def) as unknown as {
-      sandstream: { agent: { v1: { ExecService: grpc.ServiceClientConstructor } } };
+      sandstream: { agent: { v1: { ExecService: grpc.ServiceClientConstructor; FileService: grpc.ServiceClientConstructor } } };
     };
-    serviceCtor = pkg.sandstream.agent.v1.ExecService;
+    serviceCtors = { exec: pkg.sandstream.agent.v1.ExecService, file: pkg.sandstream.agent.v1.FileService };
   }
-  return serviceCtor;
+  return serviceCtors;
 }
 
 /** Wire enums (numbers, as proto-loader gives them). */
@@ -139,7 +142,7 @@ export interface WireCommandInfo {
   user: string;
 }
 
-type AnyClient = grpc.Client & Record<string, (...args: unknown[]) => unknown>;
+export type AnyClient = grpc.Client & Record<string, (...args: unknown[]) => unknown>;
 
 /** Where the connection gets its {host, port, token}: fixed, or fetched (and fetched again after a failure). */
 export type ConnectionSource = ConnectionInfo | (() => Promise<ConnectionInfo>);
@@ -153,6 +156,8 @@ export class AgentConnection {
   readonly options: Required<Omit<AgentConnectionOptions, 'channelOptions'>> & { channelOptions: grpc.ChannelOptions };
   private info?: ConnectionInfo;
   private client?: AnyClient;
+  /** The FileService client, on the same channel (the same HTTP/2 connection) as `client`. */
+  private fileClient?: AnyClient;
   private metadata?: grpc.Metadata;
   private pending?: Promise<void>;
   private closed = false;
@@ -202,7 +207,7 @@ export class AgentConnection {
 
   private open(): void {
     const info = this.info!;
-    const Ctor = execServiceClient();
+    const ctors = serviceClients();
     const o = this.options;
     const channelOptions: grpc.ChannelOptions = {
       'grpc.keepalive_time_ms': o.keepaliveTimeMs,
@@ -220,11 +225,14 @@ export class AgentConnection {
     };
     const target = `${formatHost(info.host)}:${info.port}`;
     if (o.maxFrameSize) registerFrameSize(target, o.maxFrameSize);
-    this.client = new Ctor(
+    this.client = new ctors.exec(
       target,
       grpc.credentials.createInsecure(),
       channelOptions,
     ) as unknown as AnyClient;
+    this.fileClient = new ctors.file(target, grpc.credentials.createInsecure(), {
+      channelOverride: this.client.getChannel(),
+    }) as unknown as AnyClient;
     const md = new grpc.Metadata();
     md.set('authorization', `Bearer ${info.token}`);
     this.metadata = md;
@@ -244,6 +252,7 @@ export class AgentConnection {
           const old = this.client;
           this.info = next;
           this.client = undefined;
+          this.fileClient = undefined;
           old?.close();
         }
       })
@@ -258,6 +267,7 @@ export class AgentConnection {
     this.closed = true;
     this.client?.close();
     this.client = undefined;
+    this.fileClient = undefined;
   }
 
   get isClosed(): boolean {
@@ -295,27 +305,48 @@ export class AgentConnection {
     return client[method]!(request, metadata) as grpc.ClientReadableStream<WireOutput>;
   }
 
-  /** A unary call with the request deadline; errors are mapped to SDK errors. */
-  async unary<T>(method: string, request: object, what: string): Promise<T> {
+  /**
+   * The client of `service` and the call metadata, once connected (waiting at most
+   * `readyWithinMs`), for calls that manage their own streams.
+   */
+  async service(service: AgentService, readyWithinMs = this.options.requestTimeoutMs): Promise<{ client: AnyClient; metadata: grpc.Metadata }> {
     await this.ensure();
     const client = this.client!;
     const metadata = this.metadata!;
-    const deadline = Date.now() + this.options.requestTimeoutMs;
+    await this.whenReady(client, readyWithinMs);
+    return { client: service === 'file' ? this.fileClient! : client, metadata };
+  }
+
+  /**
+   * A unary call with the request deadline (`opts.timeoutMs`, default `requestTimeoutMs`);
+   * errors are mapped to SDK errors (by `opts.mapError`, default {@link mapError}).
+   */
+  async unary<T>(
+    method: string,
+    request: object,
+    what: string,
+    opts: { service?: AgentService; timeoutMs?: number; mapError?: (err: unknown, what: string) => SandboxError } = {},
+  ): Promise<T> {
+    const timeoutMs = opts.timeoutMs ?? this.options.requestTimeoutMs;
+    const map = opts.mapError ?? ((e: unknown, w: string) => this.mapError(e, w, timeoutMs));
+    const deadline = Date.now() + timeoutMs;
+    let client: AnyClient;
+    let metadata: grpc.Metadata;
     try {
-      await this.whenReady(client, this.options.requestTimeoutMs);
+      ({ client, metadata } = await this.service(opts.service ?? 'exec', timeoutMs));
     } catch (e) {
-      throw this.mapError(e, what);
+      throw map(e, what);
     }
     return new Promise<T>((resolve, reject) => {
       client[method]!(request, metadata, { deadline }, (err: grpc.ServiceError | null, res: T) => {
-        if (err) reject(this.mapError(err, what));
+        if (err) reject(map(err, what));
         else resolve(res);
       });
     });
   }
 
   /** Turns a gRPC error into an SDK error whose message says what to do. */
-  mapError(err: unknown, what: string): SandboxError {
+  mapError(err: unknown, what: string, timeoutMs = this.options.requestTimeoutMs): SandboxError {
     if (err instanceof ConnectionError && !err.message.startsWith(what)) {
       return new ConnectionError(`${what}: ${err.message}`, { code: err.code, cause: (err as { cause?: unknown }).cause });
     }
@@ -341,7 +372,7 @@ export class AgentConnection {
         return new InvalidArgumentError(`${what}: ${details}`, opts);
       case grpc.status.DEADLINE_EXCEEDED:
         return new TimeoutError(
-          `${what}: the sandbox agent at ${this.address} did not answer within requestTimeoutMs (${this.options.requestTimeoutMs} ms). ` +
+          `${what}: the sandbox agent at ${this.address} did not answer within requestTimeoutMs (${timeoutMs} ms). ` +
             'This is the request timeout, not the command timeout; raise requestTimeoutMs if the sandbox is just slow.',
           'request',
           opts,

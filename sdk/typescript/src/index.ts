@@ -12,6 +12,27 @@ export {
   type BytesCallback,
   type MergedCallback,
 } from './commands.js';
+export { Filesystem } from './files.js';
+export { WatchHandle } from './files-watch.js';
+export {
+  FileType,
+  FilesystemEventType,
+  type EntryInfo,
+  type WriteInfo,
+  type WriteEntry,
+  type WriteData,
+  type FilesystemEvent,
+  type FilesystemRequestOpts,
+  type FilesystemReadOpts,
+  type FilesystemWriteOpts,
+  type FilesystemListOpts,
+  type FilesystemRemoveOpts,
+  type FilesystemMakeDirOpts,
+  type WatchOpts,
+  type Username,
+  type BlobLike,
+  type ReadableStreamLike,
+} from './files-types.js';
 export {
   AgentConnection,
   type AgentConnectionOptions,
@@ -24,6 +45,10 @@ export {
   AuthenticationError,
   NotFoundError,
   InvalidArgumentError,
+  FileNotFoundError,
+  PermissionError,
+  FileExistsError,
+  NotEnoughSpaceError,
   ConnectionError,
   TimeoutError,
   CommandExitError,

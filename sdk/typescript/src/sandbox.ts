@@ -1,7 +1,8 @@
-/** `Sandbox`: create, connect to, list and kill sandboxes; run commands in them. */
+/** `Sandbox`: create, connect to, list and kill sandboxes; run commands in them and use their files. */
 import { AgentConnection, type AgentConnectionOptions, type ConnectionInfo } from './agent.js';
 import { ApiClient, toSandboxInfo, type ApiOptions, type SandboxInfo } from './api.js';
 import { Commands } from './commands.js';
+import { Filesystem } from './files.js';
 import { InvalidArgumentError, NotFoundError } from './errors.js';
 
 /** Options shared by every `Sandbox` call: how to reach the server and the agent. */
@@ -34,6 +35,8 @@ export class Sandbox {
   readonly sandboxId: string;
   /** Run and follow commands. All of them share one HTTP/2 connection to the sandbox's agent. */
   readonly commands: Commands;
+  /** Read, write, list and watch the sandbox's files, on the same connection. */
+  readonly files: Filesystem;
   private readonly api: ApiClient;
   private readonly agent: AgentConnection;
 
@@ -46,6 +49,7 @@ export class Sandbox {
       requestTimeoutMs: api.requestTimeoutMs,
     });
     this.commands = new Commands(this.agent);
+    this.files = new Filesystem(this.agent);
   }
 
   /** The sandbox id (same as `sandboxId`). */

@@ -4,6 +4,7 @@ exports.AgentClient = void 0;
 /** Talk to a sandbox agent directly, given its {host, port, token}, without the server. */
 const agent_js_1 = require("./agent.js");
 const commands_js_1 = require("./commands.js");
+const files_js_1 = require("./files.js");
 /**
  * A client for one agent, without the Sandstream server: useful when you already have the
  * connection info (or a function that fetches it).
@@ -18,6 +19,7 @@ class AgentClient {
     constructor(source, options = {}) {
         this.connection = new agent_js_1.AgentConnection(source, options);
         this.commands = new commands_js_1.Commands(this.connection);
+        this.files = new files_js_1.Filesystem(this.connection);
     }
     /** Closes the HTTP/2 connection; commands keep running on the agent. */
     close() {

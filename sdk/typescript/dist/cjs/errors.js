@@ -16,7 +16,7 @@ var __classPrivateFieldGet = (this && this.__classPrivateFieldGet) || function (
 };
 var _CommandExitError_result;
 Object.defineProperty(exports, "__esModule", { value: true });
-exports.CommandExitError = exports.TimeoutError = exports.ConnectionError = exports.InvalidArgumentError = exports.NotFoundError = exports.AuthenticationError = exports.SandboxError = void 0;
+exports.CommandExitError = exports.TimeoutError = exports.ConnectionError = exports.NotEnoughSpaceError = exports.FileExistsError = exports.PermissionError = exports.FileNotFoundError = exports.InvalidArgumentError = exports.NotFoundError = exports.AuthenticationError = exports.SandboxError = void 0;
 /** Base class of every error the SDK throws. */
 class SandboxError extends Error {
     constructor(message, options) {
@@ -43,6 +43,29 @@ exports.NotFoundError = NotFoundError;
 class InvalidArgumentError extends SandboxError {
 }
 exports.InvalidArgumentError = InvalidArgumentError;
+/** A file or directory in the sandbox does not exist (E2B's name). A {@link NotFoundError}. */
+class FileNotFoundError extends NotFoundError {
+}
+exports.FileNotFoundError = FileNotFoundError;
+/**
+ * The user a `files` request ran as may not do that to the path: the sandbox's kernel
+ * refused it (a file only root may read, a directory it may not write to, a symlink to
+ * either). Run it as another user (`{ user: 'root' }`) or change the permissions.
+ */
+class PermissionError extends SandboxError {
+}
+exports.PermissionError = PermissionError;
+/** The path already exists where the request needs it not to (for instance a file where a directory is wanted). */
+class FileExistsError extends SandboxError {
+}
+exports.FileExistsError = FileExistsError;
+/**
+ * The sandbox has no room for what was written (its disk is full), or it is larger than
+ * the agent accepts (E2B's name; the message says which).
+ */
+class NotEnoughSpaceError extends SandboxError {
+}
+exports.NotEnoughSpaceError = NotEnoughSpaceError;
 /**
  * The sandbox agent could not be reached, or the connection was lost and could not be
  * re-established within the recovery window.

@@ -1,7 +1,8 @@
-/** `Sandbox`: create, connect to, list and kill sandboxes; run commands in them. */
+/** `Sandbox`: create, connect to, list and kill sandboxes; run commands in them and use their files. */
 import { type AgentConnectionOptions, type ConnectionInfo } from './agent.js';
 import { type ApiOptions, type SandboxInfo } from './api.js';
 import { Commands } from './commands.js';
+import { Filesystem } from './files.js';
 /** Options shared by every `Sandbox` call: how to reach the server and the agent. */
 export interface SandboxConnectOptions extends ApiOptions, Omit<AgentConnectionOptions, 'requestTimeoutMs'> {
     /**
@@ -30,6 +31,8 @@ export declare class Sandbox {
     readonly sandboxId: string;
     /** Run and follow commands. All of them share one HTTP/2 connection to the sandbox's agent. */
     readonly commands: Commands;
+    /** Read, write, list and watch the sandbox's files, on the same connection. */
+    readonly files: Filesystem;
     private readonly api;
     private readonly agent;
     private constructor();

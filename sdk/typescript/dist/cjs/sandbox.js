@@ -1,10 +1,11 @@
 "use strict";
 Object.defineProperty(exports, "__esModule", { value: true });
 exports.Sandbox = void 0;
-/** `Sandbox`: create, connect to, list and kill sandboxes; run commands in them. */
+/** `Sandbox`: create, connect to, list and kill sandboxes; run commands in them and use their files. */
 const agent_js_1 = require("./agent.js");
 const api_js_1 = require("./api.js");
 const commands_js_1 = require("./commands.js");
+const files_js_1 = require("./files.js");
 const errors_js_1 = require("./errors.js");
 class Sandbox {
     constructor(id, api, opts) {
@@ -16,6 +17,7 @@ class Sandbox {
             requestTimeoutMs: api.requestTimeoutMs,
         });
         this.commands = new commands_js_1.Commands(this.agent);
+        this.files = new files_js_1.Filesystem(this.agent);
     }
     /** The sandbox id (same as `sandboxId`). */
     get id() {

@@ -1,6 +1,7 @@
 /** Talk to a sandbox agent directly, given its {host, port, token}, without the server. */
 import { AgentConnection } from './agent.js';
 import { Commands } from './commands.js';
+import { Filesystem } from './files.js';
 /**
  * A client for one agent, without the Sandstream server: useful when you already have the
  * connection info (or a function that fetches it).
@@ -15,6 +16,7 @@ export class AgentClient {
     constructor(source, options = {}) {
         this.connection = new AgentConnection(source, options);
         this.commands = new Commands(this.connection);
+        this.files = new Filesystem(this.connection);
     }
     /** Closes the HTTP/2 connection; commands keep running on the agent. */
     close() {

@@ -47,6 +47,8 @@ export interface AgentConnectionOptions {
 }
 export declare const DEFAULT_REQUEST_TIMEOUT_MS = 30000;
 export declare const DEFAULT_RECOVERY_TIMEOUT_MS = 60000;
+/** The agent's services: `exec` (commands) and `file` (files, protocol v1.3). */
+export type AgentService = 'exec' | 'file';
 /** Wire enums (numbers, as proto-loader gives them). */
 export declare const EventKind: {
     readonly OUTPUT: 0;
@@ -120,6 +122,7 @@ export interface WireCommandInfo {
     oomKilled: boolean;
     user: string;
 }
+export type AnyClient = grpc.Client & Record<string, (...args: unknown[]) => unknown>;
 /** Where the connection gets its {host, port, token}: fixed, or fetched (and fetched again after a failure). */
 export type ConnectionSource = ConnectionInfo | (() => Promise<ConnectionInfo>);
 /**
@@ -133,6 +136,8 @@ export declare class AgentConnection {
     };
     private info?;
     private client?;
+    /** The FileService client, on the same channel (the same HTTP/2 connection) as `client`. */
+    private fileClient?;
     private metadata?;
     private pending?;
     private closed;
@@ -160,10 +165,25 @@ export declare class AgentConnection {
     private whenReady;
     /** Opens a server stream (`Execute`, `Attach`) once connected (waiting at most `readyWithinMs`). */
     stream(method: 'Execute' | 'Attach', request: object, readyWithinMs?: number): Promise<grpc.ClientReadableStream<WireOutput>>;
-    /** A unary call with the request deadline; errors are mapped to SDK errors. */
-    unary<T>(method: string, request: object, what: string): Promise<T>;
+    /**
+     * The client of `service` and the call metadata, once connected (waiting at most
+     * `readyWithinMs`), for calls that manage their own streams.
+     */
+    service(service: AgentService, readyWithinMs?: number): Promise<{
+        client: AnyClient;
+        metadata: grpc.Metadata;
+    }>;
+    /**
+     * A unary call with the request deadline (`opts.timeoutMs`, default `requestTimeoutMs`);
+     * errors are mapped to SDK errors (by `opts.mapError`, default {@link mapError}).
+     */
+    unary<T>(method: string, request: object, what: string, opts?: {
+        service?: AgentService;
+        timeoutMs?: number;
+        mapError?: (err: unknown, what: string) => SandboxError;
+    }): Promise<T>;
     /** Turns a gRPC error into an SDK error whose message says what to do. */
-    mapError(err: unknown, what: string): SandboxError;
+    mapError(err: unknown, what: string, timeoutMs?: number): SandboxError;
 }
 /** Errors after which a command stream is resumed rather than failed. */
 export declare function isTransient(err: unknown): boolean;

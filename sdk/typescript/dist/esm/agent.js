@@ -16,14 +16,14 @@ const PROTO_OPTIONS = {
     defaults: true,
     oneofs: true,
 };
-let serviceCtor;
-function execServiceClient() {
-    if (!serviceCtor) {
+let serviceCtors;
+function serviceClients() {
+    if (!serviceCtors) {
         const def = protoLoader.fromJSON(AGENT_PROTO_JSON, PROTO_OPTIONS);
         const pkg = grpc.loadPackageDefinition(def);
-        serviceCtor = pkg.sandstream.agent.v1.ExecService;
+        serviceCtors = { exec: pkg.sandstream.agent.v1.ExecService, file: pkg.sandstream.agent.v1.FileService };
     }
-    return serviceCtor;
+    return serviceCtors;
 }
 /** Wire enums (numbers, as proto-loader gives them). */
 export const EventKind = { OUTPUT: 0, STARTED: 1, KEEPALIVE: 2, END: 3, TRUNCATED: 4, SESSION_OPENED: 5 };
@@ -82,7 +82,7 @@ export class AgentConnection {
     }
     open() {
         const info = this.info;
-        const Ctor = execServiceClient();
+        const ctors = serviceClients();
         const o = this.options;
         const channelOptions = {
             'grpc.keepalive_time_ms': o.keepaliveTimeMs,
@@ -101,7 +101,10 @@ export class AgentConnection {
         const target = `${formatHost(info.host)}:${info.port}`;
         if (o.maxFrameSize)
             registerFrameSize(target, o.maxFrameSize);
-        this.client = new Ctor(target, grpc.credentials.createInsecure(), channelOptions);
+        this.client = new ctors.exec(target, grpc.credentials.createInsecure(), channelOptions);
+        this.fileClient = new ctors.file(target, grpc.credentials.createInsecure(), {
+            channelOverride: this.client.getChannel(),
+        });
         const md = new grpc.Metadata();
         md.set('authorization', `Bearer ${info.token}`);
         this.metadata = md;
@@ -121,6 +124,7 @@ export class AgentConnection {
                 const old = this.client;
                 this.info = next;
                 this.client = undefined;
+                this.fileClient = undefined;
                 old?.close();
             }
         })
@@ -134,6 +138,7 @@ export class AgentConnection {
         this.closed = true;
         this.client?.close();
         this.client = undefined;
+        this.fileClient = undefined;
     }
     get isClosed() {
         return this.closed;
@@ -164,29 +169,44 @@ export class AgentConnection {
         await this.whenReady(client, readyWithinMs);
         return client[method](request, metadata);
     }
-    /** A unary call with the request deadline; errors are mapped to SDK errors. */
-    async unary(method, request, what) {
+    /**
+     * The client of `service` and the call metadata, once connected (waiting at most
+     * `readyWithinMs`), for calls that manage their own streams.
+     */
+    async service(service, readyWithinMs = this.options.requestTimeoutMs) {
         await this.ensure();
         const client = this.client;
         const metadata = this.metadata;
-        const deadline = Date.now() + this.options.requestTimeoutMs;
+        await this.whenReady(client, readyWithinMs);
+        return { client: service === 'file' ? this.fileClient : client, metadata };
+    }
+    /**
+     * A unary call with the request deadline (`opts.timeoutMs`, default `requestTimeoutMs`);
+     * errors are mapped to SDK errors (by `opts.mapError`, default {@link mapError}).
+     */
+    async unary(method, request, what, opts = {}) {
+        const timeoutMs = opts.timeoutMs ?? this.options.requestTimeoutMs;
+        const map = opts.mapError ?? ((e, w) => this.mapError(e, w, timeoutMs));
+        const deadline = Date.now() + timeoutMs;
+        let client;
+        let metadata;
         try {
-            await this.whenReady(client, this.options.requestTimeoutMs);
+            ({ client, metadata } = await this.service(opts.service ?? 'exec', timeoutMs));
         }
         catch (e) {
-            throw this.mapError(e, what);
+            throw map(e, what);
         }
         return new Promise((resolve, reject) => {
             client[method](request, metadata, { deadline }, (err, res) => {
                 if (err)
-                    reject(this.mapError(err, what));
+                    reject(map(err, what));
                 else
                     resolve(res);
             });
         });
     }
     /** Turns a gRPC error into an SDK error whose message says what to do. */
-    mapError(err, what) {
+    mapError(err, what, timeoutMs = this.options.requestTimeoutMs) {
         if (err instanceof ConnectionError && !err.message.startsWith(what)) {
             return new ConnectionError(`${what}: ${err.message}`, { code: err.code, cause: err.cause });
         }
@@ -209,7 +229,7 @@ export class AgentConnection {
             case grpc.status.FAILED_PRECONDITION:
                 return new InvalidArgumentError(`${what}: ${details}`, opts);
             case grpc.status.DEADLINE_EXCEEDED:
-                return new TimeoutError(`${what}: the sandbox agent at ${this.address} did not answer within requestTimeoutMs (${this.options.requestTimeoutMs} ms). ` +
+                return new TimeoutError(`${what}: the sandbox agent at ${this.address} did not answer within requestTimeoutMs (${timeoutMs} ms). ` +
                     'This is the request timeout, not the command timeout; raise requestTimeoutMs if the sandbox is just slow.', 'request', opts);
             case grpc.status.UNAVAILABLE:
                 return new ConnectionError(`${what}: cannot reach the sandbox agent at ${this.address} (${details}). ` +

@@ -36,6 +36,25 @@ export class NotFoundError extends SandboxError {
 /** A request was malformed or refused as invalid (for instance a `cwd` that does not exist). */
 export class InvalidArgumentError extends SandboxError {
 }
+/** A file or directory in the sandbox does not exist (E2B's name). A {@link NotFoundError}. */
+export class FileNotFoundError extends NotFoundError {
+}
+/**
+ * The user a `files` request ran as may not do that to the path: the sandbox's kernel
+ * refused it (a file only root may read, a directory it may not write to, a symlink to
+ * either). Run it as another user (`{ user: 'root' }`) or change the permissions.
+ */
+export class PermissionError extends SandboxError {
+}
+/** The path already exists where the request needs it not to (for instance a file where a directory is wanted). */
+export class FileExistsError extends SandboxError {
+}
+/**
+ * The sandbox has no room for what was written (its disk is full), or it is larger than
+ * the agent accepts (E2B's name; the message says which).
+ */
+export class NotEnoughSpaceError extends SandboxError {
+}
 /**
  * The sandbox agent could not be reached, or the connection was lost and could not be
  * re-established within the recovery window.

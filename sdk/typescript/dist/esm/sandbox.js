@@ -1,7 +1,8 @@
-/** `Sandbox`: create, connect to, list and kill sandboxes; run commands in them. */
+/** `Sandbox`: create, connect to, list and kill sandboxes; run commands in them and use their files. */
 import { AgentConnection } from './agent.js';
 import { ApiClient, toSandboxInfo } from './api.js';
 import { Commands } from './commands.js';
+import { Filesystem } from './files.js';
 import { InvalidArgumentError, NotFoundError } from './errors.js';
 export class Sandbox {
     constructor(id, api, opts) {
@@ -13,6 +14,7 @@ export class Sandbox {
             requestTimeoutMs: api.requestTimeoutMs,
         });
         this.commands = new Commands(this.agent);
+        this.files = new Filesystem(this.agent);
     }
     /** The sandbox id (same as `sandboxId`). */
     get id() {

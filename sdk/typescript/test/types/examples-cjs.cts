@@ -9,6 +9,10 @@ import {
   type CommandHandle,
   type ProcessInfo,
   type SandboxInfo,
+  type EntryInfo,
+  FileType,
+  FilesystemEventType,
+  PermissionError,
 } from '@sandstream/sdk';
 
 export async function examples(): Promise<void> {
@@ -46,6 +50,17 @@ export async function examples(): Promise<void> {
   await s2.kill();
   const agent = new AgentClient({ host: '127.0.0.1', port: 50052, token: 't' });
   const { stdout } = await agent.commands.run('uname -a');
+  const entries: EntryInfo[] = await agent.files.list('/tmp', { depth: 2 });
+  const bytes: Uint8Array = await agent.files.read('/bin/ls', { format: 'bytes', user: 'root' });
+  await agent.files.write('/tmp/x', bytes, { mode: 0o600 });
+  const w = await agent.files.watchDir('/tmp', (e) => void (e.type === FilesystemEventType.CREATE), { timeoutMs: 0 });
+  await w.stop();
+  try {
+    await agent.files.read('/root/x');
+  } catch (e) {
+    if (e instanceof PermissionError) console.log(e.code);
+  }
+  void [entries[0]?.type === FileType.DIR];
   agent.close();
   void [code, killed, list, stdout];
 }

@@ -9,6 +9,14 @@ import {
   type CommandHandle,
   type ProcessInfo,
   type SandboxInfo,
+  type EntryInfo,
+  type WriteInfo,
+  type FilesystemEvent,
+  FileType,
+  FilesystemEventType,
+  FileNotFoundError,
+  PermissionError,
+  WatchHandle,
 } from '@sandstream/sdk';
 
 export async function examples(): Promise<void> {
@@ -47,6 +55,40 @@ export async function examples(): Promise<void> {
   const list: SandboxInfo[] = await Sandbox.list();
   await sandbox.setTimeout(1000);
   await Sandbox.connect(id, { requestTimeoutMs: 10_000, recoveryTimeoutMs: 120_000, keepaliveTimeMs: 15_000, keepaliveTimeoutMs: 10_000 });
+  // Files (README "Files").
+  const text: string = await sandbox.files.read('/etc/hostname');
+  const bytes: Uint8Array = await sandbox.files.read('/bin/ls', { format: 'bytes' });
+  const blob: Blob = await sandbox.files.read('/bin/ls', { format: 'blob' });
+  const stream = await sandbox.files.read('/var/log/big.log', { format: 'stream', user: 'root' });
+  for await (const chunk of stream) void (chunk satisfies Uint8Array);
+  const written: WriteInfo = await sandbox.files.write('/home/user/hello.txt', 'hello');
+  const entries: EntryInfo[] = await sandbox.files.write([
+    { path: 'a.bin', data: new Uint8Array([1, 2, 3]) },
+    { path: 'b.bin', data: new ArrayBuffer(8) },
+    { path: 'c.bin', data: new Blob(['x']) },
+    { path: 'd.bin', data: stream },
+  ], { user: 'root', mode: 0o600 });
+  const listed: EntryInfo[] = await sandbox.files.list('/home/user', { depth: 2 });
+  if (listed[0]?.type === FileType.DIR) console.log(listed[0].permissions, listed[0].modifiedTime.toISOString(), listed[0].symlinkTarget);
+  const there: boolean = await sandbox.files.exists('/tmp');
+  const info: EntryInfo = await sandbox.files.getInfo('/tmp');
+  const moved: EntryInfo = await sandbox.files.rename('/tmp/a', '/tmp/b');
+  const created: boolean = await sandbox.files.makeDir('/tmp/x/y');
+  await sandbox.files.remove('/tmp/x', { recursive: false });
+  const watch: WatchHandle = await sandbox.files.watchDir(
+    '/home/user',
+    (e: FilesystemEvent) => {
+      if (e.type === FilesystemEventType.WRITE) console.log(e.name);
+    },
+    { recursive: true, timeoutMs: 0, onExit: (err?: Error) => void err },
+  );
+  await watch.stop();
+  try {
+    await sandbox.files.read('/root/secret');
+  } catch (e) {
+    if (e instanceof FileNotFoundError || e instanceof PermissionError) console.log(e.message, e.code);
+  }
+  void [text, bytes, blob, written, entries, there, info, moved, created];
   await sandbox.kill();
   await s2.kill();
   const agent = new AgentClient({ host: '127.0.0.1', port: 50052, token: 't' });

@@ -362,6 +362,333 @@ exports.AGENT_PROTO_JSON = {
                                 },
                                 "CloseStdinResponse": {
                                     "fields": {}
+                                },
+                                "FileService": {
+                                    "methods": {
+                                        "Stat": {
+                                            "requestType": "StatRequest",
+                                            "responseType": "StatResponse"
+                                        },
+                                        "ListDir": {
+                                            "requestType": "ListDirRequest",
+                                            "responseType": "ListDirResponse"
+                                        },
+                                        "Read": {
+                                            "requestType": "ReadRequest",
+                                            "responseType": "ReadResponse",
+                                            "responseStream": true
+                                        },
+                                        "Write": {
+                                            "requestType": "WriteRequest",
+                                            "requestStream": true,
+                                            "responseType": "WriteResponse"
+                                        },
+                                        "MakeDir": {
+                                            "requestType": "MakeDirRequest",
+                                            "responseType": "MakeDirResponse"
+                                        },
+                                        "Move": {
+                                            "requestType": "MoveRequest",
+                                            "responseType": "MoveResponse"
+                                        },
+                                        "Remove": {
+                                            "requestType": "RemoveRequest",
+                                            "responseType": "RemoveResponse"
+                                        },
+                                        "WatchDir": {
+                                            "requestType": "WatchDirRequest",
+                                            "responseType": "WatchDirEvent",
+                                            "responseStream": true
+                                        }
+                                    }
+                                },
+                                "FileType": {
+                                    "values": {
+                                        "FILE_TYPE_UNSPECIFIED": 0,
+                                        "FILE_TYPE_FILE": 1,
+                                        "FILE_TYPE_DIR": 2,
+                                        "FILE_TYPE_SYMLINK": 3,
+                                        "FILE_TYPE_OTHER": 4
+                                    }
+                                },
+                                "EntryInfo": {
+                                    "fields": {
+                                        "name": {
+                                            "type": "string",
+                                            "id": 1
+                                        },
+                                        "path": {
+                                            "type": "string",
+                                            "id": 2
+                                        },
+                                        "type": {
+                                            "type": "FileType",
+                                            "id": 3
+                                        },
+                                        "symlinkTarget": {
+                                            "type": "string",
+                                            "id": 4
+                                        },
+                                        "size": {
+                                            "type": "uint64",
+                                            "id": 5
+                                        },
+                                        "mode": {
+                                            "type": "uint32",
+                                            "id": 6
+                                        },
+                                        "owner": {
+                                            "type": "string",
+                                            "id": 7
+                                        },
+                                        "group": {
+                                            "type": "string",
+                                            "id": 8
+                                        },
+                                        "modifiedAtMs": {
+                                            "type": "int64",
+                                            "id": 9
+                                        },
+                                        "uid": {
+                                            "type": "uint32",
+                                            "id": 10
+                                        },
+                                        "gid": {
+                                            "type": "uint32",
+                                            "id": 11
+                                        }
+                                    }
+                                },
+                                "StatRequest": {
+                                    "fields": {
+                                        "path": {
+                                            "type": "string",
+                                            "id": 1
+                                        },
+                                        "user": {
+                                            "type": "string",
+                                            "id": 2
+                                        }
+                                    }
+                                },
+                                "StatResponse": {
+                                    "fields": {
+                                        "entry": {
+                                            "type": "EntryInfo",
+                                            "id": 1
+                                        }
+                                    }
+                                },
+                                "ListDirRequest": {
+                                    "fields": {
+                                        "path": {
+                                            "type": "string",
+                                            "id": 1
+                                        },
+                                        "depth": {
+                                            "type": "uint32",
+                                            "id": 2
+                                        },
+                                        "user": {
+                                            "type": "string",
+                                            "id": 3
+                                        }
+                                    }
+                                },
+                                "ListDirResponse": {
+                                    "fields": {
+                                        "entries": {
+                                            "rule": "repeated",
+                                            "type": "EntryInfo",
+                                            "id": 1
+                                        }
+                                    }
+                                },
+                                "ReadRequest": {
+                                    "fields": {
+                                        "path": {
+                                            "type": "string",
+                                            "id": 1
+                                        },
+                                        "offset": {
+                                            "type": "uint64",
+                                            "id": 2
+                                        },
+                                        "length": {
+                                            "type": "uint64",
+                                            "id": 3
+                                        },
+                                        "user": {
+                                            "type": "string",
+                                            "id": 4
+                                        }
+                                    }
+                                },
+                                "ReadResponse": {
+                                    "fields": {
+                                        "entry": {
+                                            "type": "EntryInfo",
+                                            "id": 1
+                                        },
+                                        "data": {
+                                            "type": "bytes",
+                                            "id": 2
+                                        },
+                                        "offset": {
+                                            "type": "uint64",
+                                            "id": 3
+                                        }
+                                    }
+                                },
+                                "WriteRequest": {
+                                    "fields": {
+                                        "path": {
+                                            "type": "string",
+                                            "id": 1
+                                        },
+                                        "user": {
+                                            "type": "string",
+                                            "id": 2
+                                        },
+                                        "mode": {
+                                            "type": "uint32",
+                                            "id": 3
+                                        },
+                                        "data": {
+                                            "type": "bytes",
+                                            "id": 4
+                                        }
+                                    }
+                                },
+                                "WriteResponse": {
+                                    "fields": {
+                                        "entry": {
+                                            "type": "EntryInfo",
+                                            "id": 1
+                                        }
+                                    }
+                                },
+                                "MakeDirRequest": {
+                                    "fields": {
+                                        "path": {
+                                            "type": "string",
+                                            "id": 1
+                                        },
+                                        "user": {
+                                            "type": "string",
+                                            "id": 2
+                                        },
+                                        "mode": {
+                                            "type": "uint32",
+                                            "id": 3
+                                        }
+                                    }
+                                },
+                                "MakeDirResponse": {
+                                    "fields": {
+                                        "entry": {
+                                            "type": "EntryInfo",
+                                            "id": 1
+                                        },
+                                        "created": {
+                                            "type": "bool",
+                                            "id": 2
+                                        }
+                                    }
+                                },
+                                "MoveRequest": {
+                                    "fields": {
+                                        "source": {
+                                            "type": "string",
+                                            "id": 1
+                                        },
+                                        "destination": {
+                                            "type": "string",
+                                            "id": 2
+                                        },
+                                        "user": {
+                                            "type": "string",
+                                            "id": 3
+                                        }
+                                    }
+                                },
+                                "MoveResponse": {
+                                    "fields": {
+                                        "entry": {
+                                            "type": "EntryInfo",
+                                            "id": 1
+                                        }
+                                    }
+                                },
+                                "RemoveRequest": {
+                                    "fields": {
+                                        "path": {
+                                            "type": "string",
+                                            "id": 1
+                                        },
+                                        "recursive": {
+                                            "type": "bool",
+                                            "id": 2
+                                        },
+                                        "user": {
+                                            "type": "string",
+                                            "id": 3
+                                        }
+                                    }
+                                },
+                                "RemoveResponse": {
+                                    "fields": {}
+                                },
+                                "WatchDirRequest": {
+                                    "fields": {
+                                        "path": {
+                                            "type": "string",
+                                            "id": 1
+                                        },
+                                        "recursive": {
+                                            "type": "bool",
+                                            "id": 2
+                                        },
+                                        "user": {
+                                            "type": "string",
+                                            "id": 3
+                                        }
+                                    }
+                                },
+                                "WatchEventKind": {
+                                    "values": {
+                                        "WATCH_EVENT_KIND_UNSPECIFIED": 0,
+                                        "WATCH_EVENT_KIND_STARTED": 1,
+                                        "WATCH_EVENT_KIND_KEEPALIVE": 2,
+                                        "WATCH_EVENT_KIND_FILESYSTEM": 3,
+                                        "WATCH_EVENT_KIND_OVERFLOW": 4
+                                    }
+                                },
+                                "FsEventType": {
+                                    "values": {
+                                        "FS_EVENT_TYPE_UNSPECIFIED": 0,
+                                        "FS_EVENT_TYPE_CREATE": 1,
+                                        "FS_EVENT_TYPE_WRITE": 2,
+                                        "FS_EVENT_TYPE_REMOVE": 3,
+                                        "FS_EVENT_TYPE_RENAME": 4,
+                                        "FS_EVENT_TYPE_CHMOD": 5
+                                    }
+                                },
+                                "WatchDirEvent": {
+                                    "fields": {
+                                        "kind": {
+                                            "type": "WatchEventKind",
+                                            "id": 1
+                                        },
+                                        "type": {
+                                            "type": "FsEventType",
+                                            "id": 2
+                                        },
+                                        "name": {
+                                            "type": "string",
+                                            "id": 3
+                                        }
+                                    }
                                 }
                             }
                         }
