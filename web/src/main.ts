@@ -158,6 +158,8 @@ function playground(list: SandboxInfo[] | null) {
       show: (on: boolean) => tree.setShown(on, false),
       open: (path: string) => openFiles.open({ path, type: "file", size: 0 }),
       openPaths: () => openFiles.paths,
+      /** The editor's text of an open sandbox file (null when it is not open). */
+      text: (path: string) => openFiles.text(path),
       save: () => openFiles.save(),
     },
     /** Text of the whole log as kept (every chunk once, in seq order). */

@@ -70,6 +70,11 @@ export class OpenFiles implements ExtraTabs {
     return [...this.files.values()].map((f) => f.path);
   }
 
+  /** The editor's text of open file `path`, or null. */
+  text(path: string): string | null {
+    return this.files.has(PREFIX + path) ? this.tabs.editor.content(PREFIX + path) : null;
+  }
+
   // ExtraTabs (tabs.ts).
 
   owns(name: string): boolean {
