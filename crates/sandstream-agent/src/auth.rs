@@ -1,9 +1,32 @@
 //! Sandbox token checks. Every RPC calls [`Auth::check`] before doing anything.
 
+use std::sync::Arc;
+
 use sandstream_proto::secret::constant_time_eq;
 use tonic::metadata::MetadataMap;
+use tonic::{Request, Status};
 
+use crate::conns::ConnHandle;
 use crate::error::{AgentError, Result};
+
+/// The check every RPC but `OpenSession` makes first: the request's bearer token. Once
+/// it passes, the request's connection is no longer pre-auth (`conns.rs`); only then, so
+/// that connections without the token stay bounded.
+pub(crate) fn authorize<T>(auth: &Auth, request: &Request<T>) -> std::result::Result<(), Status> {
+    auth.check(request.metadata(), None).map_err(|e| {
+        tracing::warn!(error = %e, "rejected request");
+        Status::from(e)
+    })?;
+    connection_authenticated(request);
+    Ok(())
+}
+
+/// A request passed the token check: its connection is no longer pre-auth.
+pub(crate) fn connection_authenticated<T>(request: &Request<T>) {
+    if let Some(conn) = request.extensions().get::<Arc<ConnHandle>>() {
+        conn.authenticated();
+    }
+}
 
 /// The token (and optionally the sandbox id) this agent accepts.
 #[derive(Debug)]

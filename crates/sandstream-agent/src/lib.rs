@@ -1,5 +1,6 @@
 //! The in-sandbox agent: owns running user commands inside one sandbox, spools their
-//! output to disk, and serves `sandstream.agent.v1.ExecService` over gRPC.
+//! output to disk, and serves `sandstream.agent.v1.ExecService` (commands) and
+//! `FileService` (the sandbox's files, as the user each request names) over gRPC.
 //! It knows nothing of runners, servers or containers: it is given a token and a port.
 
 mod auth;
@@ -10,6 +11,7 @@ mod deadline;
 mod error;
 mod events;
 mod exit;
+mod files;
 pub mod init;
 mod output_log;
 mod pipes;

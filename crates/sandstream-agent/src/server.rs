@@ -8,20 +8,26 @@ use std::time::Duration;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use sandstream_proto::v1::exec_service_server::ExecServiceServer;
+use sandstream_proto::v1::file_service_server::FileServiceServer;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
+use tonic::service::Routes;
 use tower::ServiceExt;
 
 use crate::auth::Auth;
 use crate::config::AgentConfig;
 use crate::conns::{Admitted, ConnLimits, ConnTable};
 use crate::error::{AgentError, Result};
+use crate::files::{AgentCreds, FileServer, Pool, Users};
 use crate::registry::Registry;
 use crate::service::AgentService;
 
 /// Largest message the agent accepts (stdin writes, command text).
 const MAX_REQUEST_BYTES: usize = 16 << 20;
+/// Largest FileService message the agent accepts: a Write chunk (1 MiB is the usual;
+/// proto/PROTOCOL.md) with room to spare.
+const MAX_FILE_REQUEST_BYTES: usize = 4 << 20;
 /// Largest HTTP/2 frame the agent accepts.
 const MAX_FRAME_BYTES: u32 = 1 << 20;
 /// How long connections may stay open after every command ended during shutdown.
@@ -43,13 +49,16 @@ pub async fn serve(cfg: AgentConfig, listener: TcpListener, shutdown: impl Futur
     let registry = Registry::new(cfg.exec.clone())?;
     registry.start_standby();
     let (stop_tx, stop_rx) = watch::channel(false);
-    let service = AgentService {
-        registry: registry.clone(),
-        auth: Arc::new(Auth::new(cfg.token.clone(), cfg.sandbox_id.clone())),
-        keepalive: cfg.keepalive,
-        shutdown: stop_rx,
-    };
-    let service = ExecServiceServer::new(service).max_decoding_message_size(MAX_REQUEST_BYTES);
+    let auth = Arc::new(Auth::new(cfg.token.clone(), cfg.sandbox_id.clone()));
+    let service = AgentService { registry: registry.clone(), auth: auth.clone(), keepalive: cfg.keepalive, shutdown: stop_rx };
+    let agent_creds = AgentCreds::current().map_err(|e| AgentError::io("read the agent's credentials", e))?;
+    let pool = Pool::start(agent_creds).map_err(|e| AgentError::io("start the file threads", e))?;
+    let users = Users { run_as: cfg.exec.run_as, workdir: cfg.exec.default_cwd.clone() };
+    let files = FileServer::new(auth, pool, users, cfg.keepalive);
+    // Both services on one port, with the same token check and connection accounting.
+    let service = Routes::new(ExecServiceServer::new(service).max_decoding_message_size(MAX_REQUEST_BYTES))
+        .add_service(FileServiceServer::new(files).max_decoding_message_size(MAX_FILE_REQUEST_BYTES))
+        .prepare();
     let limits = ConnLimits::for_fd_limit(fd_limit());
     tracing::debug!(?limits, "connection limits");
     let table = ConnTable::new(limits);
@@ -120,7 +129,7 @@ pub(crate) fn raise_fd_limit() -> u64 {
 async fn serve_connection(
     stream: TcpStream,
     admitted: Admitted,
-    service: ExecServiceServer<AgentService>,
+    service: Routes,
     limits: ConnLimits,
     mut closing: watch::Receiver<bool>,
 ) {

@@ -14,9 +14,8 @@ use sandstream_proto::v1::{
 use tokio::sync::{broadcast, watch};
 use tonic::{Request, Response, Status};
 
-use crate::auth::Auth;
+use crate::auth::{Auth, connection_authenticated};
 use crate::command::Command;
-use crate::conns::ConnHandle;
 use crate::error::AgentError;
 use crate::events::{self, OutputStream};
 use crate::exit::ExitInfo;
@@ -34,25 +33,12 @@ pub(crate) struct AgentService {
 
 impl AgentService {
     fn authorize<T>(&self, request: &Request<T>) -> Result<(), Status> {
-        self.auth.check(request.metadata(), None).map_err(|e| {
-            tracing::warn!(error = %e, "rejected request");
-            Status::from(e)
-        })?;
-        connection_authenticated(request);
-        Ok(())
+        crate::auth::authorize(&self.auth, request)
     }
 
     fn start_command(&self, req: ExecuteRequest) -> Result<Arc<Command>, Status> {
         let spec = CommandSpec::parse(req, &self.registry.exec_config().default_cwd)?;
         Ok(self.registry.start(spec)?)
-    }
-}
-
-/// A request passed the token check: its connection is no longer pre-auth (`conns.rs`).
-/// Only after the check, so that connections without the token stay bounded.
-fn connection_authenticated<T>(request: &Request<T>) {
-    if let Some(conn) = request.extensions().get::<Arc<ConnHandle>>() {
-        conn.authenticated();
     }
 }
 

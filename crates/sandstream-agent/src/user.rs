@@ -182,6 +182,38 @@ pub(crate) fn lookup(requested: &str) -> Result<Identity> {
     Ok(identity)
 }
 
+/// Names of ids, for showing who owns a file: uid to passwd name and gid to group name
+/// (the first entry of each id wins). Empty maps where a file is missing or unusable:
+/// owners are then shown as numbers.
+#[derive(Debug, Default)]
+pub(crate) struct IdNames {
+    pub(crate) users: std::collections::HashMap<u32, String>,
+    pub(crate) groups: std::collections::HashMap<u32, String>,
+}
+
+impl IdNames {
+    /// Reads the sandbox's /etc/passwd and /etc/group (bounded as for [`lookup`]).
+    pub(crate) fn load() -> IdNames {
+        let read = |path: &str| read_db(Path::new(path)).ok().flatten().unwrap_or_default();
+        IdNames::parse(&read("/etc/passwd"), &read("/etc/group"))
+    }
+
+    fn parse(passwd: &[u8], group: &[u8]) -> IdNames {
+        let mut names = IdNames::default();
+        for e in passwd_entries(passwd) {
+            names.users.entry(e.uid).or_insert_with(|| String::from_utf8_lossy(e.name).into_owned());
+        }
+        for line in lines(group) {
+            let mut fields = line.split(|b| *b == b':');
+            let (Some(name), Some(_), Some(gid)) = (fields.next(), fields.next(), fields.next()) else { continue };
+            if let (false, Some(gid)) = (name.is_empty(), id(gid)) {
+                names.groups.entry(gid).or_insert_with(|| String::from_utf8_lossy(name).into_owned());
+            }
+        }
+        names
+    }
+}
+
 /// The bytes of a user database file; `None` if it does not exist. An error (a sentence
 /// naming the file) if it is not a regular file, is larger than [`MAX_DB_BYTES`] or
 /// cannot be read.
@@ -326,6 +358,15 @@ mod tests {
             (j.name.as_ref().map(|n| n.as_encoded_bytes().to_vec()), j.display_name()),
             (Some(b"j\xf6rg".to_vec()), "j\u{fffd}rg".into())
         );
+    }
+
+    #[test]
+    fn ids_name_their_first_entry() {
+        let names = IdNames::parse(PASSWD, b"root:x:0:\nuser:x:1000:\nalias:x:1000:\n:x:5:\nbad:x:x:\n");
+        assert_eq!(names.users.get(&1000).map(String::as_str), Some("user"));
+        assert_eq!(names.users.get(&1234).map(String::as_str), Some("dev"));
+        assert_eq!(names.groups.get(&1000).map(String::as_str), Some("user"));
+        assert_eq!((names.groups.len(), names.users.len()), (2, 5));
     }
 
     #[test]
