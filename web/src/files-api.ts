@@ -141,18 +141,18 @@ export function fmtSize(n: number): string {
 /** The error of a files call in words, naming the file; the codes API.md documents. */
 export function fileError(err: unknown, what: string): string {
   if (!(err instanceof ApiError)) return `${what}: ${err instanceof Error ? err.message : String(err)}`;
-  switch (err.status) {
-    case 403:
-      return `${what}: permission denied (${err.serverMessage}).`;
-    case 404:
-      return `${what}: not found (${err.serverMessage}).`;
-    case 409:
-      return `${what}: the sandbox is not running any more (${err.serverMessage}).`;
-    case 413:
-      return `${what}: too large for the server (${err.serverMessage}).`;
-    case 507:
-      return `${what}: the sandbox's disk is full (${err.serverMessage}). Delete files in the sandbox to make room.`;
-    default:
-      return `${what}: ${err.message}`;
-  }
+  const phrase: Record<number, string> = {
+    403: "permission denied",
+    404: "not found",
+    409: "the sandbox is not running any more",
+    413: "too large for the server",
+    507: "the sandbox's disk is full",
+  };
+  const p = phrase[err.status];
+  if (!p) return `${what}: ${err.message}`;
+  // The server's message starts with the path, which `what` already names.
+  const detail = err.serverMessage.replace(/^\/[^:]*: /, "");
+  const more = detail && detail !== p ? ` (${detail})` : "";
+  const hint = err.status === 507 ? " Delete files in the sandbox to make room." : "";
+  return `${what}: ${p}${more}.${hint}`;
 }
