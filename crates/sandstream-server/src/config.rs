@@ -7,6 +7,9 @@ use std::time::Duration;
 use crate::limits::Limits;
 use crate::retention::Retention;
 
+/// `--max-file-upload-bytes` unless set: 4 GiB.
+pub const DEFAULT_MAX_FILE_UPLOAD_BYTES: u64 = 4 << 30;
+
 /// Everything the server needs; parsed once by the binary.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -24,6 +27,9 @@ pub struct ServerConfig {
     /// Most bytes of output one `/api/sandbox/exec` execution keeps (install and run
     /// together); past it the server cuts the output and stops the program.
     pub max_output_bytes: u64,
+    /// Largest file one `PUT /api/v1/sandboxes/{id}/files` may write; past it the upload
+    /// is refused (413) and nothing is left of it.
+    pub max_file_upload_bytes: u64,
     /// A runner silent this long has its sandboxes marked lost.
     pub heartbeat_timeout: Duration,
     /// What one sandbox and one key may cost (`limits.rs`).
@@ -43,6 +49,7 @@ impl ServerConfig {
             runner_secret: None,
             max_code_bytes: 1 << 20,
             max_output_bytes: 16 << 20,
+            max_file_upload_bytes: DEFAULT_MAX_FILE_UPLOAD_BYTES,
             heartbeat_timeout: Duration::from_secs(10),
             limits: Limits::default(),
             retention: Retention::default(),

@@ -12,8 +12,9 @@ use crate::store::StoreError;
 pub(crate) struct ErrorBody {
     pub status: ErrorStatus,
     /// What went wrong, for programs: `bad_request`, `unauthorized`, `forbidden`,
-    /// `not_found`, `method_not_allowed`, `conflict`, `too_large`, `no_capacity`,
-    /// `rate_limited` or `internal`.
+    /// `not_found`, `method_not_allowed`, `conflict`, `too_large`,
+    /// `range_not_satisfiable`, `no_capacity`, `rate_limited`, `no_space`,
+    /// `agent_unavailable` or `internal`.
     #[schema(value_type = String)]
     pub code: &'static str,
     /// What went wrong, for people; never internals on a 5xx.
@@ -43,8 +44,18 @@ pub(crate) enum AppError {
     Conflict(String),
     #[error("{0}")]
     TooLarge(String),
+    /// 416, with `Content-Range: bytes */SIZE` when the size is known.
+    #[error("{message}")]
+    RangeNotSatisfiable { message: String, size: Option<u64> },
     #[error("{0}")]
     NoCapacity(String),
+    /// 507: the sandbox's disk is full.
+    #[error("{0}")]
+    NoSpace(String),
+    /// 502: the sandbox's agent cannot be reached or failed to answer. Logged in full;
+    /// the client sees `public`.
+    #[error("{public}: {detail}")]
+    AgentUnavailable { public: String, detail: String },
     /// 429, with `Retry-After`.
     #[error("{message}")]
     TooManyRequests { message: String, retry_after_secs: u64 },
@@ -69,7 +80,10 @@ impl AppError {
             AppError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             AppError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             AppError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+            AppError::RangeNotSatisfiable { .. } => (StatusCode::RANGE_NOT_SATISFIABLE, "range_not_satisfiable"),
             AppError::NoCapacity(_) => (StatusCode::SERVICE_UNAVAILABLE, "no_capacity"),
+            AppError::NoSpace(_) => (StatusCode::INSUFFICIENT_STORAGE, "no_space"),
+            AppError::AgentUnavailable { .. } => (StatusCode::BAD_GATEWAY, "agent_unavailable"),
             AppError::TooManyRequests { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             AppError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
@@ -79,6 +93,7 @@ impl AppError {
     pub(crate) fn public_message(&self) -> String {
         match self {
             AppError::Internal(_) => "internal error; the server log has the details".into(),
+            AppError::AgentUnavailable { public, .. } => public.clone(),
             e => e.to_string(),
         }
     }
@@ -94,13 +109,18 @@ impl From<StoreError> for AppError {
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         let (status, code) = self.parts();
-        if let AppError::Internal(detail) = &self {
-            tracing::error!(error = %detail, "request failed");
+        match &self {
+            AppError::Internal(detail) => tracing::error!(error = %detail, "request failed"),
+            AppError::AgentUnavailable { detail, .. } => tracing::warn!(error = %detail, "agent call failed"),
+            _ => {}
         }
         let body = axum::Json(ErrorBody { status: ErrorStatus::Error, code, message: self.public_message() });
         match &self {
             AppError::TooManyRequests { retry_after_secs, .. } => {
                 (status, [(axum::http::header::RETRY_AFTER, retry_after_secs.to_string())], body).into_response()
+            }
+            AppError::RangeNotSatisfiable { size: Some(size), .. } => {
+                (status, [(axum::http::header::CONTENT_RANGE, format!("bytes */{size}"))], body).into_response()
             }
             _ => (status, body).into_response(),
         }

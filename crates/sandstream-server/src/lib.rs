@@ -23,7 +23,7 @@ mod store;
 mod tenant;
 mod time;
 
-pub use config::ServerConfig;
+pub use config::{DEFAULT_MAX_FILE_UPLOAD_BYTES, ServerConfig};
 pub use limits::{DEFAULT_DISK_MB_PER_KEY, Limits};
 pub use retention::{DEFAULT_RETENTION_DAYS, DEFAULT_RETENTION_MB, Retention};
 pub use server::Server;

@@ -221,7 +221,8 @@ fn build(cfg: ServerConfig, wait_for_runner: bool) -> anyhow::Result<Built> {
     let metrics = Arc::new(Metrics::new(crate::api::route_templates()));
     let state = Arc::new(AppState {
         exec: Arc::new(Engine::new(store.clone(), io.clone(), agents.clone(), cfg.max_output_bytes, metrics.clone())),
-        heartbeats: Heartbeats::new(store.clone(), registry.clone(), agents),
+        heartbeats: Heartbeats::new(store.clone(), registry.clone(), agents.clone()),
+        agents,
         cfg,
         base_url: std::sync::OnceLock::new(),
         store,

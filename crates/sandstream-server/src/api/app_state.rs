@@ -9,7 +9,7 @@ use socketioxide::SocketIo;
 
 use crate::auth::Gate;
 use crate::config::ServerConfig;
-use crate::exec::Engine;
+use crate::exec::{Agents, Engine};
 use crate::heartbeat::Heartbeats;
 use crate::limits::Throttle;
 use crate::metrics::Metrics;
@@ -28,6 +28,8 @@ pub(crate) struct AppState {
     pub throttle: Arc<Throttle>,
     pub registry: Arc<Registry>,
     pub exec: Arc<Engine>,
+    /// The connection to each sandbox's agent (the files routes call its `FileService`).
+    pub agents: Arc<Agents>,
     pub heartbeats: Heartbeats,
     /// What `/metrics` reports (`metrics.rs`).
     pub metrics: Arc<Metrics>,

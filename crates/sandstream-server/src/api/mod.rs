@@ -5,6 +5,7 @@
 mod admin;
 mod app_state;
 mod exec;
+mod files;
 mod login;
 mod openapi;
 mod page;
@@ -19,7 +20,7 @@ pub(crate) use login::mint as login_link;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::routing::{MethodRouter, delete, get, post};
+use axum::routing::{MethodRouter, delete, get, post, put};
 
 /// Who may call a route. The handler's extractor enforces it (`Principal`, `Admin`,
 /// `RunnerAuth`); this says it in the OpenAPI document, and a test checks that each
@@ -86,6 +87,37 @@ pub(crate) fn routes() -> Vec<Route> {
             "Where and how to reach the sandbox's agent: {host, port, token}",
             get(sandboxes::connection),
         ),
+        r(
+            "get",
+            "/api/v1/sandboxes/{id}/files",
+            Access::Key,
+            "A file's bytes, streamed (`Range` honoured)",
+            get(files::transfer::read),
+        ),
+        r(
+            "put",
+            "/api/v1/sandboxes/{id}/files",
+            Access::Key,
+            "Write a file from the raw body, streamed, atomically",
+            put(files::transfer::write),
+        ),
+        r("delete", "/api/v1/sandboxes/{id}/files", Access::Key, "Remove a file or directory", delete(files::remove)),
+        r(
+            "get",
+            "/api/v1/sandboxes/{id}/files/list",
+            Access::Key,
+            "A directory's entries, to a depth",
+            get(files::list),
+        ),
+        r("get", "/api/v1/sandboxes/{id}/files/stat", Access::Key, "One entry", get(files::stat)),
+        r(
+            "post",
+            "/api/v1/sandboxes/{id}/files/mkdir",
+            Access::Key,
+            "Create a directory and its parents",
+            post(files::make_dir),
+        ),
+        r("post", "/api/v1/sandboxes/{id}/files/move", Access::Key, "Move (rename) an entry", post(files::move_entry)),
         r(
             "get",
             "/api/v1/templates",

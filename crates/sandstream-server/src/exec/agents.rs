@@ -1,11 +1,12 @@
 //! Connections to the sandboxes' agents: one HTTP/2 connection per sandbox, shared by
-//! all its executions, each call carrying the sandbox's token.
+//! all its executions and file transfers, each call carrying the sandbox's token.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use sandstream_proto::v1::exec_service_client::ExecServiceClient;
+use sandstream_proto::v1::file_service_client::FileServiceClient;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
@@ -26,6 +27,12 @@ impl tonic::service::Interceptor for Bearer {
 }
 
 pub(crate) type AgentClient = ExecServiceClient<InterceptedService<Channel, Bearer>>;
+/// The agent's `FileService` (protocol v1.3), over the same connection.
+pub(crate) type FileClient = FileServiceClient<InterceptedService<Channel, Bearer>>;
+
+/// Largest message taken from an agent: output and file chunks are far smaller; a
+/// directory listing is the largest (`ListDir` answers in one message).
+const MAX_MESSAGE: usize = 16 << 20;
 
 /// The connection to each sandbox's agent, by sandbox id (with the address it is to).
 #[derive(Default)]
@@ -37,6 +44,17 @@ impl Agents {
     /// A client of `sb`'s agent, over the sandbox's one connection (made on first use,
     /// and again when the sandbox's address changed).
     pub(crate) fn client(&self, sb: &SandboxRow) -> Result<AgentClient, String> {
+        let (channel, bearer) = self.channel(sb)?;
+        Ok(ExecServiceClient::with_interceptor(channel, bearer).max_decoding_message_size(MAX_MESSAGE))
+    }
+
+    /// A `FileService` client of `sb`'s agent, over the same connection as [`Self::client`].
+    pub(crate) fn files(&self, sb: &SandboxRow) -> Result<FileClient, String> {
+        let (channel, bearer) = self.channel(sb)?;
+        Ok(FileServiceClient::with_interceptor(channel, bearer).max_decoding_message_size(MAX_MESSAGE))
+    }
+
+    fn channel(&self, sb: &SandboxRow) -> Result<(Channel, Bearer), String> {
         let endpoint = format!("http://{}:{}", sb.host, sb.port);
         let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
         let channel = match channels.get(&sb.id) {
@@ -60,7 +78,7 @@ impl Agents {
             }
         };
         let token = format!("Bearer {}", sb.token).parse().map_err(|_| "sandbox token is not ASCII".to_string())?;
-        Ok(ExecServiceClient::with_interceptor(channel, Bearer(token)).max_decoding_message_size(16 << 20))
+        Ok((channel, Bearer(token)))
     }
 
     /// Drops the connection to a sandbox that is gone or moved.

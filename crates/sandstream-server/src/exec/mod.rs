@@ -26,7 +26,7 @@ use crate::state::{ExecStatus, Phase, SandboxState};
 use crate::store::{Chunk, ExecutionRow, Outcome, Receiver, StateStore};
 use crate::time::{now_ms, rfc3339};
 use agents::AgentClient;
-pub(crate) use agents::Agents;
+pub(crate) use agents::{Agents, FileClient};
 use follow::follow;
 use limit::{limit_reached, within_limit};
 pub(crate) use plan::{LANGUAGES, Plan};

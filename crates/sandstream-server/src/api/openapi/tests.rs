@@ -39,7 +39,7 @@ fn every_route_has_its_operation_and_no_other() {
         .collect();
     assert_eq!(routed.difference(&documented).collect::<Vec<_>>(), Vec::<&String>::new(), "routes without operation");
     assert_eq!(documented.difference(&routed).collect::<Vec<_>>(), Vec::<&String>::new(), "operations without route");
-    assert_eq!(routed.len(), 25, "the route table changed: {routed:?}");
+    assert_eq!(routed.len(), 32, "the route table changed: {routed:?}");
     // Client generators name a call by its operationId: one each, all different.
     let ids: Vec<&str> = doc["paths"]
         .as_object()
@@ -100,10 +100,15 @@ fn every_operation_is_complete() {
             assert_eq!(op.get("requestBody").is_none(), no_body, "{what}: request body");
             // An optional body is optional, not a JSON null.
             let optional = ["/api/v1/sandboxes", "/api/v1/login-links"].contains(&route.path);
+            // A file upload's body is the file's raw bytes.
+            let raw = route.path == "/api/v1/sandboxes/{id}/files";
             if !no_body {
                 assert_eq!(op["requestBody"]["required"], !optional, "{what}: {}", op["requestBody"]);
-                let schema = &op["requestBody"]["content"]["application/json"]["schema"];
-                assert!(schema["$ref"].is_string(), "{what}: {schema}");
+                let schema = match raw {
+                    true => &op["requestBody"]["content"]["application/octet-stream"]["schema"],
+                    false => &op["requestBody"]["content"]["application/json"]["schema"],
+                };
+                assert!(schema["$ref"].is_string() || raw && schema["type"] == "string", "{what}: {schema}");
             }
         }
     }
@@ -135,6 +140,28 @@ fn a_sandbox_is_named_sandbox_id_and_old_names_are_deprecated() {
     assert!(started["containerId"].get("deprecated").is_none(), "{started}");
     let body = schema("ExecBody");
     assert!(body["sandboxId"].is_object() && body["containerId"].is_object(), "{body}");
+}
+
+/// A file's bytes are `application/octet-stream` both ways, a string of any bytes; the
+/// download answers 200 and 206 so.
+#[test]
+fn file_bytes_are_octet_streams() {
+    let doc = document();
+    let files = &doc["paths"]["/api/v1/sandboxes/{id}/files"];
+    let binary = |schema: &serde_json::Value| schema["type"] == "string" && schema["format"] == "binary";
+    for status in ["200", "206"] {
+        let content = &files["get"]["responses"][status]["content"];
+        assert_eq!(content.as_object().map(|c| c.len()), Some(1), "{status}: {content}");
+        assert!(binary(&content["application/octet-stream"]["schema"]), "{status}: {content}");
+    }
+    let upload = &files["put"]["requestBody"]["content"]["application/octet-stream"]["schema"];
+    assert!(binary(upload), "{upload}");
+    let range = files["get"]["parameters"].as_array().expect("parameters").iter().find(|p| p["name"] == "Range");
+    assert_eq!(range.map(|p| p["in"].clone()), Some(serde_json::json!("header")));
+    assert_eq!(
+        doc["components"]["schemas"]["EntryType"]["enum"],
+        serde_json::json!(["file", "dir", "symlink", "other"])
+    );
 }
 
 /// The states' schemas list the strings the JSON really carries.
