@@ -2,8 +2,9 @@
 // program wrote shows in the tree, opens in the editor, is edited and saved back
 // (Ctrl+S), and the next run prints what was saved; files dropped on the tree (a
 // synthetic drop with a DataTransfer) land in the folder dropped on, or the home
-// directory; a download's bytes are the file's; a binary file is not opened; a file the
-// sandbox user may not read is refused in words. Run by `npm test`.
+// directory; a download's bytes are the file's; a binary file is not opened; a full disk,
+// a file the sandbox user may not read and a missing folder are told in words. Run by
+// `npm test`.
 import { describe, test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import fs from "node:fs";
@@ -92,7 +93,7 @@ describe("Sandstream playground: the sandbox's files (real server, headless Chro
       // The tree lists it (after the run, without a reload), with the folder.
       await page.waitForSelector(row(`${HOME}/greet.py`), { timeout: 30_000 });
       await page.waitForSelector(`${row(`${HOME}/data`)}[data-type="dir"]`, { timeout: 30_000 });
-      assert.ok((await page.textContent(row(`${HOME}/greet.py`))).includes("28 B"), "the size is shown");
+      assert.ok((await page.textContent(row(`${HOME}/greet.py`))).includes("26 B"), "the size is shown");
 
       // Click: it opens in the editor, in its own tab, with the bar above the editor.
       await page.click(row(`${HOME}/greet.py`));
@@ -170,6 +171,20 @@ describe("Sandstream playground: the sandbox's files (real server, headless Chro
       assert.equal(await page.textContent('[data-testid="message-action"]'), "Download");
       await screenshot(page, "file tree");
 
+      // A full disk (507) in words: a sandbox with a 16 MiB disk, picked in the
+      // Sandboxes menu, and a 64 MiB file dropped on its tree.
+      const small = await rest("POST", "/api/v1/sandboxes", { diskMb: 16 });
+      assert.equal(small.status, 201, small.text);
+      await page.click('[data-testid="sandboxes-toggle"]');
+      await page.click(`[data-testid="sandbox-item"][data-sandbox-id="${small.body.id}"]`);
+      await page.waitForSelector(`[data-testid="sandbox-id"][data-container-id="${small.body.id}"]`);
+      assert.deepEqual(await page.evaluate(() => window.__sandstream.fileTree.openPaths()), [], "the other sandbox's files are closed");
+      await page.waitForSelector('[data-testid="file-tree"][data-loaded="true"]', { timeout: 30_000 });
+      await drop(page, '[data-testid="file-tree"]', [{ name: "big.bin", size: 64 << 20 }]);
+      await page.waitForFunction(() => /Could not upload big\.bin to \/home\/user: the sandbox's disk is full/.test(document.querySelector('[data-testid="message"]').textContent), null, {
+        timeout: 120_000,
+      });
+
       // Errors in words: a file the sandbox's user may not read.
       await page.fill('[data-testid="files-root"]', "/etc");
       await page.press('[data-testid="files-root"]', "Enter");
@@ -192,12 +207,24 @@ describe("Sandstream playground: the sandbox's files (real server, headless Chro
   });
 });
 
+/** A REST call with the admin key. */
+async function rest(method, route, body) {
+  const res = await fetch(server.baseUrl + route, {
+    method,
+    headers: { authorization: `Bearer ${adminKey}`, ...(body ? { "content-type": "application/json" } : {}) },
+    body: body ? JSON.stringify(body) : undefined,
+    signal: AbortSignal.timeout(180_000),
+  });
+  const text = await res.text();
+  return { status: res.status, text, body: text ? JSON.parse(text) : null };
+}
+
 /** Dispatches dragenter, dragover and drop on `selector` with a DataTransfer of `files`. */
 async function drop(page, selector, files) {
   await page.evaluate(
     ({ selector, files }) => {
       const dt = new DataTransfer();
-      for (const f of files) dt.items.add(new File([new Uint8Array(f.bytes)], f.name));
+      for (const f of files) dt.items.add(new File([f.bytes ? new Uint8Array(f.bytes) : new Uint8Array(f.size)], f.name));
       const target = document.querySelector(selector);
       if (!target) throw new Error(`nothing matches ${selector}`);
       for (const type of ["dragenter", "dragover", "drop"]) target.dispatchEvent(new DragEvent(type, { bubbles: true, cancelable: true, dataTransfer: dt }));
