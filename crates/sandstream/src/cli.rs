@@ -34,6 +34,17 @@ pub(crate) enum Command {
     /// for a link for that key; an admin key may ask for another key's (--key-id). The
     /// link works once, within 24 hours; stdout has the link alone.
     LoginLink(crate::client::LoginLinkArgs),
+    /// Copy files and directories between this machine and a sandbox.
+    ///
+    /// `sandstream cp LOCAL SANDBOX:PATH` uploads, `sandstream cp SANDBOX:PATH LOCAL`
+    /// downloads, as `docker cp` does: a file copied onto an existing directory goes
+    /// inside it under its own name; a directory copied onto an existing directory goes
+    /// inside it too (end SRC with `/.` to copy only its contents) and otherwise becomes
+    /// DEST. Permission bits are kept; symlinks in a downloaded tree are recreated as
+    /// symlinks, those in an uploaded one are skipped. Uses the server in
+    /// SANDSTREAM_API_URL (or --server) with the key in SANDSTREAM_API_KEY (or
+    /// --api-key) that owns the sandbox. Exits non-zero on any failure.
+    Cp(crate::cp::CpArgs),
     /// Add, list and remove this host's sandbox templates: root filesystems imported from
     /// a directory or a tarball (such as `docker export` writes).
     Template(TemplateArgs),
@@ -62,6 +73,10 @@ pub(crate) struct ServerArgs {
     /// browsers.
     #[arg(long, default_value_t = 16 << 20)]
     max_output_bytes: u64,
+    /// Largest file one upload (`PUT /api/v1/sandboxes/{id}/files`, `sandstream cp`) may
+    /// write, in bytes; past it the upload is refused with 413 and nothing is written.
+    #[arg(long, env = "SANDSTREAM_MAX_FILE_UPLOAD_BYTES", default_value_t = sandstream_server::DEFAULT_MAX_FILE_UPLOAD_BYTES)]
+    max_file_upload_bytes: u64,
     /// A runner silent for this many ms has its sandboxes marked lost.
     #[arg(long, default_value_t = 10_000)]
     heartbeat_timeout_ms: u64,
@@ -270,6 +285,7 @@ pub(crate) async fn run(command: Command) -> anyhow::Result<()> {
         Command::Runner(a) => runner(a).await,
         Command::Keys(a) => crate::client::keys(a).await,
         Command::LoginLink(a) => crate::client::login_link(a).await,
+        Command::Cp(a) => crate::cp::cp(a).await,
         Command::Template(a) => tokio::task::spawn_blocking(move || template(a)).await?,
         Command::Agent(_) => unreachable!("handled before the runtime starts"),
     }
@@ -300,6 +316,7 @@ fn server_config(a: &ServerArgs) -> ServerConfig {
     cfg.runner_secret = std::env::var("SANDSTREAM_RUNNER_SECRET").ok().filter(|k| !k.is_empty());
     cfg.max_code_bytes = a.max_code_bytes;
     cfg.max_output_bytes = a.max_output_bytes;
+    cfg.max_file_upload_bytes = a.max_file_upload_bytes;
     cfg.heartbeat_timeout = Duration::from_millis(a.heartbeat_timeout_ms);
     cfg.limits = a.limits();
     cfg.retention = sandstream_server::Retention::from_flags(a.retention_days, a.retention_mb);

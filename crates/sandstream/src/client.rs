@@ -1,4 +1,5 @@
-//! Subcommands that call a running server over its HTTP API: `keys` and `login-link`.
+//! Subcommands that call a running server over its HTTP API: `keys` and `login-link`
+//! (`cp` is in `cp.rs`).
 
 use std::path::{Path, PathBuf};
 
@@ -47,7 +48,7 @@ pub(crate) struct LoginLinkArgs {
 }
 
 /// `key`, or the admin key a local server keeps in `data_dir`.
-fn key_or_admin_key(key: Option<String>, data_dir: &Path) -> anyhow::Result<String> {
+pub(crate) fn key_or_admin_key(key: Option<String>, data_dir: &Path) -> anyhow::Result<String> {
     if let Some(k) = key.filter(|k| !k.is_empty()) {
         return Ok(k);
     }

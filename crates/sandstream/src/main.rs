@@ -2,6 +2,7 @@
 
 mod cli;
 mod client;
+mod cp;
 
 use std::process::ExitCode;
 

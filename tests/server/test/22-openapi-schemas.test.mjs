@@ -107,10 +107,40 @@ test('every route answers what the OpenAPI document says, in success and error c
   assert.equal(cancelled.status, 202, cancelled.text);
   assert.equal((await call('POST', '/api/v1/executions/{id}/cancel', { key: tenant, params: { id: 'exec_0000000000000000' } })).status, 404);
 
+  // ---- files (issue 22): raw bytes both ways, JSON entries, the agent's errors
+  const octet = { 'content-type': 'application/octet-stream' };
+  const written = keep(`paths['/api/v1/sandboxes/{id}/files']['put']['responses'][201]['content']['application/json']`, await call('PUT', '/api/v1/sandboxes/{id}/files', { key: tenant, params: { id: sb }, query: '?path=docs/a.txt', raw: 'hello files', headers: octet }));
+  assert.equal(written.status, 201, written.text);
+  const rewritten = await call('PUT', '/api/v1/sandboxes/{id}/files', { key: tenant, params: { id: sb }, query: '?path=docs/a.txt&mode=0600', raw: 'hello files', headers: octet });
+  assert.equal(rewritten.status, 200, rewritten.text);
+  assert.equal((await call('PUT', '/api/v1/sandboxes/{id}/files', { key: tenant, params: { id: sb }, query: '?path=docs/a.txt&mode=9', raw: 'x', headers: octet })).status, 400);
+  assert.equal((await call('PUT', '/api/v1/sandboxes/{id}/files', { key: other.key, params: { id: sb }, query: '?path=x', raw: 'x', headers: octet })).status, 404);
+  const read = await call('GET', '/api/v1/sandboxes/{id}/files', { key: tenant, params: { id: sb }, query: '?path=docs/a.txt' });
+  assert.deepEqual([read.status, read.text], [200, 'hello files']);
+  const part = await call('GET', '/api/v1/sandboxes/{id}/files', { key: tenant, params: { id: sb }, query: '?path=docs/a.txt', headers: { range: 'bytes=-5' } });
+  assert.deepEqual([part.status, part.text], [206, 'files']);
+  assert.equal((await call('GET', '/api/v1/sandboxes/{id}/files', { key: tenant, params: { id: sb }, query: '?path=docs/a.txt', headers: { range: 'bytes=99-' } })).status, 416);
+  assert.equal((await call('GET', '/api/v1/sandboxes/{id}/files', { key: tenant, params: { id: sb }, query: '?path=docs' })).status, 400);
+  const listing = keep(`paths['/api/v1/sandboxes/{id}/files/list']['get']['responses'][200]['content']['application/json']`, await call('GET', '/api/v1/sandboxes/{id}/files/list', { key: tenant, params: { id: sb }, query: '?path=docs&depth=2' }));
+  assert.deepEqual(listing.body.entries.map((e) => e.name), ['a.txt']);
+  assert.equal((await call('GET', '/api/v1/sandboxes/{id}/files/list', { key: tenant, params: { id: sb }, query: '?path=docs&depth=0' })).status, 400);
+  const stat = keep(`paths['/api/v1/sandboxes/{id}/files/stat']['get']['responses'][200]['content']['application/json']`, await call('GET', '/api/v1/sandboxes/{id}/files/stat', { key: tenant, params: { id: sb }, query: '?path=docs/a.txt' }));
+  assert.equal(stat.body.mode, 0o600, stat.text);
+  assert.equal((await call('GET', '/api/v1/sandboxes/{id}/files/stat', { key: tenant, params: { id: sb }, query: '?path=nope' })).status, 404);
+  const dir = keep(`paths['/api/v1/sandboxes/{id}/files/mkdir']['post']['responses'][201]['content']['application/json']`, await call('POST', '/api/v1/sandboxes/{id}/files/mkdir', { key: tenant, params: { id: sb }, body: { path: 'docs/sub', mode: '0700' } }));
+  assert.equal(dir.status, 201, dir.text);
+  assert.equal((await call('POST', '/api/v1/sandboxes/{id}/files/mkdir', { key: tenant, params: { id: sb }, body: { path: 'docs/a.txt' } })).status, 409);
+  const moved = keep(`paths['/api/v1/sandboxes/{id}/files/move']['post']['responses'][200]['content']['application/json']`, await call('POST', '/api/v1/sandboxes/{id}/files/move', { key: tenant, params: { id: sb }, body: { source: 'docs/a.txt', destination: 'docs/sub/b.txt' } }));
+  assert.equal(moved.status, 200, moved.text);
+  assert.equal((await call('POST', '/api/v1/sandboxes/{id}/files/move', { key: tenant, params: { id: sb }, body: { source: 'docs/a.txt', destination: 'c' } })).status, 404);
+  assert.equal((await call('DELETE', '/api/v1/sandboxes/{id}/files', { key: tenant, params: { id: sb }, query: '?path=docs' })).status, 409);
+  assert.equal((await call('DELETE', '/api/v1/sandboxes/{id}/files', { key: tenant, params: { id: sb }, query: '?path=docs&recursive=true' })).status, 204);
+
   // ---- kill, and what a killed sandbox answers
   assert.equal((await call('DELETE', '/api/v1/sandboxes/{id}', { key: tenant, params: { id: sb } })).status, 204);
   assert.equal((await call('DELETE', '/api/v1/sandboxes/{id}', { key: other.key, params: { id: sb } })).status, 404);
   assert.equal((await call('GET', '/api/v1/sandboxes/{id}/connection', { key: tenant, params: { id: sb } })).status, 409);
+  assert.equal((await call('GET', '/api/v1/sandboxes/{id}/files/stat', { key: tenant, params: { id: sb }, query: '?path=x' })).status, 409);
   assert.equal((await call('POST', '/api/v1/sandboxes/{id}/timeout', { key: tenant, params: { id: sb }, body: { timeoutMs: 1000 } })).status, 409);
   assert.equal((await call('POST', '/api/sandbox/exec', { key: tenant, body: { code: '1', language: 'python', sandboxId: sb } })).status, 409);
 
@@ -170,11 +200,11 @@ test('every route answers what the OpenAPI document says, in success and error c
       if (op.security.length > 0) assert.ok(mine.some((s) => s >= 400), `${method} ${route}: no error checked (${mine})`);
     }
   }
-  assert.equal(Object.values(doc.paths).flatMap(Object.keys).length, 25);
+  assert.equal(Object.values(doc.paths).flatMap(Object.keys).length, 32);
 });
 
 test('TypeScript types generated from the document accept the real answers', async () => {
-  assert.ok(samples.length >= 19, `only ${samples.length} answers kept`);
+  assert.ok(samples.length >= 24, `only ${samples.length} answers kept`);
   const program = [
     "import type { paths } from './api';",
     ...samples.map(([type, body], i) => `export const answer${i}: ${type} = ${JSON.stringify(body)};`),

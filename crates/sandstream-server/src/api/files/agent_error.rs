@@ -17,11 +17,24 @@ pub(crate) fn from_status(sandbox_id: &str, s: &Status) -> AppError {
         // "is a directory" are a request that names the wrong kind of entry (400).
         Code::FailedPrecondition if message.contains("not empty") => AppError::Conflict(message),
         Code::FailedPrecondition | Code::InvalidArgument => AppError::BadRequest(message),
+        // A full disk or quota (ENOSPC, EDQUOT), a file past the file system's largest
+        // (EFBIG), a listing past the agent's bound, or the agent's other bounds (files
+        // open at once, memory): only the last are worth trying again.
+        Code::ResourceExhausted if message.contains("no space") || message.contains("quota") => {
+            AppError::NoSpace(message)
+        }
         Code::ResourceExhausted if message.contains("too large") => AppError::TooLarge(message),
-        Code::ResourceExhausted => AppError::NoSpace(message),
+        Code::ResourceExhausted if message.contains("too many entries") => AppError::BadRequest(message),
+        Code::ResourceExhausted => AppError::NoCapacity(message),
         Code::OutOfRange => AppError::RangeNotSatisfiable { message, size: None },
         Code::Unimplemented => AppError::AgentUnavailable {
             public: format!("the agent of sandbox {sandbox_id} has no files service (it is older than protocol v1.3)"),
+            detail: format!("{s:?}"),
+        },
+        // The agent failed on its side (EIO, say): its message names the path and the
+        // error, nothing of the host.
+        Code::Internal | Code::Unknown => AppError::AgentUnavailable {
+            public: format!("the agent of sandbox {sandbox_id} failed: {message}"),
             detail: format!("{s:?}"),
         },
         _ => unavailable(sandbox_id, s),
@@ -57,7 +70,15 @@ mod tests {
             (Code::FailedPrecondition, "/home/user/f/x: not a directory", 400, "bad_request"),
             (Code::InvalidArgument, "unknown user bob", 400, "bad_request"),
             (Code::ResourceExhausted, "/home/user/f: no space left on device", 507, "no_space"),
+            (Code::ResourceExhausted, "/home/user/f: disk quota exceeded", 507, "no_space"),
             (Code::ResourceExhausted, "/home/user/f: too large", 413, "too_large"),
+            (
+                Code::ResourceExhausted,
+                "/home/user: too many entries (more than 100000); list a smaller depth",
+                400,
+                "bad_request",
+            ),
+            (Code::ResourceExhausted, "too many files open at once (the agent serves 64)", 503, "no_capacity"),
             (Code::OutOfRange, "/home/user/f: offset 9 is past the end (5 bytes)", 416, "range_not_satisfiable"),
         ];
         for (code, message, status, name) in cases {
@@ -67,11 +88,14 @@ mod tests {
 
     #[test]
     fn an_agent_that_does_not_answer_is_a_502_without_details() {
-        for code in [Code::Unavailable, Code::Unknown, Code::Internal, Code::Cancelled, Code::Unauthenticated] {
+        for code in [Code::Unavailable, Code::DeadlineExceeded, Code::Cancelled, Code::Unauthenticated] {
             let (status, name, message) = answer(code, "transport error: connection refused at 10.0.0.1:4000");
             assert_eq!((status, name), (502, "agent_unavailable"), "{code:?}");
             assert_eq!(message, "the agent of sandbox sb-0123456789 did not answer; try again");
         }
+        let (status, name, message) = answer(Code::Internal, "/home/user/f: input/output error");
+        assert_eq!((status, name), (502, "agent_unavailable"));
+        assert_eq!(message, "the agent of sandbox sb-0123456789 failed: /home/user/f: input/output error");
         let (status, _, message) = answer(Code::Unimplemented, "unknown service");
         assert_eq!(status, 502);
         assert!(message.contains("older than protocol v1.3"), "{message}");

@@ -86,7 +86,7 @@ pub(crate) async fn read(
                 Ranged::Part { start, length } => (start, length, true),
                 Ranged::Unsatisfiable => {
                     return Err(AppError::RangeNotSatisfiable {
-                        message: format!("{path}: the range is outside the file's {} bytes", entry.size),
+                        message: format!("{}: the range is outside the file's {} bytes", entry.path, entry.size),
                         size: Some(entry.size),
                     });
                 }
@@ -110,7 +110,7 @@ pub(crate) async fn read(
     let length = length.min(size.saturating_sub(start));
     if length == 0 {
         return Err(AppError::RangeNotSatisfiable {
-            message: format!("{path}: the range is outside the file's {size} bytes"),
+            message: format!("{}: the range is outside the file's {size} bytes", entry.path),
             size: Some(size),
         });
     }
