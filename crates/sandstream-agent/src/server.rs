@@ -50,7 +50,8 @@ pub async fn serve(cfg: AgentConfig, listener: TcpListener, shutdown: impl Futur
     registry.start_standby();
     let (stop_tx, stop_rx) = watch::channel(false);
     let auth = Arc::new(Auth::new(cfg.token.clone(), cfg.sandbox_id.clone()));
-    let service = AgentService { registry: registry.clone(), auth: auth.clone(), keepalive: cfg.keepalive, shutdown: stop_rx };
+    let service =
+        AgentService { registry: registry.clone(), auth: auth.clone(), keepalive: cfg.keepalive, shutdown: stop_rx };
     let agent_creds = AgentCreds::current().map_err(|e| AgentError::io("read the agent's credentials", e))?;
     let pool = Pool::start(agent_creds).map_err(|e| AgentError::io("start the file threads", e))?;
     let users = Users { run_as: cfg.exec.run_as, workdir: cfg.exec.default_cwd.clone() };

@@ -117,10 +117,7 @@ mod tests {
         };
         assert_eq!(rel(list(d, 0, 100).expect("list")), ["/a.txt", "/b"]);
         assert_eq!(rel(list(d, 2, 100).expect("list")), ["/a.txt", "/b", "/b/c", "/b/root"]);
-        assert_eq!(
-            rel(list(d, 9, 100).expect("list")),
-            ["/a.txt", "/b", "/b/c", "/b/c/d", "/b/c/f", "/b/root"]
-        );
+        assert_eq!(rel(list(d, 9, 100).expect("list")), ["/a.txt", "/b", "/b/c", "/b/c/d", "/b/c/f", "/b/root"]);
         let link = list(&d.join("b"), 1, 100).expect("list").into_iter().find(|e| e.name == "root").expect("link");
         assert_eq!((link.r#type, link.symlink_target.as_str()), (FileType::Symlink as i32, "/"));
         let err = list(d, 9, 5).expect_err("bounded");

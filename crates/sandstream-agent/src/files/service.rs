@@ -56,9 +56,10 @@ impl FileServer {
     }
 
     fn open_file(&self) -> Result<OwnedSemaphorePermit, FsError> {
-        self.open_files.clone().try_acquire_owned().map_err(|_| {
-            FsError::Exhausted(format!("too many files open at once (the agent serves {MAX_OPEN_FILES})"))
-        })
+        self.open_files
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| FsError::Exhausted(format!("too many files open at once (the agent serves {MAX_OPEN_FILES})")))
     }
 }
 
@@ -82,10 +83,8 @@ impl FileService for FileServer {
         let who = self.who(&req.user).await?;
         let path = resolve(&who.home, &req.path, "path")?;
         let depth = req.depth;
-        let entries = self
-            .pool
-            .run(who.creds.as_ref(), move || entries::list(&path, depth, entries::MAX_LIST_ENTRIES))
-            .await?;
+        let entries =
+            self.pool.run(who.creds.as_ref(), move || entries::list(&path, depth, entries::MAX_LIST_ENTRIES)).await?;
         Ok(Response::new(ListDirResponse { entries }))
     }
 
@@ -105,7 +104,9 @@ impl FileService for FileServer {
         authorize(&self.auth, &request)?;
         let mut messages = request.into_inner();
         let Some(first) = messages.message().await? else {
-            return Err(FsError::InvalidArgument("a Write stream must start with a message naming the file".into()).into());
+            return Err(
+                FsError::InvalidArgument("a Write stream must start with a message naming the file".into()).into()
+            );
         };
         write::check_first(&first)?;
         let who = self.who(&first.user).await?;

@@ -266,10 +266,8 @@ impl Watch {
     async fn add_subtree(&mut self, rel: PathBuf, out: &mut Vec<WatchDirEvent>) {
         let budget = MAX_WATCHED_DIRS.saturating_sub(self.by_wd.len());
         let (fd, root) = (self.fd.clone(), self.root.clone());
-        let added = self
-            .pool
-            .run(self.creds.as_ref(), move || add_tree(&fd.get_ref().0, &root, rel, true, budget, true))
-            .await;
+        let added =
+            self.pool.run(self.creds.as_ref(), move || add_tree(&fd.get_ref().0, &root, rel, true, budget, true)).await;
         let Ok(added) = added else { return };
         for (wd, rel) in added.watches {
             self.by_wd.insert(wd, rel);
