@@ -34,6 +34,8 @@ export function describeError(status: number, code: string, message: string): st
       return `Too large: ${message}. Make the program or its files smaller.`;
     case 503:
       return `No capacity right now: ${message}. Try again in a moment.`;
+    case 507:
+      return `The sandbox's disk is full: ${message}. Delete files in the sandbox, or start a sandbox with more disk.`;
     default:
       if (status >= 500 && code === "internal") return "The server hit an internal error. Try again; if it persists, check the server log.";
       if (status >= 500) return `The server is unavailable (HTTP ${status}). ${message}`.trim();
@@ -68,18 +70,42 @@ export async function api<T = unknown>(
     if (timer) clearTimeout(timer);
   }
   const text = await res.text().catch(() => "");
-  let json: any = null;
-  try {
-    json = text ? JSON.parse(text) : null;
-  } catch {
-    json = null;
-  }
-  if (!res.ok) {
-    const code = json && typeof json.code === "string" ? json.code : `http_${res.status}`;
-    const message = json && typeof json.message === "string" ? json.message : res.statusText || `HTTP ${res.status}`;
-    throw new ApiError(res.status, code, message);
-  }
+  const json = parseJson(text);
+  if (!res.ok) throw errorOf(res, json);
   return json as T;
+}
+
+function parseJson(text: string): any {
+  try {
+    return text ? JSON.parse(text) : null;
+  } catch {
+    return null;
+  }
+}
+
+/** The ApiError of a failed answer, from the server's JSON error shape when it sent one. */
+function errorOf(res: Response, json: any): ApiError {
+  const code = json && typeof json.code === "string" ? json.code : `http_${res.status}`;
+  const message = json && typeof json.message === "string" ? json.message : res.statusText || `HTTP ${res.status}`;
+  return new ApiError(res.status, code, message);
+}
+
+/** A same-origin request whose answer is not JSON (file bytes): the response when it is
+ * a success (or its status is in `allow`), an ApiError otherwise. `signal` aborts it
+ * (a caller that reads the body bounds the whole exchange with it). */
+export async function raw(
+  method: string,
+  path: string,
+  opts: { body?: BodyInit; headers?: Record<string, string>; allow?: number[]; signal?: AbortSignal } = {},
+): Promise<Response> {
+  let res: Response;
+  try {
+    res = await fetch(path, { method, credentials: "same-origin", headers: opts.headers, body: opts.body, signal: opts.signal });
+  } catch {
+    throw new ApiError(0, "unreachable", "network error");
+  }
+  if (res.ok || opts.allow?.includes(res.status)) return res;
+  throw errorOf(res, parseJson(await res.text().catch(() => "")));
 }
 
 export interface ExecAccepted {

@@ -131,9 +131,10 @@ export class CodeEditor {
     this.states.delete(name);
   }
 
-  dropAll() {
-    this.states.clear();
-    this.active = null;
+  /** Drops every file `which` names (all of them without it). */
+  dropAll(which: (name: string) => boolean = () => true) {
+    if (this.active && which(this.active)) this.active = null;
+    for (const name of [...this.states.keys()]) if (which(name)) this.states.delete(name);
   }
 
   show(name: string) {

@@ -20,6 +20,7 @@ const HTML = `
     <button class="btn primary" data-testid="run" title="Run (Ctrl/Cmd+Enter)"><span class="icon">▶</span> Run <kbd class="kbd">⌘/Ctrl ↵</kbd></button>
     <button class="btn danger" data-testid="stop" disabled title="Stop the running program"><span class="icon">■</span> Stop</button>
     <button class="btn" data-testid="new-sandbox" title="Throw this sandbox away and start a fresh one">New sandbox</button>
+    <button class="btn" data-testid="files-toggle" aria-pressed="false" title="Show or hide the sandbox's files">Files</button>
     <div class="menu">
       <button class="btn" data-testid="sandboxes-toggle" aria-haspopup="menu" aria-expanded="false" title="This key's sandboxes">Sandboxes <span class="badge" data-testid="sandboxes-count"></span></button>
       <div class="menu-panel" data-testid="sandbox-list" role="menu" aria-label="This key's sandboxes" hidden></div>
@@ -32,9 +33,26 @@ const HTML = `
   <button class="btn small" data-testid="message-action" hidden></button>
   <button class="dismiss" aria-label="Dismiss" data-testid="message-dismiss">×</button>
 </div>
-<main class="layout">
+<main class="layout" data-testid="layout">
+  <aside class="pane files-pane" aria-label="Sandbox files" data-testid="files" hidden>
+    <div class="files-head">
+      <input class="files-root" data-testid="files-root" aria-label="Directory shown" spellcheck="false" autocomplete="off" />
+      <button class="icon-btn" data-testid="files-upload" title="Upload files to this directory" aria-label="Upload files">⤒</button>
+      <button class="icon-btn" data-testid="files-refresh" title="Refresh the list" aria-label="Refresh the list">⟳</button>
+      <input type="file" multiple hidden data-testid="files-upload-input" />
+    </div>
+    <div class="files-tree" data-testid="file-tree" role="tree" aria-label="Files in the sandbox"></div>
+    <div class="files-note" data-testid="files-note" data-kind=""></div>
+  </aside>
   <section class="pane editor-pane" aria-label="Editor">
     <div class="tabs" role="tablist" data-testid="tabs"></div>
+    <div class="file-bar" data-testid="file-bar" hidden>
+      <span class="file-path" data-testid="file-path"></span>
+      <span class="file-state" data-testid="file-state" data-state=""></span>
+      <span class="spacer"></span>
+      <button class="btn small" data-testid="file-download" title="Download this file as it is in the sandbox">Download</button>
+      <button class="btn small primary" data-testid="file-save" title="Save to the sandbox (Ctrl/Cmd+S)">Save</button>
+    </div>
     <div class="editor" data-testid="editor"></div>
   </section>
   <section class="pane output-pane" aria-label="Output">
@@ -60,6 +78,7 @@ export interface Layout {
   run: HTMLButtonElement;
   stop: HTMLButtonElement;
   newSandbox: HTMLButtonElement;
+  filesToggle: HTMLButtonElement;
   sandboxesToggle: HTMLButtonElement;
   sandboxesCount: HTMLElement;
   sandboxList: HTMLElement;
@@ -68,7 +87,20 @@ export interface Layout {
   messageText: HTMLElement;
   messageAction: HTMLButtonElement;
   messageDismiss: HTMLButtonElement;
+  layout: HTMLElement;
+  files: HTMLElement;
+  filesRoot: HTMLInputElement;
+  filesUpload: HTMLButtonElement;
+  filesUploadInput: HTMLInputElement;
+  filesRefresh: HTMLButtonElement;
+  fileTree: HTMLElement;
+  filesNote: HTMLElement;
   tabs: HTMLElement;
+  fileBar: HTMLElement;
+  filePath: HTMLElement;
+  fileState: HTMLElement;
+  fileDownload: HTMLButtonElement;
+  fileSave: HTMLButtonElement;
   editor: HTMLElement;
   status: HTMLElement;
   statusLabel: HTMLElement;
@@ -91,6 +123,7 @@ export function mountLayout(app: HTMLElement): Layout {
     run: $<HTMLButtonElement>("run"),
     stop: $<HTMLButtonElement>("stop"),
     newSandbox: $<HTMLButtonElement>("new-sandbox"),
+    filesToggle: $<HTMLButtonElement>("files-toggle"),
     sandboxesToggle: $<HTMLButtonElement>("sandboxes-toggle"),
     sandboxesCount: $("sandboxes-count"),
     sandboxList: $("sandbox-list"),
@@ -99,7 +132,20 @@ export function mountLayout(app: HTMLElement): Layout {
     messageText: $("message-text"),
     messageAction: $<HTMLButtonElement>("message-action"),
     messageDismiss: $<HTMLButtonElement>("message-dismiss"),
+    layout: $("layout"),
+    files: $("files"),
+    filesRoot: $<HTMLInputElement>("files-root"),
+    filesUpload: $<HTMLButtonElement>("files-upload"),
+    filesUploadInput: $<HTMLInputElement>("files-upload-input"),
+    filesRefresh: $<HTMLButtonElement>("files-refresh"),
+    fileTree: $("file-tree"),
+    filesNote: $("files-note"),
     tabs: $("tabs"),
+    fileBar: $("file-bar"),
+    filePath: $("file-path"),
+    fileState: $("file-state"),
+    fileDownload: $<HTMLButtonElement>("file-download"),
+    fileSave: $<HTMLButtonElement>("file-save"),
     editor: $("editor"),
     status: $("status"),
     statusLabel: $("status-label"),

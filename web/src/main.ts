@@ -6,14 +6,17 @@
 // the parts together: signin.ts (the sign-in screen when the API answers 401, and
 // signing out), layout.ts (the markup), tabs.ts (editor and files), status.ts (the
 // status line), sandbox.ts (the sandbox reused between runs), sandboxes.ts (the key's
-// sandboxes), connection.ts (socket.io), runs.ts (starting, following and stopping runs)
-// and protocol.ts (keeping a run's output in `seq` order, each chunk once; no DOM,
+// sandboxes), file-tree.ts and open-files.ts (the sandbox's files: listed, opened in the
+// editor, saved, uploaded, downloaded), connection.ts (socket.io), runs.ts (starting,
+// following and stopping runs) and protocol.ts (keeping a run's output in `seq` order, each chunk once; no DOM,
 // unit-tested under Node).
 import "./style.css";
 import { api, ApiError, type SandboxInfo } from "./api.ts";
 import { Connection } from "./connection.ts";
+import { FileTree } from "./file-tree.ts";
 import { mountLayout } from "./layout.ts";
 import { Messages } from "./messages.ts";
+import { OpenFiles } from "./open-files.ts";
 import { Runs } from "./runs.ts";
 import { Sandbox } from "./sandbox.ts";
 import { SandboxList } from "./sandboxes.ts";
@@ -61,7 +64,16 @@ function playground(list: SandboxInfo[] | null) {
       return Number.isFinite(s) && s > 0 ? Math.round(s * 1000) : 120000;
     },
     stats,
+    onEnd: () => void tree.refresh(),
   });
+  const openFiles = new OpenFiles(el, tabs, messages, sandbox);
+  const tree = new FileTree(el, sandbox, messages, {
+    open: (entry) => void openFiles.open(entry),
+    activePath: () => openFiles.activePath,
+    listed: (dir, entries) => openFiles.listed(dir, entries),
+  });
+  openFiles.onShown = () => tree.render();
+  openFiles.onSaved = () => void tree.refresh();
   const conn = new Connection(el.connection, messages, stats, runs);
   runs.useConnection(conn);
 
@@ -138,6 +150,18 @@ function playground(list: SandboxInfo[] | null) {
       };
     },
     stats,
+    /** The sandbox's files: the tree's rows, the files open in the editor. */
+    fileTree: {
+      paths: () => tree.paths(),
+      refresh: () => tree.refresh(),
+      setRoot: (path: string) => tree.setRoot(path),
+      show: (on: boolean) => tree.setShown(on, false),
+      open: (path: string) => openFiles.open({ path, type: "file", size: 0 }),
+      openPaths: () => openFiles.paths,
+      /** The editor's text of an open sandbox file (null when it is not open). */
+      text: (path: string) => openFiles.text(path),
+      save: () => openFiles.save(),
+    },
     /** Text of the whole log as kept (every chunk once, in seq order). */
     text: () => runs.kept.map((c) => c.data).join(""),
     /** Forcibly closes the transport, as a network drop does; socket.io reconnects. */

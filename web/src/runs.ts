@@ -35,6 +35,8 @@ export interface RunDeps {
   /** The timeout chosen for the next run. */
   timeoutMs: () => number;
   stats: RunStats;
+  /** Called when a run ends (whatever its status). */
+  onEnd?: () => void;
 }
 
 // The last run is remembered for this tab, so a reload shows it again (and, while it
@@ -303,6 +305,7 @@ export class Runs implements ConnectionHandlers {
     status.setEndPhase(words.phase);
     term.system(words.line, words.color);
     if (words.message) messages.show(words.message.kind, words.message.text);
+    this.d.onEnd?.();
   }
 
   private failStart(err: unknown): null {

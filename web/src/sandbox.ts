@@ -8,6 +8,7 @@ const CONTAINER_KEY = "sandstream.containerId";
 
 export class Sandbox {
   private current: string | null = localStorage.getItem(CONTAINER_KEY);
+  private readonly listeners: ((id: string | null) => void)[] = [];
 
   constructor(
     private readonly status: StatusLine,
@@ -23,10 +24,17 @@ export class Sandbox {
   }
 
   set(id: string | null) {
+    const changed = id !== this.current;
     this.current = id;
     if (id) localStorage.setItem(CONTAINER_KEY, id);
     else localStorage.removeItem(CONTAINER_KEY);
     this.status.showSandbox(id);
+    if (changed) for (const fn of this.listeners) fn(id);
+  }
+
+  /** Calls `fn` whenever the sandbox in use changes (to another one, or to none). */
+  onChange(fn: (id: string | null) => void) {
+    this.listeners.push(fn);
   }
 
   /** Sends the next runs to sandbox `id` (not while a run goes on); false when refused. */

@@ -9,12 +9,25 @@ import { badFileName, DEPS, DEPS_HINT, Language, LANGUAGES, loadWorkspaces, PROG
 const STDIN_TAB = ":stdin";
 const LANGUAGE_KEY = "sandstream.language";
 
+/** Tabs of another kind (the sandbox's files opened from the file tree): the editor
+ * keys they own, their tab elements, and what they hear of edits and selection. */
+export interface ExtraTabs {
+  owns(name: string): boolean;
+  changed(name: string, content: string): void;
+  /** Their tabs, placed after the language's files. */
+  render(): HTMLElement[];
+  /** After each render: the editor key shown. */
+  shown(name: string | null): void;
+}
+
 export class Tabs {
   readonly editor: CodeEditor;
   private readonly workspaces = loadWorkspaces();
   private lang: Language = (localStorage.getItem(LANGUAGE_KEY) as Language) || "python";
   private saveTimer: number | null = null;
   private addingFile = false;
+  /** The sandbox's files open in the editor (open-files.ts), once wired. */
+  extra: ExtraTabs | null = null;
 
   constructor(
     private readonly el: Pick<Layout, "tabs" | "editor" | "language">,
@@ -25,6 +38,7 @@ export class Tabs {
     this.editor = new CodeEditor(el.editor, {
       onRun,
       onChange: (name, content) => {
+        if (this.extra?.owns(name)) return this.extra.changed(name, content);
         if (name === STDIN_TAB) this.ws().stdin = content;
         const f = this.ws().files.find((x) => x.name === name);
         if (f) f.content = content;
@@ -121,14 +135,14 @@ export class Tabs {
     localStorage.setItem(LANGUAGE_KEY, l);
     this.el.language.value = l;
     const editor = this.editor;
-    editor.dropAll();
+    editor.dropAll((name) => !this.extra?.owns(name));
     for (const f of this.ws().files) editor.load(f.name, f.content, f.name === DEPS[l] ? DEPS_HINT[l] : "");
     editor.load(STDIN_TAB, this.ws().stdin ?? "", "Text given to the program on its standard input (optional).");
     editor.show(PROGRAM[l]);
     this.render();
   }
 
-  private render() {
+  render() {
     const tabsEl = this.el.tabs;
     const editor = this.editor;
     tabsEl.textContent = "";
@@ -166,6 +180,7 @@ export class Tabs {
       selectOnActivate(tab, () => this.selectTab(f.name));
       tabsEl.append(tab);
     });
+    if (this.extra) tabsEl.append(...this.extra.render());
     // stdin is not a file: it is sent as the request's `stdin`.
     const stdinTab = document.createElement("div");
     stdinTab.className = "tab stdin" + (editor.activeName === STDIN_TAB ? " active" : "");
@@ -180,6 +195,7 @@ export class Tabs {
     const spacer = document.createElement("span");
     spacer.className = "tabs-spacer";
     tabsEl.append(spacer, stdinTab);
+    this.extra?.shown(editor.activeName);
   }
 
   private addButton(): HTMLElement {
@@ -239,7 +255,7 @@ export class Tabs {
   }
 }
 
-function selectOnActivate(tab: HTMLElement, select: () => void) {
+export function selectOnActivate(tab: HTMLElement, select: () => void) {
   tab.addEventListener("click", select);
   tab.addEventListener("keydown", (e) => {
     if (e.key === "Enter" || e.key === " ") {
