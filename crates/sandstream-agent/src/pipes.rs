@@ -53,6 +53,15 @@ const ARENA_MIN: usize = 16 * 1024;
 pub(crate) const PIPE_SIZE: i32 = 1 << 20;
 /// One page: one write in flight per pipe.
 const IN_STEP_SIZE: i32 = 4096;
+
+/// The largest packet a read can meet: packet mode splits writes into packets of at
+/// most a page. A read into less room than the next packet keeps what fits and the
+/// kernel discards the rest (pipe(7)), so every read has at least this much room.
+fn packet_max() -> usize {
+    static PAGE: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    // SAFETY: sysconf reads a constant of the system.
+    *PAGE.get_or_init(|| usize::try_from(unsafe { nix::libc::sysconf(nix::libc::_SC_PAGESIZE) }).unwrap_or(0).max(4096))
+}
 /// Writes in a row to one stream, the other silent, after which its pipe grows.
 pub(crate) const ALONE_AFTER: u32 = 16;
 /// A grown pipe found empty and then silent this long goes back in step.
@@ -81,8 +90,8 @@ impl Arena {
     }
 
     fn room(&mut self) -> &mut BytesMut {
-        if self.buf.capacity() - self.buf.len() < ARENA_MIN {
-            self.buf = BytesMut::with_capacity(self.next);
+        if self.buf.capacity() - self.buf.len() < ARENA_MIN.max(packet_max()) {
+            self.buf = BytesMut::with_capacity(self.next.max(packet_max()));
         }
         &mut self.buf
     }
@@ -275,7 +284,9 @@ impl OutputPipes {
                     eof = true;
                     break;
                 }
-                Ok(_) if drain && buf.capacity() > buf.len() => continue,
+                // Another read only while a whole packet fits: a packet read into less
+                // room loses its excess (pipe(7)), as output once did here.
+                Ok(_) if drain && buf.capacity() - buf.len() >= packet_max() => continue,
                 Ok(_) => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -411,6 +422,43 @@ mod tests {
         let want: String = (0..1000).map(|i| format!("out {i}\nerr {i}\n")).collect();
         assert_eq!(text, want);
         assert!(got.iter().all(|(ch, d)| (*ch == Channel::Stdout) == d.starts_with(b"out")));
+    }
+
+    /// Packets read into an arena with less room than a packet lost the excess: a stream
+    /// alone, drained into a partly filled arena, lost the tail of a page-sized write
+    /// (`echo` lines, then `seq 1 100000`, lost 304 bytes at 65,543).
+    #[tokio::test]
+    async fn a_drained_pipe_loses_no_byte_of_page_sized_writes() {
+        let (out_r, out_w) = output_pipe(raw_above).expect("pipe");
+        let mut pipes = OutputPipes::new(Some(out_r), None).expect("pipes");
+        let writer = std::thread::spawn(move || {
+            let mut out = std::fs::File::from(out_w);
+            // Lines apart in time, as `echo; sleep` makes them: the pipe grows and goes
+            // back in step, and the arena's packets no longer start at page boundaries.
+            for i in 1..=40 {
+                out.write_all(format!("line-{i}\n").as_bytes()).expect("write");
+                std::thread::sleep(Duration::from_millis(25));
+            }
+            // What stdio sends to a pipe: page-sized writes.
+            let text: String = (0..1_000_000).map(|i| format!("{i}\n")).collect();
+            for page in text.as_bytes().chunks(4096) {
+                out.write_all(page).expect("write");
+            }
+            text
+        });
+        let mut got = Vec::new();
+        while pipes.is_open() {
+            match pipes.next().await {
+                Read::Data(_, d) => got.extend_from_slice(&d),
+                Read::Closed => {}
+            }
+            // A reader that lags, so the grown pipe holds many packets when drained.
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let text = writer.join().expect("writer");
+        let want: String = (1..=40).map(|i| format!("line-{i}\n")).collect::<String>() + &text;
+        assert_eq!(got.len(), want.len(), "bytes read");
+        assert!(got == want.as_bytes(), "the bytes differ from what was written");
     }
 
     #[tokio::test]
