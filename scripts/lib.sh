@@ -3,7 +3,9 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 HOST_TRIPLE="$(rustc -vV | sed -n 's/^host: //p')"
 # The static agent: built for the host triple with the C runtime linked in.
-STATIC_AGENT="$ROOT/target/$HOST_TRIPLE/release/sandstream-agent"
+# Where cargo puts what it builds: CARGO_TARGET_DIR when set, as cargo does.
+TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+STATIC_AGENT="$TARGET_DIR/$HOST_TRIPLE/release/sandstream-agent"
 # Each line says when, so a slow step shows in CI's log.
 log() { printf '==> %s %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 # Whether a Docker Engine answers on the socket $1.

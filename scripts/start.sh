@@ -10,7 +10,7 @@ agent="$("$ROOT/scripts/build-agent.sh")"
 "$ROOT/scripts/build-web.sh"
 log "building sandstream (release)"
 cargo build --quiet --release --locked -p sandstream
-exec "$ROOT/target/release/sandstream" up \
+exec "$TARGET_DIR/release/sandstream" up \
   --data-dir "${SANDSTREAM_DATA_DIR:-$ROOT/.sandstream}" \
   --web-dir "$ROOT/web/dist" \
   --agent-binary "$agent" "$@"

@@ -16,7 +16,7 @@ SANDSTREAM_STATIC_AGENT="$("$ROOT/scripts/build-agent.sh")"
 SANDSTREAM_AGENT_BINARY="$SANDSTREAM_STATIC_AGENT"
 # One template cache for every suite: the default template is built once per machine.
 export SANDSTREAM_CACHE_DIR="${SANDSTREAM_CACHE_DIR:-/var/cache/sandstream}"
-export SANDSTREAM_BIN="$ROOT/target/debug/sandstream"
+export SANDSTREAM_BIN="$TARGET_DIR/debug/sandstream"
 # The docker backend's tests need a Docker Engine; one this script starts, it stops.
 docker_socket="${SANDSTREAM_DOCKER_SOCKET:-/var/run/docker.sock}"
 docker_was_up=no
