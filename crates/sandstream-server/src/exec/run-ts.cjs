@@ -9,9 +9,28 @@ const fs = require('fs');
 const path = require('path');
 const Module = require('module');
 
+/**
+ * Writes to stderr whole before returning. process.stderr makes a pipe non-blocking and
+ * queues what the pipe cannot take yet, and process.exit() drops that queue: the agent's
+ * output pipes take one write at a time (to keep stdout and stderr in order), so a
+ * second write followed by an exit could be lost.
+ */
+function writeStderr(text) {
+  const buf = Buffer.from(text);
+  let done = 0;
+  while (done < buf.length) {
+    try {
+      done += fs.writeSync(2, buf, done);
+    } catch (e) {
+      if (e.code !== 'EAGAIN') throw e;
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 1);
+    }
+  }
+}
+
 /** Ends the run with a message of ours (not the program's, not tsc's). */
 function refuse(message) {
-  process.stderr.write(`sandstream: ${message}\n`);
+  writeStderr(`sandstream: ${message}\n`);
   process.exit(1);
 }
 
@@ -88,10 +107,10 @@ if (nodeTypes) {
   if (diagnostics.length > 0) {
     const cwd = process.cwd();
     const formatHost = { getCurrentDirectory: () => cwd, getCanonicalFileName: (f) => f, getNewLine: () => '\n' };
-    process.stderr.write(ts.formatDiagnostics(diagnostics, formatHost));
+    writeStderr(ts.formatDiagnostics(diagnostics, formatHost));
     // TS1378 and TS1432 name a `module` option the caller cannot set here.
     if (diagnostics.some((d) => d.code === 1378 || d.code === 1432)) {
-      process.stderr.write(
+      writeStderr(
         'sandstream: top-level await is not supported: TypeScript programs run as CommonJS modules; wrap the code in an async function\n',
       );
     }
@@ -103,7 +122,7 @@ if (nodeTypes) {
   // The parsed declarations are the program's no more: its memory is the program's.
   warm = null;
 } else {
-  process.stderr.write(
+  writeStderr(
     'sandstream: type checking is off: this template has no @types/node (Node.js type declarations), so TypeScript is only transpiled\n',
   );
 }
