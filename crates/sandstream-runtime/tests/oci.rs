@@ -142,6 +142,10 @@ async fn the_sandbox_cannot_see_or_touch_the_host() {
     for who in [Who::User, Who::Root] {
         isolation::cannot_see_or_touch_the_host(&sb, &other, who).await;
     }
+    // The OCI runtime chowns the stdio it hands the agent to root inside: the host's
+    // /dev/null, given to crun as stdin, became every sandbox's root's to chmod.
+    let null = std::fs::metadata("/dev/null").expect("stat /dev/null");
+    assert_eq!((null.uid(), null.gid(), null.mode() & 0o7777), (0, 0, 0o666), "the host's /dev/null");
     f.runtime.kill(&sb.id).expect("kill");
     f.runtime.kill(&other.id).expect("kill");
 }

@@ -7,7 +7,7 @@
 use std::fmt::Debug;
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use crate::error::{Error, Result};
 use crate::host::{run, run_quiet};
@@ -59,13 +59,18 @@ impl OciCli for Binary {
     fn run(&self, id: &str, bundle: &Path, pid_file: &Path, log: &Path) -> Result<()> {
         let out = File::create(log).map_err(|e| Error::io(format!("create {}", log.display()), e))?;
         let err = out.try_clone().map_err(|e| Error::io(format!("open {}", log.display()), e))?;
+        // Not /dev/null: crun hands the init its stdio by chowning each to root inside
+        // the sandbox (runc skips /dev/null), which gave the host's own /dev/null to the
+        // mapped root of every sandbox, free to chmod it for the whole host. An empty
+        // pipe reads end-of-file as /dev/null does.
+        let (stdin, _) = std::io::pipe().map_err(|e| Error::io("create the runtime's stdin", e))?;
         let status = Command::new(&self.path)
             .args(["run", "--detach", "--bundle"])
             .arg(bundle)
             .arg("--pid-file")
             .arg(pid_file)
             .arg(id)
-            .stdin(Stdio::null())
+            .stdin(stdin)
             .stdout(out)
             .stderr(err)
             .status()
