@@ -12,7 +12,8 @@ if ip netns list 2>/dev/null | grep -q '^sb-'; then
   exit 0
 fi
 for table in filter nat; do
-  iptables-save -t "$table" | grep -E '^-A [A-Z]+ .*-j (SANDSTREAM-|SS-)' | while read -r _ rule; do
+  # A host with none of them is already clean (grep's "no match" is not a failure here).
+  iptables-save -t "$table" | { grep -E '^-A [A-Z]+ .*-j (SANDSTREAM-|SS-)' || true; } | while read -r _ rule; do
     eval "iptables -w -t $table -D $rule" || true
   done
   for chain in $(iptables-save -t "$table" | sed -n 's/^:\(SANDSTREAM-[A-Z]*\|SS-[0-9a-f]*\) .*/\1/p'); do
