@@ -167,7 +167,7 @@ impl AgentArgs {
             return Err(AgentError::Config("--output-cap-bytes must be positive".into()));
         }
         let mut warnings = Vec::new();
-        let base_env = command_base_env(std::env::vars_os(), self.command_env_file.as_deref(), &mut warnings)?;
+        let base_env = command_base_env(std::env::vars_os(), self.command_env_file.as_deref(), &shell, &mut warnings)?;
         Ok(AgentConfig {
             listen: self.listen,
             token,
@@ -195,7 +195,10 @@ impl AgentArgs {
 
 /// Every command's environment before its request's own `env`: the agent's environment
 /// without the variables that configure the agent (`SANDSTREAM_AGENT_*`, among them the
-/// token), then the entries of `command_env_file` (later ones win).
+/// token), then the entries of `command_env_file` (later ones win), and `SHELL` (the
+/// shell commands run in) when neither set it, as `login` sets it. Without `SHELL` bash
+/// looks up its user in /etc/passwd at every start, which hangs every command once root
+/// inside has made that file a FIFO.
 ///
 /// Security: the sandbox's create-time envs are the tenant's. They come in this file,
 /// never in the agent's own environment, so a tenant cannot set the agent's token, cap,
@@ -204,15 +207,32 @@ impl AgentArgs {
 fn command_base_env(
     agent_env: impl IntoIterator<Item = (OsString, OsString)>,
     command_env_file: Option<&std::path::Path>,
+    shell: &std::path::Path,
     warnings: &mut Vec<String>,
 ) -> Result<Arc<[(OsString, OsString)]>> {
-    use std::os::unix::ffi::{OsStrExt, OsStringExt};
+    use std::os::unix::ffi::OsStrExt;
     let mut env: Vec<(OsString, OsString)> =
         agent_env.into_iter().filter(|(k, _)| !k.as_bytes().starts_with(AGENT_ENV_PREFIX.as_bytes())).collect();
-    let Some(path) = command_env_file else { return Ok(env.into()) };
+    if let Some(path) = command_env_file {
+        read_command_env_file(path, &mut env, warnings)?;
+    }
+    if !env.iter().any(|(k, _)| k == "SHELL") {
+        env.push(("SHELL".into(), shell.into()));
+    }
+    Ok(env.into())
+}
+
+/// Adds the `NAME=value` entries of `path` (NUL-separated; a missing file adds nothing)
+/// to `env`, each replacing an earlier one of its name.
+fn read_command_env_file(
+    path: &std::path::Path,
+    env: &mut Vec<(OsString, OsString)>,
+    warnings: &mut Vec<String>,
+) -> Result<()> {
+    use std::os::unix::ffi::OsStringExt;
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(env.into()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(e) => {
             return Err(AgentError::Config(format!("cannot read command env file {}: {e}", path.display())));
         }
@@ -227,7 +247,7 @@ fn command_base_env(
         env.retain(|(k, _)| *k != key);
         env.push((key, value));
     }
-    Ok(env.into())
+    Ok(())
 }
 
 fn parse_run_as(s: &str) -> Result<(u32, u32)> {
@@ -282,14 +302,27 @@ mod tests {
             [("PATH", "/usr/bin"), ("SANDSTREAM_AGENT_TOKEN", "t"), ("SANDSTREAM_AGENT_CAP", "1"), ("HOME", "/root")]
                 .map(|(k, v)| (OsString::from(k), OsString::from(v)));
         let mut warnings = vec![];
-        let env = command_base_env(agent_env.clone(), Some(&file), &mut warnings).expect("env");
-        let pairs: Vec<(String, String)> =
-            env.iter().map(|(k, v)| (k.to_string_lossy().into_owned(), v.to_string_lossy().into_owned())).collect();
-        let want = [("HOME", "/root"), ("PATH", "/x"), ("EMPTY", ""), ("FOO", "baz=qux")];
-        assert_eq!(pairs, want.map(|(k, v)| (k.to_string(), v.to_string())).to_vec());
+        let bash = std::path::Path::new("/bin/bash");
+        let pairs = |env: Arc<[(OsString, OsString)]>| -> Vec<(String, String)> {
+            env.iter().map(|(k, v)| (k.to_string_lossy().into_owned(), v.to_string_lossy().into_owned())).collect()
+        };
+        let want = |w: &[(&str, &str)]| w.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<Vec<_>>();
+        let env = command_base_env(agent_env.clone(), Some(&file), bash, &mut warnings).expect("env");
+        assert_eq!(
+            pairs(env),
+            want(&[("HOME", "/root"), ("PATH", "/x"), ("EMPTY", ""), ("FOO", "baz=qux"), ("SHELL", "/bin/bash")])
+        );
         assert_eq!(warnings.len(), 2, "{warnings:?}");
-        let none = command_base_env(agent_env, Some(&dir.path().join("absent")), &mut warnings).expect("env");
-        assert_eq!(none.len(), 2, "a missing file adds nothing");
+        let none = command_base_env(agent_env.clone(), Some(&dir.path().join("absent")), bash, &mut warnings);
+        assert_eq!(pairs(none.expect("env")), want(&[("PATH", "/usr/bin"), ("HOME", "/root"), ("SHELL", "/bin/bash")]));
+        // A SHELL of the agent's environment or of the file is kept.
+        std::fs::write(&file, b"SHELL=/bin/zsh\0").expect("write");
+        let env = command_base_env(agent_env.clone(), Some(&file), bash, &mut warnings).expect("env");
+        assert_eq!(pairs(env), want(&[("PATH", "/usr/bin"), ("HOME", "/root"), ("SHELL", "/bin/zsh")]));
+        let mut with_shell = agent_env.to_vec();
+        with_shell.push(("SHELL".into(), "/bin/sh".into()));
+        let env = command_base_env(with_shell, None, bash, &mut warnings).expect("env");
+        assert_eq!(pairs(env), want(&[("PATH", "/usr/bin"), ("HOME", "/root"), ("SHELL", "/bin/sh")]));
     }
 
     #[test]

@@ -55,6 +55,11 @@ impl Users {
             &["--run-as", "65534:65534"],
             env,
             move |cmd| {
+                if fifo_passwd {
+                    // Whatever the test's own environment holds: bash without SHELL
+                    // looks itself up in /etc/passwd at start and would block on the FIFO.
+                    cmd.env_remove("SHELL");
+                }
                 // SAFETY: in the forked child before exec: system calls on strings
                 // prepared beforehand. A private mount namespace, so the binds over
                 // /etc/passwd and /etc/group are the agent's alone.
@@ -207,6 +212,10 @@ async fn a_passwd_that_is_no_regular_file_fails_the_lookup_without_hanging_the_a
         (err.code(), err.message()),
         (Code::FailedPrecondition, "cannot look up user dev: /etc/passwd is not a regular file")
     );
-    // The agent still serves, and the default user needs no lookup.
-    assert_eq!(run(&mut client, "id -u").await.stdout_str(), "65534\n");
+    // The agent still serves, and the default user's shell needs no lookup: the agent
+    // gives commands SHELL, so bash does not read /etc/passwd to find it.
+    let ran = tokio::time::timeout(std::time::Duration::from_secs(60), run(&mut client, "id -u; echo $SHELL"))
+        .await
+        .expect("the default user's command hung on the FIFO");
+    assert_eq!(ran.stdout_str(), "65534\n/bin/bash\n");
 }
