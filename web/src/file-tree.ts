@@ -1,10 +1,12 @@
 // The file tree: what is in the sandbox in use, under a directory (/home/user unless
-// changed), with folders opened on click. There is no watch over REST, so while the
-// tree is shown (and the browser tab visible) it lists again every POLL_MS, and at once
-// after a run ends, a save, an upload, or a change of sandbox. Clicking a file opens it
+// changed), with folders opened on click. While the tree is shown it watches the
+// directory (file-watch.ts) and lists again when something in it changed; while no watch
+// is live (and the browser tab is visible) it lists every POLL_MS instead. It also lists
+// at once after a run ends, a save, an upload, or a change of sandbox. Clicking a file opens it
 // in the editor (open-files.ts); each file has a download link; files dropped on the
 // tree are uploaded into the folder they are dropped on (or the directory shown).
 import "./files.css";
+import { DirWatch } from "./file-watch.ts";
 import { baseName, downloadFile, fileError, FileEntry, fileUrl, fmtSize, HOME, joinPath, listDir, parentOf, writeFile } from "./files-api.ts";
 import type { Layout } from "./layout.ts";
 import type { Messages } from "./messages.ts";
@@ -13,7 +15,7 @@ import { collect, Dropped, dropped, MAX_UPLOAD_FILES } from "./upload.ts";
 
 const ROOT_KEY = "sandstream.filesRoot";
 const SHOWN_KEY = "sandstream.filesShown";
-/** How often the shown tree is listed again. */
+/** How often the shown tree is listed again while no watch is live. */
 export const POLL_MS = 3000;
 /** Rows drawn per folder (a sandbox may hold a folder of a million files). */
 const MAX_ROWS = 500;
@@ -47,6 +49,10 @@ export class FileTree {
   private drawn = "";
   private busyNote: string | null = null;
   private dropRow: HTMLElement | null = null;
+  private readonly watcher = new DirWatch(
+    () => void this.refresh(),
+    (live) => (this.el.fileTree.dataset.watch = live ? "live" : "polling"),
+  );
 
   constructor(
     private readonly el: TreeElements,
@@ -59,7 +65,11 @@ export class FileTree {
     const stored = localStorage.getItem(SHOWN_KEY);
     this.setShown(stored === null ? window.innerWidth > 900 : stored === "1", false);
     el.filesToggle.addEventListener("click", () => this.setShown(!this.shown, true));
-    el.filesRefresh.addEventListener("click", () => void this.refresh());
+    el.filesRefresh.addEventListener("click", () => {
+      this.watcher.retry();
+      this.follow();
+      void this.refresh();
+    });
     el.filesRoot.addEventListener("keydown", (e) => {
       if (e.key === "Enter") this.setRoot(el.filesRoot.value);
       if (e.key === "Escape") el.filesRoot.value = this.root;
@@ -77,16 +87,26 @@ export class FileTree {
       this.listings.clear();
       this.expanded.clear();
       this.render();
+      this.follow();
       void this.refresh();
     });
+    el.fileTree.dataset.watch = "polling";
     window.setInterval(() => {
-      if (this.shown && !document.hidden && this.sandboxId) void this.refresh();
+      this.follow();
+      if (this.shown && !document.hidden && this.sandboxId && !this.watcher.live) void this.refresh();
     }, POLL_MS);
     document.addEventListener("visibilitychange", () => {
       if (!document.hidden && this.shown) void this.refresh();
     });
     this.render();
+    this.follow();
     if (this.shown) void this.refresh();
+  }
+
+  /** Watches what the tree shows, or nothing while it is hidden. */
+  private follow() {
+    if (this.shown && this.sandboxId) this.watcher.watch(this.sandboxId, this.root);
+    else this.watcher.stop();
   }
 
   get shown(): boolean {
@@ -103,6 +123,7 @@ export class FileTree {
     this.el.layout.classList.toggle("with-files", on);
     this.el.filesToggle.setAttribute("aria-pressed", String(on));
     if (remember) localStorage.setItem(SHOWN_KEY, on ? "1" : "0");
+    this.follow();
     if (on) void this.refresh();
   }
 
@@ -117,6 +138,7 @@ export class FileTree {
     localStorage.setItem(ROOT_KEY, p);
     this.listings.clear();
     this.render();
+    this.follow();
     void this.refresh();
   }
 

@@ -26,7 +26,8 @@ export const MAX_EDIT_BYTES = 1024 * 1024;
 /** Where programs and uploads go unless told otherwise (the sandbox user's home). */
 export const HOME = "/home/user";
 
-function base(sandboxId: string): string {
+/** The files routes of a sandbox. */
+export function base(sandboxId: string): string {
   return `/api/v1/sandboxes/${encodeURIComponent(sandboxId)}/files`;
 }
 

@@ -28,6 +28,19 @@ async function restRead(sandboxId, filePath) {
   return Buffer.from(await res.arrayBuffer());
 }
 
+/** Writes a file through the REST API (with the admin key), as another client would. */
+async function restWrite(sandboxId, filePath, body) {
+  const url = `${server.baseUrl}/api/v1/sandboxes/${encodeURIComponent(sandboxId)}/files?path=${encodeURIComponent(filePath)}`;
+  const res = await fetch(url, { method: "PUT", body, headers: { authorization: `Bearer ${adminKey}` }, signal: AbortSignal.timeout(60_000) });
+  assert.ok(res.status === 201 || res.status === 200, `PUT ${filePath}: ${res.status} ${await res.text()}`);
+}
+
+async function restRemove(sandboxId, filePath) {
+  const url = `${server.baseUrl}/api/v1/sandboxes/${encodeURIComponent(sandboxId)}/files?path=${encodeURIComponent(filePath)}&recursive=true`;
+  const res = await fetch(url, { method: "DELETE", headers: { authorization: `Bearer ${adminKey}` }, signal: AbortSignal.timeout(60_000) });
+  assert.equal(res.status, 204, `DELETE ${filePath}: ${res.status} ${await res.text()}`);
+}
+
 const row = (p) => `[data-testid="tree-item"][data-path="${p}"]`;
 
 describe("Sandstream playground: the sandbox's files (real server, headless Chromium)", { timeout: 40 * 60_000 }, () => {
@@ -94,6 +107,23 @@ describe("Sandstream playground: the sandbox's files (real server, headless Chro
       await page.waitForSelector(row(`${HOME}/greet.py`), { timeout: 30_000 });
       await page.waitForSelector(`${row(`${HOME}/data`)}[data-type="dir"]`, { timeout: 30_000 });
       assert.ok((await page.textContent(row(`${HOME}/greet.py`))).includes("26 B"), "the size is shown");
+
+      // The tree watches the directory: with the watch live it does not poll, so a file
+      // another client writes (here through REST) shows only through the watch, in an
+      // opened folder too, and goes when removed.
+      await page.waitForSelector('[data-testid="file-tree"][data-watch="live"]', { timeout: 30_000 });
+      await restWrite(sandboxId, `${HOME}/from-elsewhere.txt`, "written by another client\n");
+      await page.waitForSelector(row(`${HOME}/from-elsewhere.txt`), { timeout: 30_000 });
+      await page.click(row(`${HOME}/data`));
+      await page.waitForSelector(`${row(`${HOME}/data`)}[aria-expanded="true"]`, { timeout: 30_000 });
+      await restWrite(sandboxId, `${HOME}/data/deep.txt`, "in a folder\n");
+      await page.waitForSelector(row(`${HOME}/data/deep.txt`), { timeout: 30_000 });
+      await restRemove(sandboxId, `${HOME}/from-elsewhere.txt`);
+      await restRemove(sandboxId, `${HOME}/data/deep.txt`);
+      await page.waitForSelector(row(`${HOME}/from-elsewhere.txt`), { state: "detached", timeout: 30_000 });
+      await page.waitForSelector(row(`${HOME}/data/deep.txt`), { state: "detached", timeout: 30_000 });
+      assert.equal(await page.getAttribute('[data-testid="file-tree"]', "data-watch"), "live");
+      await page.click(row(`${HOME}/data`));
 
       // Click: it opens in the editor, in its own tab, with the bar above the editor.
       await page.click(row(`${HOME}/greet.py`));

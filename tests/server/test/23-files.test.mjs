@@ -4,7 +4,8 @@
 // server's peak memory growing far less than the file, Range, listing with depth,
 // remove, mkdir and move, the upload limit (413, nothing left behind), a full disk (507)
 // and a client that breaks off (nothing left either), the tenant check
-// on every route, the kernel's permission checks (403), and `sandstream cp`.
+// on every route, the kernel's permission checks (403), `sandstream cp`, and the watch
+// as server-sent events.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
@@ -335,6 +336,7 @@ test("another tenant's sandbox is a 404 on every files route, whatever the query
     () => api(server, 'GET', route(id, '/stat', { path: 'secret' }), { key: other.key }),
     () => api(server, 'POST', `/api/v1/sandboxes/${id}/files/mkdir`, { key: other.key, body: { path: 'd' } }),
     () => api(server, 'POST', `/api/v1/sandboxes/${id}/files/move`, { key: other.key, body: { source: 'secret', destination: 'x' } }),
+    () => api(server, 'GET', route(id, '/watch', { path: '.' }), { key: other.key }),
   ];
   for (const call of calls) assertError(await call(), 404, 'not_found', `sandbox ${id} not found`);
   assert.equal((await get(id, { path: 'secret' })).text, 's', 'nothing changed');
@@ -350,6 +352,110 @@ test('what the user may not read is a 403, through a symlink too', async (t) => 
   const asRoot = await get(id, { path: '/home/user/shadow', user: 'root' });
   assert.equal(asRoot.status, 200);
   assert.match(asRoot.text, /^root:/);
+});
+
+/**
+ * Opens `GET …/files/watch`. An error answer resolves as {status, body}; a 200 as
+ * {status, headers, next(), close()}, where `next` resolves the next event as
+ * {event, data} (comments, the keepalives, are counted in `comments`).
+ */
+async function openWatch(id, params, k = key) {
+  const ctrl = new AbortController();
+  const res = await fetch(server.url + route(id, '/watch', params), { headers: { authorization: `Bearer ${k}` }, signal: ctrl.signal });
+  if (res.status !== 200) {
+    const text = await res.text();
+    return { status: res.status, headers: res.headers, text, body: JSON.parse(text) };
+  }
+  const reader = res.body.getReader();
+  const decoder = new TextDecoder();
+  let buffered = '';
+  const w = {
+    status: 200,
+    headers: res.headers,
+    comments: 0,
+    close: () => ctrl.abort(),
+    async next(timeoutMs = 30_000) {
+      const deadline = Date.now() + timeoutMs;
+      for (;;) {
+        const end = buffered.indexOf('\n\n');
+        if (end >= 0) {
+          const block = buffered.slice(0, end);
+          buffered = buffered.slice(end + 2);
+          const fields = {};
+          for (const line of block.split('\n')) {
+            if (line.startsWith(':')) w.comments++;
+            else fields[line.slice(0, line.indexOf(':'))] = line.slice(line.indexOf(':') + 2);
+          }
+          if (fields.event) return { event: fields.event, data: JSON.parse(fields.data) };
+          continue;
+        }
+        const left = deadline - Date.now();
+        if (left <= 0) throw new Error(`no event within ${timeoutMs} ms (buffered: ${JSON.stringify(buffered)})`);
+        let timer;
+        const chunk = await Promise.race([reader.read(), new Promise((r) => (timer = setTimeout(() => r('timeout'), left)))]);
+        clearTimeout(timer);
+        if (chunk === 'timeout') continue;
+        if (chunk.done) return { event: null, data: null };
+        buffered += decoder.decode(chunk.value, { stream: true });
+      }
+    },
+  };
+  return w;
+}
+
+test("watch: a command's changes arrive in order as server-sent events, and the end says why", async (t) => {
+  const { id, conn } = await sandbox(t);
+  assert.equal((await agentExecute(conn, 'mkdir -p ~/w && echo ok')).stdout, 'ok\n');
+  const w = await openWatch(id, { path: 'w', recursive: 'true' });
+  t.after(() => w.close?.());
+  assert.equal(w.status, 200, w.text);
+  assert.equal(w.headers.get('content-type'), 'text/event-stream');
+  const done = await agentExecute(conn, 'cd ~/w && printf hi > f && mv f g && chmod 600 g && rm g && mkdir sub && printf x > sub/h');
+  assert.equal(done.exitCode, 0, done.stderr);
+  const seen = [];
+  while (!seen.includes('create sub/h')) {
+    const e = await w.next();
+    assert.equal(e.event, 'change', `after ${seen}: ${JSON.stringify(e)}`);
+    assert.deepEqual(Object.keys(e.data).sort(), ['name', 'type']);
+    seen.push(`${e.data.type} ${e.data.name}`);
+  }
+  assert.deepEqual(seen.slice(0, 7), ['create f', 'write f', 'rename f', 'create g', 'chmod g', 'remove g', 'create sub']);
+  // sub/h was made in a directory that had just appeared: its scan or its watch reports it.
+  assert.deepEqual(seen.slice(7), ['create sub/h']);
+  // Removing the watched directory ends the watch, and the last event says so.
+  assert.equal((await api(server, 'DELETE', route(id, '', { path: 'w', recursive: 'true' }), { key })).status, 204);
+  let e;
+  do e = await w.next(); while (e.event === 'change');
+  assert.deepEqual(e, { event: 'end', data: { reason: 'closed', message: 'the agent ended the watch' } });
+  assert.deepEqual(await w.next(), { event: null, data: null }, 'the response ends after `end`');
+});
+
+test('watch: refusals are HTTP errors, and a watch the client closed is released', async (t) => {
+  const { id, conn } = await sandbox(t);
+  assertError(await openWatch(id, { path: 'nowhere' }), 404, 'not_found', /^\/home\/user\/nowhere/);
+  assertError(await openWatch(id, { path: '' }), 400, 'bad_request', 'path must not be empty');
+  assertError(await openWatch(id, {}), 400, 'bad_request', /^query: /);
+  assertError(await openWatch(id, { path: '/root' }), 403, 'forbidden', /^\/root/);
+  assert.equal((await agentExecute(conn, 'touch ~/plain && echo ok')).stdout, 'ok\n');
+  assertError(await openWatch(id, { path: 'plain' }), 400, 'bad_request', /not a directory/);
+  // The agent watches at most 32 directories at once: 40 watches opened and closed one
+  // after the other all open, so each closed one was given back.
+  for (let i = 0; i < 40; i++) {
+    const w = await openWatch(id, { path: '.' });
+    assert.equal(w.status, 200, `watch ${i}: ${w.text}`);
+    w.close();
+    // Until the server noticed and the agent ended the watch.
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  // The positive control: 32 held open at once, the 33rd is refused.
+  const held = [];
+  t.after(() => held.forEach((w) => w.close?.()));
+  for (let i = 0; i < 32; i++) {
+    const w = await openWatch(id, { path: '.' });
+    held.push(w);
+    assert.equal(w.status, 200, `watch ${i}: ${w.text}`);
+  }
+  assertError(await openWatch(id, { path: '.' }), 503, 'no_capacity');
 });
 
 /** Runs the CLI; resolves {code, stdout, stderr}. */

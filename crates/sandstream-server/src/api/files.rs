@@ -4,12 +4,14 @@
 //! agent does it with that user's credentials, so the kernel checks each path: the
 //! server adds the tenant check (another key's sandbox is a 404 on every route, before
 //! anything else is looked at) and turns the agent's errors into HTTP answers
-//! (`agent_error.rs`). Downloads and uploads stream (`transfer.rs`).
+//! (`agent_error.rs`). Downloads and uploads stream (`transfer.rs`); a watch is a stream
+//! of server-sent events (`watch.rs`).
 
 mod agent_error;
 mod entry;
 mod range;
 pub(crate) mod transfer;
+pub(crate) mod watch;
 
 use std::sync::Arc;
 

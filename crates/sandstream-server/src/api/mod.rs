@@ -120,6 +120,13 @@ pub(crate) fn routes() -> Vec<Route> {
         r("post", "/api/v1/sandboxes/{id}/files/move", Access::Key, "Move (rename) an entry", post(files::move_entry)),
         r(
             "get",
+            "/api/v1/sandboxes/{id}/files/watch",
+            Access::Key,
+            "A directory's changes as server-sent events",
+            get(files::watch::watch),
+        ),
+        r(
+            "get",
             "/api/v1/templates",
             Access::Key,
             "The templates sandboxes can be created from, and the live runners that have each",

@@ -37,6 +37,7 @@ use crate::error::ErrorBody;
         super::files::stat,
         super::files::make_dir,
         super::files::move_entry,
+        super::files::watch::watch,
         super::templates::list,
         super::exec::exec,
         super::exec::get,

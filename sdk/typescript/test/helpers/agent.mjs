@@ -11,11 +11,14 @@ export const SDK_DIR = resolve(here, '..', '..');
 export const REPO_DIR = resolve(SDK_DIR, '..', '..');
 
 export function agentBinary() {
+  // Cargo's target directory: CARGO_TARGET_DIR when set (relative to the repository, as
+  // cargo run from it takes it), else the repository's own.
+  const target = resolve(REPO_DIR, process.env.CARGO_TARGET_DIR || 'target');
   const candidates = [
     process.env.SANDSTREAM_AGENT_BIN,
-    join(REPO_DIR, 'target/x86_64-unknown-linux-gnu/release/sandstream-agent'),
-    join(REPO_DIR, 'target/release/sandstream-agent'),
-    join(REPO_DIR, 'target/debug/sandstream-agent'),
+    join(target, 'x86_64-unknown-linux-gnu/release/sandstream-agent'),
+    join(target, 'release/sandstream-agent'),
+    join(target, 'debug/sandstream-agent'),
   ].filter(Boolean);
   const found = candidates.find((p) => existsSync(p));
   if (!found) {

@@ -1,14 +1,14 @@
 // Starts a real Sandstream server (`sandstream up`) for the server-level tests.
-// SANDSTREAM_BIN picks the binary; default <repo>/target/debug/sandstream.
+// SANDSTREAM_BIN picks the binary; default debug/sandstream in cargo's target directory.
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { REPO_DIR } from './agent.mjs';
 
 export function serverBinary() {
-  return process.env.SANDSTREAM_BIN || join(REPO_DIR, 'target', 'debug', 'sandstream');
+  return process.env.SANDSTREAM_BIN || join(resolve(REPO_DIR, process.env.CARGO_TARGET_DIR || 'target'), 'debug', 'sandstream');
 }
 
 /** Resolves to {apiUrl, apiKey, stop()} once the server printed "Sandstream ready at URL". */

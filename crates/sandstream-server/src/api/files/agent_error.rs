@@ -24,7 +24,10 @@ pub(crate) fn from_status(sandbox_id: &str, s: &Status) -> AppError {
             AppError::NoSpace(message)
         }
         Code::ResourceExhausted if message.contains("too large") => AppError::TooLarge(message),
-        Code::ResourceExhausted if message.contains("too many entries") => AppError::BadRequest(message),
+        // A listing or a watch larger than the agent takes: ask for less, not again.
+        Code::ResourceExhausted if message.contains("too many entries") || message.contains("too many directories") => {
+            AppError::BadRequest(message)
+        }
         Code::ResourceExhausted => AppError::NoCapacity(message),
         Code::OutOfRange => AppError::RangeNotSatisfiable { message, size: None },
         Code::Unimplemented => AppError::AgentUnavailable {
@@ -72,6 +75,12 @@ mod tests {
             (Code::ResourceExhausted, "/home/user/f: no space left on device", 507, "no_space"),
             (Code::ResourceExhausted, "/home/user/f: disk quota exceeded", 507, "no_space"),
             (Code::ResourceExhausted, "/home/user/f: too large", 413, "too_large"),
+            (
+                Code::ResourceExhausted,
+                "/home/user: too many directories to watch (more than 8192); watch a subdirectory",
+                400,
+                "bad_request",
+            ),
             (
                 Code::ResourceExhausted,
                 "/home/user: too many entries (more than 100000); list a smaller depth",
