@@ -16,7 +16,7 @@ import path from 'node:path';
 import { fileServer, api, assertError, createTenant, agentExecute, tmpRoot, BIN } from '../lib/harness.mjs';
 
 const MiB = 1 << 20;
-const LARGE = Number(process.env.E2E_FILES_LARGE_MIB ?? 256) * MiB;
+const LARGE = Number(process.env.E2E_FILES_LARGE_MIB ?? 1024) * MiB;
 // The upload limit of this file's server: the large file fits, a little more does not.
 const LIMIT = LARGE + MiB;
 const server = await fileServer(after, { args: ['--max-file-upload-bytes', String(LIMIT)] });
