@@ -4,7 +4,8 @@
 //   node bench/files.mjs [--gib N] [--runs N] [--samples N] [--docker]
 //
 // Starts `$SANDSTREAM_BIN up` (as the tests do) and creates a sandbox, then measures:
-// 1. a 1 KiB `files.write` then `files.read` through the SDK (--samples, default 500);
+// 1. a 1 KiB `files.write` then `files.read` through the SDK (--samples, default 500),
+//    then each alone;
 // 2. an N GiB file of random bytes (--gib, default 1) from a local file into the sandbox
 //    and back into a local file, through the SDK (`files.write` of a file stream,
 //    `files.read` as a stream) and through REST (`PUT`/`GET /api/v1/sandboxes/{id}/files`,
@@ -94,16 +95,32 @@ try {
     if (Buffer.compare(Buffer.from(back), small) !== 0) throw new Error('the 1 KiB file came back different');
   }
   latency('SDK files.write then files.read of 1 KiB', rt);
+  for (const [label, call] of [
+    ['SDK files.write of 1 KiB alone', () => sandbox.files.write('small.bin', small)],
+    ['SDK files.read of 1 KiB alone', () => sandbox.files.read('small.bin', { format: 'bytes' })],
+  ]) {
+    const ms = [];
+    for (let i = 0; i < samples; i++) {
+      const t0 = process.hrtime.bigint();
+      await call();
+      ms.push(seconds(t0) * 1000);
+    }
+    latency(label, ms);
+  }
 
   // 2. The large file through the SDK and through REST.
+  const cpu = (c0, secs) => `, this process ${(((c0.user + c0.system) / 1e6 / secs) * 100).toFixed(0)} % of a core`;
   for (let i = 1; i <= runs; i++) {
     let t0 = process.hrtime.bigint();
+    let c0 = process.cpuUsage();
     await sandbox.files.write('big.bin', Readable.toWeb(createReadStream(source, { highWaterMark: 1 << 20 })));
     const up = seconds(t0);
+    const upCpu = cpu(process.cpuUsage(c0), up);
     t0 = process.hrtime.bigint();
+    c0 = process.cpuUsage();
     await pipeline(Readable.fromWeb(await sandbox.files.read('big.bin', { format: 'stream' })), createWriteStream(copy));
     const down = seconds(t0);
-    console.log(`SDK ${gib} GiB, run ${i}: upload ${rate(up)}, download ${rate(down)}`);
+    console.log(`SDK ${gib} GiB, run ${i}: upload ${rate(up)}${upCpu}; download ${rate(down)}${cpu(process.cpuUsage(c0), down)}`);
     await checkCopy('SDK');
     await sandbox.files.remove('big.bin');
   }
@@ -111,14 +128,17 @@ try {
   const auth = { authorization: `Bearer ${server.apiKey}` };
   for (let i = 1; i <= runs; i++) {
     let t0 = process.hrtime.bigint();
+    let c0 = process.cpuUsage();
     await restUpload(route, auth);
     const up = seconds(t0);
+    const upCpu = cpu(process.cpuUsage(c0), up);
     t0 = process.hrtime.bigint();
+    c0 = process.cpuUsage();
     const res = await fetch(route, { headers: auth });
     if (res.status !== 200) throw new Error(`GET answered ${res.status}: ${await res.text()}`);
     await pipeline(Readable.fromWeb(res.body), createWriteStream(copy));
     const down = seconds(t0);
-    console.log(`REST ${gib} GiB, run ${i}: upload ${rate(up)}, download ${rate(down)}`);
+    console.log(`REST ${gib} GiB, run ${i}: upload ${rate(up)}${upCpu}; download ${rate(down)}${cpu(process.cpuUsage(c0), down)}`);
     await checkCopy('REST');
     await sandbox.files.remove('big.bin');
   }

@@ -5,10 +5,19 @@
 //! sandbox placed there, a symlink say, is ever written through). Each message is
 //! written before the next is read, so HTTP/2 flow control holds the client back and the
 //! agent keeps about one message per writer. When the stream ends cleanly the file gets
-//! its mode, is `fsync`ed and renamed over the target. fsync: a Write that succeeded has
-//! its bytes stored, and file systems that report a full disk or an I/O error only at
-//! write-back (NFS, some quota setups) report it here, while the target is still intact;
-//! a file of a few KiB costs a millisecond or so for it. On any error, and when the
+//! its mode and is renamed over the target.
+//!
+//! No fsync: it cost 0.5–0.9 ms of a 1 KiB Write's ~2 ms on a sandbox's disk (see
+//! BENCHMARKS.md, "Files"), and buys nothing a sandbox's file systems lack. A full disk
+//! or quota is reported by write(2) itself on them (ext4's delayed allocation and
+//! btrfs's qgroups reserve space at write time), so it still fails the Write while the
+//! target is intact; and a crash right after the rename leaves the old file or the new
+//! one, because ext4 (`auto_da_alloc`) and btrfs flush a file's data before a rename
+//! that replaces another file commits. (`docker cp` does not fsync either.) What the
+//! Write does not promise is that a new file survives a power loss of the host a moment
+//! later, as for any program in the sandbox that writes without fsync.
+//!
+//! On any error, and when the
 //! client cancels (the request stream fails or the handler is dropped), the temporary
 //! file is removed and the target is left as it was.
 
@@ -101,8 +110,8 @@ impl Temp {
         self.pool.run(None, move || (&*file).write_all(&data).map_err(|e| FsError::io(&target, &e))).await
     }
 
-    /// Gives the file its mode (`mode`, or 0: the replaced file's, else 0644), syncs it
-    /// and renames it over the target; returns the target's entry.
+    /// Gives the file its mode (`mode`, or 0: the replaced file's, else 0644) and renames
+    /// it over the target; returns the target's entry.
     pub(crate) async fn commit(mut self, mode: u32) -> FsResult<EntryInfo> {
         let (file, temp, target) = (self.file.clone(), self.path.clone(), self.target.clone());
         let result = self
@@ -117,7 +126,6 @@ impl Temp {
                 };
                 let io = |e: std::io::Error| FsError::io(&target, &e);
                 file.set_permissions(std::fs::Permissions::from_mode(mode)).map_err(io)?;
-                file.sync_all().map_err(io)?;
                 std::fs::rename(&temp, &target).map_err(io)?;
                 entries::stat(&target)
             })
