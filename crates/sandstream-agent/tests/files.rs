@@ -444,6 +444,45 @@ async fn a_cancelled_write_leaves_nothing_and_the_target_as_it_was() {
     assert_eq!(names, ["kept"]);
 }
 
+#[tokio::test]
+async fn a_write_whose_client_drops_the_call_leaves_nothing() {
+    let agent = start(&[]);
+    let mut c = files(&agent).await;
+    let work = agent.workdir();
+    write(&mut c, "kept", "", 0, b"before", 1).await.expect("write");
+    let temps = || {
+        std::fs::read_dir(&work)
+            .expect("ls")
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".sandstream-tmp"))
+            .count()
+    };
+    // The client gives up on the call (as the server does past its upload limit): its
+    // request stream is still open, the call is dropped, and HTTP/2 resets the stream.
+    // Each round leaves the agent in a different place: waiting for the next message, or
+    // writing the last one.
+    for round in 0..20u64 {
+        let (tx, rx) = tokio::sync::mpsc::channel::<WriteRequest>(4);
+        tx.send(first("kept", "", 0, noise(round, 256 << 10))).await.expect("send");
+        let mut client = c.clone();
+        let call = tokio::spawn(async move { client.write(tokio_stream::wrappers::ReceiverStream::new(rx)).await });
+        wait_until(|| temps() == 1, "the temporary file appears").await;
+        for i in 0..round % 4 {
+            tx.send(WriteRequest { data: noise(100 + i, 1 << 20).into(), ..Default::default() }).await.expect("send");
+        }
+        if round % 2 == 1 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        call.abort();
+        let _ = call.await;
+        wait_until(|| temps() == 0, "the temporary file is removed").await;
+        assert_eq!(std::fs::read(work.join("kept")).expect("kept"), b"before", "round {round}");
+        drop(tx);
+    }
+    let names: Vec<_> = std::fs::read_dir(&work).expect("ls").flatten().map(|e| e.file_name()).collect();
+    assert_eq!(names, ["kept"]);
+}
+
 /// Polls `cond` every 20 ms for up to 20 s (a liveness wait, not a timing assertion).
 async fn wait_until(mut cond: impl FnMut() -> bool, what: &str) {
     for _ in 0..1000 {

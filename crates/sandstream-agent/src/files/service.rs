@@ -135,6 +135,11 @@ impl FileService for FileServer {
                 return Err(e.into());
             }
         }
+        // A client that drops its call mid-stream resets it, and that can reach this
+        // handler as the request stream's clean end. The reset itself is noticed by the
+        // server only while the handler waits: waiting once here lets it drop the handler
+        // (and with it the temporary file) before anything is committed.
+        tokio::task::yield_now().await;
         let entry = temp.commit(first.mode).await?;
         drop(permit);
         Ok(Response::new(WriteResponse { entry: Some(entry) }))

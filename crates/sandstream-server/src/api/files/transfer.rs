@@ -9,14 +9,16 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use axum::Json;
-use axum::body::{Body, BodyDataStream, Bytes};
+use axum::body::{Body, Bytes};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use sandstream_proto::v1::{ReadRequest, ReadResponse, StatRequest, WriteRequest};
 use serde::Deserialize;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::Stream;
 use utoipa::ToSchema;
 
@@ -241,7 +243,7 @@ pub(crate) async fn write(
     let first = WriteRequest { path: path.clone(), user, mode, data: Bytes::new() };
     let upload = Upload {
         first: Some(first),
-        body: body.into_data_stream(),
+        body: ReceiverStream::new(lingering(body)),
         pending: Bytes::new(),
         sent: 0,
         limit,
@@ -267,17 +269,53 @@ pub(crate) async fn write(
     Ok((status, Json(required_entry(&id, answer.entry)?)))
 }
 
+/// What is read of a request body the upload stopped taking (an answer was sent before
+/// its end): at most this much, for at most `LINGER`.
+const LINGER_BYTES: u64 = 256 << 20;
+const LINGER: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The request body's chunks, read by a task of their own. When the upload stops taking
+/// them (a 413, a 507, a failed agent: the answer goes out before the body's end), the
+/// task reads on and drops what the client still sends, up to `LINGER_BYTES` for up to
+/// `LINGER`, as a lingering close does: a server that closed at once would leave the
+/// client writing into a reset connection (EPIPE) before it read the answer.
+fn lingering(body: Body) -> mpsc::Receiver<Result<Bytes, axum::Error>> {
+    let (tx, rx) = mpsc::channel(2);
+    tokio::spawn(async move {
+        let mut body = body.into_data_stream();
+        while let Some(chunk) = body.next().await {
+            if tx.send(chunk).await.is_err() {
+                let mut left = LINGER_BYTES;
+                let _ = tokio::time::timeout(LINGER, async {
+                    while let Some(Ok(chunk)) = body.next().await {
+                        left = left.saturating_sub(chunk.len() as u64);
+                        if left == 0 {
+                            break;
+                        }
+                    }
+                })
+                .await;
+                return;
+            }
+        }
+    });
+    rx
+}
+
 fn too_large(path: &str, limit: u64) -> AppError {
     AppError::TooLarge(format!("{path}: the upload is larger than the {limit} bytes a file may have"))
 }
 
 /// The messages of an agent's `Write`: the one that names the file, then the request
 /// body's bytes. Past the limit, or when the body breaks off, it sends the reason on
-/// `abort` and never ends, so the call is dropped rather than finished (a clean end is
-/// what makes the agent commit the file).
+/// `abort`, then one message the agent must refuse (a later message naming a path), and
+/// never ends: the call is dropped rather than finished, since a clean end is what makes
+/// the agent commit the file. The refused message makes the agent discard the file even
+/// should the reset of the dropped call reach it as a clean end (it did, at the 1 GiB
+/// limit, once in three runs, before this message was sent).
 struct Upload {
     first: Option<WriteRequest>,
-    body: BodyDataStream,
+    body: ReceiverStream<Result<Bytes, axum::Error>>,
     pending: Bytes,
     sent: u64,
     limit: u64,
@@ -290,7 +328,9 @@ impl Upload {
         if let Some(abort) = self.abort.take() {
             let _ = abort.send(why);
         }
-        Poll::Pending
+        // Only the first message may name the file: the agent answers INVALID_ARGUMENT
+        // and removes its temporary file.
+        Poll::Ready(Some(WriteRequest { path: self.path.clone(), ..WriteRequest::default() }))
     }
 }
 
