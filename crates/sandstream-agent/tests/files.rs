@@ -426,13 +426,7 @@ async fn a_cancelled_write_leaves_nothing_and_the_target_as_it_was() {
     let (tx, rx) = tokio::sync::mpsc::channel::<WriteRequest>(4);
     tx.send(first("kept", "", 0, noise(5, 1 << 20))).await.expect("send");
     let task = tokio::spawn(async move { via_proxy.write(tokio_stream::wrappers::ReceiverStream::new(rx)).await });
-    let temps = || {
-        std::fs::read_dir(&work)
-            .expect("ls")
-            .flatten()
-            .filter(|e| e.file_name().to_string_lossy().ends_with(".sandstream-tmp"))
-            .count()
-    };
+    let temps = || temporary_files(&work);
     wait_until(|| temps() == 1, "the temporary file appears").await;
     tx.send(WriteRequest { data: noise(6, 1 << 20).into(), ..Default::default() }).await.expect("send");
     proxy.cut();
@@ -450,13 +444,7 @@ async fn a_write_whose_client_drops_the_call_leaves_nothing() {
     let mut c = files(&agent).await;
     let work = agent.workdir();
     write(&mut c, "kept", "", 0, b"before", 1).await.expect("write");
-    let temps = || {
-        std::fs::read_dir(&work)
-            .expect("ls")
-            .flatten()
-            .filter(|e| e.file_name().to_string_lossy().ends_with(".sandstream-tmp"))
-            .count()
-    };
+    let temps = || temporary_files(&work);
     // The client gives up on the call (as the server does past its upload limit): its
     // request stream is still open, the call is dropped, and HTTP/2 resets the stream.
     // Each round leaves the agent in a different place: waiting for the next message, or
@@ -481,6 +469,15 @@ async fn a_write_whose_client_drops_the_call_leaves_nothing() {
     }
     let names: Vec<_> = std::fs::read_dir(&work).expect("ls").flatten().map(|e| e.file_name()).collect();
     assert_eq!(names, ["kept"]);
+}
+
+/// How many Write temporary files are in `dir`.
+fn temporary_files(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .expect("ls")
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".sandstream-tmp"))
+        .count()
 }
 
 /// Polls `cond` every 20 ms for up to 20 s (a liveness wait, not a timing assertion).

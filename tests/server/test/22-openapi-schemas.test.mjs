@@ -134,7 +134,17 @@ test('every route answers what the OpenAPI document says, in success and error c
   assert.equal(moved.status, 200, moved.text);
   assert.equal((await call('POST', '/api/v1/sandboxes/{id}/files/move', { key: tenant, params: { id: sb }, body: { source: 'docs/a.txt', destination: 'c' } })).status, 404);
   assert.equal((await call('DELETE', '/api/v1/sandboxes/{id}/files', { key: tenant, params: { id: sb }, query: '?path=docs' })).status, 409);
+  // A watch of docs: its answer (200, the watch in place) comes at once, its body ends
+  // when docs is removed below.
+  const watchRoute = '/api/v1/sandboxes/{id}/files/watch';
+  const watch = await fetch(`${server.url}/api/v1/sandboxes/${sb}/files/watch?path=docs&recursive=true`, { headers: { authorization: `Bearer ${tenant}` } });
+  assert.equal(watch.status, 200);
+  assert.equal((await call('GET', watchRoute, { key: tenant, params: { id: sb }, query: '?path=nope' })).status, 404);
+  assert.equal((await call('GET', watchRoute, { key: other.key, params: { id: sb }, query: '?path=docs' })).status, 404);
   assert.equal((await call('DELETE', '/api/v1/sandboxes/{id}/files', { key: tenant, params: { id: sb }, query: '?path=docs&recursive=true' })).status, 204);
+  const events = await watch.text();
+  assert.match(events, /event: end\ndata: \{"reason":"closed","message":"the agent ended the watch"\}\n\n$/, events);
+  oa.response('GET', watchRoute, { status: watch.status, headers: watch.headers, text: events });
 
   // ---- kill, and what a killed sandbox answers
   assert.equal((await call('DELETE', '/api/v1/sandboxes/{id}', { key: tenant, params: { id: sb } })).status, 204);
@@ -200,7 +210,7 @@ test('every route answers what the OpenAPI document says, in success and error c
       if (op.security.length > 0) assert.ok(mine.some((s) => s >= 400), `${method} ${route}: no error checked (${mine})`);
     }
   }
-  assert.equal(Object.values(doc.paths).flatMap(Object.keys).length, 32);
+  assert.equal(Object.values(doc.paths).flatMap(Object.keys).length, 33);
 });
 
 test('TypeScript types generated from the document accept the real answers', async () => {

@@ -17,9 +17,9 @@ use axum::response::{IntoResponse, Response};
 use sandstream_proto::v1::{ReadRequest, ReadResponse, StatRequest, WriteRequest};
 use serde::Deserialize;
 use tokio::sync::{mpsc, oneshot};
+use tokio_stream::Stream;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
-use tokio_stream::Stream;
 use utoipa::ToSchema;
 
 use super::range::{self, Ranged};

@@ -22,7 +22,6 @@ use std::convert::Infallible;
 
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use utoipa::ToSchema;
 
 use super::{agent, from_status, query, required_path, unavailable};
 use crate::api::AppState;
@@ -43,7 +42,7 @@ pub(crate) struct WatchQuery {
 }
 
 /// The data of a `change` event.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize)]
 pub(crate) struct Change {
     /// `create` (created or moved in), `write` (a writer closed the file), `remove`,
     /// `rename` (moved away from `name`) or `chmod` (any metadata change).
@@ -80,7 +79,7 @@ fn json_event(name: &str, data: &impl Serialize) -> Event {
 }
 
 /// The data of the last event, `end`.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize)]
 pub(crate) struct End {
     /// `closed` (the directory was removed or moved away, or the agent ended the watch)
     /// or an error code as in error answers (`agent_unavailable` when the sandbox stopped).
@@ -91,7 +90,7 @@ pub(crate) struct End {
 #[utoipa::path(get, path = "/api/v1/sandboxes/{id}/files/watch", operation_id = "watchDir", tag = "files",
     params(SandboxPath, WatchQuery),
     responses(
-        (status = 200, description = "The watch is in place: server-sent events `change` (data: `Change`), `overflow` (events were lost: list again) and, last, `end` (data: `End`); comments keep the connection alive", content_type = "text/event-stream", body = Change),
+        (status = 200, description = "The watch is in place: server-sent events `change` (data: `{\"type\", \"name\"}`), `overflow` (events were lost: list again) and, last, `end` (data: `{\"reason\", \"message\"}`); comments keep the connection alive", content_type = "text/event-stream", body = String),
         (status = 400, description = "No `path`, not a directory, or an unknown user", body = ErrorBody),
         (status = 403, description = "The user may not list the directory", body = ErrorBody),
         (status = 404, description = "No such sandbox of this key, or no such directory", body = ErrorBody),
