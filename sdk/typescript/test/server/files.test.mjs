@@ -39,6 +39,39 @@ describe('sandbox.files', () => {
     assert.equal((await sandbox.commands.run('sha256sum /tmp/r.bin')).stdout.split(' ')[0], sha(bytes));
   });
 
+  it('round-trips a 1 GiB stream byte-exact, as the sandbox sees it too', { timeout: 10 * 60_000 }, async () => {
+    need();
+    // Different bytes in each MiB (a random MiB with the MiB's number in front), made as
+    // they are sent and hashed on the way.
+    const size = 1024 * MiB;
+    const seed = randomBytes(MiB);
+    const sent = createHash('sha256');
+    let made = 0;
+    const source = new ReadableStream({
+      pull(c) {
+        if (made >= size) return c.close();
+        const chunk = Buffer.from(seed);
+        chunk.writeUInt32BE(made / MiB, 0);
+        sent.update(chunk);
+        made += MiB;
+        c.enqueue(new Uint8Array(chunk));
+      },
+    });
+    assert.equal((await sandbox.files.write('big.bin', source)).size, size);
+    const want = sent.digest('hex');
+    const inside = await sandbox.commands.run('sha256sum big.bin', { timeoutMs: 300_000 });
+    assert.equal(inside.stdout, `${want}  big.bin\n`);
+    const got = createHash('sha256');
+    let n = 0;
+    for await (const chunk of await sandbox.files.read('big.bin', { format: 'stream' })) {
+      got.update(chunk);
+      n += chunk.length;
+    }
+    assert.equal(n, size);
+    assert.equal(got.digest('hex'), want);
+    await sandbox.files.remove('big.bin');
+  });
+
   it("writes as the user it names (stat -c %U): 'user' by default, root with user: 'root'", async () => {
     need();
     await sandbox.files.write('/tmp/mine', 'a');
