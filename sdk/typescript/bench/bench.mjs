@@ -10,16 +10,12 @@
 // Docker engine and an image: --docker-image IMAGE, default the newest
 // `sandstream-template:*` image the docker backend imported), --docker-samples N (200).
 import { spawn, spawnSync } from 'node:child_process';
-import { cpus, loadavg } from 'node:os';
+import { cpus } from 'node:os';
 import { AgentClient, Sandbox } from '@sandstream/sdk';
 import { startAgent } from '../test/helpers/agent.mjs';
 import { startServer } from '../test/helpers/server.mjs';
+import { args, load, opt, pct } from './common.mjs';
 
-const args = process.argv.slice(2);
-const opt = (name, def) => {
-  const i = args.indexOf(`--${name}`);
-  return i >= 0 ? args[i + 1] : def;
-};
 const samples = Number(opt('samples', 2000));
 const warmup = Number(opt('warmup', 100));
 const gib = Number(opt('gib', 1));
@@ -54,8 +50,6 @@ if (args.includes('--server')) {
   };
 }
 
-const pct = (sorted, p) => sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
-const load = () => loadavg().map((l) => l.toFixed(2)).join(' ');
 console.log(`@sandstream/sdk benchmark: node ${process.version}, ${cpus().length} CPUs, ${target}, load average ${load()}`);
 
 // 1. Round trip of commands.run('true') on an open connection.

@@ -6,15 +6,10 @@
 import { cpus, loadavg } from 'node:os';
 import { Sandbox } from '@sandstream/sdk';
 import { startServer } from '../test/helpers/server.mjs';
+import { opt, pct } from './common.mjs';
 
-const args = process.argv.slice(2);
-const opt = (name, def) => {
-  const i = args.indexOf(`--${name}`);
-  return i >= 0 ? Number(args[i + 1]) : def;
-};
-const samples = opt('samples', 50);
-const pool = opt('pool', 4);
-const pct = (sorted, p) => sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
+const samples = Number(opt('samples', 50));
+const pool = Number(opt('pool', 4));
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 console.log(`create → first run('true'): node ${process.version}, ${cpus().length} CPUs, load ${loadavg()[0].toFixed(2)}`);

@@ -19,26 +19,20 @@ import { spawn, spawnSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream, createWriteStream, mkdtempSync, rmSync, statSync } from 'node:fs';
 import { request } from 'node:http';
-import { cpus, loadavg, tmpdir } from 'node:os';
+import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { Sandbox } from '@sandstream/sdk';
 import { startServer } from '../test/helpers/server.mjs';
+import { args, load, opt, pct } from './common.mjs';
 
-const args = process.argv.slice(2);
-const opt = (name, def) => {
-  const i = args.indexOf(`--${name}`);
-  return i >= 0 ? args[i + 1] : def;
-};
 const gib = Number(opt('gib', 1));
 const runs = Number(opt('runs', 2));
 const samples = Number(opt('samples', 500));
 const size = Math.round(gib * 1024 ** 3);
 const MB = 1e6;
 
-const pct = (sorted, p) => sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
-const load = () => loadavg().map((l) => l.toFixed(2)).join(' ');
 const seconds = (t0) => Number(process.hrtime.bigint() - t0) / 1e9;
 const rate = (secs) => `${(size / MB / secs).toFixed(0)} MB/s (${secs.toFixed(2)} s)`;
 const latency = (label, ms) => {

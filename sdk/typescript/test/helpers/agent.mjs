@@ -10,10 +10,14 @@ const here = dirname(fileURLToPath(import.meta.url));
 export const SDK_DIR = resolve(here, '..', '..');
 export const REPO_DIR = resolve(SDK_DIR, '..', '..');
 
+/** Cargo's target directory: CARGO_TARGET_DIR when set (relative to the repository, as
+ * cargo run from it takes it), else the repository's own. */
+export function targetDir() {
+  return resolve(REPO_DIR, process.env.CARGO_TARGET_DIR || 'target');
+}
+
 export function agentBinary() {
-  // Cargo's target directory: CARGO_TARGET_DIR when set (relative to the repository, as
-  // cargo run from it takes it), else the repository's own.
-  const target = resolve(REPO_DIR, process.env.CARGO_TARGET_DIR || 'target');
+  const target = targetDir();
   const candidates = [
     process.env.SANDSTREAM_AGENT_BIN,
     join(target, 'x86_64-unknown-linux-gnu/release/sandstream-agent'),

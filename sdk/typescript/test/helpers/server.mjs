@@ -3,12 +3,12 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { REPO_DIR } from './agent.mjs';
+import { targetDir } from './agent.mjs';
 
 export function serverBinary() {
-  return process.env.SANDSTREAM_BIN || join(resolve(REPO_DIR, process.env.CARGO_TARGET_DIR || 'target'), 'debug', 'sandstream');
+  return process.env.SANDSTREAM_BIN || join(targetDir(), 'debug', 'sandstream');
 }
 
 /** Resolves to {apiUrl, apiKey, stop()} once the server printed "Sandstream ready at URL". */

@@ -163,12 +163,12 @@ mod tests {
     fn wire(e: Option<Event>) -> Option<String> {
         e.map(|e: Event| {
             let body = Sse::new(tokio_stream::once(Ok::<_, Infallible>(e))).into_response().into_body();
-            let bytes = futures_executor(axum::body::to_bytes(body, 1 << 16)).expect("body");
+            let bytes = block_on(axum::body::to_bytes(body, 1 << 16)).expect("body");
             String::from_utf8(bytes.to_vec()).expect("utf-8")
         })
     }
 
-    fn futures_executor<F: std::future::Future>(f: F) -> F::Output {
+    fn block_on<F: std::future::Future>(f: F) -> F::Output {
         tokio::runtime::Builder::new_current_thread().build().expect("runtime").block_on(f)
     }
 
