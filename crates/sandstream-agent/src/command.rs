@@ -1,6 +1,7 @@
 //! One user command: spawning it in its own process group, pumping its pipes into the
 //! spool, enforcing its deadline, and recording how it ended.
 
+use std::os::fd::OwnedFd;
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -8,8 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
-use tokio::io::AsyncWriteExt;
-use tokio::net::unix::pipe;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
@@ -18,6 +18,7 @@ use crate::error::{AgentError, Result};
 use crate::exit::{ExitInfo, Termination, oom_kills};
 use crate::output_log::OutputLog;
 use crate::pipes::{OutputPipes, Read};
+use crate::pty::{self, PtyInput, PtyOutput};
 use crate::shell::{Shell, spawn_shell};
 use crate::spawn::Process;
 use crate::spec::CommandSpec;
@@ -42,6 +43,9 @@ pub(crate) struct Command {
     pub(crate) started_at_ms: i64,
     pub(crate) log: Arc<OutputLog>,
     stdin: Mutex<Option<mpsc::Sender<StdinOp>>>,
+    /// A command on a terminal: its size (as last set) and, while it runs, the agent's
+    /// side of it.
+    pty: Mutex<Option<(pty::Size, Option<pty::Master>)>>,
 }
 
 impl std::fmt::Debug for StdinOp {
@@ -68,23 +72,35 @@ impl Command {
         // A waiting standby shell spares the command the shell's start-up; it has been
         // sent the command already, all but `unsent` if its pipe took only part of it.
         let qualifies = standby.qualifies(&spec);
+        let terminal = spec.pty.map(|size| open_terminal(&id, size, cfg, &spec)).transpose()?;
         let (shell, unsent) = match standby.take(&spec) {
             Some(taken) => taken,
-            None => (spawn_shell(cfg, &spec.command, &spec.cwd, &spec.env, spec.user.as_ref())?, Vec::new()),
+            None => {
+                let (env, slave) = match &terminal {
+                    Some((_, slave)) => (with_term(&spec.env), Some(slave)),
+                    None => (spec.env.clone(), None),
+                };
+                (spawn_shell(cfg, &spec.command, &spec.cwd, &env, spec.user.as_ref(), slave)?, Vec::new())
+            }
         };
+        // Only the command may hold its terminal's side: its end is the output's end.
+        let master = terminal.map(|(master, _slave)| master);
         let Shell { child, stdin, stdout, stderr } = shell;
         let pid = child.id().unwrap_or(0);
-        let pipes = OutputPipes::new(stdout, stderr).map_err(|e| {
+        let output = match &master {
+            Some(m) => Ok(Output::Pty(PtyOutput::new(m.clone()))),
+            None => OutputPipes::new(stdout, stderr).map(Output::Pipes),
+        };
+        let output = output.map_err(|e| {
             // Nothing would read its output: it must not run on unseen.
             let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
             AgentError::io(format!("watch the output of command {id}"), e)
         })?;
 
-        let stdin_tx = stdin.map(|pipe| {
-            let (tx, rx) = mpsc::channel(16);
-            tokio::spawn(pump_stdin(pipe, rx));
-            tx
-        });
+        let stdin_tx = match (&master, stdin) {
+            (Some(m), _) => Some(start_stdin_pump(PtyInput(m.clone()))),
+            (None, pipe) => pipe.map(start_stdin_pump),
+        };
         if let Some(tx) = &stdin_tx {
             for data in [unsent, spec.stdin] {
                 if !data.is_empty() {
@@ -113,10 +129,11 @@ impl Command {
             started_at_ms: now_ms(),
             log,
             stdin: Mutex::new(stdin),
+            pty: Mutex::new(spec.pty.map(|size| (size, master))),
         });
         let deadline = spec.timeout.map(|t| (Instant::now() + t, t));
         let limits = Limits { deadline, kill_at_cap, drain_grace: cfg.exit_drain_grace };
-        let supervise = supervise(command.clone(), child, pipes, limits);
+        let supervise = supervise(command.clone(), child, output, limits);
         // A command that could use the standby (took it, or found none) starts the next one.
         let standby = qualifies.then(|| standby.clone());
         let supervise_of = command.clone();
@@ -172,13 +189,63 @@ impl Command {
         guard.take().map(drop).ok_or_else(|| AgentError::StdinClosed(self.id.clone()))
     }
 
+    /// The size of its terminal; `None` for a command on pipes.
+    pub(crate) fn pty_size(&self) -> Option<pty::Size> {
+        self.pty.lock().unwrap_or_else(|p| p.into_inner()).as_ref().map(|(size, _)| *size)
+    }
+
+    /// Changes the size of the command's terminal.
+    pub(crate) fn resize(&self, size: pty::Size) -> Result<()> {
+        let mut guard = self.pty.lock().unwrap_or_else(|p| p.into_inner());
+        let Some((current, master)) = guard.as_mut() else { return Err(AgentError::NoTerminal(self.id.clone())) };
+        let Some(master) = master.as_ref().filter(|_| self.is_running()) else {
+            return Err(AgentError::AlreadyExited(self.id.clone()));
+        };
+        pty::set_size(std::os::fd::AsRawFd::as_raw_fd(master), size)
+            .map_err(|e| AgentError::io(format!("resize the terminal of command {}", self.id), e))?;
+        *current = size;
+        Ok(())
+    }
+
+    /// Lets go of the command's terminal once it ended: whatever still runs on it is
+    /// hung up (SIGHUP), and input is refused.
+    fn hang_up(&self) {
+        let mut pty = self.pty.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, master)) = pty.as_mut()
+            && master.take().is_some()
+        {
+            self.stdin.lock().unwrap_or_else(|p| p.into_inner()).take();
+        }
+    }
+
     fn stdin_sender(&self) -> Result<mpsc::Sender<StdinOp>> {
         let guard = self.stdin.lock().unwrap_or_else(|p| p.into_inner());
         guard.clone().ok_or_else(|| AgentError::StdinClosed(self.id.clone()))
     }
 }
 
-async fn pump_stdin(mut pipe: pipe::Sender, mut rx: mpsc::Receiver<StdinOp>) {
+/// The command's side of a new terminal of `size`, owned by the user it runs as.
+fn open_terminal(id: &str, size: pty::Size, cfg: &ExecConfig, spec: &CommandSpec) -> Result<(pty::Master, OwnedFd)> {
+    let owner = spec.user.as_ref().map(|u| u.uid).or(cfg.run_as.map(|(uid, _)| uid));
+    pty::open(size, owner).map_err(|e| AgentError::io(format!("open a terminal for command {id}"), e))
+}
+
+/// A terminal program needs to know what it talks to: TERM, unless the request set it.
+fn with_term(env: &[(String, String)]) -> Vec<(String, String)> {
+    let mut env = env.to_vec();
+    if !env.iter().any(|(k, _)| k == "TERM") {
+        env.push(("TERM".into(), "xterm-256color".into()));
+    }
+    env
+}
+
+fn start_stdin_pump(input: impl AsyncWrite + Unpin + Send + 'static) -> mpsc::Sender<StdinOp> {
+    let (tx, rx) = mpsc::channel(16);
+    tokio::spawn(pump_stdin(input, rx));
+    tx
+}
+
+async fn pump_stdin(mut pipe: impl AsyncWrite + Unpin, mut rx: mpsc::Receiver<StdinOp>) {
     while let Some(StdinOp::Write(data, ack)) = rx.recv().await {
         let r = pipe.write_all(&data).await;
         let failed = r.is_err();
@@ -188,6 +255,28 @@ async fn pump_stdin(mut pipe: pipe::Sender, mut rx: mpsc::Receiver<StdinOp>) {
         }
     }
     // Dropping the pipe closes the command's stdin.
+}
+
+/// Where a command's output comes from.
+enum Output {
+    Pipes(OutputPipes),
+    Pty(PtyOutput),
+}
+
+impl Output {
+    fn is_open(&self) -> bool {
+        match self {
+            Output::Pipes(p) => p.is_open(),
+            Output::Pty(p) => p.is_open(),
+        }
+    }
+
+    async fn next(&mut self) -> Read {
+        match self {
+            Output::Pipes(p) => p.next().await,
+            Output::Pty(p) => p.next().await,
+        }
+    }
 }
 
 /// What ends a command besides its own exit.
@@ -203,7 +292,7 @@ struct Limits {
 /// Pumps both pipes into the spool, in the order the program wrote them (`pipes.rs`),
 /// until the command has exited and its pipes are drained, killing its process group at
 /// the deadline or when its output reached the request's limit.
-async fn supervise(command: Arc<Command>, mut child: Process, mut pipes: OutputPipes, limits: Limits) {
+async fn supervise(command: Arc<Command>, mut child: Process, mut pipes: Output, limits: Limits) {
     let Limits { deadline, kill_at_cap, drain_grace } = limits;
     let mut output_limit_reached = false;
     // The limit exists so that output nobody reads cannot fill the sandbox's disk or keep
@@ -270,5 +359,6 @@ async fn supervise(command: Arc<Command>, mut child: Process, mut pipes: OutputP
     let oom_killed = killed && oom_kills().zip(oom_before).is_some_and(|(after, before)| after > before);
     let exit = ExitInfo { termination, finished_at_ms: now_ms(), oom_killed, output_limit_reached };
     tracing::info!(exit_code = exit.exit_code(), oom_killed, "command ended");
+    command.hang_up();
     command.log.finish(exit);
 }

@@ -25,6 +25,8 @@ pub enum AgentError {
     CommandNotFound(String),
     #[error("command {0} has already exited")]
     AlreadyExited(String),
+    #[error("command {0} does not run on a terminal (start it with pty)")]
+    NoTerminal(String),
     #[error("stdin of command {0} is not open (start it with keep_stdin_open, and do not close it before writing)")]
     StdinClosed(String),
     #[error("command {0} no longer reads its stdin (it exited or closed it); the data was not delivered")]
@@ -63,9 +65,10 @@ impl From<AgentError> for tonic::Status {
             // The sandbox's own /etc/passwd or /etc/group is unusable (not a file, too large).
             AgentError::UserLookup { .. } => Code::FailedPrecondition,
             AgentError::CommandNotFound(_) => Code::NotFound,
-            AgentError::AlreadyExited(_) | AgentError::StdinClosed(_) | AgentError::StdinGone(_) => {
-                Code::FailedPrecondition
-            }
+            AgentError::AlreadyExited(_)
+            | AgentError::NoTerminal(_)
+            | AgentError::StdinClosed(_)
+            | AgentError::StdinGone(_) => Code::FailedPrecondition,
             AgentError::OffsetOutOfRange { .. } => Code::OutOfRange,
             AgentError::ShuttingDown => Code::Unavailable,
             AgentError::Spawn { .. } | AgentError::Config(_) | AgentError::Io { .. } => Code::Internal,

@@ -15,6 +15,7 @@ mod files;
 pub mod init;
 mod output_log;
 mod pipes;
+mod pty;
 mod registry;
 mod server;
 mod service;

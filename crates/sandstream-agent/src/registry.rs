@@ -256,6 +256,7 @@ mod tests {
             keep_stdin_open: false,
             output_limit: None,
             user: None,
+            pty: None,
         };
         let id = registry.start(spec).expect("start").id.clone();
         loop {

@@ -8,8 +8,8 @@ use nix::sys::signal::Signal;
 use sandstream_proto::v1::exec_service_server::ExecService;
 use sandstream_proto::v1::{
     AttachRequest, CloseStdinRequest, CloseStdinResponse, CommandInfo, CommandOutput, EventKind, ExecuteRequest,
-    ExitStatus, ListRequest, ListResponse, OpenSessionRequest, OutputEncoding, SignalRequest, SignalResponse,
-    StartResponse, WriteStdinRequest, WriteStdinResponse,
+    ExitStatus, ListRequest, ListResponse, OpenSessionRequest, OutputEncoding, ResizePtyRequest, ResizePtyResponse,
+    SignalRequest, SignalResponse, StartResponse, WriteStdinRequest, WriteStdinResponse,
 };
 use tokio::sync::{broadcast, watch};
 use tonic::{Request, Response, Status};
@@ -68,6 +68,7 @@ fn info(c: &Command) -> CommandInfo {
         oom_killed: ended.as_ref().is_some_and(|e| e.oom_killed),
         output_limit_reached: ended.as_ref().is_some_and(|e| e.output_limit_reached),
         error: ended.map(|e| e.error).unwrap_or_default(),
+        pty: c.pty_size().map(crate::pty::Size::to_proto),
     }
 }
 
@@ -176,5 +177,14 @@ impl ExecService for AgentService {
         self.authorize(&request)?;
         self.registry.get(&request.get_ref().command_id)?.close_stdin()?;
         Ok(Response::new(CloseStdinResponse {}))
+    }
+
+    async fn resize_pty(&self, request: Request<ResizePtyRequest>) -> Result<Response<ResizePtyResponse>, Status> {
+        self.authorize(&request)?;
+        let req = request.into_inner();
+        let size = req.size.ok_or_else(|| Status::invalid_argument("size is missing"))?;
+        let size = crate::pty::Size::parse(size)?;
+        self.registry.get(&req.command_id)?.resize(size)?;
+        Ok(Response::new(ResizePtyResponse {}))
     }
 }

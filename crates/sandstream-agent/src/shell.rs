@@ -26,30 +26,38 @@ pub(crate) struct Shell {
 /// Starts `SHELL -c script` the way every command's shell starts, whether it runs the
 /// command itself or waits as the standby shell: in `cwd`, in a new process group, with
 /// the agent's environment less its secrets plus `env`, as `user` (`None`: the
-/// `--run-as` default), with piped stdio. Without a fork where the kernel allows
-/// (`spawn.rs`).
+/// `--run-as` default), with piped stdio; or, given a `terminal` (`pty.rs`), on that
+/// terminal in a session of its own, where an empty `script` starts the shell itself
+/// as an interactive login shell (`SHELL -i -l`). Without a fork where the kernel
+/// allows (`spawn.rs`).
 pub(crate) fn spawn_shell(
     cfg: &ExecConfig,
     script: &str,
     cwd: &Path,
     env: &[(String, String)],
     user: Option<&Identity>,
+    terminal: Option<&OwnedFd>,
 ) -> Result<Shell> {
     let spawn_error = |source| AgentError::Spawn { shell: cfg.shell.clone(), source };
     let vars = command_env(&cfg.base_env, user, env);
     let run_as = run_as(cfg, user);
-    let shell = if crate::spawn::available() && cfg.shell.is_absolute() {
-        let args = [OsStr::new("-c"), OsStr::new(script)];
-        let (child, pipes) = crate::spawn::spawn(&cfg.shell, &args, cwd, &vars, run_as).map_err(spawn_error)?;
-        let stdin = pipe::Sender::from_owned_fd(pipes.stdin).map_err(spawn_error)?;
-        Shell {
-            child: Process::Spawned(child),
-            stdin: Some(stdin),
-            stdout: Some(pipes.stdout),
-            stderr: Some(pipes.stderr),
-        }
+    let args: Vec<&OsStr> = if terminal.is_some() && script.trim().is_empty() {
+        vec![OsStr::new("-i"), OsStr::new("-l")]
     } else {
-        spawn_shell_with_fork(cfg, script, cwd, &vars, run_as)?
+        vec![OsStr::new("-c"), OsStr::new(script)]
+    };
+    let shell = if crate::spawn::available() && cfg.shell.is_absolute() {
+        let (child, pipes) =
+            crate::spawn::spawn(&cfg.shell, &args, cwd, &vars, run_as, terminal).map_err(spawn_error)?;
+        let (stdin, stdout, stderr) = match pipes {
+            Some(p) => {
+                (Some(pipe::Sender::from_owned_fd(p.stdin).map_err(spawn_error)?), Some(p.stdout), Some(p.stderr))
+            }
+            None => (None, None, None),
+        };
+        Shell { child: Process::Spawned(child), stdin, stdout, stderr }
+    } else {
+        spawn_shell_with_fork(cfg, &args, cwd, &vars, run_as, terminal)?
     };
     Ok(shell)
 }
@@ -89,30 +97,35 @@ fn command_env(
 /// [`spawn_shell`] through `tokio::process::Command`, which forks.
 fn spawn_shell_with_fork(
     cfg: &ExecConfig,
-    script: &str,
+    args: &[&OsStr],
     cwd: &Path,
     vars: &[(OsString, OsString)],
     run_as: Option<RunAs<'_>>,
+    terminal: Option<&OwnedFd>,
 ) -> Result<Shell> {
     let spawn_error = |source| AgentError::Spawn { shell: cfg.shell.clone(), source };
-    // The same output pipes as `spawn` makes (`pipes.rs`); the standard library moves
-    // the child's ends to 1 and 2.
-    let (out_r, out_w) = crate::pipes::output_pipe(Ok).map_err(spawn_error)?;
-    let (err_r, err_w) = crate::pipes::output_pipe(Ok).map_err(spawn_error)?;
     let mut cmd = tokio::process::Command::new(&cfg.shell);
-    cmd.arg("-c")
-        .arg(script)
-        .current_dir(cwd)
-        .env_clear()
-        .envs(vars.iter().map(|(k, v)| (k, v)))
-        // Its own process group, so a timeout or kill reaches grandchildren too.
-        .process_group(0)
-        .stdout(Stdio::from(out_w))
-        .stderr(Stdio::from(err_w))
-        .kill_on_drop(false);
-    // Always a pipe, closed at once when there is nothing to send: the command reads
-    // end-of-file just as from /dev/null, which a bare rootfs may not have.
-    cmd.stdin(Stdio::piped());
+    cmd.args(args).current_dir(cwd).env_clear().envs(vars.iter().map(|(k, v)| (k, v))).kill_on_drop(false);
+    let outputs = match terminal {
+        Some(t) => {
+            let copy = || t.try_clone().map(Stdio::from).map_err(spawn_error);
+            cmd.stdin(copy()?).stdout(copy()?).stderr(copy()?);
+            None
+        }
+        None => {
+            // The same output pipes as `spawn` makes (`pipes.rs`); the standard library
+            // moves the child's ends to 1 and 2.
+            let (out_r, out_w) = crate::pipes::output_pipe(Ok).map_err(spawn_error)?;
+            let (err_r, err_w) = crate::pipes::output_pipe(Ok).map_err(spawn_error)?;
+            // Its own process group, so a timeout or kill reaches grandchildren too.
+            cmd.process_group(0).stdout(Stdio::from(out_w)).stderr(Stdio::from(err_w));
+            // Always a pipe, closed at once when there is nothing to send: the command
+            // reads end-of-file just as from /dev/null, which a bare rootfs may not have.
+            cmd.stdin(Stdio::piped());
+            Some((out_r, err_r))
+        }
+    };
+    let on_terminal = terminal.is_some();
     // Owned by the closure, which runs in the forked child: nothing is allocated there.
     let run_as = run_as.map(|r| (r.uid, r.gid, r.groups.to_vec()));
     let cwd_c = std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(cwd.as_os_str()))
@@ -121,6 +134,11 @@ fn spawn_shell_with_fork(
     unsafe {
         cmd.pre_exec(move || {
             crate::spawn::default_all_signals();
+            // On a terminal: a session of its own (so a process group too) whose
+            // controlling terminal it is; the standard library put it on fds 0 to 2.
+            if on_terminal && (nix::libc::setsid() < 0 || nix::libc::ioctl(0, nix::libc::TIOCSCTTY, 0) != 0) {
+                return Err(std::io::Error::last_os_error());
+            }
             // While still root: once the user, /proc/self is no longer its to write.
             crate::spawn::raise_oom_score();
             if let Some((uid, gid, groups)) = &run_as {
@@ -137,12 +155,8 @@ fn spawn_shell_with_fork(
     let stdin = child.stdin.take().map(|p| p.into_owned_fd().and_then(pipe::Sender::from_owned_fd)).transpose();
     // `cmd` holds the child's ends until dropped: the pipes must reach end of file.
     drop(cmd);
-    Ok(Shell {
-        child: Process::Tokio(child),
-        stdin: stdin.map_err(spawn_error)?,
-        stdout: Some(out_r),
-        stderr: Some(err_r),
-    })
+    let (stdout, stderr) = outputs.map_or((None, None), |(o, e)| (Some(o), Some(e)));
+    Ok(Shell { child: Process::Tokio(child), stdin: stdin.map_err(spawn_error)?, stdout, stderr })
 }
 
 #[cfg(test)]

@@ -190,8 +190,12 @@ struct ChildPlan<'a> {
     argv: *const *const libc::c_char,
     envp: *const *const libc::c_char,
     cwd: *const libc::c_char,
-    /// The child's ends of its stdin, stdout and stderr pipes (all >= 3).
+    /// The child's ends of its stdin, stdout and stderr pipes, or its terminal three
+    /// times (all >= 3).
     stdio: [RawFd; 3],
+    /// `stdio` is a terminal: the child starts a session and takes it as its
+    /// controlling terminal.
+    terminal: bool,
     /// Who to run as; `None`: as the agent.
     run_as: Option<RunAs<'a>>,
     /// The errno of the step that failed, written by the child before it exits.
@@ -207,16 +211,19 @@ pub(crate) struct Pipes {
 
 /// Starts `program` with `args` (its `argv[0]` is `program`) in `cwd`, with exactly the
 /// environment `env`, in a new process group, as `run_as` if given, with stdin, stdout
-/// and stderr on new pipes. Returns once the program has been exec'd (or its start
-/// failed, with the failing step's error). Every signal's disposition is the default
-/// and the signal mask is empty in the new program.
+/// and stderr on new pipes (returned), or, given a `terminal` (the command's side of a
+/// pseudo-terminal, `pty.rs`), in a new session with that terminal as its controlling
+/// terminal and stdin, stdout and stderr. Returns once the program has been exec'd (or
+/// its start failed, with the failing step's error). Every signal's disposition is the
+/// default and the signal mask is empty in the new program.
 pub(crate) fn spawn(
     program: &Path,
     args: &[&OsStr],
     cwd: &Path,
     env: &[(OsString, OsString)],
     run_as: Option<RunAs<'_>>,
-) -> io::Result<(SpawnedChild, Pipes)> {
+    terminal: Option<&OwnedFd>,
+) -> io::Result<(SpawnedChild, Option<Pipes>)> {
     let c = |s: &OsStr| CString::new(s.as_bytes()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput));
     let program_c = c(program.as_os_str())?;
     let argv_c: Vec<CString> =
@@ -236,16 +243,28 @@ pub(crate) fn spawn(
     let envp: Vec<*const libc::c_char> =
         envp_c.iter().map(|s| s.as_ptr()).chain(std::iter::once(std::ptr::null())).collect();
 
-    let (in_r, in_w) = pipe()?;
-    // Output pipes keep the program's order between them (`pipes.rs`).
-    let (out_r, out_w) = crate::pipes::output_pipe(above_stdio)?;
-    let (err_r, err_w) = crate::pipes::output_pipe(above_stdio)?;
+    let pipes = match terminal {
+        Some(_) => None,
+        None => {
+            let (in_r, in_w) = pipe()?;
+            // Output pipes keep the program's order between them (`pipes.rs`).
+            let (out_r, out_w) = crate::pipes::output_pipe(above_stdio)?;
+            let (err_r, err_w) = crate::pipes::output_pipe(above_stdio)?;
+            Some((Pipes { stdin: in_w, stdout: out_r, stderr: err_r }, [in_r, out_w, err_w]))
+        }
+    };
+    let stdio = match (&pipes, terminal) {
+        (Some((_, ends)), _) => ends.each_ref().map(|fd| fd.as_raw_fd()),
+        (None, Some(t)) => [t.as_raw_fd(); 3],
+        (None, None) => unreachable!("pipes are made when there is no terminal"),
+    };
     let plan = ChildPlan {
         program: program_c.as_ptr(),
         argv: argv.as_ptr(),
         envp: envp.as_ptr(),
         cwd: cwd_c.as_ptr(),
-        stdio: [in_r.as_raw_fd(), out_w.as_raw_fd(), err_w.as_raw_fd()],
+        stdio,
+        terminal: terminal.is_some(),
         run_as,
         error: AtomicI32::new(0),
     };
@@ -275,7 +294,8 @@ pub(crate) fn spawn(
         pid
     };
     // The child has exec'd or exited: its ends of the pipes are ours to close.
-    drop((in_r, out_w, err_w, stack));
+    let pipes = pipes.map(|(ours, _child_ends)| ours);
+    drop(stack);
     let failed = plan.error.load(Ordering::Acquire);
     if failed != 0 {
         let mut raw = 0;
@@ -296,7 +316,7 @@ pub(crate) fn spawn(
         }
     };
     let child = SpawnedChild { pid, pidfd: Some(pidfd), status: None };
-    Ok((child, Pipes { stdin: in_w, stdout: out_r, stderr: err_r }))
+    Ok((child, pipes))
 }
 
 /// A close-on-exec pipe whose ends are not 0, 1 or 2 (the child moves its ends there).
@@ -373,8 +393,10 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
         libc::sigemptyset(&mut none);
         libc::syscall(libc::SYS_rt_sigprocmask, libc::SIG_SETMASK, &none, std::ptr::null_mut::<libc::sigset_t>(), 8);
 
-        // Its own process group, so a timeout or kill reaches grandchildren too.
-        if libc::setpgid(0, 0) != 0 {
+        // Its own process group, so a timeout or kill reaches grandchildren too; on a
+        // terminal its own session, whose group that is as well.
+        let grouped = if plan.terminal { libc::setsid() } else { libc::setpgid(0, 0) };
+        if grouped < 0 {
             return fail(errno());
         }
         raise_oom_score();
@@ -391,6 +413,9 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
             if libc::dup2(fd, target as libc::c_int) < 0 {
                 return fail(errno());
             }
+        }
+        if plan.terminal && libc::ioctl(0, libc::TIOCSCTTY, 0) != 0 {
+            return fail(errno());
         }
         libc::execve(plan.program, plan.argv, plan.envp);
         fail(errno())

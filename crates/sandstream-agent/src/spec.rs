@@ -19,6 +19,8 @@ pub(crate) struct CommandSpec {
     pub(crate) output_limit: Option<u64>,
     /// The request's `user`, resolved; `None`: the agent's default (`--run-as`).
     pub(crate) user: Option<Identity>,
+    /// Run on a pseudo-terminal of this size (`pty.rs`); `None`: on pipes.
+    pub(crate) pty: Option<crate::pty::Size>,
 }
 
 impl CommandSpec {
@@ -33,9 +35,12 @@ impl CommandSpec {
             keep_stdin_open,
             output_limit_bytes,
             user,
+            pty,
             encoding: _,
         } = req;
-        if command.trim().is_empty() {
+        let pty = pty.map(crate::pty::Size::parse).transpose()?;
+        // On a terminal, no command is the user's interactive shell.
+        if command.trim().is_empty() && pty.is_none() {
             return Err(AgentError::InvalidArgument("command is empty".into()));
         }
         if command.contains('\0') {
@@ -67,6 +72,8 @@ impl CommandSpec {
         }
         let timeout = (timeout_ms > 0).then(|| Duration::from_millis(timeout_ms as u64));
         let output_limit = (output_limit_bytes > 0).then_some(output_limit_bytes);
-        Ok(CommandSpec { command, cwd, env, timeout, stdin, keep_stdin_open, output_limit, user })
+        // A terminal's input stays open: it is how a user types.
+        let keep_stdin_open = keep_stdin_open || pty.is_some();
+        Ok(CommandSpec { command, cwd, env, timeout, stdin, keep_stdin_open, output_limit, user, pty })
     }
 }

@@ -175,6 +175,7 @@ impl StandbyShell {
         self.enabled
             && spec.env.is_empty()
             && spec.user.is_none()
+            && spec.pty.is_none()
             && spec.cwd == self.cfg.default_cwd
             && spec.command.len() < MAX_COMMAND_BYTES
     }
@@ -328,7 +329,7 @@ impl Standby {
         // check at hand-over finds another inode and discards the shell, never the reverse.
         let cwd = dir_id(&cfg.default_cwd)
             .map_err(|e| AgentError::io(format!("stat workdir {}", cfg.default_cwd.display()), e))?;
-        let shell = spawn_shell(cfg, BOOTSTRAP, &cfg.default_cwd, &[], None)?;
+        let shell = spawn_shell(cfg, BOOTSTRAP, &cfg.default_cwd, &[], None, None)?;
         Ok(Standby { shell, cwd, started: tokio::time::Instant::now() })
     }
 

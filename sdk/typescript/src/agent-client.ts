@@ -2,6 +2,7 @@
 import { AgentConnection, type AgentConnectionOptions, type ConnectionSource } from './agent.js';
 import { Commands } from './commands.js';
 import { Filesystem } from './files.js';
+import { Pty } from './pty.js';
 
 /**
  * A client for one agent, without the Sandstream server: useful when you already have the
@@ -17,11 +18,13 @@ export class AgentClient {
   readonly connection: AgentConnection;
   readonly commands: Commands;
   readonly files: Filesystem;
+  readonly pty: Pty;
 
   constructor(source: ConnectionSource, options: AgentConnectionOptions = {}) {
     this.connection = new AgentConnection(source, options);
     this.commands = new Commands(this.connection);
     this.files = new Filesystem(this.connection);
+    this.pty = new Pty(this.commands);
   }
 
   /** Closes the HTTP/2 connection; commands keep running on the agent. */

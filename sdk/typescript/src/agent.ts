@@ -121,6 +121,7 @@ export interface WireExecuteRequest {
   keepStdinOpen?: boolean;
   outputLimitBytes?: number;
   user?: string;
+  pty?: { cols: number; rows: number };
 }
 
 export interface WireCommandInfo {
@@ -140,6 +141,7 @@ export interface WireCommandInfo {
   error: string;
   oomKilled: boolean;
   user: string;
+  pty?: { cols: number; rows: number } | null;
 }
 
 export type AnyClient = grpc.Client & Record<string, (...args: unknown[]) => unknown>;

@@ -120,6 +120,8 @@ export interface ProcessInfo {
   running: boolean;
   /** The user it runs as, when the command was started with `user` (unset: the sandbox's default user). */
   user?: string;
+  /** Its terminal's size, for a terminal (`sandbox.pty`); unset for a command on pipes. */
+  pty?: { cols: number; rows: number };
   /** Unset while running. */
   status?: CommandStatus;
   exitCode?: number;
@@ -140,8 +142,8 @@ export class CommandHandle {
 
   /** @internal */
   constructor(
-    private readonly commands: Commands,
-    private readonly follower: CommandFollower,
+    protected readonly commands: Commands,
+    protected readonly follower: CommandFollower,
     private readonly timeoutMs: number,
   ) {
     this.result = follower.done.then((end) => {
@@ -340,6 +342,7 @@ export class Commands {
       pid: c.pid,
       running: c.running,
       ...(c.user ? { user: c.user } : {}),
+      ...(c.pty ? { pty: { cols: c.pty.cols, rows: c.pty.rows } } : {}),
       stdoutBytes: c.stdoutBytes,
       stderrBytes: c.stderrBytes,
       startedAt: new Date(c.startedAtMs),

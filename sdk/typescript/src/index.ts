@@ -13,6 +13,7 @@ export {
   type MergedCallback,
 } from './commands.js';
 export { Filesystem } from './files.js';
+export { Pty, PtyHandle, DEFAULT_PTY_TIMEOUT_MS, type PtySize, type PtyCreateOpts, type PtyConnectOpts } from './pty.js';
 export { WatchHandle } from './files-watch.js';
 export {
   FileType,

@@ -3,6 +3,7 @@ import { AgentConnection, type AgentConnectionOptions, type ConnectionInfo } fro
 import { ApiClient, toSandboxInfo, type ApiOptions, type SandboxInfo } from './api.js';
 import { Commands } from './commands.js';
 import { Filesystem } from './files.js';
+import { Pty } from './pty.js';
 import { InvalidArgumentError, NotFoundError } from './errors.js';
 
 /** Options shared by every `Sandbox` call: how to reach the server and the agent. */
@@ -37,6 +38,8 @@ export class Sandbox {
   readonly commands: Commands;
   /** Read, write, list and watch the sandbox's files, on the same connection. */
   readonly files: Filesystem;
+  /** Interactive terminals (pseudo-terminals), on the same connection. */
+  readonly pty: Pty;
   private readonly api: ApiClient;
   private readonly agent: AgentConnection;
 
@@ -50,6 +53,7 @@ export class Sandbox {
     });
     this.commands = new Commands(this.agent);
     this.files = new Filesystem(this.agent);
+    this.pty = new Pty(this.commands);
   }
 
   /** The sandbox id (same as `sandboxId`). */

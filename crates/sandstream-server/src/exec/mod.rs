@@ -372,6 +372,7 @@ async fn drive_inner(engine: &Engine, ex: &ExecutionRow, plan: &Plan, em: &mut E
                     output_limit_bytes: em.limit.saturating_sub(em.stored).saturating_add(1),
                     // The sandbox's default user, as before the field existed.
                     user: String::new(),
+                    pty: None,
                 };
                 let started = match client.start(req).await {
                     Ok(r) => r.into_inner(),

@@ -2,6 +2,7 @@
 import { AgentConnection, type AgentConnectionOptions, type ConnectionSource } from './agent.js';
 import { Commands } from './commands.js';
 import { Filesystem } from './files.js';
+import { Pty } from './pty.js';
 /**
  * A client for one agent, without the Sandstream server: useful when you already have the
  * connection info (or a function that fetches it).
@@ -16,6 +17,7 @@ export declare class AgentClient {
     readonly connection: AgentConnection;
     readonly commands: Commands;
     readonly files: Filesystem;
+    readonly pty: Pty;
     constructor(source: ConnectionSource, options?: AgentConnectionOptions);
     /** Closes the HTTP/2 connection; commands keep running on the agent. */
     close(): void;

@@ -5,6 +5,7 @@ exports.AgentClient = void 0;
 const agent_js_1 = require("./agent.js");
 const commands_js_1 = require("./commands.js");
 const files_js_1 = require("./files.js");
+const pty_js_1 = require("./pty.js");
 /**
  * A client for one agent, without the Sandstream server: useful when you already have the
  * connection info (or a function that fetches it).
@@ -20,6 +21,7 @@ class AgentClient {
         this.connection = new agent_js_1.AgentConnection(source, options);
         this.commands = new commands_js_1.Commands(this.connection);
         this.files = new files_js_1.Filesystem(this.connection);
+        this.pty = new pty_js_1.Pty(this.commands);
     }
     /** Closes the HTTP/2 connection; commands keep running on the agent. */
     close() {

@@ -178,6 +178,7 @@ class Commands {
             pid: c.pid,
             running: c.running,
             ...(c.user ? { user: c.user } : {}),
+            ...(c.pty ? { pty: { cols: c.pty.cols, rows: c.pty.rows } } : {}),
             stdoutBytes: c.stdoutBytes,
             stderrBytes: c.stderrBytes,
             startedAt: new Date(c.startedAtMs),

@@ -1,6 +1,6 @@
 "use strict";
 Object.defineProperty(exports, "__esModule", { value: true });
-exports.CommandExitError = exports.TimeoutError = exports.ConnectionError = exports.NotEnoughSpaceError = exports.FileExistsError = exports.PermissionError = exports.FileNotFoundError = exports.InvalidArgumentError = exports.NotFoundError = exports.AuthenticationError = exports.SandboxError = exports.AgentClient = exports.AgentConnection = exports.FilesystemEventType = exports.FileType = exports.WatchHandle = exports.Filesystem = exports.ChannelSink = exports.CommandHandle = exports.Commands = exports.DEFAULT_API_URL = exports.Sandbox = void 0;
+exports.CommandExitError = exports.TimeoutError = exports.ConnectionError = exports.NotEnoughSpaceError = exports.FileExistsError = exports.PermissionError = exports.FileNotFoundError = exports.InvalidArgumentError = exports.NotFoundError = exports.AuthenticationError = exports.SandboxError = exports.AgentClient = exports.AgentConnection = exports.FilesystemEventType = exports.FileType = exports.WatchHandle = exports.DEFAULT_PTY_TIMEOUT_MS = exports.PtyHandle = exports.Pty = exports.Filesystem = exports.ChannelSink = exports.CommandHandle = exports.Commands = exports.DEFAULT_API_URL = exports.Sandbox = void 0;
 var sandbox_js_1 = require("./sandbox.js");
 Object.defineProperty(exports, "Sandbox", { enumerable: true, get: function () { return sandbox_js_1.Sandbox; } });
 var api_js_1 = require("./api.js");
@@ -11,6 +11,10 @@ Object.defineProperty(exports, "CommandHandle", { enumerable: true, get: functio
 Object.defineProperty(exports, "ChannelSink", { enumerable: true, get: function () { return commands_js_1.ChannelSink; } });
 var files_js_1 = require("./files.js");
 Object.defineProperty(exports, "Filesystem", { enumerable: true, get: function () { return files_js_1.Filesystem; } });
+var pty_js_1 = require("./pty.js");
+Object.defineProperty(exports, "Pty", { enumerable: true, get: function () { return pty_js_1.Pty; } });
+Object.defineProperty(exports, "PtyHandle", { enumerable: true, get: function () { return pty_js_1.PtyHandle; } });
+Object.defineProperty(exports, "DEFAULT_PTY_TIMEOUT_MS", { enumerable: true, get: function () { return pty_js_1.DEFAULT_PTY_TIMEOUT_MS; } });
 var files_watch_js_1 = require("./files-watch.js");
 Object.defineProperty(exports, "WatchHandle", { enumerable: true, get: function () { return files_watch_js_1.WatchHandle; } });
 var files_types_js_1 = require("./files-types.js");

@@ -6,6 +6,7 @@ const agent_js_1 = require("./agent.js");
 const api_js_1 = require("./api.js");
 const commands_js_1 = require("./commands.js");
 const files_js_1 = require("./files.js");
+const pty_js_1 = require("./pty.js");
 const errors_js_1 = require("./errors.js");
 class Sandbox {
     constructor(id, api, opts) {
@@ -18,6 +19,7 @@ class Sandbox {
         });
         this.commands = new commands_js_1.Commands(this.agent);
         this.files = new files_js_1.Filesystem(this.agent);
+        this.pty = new pty_js_1.Pty(this.commands);
     }
     /** The sandbox id (same as `sandboxId`). */
     get id() {

@@ -2,6 +2,7 @@
 import { AgentConnection } from './agent.js';
 import { Commands } from './commands.js';
 import { Filesystem } from './files.js';
+import { Pty } from './pty.js';
 /**
  * A client for one agent, without the Sandstream server: useful when you already have the
  * connection info (or a function that fetches it).
@@ -17,6 +18,7 @@ export class AgentClient {
         this.connection = new AgentConnection(source, options);
         this.commands = new Commands(this.connection);
         this.files = new Filesystem(this.connection);
+        this.pty = new Pty(this.commands);
     }
     /** Closes the HTTP/2 connection; commands keep running on the agent. */
     close() {

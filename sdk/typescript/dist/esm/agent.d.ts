@@ -103,6 +103,10 @@ export interface WireExecuteRequest {
     keepStdinOpen?: boolean;
     outputLimitBytes?: number;
     user?: string;
+    pty?: {
+        cols: number;
+        rows: number;
+    };
 }
 export interface WireCommandInfo {
     commandId: string;
@@ -121,6 +125,10 @@ export interface WireCommandInfo {
     error: string;
     oomKilled: boolean;
     user: string;
+    pty?: {
+        cols: number;
+        rows: number;
+    } | null;
 }
 export type AnyClient = grpc.Client & Record<string, (...args: unknown[]) => unknown>;
 /** Where the connection gets its {host, port, token}: fixed, or fetched (and fetched again after a failure). */

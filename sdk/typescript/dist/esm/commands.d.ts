@@ -95,6 +95,11 @@ export interface ProcessInfo {
     running: boolean;
     /** The user it runs as, when the command was started with `user` (unset: the sandbox's default user). */
     user?: string;
+    /** Its terminal's size, for a terminal (`sandbox.pty`); unset for a command on pipes. */
+    pty?: {
+        cols: number;
+        rows: number;
+    };
     /** Unset while running. */
     status?: CommandStatus;
     exitCode?: number;
@@ -109,8 +114,8 @@ export interface ProcessInfo {
     error?: string;
 }
 export declare class CommandHandle {
-    private readonly commands;
-    private readonly follower;
+    protected readonly commands: Commands;
+    protected readonly follower: CommandFollower;
     private readonly timeoutMs;
     private readonly result;
     private ended?;

@@ -3,6 +3,7 @@ import { type AgentConnectionOptions, type ConnectionInfo } from './agent.js';
 import { type ApiOptions, type SandboxInfo } from './api.js';
 import { Commands } from './commands.js';
 import { Filesystem } from './files.js';
+import { Pty } from './pty.js';
 /** Options shared by every `Sandbox` call: how to reach the server and the agent. */
 export interface SandboxConnectOptions extends ApiOptions, Omit<AgentConnectionOptions, 'requestTimeoutMs'> {
     /**
@@ -33,6 +34,8 @@ export declare class Sandbox {
     readonly commands: Commands;
     /** Read, write, list and watch the sandbox's files, on the same connection. */
     readonly files: Filesystem;
+    /** Interactive terminals (pseudo-terminals), on the same connection. */
+    readonly pty: Pty;
     private readonly api;
     private readonly agent;
     private constructor();

@@ -3,6 +3,7 @@ import { AgentConnection } from './agent.js';
 import { ApiClient, toSandboxInfo } from './api.js';
 import { Commands } from './commands.js';
 import { Filesystem } from './files.js';
+import { Pty } from './pty.js';
 import { InvalidArgumentError, NotFoundError } from './errors.js';
 export class Sandbox {
     constructor(id, api, opts) {
@@ -15,6 +16,7 @@ export class Sandbox {
         });
         this.commands = new Commands(this.agent);
         this.files = new Filesystem(this.agent);
+        this.pty = new Pty(this.commands);
     }
     /** The sandbox id (same as `sandboxId`). */
     get id() {

@@ -1,0 +1,147 @@
+"use strict";
+Object.defineProperty(exports, "__esModule", { value: true });
+exports.Pty = exports.PtyHandle = exports.DEFAULT_PTY_TIMEOUT_MS = void 0;
+/**
+ * `sandbox.pty`: interactive terminals in a sandbox (E2B's shape). A terminal is a command
+ * on a pseudo-terminal: its output is one byte stream, kept by the agent and resumable from
+ * any offset; input is written in order; the size can change at any time.
+ */
+const agent_js_1 = require("./agent.js");
+const commands_js_1 = require("./commands.js");
+const errors_js_1 = require("./errors.js");
+const follow_js_1 = require("./follow.js");
+/** The default `timeoutMs` of `pty.create()`, E2B's. */
+exports.DEFAULT_PTY_TIMEOUT_MS = 60_000;
+/** A terminal: a {@link CommandHandle} (`pid`, `wait()`, `kill()`, `disconnect()`) that takes input and resizes. */
+class PtyHandle extends commands_js_1.CommandHandle {
+    /** @internal */
+    constructor(commands, follower, timeoutMs, sink) {
+        super(commands, follower, timeoutMs);
+        this.sink = sink;
+    }
+    /** @internal Resolves once the agent answered (the terminal exists). */
+    ready() {
+        return this.follower.ready;
+    }
+    /** Output bytes received so far, counted from the terminal's start: `pty.connect(pid, { offset })` resumes after them. */
+    get offset() {
+        return this.sink.next;
+    }
+    /** Types into the terminal (a string is sent as UTF-8; `'\x03'` is Ctrl-C). */
+    sendInput(data) {
+        return this.commands.sendStdin(this.id, data);
+    }
+    /** Changes the terminal's size; its programs get SIGWINCH. */
+    async resize(size) {
+        checkSize(size);
+        await this.commands.connection.unary('ResizePty', { commandId: this.id, size: { cols: size.cols, rows: size.rows } }, `resizing the terminal of command ${this.id}`);
+    }
+}
+exports.PtyHandle = PtyHandle;
+function checkSize(size) {
+    const ok = (v) => Number.isInteger(v) && v >= 1 && v <= 10_000;
+    if (!size || !ok(size.cols) || !ok(size.rows)) {
+        throw new errors_js_1.InvalidArgumentError(`a terminal's cols and rows must be whole numbers from 1 to 10000, got ${JSON.stringify({ cols: size?.cols, rows: size?.rows })}`);
+    }
+}
+/** Starts and follows terminals in one sandbox, on the sandbox's one connection. */
+class Pty {
+    /** @internal */
+    constructor(commands) {
+        this.commands = commands;
+        /** Command ids by pid, for the terminals this client started or connected to. */
+        this.ids = new Map();
+    }
+    /**
+     * Starts a terminal and resolves at once to its handle; output reaches `onData` live.
+     *
+     * ```ts
+     * const term = await sandbox.pty.create({ cols: 80, rows: 24, onData: (d) => process.stdout.write(d) })
+     * await term.sendInput('echo $((6*7))\n')
+     * ```
+     */
+    async create(opts) {
+        checkSize(opts);
+        const timeoutMs = opts.timeoutMs ?? exports.DEFAULT_PTY_TIMEOUT_MS;
+        if (!Number.isFinite(timeoutMs) || timeoutMs < 0) {
+            throw new errors_js_1.InvalidArgumentError(`timeoutMs must be a number of milliseconds >= 0 (0 means no limit), got ${timeoutMs}`);
+        }
+        if (opts.user !== undefined && (typeof opts.user !== 'string' || opts.user === '')) {
+            throw new errors_js_1.InvalidArgumentError(`user must be a non-empty user name or uid (or unset for the sandbox's default user), got ${JSON.stringify(opts.user)}`);
+        }
+        const request = {
+            command: opts.cmd ?? '',
+            cwd: opts.cwd ?? '',
+            env: opts.envs ?? {},
+            timeout: Math.ceil(timeoutMs),
+            encoding: agent_js_1.OutputEncoding.BYTES,
+            keepStdinOpen: true,
+            pty: { cols: opts.cols, rows: opts.rows },
+            ...(opts.user ? { user: opts.user } : {}),
+        };
+        const conn = this.commands.connection;
+        const started = await conn.unary('Start', request, 'starting a terminal', opts.requestTimeoutMs !== undefined ? { timeoutMs: opts.requestTimeoutMs } : {});
+        this.ids.set(started.pid, started.commandId);
+        return this.follow(started.commandId, started.pid, opts.onData, 0, timeoutMs, opts.requestTimeoutMs);
+    }
+    /**
+     * Follows a terminal again by its pid (after a dropped connection, a page reload, from
+     * another process). Rejects with {@link NotFoundError} when no terminal has that pid.
+     */
+    async connect(pid, opts = {}) {
+        const offset = opts.offset ?? 0;
+        if (!Number.isSafeInteger(offset) || offset < 0) {
+            throw new errors_js_1.InvalidArgumentError(`offset must be a whole number of bytes >= 0, got ${offset}`);
+        }
+        const id = await this.idOf(pid);
+        const handle = this.follow(id, pid, opts.onData, offset, 0);
+        await handle.ready();
+        return handle;
+    }
+    /** Types into the terminal with this pid. */
+    async sendInput(pid, data) {
+        await this.commands.sendStdin(await this.idOf(pid), data);
+    }
+    /** Resizes the terminal with this pid. */
+    async resize(pid, size) {
+        checkSize(size);
+        const id = await this.idOf(pid);
+        await this.commands.connection.unary('ResizePty', { commandId: id, size: { cols: size.cols, rows: size.rows } }, `resizing the terminal of command ${id}`);
+    }
+    /** Kills the terminal with this pid (its whole session). Resolves false if it had ended or is unknown. */
+    async kill(pid, signal = 9) {
+        let id;
+        try {
+            id = await this.idOf(pid);
+        }
+        catch (e) {
+            if (e instanceof errors_js_1.NotFoundError)
+                return false;
+            throw e;
+        }
+        return this.commands.kill(id, signal);
+    }
+    follow(id, pid, onData, offset, timeoutMs, requestTimeoutMs) {
+        const merged = new follow_js_1.MergedOutput(undefined, false);
+        const sink = new follow_js_1.ChannelSink('stdout', undefined, onData, false, offset, merged);
+        const unused = new follow_js_1.ChannelSink('stderr', undefined, undefined, false, 0, merged);
+        const follower = new follow_js_1.CommandFollower(this.commands.connection, { attach: id, pid }, { stdout: sink, stderr: unused, merged }, requestTimeoutMs ?? this.commands.connection.options.requestTimeoutMs);
+        return new PtyHandle(this.commands, follower, timeoutMs, sink);
+    }
+    /** The command id of the terminal with this pid: known here, else the newest the agent lists. */
+    async idOf(pid) {
+        if (!Number.isSafeInteger(pid) || pid <= 0)
+            throw new errors_js_1.InvalidArgumentError(`pid must be a positive whole number, got ${pid}`);
+        const known = this.ids.get(pid);
+        if (known)
+            return known;
+        const res = await this.commands.connection.unary('List', {}, 'listing commands');
+        const found = res.commands.filter((c) => c.pid === pid && c.pty).pop();
+        if (!found)
+            throw new errors_js_1.NotFoundError(`no terminal with pid ${pid} in this sandbox`);
+        this.ids.set(pid, found.commandId);
+        return found.commandId;
+    }
+}
+exports.Pty = Pty;
+//# sourceMappingURL=pty.js.map
