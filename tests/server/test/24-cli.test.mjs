@@ -1,8 +1,9 @@
 // The user CLI against the real stack (issue 23): `sandstream sandbox create | list | kill`
 // over REST and `sandstream exec` through the sandbox's agent: stdout and stderr apart and
-// byte-exact, exit codes (0, 3, a signal, a timeout), --cwd/--env/--user, -i, Ctrl-C
-// reaching the command, a broken connection resumed without loss or duplicates, and the
-// failures a user meets (an unknown or foreign sandbox, a wrong key, no server).
+// byte-exact, exit codes (0, 3, a signal, a timeout), a closed stdout, --cwd/--env/--user,
+// -i, Ctrl-C reaching the command, a broken connection resumed without loss or
+// duplicates, and the failures a user meets (an unknown or foreign sandbox, a wrong key,
+// no server).
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
@@ -136,6 +137,16 @@ test('exec: stdout and stderr apart and byte-exact, exit codes passed through', 
   assert.equal(many.code, 0, many.stderr);
   assert.equal(many.stdout, Array.from({ length: 200000 }, (_, i) => `${i + 1}\n`).join(''));
   assert.equal(many.stderr, 'done\n');
+});
+
+test('a closed stdout stops the command as a local pipeline would: SIGPIPE, 141', async (t) => {
+  const id = await sandbox(t);
+  const run = start(['exec', id, '--', 'yes']);
+  await new Promise((r) => run.child.stdout.once('data', r));
+  run.child.stdout.destroy();
+  const r = await run.done;
+  assert.equal(r.code, 141, r.stderr.toString());
+  assert.equal(r.stderr.toString(), '');
 });
 
 test('exec: --cwd, --env and --user; a wrong one runs nothing and exits 125', async (t) => {
