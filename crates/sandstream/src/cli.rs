@@ -57,7 +57,8 @@ pub(crate) enum Command {
     /// it (an unknown sandbox, a wrong key, no server, an unknown user or cwd) or lost it,
     /// with one line on stderr saying why. Ctrl-C (SIGINT) and SIGTERM are sent to the
     /// command's process group and sandstream waits for its end; a second one kills it.
-    /// A broken connection is resumed without losing or repeating output.
+    /// When this process's stdout is closed (`| head`), the command gets SIGPIPE. A
+    /// broken connection is resumed without losing or repeating output.
     Exec(crate::exec::ExecArgs),
     /// Add, list and remove this host's sandbox templates: root filesystems imported from
     /// a directory or a tarball (such as `docker export` writes).
