@@ -56,7 +56,8 @@ pub(crate) enum Command {
     /// when signal N ended it, 124 when --timeout did, 125 when sandstream could not run
     /// it (an unknown sandbox, a wrong key, no server, an unknown user or cwd) or lost it,
     /// with one line on stderr saying why. Ctrl-C (SIGINT) and SIGTERM are sent to the
-    /// command's process group and sandstream waits for its end; a second one kills it.
+    /// command's process group and sandstream waits for its end; a second one kills it,
+    /// a third stops waiting.
     /// When this process's stdout is closed (`| head`), the command gets SIGPIPE. A
     /// broken connection is resumed without losing or repeating output.
     Exec(crate::exec::ExecArgs),

@@ -140,7 +140,17 @@ async fn agent(rest: &Rest, id: &str) -> anyhow::Result<AgentClient> {
 
 /// A gRPC error as one line: the agent's message (it names what was wrong).
 fn status_text(s: &Status) -> String {
-    if s.message().is_empty() { format!("{:?}", s.code()) } else { s.message().to_string() }
+    let mut text = if s.message().is_empty() { format!("{:?}", s.code()) } else { s.message().to_string() };
+    // A transport error's message is generic ("tcp connect error"); its causes say more.
+    let mut cause = std::error::Error::source(s);
+    while let Some(c) = cause {
+        let more = c.to_string();
+        if !text.contains(&more) {
+            text = format!("{text}: {more}");
+        }
+        cause = c.source();
+    }
+    text
 }
 
 /// Errors after which the same request may work again: the connection, not the request.
@@ -170,7 +180,26 @@ async fn exec(a: ExecArgs) -> anyhow::Result<u8> {
     let mut term = signal(SignalKind::terminate()).context("catch SIGTERM")?;
     let stdin = a.interactive.then(read_stdin);
     let mut run = Run::new(client.clone(), a.id, stdin);
-    let mut stream = match client.clone().execute(req).await {
+    let mut caller = client.clone();
+    let call = caller.execute(req);
+    tokio::pin!(call);
+    let deadline = tokio::time::Instant::now() + SILENCE;
+    let answer = loop {
+        let out = tokio::select! {
+            r = &mut call => break r,
+            _ = tokio::time::sleep_until(deadline) => bail!(
+                "sandbox {}'s agent did not answer within {} s; the command may have started",
+                run.sandbox,
+                SILENCE.as_secs()
+            ),
+            _ = int.recv() => run.signal_from_user(SIGINT),
+            _ = term.recv() => run.signal_from_user(SIGTERM),
+        };
+        if out {
+            return Ok(run.give_up().await);
+        }
+    };
+    let mut stream = match answer {
         Ok(r) => r.into_inner(),
         Err(s) if s.code() == Code::Unavailable => {
             bail!("cannot reach sandbox {}'s agent: {}", run.sandbox, status_text(&s))
@@ -189,10 +218,19 @@ async fn exec(a: ExecArgs) -> anyhow::Result<u8> {
                 Ok(Err(s)) => bail!("{}", status_text(&s)),
                 Err(_) => format!("nothing came for {} s", SILENCE.as_secs()),
             },
-            _ = int.recv() => { run.signal_from_user(SIGINT); continue }
-            _ = term.recv() => { run.signal_from_user(SIGTERM); continue }
+            _ = int.recv() => match run.signal_from_user(SIGINT) {
+                true => return Ok(run.give_up().await),
+                false => continue,
+            },
+            _ = term.recv() => match run.signal_from_user(SIGTERM) {
+                true => return Ok(run.give_up().await),
+                false => continue,
+            },
         };
-        stream = run.resume(&broken, &mut int, &mut term).await?;
+        match run.resume(&broken, &mut int, &mut term).await? {
+            Some(resumed) => stream = resumed,
+            None => return Ok(run.give_up().await),
+        }
     }
 }
 
@@ -308,15 +346,28 @@ impl Run {
     }
 
     /// SIGINT or SIGTERM reached this process: the first goes to the command, a second
-    /// (of either) kills it.
-    fn signal_from_user(&mut self, sig: i32) {
+    /// (of either) kills it. True when the user wants out without waiting any longer: a
+    /// third one, or a second before the command even started (an agent that does not
+    /// answer must not hold the terminal).
+    fn signal_from_user(&mut self, sig: i32) -> bool {
         self.signals += 1;
+        if self.signals >= 3 || (self.signals >= 2 && self.command_id.is_none()) {
+            return true;
+        }
         let sig = if self.signals == 1 { sig } else { SIGKILL };
         if self.command_id.is_some() {
             self.send_signal(sig);
         } else {
             self.pending = Some(sig);
         }
+        false
+    }
+
+    /// Stops waiting for the command, as a shell's Ctrl-C would end it: 130.
+    async fn give_up(&mut self) -> u8 {
+        let what = self.command_id.as_deref().map_or_else(|| "the command".to_string(), |id| format!("command {id}"));
+        self.note(&format!("stopped waiting; {what} may still run in sandbox {}", self.sandbox)).await;
+        128 + SIGINT as u8
     }
 
     /// Sends `sig` to the command's process group, in the background.
@@ -335,13 +386,14 @@ impl Run {
     }
 
     /// A stream of the command from the offsets already written, after `why` broke the
-    /// last one; retried for [`RESUME_FOR`] while the agent cannot be reached.
+    /// last one; retried for [`RESUME_FOR`] while the agent cannot be reached. `None`
+    /// when the user stopped waiting meanwhile.
     async fn resume(
         &mut self,
         why: &str,
         int: &mut tokio::signal::unix::Signal,
         term: &mut tokio::signal::unix::Signal,
-    ) -> anyhow::Result<Streaming<CommandOutput>> {
+    ) -> anyhow::Result<Option<Streaming<CommandOutput>>> {
         let Some(id) = self.command_id.clone() else {
             bail!("lost sandbox {}'s agent before the command started ({why}); it may have run", self.sandbox);
         };
@@ -356,17 +408,20 @@ impl Run {
                 encoding: OutputEncoding::Bytes.into(),
             };
             let last = match self.client.clone().attach(req).await {
-                Ok(r) => return Ok(r.into_inner()),
+                Ok(r) => return Ok(Some(r.into_inner())),
                 Err(s) if transient(&s) => status_text(&s),
                 Err(s) => bail!("lost command {id} in sandbox {}: {}", self.sandbox, status_text(&s)),
             };
             if tokio::time::Instant::now() + wait > deadline {
                 bail!("lost sandbox {}'s agent ({why}; then {last}); command {id} may still run there", self.sandbox);
             }
-            tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
+            let out = tokio::select! {
+                _ = tokio::time::sleep(wait) => false,
                 _ = int.recv() => self.signal_from_user(SIGINT),
                 _ = term.recv() => self.signal_from_user(SIGTERM),
+            };
+            if out {
+                return Ok(None);
             }
             wait = (wait * 2).min(Duration::from_secs(2));
         }
