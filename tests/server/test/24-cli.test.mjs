@@ -1,9 +1,9 @@
 // The user CLI against the real stack (issue 23): `sandstream sandbox create | list | kill`
 // over REST and `sandstream exec` through the sandbox's agent: stdout and stderr apart and
 // byte-exact, exit codes (0, 3, a signal, a timeout), a closed stdout, --cwd/--env/--user,
-// -i, Ctrl-C reaching the command, a broken connection resumed without loss or
-// duplicates, and the failures a user meets (an unknown or foreign sandbox, a wrong key,
-// no server).
+// -i, Ctrl-C reaching the command (and leaving an agent that never answers), a broken
+// connection resumed without loss or duplicates, and the failures a user meets (an
+// unknown or foreign sandbox, a wrong key, no server).
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
@@ -206,6 +206,49 @@ test('Ctrl-C reaches the command, which decides; a second one kills it', async (
   assert.equal((await three.done).code, 130);
 });
 
+/**
+ * The server behind a front that answers `GET …/connection` with 127.0.0.1:`port`
+ * instead of the agent's address; resolves the front's URL.
+ */
+async function front(t, port) {
+  const srv = http.createServer(async (req, res) => {
+    const r = await fetch(server.url + req.url, { method: req.method, headers: { authorization: req.headers.authorization } });
+    let body = await r.text();
+    if (r.ok && req.url.endsWith('/connection')) body = JSON.stringify({ ...JSON.parse(body), host: '127.0.0.1', port });
+    res.writeHead(r.status, { 'content-type': r.headers.get('content-type') ?? 'application/json' }).end(body);
+  });
+  await new Promise((r) => srv.listen(0, '127.0.0.1', r));
+  t.after(() => srv.close());
+  return `http://127.0.0.1:${srv.address().port}`;
+}
+
+test('an agent that never answers does not hold the terminal: a second Ctrl-C stops waiting (130)', async (t) => {
+  const id = await sandbox(t);
+  // Takes connections and never says a word.
+  const held = new Set();
+  let accepted;
+  const gotOne = new Promise((r) => (accepted = r));
+  const mute = net.createServer((sock) => {
+    held.add(sock);
+    sock.on('error', () => {});
+    accepted();
+  });
+  await new Promise((r) => mute.listen(0, '127.0.0.1', r));
+  t.after(() => {
+    for (const sock of held) sock.destroy();
+    mute.close();
+  });
+  const run = start(['exec', id, '--', 'true'], { url: await front(t, mute.address().port) });
+  await gotOne;
+  // Ctrl-C again and again (signals sent close together may arrive as one) until it ends.
+  const presses = setInterval(() => run.child.kill('SIGINT'), 250);
+  const r = await run.done;
+  clearInterval(presses);
+  assert.equal(r.code, 130, r.stderr.toString());
+  assert.equal(r.stdout.toString(), '');
+  assert.equal(r.stderr.toString(), `sandstream: stopped waiting; the command may still run in sandbox ${id}\n`);
+});
+
 test('a broken connection to the agent resumes from the bytes already written', async (t) => {
   const id = await sandbox(t);
   const conn = await api(server, 'GET', `/api/v1/sandboxes/${id}/connection`, { key });
@@ -238,15 +281,7 @@ test('a broken connection to the agent resumes from the bytes already written', 
     pairs.clear();
     cuts += 1;
   };
-  const front = http.createServer(async (req, res) => {
-    const r = await fetch(server.url + req.url, { method: req.method, headers: { authorization: req.headers.authorization } });
-    let body = await r.text();
-    if (r.ok && req.url.endsWith('/connection')) body = JSON.stringify({ ...JSON.parse(body), host: '127.0.0.1', port: relay.address().port });
-    res.writeHead(r.status, { 'content-type': r.headers.get('content-type') ?? 'application/json' }).end(body);
-  });
-  await new Promise((r) => front.listen(0, '127.0.0.1', r));
-  t.after(() => front.close());
-  const url = `http://127.0.0.1:${front.address().port}`;
+  const url = await front(t, relay.address().port);
 
   const run = start(
     ['exec', id, '--', 'seq 1 5000; echo err1 >&2; echo mark; sleep 2; seq 5001 9000; echo err2 >&2; echo mark2; sleep 2; echo end; exit 5'],
