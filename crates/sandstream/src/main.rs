@@ -30,7 +30,7 @@ fn main() -> ExitCode {
         Ok(args) => args,
         // A usage error of `exec` exits as its other failures to run anything do, so its
         // exit code is not mistaken for the command's.
-        Err(e) if e.use_stderr() && std::env::args().nth(1).as_deref() == Some("exec") => {
+        Err(e) if e.use_stderr() && std::env::args_os().nth(1).is_some_and(|a| a == "exec") => {
             let _ = e.print();
             return ExitCode::from(exec::CANNOT_RUN);
         }
