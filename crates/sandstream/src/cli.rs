@@ -45,6 +45,22 @@ pub(crate) enum Command {
     /// SANDSTREAM_API_URL (or --server) with the key in SANDSTREAM_API_KEY (or
     /// --api-key) that owns the sandbox. Exits non-zero on any failure.
     Cp(crate::cp::CpArgs),
+    /// Create, list and kill sandboxes of a server (SANDSTREAM_API_URL or --server) with
+    /// the key in SANDSTREAM_API_KEY (or --api-key). Exits 1 on any failure, with one line
+    /// on stderr saying why.
+    Sandbox(crate::sandbox_cmd::SandboxArgs),
+    /// Run a command in a sandbox: `sandstream exec ID -- CMD…`.
+    ///
+    /// The command's stdout and stderr come out on this process's stdout and stderr,
+    /// byte for byte as it writes them, and this process exits with its exit code: 128+N
+    /// when signal N ended it, 124 when --timeout did, 125 when sandstream could not run
+    /// it (an unknown sandbox, a wrong key, no server, an unknown user or cwd) or lost it,
+    /// with one line on stderr saying why. Ctrl-C (SIGINT) and SIGTERM are sent to the
+    /// command's process group and sandstream waits for its end; a second one kills it,
+    /// a third stops waiting.
+    /// When this process's stdout is closed (`| head`), the command gets SIGPIPE. A
+    /// broken connection is resumed without losing or repeating output.
+    Exec(crate::exec::ExecArgs),
     /// Add, list and remove this host's sandbox templates: root filesystems imported from
     /// a directory or a tarball (such as `docker export` writes).
     Template(TemplateArgs),
@@ -286,8 +302,9 @@ pub(crate) async fn run(command: Command) -> anyhow::Result<()> {
         Command::Keys(a) => crate::client::keys(a).await,
         Command::LoginLink(a) => crate::client::login_link(a).await,
         Command::Cp(a) => crate::cp::cp(a).await,
+        Command::Sandbox(a) => crate::sandbox_cmd::sandbox(a).await,
         Command::Template(a) => tokio::task::spawn_blocking(move || template(a)).await?,
-        Command::Agent(_) => unreachable!("handled before the runtime starts"),
+        Command::Agent(_) | Command::Exec(_) => unreachable!("handled before the runtime starts"),
     }
 }
 

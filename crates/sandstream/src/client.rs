@@ -1,10 +1,12 @@
-//! Subcommands that call a running server over its HTTP API: `keys` and `login-link`
-//! (`cp` is in `cp.rs`).
+//! Admin subcommands that call a running server over its HTTP API: `keys` and
+//! `login-link` (the user commands are in `cp.rs`, `sandbox_cmd.rs` and `exec.rs`).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
+
+use crate::rest::{key_or_admin_key, server_message};
 
 #[derive(Args)]
 pub(crate) struct KeysArgs {
@@ -47,17 +49,6 @@ pub(crate) struct LoginLinkArgs {
     data_dir: PathBuf,
 }
 
-/// `key`, or the admin key a local server keeps in `data_dir`.
-pub(crate) fn key_or_admin_key(key: Option<String>, data_dir: &Path) -> anyhow::Result<String> {
-    if let Some(k) = key.filter(|k| !k.is_empty()) {
-        return Ok(k);
-    }
-    let path = data_dir.join("admin-key");
-    let key = std::fs::read_to_string(&path)
-        .with_context(|| format!("no --api-key, no SANDSTREAM_API_KEY and no {}", path.display()))?;
-    Ok(key.trim().to_string())
-}
-
 /// Sends `req` with `key`: the answer's JSON (`Null` for an empty body), or an error with
 /// the status and the server's message.
 async fn call(req: reqwest::RequestBuilder, key: &str, url: &str) -> anyhow::Result<serde_json::Value> {
@@ -65,11 +56,7 @@ async fn call(req: reqwest::RequestBuilder, key: &str, url: &str) -> anyhow::Res
     let status = resp.status();
     let text = resp.text().await.unwrap_or_default();
     if !status.is_success() {
-        let message = serde_json::from_str::<serde_json::Value>(&text)
-            .ok()
-            .and_then(|v| v["message"].as_str().map(String::from))
-            .unwrap_or(text);
-        anyhow::bail!("{status}: {message}");
+        anyhow::bail!("{status}: {}", server_message(&text));
     }
     if text.is_empty() {
         return Ok(serde_json::Value::Null);

@@ -8,7 +8,7 @@ use anyhow::{Context, bail};
 use clap::Args;
 use serde_json::Value;
 
-use crate::client::key_or_admin_key;
+use crate::rest::{ApiFlags, Rest, server_message};
 
 #[derive(Args)]
 pub(crate) struct CpArgs {
@@ -17,15 +17,8 @@ pub(crate) struct CpArgs {
     src: String,
     /// Where to: SANDBOX:PATH when SRC is local, a local path when SRC is in a sandbox.
     dest: String,
-    /// The server.
-    #[arg(long, visible_alias = "url", env = "SANDSTREAM_API_URL", default_value = "http://127.0.0.1:3000")]
-    server: String,
-    /// The API key that owns the sandbox (default: the admin key in --data-dir/admin-key).
-    #[arg(long, env = "SANDSTREAM_API_KEY", hide_env_values = true)]
-    api_key: Option<String>,
-    /// Where the admin key is read from when no key is given.
-    #[arg(long, env = "SANDSTREAM_DATA_DIR", default_value = "/var/lib/sandstream")]
-    data_dir: PathBuf,
+    #[command(flatten)]
+    api: ApiFlags,
     /// Who reads and writes in the sandbox: `root`, a user name or a uid (default: the
     /// sandbox's user). Files written are theirs.
     #[arg(long, short)]
@@ -75,9 +68,7 @@ fn contents_only(path: &str) -> bool {
 
 /// The files routes of one sandbox.
 struct Files {
-    http: reqwest::Client,
-    base: String,
-    key: String,
+    rest: Rest,
     sandbox: String,
     user: Option<String>,
 }
@@ -91,8 +82,9 @@ struct Copied {
 
 impl Files {
     fn url(&self, route: &str, params: &[(&str, &str)]) -> anyhow::Result<reqwest::Url> {
-        let mut url = reqwest::Url::parse(&format!("{}/api/v1/sandboxes/{}/files{route}", self.base, self.sandbox))
-            .with_context(|| format!("server address {}", self.base))?;
+        let mut url =
+            reqwest::Url::parse(&format!("{}/api/v1/sandboxes/{}/files{route}", self.rest.base, self.sandbox))
+                .with_context(|| format!("server address {}", self.rest.base))?;
         {
             let mut q = url.query_pairs_mut();
             for (k, v) in params {
@@ -106,45 +98,33 @@ impl Files {
     }
 
     async fn send(&self, req: reqwest::RequestBuilder, what: &str) -> anyhow::Result<reqwest::Response> {
-        let resp = req.bearer_auth(&self.key).send().await.with_context(|| format!("reach {}", self.base))?;
-        if resp.status().is_success() {
-            return Ok(resp);
-        }
-        let status = resp.status();
-        let text = resp.text().await.unwrap_or_default();
-        let message = serde_json::from_str::<Value>(&text)
-            .ok()
-            .and_then(|v| v["message"].as_str().map(String::from))
-            .unwrap_or(text);
-        bail!("{what}: {status}: {message}")
+        self.rest.send(req).await.with_context(|| what.to_string())
     }
 
     /// The entry at `path`, or `None` when there is none.
     async fn stat(&self, path: &str) -> anyhow::Result<Option<Value>> {
-        let req = self.http.get(self.url("/stat", &[("path", path)])?).bearer_auth(&self.key);
-        let resp = req.send().await.with_context(|| format!("reach {}", self.base))?;
+        let req = self.rest.http.get(self.url("/stat", &[("path", path)])?).bearer_auth(&self.rest.key);
+        let resp = req.send().await.with_context(|| format!("reach {}", self.rest.base))?;
         if resp.status() == reqwest::StatusCode::NOT_FOUND {
             return Ok(None);
         }
         if !resp.status().is_success() {
             let status = resp.status();
             let text = resp.text().await.unwrap_or_default();
-            let message =
-                serde_json::from_str::<Value>(&text).ok().and_then(|v| v["message"].as_str().map(String::from));
-            bail!("stat {}:{path}: {status}: {}", self.sandbox, message.unwrap_or(text));
+            bail!("stat {}:{path}: {status}: {}", self.sandbox, server_message(&text));
         }
         Ok(Some(resp.json().await.context("stat answer")?))
     }
 
     async fn list(&self, path: &str) -> anyhow::Result<Vec<Value>> {
-        let req = self.http.get(self.url("/list", &[("path", path), ("depth", "1")])?);
+        let req = self.rest.http.get(self.url("/list", &[("path", path), ("depth", "1")])?);
         let listing: Value = self.send(req, &format!("list {}:{path}", self.sandbox)).await?.json().await?;
         Ok(listing["entries"].as_array().cloned().unwrap_or_default())
     }
 
     async fn mkdir(&self, path: &str, mode: u32) -> anyhow::Result<()> {
         let body = serde_json::json!({"path": path, "user": self.user, "mode": format!("{mode:o}")});
-        let req = self.http.post(format!("{}/api/v1/sandboxes/{}/files/mkdir", self.base, self.sandbox)).json(&body);
+        let req = self.rest.http.post(self.rest.url(&format!("/sandboxes/{}/files/mkdir", self.sandbox))).json(&body);
         self.send(req, &format!("mkdir {}:{path}", self.sandbox)).await?;
         Ok(())
     }
@@ -156,6 +136,7 @@ impl Files {
         let meta = file.metadata().await.with_context(|| format!("stat {}", from.display()))?;
         let mode = format!("{:o}", meta.permissions().mode() & 0o7777);
         let req = self
+            .rest
             .http
             .put(self.url("", &[("path", to), ("mode", &mode)])?)
             .header(reqwest::header::CONTENT_LENGTH, meta.len())
@@ -173,7 +154,7 @@ impl Files {
         use std::os::unix::fs::PermissionsExt;
         use tokio::io::AsyncWriteExt;
         let mut resp = self
-            .send(self.http.get(self.url("", &[("path", from)])?), &format!("read {}:{from}", self.sandbox))
+            .send(self.rest.http.get(self.url("", &[("path", from)])?), &format!("read {}:{from}", self.sandbox))
             .await?;
         let dir = to.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
         let name = to.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
@@ -212,8 +193,7 @@ impl Files {
 }
 
 pub(crate) async fn cp(a: CpArgs) -> anyhow::Result<()> {
-    let key = key_or_admin_key(a.api_key, &a.data_dir)?;
-    let base = a.server.trim_end_matches('/').to_string();
+    let rest = Rest::new(&a.api)?;
     let (local, sandbox, path, up) = match (parse_end(&a.src), parse_end(&a.dest)) {
         (End::Local(l), End::Remote { sandbox, path }) => (l, sandbox, path, true),
         (End::Remote { sandbox, path }, End::Local(l)) => (l, sandbox, path, false),
@@ -224,9 +204,9 @@ pub(crate) async fn cp(a: CpArgs) -> anyhow::Result<()> {
             bail!("both ends are in sandboxes: one of them must be a local path")
         }
     };
-    let files = Files { http: reqwest::Client::new(), base, key, sandbox, user: a.user };
+    let files = Files { rest, sandbox, user: a.user };
     // A missing or foreign sandbox is said as such, not as a missing path.
-    let sb = files.http.get(format!("{}/api/v1/sandboxes/{}", files.base, files.sandbox));
+    let sb = files.rest.http.get(files.rest.url(&format!("/sandboxes/{}", files.sandbox)));
     files.send(sb, &format!("sandbox {}", files.sandbox)).await?;
     let mut copied = Copied::default();
     if up {

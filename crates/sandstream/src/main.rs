@@ -3,6 +3,9 @@
 mod cli;
 mod client;
 mod cp;
+mod exec;
+mod rest;
+mod sandbox_cmd;
 
 use std::process::ExitCode;
 
@@ -23,9 +26,22 @@ fn init_logging(default_filter: &str) {
 }
 
 fn main() -> ExitCode {
-    let args = cli::Cli::parse();
+    let args = match cli::Cli::try_parse() {
+        Ok(args) => args,
+        // A usage error of `exec` exits as its other failures to run anything do, so its
+        // exit code is not mistaken for the command's.
+        Err(e) if e.use_stderr() && std::env::args_os().nth(1).is_some_and(|a| a == "exec") => {
+            let _ = e.print();
+            return ExitCode::from(exec::CANNOT_RUN);
+        }
+        Err(e) => e.exit(),
+    };
     match args.command {
         cli::Command::Agent(a) => sandstream_agent::main(a, || init_logging("info")),
+        cli::Command::Exec(a) => {
+            init_logging("warn");
+            exec::main(a)
+        }
         command => {
             init_logging("info,tower_http=warn");
             let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {

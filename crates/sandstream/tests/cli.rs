@@ -121,3 +121,90 @@ fn cp_fails_clearly_and_non_zero() {
     assert!(err.contains("reach http://127.0.0.1:9"), "{err}");
     assert!(!dir.path().join("here").exists());
 }
+
+#[test]
+fn sandbox_help_says_what_each_command_prints() {
+    let help = |args: &[&str]| {
+        let out = sandstream().args(args).arg("--help").output().expect("run");
+        assert!(out.status.success(), "{args:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let text = help(&["sandbox"]);
+    for said in ["create", "list", "kill", "SANDSTREAM_API_URL", "SANDSTREAM_API_KEY", "--server", "--api-key"] {
+        assert!(text.contains(said), "sandbox --help lacks {said}: {text}");
+    }
+    let text = help(&["sandbox", "create"]);
+    for said in ["prints its id alone on stdout", "--template", "--timeout <SECS>", "--cpu", "--memory-mb", "--disk-mb"]
+    {
+        assert!(text.contains(said), "sandbox create --help lacks {said}: {text}");
+    }
+    assert!(text.contains("--env <K=V>") && text.contains("--metadata <K=V>"), "{text}");
+    let text = help(&["sandbox", "list"]);
+    for said in ["ID, TEMPLATE, STATE", "--json"] {
+        assert!(text.contains(said), "sandbox list --help lacks {said}: {text}");
+    }
+    let text = help(&["sandbox", "kill"]);
+    for said in ["<ID>...", "Exits 1 when any could not be killed"] {
+        assert!(text.contains(said), "sandbox kill --help lacks {said}: {text}");
+    }
+}
+
+#[test]
+fn exec_help_says_its_exit_codes_and_flags() {
+    let out = sandstream().args(["exec", "--help"]).output().expect("run");
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    for said in [
+        "sandstream exec ID -- CMD…",
+        "Usage: sandstream exec [OPTIONS] <ID> <CMD>...",
+        "exits with its exit code",
+        "128+N",
+        "124 when --timeout did",
+        "125 when sandstream could not run",
+        "Ctrl-C (SIGINT)",
+        "a second one kills it",
+        "One argument is a shell line",
+        "--cwd <CWD>",
+        "--env <K=V>",
+        "--user <USER>",
+        "--timeout <SECS>",
+        "-i, --interactive",
+        "--server",
+        "--api-key",
+        "SANDSTREAM_API_URL",
+    ] {
+        assert!(text.contains(said), "exec --help lacks {said}: {text}");
+    }
+}
+
+#[test]
+fn user_commands_fail_with_one_line_and_their_exit_codes() {
+    let run = |args: &[&str]| {
+        let out = sandstream()
+            .args(args)
+            .env("SANDSTREAM_API_URL", "http://127.0.0.1:9")
+            .env("SANDSTREAM_API_KEY", "k")
+            .output()
+            .expect("run");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    for args in [&["sandbox", "list"][..], &["sandbox", "create"], &["sandbox", "kill", "sb-0123456789"]] {
+        let (code, out, err) = run(args);
+        assert_eq!(code, Some(1), "{args:?}: {err}");
+        assert_eq!(out, "", "{args:?}");
+        assert!(err.contains("reach http://127.0.0.1:9"), "{args:?}: {err}");
+    }
+    // Nothing ran: 125, never an exit code a command could have given.
+    let (code, out, err) = run(&["exec", "sb-0123456789", "--", "true"]);
+    assert_eq!((code, out.as_str()), (Some(125), ""), "{err}");
+    assert!(err.starts_with("sandstream: reach http://127.0.0.1:9") && err.lines().count() == 1, "{err}");
+    let (code, _, err) = run(&["exec", "sb-0123456789"]);
+    assert_eq!(code, Some(125), "{err}");
+    assert!(err.contains("<CMD>..."), "{err}");
+    let (code, _, err) = run(&["sandbox", "kill"]);
+    assert_eq!(code, Some(2), "{err}");
+}
