@@ -17,6 +17,9 @@ import {
   FileNotFoundError,
   PermissionError,
   WatchHandle,
+  type PtySize,
+  PtyHandle,
+  DEFAULT_PTY_TIMEOUT_MS,
 } from '@sandstream/sdk';
 
 export async function examples(): Promise<void> {
@@ -89,6 +92,16 @@ export async function examples(): Promise<void> {
     if (e instanceof FileNotFoundError || e instanceof PermissionError) console.log(e.message, e.code);
   }
   void [text, bytes, blob, written, entries, there, info, moved, created];
+  const size: PtySize = { cols: 80, rows: 24 };
+  const term: PtyHandle = await sandbox.pty.create({ ...size, onData: (d: Uint8Array) => void d, user: 'root', timeoutMs: 0 });
+  await term.sendInput('ls\n');
+  await term.resize({ cols: 120, rows: 40 });
+  const seen: number = term.offset;
+  const retaken: PtyHandle = await sandbox.pty.connect(term.pid!, { offset: seen, onData: (d) => void d.length });
+  await sandbox.pty.sendInput(retaken.pid!, new Uint8Array([3]));
+  await sandbox.pty.resize(retaken.pid!, size);
+  const ended: boolean = await sandbox.pty.kill(retaken.pid!);
+  void [ended, DEFAULT_PTY_TIMEOUT_MS];
   await sandbox.kill();
   await s2.kill();
   const agent = new AgentClient({ host: '127.0.0.1', port: 50052, token: 't' });

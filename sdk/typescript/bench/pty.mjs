@@ -1,0 +1,158 @@
+// Benchmark of interactive terminals. Prints numbers; asserts nothing but that each echo
+// arrived.
+//
+//   node bench/pty.mjs [--samples N] [--opens N] [--docker]
+//
+// Starts `$SANDSTREAM_BIN up` (as the tests do) and creates a sandbox, then measures:
+// 1. open to prompt: `sandbox.pty.create()` of bash until its prompt arrives (--opens,
+//    default 30);
+// 2. keystroke echo: in that bash (readline echoes each key), the time from
+//    `sendInput()` of one key to the first output byte it caused, alternating `x` and
+//    Backspace so the line stays short (--samples, default 1000);
+// 3. with --docker, the same through `docker exec -it C bash` on a local pseudo-terminal
+//    (Python's pty module drives it as a user's terminal would), in a running container of
+//    the template (--docker-image IMAGE, default the newest `sandstream-template:*` image).
+import { spawnSync } from 'node:child_process';
+import { cpus } from 'node:os';
+import { Sandbox } from '@sandstream/sdk';
+import { startServer } from '../test/helpers/server.mjs';
+import { args, load, opt, pct } from './common.mjs';
+
+const samples = Number(opt('samples', 1000));
+const opens = Number(opt('opens', 30));
+const BASH = "PS1='$ ' exec bash --norc --noprofile -i";
+
+const ms = (t0) => Number(process.hrtime.bigint() - t0) / 1e6;
+const latency = (label, v) => {
+  v.sort((a, b) => a - b);
+  console.log(`${label} (${v.length} samples): p50 ${pct(v, 50).toFixed(2)} ms, p99 ${pct(v, 99).toFixed(2)} ms, max ${v[v.length - 1].toFixed(2)} ms`);
+};
+
+/** A terminal's output: `until(text)` waits for text, `next()` for the next bytes. */
+function feed() {
+  const f = { text: '', waiter: null, pending: null };
+  f.onData = (d) => {
+    f.text += Buffer.from(d).toString('utf8');
+    const p = f.pending;
+    f.pending = null;
+    p?.();
+    const w = f.waiter;
+    if (w && f.text.includes(w.want)) {
+      f.waiter = null;
+      w.resolve();
+    }
+  };
+  f.until = (want) => (f.text.includes(want) ? Promise.resolve() : new Promise((resolve) => (f.waiter = { want, resolve })));
+  f.next = () => new Promise((resolve) => (f.pending = resolve));
+  return f;
+}
+
+const server = await startServer();
+const sandbox = await Sandbox.create({ apiKey: server.apiKey, apiUrl: server.apiUrl, requestTimeoutMs: 600_000, timeoutMs: 3_600_000 });
+console.log(`pty benchmark: node ${process.version}, ${cpus().length} CPUs, sandbox ${sandbox.id} of a local \`sandstream up\`, load average ${load()}`);
+
+try {
+  // 1. Open to prompt (the connection to the agent is open already, as in an app).
+  await sandbox.commands.run('true');
+  const open = [];
+  for (let i = 0; i < opens + 3; i++) {
+    const f = feed();
+    const t0 = process.hrtime.bigint();
+    const term = await sandbox.pty.create({ cols: 80, rows: 24, cmd: BASH, onData: f.onData, timeoutMs: 0 });
+    await f.until('$ ');
+    if (i >= 3) open.push(ms(t0));
+    await term.kill();
+    await term.wait().catch(() => {});
+  }
+  latency('SDK pty.create of bash to its prompt', open);
+
+  // 2. Keystroke echo.
+  const f = feed();
+  const term = await sandbox.pty.create({ cols: 80, rows: 24, cmd: BASH, onData: f.onData, timeoutMs: 0 });
+  await f.until('$ ');
+  const echo = [];
+  for (let i = 0; i < samples + 50; i++) {
+    const key = i % 2 === 0 ? 'x' : '\x7f';
+    const arrived = f.next();
+    const t0 = process.hrtime.bigint();
+    await term.sendInput(key);
+    await arrived;
+    if (i >= 50) echo.push(ms(t0));
+  }
+  latency('SDK pty keystroke echo (sendInput to the echoed byte)', echo);
+  await term.kill();
+
+  if (args.includes('--docker')) dockerSideBySide();
+} finally {
+  await sandbox.kill().catch(() => {});
+  await server.stop();
+}
+
+function dockerSideBySide() {
+  const docker = (argv) => {
+    const r = spawnSync('docker', argv, { encoding: 'utf8' });
+    if (r.status !== 0) throw new Error(`docker ${argv.join(' ')}: ${r.error ?? r.stderr.trim()}`);
+    return r.stdout;
+  };
+  const image =
+    opt('docker-image', undefined) ??
+    docker(['images', '--format', '{{.Repository}}:{{.Tag}}', 'sandstream-template']).trim().split('\n').find(Boolean);
+  if (!image) throw new Error('--docker: no image; pass --docker-image IMAGE (or run the docker backend once)');
+  const container = docker(['run', '-d', '--rm', '--network', 'none', image, 'sleep', 'infinity']).trim();
+  try {
+    const r = spawnSync('python3', ['-c', driver(), container, String(opens), String(samples)], { encoding: 'utf8' });
+    if (r.status !== 0) throw new Error(`the docker exec -it driver failed: ${r.stderr}`);
+    const { open, echo } = JSON.parse(r.stdout);
+    latency(`docker exec -it C bash to its prompt (${image})`, open);
+    latency('docker exec -it keystroke echo (write to the echoed byte)', echo);
+  } finally {
+    docker(['rm', '-f', container]);
+  }
+}
+
+// `docker exec -it` on a pseudo-terminal of this machine, as a user's terminal runs it.
+function driver() {
+  return String.raw`
+import json, os, pty, sys, time
+container, opens, samples = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+argv = ['docker', 'exec', '-it', '-e', 'PS1=$ ', container, 'bash', '--norc', '--noprofile', '-i']
+def start():
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.execvp(argv[0], argv)
+    return pid, fd
+def until(fd, want):
+    buf = b''
+    while want not in buf:
+        buf += os.read(fd, 65536)
+def stop(pid, fd):
+    os.write(fd, b'exit\n')
+    try:
+        while os.read(fd, 65536):
+            pass
+    except OSError:
+        pass
+    os.waitpid(pid, 0)
+    os.close(fd)
+open_ms = []
+for i in range(opens + 3):
+    t0 = time.perf_counter()
+    pid, fd = start()
+    until(fd, b'$ ')
+    if i >= 3:
+        open_ms.append((time.perf_counter() - t0) * 1000)
+    stop(pid, fd)
+pid, fd = start()
+until(fd, b'$ ')
+echo = []
+for i in range(samples + 50):
+    key = b'x' if i % 2 == 0 else b'\x7f'
+    t0 = time.perf_counter()
+    os.write(fd, key)
+    os.read(fd, 65536)
+    if i >= 50:
+        echo.append((time.perf_counter() - t0) * 1000)
+stop(pid, fd)
+print(json.dumps({'open': open_ms, 'echo': echo}))
+`;
+}
