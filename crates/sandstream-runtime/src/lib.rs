@@ -37,6 +37,6 @@ pub use template::{
 };
 pub use types::{
     Cidr, DEFAULT_CPU_MILLIS, DEFAULT_DISK_MB, DEFAULT_MEMORY_MB, DEFAULT_PIDS, DISK_INODES_PER_MB, Egress, Limits,
-    MIN_DISK_MB, Runtime, Sandbox, SandboxSpec, is_env_name,
+    MIN_DISK_MB, PTYS_PER_SANDBOX, Runtime, Sandbox, SandboxSpec, is_env_name,
 };
 pub use userns::{MAPPED_ACCOUNT, MAPPED_IDS, MappedIds, ensure_mapped_ids, mapped_ids};

@@ -34,6 +34,14 @@ pub use sandstream_runner_protocol::{
 /// filesystems is one per 4-16 KiB); 655,360 for the default 10 GiB.
 pub const DISK_INODES_PER_MB: u64 = 64;
 
+/// Most pseudo-terminals one sandbox may have open at once (its own /dev/pts instance's
+/// `max=`). They come from one pool for the whole host (`kernel.pty.max`, 4096 by
+/// default, of which `kernel.pty.reserve`, 1024, only the host's own /dev/pts may use):
+/// without a share, one sandbox could take all 3,072 and leave every other sandbox
+/// without terminals. 64 is far beyond what a developer's tmux, shells and SSH sessions
+/// use; 48 sandboxes at their share fill the pool.
+pub const PTYS_PER_SANDBOX: u32 = 64;
+
 impl Default for Limits {
     fn default() -> Self {
         Limits {

@@ -306,6 +306,28 @@ async fn seccomp_refuses_io_uring_vsock_and_personality_flags() {
     assert_eq!(out.stdout, hostile::SECCOMP_REFUSED, "{out:?}");
 }
 
+/// Pseudo-terminals come from one pool for the whole host (`kernel.pty.max`, 4096, of
+/// which `kernel.pty.reserve`, 1024, only the host's own /dev/pts may take): a sandbox
+/// that opened them all would leave every other sandbox without terminals. Each sandbox's
+/// /dev/pts holds at most `PTYS_PER_SANDBOX`; the next open is ENOSPC in that sandbox
+/// only, and another sandbox still opens its own.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sandbox_opens_at_most_its_own_share_of_the_hosts_pseudo_terminals() {
+    let Some(f) = fixture() else { return };
+    let greedy = f.create();
+    let out = exec(
+        &greedy,
+        "hostile ptys 4096 60 > /tmp/ptys & while ! [ -s /tmp/ptys ]; do sleep 0.05; done; cat /tmp/ptys",
+    )
+    .await;
+    let max = sandstream_runtime::PTYS_PER_SANDBOX;
+    assert_eq!(out.stdout, format!("opened {max} then ENOSPC\n"), "{out:?}");
+    // While the greedy one holds all of its share, another sandbox opens its own.
+    let other = f.create();
+    let out = exec(&other, "hostile ptys 8 0").await;
+    assert_eq!(out.stdout, "opened 8\n", "{out:?}");
+}
+
 /// Issue: sandboxes reached RFC 1918 networks, 100.64.0.0/10 and the host's LAN. Now
 /// those are closed unless the operator opens them (`OciConfig::private_egress`,
 /// `sandstream runner --allow-private-egress`). The peer is a test namespace holding a

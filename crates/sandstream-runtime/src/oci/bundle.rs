@@ -164,14 +164,18 @@ pub(crate) fn build(input: &BundleInput<'_>) -> Result<Spec> {
             .build()
             .map_err(spec_err)?,
     );
-    // runc's default /dev/shm is 64 MiB whatever the memory (`Limits::shm_bytes`).
+    // runc's default /dev/shm is 64 MiB whatever the memory (`Limits::shm_bytes`), and
+    // its /dev/pts may take every pseudo-terminal of the host (`PTYS_PER_SANDBOX`).
     for m in &mut mounts {
-        if m.destination() == Path::new("/dev/shm") {
-            let mut options: Vec<String> =
-                m.options().clone().unwrap_or_default().into_iter().filter(|o| !o.starts_with("size=")).collect();
-            options.push(format!("size={}", input.limits.shm_bytes()));
-            m.set_options(Some(options));
-        }
+        let (key, value) = match m.destination() {
+            d if d == Path::new("/dev/shm") => ("size=", input.limits.shm_bytes()),
+            d if d == Path::new("/dev/pts") => ("max=", u64::from(crate::types::PTYS_PER_SANDBOX)),
+            _ => continue,
+        };
+        let mut options: Vec<String> =
+            m.options().clone().unwrap_or_default().into_iter().filter(|o| !o.starts_with(key)).collect();
+        options.push(format!("{key}{value}"));
+        m.set_options(Some(options));
     }
     spec.set_mounts(Some(mounts));
 

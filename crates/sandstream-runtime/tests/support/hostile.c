@@ -8,6 +8,9 @@
  *   hostile seccomp        tries io_uring, AF_VSOCK and AF_INET sockets and personality()
  *                          values and prints one line per attempt: its name and "ok" or
  *                          the errno name
+ *   hostile ptys N SECS    opens pseudo-terminals (/dev/ptmx) until N are open or one
+ *                          fails, prints "opened K" and, after a failure, its errno
+ *                          name, then holds them open for SECS seconds
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -35,6 +38,7 @@ static const char *result(long r) {
     case EFAULT: return "EFAULT";
     case EINVAL: return "EINVAL";
     case EAFNOSUPPORT: return "EAFNOSUPPORT";
+    case ENOSPC: return "ENOSPC";
     default: snprintf(buf, sizeof buf, "errno %d", errno); return buf;
     }
 }
@@ -90,10 +94,22 @@ static int try_seccomp(void) {
     return 0;
 }
 
+static int ptys(long n, long secs) {
+    long k = 0;
+    int fd = 0;
+    while (k < n && (fd = open("/dev/ptmx", O_RDWR | O_NOCTTY)) >= 0) k++;
+    printf("opened %ld", k);
+    if (fd < 0) printf(" then %s", result(fd));
+    printf("\n");
+    sleep((unsigned)secs);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     setvbuf(stdout, NULL, _IONBF, 0);
     if (argc == 4 && strcmp(argv[1], "deep") == 0) return deep(atol(argv[2]), argv[3]);
     if (argc == 2 && strcmp(argv[1], "seccomp") == 0) return try_seccomp();
-    fprintf(stderr, "usage: hostile deep N TARGET | hostile seccomp\n");
+    if (argc == 4 && strcmp(argv[1], "ptys") == 0) return ptys(atol(argv[2]), atol(argv[3]));
+    fprintf(stderr, "usage: hostile deep N TARGET | hostile seccomp | hostile ptys N SECS\n");
     return 2;
 }
