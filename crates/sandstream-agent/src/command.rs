@@ -227,7 +227,11 @@ impl Command {
 /// The command's side of a new terminal of `size`, owned by the user it runs as.
 fn open_terminal(id: &str, size: pty::Size, cfg: &ExecConfig, spec: &CommandSpec) -> Result<(pty::Master, OwnedFd)> {
     let owner = spec.user.as_ref().map(|u| u.uid).or(cfg.run_as.map(|(uid, _)| uid));
-    pty::open(size, owner).map_err(|e| AgentError::io(format!("open a terminal for command {id}"), e))
+    pty::open(size, owner).map_err(|e| match e.raw_os_error() {
+        // The sandbox's /dev/pts is full (its `max=`), or the host's pool is.
+        Some(nix::libc::ENOSPC) => AgentError::NoTerminalLeft,
+        _ => AgentError::io(format!("open a terminal for command {id}"), e),
+    })
 }
 
 /// A terminal program needs to know what it talks to: TERM, unless the request set it.

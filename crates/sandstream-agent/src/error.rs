@@ -27,6 +27,8 @@ pub enum AgentError {
     AlreadyExited(String),
     #[error("command {0} does not run on a terminal (start it with pty)")]
     NoTerminal(String),
+    #[error("no pseudo-terminal is left in this sandbox (all of its share are open); end a terminal first")]
+    NoTerminalLeft,
     #[error("stdin of command {0} is not open (start it with keep_stdin_open, and do not close it before writing)")]
     StdinClosed(String),
     #[error("command {0} no longer reads its stdin (it exited or closed it); the data was not delivered")]
@@ -70,6 +72,7 @@ impl From<AgentError> for tonic::Status {
             | AgentError::StdinClosed(_)
             | AgentError::StdinGone(_) => Code::FailedPrecondition,
             AgentError::OffsetOutOfRange { .. } => Code::OutOfRange,
+            AgentError::NoTerminalLeft => Code::ResourceExhausted,
             AgentError::ShuttingDown => Code::Unavailable,
             AgentError::Spawn { .. } | AgentError::Config(_) | AgentError::Io { .. } => Code::Internal,
         };

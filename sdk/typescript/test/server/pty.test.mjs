@@ -62,10 +62,37 @@ describe('sandbox.pty in a real sandbox', () => {
     await term.sendInput('top\n');
     await s.until('load average', mark);
     await s.until('PID USER', mark);
+    // Typed ahead while top runs, a line would be top's input (and flushed when it
+    // restores the terminal), as on any terminal: wait for the prompt first.
+    const drawn = s.text.length;
     await term.sendInput('q');
+    await s.until('$ ', drawn);
     await term.sendInput('echo top-quit-$?\n');
     await s.until('top-quit-0\r\n', mark);
     await term.sendInput('exit 0\n');
+    assert.equal((await term.wait()).exitCode, 0);
+  });
+
+  it("a sandbox's terminals are bounded (64): past them a clear error, and freeing one lets the next open", async () => {
+    need();
+    // A program in the sandbox takes every pseudo-terminal it can and holds them.
+    const hog = await sandbox.commands.run(
+      `python3 -c 'import os, sys, time
+fds = []
+try:
+    while True: fds.append(os.openpty())
+except OSError as e: print(len(fds), e.strerror, flush=True)
+sys.stdin.read()'`,
+      { background: true, stdin: true },
+    );
+    while (!hog.stdout.includes('\n')) await new Promise((r) => setTimeout(r, 20));
+    assert.equal(hog.stdout, '64 No space left on device\n');
+    await assert.rejects(sandbox.pty.create({ cols: 80, rows: 24 }), (e) => e.code === 'RESOURCE_EXHAUSTED' && /no pseudo-terminal is left in this sandbox/.test(e.message));
+    await hog.closeStdin();
+    await hog.wait();
+    const s = screen();
+    const term = await sandbox.pty.create({ cols: 80, rows: 24, cmd: 'echo opened', onData: s.onData });
+    await s.until('opened\r\n');
     assert.equal((await term.wait()).exitCode, 0);
   });
 
