@@ -3,13 +3,17 @@
 // byte-exact, exit codes (0, 3, a signal, a timeout), a closed stdout, --cwd/--env/--user,
 // -i, Ctrl-C reaching the command (and leaving an agent that never answers), a broken
 // connection resumed without loss or duplicates, and the failures a user meets (an
-// unknown or foreign sandbox, a wrong key, no server).
+// unknown or foreign sandbox, a wrong key, no server). `sandstream shell` on a real
+// pseudo-terminal (lib/pty-drive.py, Python's termios): typing, the terminal's size and
+// its resizes, Ctrl-C, the exit code and the terminal's settings restored; and without a
+// terminal.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import http from 'node:http';
 import net from 'node:net';
+import { fileURLToPath } from 'node:url';
 import { fileServer, api, createTenant, BIN, SB_ID } from '../lib/harness.mjs';
 
 const server = await fileServer(after);
@@ -321,4 +325,132 @@ test("another key's sandbox is refused; a wrong key and no server exit 1 with on
   const down = await cli(['sandbox', 'create'], { url: 'http://127.0.0.1:9' });
   assert.equal(down.code, 1);
   assert.match(down.stderr, /^sandstream: create a sandbox: reach http:\/\/127\.0\.0\.1:9: .*Connection refused.*\n$/);
+});
+
+/**
+ * `sandstream` with `args` on a real pseudo-terminal of `cols` x `rows` (lib/pty-drive.py):
+ * {type(text), resize(cols, rows), mode(), out(), since(), until(re), done} where
+ * `until(re)` waits for output written after the last `since()` to match `re`, and
+ * `done` resolves the driver's exit event {exit, signal, restored}.
+ */
+function onPty(args, cols, rows) {
+  const child = spawn('python3', [fileURLToPath(new URL('../lib/pty-drive.py', import.meta.url)), String(cols), String(rows), BIN, ...args], {
+    env: { ...process.env, SANDSTREAM_API_URL: server.url, SANDSTREAM_API_KEY: key, TERM: 'xterm-256color' },
+    stdio: ['pipe', 'pipe', 'pipe'],
+  });
+  let out = '';
+  let mark = 0;
+  let waiters = [];
+  const events = [];
+  let eventWaiters = [];
+  let errText = '';
+  child.stdout.on('data', (d) => {
+    out += d.toString('latin1');
+    waiters = waiters.filter((w) => !w());
+  });
+  child.stderr.on('data', (d) => {
+    errText += d.toString();
+    const lines = errText.split('\n');
+    errText = lines.pop();
+    for (const line of lines) {
+      let e;
+      try {
+        e = JSON.parse(line);
+      } catch {
+        e = { noise: line };
+      }
+      events.push(e);
+      eventWaiters = eventWaiters.filter((w) => !w());
+    }
+  });
+  const closed = new Promise((resolve) => child.on('close', resolve));
+  const event = (f) =>
+    new Promise((resolve, reject) => {
+      const check = () => {
+        const e = events.find(f);
+        if (e) resolve(e);
+        return Boolean(e);
+      };
+      if (!check()) eventWaiters.push(check);
+      closed.then(() => check() || reject(new Error(`the driver ended first: ${JSON.stringify(events)} ${out}`)));
+    });
+  const send = (c) => child.stdin.write(`${JSON.stringify(c)}\n`);
+  return {
+    type: (text) => send({ type: text }),
+    resize: (c, r) => send({ resize: [c, r] }),
+    mode: async () => {
+      const n = events.length;
+      send({ mode: true });
+      return (await event((e, i) => i >= n && e.mode)).mode;
+    },
+    out: () => out,
+    since: () => {
+      mark = out.length;
+    },
+    until: (re) =>
+      new Promise((resolve, reject) => {
+        const check = () => {
+          const m = out.slice(mark).match(re);
+          if (m) resolve(m);
+          return Boolean(m);
+        };
+        if (!check()) waiters.push(check);
+        const fail = (why) => reject(new Error(`${why} ${re}: ${JSON.stringify(out.slice(mark))} ${JSON.stringify(events)}`));
+        closed.then(() => check() || fail('the CLI ended before'));
+        // A hang fails with what came instead of stalling the run.
+        setTimeout(() => check() || fail('nothing matched in 60 s:'), 60_000).unref();
+      }),
+    done: event((e) => 'exit' in e).finally(() => child.stdin.end()),
+  };
+}
+
+test('shell: a login shell on a real terminal: typing, its size and resizes, Ctrl-C, exit code, the terminal restored', { timeout: 120_000 }, async (t) => {
+  const id = await sandbox(t);
+  const sh = onPty(['shell', id], 100, 30);
+  sh.type('echo $((6*7))\r');
+  await sh.until(/\r42\r\n/);
+  // Raw mode here: the keys go to the sandbox, not to this terminal's line editing.
+  assert.deepEqual(await sh.mode(), { echo: false, icanon: false, isig: false, opost: false });
+
+  sh.since();
+  sh.type('stty size; echo "$TERM"\r');
+  await sh.until(/\r30 100\r\nxterm-256color\r\n/);
+
+  // A resize reaches the program in the foreground as SIGWINCH, with the new size.
+  sh.since();
+  sh.type(`sh -c 'trap "stty size; exit 0" WINCH; echo waiting; while :; do sleep 0.1; done'\r`);
+  await sh.until(/\rwaiting\r\n/);
+  sh.resize(120, 40);
+  await sh.until(/\n40 120\r\n/);
+
+  // Ctrl-C is a byte that the sandbox's terminal turns into SIGINT for its foreground job.
+  sh.since();
+  sh.type('sleep 1000; echo not-interrupted\r');
+  await sh.until(/sleep 1000; echo not-interrupted\r\n/);
+  sh.type('\x03');
+  sh.type('echo after-$((1+1))\r');
+  await sh.until(/\rafter-2\r\n/);
+  assert.doesNotMatch(sh.out(), /[\r\n]not-interrupted/);
+
+  sh.type('exit 4\r');
+  const end = await sh.done;
+  assert.deepEqual(end, { exit: 4, signal: null, restored: true });
+});
+
+test('shell without a terminal: stdin typed as it comes, the session lasts until the shell exits; CMD; failures exit 125', async (t) => {
+  const id = await sandbox(t);
+  const r = await cli(['shell', id], { input: 'echo hi\nexit 2\n' });
+  assert.equal(r.code, 2, r.stderr);
+  assert.match(r.stdout, /\rhi\r\n/);
+  assert.equal(r.stderr, '');
+  // A command instead of the shell, on a terminal of the default size, as another user.
+  const cmd = await cli(['shell', '--user', 'root', '--env', 'A=b c', id, '--', 'tty; stty size; id -un; echo "$A"; exit 3']);
+  assert.equal(cmd.code, 3, cmd.stderr);
+  assert.match(cmd.stdout, /^\/dev\/pts\/\d+\r\n24 80\r\nroot\r\nb c\r\n$/);
+  assert.deepEqual(await cli(['shell', '-u', 'nobody-here', id]), { code: 125, stdout: '', stderr: 'sandstream: unknown user nobody-here\n' });
+  assert.deepEqual(await cli(['shell', 'sb-0000000000']), {
+    code: 125,
+    stdout: '',
+    stderr: 'sandstream: 404 Not Found: sandbox sb-0000000000 not found\n',
+  });
 });
