@@ -294,3 +294,26 @@ pub(crate) async fn forward_stdin(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn output(channel: OutputChannel, offset: u64, data: &'static [u8]) -> CommandOutput {
+        CommandOutput { channel: channel.into(), offset, data: bytes::Bytes::from_static(data), ..Default::default() }
+    }
+
+    #[tokio::test]
+    async fn a_resumed_stream_writes_each_byte_once_per_stream() {
+        let channel = Endpoint::from_static("http://127.0.0.1:9").connect_lazy();
+        let client = ExecServiceClient::with_interceptor(channel, Bearer("Bearer k".parse().expect("ascii")));
+        let mut f = Follow::new(client, "sb-1".into());
+        assert_eq!(f.fresh(&output(OutputChannel::Stdout, 0, b"abc")), (false, &b"abc"[..]));
+        // Repeated in part after a resume, then wholly, then past what was written.
+        assert_eq!(f.fresh(&output(OutputChannel::Stdout, 1, b"bcde")), (false, &b"de"[..]));
+        assert_eq!(f.fresh(&output(OutputChannel::Stdout, 0, b"abcde")), (false, &b""[..]));
+        assert_eq!(f.fresh(&output(OutputChannel::Stderr, 0, b"x")), (true, &b"x"[..]));
+        assert_eq!(f.fresh(&output(OutputChannel::Stdout, 5, b"f")), (false, &b"f"[..]));
+        assert!(f.resume("cut").is_err(), "no command to resume before it started");
+    }
+}
