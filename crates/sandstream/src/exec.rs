@@ -186,7 +186,7 @@ impl Run {
                 self.f.send_signal(sig);
             }
             if let Some(rx) = self.stdin.take() {
-                tokio::spawn(forward_stdin(self.f.client.clone(), m.command_id.clone(), rx, true));
+                tokio::spawn(forward_stdin(self.f.client.clone(), m.command_id.clone(), rx, false));
             }
         }
         match EventKind::try_from(m.kind) {

@@ -255,16 +255,19 @@ pub(crate) fn read_stdin(tx: tokio::sync::mpsc::Sender<Vec<u8>>) {
     });
 }
 
-/// Writes `rx`'s chunks to command `id`'s stdin in order; when they end, closes its
-/// stdin if `close` (on a terminal, end-of-input is a typed ^D, so a shell leaves it
-/// open). A write the agent could not be reached for is tried again for [`RESUME_FOR`];
-/// one that fails otherwise ends the forwarding (and closes, so the command is not left
-/// waiting). A command that stopped reading is not an error.
+/// Writes `rx`'s chunks to command `id`'s stdin in order. For a pipe (`terminal`
+/// false) a write that fails ends the forwarding, and the end of the chunks or a failure
+/// closes the command's stdin, so it is not left waiting. For a terminal the input is
+/// never closed (its end is a typed ^D), and a write that failed on the connection is
+/// tried again until the agent answers or [`RESUME_FOR`] passes, so keys typed while the
+/// connection is re-made arrive; `WriteStdin` has no offset to make that exact, so a key
+/// sent just as a connection broke may, rarely, arrive twice. A command that stopped
+/// reading is not an error.
 pub(crate) async fn forward_stdin(
     mut client: AgentClient,
     id: String,
     mut rx: tokio::sync::mpsc::Receiver<Vec<u8>>,
-    close: bool,
+    terminal: bool,
 ) {
     'chunks: while let Some(data) = rx.recv().await {
         let data = bytes::Bytes::from(data);
@@ -273,9 +276,8 @@ pub(crate) async fn forward_stdin(
             match client.write_stdin(WriteStdinRequest { command_id: id.clone(), data: data.clone() }).await {
                 Ok(_) => continue 'chunks,
                 Err(s) if s.code() == Code::FailedPrecondition => return,
-                // The connection is down (usually before the chunk went out), not the request.
-                Err(s) if s.code() == Code::Unavailable && tokio::time::Instant::now() < deadline => {
-                    tokio::time::sleep(Duration::from_millis(250)).await;
+                Err(s) if terminal && transient(&s) && tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
                 }
                 Err(s) => {
                     eprintln!("sandstream: stdin: {}", status_text(&s));
@@ -284,7 +286,7 @@ pub(crate) async fn forward_stdin(
             }
         }
     }
-    if !close {
+    if terminal {
         return;
     }
     for _ in 0..20 {

@@ -231,7 +231,7 @@ impl Session {
         let (tx, rx) = mpsc::channel(4);
         read_stdin(tx.clone());
         self.input = Some(tx);
-        tokio::spawn(forward_stdin(self.f.client.clone(), id.to_string(), rx, false));
+        tokio::spawn(forward_stdin(self.f.client.clone(), id.to_string(), rx, true));
         tokio::spawn(resize(self.f.client.clone(), id.to_string(), self.size.subscribe()));
         Ok(())
     }

@@ -10,6 +10,7 @@ the terminal, byte for byte. Its stdin takes commands, one JSON object a line:
                            program's foreground process group)
   {"mode": true}           reports the terminal's current settings
 Its stderr carries events, one JSON object a line:
+  {"pid": N}               the program's process id, once it is started
   {"mode": {"echo": B, "icanon": B, "isig": B, "opost": B}}
   {"exit": CODE, "signal": N or null, "restored": B}  once the program exited;
     `restored`: the terminal's settings are exactly those it had before the program ran.
@@ -39,6 +40,7 @@ def main():
         if slave > 2:
             os.close(slave)
         os.execvp(sys.argv[3], sys.argv[3:])
+    event({"pid": pid})
     out = sys.stdout.buffer
     commands = b""
     stdin_open = True

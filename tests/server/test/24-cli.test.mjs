@@ -253,14 +253,17 @@ test('an agent that never answers does not hold the terminal: a second Ctrl-C st
   assert.equal(r.stderr.toString(), `sandstream: stopped waiting; the command may still run in sandbox ${id}\n`);
 });
 
-test('a broken connection to the agent resumes from the bytes already written', async (t) => {
-  const id = await sandbox(t);
+/**
+ * Sandbox `id`'s agent behind a TCP relay this test can cut, and the server behind a
+ * front that points the CLI at the relay: {url, cut(), cuts(), connections()}.
+ */
+async function relayed(t, id) {
   const conn = await api(server, 'GET', `/api/v1/sandboxes/${id}/connection`, { key });
   assert.equal(conn.status, 200, conn.text);
-  // The agent's port through a TCP relay this test can cut, and the server behind a
-  // front that points the CLI at the relay.
   const pairs = new Set();
+  let connections = 0;
   const relay = net.createServer((down) => {
+    connections += 1;
     const up = net.connect(conn.body.port, conn.body.host);
     const pair = [down, up];
     pairs.add(pair);
@@ -285,7 +288,12 @@ test('a broken connection to the agent resumes from the bytes already written', 
     pairs.clear();
     cuts += 1;
   };
-  const url = await front(t, relay.address().port);
+  return { url: await front(t, relay.address().port), cut, cuts: () => cuts, connections: () => connections };
+}
+
+test('a broken connection to the agent resumes from the bytes already written', async (t) => {
+  const id = await sandbox(t);
+  const { url, cut, cuts } = await relayed(t, id);
 
   const run = start(
     ['exec', id, '--', 'seq 1 5000; echo err1 >&2; echo mark; sleep 2; seq 5001 9000; echo err2 >&2; echo mark2; sleep 2; echo end; exit 5'],
@@ -296,7 +304,7 @@ test('a broken connection to the agent resumes from the bytes already written', 
   await whenOutput(run, (o) => o.endsWith('mark2\n'));
   cut();
   const r = await run.done;
-  assert.equal(cuts, 2);
+  assert.equal(cuts(), 2);
   assert.equal(r.code, 5, r.stderr.toString());
   const seq = (a, b) => Array.from({ length: b - a + 1 }, (_, i) => `${a + i}\n`).join('');
   assert.equal(r.stdout.toString(), `${seq(1, 5000)}mark\n${seq(5001, 9000)}mark2\nend\n`);
@@ -329,13 +337,13 @@ test("another key's sandbox is refused; a wrong key and no server exit 1 with on
 
 /**
  * `sandstream` with `args` on a real pseudo-terminal of `cols` x `rows` (lib/pty-drive.py):
- * {type(text), resize(cols, rows), mode(), out(), since(), until(re), done} where
+ * {type(text), resize(cols, rows), mode(), pid(), out(), since(), until(re), done} where
  * `until(re)` waits for output written after the last `since()` to match `re`, and
  * `done` resolves the driver's exit event {exit, signal, restored}.
  */
-function onPty(args, cols, rows) {
+function onPty(args, cols, rows, { url = server.url } = {}) {
   const child = spawn('python3', [fileURLToPath(new URL('../lib/pty-drive.py', import.meta.url)), String(cols), String(rows), BIN, ...args], {
-    env: { ...process.env, SANDSTREAM_API_URL: server.url, SANDSTREAM_API_KEY: key, TERM: 'xterm-256color' },
+    env: { ...process.env, SANDSTREAM_API_URL: url, SANDSTREAM_API_KEY: key, TERM: 'xterm-256color' },
     stdio: ['pipe', 'pipe', 'pipe'],
   });
   let out = '';
@@ -383,6 +391,7 @@ function onPty(args, cols, rows) {
       send({ mode: true });
       return (await event((e, i) => i >= n && e.mode)).mode;
     },
+    pid: async () => (await event((e) => e.pid)).pid,
     out: () => out,
     since: () => {
       mark = out.length;
@@ -395,7 +404,7 @@ function onPty(args, cols, rows) {
           return Boolean(m);
         };
         if (!check()) waiters.push(check);
-        const fail = (why) => reject(new Error(`${why} ${re}: ${JSON.stringify(out.slice(mark))} ${JSON.stringify(events)}`));
+        const fail = (why) => reject(new Error(`${why} ${re}: …${JSON.stringify(out.slice(mark).slice(-2000))} ${JSON.stringify(events)}`));
         closed.then(() => check() || fail('the CLI ended before'));
         // A hang fails with what came instead of stalling the run.
         setTimeout(() => check() || fail('nothing matched in 60 s:'), 60_000).unref();
@@ -453,4 +462,37 @@ test('shell without a terminal: stdin typed as it comes, the session lasts until
     stdout: '',
     stderr: 'sandstream: 404 Not Found: sandbox sb-0000000000 not found\n',
   });
+});
+
+test('shell: SIGTERM hangs the shell up and leaves the terminal as it was', { timeout: 120_000 }, async (t) => {
+  const id = await sandbox(t);
+  const sh = onPty(['shell', id], 80, 24);
+  sh.type('echo ready-$((1+1))\r');
+  await sh.until(/\rready-2\r\n/);
+  process.kill(await sh.pid(), 'SIGTERM');
+  assert.deepEqual(await sh.done, { exit: 143, signal: null, restored: true });
+});
+
+test('shell: a broken connection resumes the terminal from the bytes already written', { timeout: 120_000 }, async (t) => {
+  const id = await sandbox(t);
+  const { url, cut, connections } = await relayed(t, id);
+  const sh = onPty(['shell', id], 80, 24, { url });
+  sh.type('seq 1 3000; echo mark-$((1+1))\r');
+  await sh.until(/\nmark-2\r\n/);
+  const before = connections();
+  cut();
+  sh.since();
+  sh.type('seq 3001 6000; echo mark-$((2+2))\r');
+  await sh.until(/\nmark-4\r\n/);
+  cut();
+  sh.type('exit 5\r');
+  assert.deepEqual(await sh.done, { exit: 5, signal: null, restored: true });
+  assert.ok(connections() > before, 'the CLI connected again');
+  // Each line of seq's once, in order: nothing lost or repeated across the cuts.
+  const numbers = sh
+    .out()
+    .split('\n')
+    .map((l) => l.replace(/\r$/, '').split('\r').pop())
+    .filter((l) => /^\d+$/.test(l));
+  assert.deepEqual(numbers, Array.from({ length: 6000 }, (_, i) => String(i + 1)));
 });
