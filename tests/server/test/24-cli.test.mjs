@@ -5,8 +5,8 @@
 // connection resumed without loss or duplicates, and the failures a user meets (an
 // unknown or foreign sandbox, a wrong key, no server). `sandstream shell` on a real
 // pseudo-terminal (lib/pty-drive.py, Python's termios): typing, the terminal's size and
-// its resizes, Ctrl-C, the exit code and the terminal's settings restored; and without a
-// terminal.
+// its resizes, Ctrl-C, the exit code and the terminal's settings restored (after `exit`
+// and after SIGTERM), a cut connection resumed; and without a terminal.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
