@@ -61,6 +61,21 @@ pub(crate) enum Command {
     /// When this process's stdout is closed (`| head`), the command gets SIGPIPE. A
     /// broken connection is resumed without losing or repeating output.
     Exec(crate::exec::ExecArgs),
+    /// Open an interactive terminal in a sandbox: `sandstream shell ID [-- CMD…]`.
+    ///
+    /// Runs the user's login shell (or CMD) on a pseudo-terminal in the sandbox, of this
+    /// terminal's size (80x24 when there is none), with TERM from this environment. When
+    /// stdin is a terminal it goes into raw mode, so every key (Ctrl-C, Ctrl-D, arrows)
+    /// reaches the sandbox as its bytes, and its settings come back when sandstream
+    /// exits, however it exits. Otherwise stdin's bytes are typed as they come, and its
+    /// end closes nothing: the session lasts until the shell exits (type `exit`).
+    /// Output comes out on stdout unchanged; a resized terminal (SIGWINCH) resizes the
+    /// sandbox's; a broken connection is resumed without losing or repeating output.
+    /// Exits with the shell's exit code (128+N when signal N ended it), or 125 when
+    /// sandstream could not start it (an unknown sandbox, a wrong key, no server, an
+    /// unknown user or cwd) or lost it, with one line on stderr saying why. SIGTERM and
+    /// SIGHUP hang the shell up and exit 128+N.
+    Shell(crate::shell::ShellArgs),
     /// Add, list and remove this host's sandbox templates: root filesystems imported from
     /// a directory or a tarball (such as `docker export` writes).
     Template(TemplateArgs),
@@ -304,7 +319,7 @@ pub(crate) async fn run(command: Command) -> anyhow::Result<()> {
         Command::Cp(a) => crate::cp::cp(a).await,
         Command::Sandbox(a) => crate::sandbox_cmd::sandbox(a).await,
         Command::Template(a) => tokio::task::spawn_blocking(move || template(a)).await?,
-        Command::Agent(_) | Command::Exec(_) => unreachable!("handled before the runtime starts"),
+        Command::Agent(_) | Command::Exec(_) | Command::Shell(_) => unreachable!("handled before the runtime starts"),
     }
 }
 

@@ -1,5 +1,5 @@
 //! Admin subcommands that call a running server over its HTTP API: `keys` and
-//! `login-link` (the user commands are in `cp.rs`, `sandbox_cmd.rs` and `exec.rs`).
+//! `login-link` (the user commands are in `cp.rs`, `sandbox_cmd.rs`, `exec.rs` and `shell.rs`).
 
 use std::path::PathBuf;
 

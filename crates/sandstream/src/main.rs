@@ -4,8 +4,11 @@ mod cli;
 mod client;
 mod cp;
 mod exec;
+mod follow;
 mod rest;
 mod sandbox_cmd;
+mod shell;
+mod term;
 
 use std::process::ExitCode;
 
@@ -28,11 +31,11 @@ fn init_logging(default_filter: &str) {
 fn main() -> ExitCode {
     let args = match cli::Cli::try_parse() {
         Ok(args) => args,
-        // A usage error of `exec` exits as its other failures to run anything do, so its
-        // exit code is not mistaken for the command's.
-        Err(e) if e.use_stderr() && std::env::args_os().nth(1).is_some_and(|a| a == "exec") => {
+        // A usage error of `exec` or `shell` exits as its other failures to run anything
+        // do, so its exit code is not mistaken for the command's.
+        Err(e) if e.use_stderr() && std::env::args_os().nth(1).is_some_and(|a| a == "exec" || a == "shell") => {
             let _ = e.print();
-            return ExitCode::from(exec::CANNOT_RUN);
+            return ExitCode::from(follow::CANNOT_RUN);
         }
         Err(e) => e.exit(),
     };
@@ -41,6 +44,10 @@ fn main() -> ExitCode {
         cli::Command::Exec(a) => {
             init_logging("warn");
             exec::main(a)
+        }
+        cli::Command::Shell(a) => {
+            init_logging("warn");
+            shell::main(a)
         }
         command => {
             init_logging("info,tower_http=warn");

@@ -178,6 +178,35 @@ fn exec_help_says_its_exit_codes_and_flags() {
 }
 
 #[test]
+fn shell_help_says_raw_mode_resizes_and_exit_codes() {
+    let out = sandstream().args(["shell", "--help"]).output().expect("run");
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    for said in [
+        "sandstream shell ID [-- CMD…]",
+        "Usage: sandstream shell [OPTIONS] <ID> [CMD]...",
+        "login shell",
+        "80x24 when there is none",
+        "TERM from this environment",
+        "raw mode",
+        "its settings come back",
+        "its end closes nothing",
+        "SIGWINCH",
+        "resumed without losing or repeating output",
+        "Exits with the shell's exit code (128+N",
+        "125 when sandstream could not start it",
+        "--cwd <CWD>",
+        "--env <K=V>",
+        "--user <USER>",
+        "--server",
+        "--api-key",
+        "SANDSTREAM_API_URL",
+    ] {
+        assert!(text.contains(said), "shell --help lacks {said}: {text}");
+    }
+}
+
+#[test]
 fn user_commands_fail_with_one_line_and_their_exit_codes() {
     let run = |args: &[&str]| {
         let out = sandstream()
@@ -205,6 +234,11 @@ fn user_commands_fail_with_one_line_and_their_exit_codes() {
     let (code, _, err) = run(&["exec", "sb-0123456789"]);
     assert_eq!(code, Some(125), "{err}");
     assert!(err.contains("<CMD>..."), "{err}");
+    let (code, out, err) = run(&["shell", "sb-0123456789"]);
+    assert_eq!((code, out.as_str()), (Some(125), ""), "{err}");
+    assert!(err.starts_with("sandstream: reach http://127.0.0.1:9") && err.lines().count() == 1, "{err}");
+    let (code, _, err) = run(&["shell", "--no-such-flag", "sb-0123456789"]);
+    assert_eq!(code, Some(125), "{err}");
     let (code, _, err) = run(&["sandbox", "kill"]);
     assert_eq!(code, Some(2), "{err}");
 }

@@ -3,13 +3,17 @@
 // byte-exact, exit codes (0, 3, a signal, a timeout), a closed stdout, --cwd/--env/--user,
 // -i, Ctrl-C reaching the command (and leaving an agent that never answers), a broken
 // connection resumed without loss or duplicates, and the failures a user meets (an
-// unknown or foreign sandbox, a wrong key, no server).
+// unknown or foreign sandbox, a wrong key, no server). `sandstream shell` on a real
+// pseudo-terminal (lib/pty-drive.py, Python's termios): typing, the terminal's size and
+// its resizes, Ctrl-C, the exit code and the terminal's settings restored (after `exit`
+// and after SIGTERM), a cut connection resumed; and without a terminal.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import http from 'node:http';
 import net from 'node:net';
+import { fileURLToPath } from 'node:url';
 import { fileServer, api, createTenant, BIN, SB_ID } from '../lib/harness.mjs';
 
 const server = await fileServer(after);
@@ -249,14 +253,17 @@ test('an agent that never answers does not hold the terminal: a second Ctrl-C st
   assert.equal(r.stderr.toString(), `sandstream: stopped waiting; the command may still run in sandbox ${id}\n`);
 });
 
-test('a broken connection to the agent resumes from the bytes already written', async (t) => {
-  const id = await sandbox(t);
+/**
+ * Sandbox `id`'s agent behind a TCP relay this test can cut, and the server behind a
+ * front that points the CLI at the relay: {url, cut(), cuts(), connections()}.
+ */
+async function relayed(t, id) {
   const conn = await api(server, 'GET', `/api/v1/sandboxes/${id}/connection`, { key });
   assert.equal(conn.status, 200, conn.text);
-  // The agent's port through a TCP relay this test can cut, and the server behind a
-  // front that points the CLI at the relay.
   const pairs = new Set();
+  let connections = 0;
   const relay = net.createServer((down) => {
+    connections += 1;
     const up = net.connect(conn.body.port, conn.body.host);
     const pair = [down, up];
     pairs.add(pair);
@@ -281,7 +288,12 @@ test('a broken connection to the agent resumes from the bytes already written', 
     pairs.clear();
     cuts += 1;
   };
-  const url = await front(t, relay.address().port);
+  return { url: await front(t, relay.address().port), cut, cuts: () => cuts, connections: () => connections };
+}
+
+test('a broken connection to the agent resumes from the bytes already written', async (t) => {
+  const id = await sandbox(t);
+  const { url, cut, cuts } = await relayed(t, id);
 
   const run = start(
     ['exec', id, '--', 'seq 1 5000; echo err1 >&2; echo mark; sleep 2; seq 5001 9000; echo err2 >&2; echo mark2; sleep 2; echo end; exit 5'],
@@ -292,7 +304,7 @@ test('a broken connection to the agent resumes from the bytes already written', 
   await whenOutput(run, (o) => o.endsWith('mark2\n'));
   cut();
   const r = await run.done;
-  assert.equal(cuts, 2);
+  assert.equal(cuts(), 2);
   assert.equal(r.code, 5, r.stderr.toString());
   const seq = (a, b) => Array.from({ length: b - a + 1 }, (_, i) => `${a + i}\n`).join('');
   assert.equal(r.stdout.toString(), `${seq(1, 5000)}mark\n${seq(5001, 9000)}mark2\nend\n`);
@@ -321,4 +333,166 @@ test("another key's sandbox is refused; a wrong key and no server exit 1 with on
   const down = await cli(['sandbox', 'create'], { url: 'http://127.0.0.1:9' });
   assert.equal(down.code, 1);
   assert.match(down.stderr, /^sandstream: create a sandbox: reach http:\/\/127\.0\.0\.1:9: .*Connection refused.*\n$/);
+});
+
+/**
+ * `sandstream` with `args` on a real pseudo-terminal of `cols` x `rows` (lib/pty-drive.py):
+ * {type(text), resize(cols, rows), mode(), pid(), out(), since(), until(re), done} where
+ * `until(re)` waits for output written after the last `since()` to match `re`, and
+ * `done` resolves the driver's exit event {exit, signal, restored}.
+ */
+function onPty(args, cols, rows, { url = server.url } = {}) {
+  const child = spawn('python3', [fileURLToPath(new URL('../lib/pty-drive.py', import.meta.url)), String(cols), String(rows), BIN, ...args], {
+    env: { ...process.env, SANDSTREAM_API_URL: url, SANDSTREAM_API_KEY: key, TERM: 'xterm-256color' },
+    stdio: ['pipe', 'pipe', 'pipe'],
+  });
+  let out = '';
+  let mark = 0;
+  let waiters = [];
+  const events = [];
+  let eventWaiters = [];
+  let errText = '';
+  child.stdout.on('data', (d) => {
+    out += d.toString('latin1');
+    waiters = waiters.filter((w) => !w());
+  });
+  child.stderr.on('data', (d) => {
+    errText += d.toString();
+    const lines = errText.split('\n');
+    errText = lines.pop();
+    for (const line of lines) {
+      let e;
+      try {
+        e = JSON.parse(line);
+      } catch {
+        e = { noise: line };
+      }
+      events.push(e);
+      eventWaiters = eventWaiters.filter((w) => !w());
+    }
+  });
+  const closed = new Promise((resolve) => child.on('close', resolve));
+  const event = (f) =>
+    new Promise((resolve, reject) => {
+      const check = () => {
+        const e = events.find(f);
+        if (e) resolve(e);
+        return Boolean(e);
+      };
+      if (!check()) eventWaiters.push(check);
+      closed.then(() => check() || reject(new Error(`the driver ended first: ${JSON.stringify(events)} ${out}`)));
+    });
+  const send = (c) => child.stdin.write(`${JSON.stringify(c)}\n`);
+  return {
+    type: (text) => send({ type: text }),
+    resize: (c, r) => send({ resize: [c, r] }),
+    mode: async () => {
+      const n = events.length;
+      send({ mode: true });
+      return (await event((e, i) => i >= n && e.mode)).mode;
+    },
+    pid: async () => (await event((e) => e.pid)).pid,
+    out: () => out,
+    since: () => {
+      mark = out.length;
+    },
+    until: (re) =>
+      new Promise((resolve, reject) => {
+        const check = () => {
+          const m = out.slice(mark).match(re);
+          if (m) resolve(m);
+          return Boolean(m);
+        };
+        if (!check()) waiters.push(check);
+        const fail = (why) => reject(new Error(`${why} ${re}: …${JSON.stringify(out.slice(mark).slice(-2000))} ${JSON.stringify(events)}`));
+        closed.then(() => check() || fail('the CLI ended before'));
+        // A hang fails with what came instead of stalling the run.
+        setTimeout(() => check() || fail('nothing matched in 60 s:'), 60_000).unref();
+      }),
+    done: event((e) => 'exit' in e).finally(() => child.stdin.end()),
+  };
+}
+
+test('shell: a login shell on a real terminal: typing, its size and resizes, Ctrl-C, exit code, the terminal restored', { timeout: 120_000 }, async (t) => {
+  const id = await sandbox(t);
+  const sh = onPty(['shell', id], 100, 30);
+  sh.type('echo $((6*7))\r');
+  await sh.until(/\r42\r\n/);
+  // Raw mode here: the keys go to the sandbox, not to this terminal's line editing.
+  assert.deepEqual(await sh.mode(), { echo: false, icanon: false, isig: false, opost: false });
+
+  sh.since();
+  sh.type('stty size; echo "$TERM"\r');
+  await sh.until(/\r30 100\r\nxterm-256color\r\n/);
+
+  // A resize reaches the program in the foreground as SIGWINCH, with the new size.
+  sh.since();
+  sh.type(`sh -c 'trap "stty size; exit 0" WINCH; echo waiting; while :; do sleep 0.1; done'\r`);
+  await sh.until(/\rwaiting\r\n/);
+  sh.resize(120, 40);
+  await sh.until(/\n40 120\r\n/);
+
+  // Ctrl-C is a byte that the sandbox's terminal turns into SIGINT for its foreground job.
+  sh.since();
+  sh.type('sleep 1000; echo not-interrupted\r');
+  await sh.until(/sleep 1000; echo not-interrupted\r\n/);
+  sh.type('\x03');
+  sh.type('echo after-$((1+1))\r');
+  await sh.until(/\rafter-2\r\n/);
+  assert.doesNotMatch(sh.out(), /[\r\n]not-interrupted/);
+
+  sh.type('exit 4\r');
+  const end = await sh.done;
+  assert.deepEqual(end, { exit: 4, signal: null, restored: true });
+});
+
+test('shell without a terminal: stdin typed as it comes, the session lasts until the shell exits; CMD; failures exit 125', async (t) => {
+  const id = await sandbox(t);
+  const r = await cli(['shell', id], { input: 'echo hi\nexit 2\n' });
+  assert.equal(r.code, 2, r.stderr);
+  assert.match(r.stdout, /\rhi\r\n/);
+  assert.equal(r.stderr, '');
+  // A command instead of the shell, on a terminal of the default size, as another user.
+  const cmd = await cli(['shell', '--user', 'root', '--env', 'A=b c', id, '--', 'tty; stty size; id -un; echo "$A"; exit 3']);
+  assert.equal(cmd.code, 3, cmd.stderr);
+  assert.match(cmd.stdout, /^\/dev\/pts\/\d+\r\n24 80\r\nroot\r\nb c\r\n$/);
+  assert.deepEqual(await cli(['shell', '-u', 'nobody-here', id]), { code: 125, stdout: '', stderr: 'sandstream: unknown user nobody-here\n' });
+  assert.deepEqual(await cli(['shell', 'sb-0000000000']), {
+    code: 125,
+    stdout: '',
+    stderr: 'sandstream: 404 Not Found: sandbox sb-0000000000 not found\n',
+  });
+});
+
+test('shell: SIGTERM hangs the shell up and leaves the terminal as it was', { timeout: 120_000 }, async (t) => {
+  const id = await sandbox(t);
+  const sh = onPty(['shell', id], 80, 24);
+  sh.type('echo ready-$((1+1))\r');
+  await sh.until(/\rready-2\r\n/);
+  process.kill(await sh.pid(), 'SIGTERM');
+  assert.deepEqual(await sh.done, { exit: 143, signal: null, restored: true });
+});
+
+test('shell: a broken connection resumes the terminal from the bytes already written', { timeout: 120_000 }, async (t) => {
+  const id = await sandbox(t);
+  const { url, cut, connections } = await relayed(t, id);
+  const sh = onPty(['shell', id], 80, 24, { url });
+  sh.type('seq 1 3000; echo mark-$((1+1))\r');
+  await sh.until(/\nmark-2\r\n/);
+  const before = connections();
+  cut();
+  sh.since();
+  sh.type('seq 3001 6000; echo mark-$((2+2))\r');
+  await sh.until(/\nmark-4\r\n/);
+  cut();
+  sh.type('exit 5\r');
+  assert.deepEqual(await sh.done, { exit: 5, signal: null, restored: true });
+  assert.ok(connections() > before, 'the CLI connected again');
+  // Each line of seq's once, in order: nothing lost or repeated across the cuts.
+  const numbers = sh
+    .out()
+    .split('\n')
+    .map((l) => l.replace(/\r$/, '').split('\r').pop())
+    .filter((l) => /^\d+$/.test(l));
+  assert.deepEqual(numbers, Array.from({ length: 6000 }, (_, i) => String(i + 1)));
 });
