@@ -38,6 +38,10 @@ use crate::error::ErrorBody;
         super::files::make_dir,
         super::files::move_entry,
         super::files::watch::watch,
+        super::terminals::open,
+        super::terminals::output::output,
+        super::terminals::input,
+        super::terminals::resize,
         super::templates::list,
         super::exec::exec,
         super::exec::get,
@@ -62,6 +66,7 @@ use crate::error::ErrorBody;
     tags(
         (name = "sandboxes", description = "Sandboxes and the templates they are made from"),
         (name = "files", description = "A sandbox's files, through its agent"),
+        (name = "terminals", description = "Interactive shells in a sandbox, for clients without gRPC"),
         (name = "executions", description = "Running code with live logs (design note 000)"),
         (name = "keys", description = "API keys (admin)"),
         (name = "login", description = "Getting into the web page"),
