@@ -4,10 +4,11 @@
 // server-sent events from any byte offset. Typed input is answered (`echo $((6*7))` →
 // 42), `stty size` follows a resize, a re-attach from an offset (by query or by
 // `Last-Event-ID`) gets exactly the rest, the shell's exit is reported, another key is
-// refused, bad sizes and input are 400/413, and a sandbox runs at most 8 terminals.
+// refused, bad sizes and input are 400/413, and a sandbox runs at most 8 terminals and
+// 32 output streams.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { fileServer, api, assertError, createTenant } from '../lib/harness.mjs';
+import { fileServer, api, assertError, createTenant, until } from '../lib/harness.mjs';
 
 const server = await fileServer(after);
 const { key } = await createTenant(server, 'terminal');
@@ -218,19 +219,37 @@ test("another key's sandbox is a 404 on every route; bad sizes, input and offset
   await live.until(/\n10000 10000\n/);
 });
 
-test('a sandbox runs at most 8 terminals; one that exited frees its place', async (t) => {
+test('a sandbox runs at most 8 terminals, even opened at once, and 32 output streams', async (t) => {
   const id = await sandbox(t);
-  const tids = [];
-  for (let i = 0; i < 8; i++) {
-    const r = await open(id, { cols: 80, rows: 24 });
-    assert.equal(r.status, 201, r.text);
-    tids.push(r.body.id);
-  }
-  assertError(await open(id), 409, 'conflict', `sandbox ${id} has 8 terminals running, the most it may have (8); exit one first`);
+  // Nine opens at once: eight shells start, the ninth is refused.
+  const answers = await Promise.all(Array.from({ length: 9 }, () => open(id, { cols: 80, rows: 24 })));
+  const made = answers.filter((r) => r.status === 201);
+  assert.equal(made.length, 8, answers.map((r) => r.status).join(' '));
+  assertError(answers.find((r) => r.status !== 201), 409, 'conflict', `sandbox ${id} has 8 terminals running, the most it may have (8); exit one first`);
+  const tids = made.map((r) => r.body.id);
+  assertError(await open(id), 409, 'conflict');
+  // One that exited frees its place.
   const f = await follow(id, tids[0]);
   await type(id, tids[0], 'exit\r');
   await f.ended();
   assert.equal(f.exit.status, 'exited');
   const r = await open(id);
   assert.equal(r.status, 201, r.text);
+
+  // Output streams: 32 at once per sandbox; one closed frees its place.
+  const streams = [];
+  t.after(() => streams.forEach((s) => s.close()));
+  for (let i = 0; i < 32; i++) {
+    const s = await follow(id, tids[1 + (i % 7)]);
+    assert.equal(s.status, 200, s.text);
+    streams.push(s);
+  }
+  assertError(await follow(id, tids[1]), 503, 'no_capacity', `sandbox ${id} has 32 terminal output streams open, the most it may; close one`);
+  streams.pop().close();
+  await until(async () => {
+    const s = await follow(id, tids[1]);
+    if (s.status !== 200) return false;
+    streams.push(s);
+    return true;
+  }, { what: 'a stream after one was closed', timeoutMs: 60_000 });
 });

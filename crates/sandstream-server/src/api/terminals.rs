@@ -8,9 +8,11 @@
 //! (`output.rs`, server-sent events). Input and resizes are plain POSTs, each handed to
 //! the agent in the order it arrives.
 //!
-//! Bounds: at most [`MAX_TERMINALS`] running terminals per sandbox, at most
-//! [`MAX_INPUT_BYTES`] of input per request, each side of a size between 1 and
-//! [`MAX_SIDE`]. Another key's sandbox is a 404 on every route, as for files.
+//! Bounds: at most [`MAX_TERMINALS`] running terminals per sandbox (opened one at a
+//! time, `terminal_bounds.rs`), at most [`MAX_STREAMS`] output streams followed per
+//! sandbox, at most [`MAX_INPUT_BYTES`] of input per request, each side of a size
+//! between 1 and [`MAX_SIDE`]. Another key's sandbox is a 404 on every route, as for
+//! files.
 
 pub(crate) mod output;
 
@@ -30,6 +32,8 @@ use crate::error::{AppError, AppJson, AppResult, ErrorBody};
 use crate::exec::AgentClient;
 use crate::state::SandboxState;
 use crate::store::Principal;
+#[cfg(doc)]
+use crate::terminal_bounds::MAX_STREAMS;
 
 /// Most terminals running at once in one sandbox (counted from the agent's list, so
 /// terminals opened through the SDK count too).
@@ -149,6 +153,7 @@ pub(crate) async fn open(
 ) -> AppResult<(StatusCode, Json<Terminal>)> {
     let mut client = agent(&state, &p, &id)?;
     let pty = size(body.cols, body.rows)?;
+    let _turn = state.terminals.opening(&id).await;
     let listed = client.list(ListRequest {}).await.map_err(|s| from_status(&id, &s))?.into_inner();
     let running = listed.commands.iter().filter(|c| c.running && c.pty.is_some()).count();
     if running >= MAX_TERMINALS {

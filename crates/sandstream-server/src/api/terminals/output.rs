@@ -96,6 +96,7 @@ fn start_offset(headers: &HeaderMap, q: Option<u64>) -> AppResult<u64> {
         (status = 409, description = "The sandbox is not running", body = ErrorBody),
         (status = 416, description = "`offset` is past what the terminal has printed", body = ErrorBody),
         (status = 502, description = "The sandbox's agent did not answer", body = ErrorBody),
+        (status = 503, description = "The sandbox has 32 output streams open, the most it may", body = ErrorBody),
     ))]
 pub(crate) async fn output(
     State(state): State<Arc<AppState>>,
@@ -107,6 +108,7 @@ pub(crate) async fn output(
     let mut client = agent(&state, &p, &id)?;
     let q = q.map(|Query(q)| q).map_err(|e| AppError::BadRequest(format!("query: {}", e.body_text())))?;
     let offset = start_offset(&headers, q.offset)?;
+    let counted = state.terminals.stream(&id)?;
     // Only terminals: a command on pipes is not followed here.
     let listed = client.list(sandstream_proto::v1::ListRequest {}).await.map_err(|s| from_status(&id, &s))?;
     if !listed.into_inner().commands.iter().any(|c| c.command_id == tid && c.pty.is_some()) {
@@ -119,7 +121,7 @@ pub(crate) async fn output(
         encoding: OutputEncoding::Bytes as i32,
     };
     let stream = client.attach(req).await.map_err(|s| terminal_error(&id, &tid, &s))?.into_inner();
-    Ok(Sse::new(events(id, offset, stream)))
+    Ok(Sse::new(events(id, offset, stream, counted)))
 }
 
 /// What one agent message becomes: an event to send (and the offset after it), or nothing.
@@ -158,14 +160,18 @@ fn event(m: &CommandOutput, have: &mut u64) -> Option<Event> {
 }
 
 /// The agent's messages as events, ending with `exit` or `end`. A task forwards them, so
-/// the agent's stream is dropped as soon as the client goes away.
+/// the agent's stream is dropped (and the stream counted out) as soon as the client goes
+/// away.
 fn events(
     id: String,
     mut have: u64,
     mut stream: tonic::Streaming<CommandOutput>,
+    counted: crate::terminal_bounds::Stream,
 ) -> ReceiverStream<Result<Event, Infallible>> {
     let (tx, rx) = mpsc::channel(16);
     tokio::spawn(async move {
+        // Counted out when this task ends, whichever way.
+        let _counted = counted;
         let end = loop {
             let msg = tokio::select! {
                 () = tx.closed() => return,
