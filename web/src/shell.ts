@@ -245,7 +245,12 @@ export class Shell {
       res.body?.cancel().catch(() => {});
       if (gen !== this.generation) return;
       if (res.ok) return this.attach(tid, gen);
-      if (res.status === 404) sessionStorage.removeItem(this.storageKey(id));
+      if (res.status === 404 && this.offset === 0) {
+        // The remembered shell is gone (the sandbox's agent restarted): open a new one.
+        sessionStorage.removeItem(this.storageKey(id));
+        this.detach();
+        return void this.start();
+      }
       this.setState("error", body?.message ?? `HTTP ${res.status}`);
     } catch {
       if (gen === this.generation) this.setState("error", "Cannot reach the Sandstream server.");

@@ -1,7 +1,9 @@
 // The playground's Terminal tab, in headless Chromium against the real server: a shell
 // opens in the sandbox, keystrokes typed into the xterm reach it (`echo $((6*7))` prints
-// 42), and after a page reload the same shell is shown again with its earlier output,
-// once, and still answers. Run by `npm test`.
+// 42), the shell is told the xterm's size when the window grows, and after a page
+// reload the same shell is shown again with its earlier output, once, and still answers;
+// an exited shell offers a new one, and a remembered terminal that is gone is replaced.
+// Run by `npm test`.
 import { describe, test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { checkPrerequisites, launchBrowser, screenshot, startServer } from "./harness.mjs";
@@ -115,6 +117,15 @@ describe("Sandstream playground: the Terminal tab (real server, headless Chromiu
       assert.doesNotMatch(await mirror(page), /42/, "a new shell starts with an empty screen");
       await typeLine(page, "echo new-$((2+3))");
       await waitMirror(page, /\nnew-5\n/);
+
+      // A remembered terminal the sandbox no longer has: a new shell opens instead.
+      await page.evaluate((sb) => sessionStorage.setItem(`sandstream.terminal.${sb}`, "no-such-terminal"), sandboxId);
+      await page.reload({ waitUntil: "load" });
+      await page.waitForSelector('[data-testid="shell-state"][data-state="live"]', { timeout: 60_000 });
+      const replaced = await page.evaluate(() => window.__sandstream.terminal.id());
+      assert.ok(replaced && replaced !== "no-such-terminal", String(replaced));
+      await typeLine(page, "echo gone-$((1+2))");
+      await waitMirror(page, /\ngone-3\n/);
       assert.deepEqual(pageErrors, []);
       assert.deepEqual(foreign, [], "the page asks nothing of other hosts");
     } catch (err) {
