@@ -163,6 +163,10 @@ test('every route answers what the OpenAPI document says, in success and error c
   assert.match(outText, /event: exit\ndata: \{"exitCode":5,"status":"exited"\}\n\n$/, outText);
   oa.response('GET', outRoute, { status: out.status, headers: out.headers, text: outText });
   assert.equal((await call('GET', outRoute, { key: other.key, params: tparams })).status, 404);
+  const second = await call('POST', termRoute, { key: tenant, params: { id: sb }, body: { cols: 80, rows: 24 } });
+  assert.equal(second.status, 201, second.text);
+  assert.equal((await call('DELETE', `${termRoute}/{tid}`, { key: tenant, params: { id: sb, tid: second.body.id } })).status, 204);
+  assert.equal((await call('DELETE', `${termRoute}/{tid}`, { key: tenant, params: tparams })).status, 409);
 
   // ---- kill, and what a killed sandbox answers
   assert.equal((await call('DELETE', '/api/v1/sandboxes/{id}', { key: tenant, params: { id: sb } })).status, 204);
@@ -228,7 +232,7 @@ test('every route answers what the OpenAPI document says, in success and error c
       if (op.security.length > 0) assert.ok(mine.some((s) => s >= 400), `${method} ${route}: no error checked (${mine})`);
     }
   }
-  assert.equal(Object.values(doc.paths).flatMap(Object.keys).length, 37);
+  assert.equal(Object.values(doc.paths).flatMap(Object.keys).length, 38);
 });
 
 test('TypeScript types generated from the document accept the real answers', async () => {

@@ -4,8 +4,8 @@
 // server-sent events from any byte offset. Typed input is answered (`echo $((6*7))` →
 // 42), `stty size` follows a resize, a re-attach from an offset (by query or by
 // `Last-Event-ID`) gets exactly the rest, the shell's exit is reported, another key is
-// refused, bad sizes and input are 400/413, and a sandbox runs at most 8 terminals and
-// 32 output streams.
+// refused, bad sizes and input are 400/413, a sandbox runs at most 8 terminals (DELETE
+// closes one) and 32 output streams.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { fileServer, api, assertError, createTenant, until } from '../lib/harness.mjs';
@@ -219,13 +219,13 @@ test("another key's sandbox is a 404 on every route; bad sizes, input and offset
   await live.until(/\n10000 10000\n/);
 });
 
-test('a sandbox runs at most 8 terminals, even opened at once, and 32 output streams', async (t) => {
+test('a sandbox runs at most 8 terminals, even opened at once, a closed one frees its place, and 32 output streams', async (t) => {
   const id = await sandbox(t);
   // Nine opens at once: eight shells start, the ninth is refused.
   const answers = await Promise.all(Array.from({ length: 9 }, () => open(id, { cols: 80, rows: 24 })));
   const made = answers.filter((r) => r.status === 201);
   assert.equal(made.length, 8, answers.map((r) => r.status).join(' '));
-  assertError(answers.find((r) => r.status !== 201), 409, 'conflict', `sandbox ${id} has 8 terminals running, the most it may have (8); exit one first`);
+  assertError(answers.find((r) => r.status !== 201), 409, 'conflict', `sandbox ${id} has 8 terminals running, the most it may have (8); exit or close one first`);
   const tids = made.map((r) => r.body.id);
   assertError(await open(id), 409, 'conflict');
   // One that exited frees its place.
@@ -235,12 +235,25 @@ test('a sandbox runs at most 8 terminals, even opened at once, and 32 output str
   assert.equal(f.exit.status, 'exited');
   const r = await open(id);
   assert.equal(r.status, 201, r.text);
+  // So does one closed with DELETE: its shell is killed, and its stream says so.
+  assertError(await open(id), 409, 'conflict');
+  const killed = await follow(id, tids[2]);
+  assertError(await api(server, 'DELETE', `${base(id)}/${tids[2]}`, { key: other.key }), 404, 'not_found', `sandbox ${id} not found`);
+  assert.equal((await api(server, 'DELETE', `${base(id)}/${tids[2]}`, { key })).status, 204);
+  await killed.ended();
+  assert.deepEqual(killed.exit, { exitCode: 137, status: 'signaled', signal: 9, error: 'killed by signal 9 (SIGKILL)' });
+  assertError(await api(server, 'DELETE', `${base(id)}/${tids[2]}`, { key }), 409, 'conflict', `terminal ${tids[2]} has ended: its shell exited`);
+  assertError(await api(server, 'DELETE', `${base(id)}/${tids[0]}`, { key }), 409, 'conflict');
+  assertError(await api(server, 'DELETE', `${base(id)}/no-such`, { key }), 404, 'not_found', `no terminal no-such in sandbox ${id}`);
+  assert.equal((await open(id)).status, 201);
 
-  // Output streams: 32 at once per sandbox; one closed frees its place.
+  // Output streams: 32 at once per sandbox; one closed frees its place. (A stream of a
+  // terminal that ended ends by itself, so only running ones are followed.)
+  const alive = [tids[1], ...tids.slice(3)];
   const streams = [];
   t.after(() => streams.forEach((s) => s.close()));
   for (let i = 0; i < 32; i++) {
-    const s = await follow(id, tids[1 + (i % 7)]);
+    const s = await follow(id, alive[i % alive.length]);
     assert.equal(s.status, 200, s.text);
     streams.push(s);
   }

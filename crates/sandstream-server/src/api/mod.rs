@@ -155,6 +155,13 @@ pub(crate) fn routes() -> Vec<Route> {
             post(terminals::resize),
         ),
         r(
+            "delete",
+            "/api/v1/sandboxes/{id}/terminals/{tid}",
+            Access::Key,
+            "Close a terminal: kill its shell",
+            delete(terminals::close),
+        ),
+        r(
             "get",
             "/api/v1/templates",
             Access::Key,

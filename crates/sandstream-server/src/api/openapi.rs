@@ -42,6 +42,7 @@ use crate::error::ErrorBody;
         super::terminals::output::output,
         super::terminals::input,
         super::terminals::resize,
+        super::terminals::close,
         super::templates::list,
         super::exec::exec,
         super::exec::get,

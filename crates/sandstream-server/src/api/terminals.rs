@@ -21,7 +21,9 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use sandstream_proto::v1::{ExecuteRequest, ListRequest, OutputEncoding, PtySize, ResizePtyRequest, WriteStdinRequest};
+use sandstream_proto::v1::{
+    ExecuteRequest, ListRequest, OutputEncoding, PtySize, ResizePtyRequest, SignalRequest, WriteStdinRequest,
+};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -158,7 +160,7 @@ pub(crate) async fn open(
     let running = listed.commands.iter().filter(|c| c.running && c.pty.is_some()).count();
     if running >= MAX_TERMINALS {
         return Err(AppError::Conflict(format!(
-            "sandbox {id} has {running} terminals running, the most it may have ({MAX_TERMINALS}); exit one first"
+            "sandbox {id} has {running} terminals running, the most it may have ({MAX_TERMINALS}); exit or close one first"
         )));
     }
     let req = ExecuteRequest {
@@ -225,6 +227,33 @@ pub(crate) async fn resize(
     let mut client = agent(&state, &p, &id)?;
     let req = ResizePtyRequest { command_id: tid.clone(), size: Some(size(body.cols, body.rows)?) };
     client.resize_pty(req).await.map_err(|s| terminal_error(&id, &tid, &s))?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(delete, path = "/api/v1/sandboxes/{id}/terminals/{tid}", operation_id = "closeTerminal",
+    tag = "terminals", params(TerminalPath),
+    responses(
+        (status = 204, description = "The shell was killed (SIGKILL); what still ran on its terminal is hung up (SIGHUP). Its output stays readable"),
+        (status = 404, description = "No such sandbox of this key, or no such terminal", body = ErrorBody),
+        (status = 409, description = "The terminal's shell has exited already, or the sandbox is not running", body = ErrorBody),
+        (status = 502, description = "The sandbox's agent did not answer", body = ErrorBody),
+    ))]
+pub(crate) async fn close(
+    State(state): State<Arc<AppState>>,
+    p: Principal,
+    Path(TerminalPath { id, tid }): Path<TerminalPath>,
+) -> AppResult<StatusCode> {
+    let mut client = agent(&state, &p, &id)?;
+    // Only a terminal: the id of another command of the sandbox is not one.
+    let listed = client.list(ListRequest {}).await.map_err(|s| from_status(&id, &s))?.into_inner();
+    match listed.commands.iter().find(|c| c.command_id == tid && c.pty.is_some()) {
+        None => return Err(AppError::NotFound(format!("no terminal {tid} in sandbox {id}"))),
+        Some(c) if !c.running => return Err(AppError::Conflict(format!("terminal {tid} has ended: its shell exited"))),
+        Some(_) => {}
+    }
+    let req = SignalRequest { command_id: tid.clone(), signal: 9 };
+    client.signal(req).await.map_err(|s| terminal_error(&id, &tid, &s))?;
+    tracing::info!(sandbox_id = %id, terminal = %tid, "terminal closed");
     Ok(StatusCode::NO_CONTENT)
 }
 
