@@ -51,7 +51,7 @@ function playground(list: SandboxInfo[] | null) {
   const term = new LogTerminal(el.terminal, el.terminalText);
   const messages = new Messages(el);
   const status = new StatusLine(el);
-  const tabs = new Tabs(el, messages, () => void runs.run());
+  const tabs = new Tabs(el, messages, () => runFromUi());
   const sandbox = new Sandbox(status, messages, el.newSandbox);
   const runs = new Runs({
     tabs,
@@ -91,10 +91,12 @@ function playground(list: SandboxInfo[] | null) {
   el.outputTabLog.addEventListener("click", () => showOutput("log"));
   el.outputTabTerminal.addEventListener("click", () => showOutput("terminal"));
 
-  el.run.addEventListener("click", () => {
+  /** Run, from the button or a shortcut: the run log is shown. */
+  const runFromUi = () => {
     showOutput("log");
     void runs.run();
-  });
+  };
+  el.run.addEventListener("click", runFromUi);
   el.stop.addEventListener("click", () => void runs.stop());
   const sandboxes = new SandboxList(el, sandbox);
   if (list) sandboxes.show(list);
@@ -116,8 +118,7 @@ function playground(list: SandboxInfo[] | null) {
   document.addEventListener("keydown", (e) => {
     if ((e.ctrlKey || e.metaKey) && e.key === "Enter" && !e.defaultPrevented) {
       e.preventDefault();
-      showOutput("log");
-      void runs.run();
+      runFromUi();
     }
   });
   el.timeout.value = localStorage.getItem("sandstream.timeoutSec") ?? el.timeout.value;

@@ -126,6 +126,13 @@ describe("Sandstream playground: the Terminal tab (real server, headless Chromiu
       assert.ok(replaced && replaced !== "no-such-terminal", String(replaced));
       await typeLine(page, "echo gone-$((1+2))");
       await waitMirror(page, /\ngone-3\n/);
+
+      // Run shows the run log again; the program runs in the same sandbox.
+      await page.click('[data-testid="run"]');
+      assert.equal(await page.isVisible('[data-testid="terminal"]'), true);
+      assert.equal(await page.isVisible('[data-testid="shell"]'), false);
+      await page.waitForSelector('[data-testid="status"][data-status="success"]', { timeout: 5 * 60_000 });
+      assert.equal(await page.evaluate(() => window.__sandstream.state().containerId), sandboxId);
       assert.deepEqual(pageErrors, []);
       assert.deepEqual(foreign, [], "the page asks nothing of other hosts");
     } catch (err) {
