@@ -67,8 +67,17 @@ const HTML = `
       <span class="sandbox" data-testid="sandbox-id" title="The sandbox is reused between runs"></span>
       <span class="conn" data-testid="connection" data-state="connecting"><span class="dot"></span><span class="conn-label">connecting…</span></span>
     </div>
+    <div class="output-tabs" role="tablist" aria-label="Output">
+      <button class="output-tab" role="tab" aria-selected="true" data-testid="output-tab-log" title="The runs' output">Run log</button>
+      <button class="output-tab" role="tab" aria-selected="false" data-testid="output-tab-terminal" title="A shell in the sandbox">Terminal</button>
+      <span class="spacer"></span>
+      <span class="shell-state" data-testid="shell-state" data-state="idle"></span>
+      <button class="btn small" data-testid="shell-new" hidden title="Open another shell in this sandbox">New terminal</button>
+    </div>
     <div class="terminal" data-testid="terminal"></div>
     <pre data-testid="terminal-text" hidden></pre>
+    <div class="terminal shell" data-testid="shell" hidden></div>
+    <pre data-testid="shell-text" hidden></pre>
   </section>
 </main>`;
 
@@ -111,6 +120,12 @@ export interface Layout {
   connection: HTMLElement;
   terminal: HTMLElement;
   terminalText: HTMLElement;
+  outputTabLog: HTMLButtonElement;
+  outputTabTerminal: HTMLButtonElement;
+  shellState: HTMLElement;
+  shellNew: HTMLButtonElement;
+  shell: HTMLElement;
+  shellText: HTMLElement;
 }
 
 /** Writes the page into `app` and returns its elements. */
@@ -156,5 +171,11 @@ export function mountLayout(app: HTMLElement): Layout {
     connection: $("connection"),
     terminal: $("terminal"),
     terminalText: $("terminal-text"),
+    outputTabLog: $<HTMLButtonElement>("output-tab-log"),
+    outputTabTerminal: $<HTMLButtonElement>("output-tab-terminal"),
+    shellState: $("shell-state"),
+    shellNew: $<HTMLButtonElement>("shell-new"),
+    shell: $("shell"),
+    shellText: $("shell-text"),
   };
 }

@@ -6,7 +6,7 @@
 // the parts together: signin.ts (the sign-in screen when the API answers 401, and
 // signing out), layout.ts (the markup), tabs.ts (editor and files), status.ts (the
 // status line), sandbox.ts (the sandbox reused between runs), sandboxes.ts (the key's
-// sandboxes), file-tree.ts and open-files.ts (the sandbox's files: listed, opened in the
+// sandboxes), shell.ts (the Terminal tab: a shell in the sandbox), file-tree.ts and open-files.ts (the sandbox's files: listed, opened in the
 // editor, saved, uploaded, downloaded), connection.ts (socket.io), runs.ts (starting,
 // following and stopping runs) and protocol.ts (keeping a run's output in `seq` order, each chunk once; no DOM,
 // unit-tested under Node).
@@ -21,6 +21,7 @@ import { Runs } from "./runs.ts";
 import { Sandbox } from "./sandbox.ts";
 import { SandboxList } from "./sandboxes.ts";
 import { mountSignIn, signOut } from "./signin.ts";
+import { Shell } from "./shell.ts";
 import { StatusLine } from "./status.ts";
 import { Tabs } from "./tabs.ts";
 import { LogTerminal } from "./terminal.ts";
@@ -50,7 +51,7 @@ function playground(list: SandboxInfo[] | null) {
   const term = new LogTerminal(el.terminal, el.terminalText);
   const messages = new Messages(el);
   const status = new StatusLine(el);
-  const tabs = new Tabs(el, messages, () => void runs.run());
+  const tabs = new Tabs(el, messages, () => runFromUi());
   const sandbox = new Sandbox(status, messages, el.newSandbox);
   const runs = new Runs({
     tabs,
@@ -77,7 +78,25 @@ function playground(list: SandboxInfo[] | null) {
   const conn = new Connection(el.connection, messages, stats, runs);
   runs.useConnection(conn);
 
-  el.run.addEventListener("click", () => void runs.run());
+  const shell = new Shell({ host: el.shell, mirror: el.shellText, state: el.shellState, newButton: el.shellNew }, sandbox);
+  const showOutput = (tab: "log" | "terminal") => {
+    const terminal = tab === "terminal";
+    el.outputTabLog.setAttribute("aria-selected", String(!terminal));
+    el.outputTabTerminal.setAttribute("aria-selected", String(terminal));
+    el.terminal.hidden = terminal;
+    el.shell.hidden = !terminal;
+    sessionStorage.setItem("sandstream.outputTab", tab);
+    shell.setVisible(terminal);
+  };
+  el.outputTabLog.addEventListener("click", () => showOutput("log"));
+  el.outputTabTerminal.addEventListener("click", () => showOutput("terminal"));
+
+  /** Run, from the button or a shortcut: the run log is shown. */
+  const runFromUi = () => {
+    showOutput("log");
+    void runs.run();
+  };
+  el.run.addEventListener("click", runFromUi);
   el.stop.addEventListener("click", () => void runs.stop());
   const sandboxes = new SandboxList(el, sandbox);
   if (list) sandboxes.show(list);
@@ -99,7 +118,7 @@ function playground(list: SandboxInfo[] | null) {
   document.addEventListener("keydown", (e) => {
     if ((e.ctrlKey || e.metaKey) && e.key === "Enter" && !e.defaultPrevented) {
       e.preventDefault();
-      void runs.run();
+      runFromUi();
     }
   });
   el.timeout.value = localStorage.getItem("sandstream.timeoutSec") ?? el.timeout.value;
@@ -109,6 +128,7 @@ function playground(list: SandboxInfo[] | null) {
   term.system("Write a program, then press Run (Ctrl/Cmd+Enter). Output appears here, live.");
   sandbox.check(list);
   void runs.reattach();
+  if (sessionStorage.getItem("sandstream.outputTab") === "terminal") showOutput("terminal");
 
   // Hooks for tests and automation (the UI stays the primary way in).
   (window as any).__sandstreamLog = runs.kept;
@@ -150,6 +170,14 @@ function playground(list: SandboxInfo[] | null) {
       };
     },
     stats,
+    /** The Terminal tab: its shell's id, the output bytes shown, the xterm's size, its state. */
+    terminal: {
+      show: () => showOutput("terminal"),
+      id: () => shell.id,
+      bytes: () => shell.bytes,
+      size: () => shell.size,
+      state: () => shell.state,
+    },
     /** The sandbox's files: the tree's rows, the files open in the editor. */
     fileTree: {
       paths: () => tree.paths(),

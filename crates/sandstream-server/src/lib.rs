@@ -21,6 +21,7 @@ mod server;
 mod state;
 mod store;
 mod tenant;
+mod terminal_bounds;
 mod time;
 
 pub use config::{DEFAULT_MAX_FILE_UPLOAD_BYTES, ServerConfig};

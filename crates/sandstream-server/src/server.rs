@@ -232,6 +232,7 @@ fn build(cfg: ServerConfig, wait_for_runner: bool) -> anyhow::Result<Built> {
         registry,
         metrics,
         wait_for_runner: AtomicBool::new(wait_for_runner),
+        terminals: Default::default(),
     });
     let router = crate::api::router(state.clone()).layer(io_layer).layer(tower_http::trace::TraceLayer::new_for_http());
     Ok(Built { state, router, created_admin_key })

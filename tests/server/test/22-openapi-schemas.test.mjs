@@ -146,6 +146,28 @@ test('every route answers what the OpenAPI document says, in success and error c
   assert.match(events, /event: end\ndata: \{"reason":"closed","message":"the agent ended the watch"\}\n\n$/, events);
   oa.response('GET', watchRoute, { status: watch.status, headers: watch.headers, text: events });
 
+  // ---- terminals: one opened, resized, typed into; its output read to its exit
+  const termRoute = '/api/v1/sandboxes/{id}/terminals';
+  const term = keep(`paths['${termRoute}']['post']['responses'][201]['content']['application/json']`, await call('POST', termRoute, { key: tenant, params: { id: sb }, body: { cols: 80, rows: 24 } }));
+  assert.equal(term.status, 201, term.text);
+  assert.equal((await call('POST', termRoute, { key: tenant, params: { id: sb }, body: { cols: 0, rows: 24 } })).status, 400);
+  const tparams = { id: sb, tid: term.body.id };
+  assert.equal((await call('POST', `${termRoute}/{tid}/resize`, { key: tenant, params: tparams, body: { cols: 100, rows: 30 } })).status, 204);
+  assert.equal((await call('POST', `${termRoute}/{tid}/resize`, { key: tenant, params: tparams, body: { cols: 100, rows: 10001 } })).status, 400);
+  assert.equal((await call('POST', `${termRoute}/{tid}/input`, { key: tenant, params: tparams, body: { data: '' } })).status, 400);
+  assert.equal((await call('POST', `${termRoute}/{tid}/input`, { key: tenant, params: tparams, body: { data: 'exit 5\r' } })).status, 204);
+  const outRoute = `${termRoute}/{tid}/output`;
+  const out = await fetch(`${server.url}/api/v1/sandboxes/${sb}/terminals/${term.body.id}/output`, { headers: { authorization: `Bearer ${tenant}` } });
+  assert.equal(out.status, 200);
+  const outText = await out.text();
+  assert.match(outText, /event: exit\ndata: \{"exitCode":5,"status":"exited"\}\n\n$/, outText);
+  oa.response('GET', outRoute, { status: out.status, headers: out.headers, text: outText });
+  assert.equal((await call('GET', outRoute, { key: other.key, params: tparams })).status, 404);
+  const second = await call('POST', termRoute, { key: tenant, params: { id: sb }, body: { cols: 80, rows: 24 } });
+  assert.equal(second.status, 201, second.text);
+  assert.equal((await call('DELETE', `${termRoute}/{tid}`, { key: tenant, params: { id: sb, tid: second.body.id } })).status, 204);
+  assert.equal((await call('DELETE', `${termRoute}/{tid}`, { key: tenant, params: tparams })).status, 409);
+
   // ---- kill, and what a killed sandbox answers
   assert.equal((await call('DELETE', '/api/v1/sandboxes/{id}', { key: tenant, params: { id: sb } })).status, 204);
   assert.equal((await call('DELETE', '/api/v1/sandboxes/{id}', { key: other.key, params: { id: sb } })).status, 404);
@@ -210,7 +232,7 @@ test('every route answers what the OpenAPI document says, in success and error c
       if (op.security.length > 0) assert.ok(mine.some((s) => s >= 400), `${method} ${route}: no error checked (${mine})`);
     }
   }
-  assert.equal(Object.values(doc.paths).flatMap(Object.keys).length, 33);
+  assert.equal(Object.values(doc.paths).flatMap(Object.keys).length, 38);
 });
 
 test('TypeScript types generated from the document accept the real answers', async () => {

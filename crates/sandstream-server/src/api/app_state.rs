@@ -31,6 +31,8 @@ pub(crate) struct AppState {
     /// The connection to each sandbox's agent (the files routes call its `FileService`).
     pub agents: Arc<Agents>,
     pub heartbeats: Heartbeats,
+    /// What the terminal routes hold to keep their bounds.
+    pub terminals: crate::terminal_bounds::Terminals,
     /// What `/metrics` reports (`metrics.rs`).
     pub metrics: Arc<Metrics>,
     /// Under `up`: true until the local runner has registered.

@@ -7,7 +7,7 @@
 //! (`agent_error.rs`). Downloads and uploads stream (`transfer.rs`); a watch is a stream
 //! of server-sent events (`watch.rs`).
 
-mod agent_error;
+pub(crate) mod agent_error;
 mod entry;
 mod range;
 pub(crate) mod transfer;

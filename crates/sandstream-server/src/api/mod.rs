@@ -12,6 +12,7 @@ mod page;
 mod probes;
 mod sandboxes;
 mod templates;
+mod terminals;
 mod web;
 
 pub(crate) use app_state::AppState;
@@ -124,6 +125,41 @@ pub(crate) fn routes() -> Vec<Route> {
             Access::Key,
             "A directory's changes as server-sent events",
             get(files::watch::watch),
+        ),
+        r(
+            "post",
+            "/api/v1/sandboxes/{id}/terminals",
+            Access::Key,
+            "Open a terminal: the user's login shell on a pseudo-terminal",
+            post(terminals::open),
+        ),
+        r(
+            "get",
+            "/api/v1/sandboxes/{id}/terminals/{tid}/output",
+            Access::Key,
+            "A terminal's output from a byte offset, as server-sent events",
+            get(terminals::output::output),
+        ),
+        r(
+            "post",
+            "/api/v1/sandboxes/{id}/terminals/{tid}/input",
+            Access::Key,
+            "Type into a terminal",
+            post(terminals::input),
+        ),
+        r(
+            "post",
+            "/api/v1/sandboxes/{id}/terminals/{tid}/resize",
+            Access::Key,
+            "Change a terminal's size",
+            post(terminals::resize),
+        ),
+        r(
+            "delete",
+            "/api/v1/sandboxes/{id}/terminals/{tid}",
+            Access::Key,
+            "Close a terminal: kill its shell",
+            delete(terminals::close),
         ),
         r(
             "get",
