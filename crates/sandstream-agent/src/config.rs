@@ -80,6 +80,11 @@ pub struct AgentArgs {
     /// (No environment variable: the tenant must not be able to point it elsewhere.)
     #[arg(long)]
     pub command_env_file: Option<PathBuf>,
+    /// Where the agent writes, at start, the module every command's Node.js programs
+    /// preload (`NODE_OPTIONS=--require=PATH`) so their stdout and stderr writes block
+    /// and `process.exit()` loses no output (`node_stdio.rs`). Empty: no preload.
+    #[arg(long, default_value = "/run/sandstream-agent/node-stdio.cjs")]
+    pub node_preload: OsString,
 }
 
 /// What the execution engine needs.
@@ -98,6 +103,9 @@ pub(crate) struct ExecConfig {
     pub(crate) base_env: Arc<[(OsString, OsString)]>,
     /// Whether a standby shell may wait for the next command (see `standby.rs`).
     pub(crate) standby_shell: bool,
+    /// The Node.js stdio module every command preloads (`node_stdio.rs`); `None` once
+    /// it could not be written.
+    pub(crate) node_preload: Option<PathBuf>,
 }
 
 /// Prefix of every variable that configures the agent; none reaches a command.
@@ -166,6 +174,17 @@ impl AgentArgs {
         if self.output_cap_bytes == 0 {
             return Err(AgentError::Config("--output-cap-bytes must be positive".into()));
         }
+        let node_preload = PathBuf::from(self.node_preload);
+        let node_preload = if node_preload.as_os_str().is_empty() {
+            None
+        } else if crate::node_stdio::usable_path(&node_preload) {
+            Some(node_preload)
+        } else {
+            return Err(AgentError::Config(format!(
+                "--node-preload {} must be an absolute path without whitespace, quotes or backslashes",
+                node_preload.display()
+            )));
+        };
         let mut warnings = Vec::new();
         let base_env = command_base_env(std::env::vars_os(), self.command_env_file.as_deref(), &shell, &mut warnings)?;
         Ok(AgentConfig {
@@ -183,6 +202,7 @@ impl AgentArgs {
                 run_as,
                 base_env,
                 standby_shell: self.standby_shell,
+                node_preload,
             },
             keepalive: Duration::from_millis(self.keepalive_ms.max(1)),
             worker_threads: self.worker_threads,
@@ -323,6 +343,18 @@ mod tests {
         with_shell.push(("SHELL".into(), "/bin/sh".into()));
         let env = command_base_env(with_shell, None, bash, &mut warnings).expect("env");
         assert_eq!(pairs(env), want(&[("PATH", "/usr/bin"), ("HOME", "/root"), ("SHELL", "/bin/sh")]));
+    }
+
+    #[test]
+    fn the_node_preload_is_an_absolute_path_node_options_can_carry_or_nothing() {
+        let token = ["--token", "0123456789abcdef"];
+        let preload = |p: &str| parse(&[&token[..], &["--node-preload", p]].concat()).map(|c| c.exec.node_preload);
+        assert_eq!(preload("/run/x/node.cjs").expect("valid"), Some("/run/x/node.cjs".into()));
+        assert_eq!(preload("").expect("off"), None);
+        for bad in ["node.cjs", "/a b/node.cjs"] {
+            let err = preload(bad).expect_err(bad).to_string();
+            assert!(err.contains("--node-preload"), "{err}");
+        }
     }
 
     #[test]

@@ -13,6 +13,7 @@ mod events;
 mod exit;
 mod files;
 pub mod init;
+mod node_stdio;
 mod output_log;
 mod pipes;
 mod pty;

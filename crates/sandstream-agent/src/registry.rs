@@ -54,7 +54,15 @@ impl Registry {
     /// belong to commands that died with it. Only files named `<uuid>.log` are touched,
     /// and a directory the agent creates is private (0700); an existing one is left as
     /// it is (spool files themselves are always 0600).
-    pub(crate) fn new(cfg: ExecConfig) -> Result<Arc<Registry>> {
+    /// The Node.js stdio module is written here too; when it cannot be, commands run
+    /// without it (and the agent says so).
+    pub(crate) fn new(mut cfg: ExecConfig) -> Result<Arc<Registry>> {
+        if let Some(path) = &cfg.node_preload
+            && let Err(e) = crate::node_stdio::install(path)
+        {
+            tracing::warn!(path = %path.display(), error = %e, "cannot write the Node.js stdio preload; Node.js programs may lose output at process.exit()");
+            cfg.node_preload = None;
+        }
         let dir = &cfg.spool_dir;
         if !dir.exists() {
             std::fs::DirBuilder::new()
@@ -220,6 +228,7 @@ mod tests {
             run_as: None,
             base_env: std::env::vars_os().collect(),
             standby_shell: false,
+            node_preload: None,
         }
     }
 

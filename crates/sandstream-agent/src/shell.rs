@@ -39,7 +39,10 @@ pub(crate) fn spawn_shell(
     terminal: Option<&OwnedFd>,
 ) -> Result<Shell> {
     let spawn_error = |source| AgentError::Spawn { shell: cfg.shell.clone(), source };
-    let vars = command_env(&cfg.base_env, user, env);
+    let mut vars = command_env(&cfg.base_env, user, env);
+    if let Some(preload) = &cfg.node_preload {
+        crate::node_stdio::add_preload(&mut vars, preload);
+    }
     let run_as = run_as(cfg, user);
     let args: Vec<&OsStr> = if terminal.is_some() && script.trim().is_empty() {
         vec![OsStr::new("-i"), OsStr::new("-l")]

@@ -291,6 +291,8 @@ async fn as_pid_1_the_deadline_ends_the_whole_sandbox() {
         .arg(agent_bin())
         .args(["--listen", "127.0.0.1:0", "--workdir", "/", "--spool-dir"])
         .arg(dir.path().join("spool"))
+        .arg("--node-preload")
+        .arg(dir.path().join("node-stdio.cjs"))
         .arg("--deadline-file")
         .arg(&file)
         .env("SANDSTREAM_AGENT_TOKEN", TOKEN)

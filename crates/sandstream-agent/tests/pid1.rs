@@ -16,6 +16,8 @@ async fn as_pid_1_it_reaps_orphans_and_forwards_sigterm() {
         .arg(env!("CARGO_BIN_EXE_sandstream-agent"))
         .args(["--listen", "127.0.0.1:0", "--workdir", "/", "--spool-dir"])
         .arg(dir.path().join("spool"))
+        .arg("--node-preload")
+        .arg(dir.path().join("node-stdio.cjs"))
         .env("SANDSTREAM_AGENT_TOKEN", TOKEN)
         .env("SANDSTREAM_LOG", "warn")
         .stdout(Stdio::piped())

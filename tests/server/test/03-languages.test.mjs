@@ -1,7 +1,7 @@
 // JavaScript with an npm dependency, and TypeScript.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { fileServer, api, run, text, assertContiguous, createTenant } from '../lib/harness.mjs';
+import { fileServer, api, run, logs, text, assertContiguous, createTenant } from '../lib/harness.mjs';
 
 const server = await fileServer(after);
 const { key } = await createTenant(server, 'languages');
@@ -34,6 +34,26 @@ test('javascript without package.json: no install phase', async (t) => {
   assert.equal(r.execution.status, 'success', JSON.stringify(r));
   assert.deepEqual([...new Set(r.chunks.map((c) => c.phase))], ['run']);
   assert.equal(text(r.chunks, { type: 'stdout' }), '2,4,6\n');
+});
+
+test('javascript that writes 1 MiB and calls process.exit() at once loses nothing', async (t) => {
+  // Node.js leaves what a pipe does not take queued in the process, and process.exit()
+  // drops it (all but 64 KiB under docker run); the agent's preload makes writes block.
+  const code = "process.stdout.write('x'.repeat(1 << 20)); process.stderr.write('e'.repeat(100000)); process.exit(5);";
+  const r = await run(server, { code, language: 'javascript' }, { key });
+  t.after(() => api(server, 'DELETE', `/api/v1/sandboxes/${r.data.containerId}`, { key }));
+  assert.equal(r.execution.exitCode, 5, JSON.stringify(r.execution));
+  const chunks = [...r.chunks];
+  for (let page = r; !page.complete;) {
+    page = await logs(server, r.data.executionId, { key, afterSeq: chunks.at(-1).seq });
+    chunks.push(...page.chunks);
+  }
+  assertContiguous(chunks);
+  const out = text(chunks, { phase: 'run', type: 'stdout' });
+  const err = text(chunks, { phase: 'run', type: 'stderr' });
+  assert.equal(out.length, 1 << 20, 'every stdout byte written before process.exit()');
+  assert.match(out, /^x+$/);
+  assert.equal(err, 'e'.repeat(100000));
 });
 
 test('typescript with type annotations runs', async (t) => {

@@ -81,6 +81,10 @@ impl Agent {
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
+        // Not the default under the host's /run: each test agent has its own.
+        if !extra.contains(&"--node-preload") {
+            cmd.arg("--node-preload").arg(dir.path().join("node-stdio.cjs"));
+        }
         customize(&mut cmd);
         let mut child = cmd.spawn().expect("start agent");
         let addr = read_listen_line(&mut child);
