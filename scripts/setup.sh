@@ -21,6 +21,9 @@ PACKAGES=(
   libc6-dev        # with gcc -static
   e2fsprogs        # mkfs.ext4: each oci sandbox's disk is an ext4 image of its own (crates/sandstream-runtime/src/disk.rs)
   btrfs-progs      # mkfs.btrfs: scripts/docker.sh's data root, whose storage driver limits each sandbox's disk
+  openssh-client   # ssh, scp and sftp: the agent's SSH server is tested with the stock clients
+  openssh-sftp-server # sftp-server, which the agent runs for the sftp subsystem (in the tests, the host's)
+  sshpass          # gives ssh a password in the SSH tests
 )
 # Node runs the SDK, the web build and the JavaScript test suites; any Node >= 18 works.
 command -v node >/dev/null || PACKAGES+=(nodejs npm)

@@ -85,6 +85,14 @@ pub struct AgentArgs {
     /// and `process.exit()` loses no output (`node_stdio.rs`). Empty: no preload.
     #[arg(long, default_value = "/run/sandstream-agent/node-stdio.cjs")]
     pub node_preload: OsString,
+    /// Serve SSH on this address too (a sandbox's is port 2222); off when not given.
+    #[arg(long)]
+    pub ssh_listen: Option<SocketAddr>,
+    /// Who may log in over SSH (`ssh/access.rs`: password hashes and public keys, each
+    /// with its user and expiry), read again at every attempt. Required with
+    /// --ssh-listen. (No environment variable: only the runtime may set it.)
+    #[arg(long)]
+    pub ssh_access_file: Option<PathBuf>,
 }
 
 /// What the execution engine needs.
@@ -122,6 +130,8 @@ pub struct AgentConfig {
     pub worker_threads: usize,
     pub(crate) shutdown_grace: Duration,
     pub(crate) deadline_file: Option<PathBuf>,
+    /// SSH, when served.
+    pub(crate) ssh: Option<crate::ssh::SshConfig>,
     /// Problems found while reading the config, logged once logging is set up.
     pub(crate) warnings: Vec<String>,
 }
@@ -185,6 +195,15 @@ impl AgentArgs {
                 node_preload.display()
             )));
         };
+        let ssh = match (self.ssh_listen, self.ssh_access_file) {
+            (None, _) => None,
+            (Some(listen), Some(access_file)) if access_file.is_absolute() => {
+                Some(crate::ssh::SshConfig { listen, access_file })
+            }
+            (Some(_), _) => {
+                return Err(AgentError::Config("--ssh-listen needs --ssh-access-file, an absolute path".into()));
+            }
+        };
         let mut warnings = Vec::new();
         let base_env = command_base_env(std::env::vars_os(), self.command_env_file.as_deref(), &shell, &mut warnings)?;
         Ok(AgentConfig {
@@ -208,6 +227,7 @@ impl AgentArgs {
             worker_threads: self.worker_threads,
             shutdown_grace: Duration::from_millis(self.shutdown_grace_ms),
             deadline_file: self.deadline_file,
+            ssh,
             warnings,
         })
     }
@@ -354,6 +374,21 @@ mod tests {
         for bad in ["node.cjs", "/a b/node.cjs"] {
             let err = preload(bad).expect_err(bad).to_string();
             assert!(err.contains("--node-preload"), "{err}");
+        }
+    }
+
+    #[test]
+    fn ssh_needs_an_absolute_access_file() {
+        let token = ["--token", "0123456789abcdef"];
+        let ssh = |extra: &[&str]| parse(&[&token[..], extra].concat()).map(|c| c.ssh.map(|s| s.access_file));
+        assert_eq!(ssh(&[]).expect("off"), None);
+        let on = ssh(&["--ssh-listen", "127.0.0.1:2222", "--ssh-access-file", "/ctl/ssh"]).expect("on");
+        assert_eq!(on, Some("/ctl/ssh".into()));
+        for bad in
+            [&["--ssh-listen", "127.0.0.1:2222"][..], &["--ssh-listen", "127.0.0.1:2222", "--ssh-access-file", "ssh"]]
+        {
+            let err = ssh(bad).expect_err("refused").to_string();
+            assert!(err.contains("--ssh-access-file"), "{err}");
         }
     }
 

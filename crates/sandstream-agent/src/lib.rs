@@ -23,6 +23,7 @@ mod service;
 mod shell;
 mod spawn;
 mod spec;
+mod ssh;
 mod standby;
 mod user;
 

@@ -43,6 +43,16 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener> {
 /// Serves until `shutdown` resolves, then stops taking commands, terminates running
 /// ones (SIGTERM, then SIGKILL after the grace), lets their streams end and returns.
 pub async fn serve(cfg: AgentConfig, listener: TcpListener, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
+    serve_with_ssh(cfg, listener, None, shutdown).await
+}
+
+/// [`serve`], and SSH on `ssh` (`ssh/`) until shutdown begins.
+async fn serve_with_ssh(
+    cfg: AgentConfig,
+    listener: TcpListener,
+    ssh: Option<TcpListener>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<()> {
     for warning in &cfg.warnings {
         tracing::warn!("{warning}");
     }
@@ -50,8 +60,12 @@ pub async fn serve(cfg: AgentConfig, listener: TcpListener, shutdown: impl Futur
     registry.start_standby();
     let (stop_tx, stop_rx) = watch::channel(false);
     let auth = Arc::new(Auth::new(cfg.token.clone(), cfg.sandbox_id.clone()));
-    let service =
-        AgentService { registry: registry.clone(), auth: auth.clone(), keepalive: cfg.keepalive, shutdown: stop_rx };
+    let service = AgentService {
+        registry: registry.clone(),
+        auth: auth.clone(),
+        keepalive: cfg.keepalive,
+        shutdown: stop_rx.clone(),
+    };
     let agent_creds = AgentCreds::current().map_err(|e| AgentError::io("read the agent's credentials", e))?;
     let pool = Pool::start(agent_creds).map_err(|e| AgentError::io("start the file threads", e))?;
     let users = Users { run_as: cfg.exec.run_as, workdir: cfg.exec.default_cwd.clone() };
@@ -62,6 +76,15 @@ pub async fn serve(cfg: AgentConfig, listener: TcpListener, shutdown: impl Futur
         .prepare();
     let limits = ConnLimits::for_fd_limit(fd_limit());
     tracing::debug!(?limits, "connection limits");
+    if let (Some(ssh_listener), Some(ssh)) = (ssh, &cfg.ssh) {
+        let shared = crate::ssh::shared(registry.clone(), ssh.access_file.clone(), cfg.keepalive);
+        let closing = stop_rx.clone();
+        tokio::spawn(async move {
+            if let Err(e) = crate::ssh::serve(ssh_listener, shared, crate::ssh::limits(limits), closing).await {
+                tracing::error!(error = %e, "ssh server failed");
+            }
+        });
+    }
     let table = ConnTable::new(limits);
     let grace = cfg.shutdown_grace;
     let on_shutdown = async move {
@@ -202,7 +225,18 @@ async fn serve_connection(
 pub async fn run(cfg: AgentConfig) -> Result<()> {
     let listener = bind(cfg.listen).await?;
     let addr = listener.local_addr().map_err(|e| AgentError::io("local address", e))?;
-    println!("listening on {addr}");
+    let ssh = match &cfg.ssh {
+        Some(ssh) => Some(bind(ssh.listen).await?),
+        None => None,
+    };
+    // One write: a reader that stops after the first line does not make the second fail.
+    match &ssh {
+        Some(l) => {
+            let ssh_addr = l.local_addr().map_err(|e| AgentError::io("local address", e))?;
+            print!("listening on {addr}\nssh listening on {ssh_addr}\n");
+        }
+        None => println!("listening on {addr}"),
+    }
     tracing::info!(%addr, sandbox_id = cfg.sandbox_id.as_deref().unwrap_or(""), "agent ready");
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| AgentError::io("install SIGTERM handler", e))?;
@@ -220,5 +254,5 @@ pub async fn run(cfg: AgentConfig) -> Result<()> {
             () = deadline => {}
         }
     };
-    serve(cfg, listener, shutdown).await
+    serve_with_ssh(cfg, listener, ssh, shutdown).await
 }

@@ -43,7 +43,7 @@ use crate::userns::MappedIds;
 /// The tmpfs's name in the state dir.
 const DIR: &str = ".binds";
 /// Its size: a cap, not a reservation (a tmpfs holds only the pages written). The
-/// shared copies take about 6 MiB (twice that while the agent is being replaced); a
+/// shared copies take about 11 MiB (twice that while the agent is being replaced); a
 /// sandbox takes a page for its token, one for its deadline and its env's (a page or
 /// two; at most 64 KiB through the runner's API), so this fits every one of the 16,383
 /// address slots with small envs, and thousands with the largest.

@@ -38,6 +38,8 @@ impl Interceptor for Bearer {
 pub struct Agent {
     child: Child,
     pub addr: SocketAddr,
+    /// Where SSH is served, when the agent was started with `--ssh-listen`.
+    pub ssh_addr: Option<SocketAddr>,
     pub dir: tempfile::TempDir,
 }
 
@@ -87,8 +89,13 @@ impl Agent {
         }
         customize(&mut cmd);
         let mut child = cmd.spawn().expect("start agent");
-        let addr = read_listen_line(&mut child);
-        Agent { child, addr, dir }
+        let (addr, ssh_addr) = if extra.contains(&"--ssh-listen") {
+            let (addr, ssh) = read_listen_lines(&mut child);
+            (addr, Some(ssh))
+        } else {
+            (read_listen_line(&mut child), None)
+        };
+        Agent { child, addr, ssh_addr, dir }
     }
 
     pub fn pid(&self) -> u32 {
@@ -149,6 +156,21 @@ pub fn read_listen_line(child: &mut Child) -> SocketAddr {
         .unwrap_or_else(|| panic!("unexpected agent output {line:?}"))
         .parse()
         .expect("addr")
+}
+
+/// The agent's two address lines: gRPC, then SSH.
+pub fn read_listen_lines(child: &mut Child) -> (SocketAddr, SocketAddr) {
+    let mut out = BufReader::new(child.stdout.take().expect("piped stdout"));
+    let mut line = |prefix: &str| -> SocketAddr {
+        let mut line = String::new();
+        out.read_line(&mut line).expect("read agent stdout");
+        line.trim()
+            .strip_prefix(prefix)
+            .unwrap_or_else(|| panic!("unexpected agent output {line:?}"))
+            .parse()
+            .expect("addr")
+    };
+    (line("listening on "), line("ssh listening on "))
 }
 
 pub fn rss_kib(pid: u32) -> (u64, u64) {
