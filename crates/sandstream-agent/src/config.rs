@@ -116,6 +116,13 @@ pub(crate) struct ExecConfig {
     pub(crate) node_preload: Option<PathBuf>,
 }
 
+/// Where SSH is served and who may log in (`ssh/`).
+#[derive(Debug, Clone)]
+pub(crate) struct SshConfig {
+    pub(crate) listen: SocketAddr,
+    pub(crate) access_file: PathBuf,
+}
+
 /// Prefix of every variable that configures the agent; none reaches a command.
 const AGENT_ENV_PREFIX: &str = "SANDSTREAM_AGENT_";
 
@@ -131,7 +138,7 @@ pub struct AgentConfig {
     pub(crate) shutdown_grace: Duration,
     pub(crate) deadline_file: Option<PathBuf>,
     /// SSH, when served.
-    pub(crate) ssh: Option<crate::ssh::SshConfig>,
+    pub(crate) ssh: Option<SshConfig>,
     /// Problems found while reading the config, logged once logging is set up.
     pub(crate) warnings: Vec<String>,
 }
@@ -197,9 +204,7 @@ impl AgentArgs {
         };
         let ssh = match (self.ssh_listen, self.ssh_access_file) {
             (None, _) => None,
-            (Some(listen), Some(access_file)) if access_file.is_absolute() => {
-                Some(crate::ssh::SshConfig { listen, access_file })
-            }
+            (Some(listen), Some(access_file)) if access_file.is_absolute() => Some(SshConfig { listen, access_file }),
             (Some(_), _) => {
                 return Err(AgentError::Config("--ssh-listen needs --ssh-access-file, an absolute path".into()));
             }

@@ -54,13 +54,6 @@ pub(crate) fn limits(grpc: ConnLimits) -> ConnLimits {
     }
 }
 
-/// Where SSH is served and who may log in.
-#[derive(Debug, Clone)]
-pub(crate) struct SshConfig {
-    pub(crate) listen: SocketAddr,
-    pub(crate) access_file: PathBuf,
-}
-
 /// The server's configuration, with a host key made now: a sandbox's key lives as long
 /// as its agent.
 fn server_config() -> Result<Config> {
