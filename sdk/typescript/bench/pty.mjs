@@ -9,7 +9,9 @@
 // 2. keystroke echo: in that bash (readline echoes each key), the time from
 //    `sendInput()` of one key to the first output byte it caused, alternating `x` and
 //    Backspace so the line stays short (--samples, default 1000);
-// 3. with --docker, the same through `docker exec -it C bash` on a local pseudo-terminal
+// 3. the same keystroke echo through the server's REST terminal routes (POST input, the
+//    echo read from the SSE output stream), as the playground's Terminal tab does;
+// 4. with --docker, the same through `docker exec -it C bash` on a local pseudo-terminal
 //    (Python's pty module drives it as a user's terminal would), in a running container of
 //    the template (--docker-image IMAGE, default the newest `sandstream-template:*` image).
 import { spawnSync } from 'node:child_process';
@@ -47,7 +49,9 @@ function feed() {
   return f;
 }
 
-const server = await startServer();
+// The REST part posts a key per request, far past the default 100 requests a second per
+// key (the playground sends a paste as one request): the rate limit is off here.
+const server = await startServer({ extraArgs: ['--requests-per-second', '0'] });
 const sandbox = await Sandbox.create({ apiKey: server.apiKey, apiUrl: server.apiUrl, requestTimeoutMs: 600_000, timeoutMs: 3_600_000 });
 console.log(`pty benchmark: node ${process.version}, ${cpus().length} CPUs, sandbox ${sandbox.id} of a local \`sandstream up\`, load average ${load()}`);
 
@@ -82,10 +86,67 @@ try {
   latency('SDK pty keystroke echo (sendInput to the echoed byte)', echo);
   await term.kill();
 
+  // 3. The same keystroke echo through the server's terminal routes (what the
+  // playground uses): one POST per key, the echo read from the SSE output stream.
+  await restEcho();
+
   if (args.includes('--docker')) dockerSideBySide();
 } finally {
   await sandbox.kill().catch(() => {});
   await server.stop();
+}
+
+async function restEcho() {
+  const base = `${server.apiUrl}/api/v1/sandboxes/${sandbox.id}/terminals`;
+  const headers = { authorization: `Bearer ${server.apiKey}`, 'content-type': 'application/json' };
+  const opened = await fetch(base, { method: 'POST', headers, body: JSON.stringify({ cols: 80, rows: 24 }) });
+  if (opened.status !== 201) throw new Error(`open a terminal: ${opened.status} ${await opened.text()}`);
+  const { id } = await opened.json();
+  const out = await fetch(`${base}/${id}/output`, { headers });
+  const reader = out.body.getReader();
+  const decoder = new TextDecoder();
+  let buf = '';
+  let text = '';
+  let pending = null;
+  // Reads SSE events; each `output` event's bytes are appended to `text`.
+  const pump = (async () => {
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) return;
+      buf += decoder.decode(value, { stream: true });
+      let i;
+      while ((i = buf.indexOf('\n\n')) >= 0) {
+        const event = buf.slice(0, i);
+        buf = buf.slice(i + 2);
+        if (!event.includes('event: output')) continue;
+        const data = event.split('\n').find((l) => l.startsWith('data:'));
+        text += Buffer.from(JSON.parse(data.slice(5)).data, 'base64').toString('utf8');
+        const p = pending;
+        pending = null;
+        p?.();
+      }
+    }
+  })();
+  // Awaited at the end; a stream that breaks earlier shows as a stalled sample, not a crash.
+  pump.catch(() => {});
+  const next = () => new Promise((resolve) => (pending = resolve));
+  const type = async (data) => {
+    const r = await fetch(`${base}/${id}/input`, { method: 'POST', headers, body: JSON.stringify({ data }) });
+    if (r.status !== 204) throw new Error(`input: ${r.status} ${await r.text()}`);
+  };
+  while (!text.includes('$ ')) await next();
+  const echo = [];
+  for (let i = 0; i < samples + 50; i++) {
+    const arrived = next();
+    const t0 = process.hrtime.bigint();
+    await type(i % 2 === 0 ? 'x' : '\x7f');
+    await arrived;
+    if (i >= 50) echo.push(ms(t0));
+  }
+  latency('REST terminal keystroke echo (POST input to the echoed byte on the SSE stream)', echo);
+  await fetch(`${base}/${id}`, { method: 'DELETE', headers });
+  await reader.cancel().catch(() => {});
+  await pump.catch(() => {});
 }
 
 function dockerSideBySide() {
