@@ -10,6 +10,7 @@
 pub(crate) mod agent_error;
 mod entry;
 mod range;
+pub(crate) mod sse;
 pub(crate) mod transfer;
 pub(crate) mod watch;
 

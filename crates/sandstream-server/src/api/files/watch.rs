@@ -20,11 +20,11 @@ use sandstream_proto::v1::{FsEventType, WatchDirEvent, WatchDirRequest, WatchEve
 use serde::{Deserialize, Serialize};
 use std::convert::Infallible;
 
-use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::{agent, from_status, query, required_path, unavailable};
 use crate::api::AppState;
+use crate::api::files::sse::{Step, forward, json_event};
 use crate::api::sandboxes::SandboxPath;
 use crate::error::{AppResult, ErrorBody};
 use crate::store::Principal;
@@ -73,20 +73,6 @@ fn event(msg: &WatchDirEvent) -> Option<Event> {
     }
 }
 
-fn json_event(name: &str, data: &impl Serialize) -> Event {
-    // Serializing these plain structs cannot fail; an empty object stands in if it did.
-    Event::default().event(name).data(serde_json::to_string(data).unwrap_or_else(|_| "{}".into()))
-}
-
-/// The data of the last event, `end`.
-#[derive(Debug, Serialize)]
-pub(crate) struct End {
-    /// `closed` (the directory was removed or moved away, or the agent ended the watch)
-    /// or an error code as in error answers (`agent_unavailable` when the sandbox stopped).
-    reason: String,
-    message: String,
-}
-
 #[utoipa::path(get, path = "/api/v1/sandboxes/{id}/files/watch", operation_id = "watchDir", tag = "files",
     params(SandboxPath, WatchQuery),
     responses(
@@ -121,34 +107,10 @@ pub(crate) async fn watch(
     Ok(Sse::new(events(id, stream)))
 }
 
-/// The agent's messages as events, then the `end` event. A task forwards them, so the
-/// agent's stream is dropped (and its watch ends) as soon as the client goes away.
-fn events(id: String, mut stream: tonic::Streaming<WatchDirEvent>) -> ReceiverStream<Result<Event, Infallible>> {
-    let (tx, rx) = mpsc::channel(16);
-    tokio::spawn(async move {
-        let end = loop {
-            let msg = tokio::select! {
-                () = tx.closed() => return,
-                msg = stream.message() => msg,
-            };
-            match msg {
-                Ok(Some(msg)) => {
-                    if let Some(e) = event(&msg)
-                        && tx.send(Ok(e)).await.is_err()
-                    {
-                        return;
-                    }
-                }
-                Ok(None) => break End { reason: "closed".into(), message: "the agent ended the watch".into() },
-                Err(s) => {
-                    let e = from_status(&id, &s);
-                    break End { reason: e.parts().1.to_string(), message: e.public_message() };
-                }
-            }
-        };
-        let _ = tx.send(Ok(json_event("end", &end))).await;
-    });
-    ReceiverStream::new(rx)
+/// The agent's messages as events, then the `end` event (`sse.rs`): the agent's stream
+/// is dropped (and its watch ends) as soon as the client goes away.
+fn events(id: String, stream: tonic::Streaming<WatchDirEvent>) -> ReceiverStream<Result<Event, Infallible>> {
+    forward(id, stream, "the agent ended the watch", |m: &WatchDirEvent| Step::Send(event(m)), ())
 }
 
 #[cfg(test)]

@@ -22,12 +22,12 @@ use axum::response::sse::{Event, Sse};
 use base64::Engine as _;
 use sandstream_proto::v1::{AttachRequest, CommandOutput, EventKind, ExitStatus, OutputChannel, OutputEncoding};
 use serde::{Deserialize, Serialize};
-use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::{TerminalPath, agent, terminal_error};
 use crate::api::AppState;
 use crate::api::files::agent_error::from_status;
+use crate::api::files::sse::{Step, forward, json_event};
 use crate::error::{AppError, AppResult, ErrorBody};
 use crate::store::Principal;
 
@@ -61,18 +61,6 @@ struct Exit {
     signal: Option<i32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
-}
-
-/// The data of the `end` event.
-#[derive(Debug, Serialize)]
-struct End {
-    reason: String,
-    message: String,
-}
-
-fn json_event(name: &str, data: &impl Serialize) -> Event {
-    // Serializing these plain structs cannot fail; an empty object stands in if it did.
-    Event::default().event(name).data(serde_json::to_string(data).unwrap_or_else(|_| "{}".into()))
 }
 
 /// The offset to start from: `Last-Event-ID` (an `EventSource` resuming), else `offset`.
@@ -159,46 +147,22 @@ fn event(m: &CommandOutput, have: &mut u64) -> Option<Event> {
     Some(json_event("output", &Chunk { offset: start, data }).id(end.to_string()))
 }
 
-/// The agent's messages as events, ending with `exit` or `end`. A task forwards them, so
-/// the agent's stream is dropped (and the stream counted out) as soon as the client goes
-/// away.
+/// The agent's messages as events, ending with `exit` or `end` (`sse.rs`); the stream is
+/// counted out when the forwarding ends.
 fn events(
     id: String,
     mut have: u64,
-    mut stream: tonic::Streaming<CommandOutput>,
+    stream: tonic::Streaming<CommandOutput>,
     counted: crate::terminal_bounds::Stream,
 ) -> ReceiverStream<Result<Event, Infallible>> {
-    let (tx, rx) = mpsc::channel(16);
-    tokio::spawn(async move {
-        // Counted out when this task ends, whichever way.
-        let _counted = counted;
-        let end = loop {
-            let msg = tokio::select! {
-                () = tx.closed() => return,
-                msg = stream.message() => msg,
-            };
-            match msg {
-                Ok(Some(m)) => {
-                    let last = m.end || m.kind == EventKind::End as i32;
-                    if let Some(e) = event(&m, &mut have)
-                        && tx.send(Ok(e)).await.is_err()
-                    {
-                        return;
-                    }
-                    if last {
-                        return;
-                    }
-                }
-                Ok(None) => break End { reason: "closed".into(), message: "the agent ended the stream".into() },
-                Err(s) => {
-                    let e = from_status(&id, &s);
-                    break End { reason: e.parts().1.to_string(), message: e.public_message() };
-                }
-            }
-        };
-        let _ = tx.send(Ok(json_event("end", &end))).await;
-    });
-    ReceiverStream::new(rx)
+    let step = move |m: &CommandOutput| {
+        let last = m.end || m.kind == EventKind::End as i32;
+        match event(m, &mut have) {
+            Some(e) if last => Step::Last(e),
+            e => Step::Send(e),
+        }
+    };
+    forward(id, stream, "the agent ended the stream", step, counted)
 }
 
 #[cfg(test)]
