@@ -7,6 +7,7 @@
 mod error;
 mod limits;
 mod messages;
+mod ssh;
 
 pub use error::{ErrorBody, ErrorCode};
 pub use limits::{
@@ -15,3 +16,7 @@ pub use limits::{
     check_metadata, check_pids, check_timeout_ms, is_env_name, is_valid_template_name,
 };
 pub use messages::{CreateSandbox, Heartbeat, HeartbeatReply, Register, Registered, RunnerSandbox, SetTimeout};
+pub use ssh::{
+    AddSshAccess, MAX_SSH_CREDENTIALS, MAX_SSH_KEY_BYTES, MAX_SSH_KEYS, SSH_USERS, SshCredential, SshSecret,
+    check_public_key,
+};

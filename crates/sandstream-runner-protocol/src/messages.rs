@@ -46,6 +46,10 @@ pub struct RunnerSandbox {
     pub host: String,
     pub port: u16,
     pub token: String,
+    /// The host port its SSH server (port 2222 inside) is published on, at `host`;
+    /// absent from runners older than SSH and for sandboxes they made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh_port: Option<u16>,
     /// When the runner kills it (milliseconds since the Unix epoch, on the runner's
     /// clock); absent when it has no time to live.
     #[serde(default, skip_serializing_if = "Option::is_none")]

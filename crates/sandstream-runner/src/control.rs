@@ -1,5 +1,5 @@
-//! The control API the server calls: create, get, list, kill sandboxes and set their time
-//! to live. Every call needs `Authorization: Bearer SECRET`.
+//! The control API the server calls: create, get, list, kill sandboxes, set their time
+//! to live and their SSH access. Every call needs `Authorization: Bearer SECRET`.
 
 use std::sync::Arc;
 
@@ -12,7 +12,7 @@ use axum::{Json, Router};
 use sandstream_proto::secret::constant_time_eq;
 
 use crate::runner::{Runner, RunnerError};
-use sandstream_runner_protocol::{CreateSandbox, ErrorBody, ErrorCode, RunnerSandbox, SetTimeout};
+use sandstream_runner_protocol::{AddSshAccess, CreateSandbox, ErrorBody, ErrorCode, RunnerSandbox, SetTimeout};
 
 impl IntoResponse for RunnerError {
     fn into_response(self) -> Response {
@@ -41,6 +41,7 @@ pub(crate) fn app(runner: Arc<Runner>) -> Router {
         .route("/sandboxes", get(list).post(create))
         .route("/sandboxes/{id}", get(get_one).delete(kill))
         .route("/sandboxes/{id}/timeout", post(set_timeout))
+        .route("/sandboxes/{id}/ssh-access", post(add_ssh_access).put(replace_ssh_passwords))
         .layer(axum::middleware::from_fn_with_state(runner.clone(), auth))
         .with_state(runner)
 }
@@ -90,6 +91,37 @@ async fn set_timeout(
         .await
         .map_err(|e| RunnerError::Runtime(e.to_string()))??;
     Ok(Json(sb))
+}
+
+/// Adds credentials to the sandbox's SSH access.
+async fn add_ssh_access(
+    State(runner): State<Arc<Runner>>,
+    Path(id): Path<String>,
+    Json(req): Json<AddSshAccess>,
+) -> Result<StatusCode, RunnerError> {
+    ssh_access(runner, id, req, false).await
+}
+
+/// Replaces the sandbox's SSH passwords with those given (none: every password is
+/// revoked); its keys stay.
+async fn replace_ssh_passwords(
+    State(runner): State<Arc<Runner>>,
+    Path(id): Path<String>,
+    Json(req): Json<AddSshAccess>,
+) -> Result<StatusCode, RunnerError> {
+    ssh_access(runner, id, req, true).await
+}
+
+async fn ssh_access(
+    runner: Arc<Runner>,
+    id: String,
+    req: AddSshAccess,
+    revoke: bool,
+) -> Result<StatusCode, RunnerError> {
+    tokio::task::spawn_blocking(move || runner.update_ssh_access(&id, &req, revoke))
+        .await
+        .map_err(|e| RunnerError::Runtime(e.to_string()))??;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 async fn list(State(runner): State<Arc<Runner>>) -> Json<Vec<RunnerSandbox>> {

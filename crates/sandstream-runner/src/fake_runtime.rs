@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use sandstream_runner_protocol::CreateSandbox;
+use sandstream_runner_protocol::{CreateSandbox, SshCredential};
 use sandstream_runtime::{Error, Limits, Result, Runtime, Sandbox, SandboxSpec};
 
 use crate::config::{Backend, RunnerConfig};
@@ -25,6 +25,7 @@ pub(crate) enum Op {
     Create,
     Kill,
     SetDeadline,
+    UpdateSshAccess,
     Recover,
 }
 
@@ -34,6 +35,7 @@ pub(crate) enum Call {
     Create { template: PathBuf, limits: Limits, env: Vec<(String, String)> },
     Kill(String),
     SetDeadline(String, Option<i64>),
+    UpdateSshAccess { id: String, add: Vec<SshCredential>, revoke_passwords: bool },
     Recover,
 }
 
@@ -80,6 +82,7 @@ impl FakeRuntime {
             agent_addr: self.agent.local_addr().expect("fake agent address"),
             token: format!("token-{id}"),
             published_port: port,
+            ssh_published_port: Some(port + 1),
         }
     }
 
@@ -248,6 +251,16 @@ impl Runtime for FakeRuntime {
             return Err(Error::NotFound(id.to_string()));
         }
         s.deadlines.insert(id.to_string(), deadline_ms);
+        Ok(())
+    }
+
+    fn update_ssh_access(&self, id: &str, add: &[SshCredential], revoke_passwords: bool) -> Result<()> {
+        let mut s = self.lock();
+        let call = Call::UpdateSshAccess { id: id.to_string(), add: add.to_vec(), revoke_passwords };
+        Self::enter(&mut s, Op::UpdateSshAccess, call)?;
+        if !s.live.contains_key(id) {
+            return Err(Error::NotFound(id.to_string()));
+        }
         Ok(())
     }
 }

@@ -19,7 +19,8 @@ use sandstream_runtime::{
 use crate::config::{Backend, RunnerConfig};
 use crate::record::{Record, now_ms};
 use sandstream_runner_protocol::{
-    CreateSandbox, DEFAULT_PIDS, RunnerSandbox, check_disk_mb, check_envs, check_metadata, check_pids, check_timeout_ms,
+    AddSshAccess, CreateSandbox, DEFAULT_PIDS, RunnerSandbox, check_disk_mb, check_envs, check_metadata, check_pids,
+    check_timeout_ms,
 };
 
 /// How far ahead a pooled sandbox's deadline is set, refreshed every minute: pooled
@@ -75,6 +76,7 @@ fn listed(cfg: &RunnerConfig, sb: sandstream_runtime::Sandbox) -> RunnerSandbox 
         host: cfg.advertise_host.clone(),
         port: sb.published_port,
         token: sb.token,
+        ssh_port: sb.ssh_published_port,
         expires_at: None,
         metadata: BTreeMap::new(),
     }
@@ -294,6 +296,22 @@ impl Runner {
             .map_err(|e| RunnerError::Runtime(format!("record sandbox {id}: {e}")))?;
         *rs = updated.clone();
         Ok(updated)
+    }
+
+    /// Adds credentials to sandbox `id`'s SSH access, after removing its passwords when
+    /// `revoke_passwords` (blocking: writes its access file).
+    pub fn update_ssh_access(&self, id: &str, req: &AddSshAccess, revoke_passwords: bool) -> Result<(), RunnerError> {
+        if let Some(e) = req.credentials.iter().find_map(|c| c.check().err()) {
+            return Err(RunnerError::BadRequest(e));
+        }
+        if !self.lock().contains_key(id) {
+            return Err(RunnerError::NotFound(id.to_string()));
+        }
+        self.runtime.update_ssh_access(id, &req.credentials, revoke_passwords).map_err(|e| match e {
+            sandstream_runtime::Error::NotFound(_) => RunnerError::NotFound(id.to_string()),
+            sandstream_runtime::Error::InvalidSpec(m) => RunnerError::BadRequest(m),
+            e => RunnerError::Runtime(format!("set sandbox {id}'s SSH access: {e}")),
+        })
     }
 
     /// The sandboxes whose time to live ended by `now`.

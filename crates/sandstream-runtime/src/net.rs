@@ -7,8 +7,8 @@
 //! `SS-<suffix>`: replies pass, link-local (169.254.0.0/16: cloud metadata), loopback and
 //! every sandbox's network are dropped, then new flows past its bound are refused (the
 //! host's connection-tracking table is shared: see `egress.rs`), then its egress policy
-//! decides, then DROP. Allowed traffic is masqueraded behind the host. The agent's port is published on a
-//! host port with DNAT. The firewall is IPv4 only, so **the host end of every sandbox
+//! decides, then DROP. Allowed traffic is masqueraded behind the host. The sandbox's published ports
+//! (the agent's gRPC port and its SSH port) are each reached through a host port with DNAT. The firewall is IPv4 only, so **the host end of every sandbox
 //! link has IPv6 disabled** (see [`disable_ipv6`]).
 //!
 //! Every create and kill pays for this, so it is done in few processes: the namespace
@@ -135,13 +135,12 @@ pub(crate) fn connect(
     egress: &Egress,
     private: &PrivateNets,
     max_flows: u32,
-    published_port: u16,
-    agent_port: u16,
+    ports: &[Published],
 ) -> Result<()> {
     let started = std::time::Instant::now();
     create_link(suffix, slot)?;
     let linked = started.elapsed();
-    let input = add_rules_input(suffix, slot, egress, private, max_flows, published_port, agent_port)?;
+    let input = add_rules_input(suffix, slot, egress, private, max_flows, ports)?;
     run_with_input("iptables-restore", &["-w", "--noflush"], Some(&input))?;
     let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
     tracing::debug!(
@@ -180,8 +179,7 @@ fn add_rules_input(
     egress: &Egress,
     private: &PrivateNets,
     max_flows: u32,
-    published_port: u16,
-    agent_port: u16,
+    ports: &[Published],
 ) -> Result<String> {
     let chain = sandbox_chain(suffix);
     let mut filter = format!(":{chain} - [0:0]\n");
@@ -192,7 +190,7 @@ fn add_rules_input(
     let mut nat = String::new();
     // The jump into the sandbox's chain and its published port go first in their chains,
     // ahead of the final DROPs; the DNAT rule's place does not matter.
-    for (table, parent, rule) in sandbox_rules(suffix, slot, published_port, agent_port) {
+    for (table, parent, rule) in sandbox_rules(suffix, slot, ports) {
         let op: &[&str] = if parent == DNAT_CHAIN { &["-A", parent] } else { &["-I", parent, "1"] };
         let line = restore_line(op.iter().copied().chain(rule.iter().map(String::as_str)))?;
         if table == "nat" { nat += &line } else { filter += &line }
@@ -201,10 +199,10 @@ fn add_rules_input(
 }
 
 /// The inputs that remove what [`add_rules_input`] added: (filter, nat).
-fn delete_rules_input(suffix: &str, slot: u32, published_port: u16, agent_port: u16) -> Result<(String, String)> {
+fn delete_rules_input(suffix: &str, slot: u32, ports: &[Published]) -> Result<(String, String)> {
     let chain = sandbox_chain(suffix);
     let (mut filter, mut nat) = (String::new(), String::new());
-    for (table, parent, rule) in sandbox_rules(suffix, slot, published_port, agent_port) {
+    for (table, parent, rule) in sandbox_rules(suffix, slot, ports) {
         let line = restore_line(["-D", parent].into_iter().chain(rule.iter().map(String::as_str)))?;
         if table == "nat" { nat += &line } else { filter += &line }
     }
@@ -213,45 +211,48 @@ fn delete_rules_input(suffix: &str, slot: u32, published_port: u16, agent_port: 
     Ok((format!("*filter\n{filter}COMMIT\n"), format!("*nat\n{nat}COMMIT\n")))
 }
 
-/// The per-sandbox rules outside its own chain, each as `(table, chain, match…)`:
-/// written once here so that adding and deleting can never drift apart.
-fn sandbox_rules(
-    suffix: &str,
-    slot: u32,
-    published_port: u16,
-    agent_port: u16,
-) -> [(&'static str, &'static str, Vec<String>); 3] {
+/// One port of a sandbox reached from outside: connections to `host` on the host's
+/// addresses go to `inside` in the sandbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Published {
+    pub host: u16,
+    pub inside: u16,
+}
+
+/// One firewall rule outside a sandbox's own chain: `(table, chain, match…)`.
+type Rule = (&'static str, &'static str, Vec<String>);
+
+/// The per-sandbox rules outside its own chain: the jump into it, then a DNAT and an
+/// ACCEPT for each published port. Written once here so that adding and deleting can
+/// never drift apart.
+fn sandbox_rules(suffix: &str, slot: u32, ports: &[Published]) -> Vec<Rule> {
     let (_, host_link) = names(suffix);
     let sandbox_ip = slot_addrs(slot).1.to_string();
     let v = |args: &[&str]| args.iter().map(|a| a.to_string()).collect::<Vec<_>>();
-    [
-        ("filter", FORWARD_CHAIN, v(&["-i", &host_link, "-j", &sandbox_chain(suffix)])),
+    let mut rules = vec![("filter", FORWARD_CHAIN, v(&["-i", &host_link, "-j", &sandbox_chain(suffix)]))];
+    for p in ports {
+        let (host, inside) = (p.host.to_string(), p.inside.to_string());
         // The comment names the sandbox: a stale rule can be told apart from the next
         // sandbox's identical one on the same slot and port.
-        (
-            "nat",
-            DNAT_CHAIN,
-            v(&[
-                "-p",
-                "tcp",
-                "--dport",
-                &published_port.to_string(),
-                "-m",
-                "comment",
-                "--comment",
-                &names(suffix).0,
-                "-j",
-                "DNAT",
-                "--to-destination",
-                &format!("{sandbox_ip}:{agent_port}"),
-            ]),
-        ),
-        (
-            "filter",
-            PUBLISH_CHAIN,
-            v(&["-o", &host_link, "-d", &sandbox_ip, "-p", "tcp", "--dport", &agent_port.to_string(), "-j", "ACCEPT"]),
-        ),
-    ]
+        let dnat = v(&[
+            "-p",
+            "tcp",
+            "--dport",
+            &host,
+            "-m",
+            "comment",
+            "--comment",
+            &names(suffix).0,
+            "-j",
+            "DNAT",
+            "--to-destination",
+            &format!("{sandbox_ip}:{inside}"),
+        ]);
+        rules.push(("nat", DNAT_CHAIN, dnat));
+        let accept = v(&["-o", &host_link, "-d", &sandbox_ip, "-p", "tcp", "--dport", &inside, "-j", "ACCEPT"]);
+        rules.push(("filter", PUBLISH_CHAIN, accept));
+    }
+    rules
 }
 
 /// `rule` without its `-m comment --comment TEXT`.
@@ -317,15 +318,15 @@ fn disable_ipv6(host_link: &str) -> Result<()> {
 
 /// Removes the sandbox's rules, its namespace (which takes the veth pair with it) and
 /// the host link if it was left behind. Best effort and idempotent.
-pub(crate) fn destroy(suffix: &str, slot: u32, published_port: u16, agent_port: u16) {
+pub(crate) fn destroy(suffix: &str, slot: u32, ports: &[Published]) {
     let (_, host_link) = names(suffix);
     let chain = sandbox_chain(suffix);
-    let rules = sandbox_rules(suffix, slot, published_port, agent_port);
+    let rules = sandbox_rules(suffix, slot, ports);
     // Each table's deletions are one transaction, and each such commit waits for an RCU
     // grace period (~15 ms here): both tables and the namespace go in parallel. When a
     // transaction fails (a create that stopped half-way left only part of the rules),
     // that table's rules are removed one by one.
-    let inputs = delete_rules_input(suffix, slot, published_port, agent_port).ok();
+    let inputs = delete_rules_input(suffix, slot, ports).ok();
     let by_one = |table: &str| {
         for (t, parent, rule) in &rules {
             if *t == table {
@@ -365,10 +366,12 @@ pub(crate) fn destroy(suffix: &str, slot: u32, published_port: u16, agent_port: 
 mod tests {
     use super::*;
 
+    const PORTS: [Published; 2] = [Published { host: 40001, inside: 50052 }, Published { host: 20001, inside: 2222 }];
+
     #[test]
     fn one_restore_adds_the_chain_with_its_jumps_and_deleting_mirrors_it() {
         let input =
-            add_rules_input("0123456789", 1, &Egress::Deny, &PrivateNets::default(), 64, 40001, 50052).expect("input");
+            add_rules_input("0123456789", 1, &Egress::Deny, &PrivateNets::default(), 64, &PORTS).expect("input");
         let chain = "-A SS-0123456789";
         let expected = [
             "*filter",
@@ -390,19 +393,22 @@ mod tests {
             // Ahead of the shared chains' final DROPs.
             "-I SANDSTREAM-FWD 1 -i vs0123456789 -j SS-0123456789",
             "-I SANDSTREAM-PUB 1 -o vs0123456789 -d 10.88.0.6 -p tcp --dport 50052 -j ACCEPT",
+            "-I SANDSTREAM-PUB 1 -o vs0123456789 -d 10.88.0.6 -p tcp --dport 2222 -j ACCEPT",
             "COMMIT",
             "*nat",
             "-A SANDSTREAM-DNAT -p tcp --dport 40001 -m comment --comment sb-0123456789 -j DNAT --to-destination 10.88.0.6:50052",
+            "-A SANDSTREAM-DNAT -p tcp --dport 20001 -m comment --comment sb-0123456789 -j DNAT --to-destination 10.88.0.6:2222",
             "COMMIT",
         ];
         assert_eq!(input.lines().collect::<Vec<_>>(), expected);
-        let (filter, nat) = delete_rules_input("0123456789", 1, 40001, 50052).expect("input");
+        let (filter, nat) = delete_rules_input("0123456789", 1, &PORTS).expect("input");
         assert_eq!(
             filter.lines().collect::<Vec<_>>(),
             [
                 "*filter",
                 "-D SANDSTREAM-FWD -i vs0123456789 -j SS-0123456789",
                 "-D SANDSTREAM-PUB -o vs0123456789 -d 10.88.0.6 -p tcp --dport 50052 -j ACCEPT",
+                "-D SANDSTREAM-PUB -o vs0123456789 -d 10.88.0.6 -p tcp --dport 2222 -j ACCEPT",
                 "-F SS-0123456789",
                 "-X SS-0123456789",
                 "COMMIT",
@@ -413,6 +419,7 @@ mod tests {
             [
                 "*nat",
                 "-D SANDSTREAM-DNAT -p tcp --dport 40001 -m comment --comment sb-0123456789 -j DNAT --to-destination 10.88.0.6:50052",
+                "-D SANDSTREAM-DNAT -p tcp --dport 20001 -m comment --comment sb-0123456789 -j DNAT --to-destination 10.88.0.6:2222",
                 "COMMIT"
             ]
         );
@@ -420,10 +427,10 @@ mod tests {
 
     #[test]
     fn the_dnat_rule_names_its_sandbox_and_the_form_before_that_is_known() {
-        let [_, (_, chain, dnat), _] = sandbox_rules("0123456789", 1, 40001, 50052);
+        let (_, chain, dnat) = sandbox_rules("0123456789", 1, &PORTS)[1].clone();
         assert_eq!(chain, DNAT_CHAIN);
         assert_eq!(without_comment(&dnat).join(" "), "-p tcp --dport 40001 -j DNAT --to-destination 10.88.0.6:50052",);
-        let other = sandbox_rules("abcdef0123", 1, 40001, 50052)[1].2.clone();
+        let other = sandbox_rules("abcdef0123", 1, &PORTS)[1].2.clone();
         assert_ne!(dnat, other, "two sandboxes on one slot and port must not share a rule");
     }
 

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 use crate::types::Sandbox;
+use sandstream_runner_protocol::{MAX_SSH_CREDENTIALS, SshCredential, SshSecret};
 
 /// Where the agent binary and its token appear inside every sandbox (read-only binds:
 /// the agent is never baked into templates and the sandbox cannot replace it).
@@ -26,12 +27,17 @@ pub(crate) const ENV_FILE: &str = "env";
 /// (absent: never). The agent re-reads it every second and ends the sandbox once it has
 /// passed, so a sandbox whose runner is gone for good still ends.
 const DEADLINE_FILE: &str = "deadline";
+/// In [`CTL_DIR`]: who may log in over SSH, one credential per line (the agent's
+/// `--ssh-access-file`, read at every attempt; absent: no one).
+pub(crate) const SSH_ACCESS_FILE: &str = "ssh";
 /// User code runs as this uid/gid, never as root.
 pub(crate) const USER_ID: u32 = 1000;
 /// Its name (the default template has its passwd entry: `template/machine.rs`).
 pub(crate) const USER_NAME: &str = "user";
 pub(crate) const WORKDIR: &str = "/home/user";
 pub(crate) const AGENT_PORT: u16 = 50052;
+/// The agent's SSH server, inside every sandbox (design note 002).
+pub(crate) const SSH_PORT: u16 = 2222;
 /// Where the host's CA bundle is bound, when it is.
 pub(crate) const CA_BUNDLE_PATH: &str = "/etc/ssl/certs/ca-certificates.crt";
 
@@ -53,6 +59,10 @@ pub(crate) fn agent_args(id: &str) -> Vec<String> {
         format!("{CTL_DIR}/{ENV_FILE}"),
         "--deadline-file".into(),
         format!("{CTL_DIR}/{DEADLINE_FILE}"),
+        "--ssh-listen".into(),
+        format!("0.0.0.0:{SSH_PORT}"),
+        "--ssh-access-file".into(),
+        format!("{CTL_DIR}/{SSH_ACCESS_FILE}"),
     ]
 }
 
@@ -115,6 +125,46 @@ pub(crate) fn write_deadline(id: &str, dir: &Path, deadline_ms: Option<i64>) -> 
     }
 }
 
+/// `Runtime::update_ssh_access` for any backend, on sandbox directory `dir`: adds
+/// `add` to its SSH access file (after removing every password when
+/// `revoke_passwords`), dropping the credentials that have expired; past
+/// [`MAX_SSH_CREDENTIALS`] the oldest passwords go first, and when keys alone are over it
+/// the change is refused. Replaced by rename: the agent reads the old file or the new
+/// one. [`Error::NotFound`] when the sandbox has no control directory.
+pub(crate) fn update_ssh_access(id: &str, dir: &Path, add: &[SshCredential], revoke_passwords: bool) -> Result<()> {
+    // Read, change, write: two calls at once would lose one's change.
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    let ctl = dir.join("ctl");
+    if suffix_of(id).is_none() || !ctl.is_dir() {
+        return Err(Error::NotFound(id.to_string()));
+    }
+    if let Some(e) = add.iter().find_map(|c| c.check().err()) {
+        return Err(Error::InvalidSpec(e));
+    }
+    let old = match std::fs::read_to_string(ctl.join(SSH_ACCESS_FILE)) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(Error::io(format!("sandbox {id}: read its SSH access"), e)),
+    };
+    let is_password = |c: &SshCredential| matches!(c.secret, SshSecret::PasswordSha256(_));
+    let mut all: Vec<SshCredential> = old.lines().filter_map(SshCredential::from_access_line).collect();
+    if revoke_passwords {
+        all.retain(|c| !is_password(c));
+    }
+    all.extend(add.iter().cloned());
+    let now = now_ms();
+    all.retain(|c| !c.expired(now));
+    while all.len() > MAX_SSH_CREDENTIALS {
+        let Some(oldest) = all.iter().position(is_password) else {
+            return Err(Error::InvalidSpec(format!("sandbox {id}: at most {MAX_SSH_CREDENTIALS} SSH keys")));
+        };
+        all.remove(oldest);
+    }
+    let text: String = all.iter().map(|c| c.access_line() + "\n").collect();
+    replace_file(&ctl, SSH_ACCESS_FILE, text.as_bytes())
+}
+
 /// Writes `dir/name` whole (0600, owned by `dir`'s owner: the sandbox's root when its
 /// ids are mapped, so that the agent reads it and the sandbox user does not) through a
 /// temporary file renamed over it.
@@ -154,6 +204,11 @@ pub(crate) fn recover_each(
     alive
 }
 
+/// Now, in milliseconds since the Unix epoch.
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
 /// `bytes` random bytes from the kernel, as lowercase hex.
 pub(crate) fn random_hex(bytes: usize) -> Result<String> {
     let mut buf = vec![0u8; bytes];
@@ -180,4 +235,81 @@ pub(crate) fn write_token(dir: &Path) -> Result<(String, PathBuf)> {
         .map_err(|e| Error::io("write token", e))?;
     f.write_all(token.as_bytes()).map_err(|e| Error::io("write token", e))?;
     Ok((token, token_file))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn password(user: &str, expires_at: Option<i64>, n: u8) -> SshCredential {
+        SshCredential {
+            user: user.into(),
+            expires_at,
+            secret: SshSecret::PasswordSha256(format!("{n:02x}").repeat(32)),
+        }
+    }
+
+    fn key(n: u8) -> SshCredential {
+        let line = format!("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI{n:02}xxxxxxxxxxxxxxxxxxxxxxxx k{n}");
+        SshCredential { user: "user".into(), expires_at: None, secret: SshSecret::PublicKey(line) }
+    }
+
+    fn access_file(dir: &Path) -> Vec<String> {
+        std::fs::read_to_string(dir.join("ctl").join(SSH_ACCESS_FILE))
+            .expect("read")
+            .lines()
+            .map(String::from)
+            .collect()
+    }
+
+    #[test]
+    fn ssh_access_adds_revokes_expires_and_bounds_its_credentials() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let id = "sb-0123456789";
+        assert!(matches!(update_ssh_access(id, dir.path(), &[key(1)], false), Err(Error::NotFound(_))));
+        make_ctl_dir(dir.path(), &[]).expect("ctl");
+        let later = now_ms() + 60_000;
+        update_ssh_access(id, dir.path(), &[key(1), password("user", Some(later), 2)], false).expect("add");
+        update_ssh_access(id, dir.path(), &[password("root", None, 3)], false).expect("add");
+        let lines = access_file(dir.path());
+        assert_eq!(
+            lines,
+            [
+                key(1).access_line(),
+                password("user", Some(later), 2).access_line(),
+                password("root", None, 3).access_line()
+            ]
+        );
+        assert!(lines[1].starts_with(&format!("password user {later} ")), "{lines:?}");
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(dir.path().join("ctl").join(SSH_ACCESS_FILE)).expect("stat").permissions(),
+        );
+        assert_eq!(mode & 0o777, 0o600, "only the agent (root inside) reads it");
+
+        // Expired ones go at the next change; revoking keeps the keys.
+        update_ssh_access(id, dir.path(), &[password("user", Some(1), 4)], false).expect("add");
+        assert_eq!(access_file(dir.path()).len(), 3, "an already expired password is not kept");
+        update_ssh_access(id, dir.path(), &[], true).expect("revoke");
+        assert_eq!(access_file(dir.path()), [key(1).access_line()]);
+
+        // Past the bound the oldest passwords give way; keys alone over it are refused.
+        for n in 0..MAX_SSH_CREDENTIALS as u8 + 5 {
+            update_ssh_access(id, dir.path(), &[password("user", None, n)], false).expect("add");
+        }
+        let lines = access_file(dir.path());
+        assert_eq!(lines.len(), MAX_SSH_CREDENTIALS);
+        assert_eq!(lines[0], key(1).access_line(), "the key stays");
+        assert_eq!(lines[1], password("user", None, 6).access_line(), "the six oldest passwords went");
+        let keys: Vec<_> = (0..MAX_SSH_CREDENTIALS as u8 + 1).map(key).collect();
+        assert!(matches!(update_ssh_access(id, dir.path(), &keys, true), Err(Error::InvalidSpec(_))));
+        assert_eq!(access_file(dir.path()).len(), MAX_SSH_CREDENTIALS, "a refused change changes nothing");
+
+        // A malformed credential never reaches the file (a newline would add a line).
+        let evil = SshCredential {
+            secret: SshSecret::PublicKey("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5\nkey root 0 x".into()),
+            ..key(2)
+        };
+        assert!(matches!(update_ssh_access(id, dir.path(), &[evil], false), Err(Error::InvalidSpec(_))));
+        assert!(!access_file(dir.path()).iter().any(|l| l.contains("root 0 x")));
+    }
 }

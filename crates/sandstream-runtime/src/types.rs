@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 
 use crate::error::{Error, Result};
+use sandstream_runner_protocol::SshCredential;
 
 /// Resource limits of one sandbox: memory, CPU and processes enforced by its cgroup,
 /// disk by the filesystem that holds its writable layer.
@@ -202,6 +203,9 @@ pub struct Sandbox {
     /// host's addresses (from other machines, or from this one to a non-loopback
     /// address) reach the agent.
     pub published_port: u16,
+    /// The host port its SSH server (port 2222 inside) is published on, as
+    /// `published_port` is; None for a sandbox made before SSH.
+    pub ssh_published_port: Option<u16>,
 }
 
 /// One host's sandboxes. Every call is blocking; async callers use `spawn_blocking`.
@@ -228,6 +232,11 @@ pub trait Runtime: Send + Sync {
     /// time; this is the backstop for an owner gone for good. [`Error::NotFound`] for an
     /// unknown id.
     fn set_deadline(&self, id: &str, deadline_ms: Option<i64>) -> Result<()>;
+    /// Adds credentials to sandbox `id`'s SSH access (its control directory's access
+    /// file, which its agent reads at every login attempt), dropping expired ones; with
+    /// `revoke_passwords`, every password is removed first. [`Error::NotFound`] for an
+    /// unknown id, [`Error::InvalidSpec`] for a malformed credential.
+    fn update_ssh_access(&self, id: &str, add: &[SshCredential], revoke_passwords: bool) -> Result<()>;
     /// Those of `ids` whose agent no longer runs (unknown ids included), under the same
     /// rule as [`Runtime::running`]: when unsure, running. A backend that can answer for
     /// all of them at once (the Docker Engine lists its running containers in one

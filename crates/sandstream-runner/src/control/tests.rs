@@ -127,3 +127,51 @@ async fn refusals_answer_with_the_protocol_status_and_body() {
         (StatusCode::INTERNAL_SERVER_ERROR, json!({"code": "internal", "message": "`fake Kill` failed: told to fail"}))
     );
 }
+
+#[tokio::test]
+async fn ssh_access_reaches_the_runtime_checked_and_reports_the_ssh_port() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fake = FakeRuntime::new();
+    let app = app(Arc::new(test_runner(&fake, test_config(dir.path(), 1, 0))));
+    let s = "s3cret";
+    let (status, created) = call(&app, Method::POST, "/sandboxes", s, Some(create_body("default", None))).await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(created["sshPort"], json!(40_002), "the runtime's SSH port is reported");
+
+    let hash = "ab".repeat(32);
+    let good = json!({"credentials": [{"user": "root", "expiresAt": 99, "secret": {"kind": "passwordSha256", "value": hash}}]});
+    assert_eq!(
+        call(&app, Method::POST, "/sandboxes/fake-1/ssh-access", s, Some(good.clone())).await.0,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        call(&app, Method::PUT, "/sandboxes/fake-1/ssh-access", s, Some(json!({"credentials": []}))).await.0,
+        StatusCode::NO_CONTENT
+    );
+    let updates: Vec<_> =
+        fake.calls().into_iter().filter(|c| matches!(c, crate::fake_runtime::Call::UpdateSshAccess { .. })).collect();
+    let crate::fake_runtime::Call::UpdateSshAccess { id, add, revoke_passwords } = &updates[0] else { unreachable!() };
+    assert_eq!((id.as_str(), add.len(), add[0].user.as_str(), *revoke_passwords), ("fake-1", 1, "root", false));
+    assert!(
+        matches!(&updates[1], crate::fake_runtime::Call::UpdateSshAccess { add, revoke_passwords: true, .. } if add.is_empty())
+    );
+
+    // Refused before the runtime: a user other than user and root, a malformed hash, an
+    // unknown sandbox.
+    let bad_user =
+        json!({"credentials": [{"user": "admin", "secret": {"kind": "passwordSha256", "value": "ab".repeat(32)}}]});
+    let (status, body) = call(&app, Method::POST, "/sandboxes/fake-1/ssh-access", s, Some(bad_user)).await;
+    assert_eq!((status, &body["code"]), (StatusCode::BAD_REQUEST, &json!("bad_request")));
+    let bad_hash = json!({"credentials": [{"user": "user", "secret": {"kind": "passwordSha256", "value": "x"}}]});
+    assert_eq!(
+        call(&app, Method::POST, "/sandboxes/fake-1/ssh-access", s, Some(bad_hash)).await.0,
+        StatusCode::BAD_REQUEST
+    );
+    let (status, body) = call(&app, Method::POST, "/sandboxes/nope/ssh-access", s, Some(good)).await;
+    assert_eq!(
+        (status, body),
+        (StatusCode::NOT_FOUND, json!({"code": "not_found", "message": "sandbox nope not found"}))
+    );
+    let all = fake.calls();
+    assert_eq!(all.iter().filter(|c| matches!(c, crate::fake_runtime::Call::UpdateSshAccess { .. })).count(), 2);
+}

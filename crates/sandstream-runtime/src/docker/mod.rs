@@ -47,8 +47,11 @@ use crate::sandbox::{random_hex, suffix_of, write_deadline};
 use crate::types::{Cidr, Runtime, Sandbox, SandboxSpec};
 use crate::undo::Undo;
 use crate::userns::MappedIds;
+use sandstream_runner_protocol::SshCredential;
 
-pub(crate) use crate::sandbox::{AGENT_PATH, AGENT_PORT, CA_BUNDLE_PATH, CTL_DIR, TOKEN_PATH, USER_ID, WORKDIR};
+pub(crate) use crate::sandbox::{
+    AGENT_PATH, AGENT_PORT, CA_BUNDLE_PATH, CTL_DIR, SSH_PORT, TOKEN_PATH, USER_ID, WORKDIR,
+};
 /// On every sandbox container.
 pub const SANDBOX_LABEL: &str = "sandstream.sandbox";
 /// The state dir of the runtime that owns a container.
@@ -145,6 +148,7 @@ struct Found {
     running: bool,
     ip: Option<Ipv4Addr>,
     published_port: Option<u16>,
+    ssh_published_port: Option<u16>,
 }
 
 impl DockerRuntime {
@@ -293,13 +297,15 @@ impl DockerRuntime {
             .and_then(|n| n.get(&self.cfg.network))
             .and_then(|e: &EndpointSettings| e.ip_address.as_deref())
             .and_then(|ip| ip.parse().ok());
-        let published_port = net
-            .ports
-            .as_ref()
-            .and_then(|p| p.get(&format!("{AGENT_PORT}/tcp")))
-            .and_then(|b| b.as_ref())
-            .and_then(|b| b.iter().find_map(|b| b.host_port.as_deref()?.parse().ok()));
-        Ok(Some(Found { running, ip, published_port }))
+        let host_port = |inside: u16| {
+            net.ports
+                .as_ref()
+                .and_then(|p| p.get(&format!("{inside}/tcp")))
+                .and_then(|b| b.as_ref())
+                .and_then(|b| b.iter().find_map(|b| b.host_port.as_deref()?.parse().ok()))
+        };
+        let (published_port, ssh_published_port) = (host_port(AGENT_PORT), host_port(SSH_PORT));
+        Ok(Some(Found { running, ip, published_port, ssh_published_port }))
     }
 
     fn create_inner(&self, id: &str, suffix: &str, spec: &SandboxSpec) -> Result<Sandbox> {
@@ -345,7 +351,8 @@ impl DockerRuntime {
                 log: self.logs(id),
             });
         }
-        Ok(Sandbox { id: id.to_string(), agent_addr, token: binds.token, published_port })
+        let ssh_published_port = found.ssh_published_port;
+        Ok(Sandbox { id: id.to_string(), agent_addr, token: binds.token, published_port, ssh_published_port })
     }
 
     /// The container's own output (the agent's log), for error messages.
@@ -431,7 +438,14 @@ impl DockerRuntime {
         if !crate::ready::answers(agent_addr, Duration::from_secs(1)) {
             return None;
         }
-        Some(Sandbox { id: id.to_string(), agent_addr, token, published_port: found.published_port? })
+        let ssh_published_port = found.ssh_published_port;
+        Some(Sandbox {
+            id: id.to_string(),
+            agent_addr,
+            token,
+            published_port: found.published_port?,
+            ssh_published_port,
+        })
     }
 }
 
@@ -505,7 +519,13 @@ impl Runtime for DockerRuntime {
         }
         let dir = self.cfg.state_dir.join(id);
         write_deadline(id, &dir, deadline_ms)?;
-        userns::hand_deadline_to_sandbox_root(&dir.join("ctl"), self.mapped)
+        userns::hand_ctl_file_to_sandbox_root(&dir.join("ctl"), "deadline", self.mapped)
+    }
+
+    fn update_ssh_access(&self, id: &str, add: &[SshCredential], revoke_passwords: bool) -> Result<()> {
+        let dir = self.cfg.state_dir.join(id);
+        crate::sandbox::update_ssh_access(id, &dir, add, revoke_passwords)?;
+        userns::hand_ctl_file_to_sandbox_root(&dir.join("ctl"), crate::sandbox::SSH_ACCESS_FILE, self.mapped)
     }
 
     /// One list of this runtime's running containers, not one inspect per sandbox: the

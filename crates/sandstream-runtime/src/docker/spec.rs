@@ -9,7 +9,9 @@ use bollard::models::{
     ContainerCreateBody, HostConfig, HostConfigLogConfig, PortBinding, ResourcesUlimits, SystemInfo,
 };
 
-use super::{AGENT_PATH, AGENT_PORT, CA_BUNDLE_PATH, CTL_DIR, DockerRuntime, RUNTIME_LABEL, SANDBOX_LABEL, TOKEN_PATH};
+use super::{
+    AGENT_PATH, AGENT_PORT, CA_BUNDLE_PATH, CTL_DIR, DockerRuntime, RUNTIME_LABEL, SANDBOX_LABEL, SSH_PORT, TOKEN_PATH,
+};
 use crate::binds::Binds;
 use crate::error::{Error, Result};
 use crate::types::SandboxSpec;
@@ -126,7 +128,7 @@ impl DockerRuntime {
             binds.push(format!("{}:/etc/resolv.conf:ro", resolv.display()));
         }
         binds.extend(apt_sources().iter().map(|p| format!("{0}:{0}:ro", p.display())));
-        let port = format!("{AGENT_PORT}/tcp");
+        let ports = [format!("{AGENT_PORT}/tcp"), format!("{SSH_PORT}/tcp")];
         let labels: HashMap<String, String> = [
             (SANDBOX_LABEL.to_string(), "1".to_string()),
             (RUNTIME_LABEL.to_string(), self.cfg.state_dir.display().to_string()),
@@ -168,12 +170,15 @@ impl DockerRuntime {
             security_opt: Some(vec![format!("seccomp={}", crate::seccomp::docker_profile())]),
             privileged: Some(false),
             network_mode: Some(self.cfg.network.clone()),
+            // Each on a host port the Engine picks.
             port_bindings: Some(
-                [(
-                    port.clone(),
-                    Some(vec![PortBinding { host_ip: Some("0.0.0.0".into()), host_port: Some(String::new()) }]),
-                )]
-                .into(),
+                ports
+                    .iter()
+                    .map(|port| {
+                        let any = PortBinding { host_ip: Some("0.0.0.0".into()), host_port: Some(String::new()) };
+                        (port.clone(), Some(vec![any]))
+                    })
+                    .collect(),
             ),
             // The agent's own log, kept small; `docker logs` shows it when it fails.
             log_config: Some(HostConfigLogConfig {
@@ -188,7 +193,7 @@ impl DockerRuntime {
         ContainerCreateBody {
             hostname: Some("sandbox".into()),
             user: Some("0:0".into()),
-            exposed_ports: Some(vec![port]),
+            exposed_ports: Some(ports.to_vec()),
             env: Some(env),
             entrypoint: Some(crate::sandbox::agent_args(id)),
             cmd: Some(vec![]),

@@ -70,11 +70,12 @@ pub(super) fn hand_to_sandbox_root(binds: &Binds, ids: MappedIds) -> Result<()> 
     Ok(())
 }
 
-/// The deadline file `crate::sandbox::write_deadline` just put (by rename, as host root,
-/// 0600) in the control directory `ctl`, handed to root inside. Until then the agent
-/// fails to read it, keeps its previous deadline and reads it again a second later.
-pub(super) fn hand_deadline_to_sandbox_root(ctl: &Path, ids: MappedIds) -> Result<()> {
-    let file = ctl.join("deadline");
+/// A file `crate::sandbox` just put (by rename, as host root, 0600) in the control
+/// directory `ctl` (the deadline, the SSH access), handed to root inside. Until then the
+/// agent fails to read it: it keeps its previous deadline and reads it again a second
+/// later, and lets no one log in over SSH.
+pub(super) fn hand_ctl_file_to_sandbox_root(ctl: &Path, name: &str, ids: MappedIds) -> Result<()> {
+    let file = ctl.join(name);
     match std::fs::symlink_metadata(&file) {
         Ok(m) if m.uid() == ids.uid_base => Ok(()),
         Ok(_) => chown(&file, ids),

@@ -19,6 +19,9 @@ pub struct OciConfig {
     /// Sandbox agents are published on host ports `publish_port_base + slot` (slots
     /// run from 1 to 16383).
     pub publish_port_base: u16,
+    /// Their SSH servers on host ports `ssh_port_base + slot`; the two ranges must not
+    /// meet.
+    pub ssh_port_base: u16,
     /// A CA bundle bound read-only over the sandbox's, so sandboxes trust what the host
     /// trusts (`None` keeps the template's own).
     pub ca_bundle: Option<PathBuf>,
@@ -36,7 +39,7 @@ pub struct OciConfig {
 }
 
 impl OciConfig {
-    /// The defaults for this host: runc, port base 40000, the host's CA bundle if any.
+    /// The defaults for this host: runc, port bases 40000 (gRPC) and 20000 (SSH), the host's CA bundle if any.
     pub fn new(state_dir: PathBuf, agent_binary: PathBuf) -> OciConfig {
         let ca = PathBuf::from("/etc/ssl/certs/ca-certificates.crt");
         OciConfig {
@@ -45,6 +48,7 @@ impl OciConfig {
             agent_binary,
             ready_timeout: Duration::from_secs(10),
             publish_port_base: 40000,
+            ssh_port_base: 20000,
             ca_bundle: ca.is_file().then_some(ca),
             favor_dynamic_cgroups: true,
             private_egress: Vec::new(),

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use crate::binds::{Binds, Shared};
 use crate::error::{Error, Result};
+use crate::net::Published;
 use crate::types::{Cidr, Egress, Limits};
 use crate::userns::MappedIds;
 
@@ -177,13 +178,13 @@ impl Os for Recorder {
         Ok(())
     }
 
-    fn connect(&self, suffix: &str, _: u32, _: &Egress, _: &[Cidr], _: u32, _: u16) -> Result<()> {
+    fn connect(&self, suffix: &str, _: u32, _: &Egress, _: &[Cidr], _: u32, _: &[Published]) -> Result<()> {
         self.step("connect")?;
         self.add(format!("network {suffix}"));
         Ok(())
     }
 
-    fn disconnect(&self, suffix: &str, _slot: u32, _published_port: u16) {
+    fn disconnect(&self, suffix: &str, _slot: u32, _ports: &[Published]) {
         let _ = self.step("disconnect");
         self.remove(&format!("network {suffix}"));
         self.remove(&format!("netns {suffix}"));

@@ -52,11 +52,12 @@ use std::time::{Duration, Instant};
 use crate::binds::Binds;
 use crate::busy::Busy;
 use crate::error::{Error, Result};
-use crate::net;
-use crate::sandbox::{random_hex, suffix_of, write_deadline};
+use crate::net::{self, Published};
+use crate::sandbox::{SSH_PORT, random_hex, suffix_of, update_ssh_access, write_deadline};
 use crate::types::{Runtime, Sandbox, SandboxSpec};
 use crate::undo::Undo;
 use crate::userns::MappedIds;
+use sandstream_runner_protocol::SshCredential;
 
 pub use config::OciConfig;
 
@@ -101,8 +102,13 @@ impl OciRuntime {
         self.ids
     }
 
-    fn published_port(&self, slot: u32) -> Result<u16> {
-        u16::try_from(u32::from(self.cfg.publish_port_base) + slot).map_err(|_| Error::NoAddress)
+    /// The host ports of slot `slot`: its agent's, then its SSH server's.
+    fn ports(&self, slot: u32) -> Result<[Published; 2]> {
+        let port = |base: u16| u16::try_from(u32::from(base) + slot).map_err(|_| Error::NoAddress);
+        Ok([
+            Published { host: port(self.cfg.publish_port_base)?, inside: bundle::AGENT_PORT },
+            Published { host: port(self.cfg.ssh_port_base)?, inside: SSH_PORT },
+        ])
     }
 
     fn alloc_slot(&self, id: &str) -> Result<u32> {
@@ -132,13 +138,13 @@ impl OciRuntime {
         // rules are made while runc starts the container. Nothing in the sandbox runs
         // before `create` returns (the agent runs commands only for its token's
         // holder), and both are in place by then.
-        let published_port = self.published_port(slot)?;
+        let ports = self.ports(slot)?;
         self.os.create_namespace(suffix)?;
         let (network, container) = std::thread::scope(|s| {
             let network = s.spawn(|| {
                 let t = Instant::now();
                 let (private, max_flows) = (&self.cfg.private_egress, self.cfg.max_flows_per_sandbox);
-                self.os.connect(suffix, slot, &spec.egress, private, max_flows, published_port).map(|()| t.elapsed())
+                self.os.connect(suffix, slot, &spec.egress, private, max_flows, &ports).map(|()| t.elapsed())
             });
             let t = Instant::now();
             let container = s
@@ -173,7 +179,13 @@ impl OciRuntime {
             total_ms = ms(started.elapsed()),
             "sandbox create timings"
         );
-        Ok(Sandbox { id: id.to_string(), agent_addr, token: binds.token, published_port })
+        Ok(Sandbox {
+            id: id.to_string(),
+            agent_addr,
+            token: binds.token,
+            published_port: ports[0].host,
+            ssh_published_port: Some(ports[1].host),
+        })
     }
 
     /// Makes the sandbox's disk, mounts its root (the template under its private upper
@@ -221,9 +233,9 @@ impl OciRuntime {
         let started = Instant::now();
         let (network, (container, unmounted)) = std::thread::scope(|s| {
             let network = slot.map(|slot| {
-                let port = self.published_port(slot).unwrap_or(0);
+                let ports = self.ports(slot).map(|p| p.to_vec()).unwrap_or_default();
                 s.spawn(move || {
-                    self.os.disconnect(suffix, slot, port);
+                    self.os.disconnect(suffix, slot, &ports);
                     started.elapsed()
                 })
             });
@@ -293,9 +305,15 @@ impl OciRuntime {
         if !self.os.agent_answers(agent_addr) {
             return None;
         }
-        let published_port = self.published_port(slot).ok()?;
+        let ports = self.ports(slot).ok()?;
         self.slots.lock().unwrap_or_else(|p| p.into_inner()).insert(id.to_string(), slot);
-        Some(Sandbox { id: id.to_string(), agent_addr, token, published_port })
+        Some(Sandbox {
+            id: id.to_string(),
+            agent_addr,
+            token,
+            published_port: ports[0].host,
+            ssh_published_port: Some(ports[1].host),
+        })
     }
 }
 
@@ -353,5 +371,9 @@ impl Runtime for OciRuntime {
             return Err(Error::NotFound(id.to_string()));
         }
         write_deadline(id, &self.cfg.state_dir.join(id), deadline_ms)
+    }
+
+    fn update_ssh_access(&self, id: &str, add: &[SshCredential], revoke_passwords: bool) -> Result<()> {
+        update_ssh_access(id, &self.cfg.state_dir.join(id), add, revoke_passwords)
     }
 }

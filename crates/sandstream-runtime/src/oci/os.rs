@@ -13,11 +13,10 @@ use std::time::Duration;
 
 use crate::binds::{Binds, Shared};
 use crate::error::Result;
-use crate::net;
+use crate::net::{self, Published};
 use crate::types::{Cidr, Egress, Limits};
 use crate::userns::MappedIds;
 
-use super::bundle::AGENT_PORT;
 use super::layout::Layout;
 use super::rootfs::{self, Mounted};
 
@@ -56,10 +55,10 @@ pub(crate) trait Os: Send + Sync + Debug {
         egress: &Egress,
         private_egress: &[Cidr],
         max_flows: u32,
-        published_port: u16,
+        ports: &[Published],
     ) -> Result<()>;
     /// Removes the sandbox's rules, namespace and link (`net::destroy`).
-    fn disconnect(&self, suffix: &str, slot: u32, published_port: u16);
+    fn disconnect(&self, suffix: &str, slot: u32, ports: &[Published]);
     /// Puts the calling thread in a private mount namespace (`rootfs::enter_private_mounts`).
     fn enter_private_mounts(&self) -> Result<()>;
     /// Makes the sandbox's disk image at `image` (`disk::make`).
@@ -123,14 +122,14 @@ impl Os for Host {
         egress: &Egress,
         private_egress: &[Cidr],
         max_flows: u32,
-        published_port: u16,
+        ports: &[Published],
     ) -> Result<()> {
         let private = net::PrivateNets::of_host(private_egress);
-        net::connect(suffix, slot, egress, &private, max_flows, published_port, AGENT_PORT)
+        net::connect(suffix, slot, egress, &private, max_flows, ports)
     }
 
-    fn disconnect(&self, suffix: &str, slot: u32, published_port: u16) {
-        net::destroy(suffix, slot, published_port, AGENT_PORT)
+    fn disconnect(&self, suffix: &str, slot: u32, ports: &[Published]) {
+        net::destroy(suffix, slot, ports)
     }
 
     fn enter_private_mounts(&self) -> Result<()> {

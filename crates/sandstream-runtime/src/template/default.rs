@@ -29,6 +29,8 @@ pub const DEFAULT_PACKAGES: &[&str] = &[
     "jq",
     // Root inside the sandbox for `user`, without a password (`machine::finish_root`).
     "sudo",
+    // `sftp` and `scp` (which speaks SFTP) through the agent's SSH server.
+    "openssh-sftp-server",
 ];
 
 /// Returns the default template under `cache_dir`, building it first if needed. Each
