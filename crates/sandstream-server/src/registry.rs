@@ -6,7 +6,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use sandstream_runner_protocol::{CreateSandbox, DEFAULT_TEMPLATE, ErrorCode, RunnerSandbox, is_valid_template_name};
+use sandstream_runner_protocol::{
+    AddSshAccess, CreateSandbox, DEFAULT_TEMPLATE, ErrorCode, RunnerSandbox, is_valid_template_name,
+};
 
 use crate::error::{AppError, AppResult};
 use crate::exec::Agents;
@@ -208,6 +210,24 @@ impl Registry {
                 AppError::Conflict(format!("sandbox {id} no longer runs on its runner"))
             }
             e => AppError::internal(format!("runner {}: set timeout of {id}: {e}", runner.id)),
+        })
+    }
+
+    /// Adds SSH credentials to a sandbox on its runner (with `replace_passwords`, its
+    /// passwords are replaced by those given).
+    pub(crate) async fn ssh_access(
+        &self,
+        runner: &RunnerRow,
+        id: &str,
+        req: &AddSshAccess,
+        replace_passwords: bool,
+    ) -> AppResult<()> {
+        self.client.ssh_access(&runner.control_url, id, req, replace_passwords).await.map_err(|e| match e {
+            CallError::Refused { code: ErrorCode::NotFound, .. } => {
+                AppError::Conflict(format!("sandbox {id} no longer runs on its runner"))
+            }
+            CallError::Refused { code: ErrorCode::BadRequest, message } => AppError::BadRequest(message),
+            e => AppError::internal(format!("runner {}: set SSH access of {id}: {e}", runner.id)),
         })
     }
 

@@ -2,7 +2,7 @@
 //! the protocol's status mapping (`ErrorCode::from_status`, the runner's own mapping's
 //! inverse), so what a refusal means is decided in one place.
 
-use sandstream_runner_protocol::{CreateSandbox, ErrorBody, ErrorCode, RunnerSandbox, SetTimeout};
+use sandstream_runner_protocol::{AddSshAccess, CreateSandbox, ErrorBody, ErrorCode, RunnerSandbox, SetTimeout};
 use serde::de::DeserializeOwned;
 
 /// Why a call to a runner did not succeed.
@@ -40,6 +40,20 @@ impl RunnerClient {
         self.send(self.http.post(format!("{control_url}/sandboxes/{id}/timeout")).json(&SetTimeout { timeout_ms }))
             .await
             .map(drop)
+    }
+
+    /// `POST /sandboxes/{id}/ssh-access` (adds), or with `replace_passwords` `PUT` (the
+    /// sandbox's passwords are replaced by those in `req`).
+    pub(crate) async fn ssh_access(
+        &self,
+        control_url: &str,
+        id: &str,
+        req: &AddSshAccess,
+        replace_passwords: bool,
+    ) -> Result<(), CallError> {
+        let url = format!("{control_url}/sandboxes/{id}/ssh-access");
+        let call = if replace_passwords { self.http.put(url) } else { self.http.post(url) };
+        self.send(call.json(req)).await.map(drop)
     }
 
     /// `DELETE /sandboxes/{id}`.

@@ -50,7 +50,8 @@ test('create with envs/metadata/timeoutMs, list, get, connection → working age
 
   const conn = await api(server, 'GET', `/api/v1/sandboxes/${sb.id}/connection`, { key });
   assert.equal(conn.status, 200, conn.text);
-  assert.deepEqual(Object.keys(conn.body).sort(), ['host', 'port', 'token']);
+  assert.deepEqual(Object.keys(conn.body).sort(), ['host', 'port', 'ssh', 'token']);
+  assert.deepEqual(Object.keys(conn.body.ssh).sort(), ['host', 'port']);
   assert.equal(typeof conn.body.host, 'string');
   assert.ok(Number.isInteger(conn.body.port) && conn.body.port > 0);
   assert.ok(conn.body.token.length >= 16);

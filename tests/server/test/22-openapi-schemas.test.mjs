@@ -69,6 +69,12 @@ test('every route answers what the OpenAPI document says, in success and error c
   const conn = keep(`paths['/api/v1/sandboxes/{id}/connection']['get']['responses'][200]['content']['application/json']`, await call('GET', '/api/v1/sandboxes/{id}/connection', { key: tenant, params: { id: sb } }));
   assert.equal(conn.status, 200);
   assert.equal((await call('GET', '/api/v1/sandboxes/{id}/connection', { key: tenant, params: { id: 'sb-0000000000' } })).status, 404);
+  const ssh = keep(`paths['/api/v1/sandboxes/{id}/ssh-access']['post']['responses'][201]['content']['application/json']`, await call('POST', '/api/v1/sandboxes/{id}/ssh-access', { key: tenant, params: { id: sb }, body: { user: 'root', timeoutMs: 60_000 } }));
+  assert.equal(ssh.status, 201, ssh.text);
+  assert.equal((await call('POST', '/api/v1/sandboxes/{id}/ssh-access', { key: tenant, params: { id: sb }, body: { user: 'nobody' } })).status, 400);
+  assert.equal((await call('POST', '/api/v1/sandboxes/{id}/ssh-access', { key: tenant, params: { id: 'sb-0000000000' } })).status, 404);
+  assert.equal((await call('DELETE', '/api/v1/sandboxes/{id}/ssh-access', { key: tenant, params: { id: sb } })).status, 204);
+  assert.equal((await call('DELETE', '/api/v1/sandboxes/{id}/ssh-access', { key: tenant, params: { id: 'sb-0000000000' } })).status, 404);
   const templates = keep(`paths['/api/v1/templates']['get']['responses'][200]['content']['application/json']`, await call('GET', '/api/v1/templates', { key: tenant }));
   assert.ok(templates.body.some((t) => t.name === 'default'), templates.text);
   assert.equal((await call('GET', '/api/v1/templates', { key: null })).status, 401);
@@ -174,6 +180,8 @@ test('every route answers what the OpenAPI document says, in success and error c
   assert.equal((await call('GET', '/api/v1/sandboxes/{id}/connection', { key: tenant, params: { id: sb } })).status, 409);
   assert.equal((await call('GET', '/api/v1/sandboxes/{id}/files/stat', { key: tenant, params: { id: sb }, query: '?path=x' })).status, 409);
   assert.equal((await call('POST', '/api/v1/sandboxes/{id}/timeout', { key: tenant, params: { id: sb }, body: { timeoutMs: 1000 } })).status, 409);
+  assert.equal((await call('POST', '/api/v1/sandboxes/{id}/ssh-access', { key: tenant, params: { id: sb } })).status, 409);
+  assert.equal((await call('DELETE', '/api/v1/sandboxes/{id}/ssh-access', { key: tenant, params: { id: sb } })).status, 409);
   assert.equal((await call('POST', '/api/sandbox/exec', { key: tenant, body: { code: '1', language: 'python', sandboxId: sb } })).status, 409);
 
   // ---- login links and sessions
@@ -232,7 +240,7 @@ test('every route answers what the OpenAPI document says, in success and error c
       if (op.security.length > 0) assert.ok(mine.some((s) => s >= 400), `${method} ${route}: no error checked (${mine})`);
     }
   }
-  assert.equal(Object.values(doc.paths).flatMap(Object.keys).length, 38);
+  assert.equal(Object.values(doc.paths).flatMap(Object.keys).length, 40);
 });
 
 test('TypeScript types generated from the document accept the real answers', async () => {

@@ -11,6 +11,7 @@ mod openapi;
 mod page;
 mod probes;
 mod sandboxes;
+mod ssh;
 mod templates;
 mod terminals;
 mod web;
@@ -85,8 +86,22 @@ pub(crate) fn routes() -> Vec<Route> {
             "get",
             "/api/v1/sandboxes/{id}/connection",
             Access::Key,
-            "Where and how to reach the sandbox's agent: {host, port, token}",
+            "Where and how to reach the sandbox's agent: {host, port, token, ssh}",
             get(sandboxes::connection),
+        ),
+        r(
+            "post",
+            "/api/v1/sandboxes/{id}/ssh-access",
+            Access::Key,
+            "A short-lived SSH password for the sandbox, with the command that uses it",
+            post(ssh::create_access),
+        ),
+        r(
+            "delete",
+            "/api/v1/sandboxes/{id}/ssh-access",
+            Access::Key,
+            "Revoke every SSH password of the sandbox (its keys stay)",
+            delete(ssh::revoke_access),
         ),
         r(
             "get",

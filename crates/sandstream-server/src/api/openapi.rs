@@ -30,6 +30,8 @@ use crate::error::ErrorBody;
         super::sandboxes::kill,
         super::sandboxes::set_timeout,
         super::sandboxes::connection,
+        super::ssh::create_access,
+        super::ssh::revoke_access,
         super::files::transfer::read,
         super::files::transfer::write,
         super::files::remove,

@@ -7,8 +7,9 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use sandstream_runner_protocol::{
-    CreateSandbox, DEFAULT_CPU_MILLIS, DEFAULT_MEMORY_MB, DEFAULT_TEMPLATE, DISK_MB_LIMIT, check_disk_mb, check_envs,
-    check_metadata, check_timeout_ms, is_valid_template_name,
+    AddSshAccess, CreateSandbox, DEFAULT_CPU_MILLIS, DEFAULT_MEMORY_MB, DEFAULT_TEMPLATE, DISK_MB_LIMIT, MAX_SSH_KEYS,
+    SshCredential, SshSecret, check_disk_mb, check_envs, check_metadata, check_public_key, check_timeout_ms,
+    is_valid_template_name,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -39,6 +40,12 @@ pub(crate) struct CreateBody {
     pub envs: Option<BTreeMap<String, String>>,
     /// Labels kept with the sandbox and shown in its answers.
     pub metadata: Option<BTreeMap<String, String>>,
+    /// Whether the sandbox can be reached over SSH (true when absent). Off, its
+    /// connection has no `ssh`, and no SSH credential can be made for it.
+    pub ssh: Option<bool>,
+    /// OpenSSH public keys (`ssh-ed25519 AAAA… comment` lines, at most 16) that log in as
+    /// `user` over SSH for as long as the sandbox lives.
+    pub ssh_keys: Option<Vec<String>>,
 }
 
 /// `POST /api/v1/sandboxes/{id}/timeout`.
@@ -74,12 +81,22 @@ pub(crate) struct Sandbox {
 }
 
 /// `GET /api/v1/sandboxes/{id}/connection`: where and how to reach the sandbox's agent
-/// (gRPC, the token as `authorization: Bearer`).
+/// (gRPC, the token as `authorization: Bearer`), and its SSH server.
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct Connection {
     pub host: String,
     pub port: u16,
     pub token: String,
+    /// Where its SSH server listens (`POST …/ssh-access` makes a credential); null when
+    /// the sandbox was created with SSH off.
+    pub ssh: Option<SshEndpoint>,
+}
+
+/// A sandbox's SSH server.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct SshEndpoint {
+    pub host: String,
+    pub port: u16,
 }
 
 pub(crate) fn sandbox_json(sb: &SandboxRow) -> Sandbox {
@@ -141,6 +158,8 @@ async fn try_create_sandbox(state: &AppState, p: &Principal, body: CreateBody) -
     check_envs(&envs).map_err(AppError::BadRequest)?;
     let metadata = body.metadata.unwrap_or_default();
     check_metadata(&metadata).map_err(AppError::BadRequest)?;
+    let ssh = body.ssh.unwrap_or(true);
+    let ssh_keys = key_credentials(ssh, body.ssh_keys.unwrap_or_default())?;
     state.throttle.check_sandbox(cpu, memory_mb, timeout_ms)?;
     // What the key's disk quota counts; absent, the runner gives its default.
     let disk_mb = body.disk_mb.unwrap_or(state.cfg.limits.default_disk_mb);
@@ -164,6 +183,13 @@ async fn try_create_sandbox(state: &AppState, p: &Principal, body: CreateBody) -
         metadata,
     };
     let created = state.registry.create(runner, &req).await?;
+    if !ssh_keys.is_empty() {
+        let add = AddSshAccess { credentials: ssh_keys };
+        if let Err(e) = state.registry.ssh_access(runner, &created.id, &add, false).await {
+            let _ = state.registry.kill(runner, &created.id).await;
+            return Err(e);
+        }
+    }
     let now = now_ms();
     let row = SandboxRow {
         id: created.id.clone(),
@@ -181,6 +207,7 @@ async fn try_create_sandbox(state: &AppState, p: &Principal, body: CreateBody) -
         created_at: now,
         expires_at: now + timeout_ms as i64,
         disk_mb,
+        ssh_port: if ssh { created.ssh_port.unwrap_or(0) } else { 0 },
     };
     if let Err(e) = state.store.insert_sandbox(&row) {
         let _ = state.registry.kill(runner, &row.id).await;
@@ -188,6 +215,25 @@ async fn try_create_sandbox(state: &AppState, p: &Principal, body: CreateBody) -
     }
     tracing::info!(sandbox_id = %row.id, runner_id = %runner.id, tenant = %row.tenant, "sandbox created");
     Ok(row)
+}
+
+/// The credentials the public keys given at create become (they log in as `user` for
+/// as long as the sandbox lives). A 400 for a malformed key, too many, or keys for a
+/// sandbox with SSH off.
+pub(crate) fn key_credentials(ssh: bool, keys: Vec<String>) -> AppResult<Vec<SshCredential>> {
+    if !ssh && !keys.is_empty() {
+        return Err(AppError::BadRequest("sshKeys need SSH: drop them or leave ssh on".into()));
+    }
+    if keys.len() > MAX_SSH_KEYS {
+        return Err(AppError::BadRequest(format!("sshKeys: at most {MAX_SSH_KEYS} keys, got {}", keys.len())));
+    }
+    keys.into_iter()
+        .map(|k| {
+            let k = k.trim().to_string();
+            check_public_key(&k).map_err(AppError::BadRequest)?;
+            Ok(SshCredential { user: "user".into(), expires_at: None, secret: SshSecret::PublicKey(k) })
+        })
+        .collect()
 }
 
 /// The caller's sandbox `id`; another tenant's is as unknown as a missing one.
@@ -202,7 +248,7 @@ pub(crate) fn owned(state: &AppState, p: &Principal, id: &str) -> AppResult<Sand
     request_body = Option<CreateBody>,
     responses(
         (status = 201, description = "Created and running", body = Sandbox),
-        (status = 400, description = "A field out of range, or an unknown template", body = ErrorBody),
+        (status = 400, description = "A field out of range, a malformed SSH key, or an unknown template", body = ErrorBody),
         (status = 429, description = "The key's quota or rate is reached", body = ErrorBody),
         (status = 503, description = "No live runner has room", body = ErrorBody),
     ))]
@@ -301,7 +347,8 @@ pub(crate) async fn connection(
     if sb.state != SandboxState::Running {
         return Err(AppError::Conflict(format!("sandbox {id} is {}", sb.state)));
     }
-    Ok(Json(Connection { host: sb.host, port: sb.port, token: sb.token }))
+    let ssh = (sb.ssh_port != 0).then(|| SshEndpoint { host: sb.host.clone(), port: sb.ssh_port });
+    Ok(Json(Connection { host: sb.host, port: sb.port, token: sb.token, ssh }))
 }
 
 /// The `{id}` of the sandbox routes.

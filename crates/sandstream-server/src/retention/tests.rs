@@ -76,6 +76,7 @@ fn sandbox(id: &str, tenant: &str, state: SandboxState, expires_at: i64) -> Sand
         created_at: expires_at - 1000,
         expires_at,
         disk_mb: 64,
+        ssh_port: 0,
     }
 }
 

@@ -102,6 +102,7 @@ pub(crate) fn sandbox(id: &str, tenant: &str, runner_id: &str, created_at: i64) 
         created_at,
         expires_at: created_at + 1000,
         disk_mb: 64,
+        ssh_port: 0,
     }
 }
 

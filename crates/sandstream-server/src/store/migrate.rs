@@ -1,6 +1,7 @@
 //! What a database made by an older server needs, applied at every open so that it
 //! keeps working: the schema's additions since the first release (each sandbox's disk,
-//! `sandboxes.disk_mb`, for the per-key disk quota; whether an execution was ended by
+//! `sandboxes.disk_mb`, for the per-key disk quota; each sandbox's SSH port,
+//! `sandboxes.ssh_port`; whether an execution was ended by
 //! the out-of-memory killer, `executions.oom_killed`; the indexes retention reads,
 //! `retention.rs`, and its list of executions whose output is still being deleted,
 //! `pruning`), and sealing the sandbox tokens stored before sealing.
@@ -34,6 +35,10 @@ pub(super) fn schema(conn: &Connection) -> rusqlite::Result<()> {
         conn.execute_batch(&format!(
             "ALTER TABLE sandboxes ADD COLUMN disk_mb INTEGER NOT NULL DEFAULT {DEFAULT_DISK_MB}"
         ))?;
+    }
+    if !has_column(conn, "sandboxes", "ssh_port")? {
+        // Sandboxes stored before SSH have none.
+        conn.execute_batch("ALTER TABLE sandboxes ADD COLUMN ssh_port INTEGER NOT NULL DEFAULT 0")?;
     }
     if !has_column(conn, "executions", "oom_killed")? {
         // Executions stored before the column: an out-of-memory kill was not told apart.

@@ -56,6 +56,9 @@ pub(crate) struct SandboxRow {
     pub expires_at: i64,
     /// What the key's disk quota counts (MiB): its `diskMb`, or the default it got.
     pub disk_mb: u32,
+    /// The host port (at `host`) of its SSH server; 0 when it has none: created with SSH
+    /// off, or by a runner older than SSH.
+    pub ssh_port: u16,
 }
 
 #[derive(Debug, Clone)]
@@ -176,7 +179,7 @@ impl Usage {
 }
 
 pub(super) const RUNNER_COLS: &str = "id, name, control_url, advertise_host, capacity, backend, last_heartbeat";
-pub(super) const SANDBOX_COLS: &str = "id, tenant, runner_id, template, cpu_millis, memory_mb, envs, metadata, state, host, port, token, created_at, expires_at, disk_mb";
+pub(super) const SANDBOX_COLS: &str = "id, tenant, runner_id, template, cpu_millis, memory_mb, envs, metadata, state, host, port, token, created_at, expires_at, disk_mb, ssh_port";
 pub(super) const EXEC_COLS: &str = "id, tenant, sandbox_id, language, status, phase, exit_code, error, plan, command_id, \
      stdout_offset, stderr_offset, last_seq, target, created_at, deadline, finished_at, oom_killed";
 /// `EXEC_COLS` of `executions e`, with a running execution's progress from `progress p`.
@@ -203,6 +206,7 @@ pub(super) fn sandbox_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SandboxRow>
         created_at: r.get(12)?,
         expires_at: r.get(13)?,
         disk_mb: r.get(14)?,
+        ssh_port: r.get(15)?,
     })
 }
 

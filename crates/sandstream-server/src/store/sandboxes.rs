@@ -32,7 +32,7 @@ impl SandboxStore for Store {
     fn insert_sandbox(&self, s: &SandboxRow) -> Result<()> {
         let token = self.sealer.seal(&s.id, &s.token)?;
         self.db().execute(
-            &format!("INSERT INTO sandboxes ({SANDBOX_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"),
+            &format!("INSERT INTO sandboxes ({SANDBOX_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"),
             params![
                 s.id,
                 s.tenant,
@@ -48,7 +48,8 @@ impl SandboxStore for Store {
                 token,
                 s.created_at,
                 s.expires_at,
-                s.disk_mb
+                s.disk_mb,
+                s.ssh_port
             ],
         )?;
         Ok(())
