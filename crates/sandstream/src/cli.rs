@@ -76,6 +76,14 @@ pub(crate) enum Command {
     /// unknown user or cwd) or lost it, with one line on stderr saying why. SIGTERM and
     /// SIGHUP hang the shell up and exit 128+N.
     Shell(crate::shell::ShellArgs),
+    /// Log in to a sandbox with OpenSSH: `sandstream ssh ID [-- CMD…]`.
+    ///
+    /// Asks the server for a password that works for this sandbox alone (for --timeout
+    /// seconds, as --user) and runs `ssh -p PORT USER@HOST [CMD…]` with it, given through
+    /// SSH_ASKPASS: an interactive login shell on a terminal, or CMD with its exit code.
+    /// Needs the OpenSSH client (`ssh`, or --ssh). Exits with ssh's exit code: the remote
+    /// command's, or 255 when SSH failed; 1 when no credential could be made.
+    Ssh(crate::ssh::SshArgs),
     /// Add, list and remove this host's sandbox templates: root filesystems imported from
     /// a directory or a tarball (such as `docker export` writes).
     Template(TemplateArgs),
@@ -318,6 +326,7 @@ pub(crate) async fn run(command: Command) -> anyhow::Result<()> {
         Command::LoginLink(a) => crate::client::login_link(a).await,
         Command::Cp(a) => crate::cp::cp(a).await,
         Command::Sandbox(a) => crate::sandbox_cmd::sandbox(a).await,
+        Command::Ssh(a) => crate::ssh::run(a).await,
         Command::Template(a) => tokio::task::spawn_blocking(move || template(a)).await?,
         Command::Agent(_) | Command::Exec(_) | Command::Shell(_) => unreachable!("handled before the runtime starts"),
     }

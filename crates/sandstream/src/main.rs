@@ -8,6 +8,7 @@ mod follow;
 mod rest;
 mod sandbox_cmd;
 mod shell;
+mod ssh;
 mod term;
 
 use std::process::ExitCode;
@@ -29,6 +30,9 @@ fn init_logging(default_filter: &str) {
 }
 
 fn main() -> ExitCode {
+    if ssh::askpass() {
+        return ExitCode::SUCCESS;
+    }
     let args = match cli::Cli::try_parse() {
         Ok(args) => args,
         // A usage error of `exec` or `shell` exits as its other failures to run anything
