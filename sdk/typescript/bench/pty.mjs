@@ -11,11 +11,18 @@
 //    Backspace so the line stays short (--samples, default 1000);
 // 3. the same keystroke echo through the server's REST terminal routes (POST input, the
 //    echo read from the SSE output stream), as the playground's Terminal tab does;
-// 4. with --docker, the same through `docker exec -it C bash` on a local pseudo-terminal
-//    (Python's pty module drives it as a user's terminal would), in a running container of
-//    the template (--docker-image IMAGE, default the newest `sandstream-template:*` image).
+// 4. SSH connect to prompt: `ssh -tt … user@HOST` of bash (with a fresh ed25519 key, given
+//    as `sshKeys` to a second sandbox made over REST) on a local pseudo-terminal (Python's
+//    pty module drives it as a user's terminal would), from spawn until bash's prompt
+//    arrives (--opens, default 30); the same with a password from `POST …/ssh-access`
+//    through sshpass;
+// 5. with --docker, open to prompt and keystroke echo through `docker exec -it C bash` on a
+//    local pseudo-terminal (driven as in 4), in a running container of the template
+//    (--docker-image IMAGE, default the newest `sandstream-template:*` image).
 import { spawnSync } from 'node:child_process';
-import { cpus } from 'node:os';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { cpus, tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { Sandbox } from '@sandstream/sdk';
 import { startServer } from '../test/helpers/server.mjs';
 import { args, load, opt, pct } from './common.mjs';
@@ -90,6 +97,9 @@ try {
   // playground uses): one POST per key, the echo read from the SSE output stream.
   await restEcho();
 
+  // 4. SSH connect to prompt (before docker, so a docker failure does not hide it).
+  await sshConnect();
+
   if (args.includes('--docker')) dockerSideBySide();
 } finally {
   await sandbox.kill().catch(() => {});
@@ -147,6 +157,84 @@ async function restEcho() {
   await fetch(`${base}/${id}`, { method: 'DELETE', headers });
   await reader.cancel().catch(() => {});
   await pump.catch(() => {});
+}
+
+async function sshConnect() {
+  const headers = { authorization: `Bearer ${server.apiKey}`, 'content-type': 'application/json' };
+  const api = async (method, path, body, want) => {
+    const r = await fetch(`${server.apiUrl}/api/v1${path}`, { method, headers, body: body && JSON.stringify(body) });
+    if (r.status !== want) throw new Error(`${method} ${path}: ${r.status} ${await r.text()}`);
+    return r.status === 204 ? null : r.json();
+  };
+  const dir = mkdtempSync(join(tmpdir(), 'sandstream-bench-ssh-'));
+  let id;
+  try {
+    const key = join(dir, 'id_ed25519');
+    const kg = spawnSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'pty-bench', '-f', key], { encoding: 'utf8' });
+    if (kg.status !== 0) throw new Error(`ssh-keygen: ${kg.error ?? kg.stderr.trim()}`);
+    const pub = readFileSync(`${key}.pub`, 'utf8').trim();
+    ({ id } = await api('POST', '/sandboxes', { timeoutMs: 3_600_000, sshKeys: [pub] }, 201));
+    const { ssh } = await api('GET', `/sandboxes/${id}/connection`, undefined, 200);
+    if (!ssh) throw new Error(`sandbox ${id} has no ssh endpoint in its connection`);
+    const common = ['-tt', '-p', String(ssh.port), '-o', 'StrictHostKeyChecking=no', '-o', 'UserKnownHostsFile=/dev/null', '-o', 'LogLevel=ERROR'];
+    const withKey = ['ssh', ...common, '-i', key, '-o', 'IdentitiesOnly=yes', `user@${ssh.host}`, BASH];
+    latency(`ssh connect to prompt (key, ${ssh.host}:${ssh.port})`, openToPrompt(withKey));
+    // A password credential, typed by sshpass (-e: from $SSHPASS, not the command line).
+    const access = await api('POST', `/sandboxes/${id}/ssh-access`, {}, 201);
+    const withPassword = ['sshpass', '-e', 'ssh', ...common, '-o', 'PubkeyAuthentication=no', '-o', 'PreferredAuthentications=password,keyboard-interactive', `${access.username}@${access.host}`, BASH];
+    latency('ssh connect to prompt (password through sshpass)', openToPrompt(withPassword, { SSHPASS: access.password }));
+  } finally {
+    if (id) await api('DELETE', `/sandboxes/${id}`, undefined, 204).catch((e) => console.error(`cleanup: ${e.message}`));
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** Milliseconds from spawning argv on a local pseudo-terminal until '$ ' arrives, --opens times. */
+function openToPrompt(argv, env = {}) {
+  const r = spawnSync('python3', ['-c', promptDriver(), JSON.stringify(argv), String(opens)], {
+    encoding: 'utf8',
+    env: { ...process.env, ...env },
+    timeout: 30 * 60_000,
+  });
+  if (r.status !== 0) throw new Error(`the pty driver of ${argv[0]} failed: ${r.error ?? r.stderr}`);
+  return JSON.parse(r.stdout);
+}
+
+// argv on a pseudo-terminal of this machine, as a user's terminal runs it: three warm-up
+// opens, then the time from fork to the prompt of each; `exit` ends each and is awaited.
+function promptDriver() {
+  return String.raw`
+import json, os, pty, sys, time
+argv, opens = json.loads(sys.argv[1]), int(sys.argv[2])
+def until(fd, want):
+    buf = b''
+    while want not in buf:
+        try:
+            b = os.read(fd, 65536)
+        except OSError:
+            b = b''
+        if not b:
+            sys.exit('no prompt; the terminal showed: %r' % buf[-2000:])
+        buf += b
+open_ms = []
+for i in range(opens + 3):
+    t0 = time.perf_counter()
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.execvp(argv[0], argv)
+    until(fd, b'$ ')
+    if i >= 3:
+        open_ms.append((time.perf_counter() - t0) * 1000)
+    os.write(fd, b'exit\n')
+    try:
+        while os.read(fd, 65536):
+            pass
+    except OSError:
+        pass
+    os.waitpid(pid, 0)
+    os.close(fd)
+print(json.dumps(open_ms))
+`;
 }
 
 function dockerSideBySide() {
