@@ -249,27 +249,23 @@ function dockerSideBySide() {
   if (!image) throw new Error('--docker: no image; pass --docker-image IMAGE (or run the docker backend once)');
   const container = docker(['run', '-d', '--rm', '--network', 'none', image, 'sleep', 'infinity']).trim();
   try {
-    const r = spawnSync('python3', ['-c', driver(), container, String(opens), String(samples)], { encoding: 'utf8' });
+    const argv = ['docker', 'exec', '-it', '-e', 'PS1=$ ', container, 'bash', '--norc', '--noprofile', '-i'];
+    latency(`docker exec -it C bash to its prompt (${image})`, openToPrompt(argv));
+    const r = spawnSync('python3', ['-c', echoDriver(), JSON.stringify(argv), String(samples)], { encoding: 'utf8' });
     if (r.status !== 0) throw new Error(`the docker exec -it driver failed: ${r.stderr}`);
-    const { open, echo } = JSON.parse(r.stdout);
-    latency(`docker exec -it C bash to its prompt (${image})`, open);
+    const echo = JSON.parse(r.stdout);
     latency('docker exec -it keystroke echo (write to the echoed byte)', echo);
   } finally {
     docker(['rm', '-f', container]);
   }
 }
 
-// `docker exec -it` on a pseudo-terminal of this machine, as a user's terminal runs it.
-function driver() {
+// Keystroke echo of argv (`docker exec -it`) on a pseudo-terminal of this machine, as a
+// user's terminal runs it.
+function echoDriver() {
   return String.raw`
 import json, os, pty, sys, time
-container, opens, samples = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-argv = ['docker', 'exec', '-it', '-e', 'PS1=$ ', container, 'bash', '--norc', '--noprofile', '-i']
-def start():
-    pid, fd = pty.fork()
-    if pid == 0:
-        os.execvp(argv[0], argv)
-    return pid, fd
+argv, samples = json.loads(sys.argv[1]), int(sys.argv[2])
 def until(fd, want):
     buf = b''
     while want not in buf:
@@ -283,15 +279,9 @@ def stop(pid, fd):
         pass
     os.waitpid(pid, 0)
     os.close(fd)
-open_ms = []
-for i in range(opens + 3):
-    t0 = time.perf_counter()
-    pid, fd = start()
-    until(fd, b'$ ')
-    if i >= 3:
-        open_ms.append((time.perf_counter() - t0) * 1000)
-    stop(pid, fd)
-pid, fd = start()
+pid, fd = pty.fork()
+if pid == 0:
+    os.execvp(argv[0], argv)
 until(fd, b'$ ')
 echo = []
 for i in range(samples + 50):
@@ -302,6 +292,6 @@ for i in range(samples + 50):
     if i >= 50:
         echo.append((time.perf_counter() - t0) * 1000)
 stop(pid, fd)
-print(json.dumps({'open': open_ms, 'echo': echo}))
+print(json.dumps(echo))
 `;
 }

@@ -236,6 +236,14 @@ pub(crate) fn key_credentials(ssh: bool, keys: Vec<String>) -> AppResult<Vec<Ssh
         .collect()
 }
 
+/// The runner sandbox `sb` runs on.
+pub(crate) fn runner_of(state: &AppState, sb: &SandboxRow) -> AppResult<crate::store::RunnerRow> {
+    state
+        .store
+        .runner(&sb.runner_id)?
+        .ok_or_else(|| AppError::internal(format!("runner {} of sandbox {} is unknown", sb.runner_id, sb.id)))
+}
+
 /// The caller's sandbox `id`; another tenant's is as unknown as a missing one.
 pub(crate) fn owned(state: &AppState, p: &Principal, id: &str) -> AppResult<SandboxRow> {
     match state.store.sandbox(id)? {
@@ -323,10 +331,7 @@ pub(crate) async fn set_timeout(
     // However often it is extended, a sandbox lives at most the configured lifetime.
     state.throttle.check_lifetime(u64::try_from(now_ms() - sb.created_at).unwrap_or(0), body.timeout_ms)?;
     // The runner first: a sandbox whose runner was not told would die at the old time.
-    let runner = state
-        .store
-        .runner(&sb.runner_id)?
-        .ok_or_else(|| AppError::internal(format!("runner {} of sandbox {id} is unknown", sb.runner_id)))?;
+    let runner = runner_of(&state, &sb)?;
     state.registry.set_timeout(&runner, &id, body.timeout_ms).await?;
     state.store.set_sandbox_expiry(&id, now_ms() + body.timeout_ms as i64)?;
     Ok(Json(sandbox_json(&owned(&state, &p, &id)?)))

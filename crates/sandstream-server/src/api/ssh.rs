@@ -10,11 +10,10 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use sandstream_runner_protocol::{AddSshAccess, SSH_USERS, SshCredential, SshSecret};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 
 use super::AppState;
-use super::sandboxes::{SandboxPath, owned};
+use super::sandboxes::{SandboxPath, owned, runner_of};
 use crate::error::{AppError, AppResult, ErrorBody, optional_json};
 use crate::state::SandboxState;
 use crate::store::{Principal, SandboxRow};
@@ -64,13 +63,6 @@ fn ssh_sandbox(state: &AppState, p: &Principal, id: &str) -> AppResult<SandboxRo
     Ok(sb)
 }
 
-fn runner_of(state: &AppState, sb: &SandboxRow) -> AppResult<crate::store::RunnerRow> {
-    state
-        .store
-        .runner(&sb.runner_id)?
-        .ok_or_else(|| AppError::internal(format!("runner {} of sandbox {} is unknown", sb.runner_id, sb.id)))
-}
-
 #[utoipa::path(post, path = "/api/v1/sandboxes/{id}/ssh-access", operation_id = "createSshAccess", tag = "sandboxes",
     params(SandboxPath), request_body = Option<AccessBody>,
     responses(
@@ -102,7 +94,7 @@ pub(crate) async fn create_access(
     let credential = SshCredential {
         user: user.clone(),
         expires_at: Some(expires_at),
-        secret: SshSecret::PasswordSha256(hex::encode(Sha256::digest(password.as_bytes()))),
+        secret: SshSecret::PasswordSha256(crate::auth::hash(&password)),
     };
     let runner = runner_of(&state, &sb)?;
     state.registry.ssh_access(&runner, &id, &AddSshAccess { credentials: vec![credential] }, false).await?;
